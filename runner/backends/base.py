@@ -1,0 +1,101 @@
+"""The backend interface: container lifecycle and execution, independent of the engine."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.output import OutputSink
+
+LABEL_PREFIX = "io.solo-harness"
+LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
+LABEL_SESSION = f"{LABEL_PREFIX}.session"
+LABEL_REPO = f"{LABEL_PREFIX}.repo"
+LABEL_ROLE = f"{LABEL_PREFIX}.role"
+LABEL_CONTEXT = f"{LABEL_PREFIX}.context-digest"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to start one hardened container (agent or helper)."""
+
+    image: str
+    command: list[str]
+    user: str
+    workdir: str
+    cpus: float
+    memory_bytes: int
+    pids: int
+    env: dict[str, str] = field(default_factory=dict)
+    mounts: tuple[Mount, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+    tmpfs: dict[str, str] = field(default_factory=dict)
+    network: str = "none"
+    runtime: str | None = None
+    log_max_size: str = "10m"
+
+
+@dataclass(frozen=True)
+class ContainerResult:
+    container_id: str
+    exit_code: int | None  # None when it never exited by itself (killed by the watchdog)
+    timed_out: bool
+    oom_killed: bool
+    duration_seconds: float
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    name: str
+    version: str
+    runtimes: tuple[str, ...]
+
+
+class Backend(ABC):
+    """Create, run, stop and reap containers. Engine errors are translated into HarnessErrors."""
+
+    name: str
+
+    @abstractmethod
+    def check(self) -> EngineInfo:
+        """Reach the engine. Raises DockerUnavailableError when it does not answer."""
+
+    @abstractmethod
+    def image_exists(self, image: str) -> bool:
+        """True when `image` is present locally. Raises BackendError on engine faults."""
+
+    @abstractmethod
+    def image_label(self, image: str, label: str) -> str | None:
+        """A label of a local image, None when the image or the label is absent."""
+
+    @abstractmethod
+    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
+        """Build `tag` from the directory `context`. Raises ImageMissingError when the build fails."""
+
+    @abstractmethod
+    def run(
+        self, spec: ContainerSpec, *, timeout: float, output: OutputSink, stop_grace: float = 10.0
+    ) -> ContainerResult:
+        """Create and start a container, drain its output into `output`, wait at most `timeout`
+        seconds (then stop it: SIGTERM, and SIGKILL after `stop_grace`), record how it ended and
+        remove it. Raises BackendError for engine faults; what the command did is in the result."""
+
+    @abstractmethod
+    def stop(self, container_id: str, *, grace: float) -> None:
+        """Stop a running container (SIGTERM, then SIGKILL after `grace`). Missing is not an error."""
+
+    @abstractmethod
+    def list_containers(self, labels: dict[str, str]) -> list[str]:
+        """Ids of the containers (running or not) carrying all `labels`."""
+
+    @abstractmethod
+    def reap(self, labels: dict[str, str]) -> list[str]:
+        """Force-remove every container carrying all `labels`; return their ids."""

@@ -1,0 +1,264 @@
+"""The Docker backend: the only module that imports the docker SDK.
+
+Every SDK error is translated at this boundary; transient engine errors (connection reset,
+daemon restarting, 5xx) are retried with tenacity, bounded in attempts and time. Agent commands
+are never retried.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import LogConfig
+from docker.types import Mount as DockerMount
+from tenacity import (
+    before_sleep_log,
+    retry,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, EngineInfo
+from runner.errors import (
+    BackendError,
+    DockerUnavailableError,
+    HarnessError,
+    ImageMissingError,
+    TransientBackendError,
+)
+from runner.output import OutputSink
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
+
+_retry_transient = retry(
+    retry=retry_if_exception_type(TransientBackendError),
+    stop=stop_after_attempt(5) | stop_after_delay(60),
+    wait=wait_exponential(multiplier=0.5, max=10),
+    before_sleep=before_sleep_log(log, logging.WARNING),
+    reraise=True,
+)
+
+
+def _translate(exc: Exception, what: str) -> HarnessError:
+    """Map an SDK or transport error to the harness's own exceptions."""
+    if isinstance(exc, docker.errors.ImageNotFound):
+        return ImageMissingError(f"{what}: image not found ({exc.explanation})")
+    if isinstance(exc, docker.errors.APIError):
+        status = exc.status_code or 0
+        message = f"{what}: Docker engine error {status}: {exc.explanation or exc}"
+        return TransientBackendError(message) if status >= 500 else BackendError(message)
+    if isinstance(exc, requests.exceptions.RequestException | ConnectionError | OSError):
+        return TransientBackendError(f"{what}: lost the Docker engine ({exc.__class__.__name__})")
+    if isinstance(exc, docker.errors.DockerException):
+        return DockerUnavailableError(f"{what}: {exc}")
+    return BackendError(f"{what}: {exc}")
+
+
+@contextlib.contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except HarnessError:
+        raise
+    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
+        raise _translate(exc, what) from None
+
+
+def _call(what: str, fn: Callable[[], T]) -> T:
+    """Run one engine call with translation and bounded retries of transient faults."""
+
+    @_retry_transient
+    def attempt() -> T:
+        with _translated(what):
+            return fn()
+
+    return attempt()
+
+
+class DockerBackend(Backend):
+    name = "docker"
+
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=API_TIMEOUT)
+            except docker.errors.DockerException as exc:
+                raise DockerUnavailableError(
+                    f"cannot reach the Docker engine ({exc}); is dockerd running and are you in the docker group?"
+                ) from None
+        return self._client
+
+    def check(self) -> EngineInfo:
+        try:
+            info = _call("ping the Docker engine", lambda: self.client.info())
+        except TransientBackendError as exc:
+            raise DockerUnavailableError(
+                f"cannot reach the Docker engine ({exc.message}); is dockerd running?"
+            ) from None
+        return EngineInfo(
+            name="docker",
+            version=str(info.get("ServerVersion", "?")),
+            runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
+        )
+
+    def image_exists(self, image: str) -> bool:
+        try:
+            _call(f"inspect image {image}", lambda: self.client.images.get(image))
+        except ImageMissingError:
+            return False
+        return True
+
+    def image_label(self, image: str, label: str) -> str | None:
+        try:
+            img = _call(f"inspect image {image}", lambda: self.client.images.get(image))
+        except ImageMissingError:
+            return None
+        labels = (img.attrs.get("Config") or {}).get("Labels") or {}
+        value = labels.get(label)
+        return str(value) if value is not None else None
+
+    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
+        log.info("building image %s from %s", tag, context)
+        try:
+            with _translated(f"build image {tag}"):
+                self.client.images.build(
+                    path=str(context), tag=tag, labels=labels, rm=True, forcerm=True,
+                    pull=False, network_mode="host",
+                )  # fmt: skip
+        except docker.errors.BuildError as exc:
+            last = next((str(c.get("error") or c.get("stream", "")).strip() for c in reversed(list(exc.build_log))
+                         if c.get("error") or c.get("stream", "").strip()), str(exc))
+            raise ImageMissingError(f"building image {tag} failed: {last}") from None
+        except BackendError as exc:
+            raise ImageMissingError(f"building image {tag} failed: {exc.message}") from None
+
+    def _create(self, spec: ContainerSpec) -> Any:
+        mounts = [
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+            for m in spec.mounts
+        ]
+        kwargs: dict[str, Any] = {
+            "image": spec.image,
+            "command": spec.command,
+            "user": spec.user,
+            "working_dir": spec.workdir,
+            "environment": spec.env,
+            "mounts": mounts,
+            "labels": spec.labels,
+            "tmpfs": spec.tmpfs,
+            "network_mode": spec.network,
+            "nano_cpus": int(spec.cpus * 1e9),
+            "mem_limit": spec.memory_bytes,
+            "memswap_limit": spec.memory_bytes,  # no swap: memory is a hard cap
+            "pids_limit": spec.pids,
+            "cap_drop": ["ALL"],
+            "security_opt": ["no-new-privileges"],
+            "read_only": True,
+            "init": True,
+            "privileged": False,
+            "ipc_mode": "private",
+            "log_config": LogConfig(type="json-file", config={"max-size": spec.log_max_size, "max-file": "1"}),
+            "stdin_open": False,
+            "tty": False,
+            "detach": True,
+        }
+        if spec.runtime and spec.runtime != "runc":
+            kwargs["runtime"] = spec.runtime
+        return _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
+
+    def run(
+        self, spec: ContainerSpec, *, timeout: float, output: OutputSink, stop_grace: float = 10.0
+    ) -> ContainerResult:
+        container = self._create(spec)
+        try:
+            _call("start a container", container.start)
+            started = time.monotonic()
+            drain = threading.Thread(target=self._drain, args=(container, output), daemon=True)
+            drain.start()
+            timed_out = not self._wait(container, timeout)
+            if timed_out:
+                log.warning("container %s exceeded %.0fs; stopping it", container.short_id, timeout)
+                self._stop(container, stop_grace)
+                self._wait(container, stop_grace + 30)
+            duration = time.monotonic() - started
+            drain.join(timeout=10)
+            _call("inspect a container", container.reload)
+            state = container.attrs.get("State") or {}
+            return ContainerResult(
+                container_id=str(container.id),
+                exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
+                timed_out=timed_out,
+                oom_killed=bool(state.get("OOMKilled")),
+                duration_seconds=duration,
+            )
+        finally:
+            with contextlib.suppress(HarnessError):
+                _call("remove a container", lambda: container.remove(force=True, v=True))
+
+    @staticmethod
+    def _drain(container: Any, output: OutputSink) -> None:
+        # Runs until the container's output ends; errors end the drain, never the run.
+        try:
+            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+                output.write(chunk)
+        except Exception as exc:
+            log.debug("output drain of %s ended: %s", container.short_id, exc)
+
+    @staticmethod
+    def _wait(container: Any, timeout: float) -> bool:
+        """True when the container exited within `timeout` seconds."""
+        try:
+            with _translated("wait for a container"):
+                container.wait(timeout=timeout)
+            return True
+        except TransientBackendError:
+            # A read timeout of the wait call looks like a transport error: ask the engine.
+            _call("inspect a container", container.reload)
+            return not (container.attrs.get("State") or {}).get("Running")
+
+    @staticmethod
+    def _stop(container: Any, grace: float) -> None:
+        try:
+            _call("stop a container", lambda: container.stop(timeout=max(1, int(grace))))
+        except BackendError as exc:
+            if isinstance(exc, TransientBackendError):
+                raise
+            log.debug("stop: %s", exc.message)  # already gone
+
+    def stop(self, container_id: str, *, grace: float) -> None:
+        try:
+            container = _call("find a container", lambda: self.client.containers.get(container_id))
+        except BackendError:
+            return
+        self._stop(container, grace)
+
+    def list_containers(self, labels: dict[str, str]) -> list[str]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        found = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
+        return [str(c.id) for c in found]
+
+    def reap(self, labels: dict[str, str]) -> list[str]:
+        removed = []
+        for cid in self.list_containers(labels):
+            with contextlib.suppress(BackendError):
+                _call("remove a container", lambda c=cid: self.client.api.remove_container(c, force=True, v=True))
+                removed.append(cid)
+        return removed

@@ -1,0 +1,278 @@
+"""The `harness` command line: parse options, call one core function, render its result."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec
+
+import typer
+
+from runner.errors import ExitCode, HarnessError
+
+P = ParamSpec("P")
+
+app = typer.Typer(
+    name="harness",
+    help="Run a coding agent unattended in a hardened container, on an isolated copy of a repository.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,  # tracebacks can hold secrets; errors are one line
+    rich_markup_mode=None,  # usage errors as plain lines, not boxes
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+images_app = typer.Typer(
+    help="Build the harness's container images.", no_args_is_help=True, rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(images_app, name="images")
+
+log = logging.getLogger("runner")
+
+
+def command(fn: Callable[P, int]) -> Callable[P, None]:
+    """One exit-code map: a command returns its code; faults become one line on stderr."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
+        try:
+            code = fn(*args, **kwargs)
+        except HarnessError as exc:
+            sys.stderr.write(f"harness: error: {exc.message}\n")
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            sys.stderr.write("harness: interrupted\n")
+            code = ExitCode.INTERRUPTED
+        except Exception as exc:
+            if os.environ.get("HARNESS_DEBUG"):
+                raise
+            sys.stderr.write(
+                f"harness: internal error: {exc.__class__.__name__}: {exc} (HARNESS_DEBUG=1 shows details)\n"
+            )
+            code = ExitCode.FAILURE
+        raise typer.Exit(int(code))
+
+    return wrapper
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
+SessionOpt = Annotated[str, typer.Option("--session", help="The session id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+MaxIterOpt = Annotated[int | None, typer.Option("--max-iterations", help="Iterations allowed (resume: added).")]
+CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPUs for the agent container (default 1).")]
+MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory cap, no swap (default 2g).")]
+PidsOpt = Annotated[int | None, typer.Option("--pids", help="Process cap (default 512).")]
+IterTimeoutOpt = Annotated[
+    str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
+]
+MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
+
+
+@app.callback()
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more to stderr.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings to stderr.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="harness: %(message)s", stream=sys.stderr)
+    for noisy in ("urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _limits(cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None):  # type: ignore[no-untyped-def]
+    from runner.runs import LimitOptions
+
+    return LimitOptions(cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt)
+
+
+@app.command()
+@command
+def run(
+    session: SessionOpt,
+    objective: Annotated[str | None, typer.Option("--objective", help="What the agent should achieve.")] = None,
+    objective_file: Annotated[
+        Path | None, typer.Option("--objective-file", help="Read the objective from a file.")
+    ] = None,
+    worktree: Annotated[
+        bool, typer.Option("--worktree", help="Work on an isolated copy (always on; kept for compatibility).")
+    ] = True,
+    repo: RepoOpt = Path(),
+    base: Annotated[str, typer.Option("--base", help="The commit the copy starts from.")] = "HEAD",
+    max_iterations: MaxIterOpt = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="Built-in agent: demo, claude-code, codex, aider.")] = None,
+    agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="Run this command with sh -c instead.")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Container image (default: the agent's).")] = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    pids: PidsOpt = None,
+    iteration_timeout: IterTimeoutOpt = None,
+    max_time: MaxTimeOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Start a session: make an isolated copy and run the agent until it is done or a limit is reached."""
+    from runner.backends import default_backend
+    from runner.runs import RunRequest, plan_run, start_run
+
+    del worktree  # every run works on its own copy
+    request = RunRequest(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
+        max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image,
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time),
+    )  # fmt: skip
+    backend = default_backend()
+    if dry_run:
+        plan = plan_run(backend, request)
+        _render(plan, as_json)
+        return ExitCode.OK
+    summary = start_run(backend, request)
+    return _report(Path(summary.repo), summary.session_id, as_json)
+
+
+@app.command()
+@command
+def resume(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    max_iterations: MaxIterOpt = None,
+    cpus: CpusOpt = None,
+    memory: MemoryOpt = None,
+    pids: PidsOpt = None,
+    iteration_timeout: IterTimeoutOpt = None,
+    max_time: MaxTimeOpt = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Continue a stopped, blocked or interrupted session at its next iteration."""
+    from runner.backends import default_backend
+    from runner.runs import ResumeRequest, resume_run
+
+    request = ResumeRequest(
+        session=session, repo=repo, max_iterations=max_iterations,
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time),
+    )  # fmt: skip
+    summary = resume_run(default_backend(), request)
+    return _report(Path(summary.repo), summary.session_id, as_json)
+
+
+def _report(repo: Path, session: str, as_json: bool) -> int:
+    from runner.status import StatusRequest, get_status
+
+    st = get_status(StatusRequest(repo=repo, session=session))
+    _render(st, as_json)
+    return st.exit_code
+
+
+def _render(result: object, as_json: bool) -> None:
+    from runner.cli import render
+    from runner.runs import RunPlan
+    from runner.status import SessionStatus
+
+    if as_json:
+        render.print_json(result)  # type: ignore[arg-type]
+    elif isinstance(result, SessionStatus):
+        render.status(result)
+    elif isinstance(result, RunPlan):
+        render.plan(result)
+
+
+@app.command()
+@command
+def status(
+    session: Annotated[str | None, typer.Option("--session", help="One session (default: all of this repo).")] = None,
+    repo: RepoOpt = Path(),
+    as_json: JsonOpt = False,
+) -> int:
+    """Show how a session (or every session of this repository) stands.
+
+    Exit code: 0 completed, 20 running, 21 needs attention, 22 failed."""
+    if session is not None:
+        return _report(repo, session, as_json)
+    return _list(repo, as_json)
+
+
+@app.command("list")
+@command
+def list_(repo: RepoOpt = Path(), as_json: JsonOpt = False) -> int:
+    """List every session of this repository with its state and iterations."""
+    return _list(repo, as_json)
+
+
+def _list(repo: Path, as_json: bool) -> int:
+    from runner.cli import render
+    from runner.status import list_statuses
+
+    items = list_statuses(repo)
+    if as_json:
+        render.print_json(items)
+    else:
+        render.status_list(items)
+    return ExitCode.OK
+
+
+@app.command()
+@command
+def stop(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    note: Annotated[str | None, typer.Option("--note", help="Why (recorded in control.json).")] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Ask a running session to stop at the end of its current iteration."""
+    from runner.cli import render
+    from runner.control import StopRequest, request_stop
+
+    result = request_stop(StopRequest(repo=repo, session=session, note=note))
+    if as_json:
+        render.print_json(result)
+    else:
+        render.out.print(f"stop requested for {session}: {result.message}")
+    return ExitCode.OK
+
+
+@app.command()
+@command
+def note(
+    text: Annotated[str, typer.Argument(help="The note for the agent's next prompt.")],
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    as_json: JsonOpt = False,
+) -> int:
+    """Add a note that the agent's next iteration prompt carries."""
+    from runner.cli import render
+    from runner.control import NoteRequest, add_note
+
+    added = add_note(NoteRequest(repo=repo, session=session, text=text))
+    if as_json:
+        render.print_json(added)
+    else:
+        render.out.print(f"note {added.id} queued for the next iteration of {session}")
+    return ExitCode.OK
+
+
+@images_app.command("build")
+@command
+def images_build(
+    name: Annotated[str, typer.Argument(help="The image to build (default: base).")] = "base",
+    as_json: JsonOpt = False,
+) -> int:
+    """Build a harness image offline (the host's extra CA certificates are added)."""
+    from runner import images
+    from runner.backends import default_backend
+    from runner.cli import render
+
+    backend = default_backend()
+    backend.check()
+    tag = images.build(backend, name)
+    if as_json:
+        render.print_json({"image": tag})
+    else:
+        render.out.print(f"built {tag}")
+    return ExitCode.OK
+
+
+def main() -> None:
+    """Entry point of the `harness` console script."""
+    app(prog_name="harness")

@@ -1,0 +1,118 @@
+"""Rendering of typed results: rich text for people, JSON for `--json`. Only the CLI prints."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from runner.limits import format_duration, format_size
+from runner.models import RunState
+from runner.output import neutralise
+from runner.runs import RunPlan
+from runner.status import SessionProblem, SessionStatus
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+STATE_STYLE = {
+    RunState.COMPLETED: "bold green",
+    RunState.RUNNING: "bold cyan",
+    RunState.BLOCKED: "bold yellow",
+    RunState.STOPPED: "bold yellow",
+    RunState.INTERRUPTED: "bold yellow",
+    RunState.FAILED: "bold red",
+}
+
+
+def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, object]) -> None:
+    if isinstance(data, BaseModel):
+        payload: object = data.model_dump(mode="json", by_alias=True)
+    elif isinstance(data, dict):
+        payload = data
+    else:
+        payload = [item.model_dump(mode="json", by_alias=True) for item in data]
+    sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+    sys.stdout.flush()
+
+
+def safe(text: str | None) -> Text:
+    """Agent-written text, with escape sequences neutralised, never interpreted as markup."""
+    return Text(neutralise(text or ""))
+
+
+def status(st: SessionStatus) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    state = Text(st.status.value, style=STATE_STYLE[st.status])
+    if st.stop_reason:
+        state.append(f"  ({st.stop_reason.value})", style="dim")
+    grid.add_row("session", st.session_id)
+    grid.add_row("state", state)
+    grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
+    if st.last_outcome:
+        grid.add_row("last outcome", st.last_outcome.value)
+    if st.last_summary:
+        grid.add_row("last summary", safe(st.last_summary))
+    ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead of {st.base_commit[:12]})"
+    grid.add_row("branch", f"{st.branch}{ahead}")
+    if st.error:
+        grid.add_row("error", Text(st.error, style="red"))
+    grid.add_row("journal", st.journal_dir)
+    out.print(grid)
+
+
+def status_list(items: Sequence[SessionStatus | SessionProblem]) -> None:
+    if not items:
+        out.print("no sessions in this repository")
+        return
+    table = Table(box=None, pad_edge=False)
+    for col in ("SESSION", "STATE", "ITER", "LAST OUTCOME", "UPDATED"):
+        table.add_column(col)
+    for item in items:
+        if isinstance(item, SessionProblem):
+            table.add_row(item.session_id, Text("unreadable", style="red"), "", Text(item.error, style="red"), "")
+            continue
+        table.add_row(
+            item.session_id,
+            Text(item.status.value, style=STATE_STYLE[item.status]),
+            f"{item.iteration_count}/{item.max_iterations}",
+            item.last_outcome.value if item.last_outcome else "-",
+            item.updated_at.strftime("%Y-%m-%d %H:%M"),
+        )
+    out.print(table)
+
+
+def plan(p: RunPlan) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    lim = p.limits
+    rows = [
+        ("session", p.session),
+        ("repository", p.repo),
+        ("base", f"{p.base_ref} ({p.base_commit[:12]})"),
+        ("branch", p.branch),
+        ("copy", p.workspace),
+        ("journal", p.journal_dir),
+        ("image", f"{p.image} ({p.image_state})"),
+        ("agent", f"{p.agent.name}: {' '.join(p.agent.command)}"),
+        ("user", p.user),
+        ("network", p.network),
+        ("limits", f"{lim.cpus:g} cpus, {format_size(lim.memory_bytes)} memory (no swap), {lim.pids} pids, "
+                   f"{format_duration(lim.iteration_timeout_seconds)} per iteration, "
+                   f"{lim.max_iterations} iterations"
+                   + (f", {format_duration(lim.max_time_seconds)} in all" if lim.max_time_seconds else "")),
+    ]
+    for key, value in rows:
+        grid.add_row(key, value)
+    for m in p.mounts:
+        grid.add_row("mount", f"{m.source} -> {m.target} ({'ro' if m.read_only else 'rw'})")
+    out.print(grid)
+    out.print("[dim]dry run: nothing was created[/dim]")

@@ -1,0 +1,129 @@
+"""Git on the host: only ever on the user's own repository, with a sanitized environment.
+
+The host never runs git with its working directory or --git-dir inside the agent's copy
+(design §4 item 2). Harvested data arrives as a bundle and is fetched with fsck, hooks off,
+no system or user config beyond a throwaway one, and no submodule recursion.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from runner.errors import NotARepositoryError, UsageError, WorkspaceError
+from runner.models import DiffStat
+
+_HARDENING = (
+    "-c", "core.hooksPath=/dev/null",
+    "-c", "core.fsmonitor=false",
+    "-c", "transfer.fsckObjects=true",
+    "-c", "fetch.fsckObjects=true",
+    "-c", "protocol.file.allow=user",
+    "-c", "submodule.recurse=false",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RepoInfo:
+    top: Path  # the working tree's top level
+    common_dir: Path  # the main .git directory (shared by linked worktrees)
+
+
+class HostGit:
+    """Runs git on the user's repository with a sanitized environment."""
+
+    def __init__(self, repo: Path) -> None:
+        self.repo = repo
+        self._home = tempfile.mkdtemp(prefix="harness-git-")
+        config = Path(self._home) / "gitconfig"
+        config.write_text(
+            "[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n"
+        )
+        self._env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": self._home,
+            "LANG": "C",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": str(config),
+            "GIT_NO_LAZY_FETCH": "1",
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_OPTIONAL_LOCKS": "0",
+        }
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self._home, ignore_errors=True)
+
+    def __enter__(self) -> HostGit:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["git", *_HARDENING, "-C", str(self.repo), *args],
+            env=self._env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise WorkspaceError(f"git {args[0]} failed in {self.repo}: {detail}")
+        return proc
+
+    def info(self) -> RepoInfo:
+        proc = self.run("rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir", check=False)
+        if proc.returncode != 0:
+            raise NotARepositoryError(f"{self.repo} is not a git repository (or has no working tree)")
+        top, common = proc.stdout.splitlines()[:2]
+        common_path = Path(common)
+        if not common_path.is_absolute():
+            common_path = (Path(top) / common_path).resolve()
+        return RepoInfo(top=Path(top).resolve(), common_dir=common_path.resolve())
+
+    def resolve_commit(self, ref: str) -> str:
+        if ref.startswith("-"):
+            raise UsageError(f"--base: {ref!r} is not a ref")
+        proc = self.run("rev-parse", "--verify", "--quiet", "--end-of-options", f"{ref}^{{commit}}", check=False)
+        if proc.returncode != 0:
+            raise UsageError(f"--base: {ref!r} does not name a commit in {self.repo}")
+        return proc.stdout.strip()
+
+    def ref_commit(self, ref: str) -> str | None:
+        proc = self.run("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", check=False)
+        return proc.stdout.strip() if proc.returncode == 0 else None
+
+    def fetch_bundle(self, bundle: Path, src_ref: str, dest_ref: str) -> None:
+        """Fetch `src_ref` of a host-private bundle copy into `dest_ref` (forced), with fsck."""
+        self.run(
+            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
+            "--no-auto-gc", str(bundle), f"+{src_ref}:{dest_ref}",
+        )  # fmt: skip
+
+    def commits_between(self, old: str, new: str) -> list[str]:
+        out = self.run("rev-list", "--reverse", f"{old}..{new}").stdout
+        return out.split()
+
+    def diff_stat(self, old: str, new: str) -> DiffStat:
+        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--shortstat", old, new).stdout
+        stat = DiffStat()
+        for part in out.split(","):
+            words = part.split()
+            if len(words) >= 2 and words[0].isdigit():
+                if words[1].startswith("file"):
+                    stat.files_changed = int(words[0])
+                elif words[1].startswith("insertion"):
+                    stat.insertions = int(words[0])
+                elif words[1].startswith("deletion"):
+                    stat.deletions = int(words[0])
+        return stat
+
+    def is_ancestor(self, older: str, newer: str) -> bool:
+        return self.run("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0

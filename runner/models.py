@@ -1,0 +1,223 @@
+"""Pydantic models of every file the harness persists (the journal of design §3).
+
+Field names follow the original Solo Harness (camelCase, `schemaVersion`, `kind`) so its readers keep
+working; ours add what a container run needs. Old schema versions are upgraded on read by named steps
+in `runner.journal`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CamelModel(BaseModel):
+    """camelCase in JSON (on disk and in `--json` output), snake_case in code."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",  # newer writers may add fields; old readers keep working
+        validate_assignment=True,
+    )
+
+    def dump_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+class JournalModel(CamelModel):
+    """Base of every persisted model."""
+
+
+class RunState(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    BLOCKED = "blocked"  # the agent asked for a human
+    STOPPED = "stopped"  # a limit or a stop request ended it; resumable
+    FAILED = "failed"  # repeated agent failures
+    INTERRUPTED = "interrupted"  # the supervisor died or was interrupted; resumable
+
+
+class StopReason(StrEnum):
+    AGENT_DONE = "agent-done"
+    AGENT_BLOCKED = "agent-blocked"
+    MAX_ITERATIONS = "max-iterations"
+    MAX_TIME = "max-time"
+    STOP_REQUESTED = "stop-requested"
+    REPEATED_FAILURES = "repeated-failures"
+    SUPERVISOR_GONE = "supervisor-gone"
+    INTERRUPTED = "interrupted"
+    INFRASTRUCTURE = "infrastructure-error"
+
+
+class Outcome(StrEnum):
+    """What one iteration came to."""
+
+    WORKING = "working"  # the agent reported progress
+    DONE = "done"
+    BLOCKED = "blocked"
+    TIMED_OUT = "timed-out"
+    OOM_KILLED = "oom-killed"
+    AGENT_ERROR = "agent-error"  # exited non-zero
+    NO_REPORT = "no-report"  # exited 0 without a (valid) status report
+    INTERRUPTED = "interrupted"
+
+
+class FailureClass(StrEnum):
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    EXIT_NONZERO = "exit-nonzero"
+    MISSING_REPORT = "missing-report"
+    INVALID_REPORT = "invalid-report"
+    INTERRUPTED = "interrupted"
+
+
+class Limits(JournalModel):
+    """Hard limits of the agent container and of the run."""
+
+    cpus: float = Field(default=1.0, gt=0, le=512)
+    memory_bytes: int = Field(default=2 * 1024**3, ge=6 * 1024**2)
+    pids: int = Field(default=512, ge=16)
+    iteration_timeout_seconds: float = Field(default=1800.0, gt=0)
+    max_time_seconds: float | None = Field(default=None, gt=0)
+    max_iterations: int = Field(default=10, ge=1)
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    output_cap_bytes: int = Field(default=8 * 1024**2, ge=1024)
+
+
+class WorktreeInfo(JournalModel):
+    enabled: bool = True
+    base_ref: str
+    base_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    path: str  # the isolated copy on the host (owned by the agent uid)
+    branch: str  # the ref harvested into the user's repository
+
+
+class AgentInfo(JournalModel):
+    name: str  # adapter name, or "custom" for --agent-cmd
+    command: list[str]
+
+
+class SupervisorInfo(JournalModel):
+    pid: int
+    host: str
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+class RunSummary(JournalModel):
+    """run-summary.json: the current state and progress (written only by the supervisor)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.run-summary"] = "solo-harness.run-summary"
+    session_id: str
+    objective: str
+    status: RunState = RunState.RUNNING
+    stop_reason: StopReason | None = None
+    iteration_count: int = Field(default=0, ge=0)
+    max_iterations: int = Field(ge=1)
+    last_iteration: int | None = None
+    last_outcome: Outcome | None = None
+    last_summary: str | None = None
+    stop_requested: bool = False
+    consecutive_failures: int = Field(default=0, ge=0)
+    worktree: WorktreeInfo
+    repo: str
+    run_dir: str
+    image: str
+    runtime: str = "runc"
+    network: Literal["none"] = "none"
+    agent: AgentInfo
+    limits: Limits
+    head_commit: str | None = None  # last commit harvested onto the branch
+    supervisor: SupervisorInfo | None = None
+    error: str | None = None  # the infrastructure fault that ended the run, if any
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+
+class StatusReport(BaseModel):
+    """What the agent writes to $HARNESS_STATUS_FILE (untrusted input)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=16_384)
+
+    state: Literal["working", "done", "blocked"]
+    summary: str = ""
+    next: str = ""
+
+
+class DiffStat(JournalModel):
+    files_changed: int = 0
+    insertions: int = 0
+    deletions: int = 0
+
+
+class IterationRecord(JournalModel):
+    """iteration-NNNN.json: what happened in one iteration."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.iteration"] = "solo-harness.iteration"
+    session_id: str
+    iteration: int = Field(ge=1)
+    outcome: Outcome
+    summary: str = ""
+    next_action: str = ""
+    should_stop: bool = False
+    failure_class: FailureClass | None = None
+    report_error: str | None = None  # why the status report was not accepted
+    container_id: str | None = None
+    exit_code: int | None = None
+    timed_out: bool = False
+    oom_killed: bool = False
+    duration_seconds: float = Field(default=0.0, ge=0)
+    log_file: str
+    log_bytes: int = 0
+    log_truncated: bool = False
+    commits: list[str] = Field(default_factory=list)  # harvested in this iteration, oldest first
+    head_commit: str | None = None
+    diff_stat: DiffStat = Field(default_factory=DiffStat)
+    harvest_error: str | None = None
+    notes_delivered: list[str] = Field(default_factory=list)  # ids of the notes this prompt carried
+    limits: Limits
+    started_at: datetime
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Note(JournalModel):
+    id: str
+    text: str = Field(max_length=65_536)
+    created_at: datetime = Field(default_factory=utcnow)
+    consumed_at: datetime | None = None
+    consumed_iteration: int | None = None
+
+
+class ControlFile(JournalModel):
+    """control.json: stop requests and notes (written by `stop` and `note`, read by the supervisor)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.control"] = "solo-harness.control"
+    session_id: str
+    stop_requested: bool = False
+    stop_mode: Literal["graceful", "now"] | None = None
+    stop_note: str | None = None
+    stop_requested_at: datetime | None = None
+    notes: list[Note] = Field(default_factory=list)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+JOURNAL_MODELS: dict[str, type[JournalModel]] = {
+    "run-summary": RunSummary,
+    "iteration": IterationRecord,
+    "control": ControlFile,
+}

@@ -1,0 +1,73 @@
+"""Capped capture of container output: drained continuously, cut at a byte cap with a marker."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Protocol
+
+TRUNCATION_MARKER = "\n[harness: output truncated at {cap} bytes; {dropped} more bytes dropped]\n"
+
+# CSI/OSC/other escape sequences and C0 controls except tab and newline: neutralised before
+# anything the agent wrote reaches a terminal.
+_ESCAPES = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f\x9b]")
+
+
+def neutralise(text: str) -> str:
+    """Make agent-written text safe to print in a terminal (escape sequences made visible)."""
+    return _ESCAPES.sub(lambda m: repr(m.group(0))[1:-1], text)
+
+
+class OutputSink(Protocol):
+    def write(self, chunk: bytes) -> None: ...
+
+
+class CappedFile:
+    """Writes chunks to a file until `cap` bytes, then counts what it drops (keeps draining)."""
+
+    def __init__(self, path: Path, cap: int) -> None:
+        self.path = path
+        self.cap = cap
+        self.written = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+        self._handle = path.open("wb")
+
+    def write(self, chunk: bytes) -> None:
+        with self._lock:
+            room = self.cap - self.written
+            if room > 0:
+                part = chunk[:room]
+                self._handle.write(part)
+                self.written += len(part)
+                self.dropped += len(chunk) - len(part)
+            else:
+                self.dropped += len(chunk)
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def close(self) -> None:
+        with self._lock:
+            if self.dropped:
+                self._handle.write(TRUNCATION_MARKER.format(cap=self.cap, dropped=self.dropped).encode())
+            self._handle.flush()
+            self._handle.close()
+
+
+class CappedBuffer:
+    """In-memory sink for helper containers' output (diagnostics only)."""
+
+    def __init__(self, cap: int = 64 * 1024) -> None:
+        self.cap = cap
+        self.data = bytearray()
+
+    def write(self, chunk: bytes) -> None:
+        room = self.cap - len(self.data)
+        if room > 0:
+            self.data.extend(chunk[:room])
+
+    def text(self) -> str:
+        return self.data.decode("utf-8", "replace")

@@ -1,0 +1,39 @@
+"""Where things live on the host. One seam (`HARNESS_HOME`) that tests point at a temp dir."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+JOURNAL_SUBPATH = Path("memory/context-db/sessions")
+JOURNAL_LEAF = Path("artifacts/solo-harness")
+EXCLUDE_LINE = "/memory/context-db/sessions/*/artifacts/solo-harness/"
+
+
+def data_home() -> Path:
+    """The harness's own data: isolated copies and helper files. Outside any repository."""
+    explicit = os.environ.get("HARNESS_HOME")
+    if explicit:
+        return Path(explicit).expanduser().resolve()
+    xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return (Path(xdg) / "harness").resolve()
+
+
+def sessions_root(repo: Path) -> Path:
+    """The directory holding one journal directory per session (overridable for tests and CI)."""
+    explicit = os.environ.get("HARNESS_JOURNAL_ROOT")
+    return Path(explicit).resolve() if explicit else repo / JOURNAL_SUBPATH
+
+
+def journal_dir(repo: Path, session: str) -> Path:
+    return sessions_root(repo) / session / JOURNAL_LEAF
+
+
+def repo_key(repo: Path) -> str:
+    return hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:12]
+
+
+def run_dir(repo: Path, session: str) -> Path:
+    """Per-session directory of the isolated copy, its outbox and its export bundles."""
+    return data_home() / "runs" / f"{repo_key(repo)}-{session}"

@@ -1,0 +1,317 @@
+"""Core of `run` and `resume`: plan a session, create it, and hand it to the supervisor.
+
+The CLI builds a request, calls one function here and renders the typed result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from runner import images
+from runner.agents import resolve_agent
+from runner.backends.base import LABEL_REPO, LABEL_SESSION, Backend
+from runner.errors import (
+    HarnessError,
+    InvalidStateError,
+    SessionExistsError,
+    UsageError,
+    WorkspaceError,
+)
+from runner.gitops import HostGit
+from runner.journal import Journal, ensure_excluded
+from runner.limits import parse_duration, parse_size
+from runner.models import AgentInfo, CamelModel, ControlFile, Limits, RunState, RunSummary, StopReason, WorktreeInfo
+from runner.names import branch_for, validate_session
+from runner.paths import journal_dir, repo_key, run_dir
+from runner.sandbox import AGENT_UID, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
+from runner.supervisor import Supervisor
+from runner.workspace import RunDir, Workspace
+
+log = logging.getLogger(__name__)
+
+MAX_OBJECTIVE_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class LimitOptions:
+    """Limit options as the user typed them (None: keep the default or the session's value)."""
+
+    cpus: float | None = None
+    memory: str | None = None
+    pids: int | None = None
+    iteration_timeout: str | None = None
+    max_time: str | None = None
+
+    def apply(self, base: Limits) -> Limits:
+        update: dict[str, object] = {}
+        if self.cpus is not None:
+            update["cpus"] = self.cpus
+        if self.memory is not None:
+            update["memory_bytes"] = parse_size(self.memory, option="--memory")
+        if self.pids is not None:
+            update["pids"] = self.pids
+        if self.iteration_timeout is not None:
+            update["iteration_timeout_seconds"] = parse_duration(self.iteration_timeout, option="--iteration-timeout")
+        if self.max_time is not None:
+            update["max_time_seconds"] = parse_duration(self.max_time, option="--max-time")
+        try:
+            return Limits.model_validate({**base.model_dump(), **update})
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            raise UsageError(f"invalid limit {err['loc'][0]}: {err['msg']}") from None
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    session: str
+    objective: str | None = None
+    objective_file: Path | None = None
+    repo: Path = Path()
+    base: str = "HEAD"
+    max_iterations: int | None = None
+    agent: str | None = None
+    agent_cmd: str | None = None
+    image: str | None = None
+    limits: LimitOptions = LimitOptions()
+
+
+class PlannedMount(CamelModel):
+    source: str
+    target: str
+    read_only: bool
+
+
+class RunPlan(CamelModel):
+    """What `run` will do; printed by `--dry-run --json` (nothing is created)."""
+
+    session: str
+    repo: str
+    objective: str
+    journal_dir: str
+    run_dir: str
+    workspace: str
+    branch: str
+    base_ref: str
+    base_commit: str
+    image: str
+    image_state: str
+    agent: AgentInfo
+    limits: Limits
+    network: str
+    runtime: str
+    user: str
+    mounts: list[PlannedMount]
+    hardening: dict[str, object]
+    engine_version: str
+
+
+def _read_objective(request: RunRequest) -> str:
+    if (request.objective is None) == (request.objective_file is None):
+        raise UsageError("give exactly one of --objective or --objective-file")
+    if request.objective_file is not None:
+        try:
+            data = request.objective_file.read_bytes()[: MAX_OBJECTIVE_BYTES + 1]
+        except OSError as exc:
+            raise UsageError(f"--objective-file: cannot read {request.objective_file}: {exc.strerror}") from None
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--objective-file: {request.objective_file} is not UTF-8 text") from None
+    else:
+        text = request.objective or ""
+    if len(text.encode()) > MAX_OBJECTIVE_BYTES:
+        raise UsageError(f"the objective is longer than {MAX_OBJECTIVE_BYTES} bytes")
+    if not text.strip():
+        raise UsageError("the objective is empty")
+    return text
+
+
+def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
+    """Check everything `run` needs and return the plan. Creates nothing."""
+    session = validate_session(request.session)
+    objective = _read_objective(request)
+    limits = request.limits.apply(Limits())
+    if request.max_iterations is not None:
+        if request.max_iterations < 1:
+            raise UsageError("--max-iterations must be at least 1")
+        limits = limits.model_copy(update={"max_iterations": request.max_iterations})
+    name, command, default_image = resolve_agent(request.agent, request.agent_cmd)
+    image = request.image or default_image
+    if os.getuid() == AGENT_UID:
+        raise UsageError(f"the host user has uid {AGENT_UID}, the agent's uid: run harness as another user")
+
+    with HostGit(request.repo.resolve()) as git:
+        repo = git.info()
+        base_commit = git.resolve_commit(request.base)
+        _refuse_existing(repo.top, session, git)
+    engine = backend.check()
+    state = images.image_state(backend, image)
+    if state == "missing":
+        images.ensure(backend, image)  # raises ImageMissingError with the reason
+
+    rd = RunDir(run_dir(repo.top, session))
+    return RunPlan(
+        session=session,
+        repo=str(repo.top),
+        objective=objective,
+        journal_dir=str(journal_dir(repo.top, session)),
+        run_dir=str(rd.root),
+        workspace=str(rd.workspace),
+        branch=f"harness/{session}",
+        base_ref=request.base,
+        base_commit=base_commit,
+        image=image,
+        image_state=state,
+        agent=AgentInfo(name=name, command=command),
+        limits=limits,
+        network="none",
+        runtime="runc",
+        user=f"{AGENT_UID}:{AGENT_UID}",
+        mounts=[
+            PlannedMount(source=str(rd.workspace), target=WORKSPACE, read_only=False),
+            PlannedMount(source=str(rd.prompt), target=PROMPT_DIR, read_only=True),
+            PlannedMount(source=str(rd.outbox), target=OUTBOX_DIR, read_only=False),
+        ],
+        hardening={
+            "capDrop": ["ALL"],
+            "securityOpt": ["no-new-privileges"],
+            "readOnlyRootfs": True,
+            "init": True,
+            "privileged": False,
+            "memorySwap": limits.memory_bytes,
+            "tmpfs": ["/tmp", "/home/agent"],
+        },
+        engine_version=engine.version,
+    )
+
+
+def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
+    journal = Journal.for_repo(top, session)
+    if journal.dir.exists() and any(journal.dir.iterdir()):
+        raise SessionExistsError(
+            f"session {session!r} already exists ({journal.dir}): use 'harness resume' or another name"
+        )
+    if git.ref_commit(branch_for(session)) is not None:
+        raise SessionExistsError(f"branch harness/{session} already exists in {top}: delete it or pick another name")
+    if run_dir(top, session).exists():
+        raise SessionExistsError(f"a copy for session {session!r} already exists at {run_dir(top, session)}")
+
+
+def start_run(backend: Backend, request: RunRequest) -> RunSummary:
+    """Create the session (journal, branch, isolated copy) and run it to its end."""
+    plan = plan_run(backend, request)
+    images.ensure(backend, plan.image)
+    top = Path(plan.repo)
+    journal = Journal.for_repo(top, plan.session)
+    with HostGit(top) as git:
+        if os.environ.get("HARNESS_JOURNAL_ROOT") is None:
+            ensure_excluded(git.info().common_dir)
+        journal.create(plan.objective)
+        with journal.supervisor_lock():
+            summary = RunSummary(
+                session_id=plan.session,
+                objective=plan.objective,
+                max_iterations=plan.limits.max_iterations,
+                worktree=WorktreeInfo(
+                    base_ref=plan.base_ref, base_commit=plan.base_commit, path=plan.workspace,
+                    branch=f"harness/{plan.session}",
+                ),
+                repo=plan.repo,
+                run_dir=plan.run_dir,
+                image=plan.image,
+                agent=plan.agent,
+                limits=plan.limits,
+                head_commit=plan.base_commit,
+            )
+            journal.write_summary(summary)
+            git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
+            return _drive(backend, journal, git, summary)
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    session: str
+    repo: Path = Path()
+    max_iterations: int | None = None  # iterations to add
+    limits: LimitOptions = LimitOptions()
+
+
+def resume_run(backend: Backend, request: ResumeRequest) -> RunSummary:
+    """Continue a session that is not running, at the next iteration, on the same copy and branch."""
+    session = validate_session(request.session)
+    with HostGit(request.repo.resolve()) as git:
+        top = git.info().top
+        journal = Journal.for_repo(top, session)
+        summary = journal.read_summary()
+        backend.check()
+        with journal.supervisor_lock():
+            summary = journal.read_summary()  # re-read under the lock
+            summary.limits = request.limits.apply(summary.limits)
+            if request.max_iterations is not None:
+                if request.max_iterations < 1:
+                    raise UsageError("--max-iterations must be at least 1")
+                summary.max_iterations = summary.iteration_count + request.max_iterations
+            elif summary.iteration_count >= summary.max_iterations:
+                raise InvalidStateError(
+                    f"session {session!r} has used all {summary.max_iterations} iterations: "
+                    "pass --max-iterations N to add N more"
+                )
+            if summary.status is RunState.COMPLETED and request.max_iterations is None:
+                raise InvalidStateError(
+                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
+                )
+            images.ensure(backend, summary.image)
+            # Whatever a dead supervisor left behind.
+            backend.reap({LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
+            journal.update_control(_clear_stop)
+            return _drive(backend, journal, git, summary)
+
+
+def _drive(backend: Backend, journal: Journal, git: HostGit, summary: RunSummary) -> RunSummary:
+    workspace = _workspace(backend, summary)
+    try:
+        _ensure_copy(workspace, git, summary)
+    except HarnessError as exc:
+        summary.status = RunState.INTERRUPTED
+        summary.stop_reason = StopReason.INFRASTRUCTURE
+        summary.error = exc.message
+        journal.write_summary(summary)
+        raise
+    return Supervisor(backend=backend, journal=journal, workspace=workspace, git=git).run(summary)
+
+
+def _clear_stop(control: ControlFile) -> None:
+    control.stop_requested = False
+    control.stop_mode = None
+    control.stop_note = None
+    control.stop_requested_at = None
+
+
+def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
+    return Workspace(
+        backend=backend,
+        run_dir=RunDir(Path(summary.run_dir)),
+        image=summary.image,
+        limits=summary.limits,
+        session=summary.session_id,
+        repo_key=repo_key(Path(summary.repo)),
+        runtime=summary.runtime if summary.runtime != "runc" else None,
+    )
+
+
+def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary) -> None:
+    """Make the copy if it does not exist (a new run, or a lost copy rebuilt from the branch)."""
+    # Only the copy's own directory is looked at: never anything the agent can write inside it.
+    if workspace.dir.workspace.is_dir():
+        return
+    start = git.ref_commit(branch_for(summary.session_id)) or summary.worktree.base_commit
+    with contextlib.suppress(WorkspaceError):
+        workspace.delete()  # a half-made copy
+    workspace.create(source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}")
+    summary.head_commit = start

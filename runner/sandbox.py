@@ -1,0 +1,64 @@
+"""The one recipe for a hardened container (design §4 item 4), for agents and helpers alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runner.backends.base import (
+    LABEL_MANAGED,
+    LABEL_REPO,
+    LABEL_ROLE,
+    LABEL_SESSION,
+    ContainerSpec,
+    Mount,
+)
+from runner.models import Limits
+
+AGENT_UID = 10001  # baked into the harness images; never the host user's uid
+WORKSPACE = "/workspace"
+PROMPT_DIR = "/harness"
+OUTBOX_DIR = "/harness-out"
+STATUS_FILE = f"{OUTBOX_DIR}/status.json"
+HOME = "/home/agent"
+TMPFS_OPTS = "rw,nosuid,nodev,noexec"
+
+
+def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
+    return {LABEL_MANAGED: "1", LABEL_SESSION: session, LABEL_REPO: repo_key, LABEL_ROLE: role}
+
+
+def hardened_spec(
+    *,
+    image: str,
+    command: list[str],
+    limits: Limits,
+    mounts: tuple[Mount, ...],
+    labels: dict[str, str],
+    env: dict[str, str] | None = None,
+    runtime: str | None = None,
+    workdir: str = WORKSPACE,
+    tmp_size: str = "512m",
+) -> ContainerSpec:
+    return ContainerSpec(
+        image=image,
+        command=command,
+        user=f"{AGENT_UID}:{AGENT_UID}",
+        workdir=workdir,
+        cpus=limits.cpus,
+        memory_bytes=limits.memory_bytes,
+        pids=limits.pids,
+        env={"HOME": HOME, "TMPDIR": "/tmp", "LANG": "C.UTF-8", **(env or {})},
+        mounts=mounts,
+        labels=labels,
+        # Writable scratch space lives in memory and is capped; /tmp allows exec for tools that need it.
+        tmpfs={
+            "/tmp": f"rw,nosuid,nodev,size={tmp_size}",
+            HOME: f"rw,nosuid,nodev,size={tmp_size},uid={AGENT_UID},gid={AGENT_UID},mode=0700",
+        },
+        network="none",
+        runtime=runtime,
+    )
+
+
+def bind(source: Path, target: str, *, read_only: bool) -> Mount:
+    return Mount(source=source, target=target, read_only=read_only)

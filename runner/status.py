@@ -1,0 +1,122 @@
+"""Core of `status` and `list`: what each session of a repository has come to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from runner.errors import ExitCode, HarnessError
+from runner.gitops import HostGit
+from runner.journal import Journal, list_sessions
+from runner.models import CamelModel, Outcome, RunState, RunSummary, StopReason
+from runner.names import branch_for, validate_session
+
+EXIT_FOR_STATE = {
+    RunState.COMPLETED: ExitCode.OK,
+    RunState.RUNNING: ExitCode.RUN_RUNNING,
+    RunState.BLOCKED: ExitCode.RUN_NEEDS_ATTENTION,
+    RunState.STOPPED: ExitCode.RUN_NEEDS_ATTENTION,
+    RunState.INTERRUPTED: ExitCode.RUN_NEEDS_ATTENTION,
+    RunState.FAILED: ExitCode.RUN_FAILED,
+}
+
+
+class SessionStatus(CamelModel):
+    """The morning report of one session (field names as in run-summary.json)."""
+
+    session_id: str
+    status: RunState
+    stop_reason: StopReason | None
+    supervisor_alive: bool
+    iteration_count: int
+    max_iterations: int
+    last_outcome: Outcome | None
+    last_summary: str | None
+    branch: str
+    base_commit: str
+    head_commit: str | None
+    commits_ahead: int | None
+    objective: str
+    journal_dir: str
+    workspace: str
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def exit_code(self) -> ExitCode:
+        return EXIT_FOR_STATE[self.status]
+
+
+class SessionProblem(CamelModel):
+    """A session whose journal could not be read (the others are still reported)."""
+
+    session_id: str
+    error: str
+
+
+def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bool]:
+    """A 'running' summary whose supervisor holds no lock any more was interrupted."""
+    alive = journal.supervisor_alive()
+    if summary.status is RunState.RUNNING and not alive:
+        return RunState.INTERRUPTED, alive
+    return summary.status, alive
+
+
+def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
+    journal = Journal.for_repo(top, session)
+    summary = journal.read_summary()
+    state, alive = effective_state(summary, journal)
+    reason = summary.stop_reason
+    if state is RunState.INTERRUPTED and summary.status is RunState.RUNNING:
+        reason = StopReason.SUPERVISOR_GONE
+    head = git.ref_commit(branch_for(session))
+    ahead = len(git.commits_between(summary.worktree.base_commit, head)) if head else None
+    return SessionStatus(
+        session_id=session,
+        status=state,
+        stop_reason=reason,
+        supervisor_alive=alive,
+        iteration_count=summary.iteration_count,
+        max_iterations=summary.max_iterations,
+        last_outcome=summary.last_outcome,
+        last_summary=summary.last_summary,
+        branch=summary.worktree.branch,
+        base_commit=summary.worktree.base_commit,
+        head_commit=head,
+        commits_ahead=ahead,
+        objective=summary.objective,
+        journal_dir=str(journal.dir),
+        workspace=summary.worktree.path,
+        error=summary.error,
+        created_at=summary.created_at,
+        updated_at=summary.updated_at,
+        finished_at=summary.finished_at,
+    )
+
+
+@dataclass(frozen=True)
+class StatusRequest:
+    repo: Path
+    session: str | None = None
+
+
+def get_status(request: StatusRequest) -> SessionStatus:
+    session = validate_session(request.session or "")
+    with HostGit(request.repo.resolve()) as git:
+        return session_status(git.info().top, session, git)
+
+
+def list_statuses(repo: Path) -> list[SessionStatus | SessionProblem]:
+    """Every session of the repository; a broken journal is reported, not fatal."""
+    with HostGit(repo.resolve()) as git:
+        top = git.info().top
+        found: list[SessionStatus | SessionProblem] = []
+        for session in list_sessions(top):
+            try:
+                found.append(session_status(top, session, git))
+            except HarnessError as exc:
+                found.append(SessionProblem(session_id=session, error=exc.message))
+        return found

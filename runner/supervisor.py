@@ -1,0 +1,288 @@
+"""The iteration loop: prompt, agent container with a watchdog, report, harvest, journal.
+
+Agent outcomes are data (recorded per iteration); only infrastructure faults raise. The summary
+is saved after every iteration and in a `finally`, so a crash leaves a resumable journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from runner._util.atomic import write_atomic
+from runner._util.saferead import UnsafeFileError, read_untrusted
+from runner.backends.base import Backend, ContainerResult
+from runner.errors import HarnessError, WorkspaceError
+from runner.gitops import HostGit
+from runner.journal import Journal
+from runner.models import (
+    ControlFile,
+    FailureClass,
+    IterationRecord,
+    Note,
+    Outcome,
+    RunState,
+    RunSummary,
+    StatusReport,
+    StopReason,
+    SupervisorInfo,
+    utcnow,
+)
+from runner.names import branch_for
+from runner.output import CappedFile
+from runner.prompt import build_prompt
+from runner.sandbox import OUTBOX_DIR, PROMPT_DIR, STATUS_FILE, WORKSPACE, bind, hardened_spec, labels
+from runner.workspace import Workspace
+
+log = logging.getLogger(__name__)
+
+MAX_REPORT_BYTES = 64 * 1024
+STOP_GRACE_SECONDS = 10.0
+FAILURE_OUTCOMES = frozenset({Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT})
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: RunState
+    reason: StopReason
+
+
+def decide(
+    summary: RunSummary, control: ControlFile, elapsed: float, last: IterationRecord | None
+) -> Decision | None:
+    """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
+    if last is not None:
+        if last.outcome is Outcome.DONE:
+            return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
+        if last.outcome is Outcome.BLOCKED:
+            return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
+        if summary.consecutive_failures >= summary.limits.max_consecutive_failures:
+            return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
+    if control.stop_requested:
+        return Decision(RunState.STOPPED, StopReason.STOP_REQUESTED)
+    if summary.iteration_count >= summary.max_iterations:
+        return Decision(RunState.STOPPED, StopReason.MAX_ITERATIONS)
+    max_time = summary.limits.max_time_seconds
+    if max_time is not None and elapsed >= max_time:
+        return Decision(RunState.STOPPED, StopReason.MAX_TIME)
+    return None
+
+
+def classify(
+    result: ContainerResult, report: StatusReport | None, report_error: str | None
+) -> tuple[Outcome, FailureClass | None]:
+    """The outcome of one iteration from how the container ended and what the agent reported."""
+    if result.timed_out:
+        return Outcome.TIMED_OUT, FailureClass.TIMEOUT
+    if result.oom_killed:
+        return Outcome.OOM_KILLED, FailureClass.OOM
+    if result.exit_code != 0:
+        return Outcome.AGENT_ERROR, FailureClass.EXIT_NONZERO
+    if report is None:
+        missing = report_error is None or "does not exist" in report_error
+        return Outcome.NO_REPORT, FailureClass.MISSING_REPORT if missing else FailureClass.INVALID_REPORT
+    return Outcome(report.state), None
+
+
+def read_report(outbox: Path) -> tuple[StatusReport | None, str | None]:
+    """The agent's status report, read as untrusted data; (None, why) when unusable."""
+    name = Path(STATUS_FILE).name
+    try:
+        raw = read_untrusted(outbox, name, max_bytes=MAX_REPORT_BYTES)
+        return StatusReport.model_validate(json.loads(raw.decode("utf-8"))), None
+    except UnsafeFileError as exc:
+        return None, str(exc)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"status file is not valid JSON: {exc}"
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return None, f"status report rejected: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+
+
+class Supervisor:
+    """Drives one session's iterations until a stop decision. One per session (journal lock)."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        journal: Journal,
+        workspace: Workspace,
+        git: HostGit,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.workspace = workspace
+        self.git = git
+        self.clock = clock
+
+    def run(self, summary: RunSummary) -> RunSummary:
+        """Iterate until done; the journal holds the result. Raises only infrastructure faults."""
+        started = self.clock()
+        summary.status = RunState.RUNNING
+        summary.stop_reason = None
+        summary.error = None
+        summary.finished_at = None
+        summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+        self.journal.write_summary(summary)
+        try:
+            last: IterationRecord | None = None
+            while True:
+                control = self.journal.read_control()
+                decision = decide(summary, control, self.clock() - started, last)
+                if decision is not None:
+                    self._finish(summary, decision)
+                    return summary
+                remaining = None
+                if summary.limits.max_time_seconds is not None:
+                    remaining = summary.limits.max_time_seconds - (self.clock() - started)
+                last = self.iterate(summary, control, remaining)
+                self._absorb(summary, last)
+                self.journal.write_summary(summary)
+        except KeyboardInterrupt:
+            self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
+            raise
+        except HarnessError as exc:
+            summary.error = exc.message
+            self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
+            raise
+        finally:
+            summary.supervisor = None
+            self.journal.write_summary(summary)
+
+    def _finish(self, summary: RunSummary, decision: Decision) -> None:
+        summary.status = decision.state
+        summary.stop_reason = decision.reason
+        summary.stop_requested = decision.reason is StopReason.STOP_REQUESTED
+        summary.finished_at = utcnow()
+        log.info("session %s ends: %s (%s)", summary.session_id, decision.state.value, decision.reason.value)
+
+    @staticmethod
+    def _absorb(summary: RunSummary, record: IterationRecord) -> None:
+        summary.iteration_count = record.iteration
+        summary.last_iteration = record.iteration
+        summary.last_outcome = record.outcome
+        summary.last_summary = record.summary or None
+        if record.head_commit:
+            summary.head_commit = record.head_commit
+        failed = record.outcome in FAILURE_OUTCOMES
+        summary.consecutive_failures = summary.consecutive_failures + 1 if failed else 0
+
+    def iterate(self, summary: RunSummary, control: ControlFile, remaining: float | None) -> IterationRecord:
+        n = summary.iteration_count + 1
+        started_at = utcnow()
+        notes = [note for note in control.notes if note.consumed_at is None]
+        self._write_prompt(summary, n, notes)
+        timeout = summary.limits.iteration_timeout_seconds
+        if remaining is not None:
+            timeout = max(1.0, min(timeout, remaining))
+        log.info("session %s: iteration %d of %d", summary.session_id, n, summary.max_iterations)
+
+        sink = CappedFile(self.journal.log_path(n), summary.limits.output_cap_bytes)
+        try:
+            result = self.backend.run(self._agent_spec(summary, n), timeout=timeout, output=sink,
+                                      stop_grace=STOP_GRACE_SECONDS)
+        finally:
+            sink.close()
+        report, report_error = read_report(self.workspace.dir.outbox)
+        outcome, failure = classify(result, report, report_error)
+
+        record = IterationRecord(
+            session_id=summary.session_id,
+            iteration=n,
+            outcome=outcome,
+            summary=report.summary if report else "",
+            next_action=report.next if report else "",
+            should_stop=outcome in {Outcome.DONE, Outcome.BLOCKED},
+            failure_class=failure,
+            report_error=report_error,
+            container_id=result.container_id,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            oom_killed=result.oom_killed,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=self.journal.log_path(n).name,
+            log_bytes=sink.written,
+            log_truncated=sink.truncated,
+            notes_delivered=[note.id for note in notes],
+            limits=summary.limits,
+            started_at=started_at,
+        )
+        self._harvest(summary, record)
+        self.journal.write_iteration(record)
+        if notes:
+            self._consume_notes({note.id for note in notes}, n)
+        return record
+
+    def _harvest(self, summary: RunSummary, record: IterationRecord) -> None:
+        last = summary.head_commit or summary.worktree.base_commit
+        try:
+            harvest = self.workspace.checkpoint_and_harvest(
+                git=self.git, iteration=record.iteration, base=summary.worktree.base_commit, last=last,
+                dest_ref=branch_for(summary.session_id),
+            )
+        except WorkspaceError as exc:
+            # The work stays in the copy; the next harvest brings it. Recorded, never hidden.
+            log.warning("harvest after iteration %d failed: %s", record.iteration, exc.message)
+            record.harvest_error = exc.message
+            return
+        record.head_commit = harvest.head
+        record.commits = harvest.commits
+        record.diff_stat = harvest.diff_stat
+
+    def _consume_notes(self, ids: set[str], iteration: int) -> None:
+        def mark(control: ControlFile) -> None:
+            for note in control.notes:
+                if note.id in ids and note.consumed_at is None:
+                    note.consumed_at = utcnow()
+                    note.consumed_iteration = iteration
+
+        self.journal.update_control(mark)
+
+    def _write_prompt(self, summary: RunSummary, n: int, notes: list[Note]) -> None:
+        prompt = build_prompt(
+            objective=summary.objective,
+            session=summary.session_id,
+            iteration=n,
+            max_iterations=summary.max_iterations,
+            branch=f"harness/{summary.session_id}",
+            history=self.journal.iterations(),
+            notes=notes,
+        )
+        write_atomic(self.workspace.dir.prompt / "prompt.md", prompt)
+        write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)
+
+    def _agent_spec(self, summary: RunSummary, n: int):  # type: ignore[no-untyped-def]
+        run_dir = self.workspace.dir
+        return hardened_spec(
+            image=summary.image,
+            command=summary.agent.command,
+            limits=summary.limits,
+            mounts=(
+                bind(run_dir.workspace, WORKSPACE, read_only=False),
+                bind(run_dir.prompt, PROMPT_DIR, read_only=True),
+                bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
+            ),
+            labels=labels(summary.session_id, self.workspace.repo_key, "agent"),
+            env={
+                "HARNESS_SESSION": summary.session_id,
+                "HARNESS_ITERATION": str(n),
+                "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),
+                "HARNESS_OBJECTIVE_FILE": f"{PROMPT_DIR}/objective.md",
+                "HARNESS_STATUS_FILE": STATUS_FILE,
+                "GIT_AUTHOR_NAME": "harness-agent",
+                "GIT_AUTHOR_EMAIL": "agent@harness.invalid",
+                "GIT_COMMITTER_NAME": "harness-agent",
+                "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
+            },
+            runtime=summary.runtime if summary.runtime != "runc" else None,
+        )

@@ -1,0 +1,214 @@
+"""The isolated copy: make it, checkpoint and harvest it, delete it (design §4 items 1-2).
+
+Whatever must happen as the agent uid runs in a short helper container (same image, no network,
+same hardening), because an ordinary host user in the docker group cannot chown. The host only
+ever reads a bundle (copied defensively to a private file) and fetches it into the user's repo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner._util.saferead import UnsafeFileError, copy_untrusted
+from runner.backends.base import Backend
+from runner.errors import BackendError, WorkspaceError
+from runner.gitops import HostGit
+from runner.models import DiffStat, Limits
+from runner.output import CappedBuffer
+from runner.sandbox import OUTBOX_DIR, WORKSPACE, bind, hardened_spec, labels
+
+log = logging.getLogger(__name__)
+
+HELPER_TIMEOUT = 900.0
+MAX_BUNDLE_BYTES = 8 * 1024**3
+EXPORT_REF = "refs/harness/export"
+_EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none) ([0-9a-f]{40})$", re.MULTILINE)
+
+_GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
+_GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
+
+_CREATE = _GIT_ENV + f"""set -eu
+git config --global safe.directory '*'
+mkdir -p /run-root/workspace /run-root/outbox /run-root/export
+{_GIT} clone --quiet --no-local --no-hardlinks --no-checkout /source /run-root/workspace
+cd /run-root/workspace
+git remote remove origin
+{_GIT} checkout --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
+"""
+
+# Runs with the agent's copy, whose .git/config the agent controls: that is why it runs in a
+# sandbox like the agent's own, and why the host verifies everything it prints.
+_CHECKPOINT = _GIT_ENV + f"""set -eu
+cd {WORKSPACE}
+find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
+rm -f /export/export.bundle
+G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
+$G add -A
+if ! $G diff --cached --quiet; then
+  $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
+fi
+head=$(git rev-parse --verify 'HEAD^{{commit}}')
+if [ "$head" = "$HARNESS_LAST" ]; then echo "harness-export none $head"; exit 0; fi
+if git merge-base --is-ancestor "$head" "$HARNESS_LAST" || git merge-base --is-ancestor "$head" "$HARNESS_BASE"
+then echo "harness-export known $head"; exit 0; fi
+git update-ref {EXPORT_REF} "$head"
+if git merge-base --is-ancestor "$HARNESS_LAST" "$head"; then not="$HARNESS_LAST"
+elif git merge-base --is-ancestor "$HARNESS_BASE" "$head"; then not="$HARNESS_BASE"
+else not=""; fi
+git bundle create -q /export/export.bundle {EXPORT_REF} ${{not:+^$not}}
+echo "harness-export bundle $head"
+"""
+
+_DELETE = """set -u
+rm -rf /run-root/workspace /run-root/outbox /run-root/export
+"""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The host layout of one session's copy (outside any repository)."""
+
+    root: Path
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def prompt(self) -> Path:
+        return self.root / "prompt"
+
+
+@dataclass
+class Harvest:
+    head: str  # the branch's commit after the harvest
+    commits: list[str] = field(default_factory=list)
+    diff_stat: DiffStat = field(default_factory=DiffStat)
+
+
+class Workspace:
+    """One session's isolated copy, driven through helper containers."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        run_dir: RunDir,
+        image: str,
+        limits: Limits,
+        session: str,
+        repo_key: str,
+        runtime: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.dir = run_dir
+        self.image = image
+        self.session = session
+        self.repo_key = repo_key
+        self.runtime = runtime
+        # Helpers get the run's limits, but enough memory for git on a large repository.
+        self.limits = limits.model_copy(update={"memory_bytes": max(limits.memory_bytes, 1024**3)})
+
+    def _helper(self, script: str, mounts: tuple[object, ...], env: dict[str, str], what: str) -> str:
+        out = CappedBuffer()
+        spec = hardened_spec(
+            image=self.image,
+            command=["sh", "-c", script],
+            limits=self.limits,
+            mounts=mounts,  # type: ignore[arg-type]
+            labels=labels(self.session, self.repo_key, "helper"),
+            env=env,
+            runtime=self.runtime,
+            workdir="/tmp",
+        )
+        try:
+            result = self.backend.run(spec, timeout=HELPER_TIMEOUT, output=out)
+        except BackendError as exc:
+            raise WorkspaceError(f"{what}: {exc.message}") from None
+        if result.timed_out or result.exit_code != 0:
+            tail = " | ".join(out.text().strip().splitlines()[-3:]) or "no output"
+            why = "timed out" if result.timed_out else f"exit {result.exit_code}"
+            raise WorkspaceError(f"{what} failed ({why}): {tail}")
+        return out.text()
+
+    def create(self, *, source_git_dir: Path, base_commit: str, branch: str) -> None:
+        """Clone the user's repository (its .git mounted read-only) into a fresh copy."""
+        try:
+            self.dir.root.mkdir(parents=True, exist_ok=False)
+            # The helper runs as the agent uid and must create the copy inside; only this
+            # directory is opened up, and its parent is private to the host user.
+            self.dir.root.parent.chmod(0o700)
+            self.dir.root.chmod(0o777)
+            self.dir.prompt.mkdir(mode=0o755)
+        except FileExistsError:
+            raise WorkspaceError(f"{self.dir.root} already exists: remove it with 'harness discard'") from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create {self.dir.root}: {exc.strerror}") from None
+        self._helper(
+            _CREATE,
+            (bind(source_git_dir, "/source", read_only=True), bind(self.dir.root, "/run-root", read_only=False)),
+            {"HARNESS_BRANCH": branch, "HARNESS_BASE": base_commit},
+            "making the isolated copy",
+        )
+
+    def checkpoint_and_harvest(self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str) -> Harvest:
+        """Commit everything in the stopped copy, bundle what is new, fetch it into `dest_ref`."""
+        text = self._helper(
+            _CHECKPOINT,
+            (
+                bind(self.dir.workspace, WORKSPACE, read_only=False),
+                bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
+                bind(self.dir.export, "/export", read_only=False),
+            ),
+            {"HARNESS_ITERATION": str(iteration), "HARNESS_LAST": last, "HARNESS_BASE": base},
+            "checkpointing the copy",
+        )
+        found = _EXPORT_LINE.findall(text)
+        if not found:
+            raise WorkspaceError("checkpointing the copy: the helper did not report the copy's head")
+        kind, claimed = found[-1]
+        if kind == "none":
+            return Harvest(head=last)
+        if kind == "known":
+            # Only a commit the user's repository already has, on the run's own history.
+            if not (git.is_ancestor(claimed, last) or git.is_ancestor(claimed, base)):
+                raise WorkspaceError(f"harvest refused: {claimed[:12]} is not on the run's history")
+            git.run("update-ref", dest_ref, claimed)
+        else:
+            self._fetch_bundle(git, dest_ref)
+        head = git.ref_commit(dest_ref)
+        if head is None:
+            raise WorkspaceError(f"harvest: {dest_ref} is missing after the fetch")
+        commits = git.commits_between(last, head) if git.is_ancestor(last, head) else git.commits_between(base, head)
+        return Harvest(head=head, commits=commits, diff_stat=git.diff_stat(last, head))
+
+    def _fetch_bundle(self, git: HostGit, dest_ref: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="harness-harvest-") as tmp:
+            private = Path(tmp) / "export.bundle"
+            try:
+                copy_untrusted(self.dir.export, "export.bundle", private, max_bytes=MAX_BUNDLE_BYTES)
+            except UnsafeFileError as exc:
+                raise WorkspaceError(f"harvest refused: the bundle is unsafe to read ({exc})") from None
+            git.fetch_bundle(private, EXPORT_REF, dest_ref)
+
+    def delete(self) -> None:
+        """Remove the copy (files owned by the agent uid go in a helper), then the run directory."""
+        if not self.dir.root.exists():
+            return
+        if os.geteuid() != 0:
+            self._helper(_DELETE, (bind(self.dir.root, "/run-root", read_only=False),), {}, "deleting the copy")
+        shutil.rmtree(self.dir.root)
