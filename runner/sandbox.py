@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from runner.backends.base import (
@@ -20,11 +21,16 @@ PROMPT_DIR = "/harness"
 OUTBOX_DIR = "/harness-out"
 STATUS_FILE = f"{OUTBOX_DIR}/status.json"
 HOME = "/home/agent"
-TMPFS_OPTS = "rw,nosuid,nodev,noexec"
+
+
+EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own labels (accounting, reaping)
 
 
 def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
-    return {LABEL_MANAGED: "1", LABEL_SESSION: session, LABEL_REPO: repo_key, LABEL_ROLE: role}
+    extra = dict(
+        item.split("=", 1) for item in os.environ.get(EXTRA_LABELS_ENV, "").split(",") if "=" in item
+    )
+    return {**extra, LABEL_MANAGED: "1", LABEL_SESSION: session, LABEL_REPO: repo_key, LABEL_ROLE: role}
 
 
 def hardened_spec(

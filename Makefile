@@ -1,0 +1,46 @@
+# Solo Harness developer entry points. `make demo` and `make test` install what they need.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install docker images demo test test-unit lint bench clean docs
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+docker:  ## a running Docker engine and the offline base image (installs docker.io as root)
+	bash scripts/ensure-docker.sh
+
+images: install docker
+	$(BIN)/harness images build base
+
+demo: images
+	bash scripts/demo.sh
+
+test-unit: install
+	$(BIN)/pytest -q tests/unit
+
+test: images
+	$(BIN)/pytest -q
+	$(BIN)/ruff check -q .
+	$(BIN)/mypy
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+docs: install
+	$(BIN)/python scripts/gen_docs.py
+
+bench: images
+	$(BIN)/python bench/iteration_overhead.py
+
+clean:  ## remove every container the harness's tests left (by label)
+	-docker ps -aq --filter label=io.solo-harness.managed=1 | xargs -r docker rm -f

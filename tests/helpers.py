@@ -1,0 +1,67 @@
+"""Test helpers: real git repositories and the real `harness` command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+GIT_ID = ["-c", "user.name=Test User", "-c", "user.email=test@example.invalid"]
+
+
+@dataclass
+class GitRepo:
+    path: Path
+
+    def git(self, *args: str, check: bool = True) -> str:
+        proc = subprocess.run(
+            ["git", *GIT_ID, "-C", str(self.path), *args], capture_output=True, text=True, check=False
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"git {args} failed: {proc.stderr}")
+        return proc.stdout.strip()
+
+    def journal(self, session: str) -> Path:
+        return self.path / "memory/context-db/sessions" / session / "artifacts/solo-harness"
+
+
+def make_repo(path: Path) -> GitRepo:
+    path.mkdir(parents=True)
+    repo = GitRepo(path)
+    repo.git("init", "-q", "-b", "main")
+    (path / "app.py").write_text("print('hello')\n")
+    (path / "README.md").write_text("# project\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "initial")
+    return repo
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+def harness(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> Result:
+    """Run the real CLI (`python -m runner`) as a subprocess."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def containers(label: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=True
+    ).stdout
+    return out.split()

@@ -1,0 +1,209 @@
+"""The supervisor's stop decisions, driven through the fake backend (no Docker)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from runner.backends.base import ContainerSpec
+from runner.backends.fake import FakeBackend, FakeRun, mount_source
+from runner.gitops import HostGit
+from runner.journal import Journal
+from runner.models import (
+    AgentInfo,
+    FailureClass,
+    Limits,
+    Note,
+    Outcome,
+    RunState,
+    RunSummary,
+    StopReason,
+    WorktreeInfo,
+)
+from runner.sandbox import OUTBOX_DIR, PROMPT_DIR
+from runner.supervisor import Supervisor, decide
+from runner.workspace import RunDir, Workspace
+from tests.helpers import GitRepo
+
+
+def report(state: str, summary: str = "") -> Callable[[ContainerSpec], FakeRun]:
+    def act(spec: ContainerSpec) -> FakeRun:
+        (mount_source(spec, OUTBOX_DIR) / "status.json").write_text(json.dumps({"state": state, "summary": summary}))
+        return FakeRun(output=f"agent says {state}\n".encode())
+
+    return act
+
+
+def script(*steps: Callable[[ContainerSpec], FakeRun]) -> Callable[[ContainerSpec], FakeRun]:
+    queue = list(steps)
+
+    def act(spec: ContainerSpec) -> FakeRun:
+        return queue.pop(0)(spec) if len(queue) > 1 else queue[0](spec)
+
+    return act
+
+
+def crash(spec: ContainerSpec) -> FakeRun:
+    return FakeRun(exit_code=2, output=b"boom\n")
+
+
+def timeout(spec: ContainerSpec) -> FakeRun:
+    return FakeRun(exit_code=137, timed_out=True)
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, repo: GitRepo, behaviour, **limits: object) -> None:  # type: ignore[no-untyped-def]
+        self.backend = FakeBackend(behaviour=behaviour)
+        self.journal = Journal(tmp_path / "journal", "s")
+        self.journal.create("objective")
+        run_dir = RunDir(tmp_path / "run")
+        for d in (run_dir.workspace, run_dir.outbox, run_dir.export, run_dir.prompt):
+            d.mkdir(parents=True)
+        lim = Limits(**limits)  # type: ignore[arg-type]
+        base = repo.git("rev-parse", "HEAD")
+        self.summary = RunSummary(
+            session_id="s", objective="make it so", max_iterations=lim.max_iterations,
+            worktree=WorktreeInfo(base_ref="HEAD", base_commit=base, path=str(run_dir.workspace), branch="harness/s"),
+            repo=str(repo.path), run_dir=str(run_dir.root), image="harness-base:latest",
+            agent=AgentInfo(name="fake", command=["fake:agent"]), limits=lim, head_commit=base,
+        )  # fmt: skip
+        self.workspace = Workspace(backend=self.backend, run_dir=run_dir, image="harness-base:latest", limits=lim,
+                                   session="s", repo_key="k")
+        self.git = HostGit(repo.path)
+
+    def run(self) -> RunSummary:
+        return Supervisor(backend=self.backend, journal=self.journal, workspace=self.workspace, git=self.git).run(
+            self.summary
+        )
+
+
+def test_done_completes_the_run(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, script(report("working", "one"), report("done", "two")), max_iterations=5)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.COMPLETED, StopReason.AGENT_DONE, 2)
+    assert result.last_summary == "two"
+    assert [r.outcome for r in h.journal.iterations()] == [Outcome.WORKING, Outcome.DONE]
+    assert h.journal.log_path(1).read_text() == "agent says working\n"
+    assert h.journal.read_summary().status is RunState.COMPLETED
+
+
+def test_blocked_ends_the_run_as_needing_a_human(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("blocked", "need the API key"), max_iterations=5)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.BLOCKED, StopReason.AGENT_BLOCKED, 1)
+
+
+def test_max_iterations_stops_a_working_agent(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("working"), max_iterations=3)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.MAX_ITERATIONS, 3)
+    agent_runs = [s for s in h.backend.runs if s.command == ["fake:agent"]]
+    assert [s.env["HARNESS_ITERATION"] for s in agent_runs] == ["1", "2", "3"]
+
+
+def test_repeated_failures_end_the_run_as_failed(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10,
+                max_consecutive_failures=3)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.FAILED, StopReason.REPEATED_FAILURES, 4)
+    records = h.journal.iterations()
+    assert [r.failure_class for r in records] == [None, FailureClass.EXIT_NONZERO, FailureClass.TIMEOUT,
+                                                  FailureClass.EXIT_NONZERO]
+    assert records[2].timed_out and records[2].outcome is Outcome.TIMED_OUT
+
+
+def test_a_success_resets_the_failure_count(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, script(crash, crash, report("working"), crash, crash, report("done")), max_iterations=10,
+                max_consecutive_failures=3)
+    assert h.run().status is RunState.COMPLETED
+
+
+def test_missing_and_invalid_reports_are_recorded(tmp_path: Path, repo: GitRepo) -> None:
+    def garbage(spec: ContainerSpec) -> FakeRun:
+        (mount_source(spec, OUTBOX_DIR) / "status.json").write_text("{not json")
+        return FakeRun()
+
+    h = Harness(tmp_path, repo, script(lambda s: FakeRun(), garbage, report("done")), max_iterations=5)
+    h.run()
+    first, second, _ = h.journal.iterations()
+    assert (first.outcome, first.failure_class) == (Outcome.NO_REPORT, FailureClass.MISSING_REPORT)
+    assert (second.outcome, second.failure_class) == (Outcome.NO_REPORT, FailureClass.INVALID_REPORT)
+    assert second.report_error and "not valid JSON" in second.report_error
+
+
+def test_a_stop_request_is_honoured_at_the_iteration_boundary(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, None, max_iterations=10)
+
+    def working_then_stop(spec: ContainerSpec) -> FakeRun:
+        h.journal.update_control(lambda c: setattr(c, "stop_requested", True))  # `harness stop` mid-iteration
+        return report("working")(spec)
+
+    h.backend.behaviour = working_then_stop
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.STOP_REQUESTED, 1)
+
+
+def test_max_time_stops_the_run(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("working"), max_iterations=10, max_time_seconds=100)
+    ticks = iter([0.0, 0.0, 10.0, 50.0, 120.0, 130.0, 140.0])
+    sup = Supervisor(backend=h.backend, journal=h.journal, workspace=h.workspace, git=h.git, clock=lambda: next(ticks))
+    result = sup.run(h.summary)
+    assert result.stop_reason is StopReason.MAX_TIME
+    assert result.iteration_count == 2
+
+
+def test_notes_reach_the_next_prompt_once(tmp_path: Path, repo: GitRepo) -> None:
+    prompts: list[str] = []
+
+    def read_prompt(spec: ContainerSpec) -> FakeRun:
+        prompts.append((mount_source(spec, PROMPT_DIR) / "prompt.md").read_text())
+        return report("working")(spec)
+
+    h = Harness(tmp_path, repo, read_prompt, max_iterations=2)
+    h.journal.update_control(lambda c: c.notes.append(Note(id="n1", text="prefer small commits")))
+    h.run()
+    assert "prefer small commits" in prompts[0]
+    assert "prefer small commits" not in prompts[1]
+    note = h.journal.read_control().notes[0]
+    assert note.consumed_iteration == 1 and note.consumed_at is not None
+    assert h.journal.read_iteration(1).notes_delivered == ["n1"]
+    assert "Iteration 1: working" in prompts[1]
+
+
+def test_decide_is_pure_and_ordered(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, None, max_iterations=1)
+    control = h.journal.read_control()
+    assert decide(h.summary, control, 0.0, None) is None
+    control.stop_requested = True
+    decision = decide(h.summary, control, 0.0, None)
+    assert decision is not None and decision.reason is StopReason.STOP_REQUESTED
+
+
+def test_agent_containers_get_the_protocol_environment(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("done"), max_iterations=4)
+    h.run()
+    spec = next(s for s in h.backend.runs if s.command == ["fake:agent"])
+    assert spec.env["HARNESS_SESSION"] == "s"
+    assert spec.env["HARNESS_MAX_ITERATIONS"] == "4"
+    assert spec.env["HARNESS_STATUS_FILE"] == "/harness-out/status.json"
+    assert spec.env["HARNESS_OBJECTIVE_FILE"] == "/harness/objective.md"
+    assert {m.target: m.read_only for m in spec.mounts} == {"/workspace": False, "/harness": True,
+                                                            "/harness-out": False}
+    assert spec.user == "10001:10001" and spec.network == "none"
+
+
+def test_the_summary_is_saved_when_the_backend_breaks(tmp_path: Path, repo: GitRepo) -> None:
+    from runner.errors import TransientBackendError
+
+    def broken(spec: ContainerSpec) -> FakeRun:
+        raise TransientBackendError("lost the Docker engine")
+
+    h = Harness(tmp_path, repo, script(report("working"), broken), max_iterations=5)
+    with pytest.raises(TransientBackendError):
+        h.run()
+    saved = h.journal.read_summary()
+    assert (saved.status, saved.stop_reason, saved.iteration_count) == (RunState.INTERRUPTED, StopReason.INFRASTRUCTURE, 1)
+    assert saved.error == "lost the Docker engine"
