@@ -39,9 +39,7 @@ class HostGit:
         self.repo = repo
         self._home = tempfile.mkdtemp(prefix="harness-git-")
         config = Path(self._home) / "gitconfig"
-        config.write_text(
-            "[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n"
-        )
+        config.write_text("[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n")
         self._env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             "HOME": self._home,

@@ -115,8 +115,11 @@ def ensure(backend: Backend, image: str) -> None:
     state = image_state(backend, image)
     if state == "missing":
         name = name_for_tag(image)
-        hint = (f"its base {base_image(name)!r} is missing: run 'make docker' (or scripts/ensure-docker.sh)"
-                if name else "it is not a harness image that can be built")
+        hint = (
+            f"its base {base_image(name)!r} is missing: run 'make docker' (or scripts/ensure-docker.sh)"
+            if name
+            else "it is not a harness image that can be built"
+        )
         raise ImageMissingError(f"image {image!r} is not present and {hint}")
     if state in {"buildable", "stale"}:
         name = name_for_tag(image)

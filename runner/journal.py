@@ -55,12 +55,16 @@ def load_model(path: Path, model: type[M]) -> M:
         raise JournalError(f"{path}: cannot read ({exc.strerror})") from None
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict):
-            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        raise JournalError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise JournalError(f"{path}: not a JSON object")
+    try:
         return model.model_validate(upgrade(data))
-    except (ValueError, ValidationError) as exc:
-        first = str(exc).splitlines()[0] if isinstance(exc, ValueError) else _first_error(exc)
-        raise JournalError(f"{path}: invalid {model.__name__} ({first})") from None
+    except ValidationError as exc:
+        raise JournalError(f"{path}: invalid {model.__name__} ({_first_error(exc)})") from None
+    except ValueError as exc:  # from upgrade()
+        raise JournalError(f"{path}: {exc}") from None
 
 
 def _first_error(exc: ValidationError) -> str:
@@ -135,8 +139,7 @@ class Journal:
 
     def iterations(self) -> list[IterationRecord]:
         numbers = sorted(
-            int(p.name[len("iteration-") : -len(".json")])
-            for p in self.dir.glob("iteration-[0-9][0-9][0-9][0-9].json")
+            int(p.name[len("iteration-") : -len(".json")]) for p in self.dir.glob("iteration-[0-9][0-9][0-9][0-9].json")
         )
         return [self.read_iteration(n) for n in numbers]
 
@@ -162,9 +165,7 @@ class Journal:
             with self._flock(self.dir / ".supervisor.lock", blocking=False):
                 yield
         except BlockingIOError:
-            raise SessionBusyError(
-                f"session {self.session!r} is already driven by another harness process"
-            ) from None
+            raise SessionBusyError(f"session {self.session!r} is already driven by another harness process") from None
 
     def supervisor_alive(self) -> bool:
         """True when some process holds the supervisor lock of this session."""

@@ -219,7 +219,9 @@ def start_run(backend: Backend, request: RunRequest) -> RunSummary:
                 objective=plan.objective,
                 max_iterations=plan.limits.max_iterations,
                 worktree=WorktreeInfo(
-                    base_ref=plan.base_ref, base_commit=plan.base_commit, path=plan.workspace,
+                    base_ref=plan.base_ref,
+                    base_commit=plan.base_commit,
+                    path=plan.workspace,
                     branch=f"harness/{plan.session}",
                 ),
                 repo=plan.repo,

@@ -27,9 +27,7 @@ EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own lab
 
 
 def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
-    extra = dict(
-        item.split("=", 1) for item in os.environ.get(EXTRA_LABELS_ENV, "").split(",") if "=" in item
-    )
+    extra = dict(item.split("=", 1) for item in os.environ.get(EXTRA_LABELS_ENV, "").split(",") if "=" in item)
     return {**extra, LABEL_MANAGED: "1", LABEL_SESSION: session, LABEL_REPO: repo_key, LABEL_ROLE: role}
 
 

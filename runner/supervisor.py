@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
-from runner.backends.base import Backend, ContainerResult
+from runner.backends.base import Backend, ContainerResult, ContainerSpec
 from runner.errors import HarnessError, WorkspaceError
 from runner.gitops import HostGit
 from runner.journal import Journal
@@ -55,9 +55,7 @@ class Decision:
     reason: StopReason
 
 
-def decide(
-    summary: RunSummary, control: ControlFile, elapsed: float, last: IterationRecord | None
-) -> Decision | None:
+def decide(summary: RunSummary, control: ControlFile, elapsed: float, last: IterationRecord | None) -> Decision | None:
     """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
     if last is not None:
         if last.outcome is Outcome.DONE:
@@ -189,8 +187,9 @@ class Supervisor:
 
         sink = CappedFile(self.journal.log_path(n), summary.limits.output_cap_bytes)
         try:
-            result = self.backend.run(self._agent_spec(summary, n), timeout=timeout, output=sink,
-                                      stop_grace=STOP_GRACE_SECONDS)
+            result = self.backend.run(
+                self._agent_spec(summary, n), timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS
+            )
         finally:
             sink.close()
         report, report_error = read_report(self.workspace.dir.outbox)
@@ -227,7 +226,10 @@ class Supervisor:
         last = summary.head_commit or summary.worktree.base_commit
         try:
             harvest = self.workspace.checkpoint_and_harvest(
-                git=self.git, iteration=record.iteration, base=summary.worktree.base_commit, last=last,
+                git=self.git,
+                iteration=record.iteration,
+                base=summary.worktree.base_commit,
+                last=last,
                 dest_ref=branch_for(summary.session_id),
             )
         except WorkspaceError as exc:
@@ -261,7 +263,7 @@ class Supervisor:
         write_atomic(self.workspace.dir.prompt / "prompt.md", prompt)
         write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)
 
-    def _agent_spec(self, summary: RunSummary, n: int):  # type: ignore[no-untyped-def]
+    def _agent_spec(self, summary: RunSummary, n: int) -> ContainerSpec:
         run_dir = self.workspace.dir
         return hardened_spec(
             image=summary.image,

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner._util.saferead import UnsafeFileError, copy_untrusted
-from runner.backends.base import Backend
+from runner.backends.base import Backend, Mount
 from runner.errors import BackendError, WorkspaceError
 from runner.gitops import HostGit
 from runner.models import DiffStat, Limits
@@ -33,7 +33,9 @@ _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none) ([0-9a-f]{40})$"
 _GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
 _GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
 
-_CREATE = _GIT_ENV + f"""set -eu
+_CREATE = (
+    _GIT_ENV
+    + f"""set -eu
 git config --global safe.directory '*'
 mkdir -p /run-root/workspace /run-root/outbox /run-root/export
 {_GIT} clone --quiet --no-local --no-hardlinks --no-checkout /source /run-root/workspace
@@ -41,10 +43,13 @@ cd /run-root/workspace
 git remote remove origin
 {_GIT} checkout --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
 """
+)
 
 # Runs with the agent's copy, whose .git/config the agent controls: that is why it runs in a
 # sandbox like the agent's own, and why the host verifies everything it prints.
-_CHECKPOINT = _GIT_ENV + f"""set -eu
+_CHECKPOINT = (
+    _GIT_ENV
+    + f"""set -eu
 cd {WORKSPACE}
 find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
 rm -f /export/export.bundle
@@ -64,6 +69,7 @@ else not=""; fi
 git bundle create -q /export/export.bundle {EXPORT_REF} ${{not:+^$not}}
 echo "harness-export bundle $head"
 """
+)
 
 _DELETE = """set -u
 rm -rf /run-root/workspace /run-root/outbox /run-root/export
@@ -123,13 +129,13 @@ class Workspace:
         # Helpers get the run's limits, but enough memory for git on a large repository.
         self.limits = limits.model_copy(update={"memory_bytes": max(limits.memory_bytes, 1024**3)})
 
-    def _helper(self, script: str, mounts: tuple[object, ...], env: dict[str, str], what: str) -> str:
+    def _helper(self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str) -> str:
         out = CappedBuffer()
         spec = hardened_spec(
             image=self.image,
             command=["sh", "-c", script],
             limits=self.limits,
-            mounts=mounts,  # type: ignore[arg-type]
+            mounts=mounts,
             labels=labels(self.session, self.repo_key, "helper"),
             env=env,
             runtime=self.runtime,

@@ -108,7 +108,7 @@ class DockerBackend(Backend):
 
     def check(self) -> EngineInfo:
         try:
-            info = _call("ping the Docker engine", lambda: self.client.info())
+            info = _call("ping the Docker engine", self.client.info)
         except TransientBackendError as exc:
             raise DockerUnavailableError(
                 f"cannot reach the Docker engine ({exc.message}); is dockerd running?"
@@ -144,16 +144,21 @@ class DockerBackend(Backend):
                     pull=False, network_mode="host",
                 )  # fmt: skip
         except docker.errors.BuildError as exc:
-            last = next((str(c.get("error") or c.get("stream", "")).strip() for c in reversed(list(exc.build_log))
-                         if c.get("error") or c.get("stream", "").strip()), str(exc))
+            last = next(
+                (
+                    str(c.get("error") or c.get("stream", "")).strip()
+                    for c in reversed(list(exc.build_log))
+                    if c.get("error") or c.get("stream", "").strip()
+                ),
+                str(exc),
+            )
             raise ImageMissingError(f"building image {tag} failed: {last}") from None
         except BackendError as exc:
             raise ImageMissingError(f"building image {tag} failed: {exc.message}") from None
 
     def _create(self, spec: ContainerSpec) -> Any:
         mounts = [
-            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
-            for m in spec.mounts
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
         ]
         kwargs: dict[str, Any] = {
             "image": spec.image,
@@ -228,11 +233,11 @@ class DockerBackend(Backend):
         try:
             with _translated("wait for a container"):
                 container.wait(timeout=timeout)
-            return True
         except TransientBackendError:
             # A read timeout of the wait call looks like a transport error: ask the engine.
             _call("inspect a container", container.reload)
             return not (container.attrs.get("State") or {}).get("Running")
+        return True
 
     @staticmethod
     def _stop(container: Any, grace: float) -> None:
@@ -255,10 +260,13 @@ class DockerBackend(Backend):
         found = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
         return [str(c.id) for c in found]
 
+    def _remove(self, container_id: str) -> None:
+        _call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
+
     def reap(self, labels: dict[str, str]) -> list[str]:
         removed = []
         for cid in self.list_containers(labels):
             with contextlib.suppress(BackendError):
-                _call("remove a container", lambda c=cid: self.client.api.remove_container(c, force=True, v=True))
+                self._remove(cid)
                 removed.append(cid)
         return removed

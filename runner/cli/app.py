@@ -8,11 +8,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec
+from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 
 from runner.errors import ExitCode, HarnessError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from runner.runs import LimitOptions
 
 P = ParamSpec("P")
 
@@ -26,7 +31,9 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 images_app = typer.Typer(
-    help="Build the harness's container images.", no_args_is_help=True, rich_markup_mode=None,
+    help="Build the harness's container images.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
 )
 app.add_typer(images_app, name="images")
@@ -58,6 +65,7 @@ def command(fn: Callable[P, int]) -> Callable[P, None]:
 
     return wrapper
 
+
 RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
 SessionOpt = Annotated[str, typer.Option("--session", help="The session id.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
@@ -82,7 +90,7 @@ def _setup(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _limits(cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None):  # type: ignore[no-untyped-def]
+def _limits(cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None) -> LimitOptions:
     from runner.runs import LimitOptions
 
     return LimitOptions(cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt)
@@ -102,7 +110,9 @@ def run(
     repo: RepoOpt = Path(),
     base: Annotated[str, typer.Option("--base", help="The commit the copy starts from.")] = "HEAD",
     max_iterations: MaxIterOpt = None,
-    agent: Annotated[str | None, typer.Option("--agent", help="Built-in agent: demo, claude-code, codex, aider.")] = None,
+    agent: Annotated[
+        str | None, typer.Option("--agent", help="Built-in agent: demo, claude-code, codex, aider.")
+    ] = None,
     agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="Run this command with sh -c instead.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image (default: the agent's).")] = None,
     cpus: CpusOpt = None,
@@ -110,7 +120,9 @@ def run(
     pids: PidsOpt = None,
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Start a session: make an isolated copy and run the agent until it is done or a limit is reached."""
@@ -165,13 +177,13 @@ def _report(repo: Path, session: str, as_json: bool) -> int:
     return st.exit_code
 
 
-def _render(result: object, as_json: bool) -> None:
+def _render(result: BaseModel, as_json: bool) -> None:
     from runner.cli import render
     from runner.runs import RunPlan
     from runner.status import SessionStatus
 
     if as_json:
-        render.print_json(result)  # type: ignore[arg-type]
+        render.print_json(result)
     elif isinstance(result, SessionStatus):
         render.status(result)
     elif isinstance(result, RunPlan):

@@ -105,10 +105,13 @@ def plan(p: RunPlan) -> None:
         ("agent", f"{p.agent.name}: {' '.join(p.agent.command)}"),
         ("user", p.user),
         ("network", p.network),
-        ("limits", f"{lim.cpus:g} cpus, {format_size(lim.memory_bytes)} memory (no swap), {lim.pids} pids, "
-                   f"{format_duration(lim.iteration_timeout_seconds)} per iteration, "
-                   f"{lim.max_iterations} iterations"
-                   + (f", {format_duration(lim.max_time_seconds)} in all" if lim.max_time_seconds else "")),
+        (
+            "limits",
+            f"{lim.cpus:g} cpus, {format_size(lim.memory_bytes)} memory (no swap), {lim.pids} pids, "
+            f"{format_duration(lim.iteration_timeout_seconds)} per iteration, "
+            f"{lim.max_iterations} iterations"
+            + (f", {format_duration(lim.max_time_seconds)} in all" if lim.max_time_seconds else ""),
+        ),
     ]
     for key, value in rows:
         grid.add_row(key, value)

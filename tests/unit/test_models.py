@@ -42,12 +42,29 @@ def test_run_summary_round_trips_with_the_original_field_names(tmp_path: Path) -
     original = summary()
     journal.write_summary(original)
     raw = json.loads(journal.summary_path.read_text())
-    for key in ("schemaVersion", "kind", "sessionId", "objective", "status", "iterationCount", "lastIteration",
-                "lastOutcome", "stopRequested", "worktree", "createdAt", "updatedAt"):
+    for key in (
+        "schemaVersion",
+        "kind",
+        "sessionId",
+        "objective",
+        "status",
+        "iterationCount",
+        "lastIteration",
+        "lastOutcome",
+        "stopRequested",
+        "worktree",
+        "createdAt",
+        "updatedAt",
+    ):
         assert key in raw, key
     assert raw["kind"] == "solo-harness.run-summary"
-    assert raw["worktree"] == {"enabled": True, "baseRef": "HEAD", "baseCommit": SHA, "path": "/x/workspace",
-                               "branch": "harness/nightly"}
+    assert raw["worktree"] == {
+        "enabled": True,
+        "baseRef": "HEAD",
+        "baseCommit": SHA,
+        "path": "/x/workspace",
+        "branch": "harness/nightly",
+    }
     again = journal.read_summary()
     assert again == original.model_copy(update={"updated_at": again.updated_at})
 
@@ -55,8 +72,14 @@ def test_run_summary_round_trips_with_the_original_field_names(tmp_path: Path) -
 def test_iteration_record_round_trips(tmp_path: Path) -> None:
     journal = Journal(tmp_path, "s")
     record = IterationRecord(
-        session_id="s", iteration=3, outcome=Outcome.TIMED_OUT, timed_out=True, log_file="iteration-0003.log",
-        limits=Limits(), started_at=datetime.now(UTC), commits=[SHA],
+        session_id="s",
+        iteration=3,
+        outcome=Outcome.TIMED_OUT,
+        timed_out=True,
+        log_file="iteration-0003.log",
+        limits=Limits(),
+        started_at=datetime.now(UTC),
+        commits=[SHA],
     )
     journal.write_iteration(record)
     raw = json.loads(journal.iteration_path(3).read_text())
@@ -99,7 +122,7 @@ def test_bad_summaries_are_rejected_with_the_file_named(tmp_path: Path, mutate) 
 def test_corrupt_files_give_a_clear_error(tmp_path: Path, content: str) -> None:
     path = tmp_path / "control.json"
     path.write_text(content)
-    with pytest.raises(JournalError, match="control.json"):
+    with pytest.raises(JournalError, match=r"control\.json"):
         load_model(path, ControlFile)
 
 

@@ -6,8 +6,24 @@ from runner.names import validate_session
 
 
 @pytest.mark.parametrize(
-    "name", ["../x", "/etc", "-rf", "", "a\0b", "x" * 65, "a/b", "..", ".hidden", "ünï", "a b", "x.lock", "a..b",
-             "trailing.", "new\nline"],
+    "name",
+    [
+        "../x",
+        "/etc",
+        "-rf",
+        "",
+        "a\0b",
+        "x" * 65,
+        "a/b",
+        "..",
+        ".hidden",
+        "ünï",
+        "a b",
+        "x.lock",
+        "a..b",
+        "trailing.",
+        "new\nline",
+    ],
 )
 def test_unsafe_session_names_are_refused(name: str) -> None:
     with pytest.raises(UsageError, match="invalid session name"):
@@ -19,14 +35,18 @@ def test_safe_session_names_pass(name: str) -> None:
     assert validate_session(name) == name
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5h", 5400),
-                                                ("500ms", 0.5), ("1d", 86400)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("30m", 1800), ("2h", 7200), ("1.5h", 5400), ("500ms", 0.5), ("1d", 86400)],
+)
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text, option="--x") == seconds
 
 
-@pytest.mark.parametrize(("text", "size"), [("512m", 512 * 1024**2), ("2g", 2 * 1024**3), ("2GiB", 2 * 1024**3),
-                                            ("1024", 1024), ("64k", 65536)])
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("512m", 512 * 1024**2), ("2g", 2 * 1024**3), ("2GiB", 2 * 1024**3), ("1024", 1024), ("64k", 65536)],
+)
 def test_sizes(text: str, size: int) -> None:
     assert parse_size(text, option="--x") == size
 

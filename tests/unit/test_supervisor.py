@@ -70,8 +70,9 @@ class Harness:
             repo=str(repo.path), run_dir=str(run_dir.root), image="harness-base:latest",
             agent=AgentInfo(name="fake", command=["fake:agent"]), limits=lim, head_commit=base,
         )  # fmt: skip
-        self.workspace = Workspace(backend=self.backend, run_dir=run_dir, image="harness-base:latest", limits=lim,
-                                   session="s", repo_key="k")
+        self.workspace = Workspace(
+            backend=self.backend, run_dir=run_dir, image="harness-base:latest", limits=lim, session="s", repo_key="k"
+        )
         self.git = HostGit(repo.path)
 
     def run(self) -> RunSummary:
@@ -93,31 +94,53 @@ def test_done_completes_the_run(tmp_path: Path, repo: GitRepo) -> None:
 def test_blocked_ends_the_run_as_needing_a_human(tmp_path: Path, repo: GitRepo) -> None:
     h = Harness(tmp_path, repo, report("blocked", "need the API key"), max_iterations=5)
     result = h.run()
-    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.BLOCKED, StopReason.AGENT_BLOCKED, 1)
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.BLOCKED,
+        StopReason.AGENT_BLOCKED,
+        1,
+    )
 
 
 def test_max_iterations_stops_a_working_agent(tmp_path: Path, repo: GitRepo) -> None:
     h = Harness(tmp_path, repo, report("working"), max_iterations=3)
     result = h.run()
-    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.MAX_ITERATIONS, 3)
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.STOPPED,
+        StopReason.MAX_ITERATIONS,
+        3,
+    )
     agent_runs = [s for s in h.backend.runs if s.command == ["fake:agent"]]
     assert [s.env["HARNESS_ITERATION"] for s in agent_runs] == ["1", "2", "3"]
 
 
 def test_repeated_failures_end_the_run_as_failed(tmp_path: Path, repo: GitRepo) -> None:
-    h = Harness(tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10,
-                max_consecutive_failures=3)
+    h = Harness(
+        tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10, max_consecutive_failures=3
+    )
     result = h.run()
-    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.FAILED, StopReason.REPEATED_FAILURES, 4)
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.FAILED,
+        StopReason.REPEATED_FAILURES,
+        4,
+    )
     records = h.journal.iterations()
-    assert [r.failure_class for r in records] == [None, FailureClass.EXIT_NONZERO, FailureClass.TIMEOUT,
-                                                  FailureClass.EXIT_NONZERO]
+    assert [r.failure_class for r in records] == [
+        None,
+        FailureClass.EXIT_NONZERO,
+        FailureClass.TIMEOUT,
+        FailureClass.EXIT_NONZERO,
+    ]
     assert records[2].timed_out and records[2].outcome is Outcome.TIMED_OUT
 
 
 def test_a_success_resets_the_failure_count(tmp_path: Path, repo: GitRepo) -> None:
-    h = Harness(tmp_path, repo, script(crash, crash, report("working"), crash, crash, report("done")), max_iterations=10,
-                max_consecutive_failures=3)
+    h = Harness(
+        tmp_path,
+        repo,
+        script(crash, crash, report("working"), crash, crash, report("done")),
+        max_iterations=10,
+        max_consecutive_failures=3,
+    )
     assert h.run().status is RunState.COMPLETED
 
 
@@ -143,7 +166,11 @@ def test_a_stop_request_is_honoured_at_the_iteration_boundary(tmp_path: Path, re
 
     h.backend.behaviour = working_then_stop
     result = h.run()
-    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.STOP_REQUESTED, 1)
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.STOPPED,
+        StopReason.STOP_REQUESTED,
+        1,
+    )
 
 
 def test_max_time_stops_the_run(tmp_path: Path, repo: GitRepo) -> None:
@@ -190,8 +217,11 @@ def test_agent_containers_get_the_protocol_environment(tmp_path: Path, repo: Git
     assert spec.env["HARNESS_MAX_ITERATIONS"] == "4"
     assert spec.env["HARNESS_STATUS_FILE"] == "/harness-out/status.json"
     assert spec.env["HARNESS_OBJECTIVE_FILE"] == "/harness/objective.md"
-    assert {m.target: m.read_only for m in spec.mounts} == {"/workspace": False, "/harness": True,
-                                                            "/harness-out": False}
+    assert {m.target: m.read_only for m in spec.mounts} == {
+        "/workspace": False,
+        "/harness": True,
+        "/harness-out": False,
+    }
     assert spec.user == "10001:10001" and spec.network == "none"
 
 
@@ -205,5 +235,9 @@ def test_the_summary_is_saved_when_the_backend_breaks(tmp_path: Path, repo: GitR
     with pytest.raises(TransientBackendError):
         h.run()
     saved = h.journal.read_summary()
-    assert (saved.status, saved.stop_reason, saved.iteration_count) == (RunState.INTERRUPTED, StopReason.INFRASTRUCTURE, 1)
+    assert (saved.status, saved.stop_reason, saved.iteration_count) == (
+        RunState.INTERRUPTED,
+        StopReason.INFRASTRUCTURE,
+        1,
+    )
     assert saved.error == "lost the Docker engine"

@@ -1,0 +1,127 @@
+"""`run --dry-run`: creates nothing, prints the plan, and fails clearly with a distinct exit code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runner.errors import ExitCode
+from tests.helpers import GitRepo, harness
+
+pytestmark = pytest.mark.docker
+
+RUN = ["run", "--objective", "write tests", "--session", "nightly", "--worktree", "--agent", "demo"]
+
+
+def test_dry_run_prints_the_plan_and_creates_nothing(repo: GitRepo, harness_home: Path) -> None:
+    refs_before = repo.git("for-each-ref")
+    r = harness(
+        *RUN,
+        "--memory",
+        "1g",
+        "--cpus",
+        "1.5",
+        "--pids",
+        "100",
+        "--iteration-timeout",
+        "10m",
+        "--max-time",
+        "8h",
+        "--max-iterations",
+        "20",
+        "--dry-run",
+        "--json",
+        cwd=repo.path,
+    )
+    assert r.code == 0, r.stderr
+    plan = r.json()
+    assert plan["image"] == "harness-base:latest" and plan["imageState"] == "present"
+    assert plan["branch"] == "harness/nightly" and plan["network"] == "none" and plan["user"] == "10001:10001"
+    assert plan["baseCommit"] == repo.git("rev-parse", "HEAD")
+    assert plan["limits"]["memoryBytes"] == 1024**3 and plan["limits"]["cpus"] == 1.5
+    assert plan["limits"]["pids"] == 100 and plan["limits"]["iterationTimeoutSeconds"] == 600
+    assert plan["limits"]["maxTimeSeconds"] == 8 * 3600 and plan["limits"]["maxIterations"] == 20
+    assert {m["target"]: m["readOnly"] for m in plan["mounts"]} == {
+        "/workspace": False,
+        "/harness": True,
+        "/harness-out": False,
+    }
+    assert plan["hardening"]["capDrop"] == ["ALL"]
+    assert not (repo.path / "memory").exists()
+    assert list(harness_home.iterdir()) == []
+    assert repo.git("for-each-ref") == refs_before
+
+
+def _fails(r, code: ExitCode, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    assert r.code == code, (r.code, r.stderr)
+    assert r.stdout == ""
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("harness: error: ") and fragment in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_a_path_that_is_not_a_repository(tmp_path: Path) -> None:
+    _fails(harness(*RUN, "--dry-run", "--json", cwd=tmp_path), ExitCode.NOT_A_REPOSITORY, "not a git repository")
+
+
+def test_an_existing_session(repo: GitRepo) -> None:
+    first = harness(*RUN, "--json", cwd=repo.path)
+    assert first.code == 0, first.stderr
+    _fails(harness(*RUN, "--dry-run", cwd=repo.path), ExitCode.SESSION_EXISTS, "already exists")
+    _fails(harness(*RUN, cwd=repo.path), ExitCode.SESSION_EXISTS, "already exists")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--memory", "lots"),
+        ("--iteration-timeout", "soon"),
+        ("--max-time", "-1h"),
+        ("--cpus", "0"),
+        ("--pids", "3"),
+        ("--max-iterations", "0"),
+    ],
+)
+def test_a_malformed_limit(repo: GitRepo, option: str, value: str) -> None:
+    _fails(harness(*RUN, option, value, "--dry-run", cwd=repo.path), ExitCode.USAGE, "")
+
+
+@pytest.mark.parametrize("name", ["../x", "/etc", "-rf", "a b"])
+def test_a_bad_session_name(repo: GitRepo, name: str) -> None:
+    r = harness("run", "--objective", "x", f"--session={name}", "--dry-run", cwd=repo.path)
+    _fails(r, ExitCode.USAGE, "invalid session name")
+
+
+def test_a_missing_image_that_cannot_be_built(repo: GitRepo) -> None:
+    r = harness(*RUN, "--image", "harness-test-no-such-image:1", "--dry-run", cwd=repo.path)
+    _fails(r, ExitCode.IMAGE_MISSING, "harness-test-no-such-image:1")
+
+
+def test_an_unreachable_docker_engine(repo: GitRepo, tmp_path: Path) -> None:
+    r = harness(*RUN, "--dry-run", cwd=repo.path, env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
+    _fails(r, ExitCode.DOCKER_UNAVAILABLE, "Docker engine")
+
+
+def test_a_base_that_names_no_commit(repo: GitRepo) -> None:
+    _fails(harness(*RUN, "--base", "no-such-branch", "--dry-run", cwd=repo.path), ExitCode.USAGE, "--base")
+
+
+def test_objective_options_are_exclusive(repo: GitRepo, tmp_path: Path) -> None:
+    (tmp_path / "obj.md").write_text("from a file")
+    r = harness(
+        "run",
+        "--objective",
+        "x",
+        "--objective-file",
+        str(tmp_path / "obj.md"),
+        "--session",
+        "s",
+        "--dry-run",
+        cwd=repo.path,
+    )
+    _fails(r, ExitCode.USAGE, "exactly one")
+    ok = harness(
+        "run", "--objective-file", str(tmp_path / "obj.md"), "--session", "s", "--dry-run", "--json", cwd=repo.path
+    )
+    assert ok.code == 0 and ok.json()["objective"] == "from a file"
