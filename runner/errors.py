@@ -24,6 +24,8 @@ class ExitCode(IntEnum):
     WORKSPACE_ERROR = 9  # the isolated copy could not be made, checkpointed or harvested
     SESSION_BUSY = 10  # another supervisor drives this session
     INVALID_STATE = 11  # the session is in a state where the command makes no sense
+    RUNTIME_UNAVAILABLE = 12  # --runtime names a runtime the engine does not have
+    UNSAFE_TO_PROCEED = 13  # merge refused: uncommitted changes, or flagged paths not accepted
     # What `status`, `run` and `resume` return for the state of a session.
     RUN_RUNNING = 20
     RUN_NEEDS_ATTENTION = 21  # blocked, stopped, limit reached, interrupted: a human should look
@@ -79,6 +81,14 @@ class SessionBusyError(HarnessError):
 
 class InvalidStateError(HarnessError):
     exit_code = ExitCode.INVALID_STATE
+
+
+class RuntimeUnavailableError(HarnessError):
+    exit_code = ExitCode.RUNTIME_UNAVAILABLE
+
+
+class UnsafeToProceedError(HarnessError):
+    exit_code = ExitCode.UNSAFE_TO_PROCEED
 
 
 class BackendError(HarnessError):

@@ -125,3 +125,12 @@ class HostGit:
 
     def is_ancestor(self, older: str, newer: str) -> bool:
         return self.run("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
+
+    def changed_paths(self, old: str, new: str) -> list[str]:
+        """Paths that differ between two commits (renames as delete + add, so both names count)."""
+        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--name-only", "-z", old, new).stdout
+        return [p for p in out.split("\0") if p]
+
+    def patch(self, old: str, new: str, *, stat_only: bool = False) -> str:
+        args = ["--stat"] if stat_only else ["--stat", "--patch"]
+        return self.run("diff", "--no-ext-diff", "--no-textconv", "--no-color", *args, old, new).stdout

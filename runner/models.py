@@ -53,6 +53,7 @@ class StopReason(StrEnum):
     AGENT_BLOCKED = "agent-blocked"
     MAX_ITERATIONS = "max-iterations"
     MAX_TIME = "max-time"
+    MAX_DISK = "max-disk"
     STOP_REQUESTED = "stop-requested"
     REPEATED_FAILURES = "repeated-failures"
     SUPERVISOR_GONE = "supervisor-gone"
@@ -70,6 +71,7 @@ class Outcome(StrEnum):
     OOM_KILLED = "oom-killed"
     AGENT_ERROR = "agent-error"  # exited non-zero
     NO_REPORT = "no-report"  # exited 0 without a (valid) status report
+    DISK_EXCEEDED = "disk-exceeded"  # the copy grew past --max-disk
     INTERRUPTED = "interrupted"
 
 
@@ -79,6 +81,7 @@ class FailureClass(StrEnum):
     EXIT_NONZERO = "exit-nonzero"
     MISSING_REPORT = "missing-report"
     INVALID_REPORT = "invalid-report"
+    DISK = "disk"
     INTERRUPTED = "interrupted"
 
 
@@ -90,6 +93,7 @@ class Limits(JournalModel):
     pids: int = Field(default=512, ge=16)
     iteration_timeout_seconds: float = Field(default=1800.0, gt=0)
     max_time_seconds: float | None = Field(default=None, gt=0)
+    max_disk_bytes: int | None = Field(default=10 * 1024**3, ge=1024**2)
     max_iterations: int = Field(default=10, ge=1)
     max_consecutive_failures: int = Field(default=3, ge=1)
     output_cap_bytes: int = Field(default=8 * 1024**2, ge=1024)
@@ -135,9 +139,10 @@ class RunSummary(JournalModel):
     repo: str
     run_dir: str
     image: str
-    runtime: str = "runc"
+    runtime: Literal["runc", "runsc"] = "runc"
     network: Literal["none"] = "none"
     agent: AgentInfo
+    env_names: list[str] = Field(default_factory=list)  # passed with --env; values are never stored
     limits: Limits
     head_commit: str | None = None  # last commit harvested onto the branch
     supervisor: SupervisorInfo | None = None
@@ -180,6 +185,8 @@ class IterationRecord(JournalModel):
     exit_code: int | None = None
     timed_out: bool = False
     oom_killed: bool = False
+    disk_exceeded: bool = False
+    disk_bytes: int | None = None  # size of the copy after the iteration
     duration_seconds: float = Field(default=0.0, ge=0)
     log_file: str
     log_bytes: int = 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from runner.backends.base import LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     HarnessError,
     InvalidStateError,
+    RuntimeUnavailableError,
     SessionExistsError,
     UsageError,
     WorkspaceError,
@@ -29,6 +31,7 @@ from runner.limits import parse_duration, parse_size
 from runner.models import AgentInfo, CamelModel, ControlFile, Limits, RunState, RunSummary, StopReason, WorktreeInfo
 from runner.names import branch_for, validate_session
 from runner.paths import journal_dir, repo_key, run_dir
+from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
 from runner.supervisor import Supervisor
 from runner.workspace import RunDir, Workspace
@@ -47,6 +50,7 @@ class LimitOptions:
     pids: int | None = None
     iteration_timeout: str | None = None
     max_time: str | None = None
+    max_disk: str | None = None
 
     def apply(self, base: Limits) -> Limits:
         update: dict[str, object] = {}
@@ -60,6 +64,8 @@ class LimitOptions:
             update["iteration_timeout_seconds"] = parse_duration(self.iteration_timeout, option="--iteration-timeout")
         if self.max_time is not None:
             update["max_time_seconds"] = parse_duration(self.max_time, option="--max-time")
+        if self.max_disk is not None:
+            update["max_disk_bytes"] = parse_size(self.max_disk, option="--max-disk")
         try:
             return Limits.model_validate({**base.model_dump(), **update})
         except ValidationError as exc:
@@ -78,6 +84,8 @@ class RunRequest:
     agent: str | None = None
     agent_cmd: str | None = None
     image: str | None = None
+    runtime: str = "runc"
+    env_names: tuple[str, ...] = ()
     limits: LimitOptions = LimitOptions()
 
 
@@ -105,6 +113,7 @@ class RunPlan(CamelModel):
     limits: Limits
     network: str
     runtime: str
+    env_names: list[str]
     user: str
     mounts: list[PlannedMount]
     hardening: dict[str, object]
@@ -150,7 +159,15 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         repo = git.info()
         base_commit = git.resolve_commit(request.base)
         _refuse_existing(repo.top, session, git)
+    secret_values(request.env_names)
     engine = backend.check()
+    if request.runtime not in RUNTIMES:
+        raise UsageError(f"--runtime: {request.runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if request.runtime not in engine.runtimes:
+        raise RuntimeUnavailableError(
+            f"the Docker engine has no runtime {request.runtime!r} (it has {', '.join(engine.runtimes)}); "
+            "register it in /etc/docker/daemon.json (see docs/security.md)"
+        )
     state = images.image_state(backend, image)
     if state == "missing":
         images.ensure(backend, image)  # raises ImageMissingError with the reason
@@ -171,7 +188,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         agent=AgentInfo(name=name, command=command),
         limits=limits,
         network="none",
-        runtime="runc",
+        runtime=request.runtime,
+        env_names=list(request.env_names),
         user=f"{AGENT_UID}:{AGENT_UID}",
         mounts=[
             PlannedMount(source=str(rd.workspace), target=WORKSPACE, read_only=False),
@@ -189,6 +207,25 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         },
         engine_version=engine.version,
     )
+
+
+RUNTIMES = ("runc", "runsc")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+
+def secret_values(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """The values of the `--env` variables, from the harness's own environment."""
+    values = {}
+    for name in names:
+        if not _ENV_NAME.fullmatch(name) or name.startswith("HARNESS_"):
+            raise UsageError(f"--env: {name!r} is not a variable name the harness passes on")
+        value = os.environ.get(name)
+        if value is None:
+            raise UsageError(f"--env {name}: the variable is not set in this environment")
+        if len(value.encode()) < MIN_SECRET_LENGTH:
+            raise UsageError(f"--env {name}: the value is too short to be redacted reliably")
+        values[name] = value
+    return values
 
 
 def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
@@ -227,7 +264,9 @@ def start_run(backend: Backend, request: RunRequest) -> RunSummary:
                 repo=plan.repo,
                 run_dir=plan.run_dir,
                 image=plan.image,
+                runtime=plan.runtime,
                 agent=plan.agent,
+                env_names=plan.env_names,
                 limits=plan.limits,
                 head_commit=plan.base_commit,
             )
@@ -276,6 +315,7 @@ def resume_run(backend: Backend, request: ResumeRequest) -> RunSummary:
 
 
 def _drive(backend: Backend, journal: Journal, git: HostGit, summary: RunSummary) -> RunSummary:
+    secrets = secret_values(summary.env_names)
     workspace = _workspace(backend, summary)
     try:
         _ensure_copy(workspace, git, summary)
@@ -285,7 +325,7 @@ def _drive(backend: Backend, journal: Journal, git: HostGit, summary: RunSummary
         summary.error = exc.message
         journal.write_summary(summary)
         raise
-    return Supervisor(backend=backend, journal=journal, workspace=workspace, git=git).run(summary)
+    return Supervisor(backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets).run(summary)
 
 
 def _clear_stop(control: ControlFile) -> None:

@@ -11,6 +11,7 @@ from runner.backends.base import (
     LABEL_ROLE,
     LABEL_SESSION,
     ContainerSpec,
+    DiskWatch,
     Mount,
 )
 from runner.models import Limits
@@ -42,6 +43,7 @@ def hardened_spec(
     runtime: str | None = None,
     workdir: str = WORKSPACE,
     tmp_size: str = "512m",
+    disk_watch: DiskWatch | None = None,
 ) -> ContainerSpec:
     return ContainerSpec(
         image=image,
@@ -61,6 +63,7 @@ def hardened_spec(
         },
         network="none",
         runtime=runtime,
+        disk_watch=disk_watch,
     )
 
 

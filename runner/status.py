@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from runner.errors import ExitCode, HarnessError
+from runner.flagged import flagged
 from runner.gitops import HostGit
 from runner.journal import Journal, list_sessions
 from runner.models import CamelModel, Outcome, RunState, RunSummary, StopReason
@@ -37,6 +38,7 @@ class SessionStatus(CamelModel):
     base_commit: str
     head_commit: str | None
     commits_ahead: int | None
+    flagged: list[str]  # changed paths that could run code on the host later
     objective: str
     journal_dir: str
     workspace: str
@@ -74,6 +76,7 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         reason = StopReason.SUPERVISOR_GONE
     head = git.ref_commit(branch_for(session))
     ahead = len(git.commits_between(summary.worktree.base_commit, head)) if head else None
+    marked = flagged(git.changed_paths(summary.worktree.base_commit, head)) if head else []
     return SessionStatus(
         session_id=session,
         status=state,
@@ -87,6 +90,7 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         base_commit=summary.worktree.base_commit,
         head_commit=head,
         commits_ahead=ahead,
+        flagged=marked,
         objective=summary.objective,
         journal_dir=str(journal.dir),
         workspace=summary.worktree.path,

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
-from runner.backends.base import Backend, ContainerResult, ContainerSpec
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
 from runner.errors import HarnessError, WorkspaceError
 from runner.gitops import HostGit
 from runner.journal import Journal
@@ -39,6 +39,7 @@ from runner.models import (
 from runner.names import branch_for
 from runner.output import CappedFile
 from runner.prompt import build_prompt
+from runner.redact import RedactingSink, Redactor
 from runner.sandbox import OUTBOX_DIR, PROMPT_DIR, STATUS_FILE, WORKSPACE, bind, hardened_spec, labels
 from runner.workspace import Workspace
 
@@ -62,6 +63,8 @@ def decide(summary: RunSummary, control: ControlFile, elapsed: float, last: Iter
             return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
         if last.outcome is Outcome.BLOCKED:
             return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
+        if last.disk_exceeded:
+            return Decision(RunState.STOPPED, StopReason.MAX_DISK)
         if summary.consecutive_failures >= summary.limits.max_consecutive_failures:
             return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
     if control.stop_requested:
@@ -78,8 +81,12 @@ def classify(
     result: ContainerResult, report: StatusReport | None, report_error: str | None
 ) -> tuple[Outcome, FailureClass | None]:
     """The outcome of one iteration from how the container ended and what the agent reported."""
+    if result.cancelled:
+        return Outcome.INTERRUPTED, FailureClass.INTERRUPTED
     if result.timed_out:
         return Outcome.TIMED_OUT, FailureClass.TIMEOUT
+    if result.disk_exceeded:
+        return Outcome.DISK_EXCEEDED, FailureClass.DISK
     if result.oom_killed:
         return Outcome.OOM_KILLED, FailureClass.OOM
     if result.exit_code != 0:
@@ -115,12 +122,15 @@ class Supervisor:
         journal: Journal,
         workspace: Workspace,
         git: HostGit,
+        secrets: dict[str, str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.backend = backend
         self.journal = journal
         self.workspace = workspace
         self.git = git
+        self.secrets = secrets or {}
+        self.redactor = Redactor(self.secrets)
         self.clock = clock
 
     def run(self, summary: RunSummary) -> RunSummary:
@@ -185,33 +195,41 @@ class Supervisor:
             timeout = max(1.0, min(timeout, remaining))
         log.info("session %s: iteration %d of %d", summary.session_id, n, summary.max_iterations)
 
-        sink = CappedFile(self.journal.log_path(n), summary.limits.output_cap_bytes)
+        log_file = CappedFile(self.journal.log_path(n), summary.limits.output_cap_bytes)
+        sink = RedactingSink(self.redactor, log_file)
         try:
             result = self.backend.run(
-                self._agent_spec(summary, n), timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS
+                self._agent_spec(summary, n),
+                timeout=timeout,
+                output=sink,
+                stop_grace=STOP_GRACE_SECONDS,
+                cancel=self._stop_now_requested,
             )
         finally:
-            sink.close()
+            sink.flush()
+            log_file.close()
         report, report_error = read_report(self.workspace.dir.outbox)
         outcome, failure = classify(result, report, report_error)
+        redact = self.redactor.text
 
         record = IterationRecord(
             session_id=summary.session_id,
             iteration=n,
             outcome=outcome,
-            summary=report.summary if report else "",
-            next_action=report.next if report else "",
+            summary=redact(report.summary) if report else "",
+            next_action=redact(report.next) if report else "",
             should_stop=outcome in {Outcome.DONE, Outcome.BLOCKED},
             failure_class=failure,
-            report_error=report_error,
+            report_error=redact(report_error) if report_error else None,
             container_id=result.container_id,
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             oom_killed=result.oom_killed,
+            disk_exceeded=result.disk_exceeded,
             duration_seconds=round(result.duration_seconds, 3),
             log_file=self.journal.log_path(n).name,
-            log_bytes=sink.written,
-            log_truncated=sink.truncated,
+            log_bytes=log_file.written,
+            log_truncated=log_file.truncated,
             notes_delivered=[note.id for note in notes],
             limits=summary.limits,
             started_at=started_at,
@@ -240,6 +258,16 @@ class Supervisor:
         record.head_commit = harvest.head
         record.commits = harvest.commits
         record.diff_stat = harvest.diff_stat
+        record.disk_bytes = harvest.disk_bytes
+        limit = summary.limits.max_disk_bytes
+        if limit is not None and harvest.disk_bytes is not None and harvest.disk_bytes > limit:
+            record.disk_exceeded = True
+
+    def _stop_now_requested(self) -> bool:
+        try:
+            return self.journal.read_control().stop_mode == "now"
+        except HarnessError:
+            return False  # a control file being replaced: look again at the next poll
 
     def _consume_notes(self, ids: set[str], iteration: int) -> None:
         def mark(control: ControlFile) -> None:
@@ -275,7 +303,9 @@ class Supervisor:
                 bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
             ),
             labels=labels(summary.session_id, self.workspace.repo_key, "agent"),
+            disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
             env={
+                **self.secrets,
                 "HARNESS_SESSION": summary.session_id,
                 "HARNESS_ITERATION": str(n),
                 "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),

@@ -29,6 +29,7 @@ HELPER_TIMEOUT = 900.0
 MAX_BUNDLE_BYTES = 8 * 1024**3
 EXPORT_REF = "refs/harness/export"
 _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none) ([0-9a-f]{40})$", re.MULTILINE)
+_DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 
 _GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
 _GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
@@ -54,6 +55,9 @@ cd {WORKSPACE}
 find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
 rm -f /export/export.bundle
 G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
+# The copy is the agent's: make all of it readable to measure it and commit it.
+chmod -R u+rwX . 2>/dev/null || true
+echo "harness-disk $(du -sxb . | cut -f1)"
 $G add -A
 if ! $G diff --cached --quiet; then
   $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
@@ -102,6 +106,7 @@ class RunDir:
 @dataclass
 class Harvest:
     head: str  # the branch's commit after the harvest
+    disk_bytes: int | None = None  # the copy's size, as the helper measured it
     commits: list[str] = field(default_factory=list)
     diff_stat: DiffStat = field(default_factory=DiffStat)
 
@@ -187,8 +192,10 @@ class Workspace:
         if not found:
             raise WorkspaceError("checkpointing the copy: the helper did not report the copy's head")
         kind, claimed = found[-1]
+        sizes = _DISK_LINE.findall(text)
+        disk = int(sizes[0]) if sizes else None  # the first: printed before any agent-controlled git ran
         if kind == "none":
-            return Harvest(head=last)
+            return Harvest(head=last, disk_bytes=disk)
         if kind == "known":
             # Only a commit the user's repository already has, on the run's own history.
             if not (git.is_ancestor(claimed, last) or git.is_ancestor(claimed, base)):
@@ -200,7 +207,7 @@ class Workspace:
         if head is None:
             raise WorkspaceError(f"harvest: {dest_ref} is missing after the fetch")
         commits = git.commits_between(last, head) if git.is_ancestor(last, head) else git.commits_between(base, head)
-        return Harvest(head=head, commits=commits, diff_stat=git.diff_stat(last, head))
+        return Harvest(head=head, disk_bytes=disk, commits=commits, diff_stat=git.diff_stat(last, head))
 
     def _fetch_bundle(self, git: HostGit, dest_ref: str) -> None:
         with tempfile.TemporaryDirectory(prefix="harness-harvest-") as tmp:

@@ -41,7 +41,10 @@ def cli_reference() -> str:
 
 
 def schemas() -> dict[str, str]:
-    models = {**{f"{name}.schema.json": m for name, m in JOURNAL_MODELS.items()}, "status-report.schema.json": StatusReport}
+    models = {
+        **{f"{name}.schema.json": m for name, m in JOURNAL_MODELS.items()},
+        "status-report.schema.json": StatusReport,
+    }
     return {name: json.dumps(m.model_json_schema(by_alias=True), indent=2) + "\n" for name, m in models.items()}
 
 

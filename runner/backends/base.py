@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,15 @@ class Mount:
 
 
 @dataclass(frozen=True)
+class DiskWatch:
+    """Stop the container when `path` (inside it) grows past `limit_bytes`, checked every `interval`."""
+
+    path: str
+    limit_bytes: int
+    interval: float = 5.0
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to start one hardened container (agent or helper)."""
 
@@ -41,6 +51,7 @@ class ContainerSpec:
     network: str = "none"
     runtime: str | None = None
     log_max_size: str = "10m"
+    disk_watch: DiskWatch | None = None
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,8 @@ class ContainerResult:
     timed_out: bool
     oom_killed: bool
     duration_seconds: float
+    disk_exceeded: bool = False
+    cancelled: bool = False  # stopped because `cancel` said so (stop --now)
 
 
 @dataclass(frozen=True)
@@ -82,11 +95,18 @@ class Backend(ABC):
 
     @abstractmethod
     def run(
-        self, spec: ContainerSpec, *, timeout: float, output: OutputSink, stop_grace: float = 10.0
+        self,
+        spec: ContainerSpec,
+        *,
+        timeout: float,
+        output: OutputSink,
+        stop_grace: float = 10.0,
+        cancel: Callable[[], bool] | None = None,
     ) -> ContainerResult:
         """Create and start a container, drain its output into `output`, wait at most `timeout`
-        seconds (then stop it: SIGTERM, and SIGKILL after `stop_grace`), record how it ended and
-        remove it. Raises BackendError for engine faults; what the command did is in the result."""
+        seconds, and stop it early (SIGTERM, then SIGKILL after `stop_grace`) when `cancel()` turns
+        true or its disk watch fires; record how it ended and remove it. Raises BackendError for
+        engine faults; what the command did is in the result."""
 
     @abstractmethod
     def stop(self, container_id: str, *, grace: float) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
+POLL_SECONDS = 2.0  # how often the watchdogs look between waits
 
 _retry_transient = retry(
     retry=retry_if_exception_type(TransientBackendError),
@@ -190,7 +191,13 @@ class DockerBackend(Backend):
         return _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
 
     def run(
-        self, spec: ContainerSpec, *, timeout: float, output: OutputSink, stop_grace: float = 10.0
+        self,
+        spec: ContainerSpec,
+        *,
+        timeout: float,
+        output: OutputSink,
+        stop_grace: float = 10.0,
+        cancel: Callable[[], bool] | None = None,
     ) -> ContainerResult:
         container = self._create(spec)
         try:
@@ -198,9 +205,9 @@ class DockerBackend(Backend):
             started = time.monotonic()
             drain = threading.Thread(target=self._drain, args=(container, output), daemon=True)
             drain.start()
-            timed_out = not self._wait(container, timeout)
-            if timed_out:
-                log.warning("container %s exceeded %.0fs; stopping it", container.short_id, timeout)
+            ended = self._watch(container, spec, started + timeout, cancel)
+            if ended != "exited":
+                log.warning("stopping container %s: %s", container.short_id, ended)
                 self._stop(container, stop_grace)
                 self._wait(container, stop_grace + 30)
             duration = time.monotonic() - started
@@ -210,13 +217,41 @@ class DockerBackend(Backend):
             return ContainerResult(
                 container_id=str(container.id),
                 exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
-                timed_out=timed_out,
+                timed_out=ended == "timed out",
                 oom_killed=bool(state.get("OOMKilled")),
                 duration_seconds=duration,
+                disk_exceeded=ended == "disk limit",
+                cancelled=ended == "cancelled",
             )
         finally:
             with contextlib.suppress(HarnessError):
                 _call("remove a container", lambda: container.remove(force=True, v=True))
+
+    def _watch(self, container: Any, spec: ContainerSpec, deadline: float, cancel: Callable[[], bool] | None) -> str:
+        """Wait for the container in slices, checking the watchdogs between them; say why it ended."""
+        interval = spec.disk_watch.interval if spec.disk_watch else POLL_SECONDS
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timed out"
+            if self._wait(container, min(interval, left) if (cancel or spec.disk_watch) else left):
+                return "exited"
+            if cancel is not None and cancel():
+                return "cancelled"
+            if spec.disk_watch and self._disk_usage(container, spec) > spec.disk_watch.limit_bytes:
+                return "disk limit"
+
+    @staticmethod
+    def _disk_usage(container: Any, spec: ContainerSpec) -> int:
+        """Bytes under the watched path, measured inside the container (0 when it cannot tell)."""
+        assert spec.disk_watch is not None  # noqa: S101 - only called with a watch
+        try:
+            with _translated("measure disk use"):
+                _code, out = container.exec_run(["du", "-sxb", spec.disk_watch.path], user=spec.user)
+        except HarnessError:
+            return 0
+        first = (out or b"").split(b"\t", 1)[0].strip()
+        return int(first) if first.isdigit() else 0
 
     @staticmethod
     def _drain(container: Any, output: OutputSink) -> None:

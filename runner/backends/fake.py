@@ -24,6 +24,8 @@ class FakeRun:
     output: bytes = b""
     timed_out: bool = False
     oom_killed: bool = False
+    disk_exceeded: bool = False
+    cancelled: bool = False
 
 
 Behaviour = Callable[[ContainerSpec], FakeRun]
@@ -57,7 +59,13 @@ class FakeBackend(Backend):
         self.images.add(tag)
 
     def run(
-        self, spec: ContainerSpec, *, timeout: float, output: OutputSink, stop_grace: float = 10.0
+        self,
+        spec: ContainerSpec,
+        *,
+        timeout: float,
+        output: OutputSink,
+        stop_grace: float = 10.0,
+        cancel: Callable[[], bool] | None = None,
     ) -> ContainerResult:
         if spec.image not in self.images:
             raise ImageMissingError(f"image {spec.image} not found")
@@ -72,6 +80,8 @@ class FakeBackend(Backend):
             timed_out=result.timed_out,
             oom_killed=result.oom_killed,
             duration_seconds=time.monotonic() - started,
+            disk_exceeded=result.disk_exceeded,
+            cancelled=result.cancelled or (cancel is not None and cancel()),
         )
 
     def _interpret(self, spec: ContainerSpec, timeout: float) -> FakeRun:

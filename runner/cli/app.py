@@ -77,6 +77,9 @@ IterTimeoutOpt = Annotated[
     str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
 ]
 MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
+MaxDiskOpt = Annotated[
+    str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
+]
 
 
 @app.callback()
@@ -90,10 +93,12 @@ def _setup(
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _limits(cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None) -> LimitOptions:
+def _limits(
+    cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None, disk: str | None
+) -> LimitOptions:
     from runner.runs import LimitOptions
 
-    return LimitOptions(cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt)
+    return LimitOptions(cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt, max_disk=disk)
 
 
 @app.command()
@@ -120,6 +125,14 @@ def run(
     pids: PidsOpt = None,
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
+    max_disk: MaxDiskOpt = None,
+    runtime: Annotated[
+        str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
+    ] = "runc",
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
     ] = False,
@@ -132,8 +145,8 @@ def run(
     del worktree  # every run works on its own copy
     request = RunRequest(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
-        max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time),
+        max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
+        env_names=tuple(env or ()), limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk),
     )  # fmt: skip
     backend = default_backend()
     if dry_run:
@@ -155,6 +168,7 @@ def resume(
     pids: PidsOpt = None,
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
+    max_disk: MaxDiskOpt = None,
     as_json: JsonOpt = False,
 ) -> int:
     """Continue a stopped, blocked or interrupted session at its next iteration."""
@@ -163,7 +177,7 @@ def resume(
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time),
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk),
     )  # fmt: skip
     summary = resume_run(default_backend(), request)
     return _report(Path(summary.repo), summary.session_id, as_json)
@@ -288,3 +302,85 @@ def images_build(
 def main() -> None:
     """Entry point of the `harness` console script."""
     app(prog_name="harness")
+
+
+@app.command()
+@command
+def logs(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    iteration: Annotated[int | None, typer.Option("--iteration", help="Which iteration (default: the latest).")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the session runs.")] = False,
+) -> int:
+    """Print an iteration's output (escape sequences neutralised)."""
+    from runner.logs import LogsRequest, read_logs
+
+    for piece in read_logs(LogsRequest(repo=repo, session=session, iteration=iteration, follow=follow)):
+        sys.stdout.write(piece)
+        sys.stdout.flush()
+    return ExitCode.OK
+
+
+@app.command()
+@command
+def diff(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    stat: Annotated[bool, typer.Option("--stat", help="Only the summary of changed files.")] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show the session's branch against its base, flagging paths that could run code on this machine."""
+    from runner.cli import render
+    from runner.output import neutralise
+    from runner.review import SessionRef
+    from runner.review import diff as make_diff
+
+    result = make_diff(SessionRef(repo=repo, session=session), stat_only=stat)
+    if as_json:
+        render.print_json(result)
+        return ExitCode.OK
+    render.flagged_warning(result.flagged)
+    sys.stdout.write(neutralise(result.patch))
+    return ExitCode.OK
+
+
+@app.command()
+@command
+def merge(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    squash: Annotated[bool, typer.Option("--squash", help="One commit instead of a merge commit.")] = False,
+    accept_flagged: Annotated[
+        bool, typer.Option("--accept-flagged", help="Merge even though flagged paths changed (after review).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Merge the session's branch into your current branch (refused over uncommitted changes)."""
+    from runner.cli import render
+    from runner.review import SessionRef
+    from runner.review import merge as do_merge
+
+    result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
+    if as_json:
+        render.print_json(result)
+    else:
+        how = "squashed" if squash else "merged"
+        render.out.print(f"{how} {result.branch} into HEAD ({result.merged_commit[:12]})")
+    return ExitCode.OK
+
+
+@app.command()
+@command
+def discard(session: SessionOpt, repo: RepoOpt = Path(), as_json: JsonOpt = False) -> int:
+    """Throw the whole run away: its copy, its branch, its containers and its journal."""
+    from runner.backends import default_backend
+    from runner.cli import render
+    from runner.review import SessionRef
+    from runner.review import discard as do_discard
+
+    result = do_discard(default_backend(), SessionRef(repo=repo, session=session))
+    if as_json:
+        render.print_json(result)
+    else:
+        render.out.print(f"discarded {session}: removed " + ", ".join(result.removed))
+    return ExitCode.OK

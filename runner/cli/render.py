@@ -62,6 +62,8 @@ def status(st: SessionStatus) -> None:
         grid.add_row("last summary", safe(st.last_summary))
     ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead of {st.base_commit[:12]})"
     grid.add_row("branch", f"{st.branch}{ahead}")
+    if st.flagged:
+        grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
     if st.error:
         grid.add_row("error", Text(st.error, style="red"))
     grid.add_row("journal", st.journal_dir)
@@ -87,6 +89,13 @@ def status_list(items: Sequence[SessionStatus | SessionProblem]) -> None:
             item.updated_at.strftime("%Y-%m-%d %H:%M"),
         )
     out.print(table)
+
+
+def flagged_warning(paths: list[str]) -> None:
+    if paths:
+        err.print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))
+        for path in paths:
+            err.print(Text(f"  {neutralise(path)}", style="yellow"))
 
 
 def plan(p: RunPlan) -> None:
