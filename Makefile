@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench clean docs
+.PHONY: install docker images demo test test-unit lint bench clean docs security
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,10 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+security: images  ## run the attack suite and print (and record in docs/security.md) its table
+	HARNESS_SECURITY_REPORT=build/security-results.json $(BIN)/pytest -q tests/security; \
+	  status=$$?; $(BIN)/python scripts/security_table.py build/security-results.json; exit $$status
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py
