@@ -6,10 +6,12 @@ Three measures, in the same run so that they share the machine's current load:
 (b) bare: the same `true` through the project's own `DockerBackend.run` with `hardened_spec` (no
     mounts): create, start, drain the output, wait, inspect, remove, with all the hardening options;
 (c) harness: a real `harness run` of K iterations of an agent that only reports "working", on a
-    temporary repository. Three views of one iteration:
+    temporary repository. Four views of one iteration:
     - agent: the records' `durationSeconds` (agent container from start to exit; no create/remove);
-    - cycle: the records' `createdAt - startedAt` (prompt, agent container, checkpoint+harvest helper
-      container, git fetch on the host);
+    - step: the records' `createdAt - startedAt` (prompt, then the agent container from create to
+      remove: the harness's counterpart of (b));
+    - full: the record file's write time - `startedAt` (the step, plus the checkpoint+harvest helper
+      container and the git fetch on the host);
     - wall: the whole command's wall clock / K, which also spreads the session's set-up (CLI start-up,
       engine and image checks, the helper container that makes the isolated copy) over K iterations.
 
@@ -71,8 +73,10 @@ def _timed(fn: Callable[[], object], repeat: int) -> list[float]:
 
 
 def raw_docker(bench_id: str, repeat: int) -> list[float]:
-    argv = ["docker", "run", "--rm", "--network", "none", "--label", f"{LABEL}={bench_id}", IMAGE, "true"]
-    return _timed(lambda: subprocess.run(argv, capture_output=True, timeout=120, check=True), repeat)
+    # --pull never: a missing image is an error here, never a download.
+    label = f"{LABEL}={bench_id}"
+    argv = ["docker", "run", "--rm", "--network", "none", "--pull", "never", "--label", label, IMAGE, "true"]
+    return _timed(lambda: subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True), repeat)
 
 
 def bare_backend(repeat: int) -> list[float]:
@@ -89,13 +93,13 @@ def bare_backend(repeat: int) -> list[float]:
     return _timed(once, repeat)
 
 
-def harness_run(repo: Path, iterations: int) -> tuple[float, list[dict[str, Any]]]:
-    """Wall seconds of a real `harness run` of `iterations` iterations, and its iteration records."""
+def harness_run(repo: Path, iterations: int) -> dict[str, list[float]]:
+    """Seconds per iteration of a real `harness run` of `iterations` iterations, four ways (see above)."""
     repo.mkdir()
     (repo / "README.md").write_text("# bench\n")
     for args in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "initial"]):
-        subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, timeout=60, check=True)
-    argv = [sys.executable, "-m", "runner", "--quiet", "run", "--session", SESSION, "--objective", "benchmark",
+        subprocess.run([*GIT, "-C", str(repo), *args], capture_output=True, text=True, timeout=60, check=True)
+    argv = [sys.executable, "-m", "runner", "run", "--session", SESSION, "--objective", "benchmark",
             "--agent-cmd", AGENT_CMD, "--max-iterations", str(iterations), "--json"]  # fmt: skip
     start = time.perf_counter()
     limit = 300 + 120 * iterations
@@ -109,16 +113,22 @@ def harness_run(repo: Path, iterations: int) -> tuple[float, list[dict[str, Any]
     reason, count = status.get("stopReason"), status.get("iterationCount")
     if reason != "max-iterations" or count != iterations:
         raise BenchError(f"harness run ended {reason} after {count} iterations, not max-iterations after {iterations}")
-    records = [json.loads(p.read_text()) for p in sorted(journal_dir(repo, SESSION).glob("iteration-[0-9]*.json"))]
+    paths = sorted(journal_dir(repo, SESSION).glob("iteration-[0-9]*.json"))
+    records: list[dict[str, Any]] = [json.loads(p.read_text()) for p in paths]
     odd = [r["outcome"] for r in records if r["outcome"] != "working"]
     if len(records) != iterations or odd:
         raise BenchError(f"expected {iterations} 'working' iteration records, found {len(records)} (outcomes {odd})")
-    return wall, records
+    return {
+        "c_iteration_agent": [float(r["durationSeconds"]) for r in records],
+        "c_iteration_step": [_at(r, "createdAt") - _at(r, "startedAt") for r in records],
+        "c_iteration_full": [p.stat().st_mtime - _at(r, "startedAt") for p, r in zip(paths, records, strict=True)],
+        "c_iteration_wall": [wall / iterations],
+    }
 
 
-def _cycle(record: dict[str, Any]) -> float:
-    started, created = (datetime.fromisoformat(record[key]) for key in ("startedAt", "createdAt"))
-    return (created - started).total_seconds()
+def _at(record: dict[str, Any], key: str) -> float:
+    """A record's timestamp (aware, UTC) as epoch seconds, comparable with file modification times."""
+    return datetime.fromisoformat(record[key]).timestamp()
 
 
 def cleanup(bench_id: str, tmp: Path) -> None:
@@ -161,7 +171,7 @@ def main() -> int:
     try:
         raw = raw_docker(bench_id, args.repeat)
         bare = bare_backend(args.repeat)
-        wall, records = harness_run(tmp / "repo", args.iterations)
+        per_iteration = harness_run(tmp / "repo", args.iterations)
     except (BenchError, HarnessError, OSError, subprocess.SubprocessError, ValueError, KeyError) as exc:
         detail = getattr(exc, "stderr", None) or getattr(exc, "message", None) or exc
         print(f"bench: error: {exc.__class__.__name__}: {str(detail).strip()[-500:]}", file=sys.stderr)
@@ -169,13 +179,7 @@ def main() -> int:
     finally:
         cleanup(bench_id, tmp)
 
-    samples = {
-        "a_docker_run": raw,
-        "b_backend_bare": bare,
-        "c_iteration_agent": [float(r["durationSeconds"]) for r in records],
-        "c_iteration_cycle": [_cycle(r) for r in records],
-        "c_iteration_wall": [wall / args.iterations],
-    }
+    samples = {"a_docker_run": raw, "b_backend_bare": bare, **per_iteration}
     median = {name: statistics.median(values) for name, values in samples.items()}
     ratio = {name: value / median["a_docker_run"] for name, value in median.items()}
     if args.json:
@@ -186,12 +190,14 @@ def main() -> int:
         "a_docker_run": "(a) docker run --rm --network none ... true",
         "b_backend_bare": "(b) DockerBackend.run, hardened, no mounts",
         "c_iteration_agent": "(c) iteration: agent container (durationSeconds)",
-        "c_iteration_cycle": "(c) iteration: cycle incl. harvest (createdAt-startedAt)",
+        "c_iteration_step": "(c) iteration: prompt + agent container (createdAt-startedAt)",
+        "c_iteration_full": "(c) iteration: + checkpoint/harvest (record written-startedAt)",
         "c_iteration_wall": f"(c) iteration: harness run wall clock / {args.iterations}",
     }
-    print(f"{'measure':<58} {'median s':>9} {'x (a)':>7}")
+    width = max(map(len, titles.values()))
+    print(f"{'measure':<{width}} {'median s':>9} {'x (a)':>7}")
     for name, title in titles.items():
-        print(f"{title:<58} {median[name]:>9.3f} {ratio[name]:>7.2f}")
+        print(f"{title:<{width}} {median[name]:>9.3f} {ratio[name]:>7.2f}")
     print(f"(a), (b): {args.repeat} runs each after a warm-up; (c): one run of {args.iterations} iterations")
     return 0
 
