@@ -46,6 +46,7 @@ class RunState(StrEnum):
     STOPPED = "stopped"  # a limit or a stop request ended it; resumable
     FAILED = "failed"  # repeated agent failures
     INTERRUPTED = "interrupted"  # the supervisor died or was interrupted; resumable
+    STUCK = "stuck"  # the agent changed nothing for --stuck-after iterations in a row
 
 
 class StopReason(StrEnum):
@@ -59,6 +60,8 @@ class StopReason(StrEnum):
     SUPERVISOR_GONE = "supervisor-gone"
     INTERRUPTED = "interrupted"
     INFRASTRUCTURE = "infrastructure-error"
+    NO_PROGRESS = "no-progress"
+    RATE_LIMITED = "rate-limited"  # the agent's provider kept refusing after every bounded backoff
 
 
 class Outcome(StrEnum):
@@ -72,6 +75,7 @@ class Outcome(StrEnum):
     AGENT_ERROR = "agent-error"  # exited non-zero
     NO_REPORT = "no-report"  # exited 0 without a (valid) status report
     DISK_EXCEEDED = "disk-exceeded"  # the copy grew past --max-disk
+    BACKOFF = "backoff"  # the agent hit a usage or rate limit; retried later, not counted
     INTERRUPTED = "interrupted"
 
 
@@ -96,6 +100,10 @@ class Limits(JournalModel):
     max_disk_bytes: int | None = Field(default=10 * 1024**3, ge=1024**2)
     max_iterations: int = Field(default=10, ge=1)
     max_consecutive_failures: int = Field(default=3, ge=1)
+    stuck_after: int = Field(default=3, ge=1)  # iterations in a row without any change
+    backoff_base_seconds: float = Field(default=60.0, gt=0)
+    backoff_max_seconds: float = Field(default=1800.0, gt=0)
+    max_backoffs: int = Field(default=8, ge=1)  # consecutive rate-limited iterations before giving up
     output_cap_bytes: int = Field(default=8 * 1024**2, ge=1024)
 
 
@@ -119,6 +127,16 @@ class SupervisorInfo(JournalModel):
     heartbeat_at: datetime = Field(default_factory=utcnow)
 
 
+class BackoffState(JournalModel):
+    """Waiting out a usage or rate limit of the agent's provider."""
+
+    consecutive: int = 0
+    total: int = 0  # backoff iterations so far; they do not count against --max-iterations
+    last_wait_seconds: float | None = None
+    total_wait_seconds: float = 0.0
+    until: datetime | None = None
+
+
 class RunSummary(JournalModel):
     """run-summary.json: the current state and progress (written only by the supervisor)."""
 
@@ -135,6 +153,8 @@ class RunSummary(JournalModel):
     last_summary: str | None = None
     stop_requested: bool = False
     consecutive_failures: int = Field(default=0, ge=0)
+    unchanged_iterations: int = Field(default=0, ge=0)  # in a row, for stuck detection
+    backoff: BackoffState = Field(default_factory=BackoffState)
     worktree: WorktreeInfo
     repo: str
     run_dir: str
@@ -150,6 +170,22 @@ class RunSummary(JournalModel):
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
     finished_at: datetime | None = None
+
+    @property
+    def counted_iterations(self) -> int:
+        """Iterations that count against max_iterations (backoff retries do not)."""
+        return self.iteration_count - self.backoff.total
+
+
+class RunOwner(JournalModel):
+    """owner.json in a run directory: which session a copy belongs to (for `list` and `gc`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.run-owner"] = "solo-harness.run-owner"
+    session_id: str
+    repo: str
+    journal_dir: str
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class StatusReport(BaseModel):
@@ -195,6 +231,7 @@ class IterationRecord(JournalModel):
     head_commit: str | None = None
     diff_stat: DiffStat = Field(default_factory=DiffStat)
     harvest_error: str | None = None
+    backoff_seconds: float | None = None  # how long the supervisor waited after a rate limit
     notes_delivered: list[str] = Field(default_factory=list)  # ids of the notes this prompt carried
     limits: Limits
     started_at: datetime

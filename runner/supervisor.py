@@ -10,15 +10,18 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
+from runner.agents import rate_limited
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
 from runner.errors import HarnessError, WorkspaceError
 from runner.gitops import HostGit
@@ -46,6 +49,7 @@ from runner.workspace import Workspace
 log = logging.getLogger(__name__)
 
 MAX_REPORT_BYTES = 64 * 1024
+HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0
 FAILURE_OUTCOMES = frozenset({Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT})
 
@@ -56,8 +60,16 @@ class Decision:
     reason: StopReason
 
 
-def decide(summary: RunSummary, control: ControlFile, elapsed: float, last: IterationRecord | None) -> Decision | None:
+def decide(
+    summary: RunSummary,
+    control: ControlFile,
+    elapsed: float,
+    last: IterationRecord | None,
+    *,
+    interrupted: bool = False,
+) -> Decision | None:
     """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
+    limits = summary.limits
     if last is not None:
         if last.outcome is Outcome.DONE:
             return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
@@ -65,11 +77,17 @@ def decide(summary: RunSummary, control: ControlFile, elapsed: float, last: Iter
             return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
         if last.disk_exceeded:
             return Decision(RunState.STOPPED, StopReason.MAX_DISK)
-        if summary.consecutive_failures >= summary.limits.max_consecutive_failures:
+        if summary.consecutive_failures >= limits.max_consecutive_failures:
             return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
+        if summary.unchanged_iterations >= limits.stuck_after:
+            return Decision(RunState.STUCK, StopReason.NO_PROGRESS)
+        if summary.backoff.consecutive > limits.max_backoffs:
+            return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
+    if interrupted:
+        return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
     if control.stop_requested:
         return Decision(RunState.STOPPED, StopReason.STOP_REQUESTED)
-    if summary.iteration_count >= summary.max_iterations:
+    if summary.counted_iterations >= summary.max_iterations:
         return Decision(RunState.STOPPED, StopReason.MAX_ITERATIONS)
     max_time = summary.limits.max_time_seconds
     if max_time is not None and elapsed >= max_time:
@@ -123,7 +141,9 @@ class Supervisor:
         workspace: Workspace,
         git: HostGit,
         secrets: dict[str, str] | None = None,
+        stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.backend = backend
         self.journal = journal
@@ -131,7 +151,27 @@ class Supervisor:
         self.git = git
         self.secrets = secrets or {}
         self.redactor = Redactor(self.secrets)
+        # Set by the first Ctrl-C or SIGTERM: stop the running container, record, end resumable.
+        self.stop_event = stop_event or threading.Event()
         self.clock = clock
+        self.heartbeat_seconds = heartbeat_seconds
+        self._write_lock = threading.Lock()
+
+    def _save(self, summary: RunSummary) -> None:
+        with self._write_lock:
+            self.journal.write_summary(summary)
+
+    def _heartbeat(self, summary: RunSummary, done: threading.Event) -> None:
+        # Proves to `status` that this supervisor lives, even during a long iteration.
+        while not done.wait(self.heartbeat_seconds):
+            with self._write_lock:
+                if summary.supervisor is None:
+                    return
+                summary.supervisor.heartbeat_at = utcnow()
+                try:
+                    self.journal.write_summary(summary)
+                except HarnessError as exc:
+                    log.warning("heartbeat: %s", exc.message)
 
     def run(self, summary: RunSummary) -> RunSummary:
         """Iterate until done; the journal holds the result. Raises only infrastructure faults."""
@@ -141,21 +181,29 @@ class Supervisor:
         summary.error = None
         summary.finished_at = None
         summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-        self.journal.write_summary(summary)
+        self._save(summary)
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(summary, beating), daemon=True)
+        heart.start()
         try:
             last: IterationRecord | None = None
             while True:
                 control = self.journal.read_control()
-                decision = decide(summary, control, self.clock() - started, last)
+                interrupted = self.stop_event.is_set()
+                decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
                 if decision is not None:
                     self._finish(summary, decision)
                     return summary
+                if last is not None and last.backoff_seconds:
+                    self._wait_out(last.backoff_seconds)
+                    last = last.model_copy(update={"backoff_seconds": None})
+                    continue  # decide again: a stop request or Ctrl-C may have come meanwhile
                 remaining = None
                 if summary.limits.max_time_seconds is not None:
                     remaining = summary.limits.max_time_seconds - (self.clock() - started)
                 last = self.iterate(summary, control, remaining)
                 self._absorb(summary, last)
-                self.journal.write_summary(summary)
+                self._save(summary)
         except KeyboardInterrupt:
             self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
             raise
@@ -164,8 +212,22 @@ class Supervisor:
             self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
             raise
         finally:
-            summary.supervisor = None
-            self.journal.write_summary(summary)
+            beating.set()
+            with self._write_lock:
+                summary.supervisor = None
+            self._save(summary)
+
+    def _wait_out(self, seconds: float) -> None:
+        """Sleep through a backoff, waking early for Ctrl-C or a stop request."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            if self.stop_event.wait(min(left, 1.0)):
+                return
+            try:
+                if self.journal.read_control().stop_requested:
+                    return
+            except HarnessError:
+                continue
 
     def _finish(self, summary: RunSummary, decision: Decision) -> None:
         summary.status = decision.state
@@ -182,8 +244,14 @@ class Supervisor:
         summary.last_summary = record.summary or None
         if record.head_commit:
             summary.head_commit = record.head_commit
+        if record.outcome is Outcome.BACKOFF:
+            return  # neither progress nor failure: the provider said "later"
+        summary.backoff.consecutive = 0
+        summary.backoff.until = None
         failed = record.outcome in FAILURE_OUTCOMES
         summary.consecutive_failures = summary.consecutive_failures + 1 if failed else 0
+        changed = bool(record.commits) or record.harvest_error is not None
+        summary.unchanged_iterations = 0 if changed else summary.unchanged_iterations + 1
 
     def iterate(self, summary: RunSummary, control: ControlFile, remaining: float | None) -> IterationRecord:
         n = summary.iteration_count + 1
@@ -203,13 +271,19 @@ class Supervisor:
                 timeout=timeout,
                 output=sink,
                 stop_grace=STOP_GRACE_SECONDS,
-                cancel=self._stop_now_requested,
+                cancel=self._cancel_requested,
             )
         finally:
             sink.flush()
             log_file.close()
         report, report_error = read_report(self.workspace.dir.outbox)
         outcome, failure = classify(result, report, report_error)
+        wait = None
+        if outcome in {Outcome.AGENT_ERROR, Outcome.NO_REPORT} and rate_limited(
+            summary.agent.name, self.journal.log_path(n)
+        ):
+            outcome, failure = Outcome.BACKOFF, None
+            wait = self._schedule_backoff(summary)
         redact = self.redactor.text
 
         record = IterationRecord(
@@ -231,6 +305,7 @@ class Supervisor:
             log_bytes=log_file.written,
             log_truncated=log_file.truncated,
             notes_delivered=[note.id for note in notes],
+            backoff_seconds=wait,
             limits=summary.limits,
             started_at=started_at,
         )
@@ -263,11 +338,27 @@ class Supervisor:
         if limit is not None and harvest.disk_bytes is not None and harvest.disk_bytes > limit:
             record.disk_exceeded = True
 
-    def _stop_now_requested(self) -> bool:
+    def _cancel_requested(self) -> bool:
+        if self.stop_event.is_set():
+            return True
         try:
             return self.journal.read_control().stop_mode == "now"
         except HarnessError:
             return False  # a control file being replaced: look again at the next poll
+
+    @staticmethod
+    def _schedule_backoff(summary: RunSummary) -> float:
+        """Exponential, bounded wait before retrying a rate-limited agent; recorded in the summary."""
+        state = summary.backoff
+        state.consecutive += 1
+        state.total += 1
+        limits = summary.limits
+        wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.consecutive - 1), limits.backoff_max_seconds))
+        state.last_wait_seconds = wait
+        state.total_wait_seconds += wait
+        state.until = utcnow() + timedelta(seconds=wait)
+        log.warning("session %s: the agent is rate limited; waiting %.0fs", summary.session_id, wait)
+        return wait
 
     def _consume_notes(self, ids: set[str], iteration: int) -> None:
         def mark(control: ControlFile) -> None:

@@ -62,6 +62,7 @@ class Harness:
         run_dir = RunDir(tmp_path / "run")
         for d in (run_dir.workspace, run_dir.outbox, run_dir.export, run_dir.prompt):
             d.mkdir(parents=True)
+        limits.setdefault("stuck_after", 100)  # the fake harvest brings no commits: not what most tests are about
         lim = Limits(**limits)  # type: ignore[arg-type]
         base = repo.git("rev-parse", "HEAD")
         self.summary = RunSummary(
@@ -241,3 +242,80 @@ def test_the_summary_is_saved_when_the_backend_breaks(tmp_path: Path, repo: GitR
         1,
     )
     assert saved.error == "lost the Docker engine"
+
+
+def test_an_agent_that_changes_nothing_ends_as_stuck(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("working", "thinking"), max_iterations=10, stuck_after=2)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STUCK, StopReason.NO_PROGRESS, 2)
+
+
+def rate_limited_answer(spec: ContainerSpec) -> FakeRun:
+    return FakeRun(exit_code=1, output=b"API Error: 429 Too Many Requests\n")
+
+
+def test_rate_limits_back_off_without_using_iterations(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, script(rate_limited_answer, rate_limited_answer, report("done")), max_iterations=1,
+                backoff_base_seconds=0.01, backoff_max_seconds=0.02)  # fmt: skip
+    result = h.run()
+    assert (result.status, result.iteration_count, result.counted_iterations) == (RunState.COMPLETED, 3, 1)
+    records = h.journal.iterations()
+    assert [r.outcome for r in records] == [Outcome.BACKOFF, Outcome.BACKOFF, Outcome.DONE]
+    assert [r.backoff_seconds for r in records] == [0.01, 0.02, None]  # exponential, capped
+    assert result.backoff.total == 2 and result.backoff.consecutive == 0
+    assert result.consecutive_failures == 0
+
+
+def test_endless_rate_limits_end_the_run_bounded(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, rate_limited_answer, max_iterations=1, backoff_base_seconds=0.01,
+                backoff_max_seconds=0.01, max_backoffs=3)  # fmt: skip
+    result = h.run()
+    assert (result.status, result.stop_reason, result.backoff.total) == (RunState.STOPPED, StopReason.RATE_LIMITED, 4)
+
+
+def test_the_demo_agent_is_never_taken_for_rate_limited(tmp_path: Path) -> None:
+    from runner.agents import rate_limited
+
+    log = tmp_path / "log"
+    log.write_text("HTTP 429 Too Many Requests\n")
+    assert rate_limited("custom", log) and rate_limited("claude-code", log)
+    assert not rate_limited("demo", log)
+    log.write_text("all 429 tests passed? no: 3 failed\n")
+    assert rate_limited("custom", log)  # a bare 429 counts, but only after a failed iteration (see supervisor)
+
+
+def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, None, max_iterations=5)
+    sup = Supervisor(backend=h.backend, journal=h.journal, workspace=h.workspace, git=h.git)
+
+    def ctrl_c_during_iteration(spec: ContainerSpec) -> FakeRun:
+        sup.stop_event.set()  # what the first Ctrl-C does
+        return FakeRun(exit_code=143)
+
+    h.backend.behaviour = ctrl_c_during_iteration
+    result = sup.run(h.summary)
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.INTERRUPTED, 1)
+    record = h.journal.read_iteration(1)
+    assert (record.outcome, record.failure_class) == (Outcome.INTERRUPTED, FailureClass.INTERRUPTED)
+
+
+def test_the_heartbeat_advances_during_a_long_iteration(tmp_path: Path, repo: GitRepo) -> None:
+    import time
+
+    h = Harness(tmp_path, repo, None, max_iterations=1)
+    beats = []
+
+    def slow(spec: ContainerSpec) -> FakeRun:
+        for _ in range(3):
+            time.sleep(0.15)
+            info = h.journal.read_summary().supervisor
+            assert info is not None
+            beats.append(info.heartbeat_at)
+        return report("done")(spec)
+
+    h.backend.behaviour = slow
+    Supervisor(backend=h.backend, journal=h.journal, workspace=h.workspace, git=h.git, heartbeat_seconds=0.05).run(
+        h.summary
+    )
+    assert beats == sorted(beats) and len(set(beats)) == 3
+    assert h.journal.read_summary().supervisor is None
