@@ -19,6 +19,7 @@ class StopRequest:
     repo: Path
     session: str
     note: str | None = None
+    now: bool = False  # stop the running container instead of waiting for the iteration's end
 
 
 class StopResult(CamelModel):
@@ -42,17 +43,18 @@ def request_stop(request: StopRequest) -> StopResult:
 
     def ask(control: ControlFile) -> None:
         control.stop_requested = True
-        control.stop_mode = "graceful"
+        control.stop_mode = "now" if request.now else "graceful"
         control.stop_note = request.note
         control.stop_requested_at = utcnow()
 
     journal.update_control(ask)
     _, alive = effective_state(journal.read_summary(), journal)
-    message = (
-        "the run stops after the current iteration"
-        if alive
-        else "no supervisor is running this session; the request is recorded"
-    )
+    if not alive:
+        message = "no supervisor is running this session; the request is recorded"
+    elif request.now:
+        message = "the running container is being stopped; the run ends after recording the iteration"
+    else:
+        message = "the run stops after the current iteration"
     return StopResult(session_id=request.session, stop_requested=True, supervisor_alive=alive, message=message)
 
 

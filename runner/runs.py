@@ -9,6 +9,10 @@ import contextlib
 import logging
 import os
 import re
+import subprocess
+import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +32,17 @@ from runner.errors import (
 from runner.gitops import HostGit
 from runner.journal import Journal, ensure_excluded
 from runner.limits import parse_duration, parse_size
-from runner.models import AgentInfo, CamelModel, ControlFile, Limits, RunState, RunSummary, StopReason, WorktreeInfo
+from runner.models import (
+    AgentInfo,
+    CamelModel,
+    ControlFile,
+    Limits,
+    RunOwner,
+    RunState,
+    RunSummary,
+    StopReason,
+    WorktreeInfo,
+)
 from runner.names import branch_for, validate_session
 from runner.paths import journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
@@ -240,8 +254,8 @@ def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
         raise SessionExistsError(f"a copy for session {session!r} already exists at {run_dir(top, session)}")
 
 
-def start_run(backend: Backend, request: RunRequest) -> RunSummary:
-    """Create the session (journal, branch, isolated copy) and run it to its end."""
+def create_session(backend: Backend, request: RunRequest) -> RunSummary:
+    """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
     plan = plan_run(backend, request)
     images.ensure(backend, plan.image)
     top = Path(plan.repo)
@@ -272,7 +286,13 @@ def start_run(backend: Backend, request: RunRequest) -> RunSummary:
             )
             journal.write_summary(summary)
             git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
-            return _drive(backend, journal, git, summary)
+    return summary
+
+
+def start_run(backend: Backend, request: RunRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Create the session and run it to its end in this process."""
+    summary = create_session(backend, request)
+    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
 
 
 @dataclass(frozen=True)
@@ -283,49 +303,107 @@ class ResumeRequest:
     limits: LimitOptions = LimitOptions()
 
 
-def resume_run(backend: Backend, request: ResumeRequest) -> RunSummary:
-    """Continue a session that is not running, at the next iteration, on the same copy and branch."""
+def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
+    """Give a session that is not running its new limits and iterations, and clear what a dead
+    supervisor left behind (its containers, a stop request). Refused while a supervisor runs."""
     session = validate_session(request.session)
     with HostGit(request.repo.resolve()) as git:
         top = git.info().top
         journal = Journal.for_repo(top, session)
-        summary = journal.read_summary()
+        journal.require()
         backend.check()
         with journal.supervisor_lock():
-            summary = journal.read_summary()  # re-read under the lock
+            summary = journal.read_summary()
             summary.limits = request.limits.apply(summary.limits)
             if request.max_iterations is not None:
                 if request.max_iterations < 1:
                     raise UsageError("--max-iterations must be at least 1")
-                summary.max_iterations = summary.iteration_count + request.max_iterations
-            elif summary.iteration_count >= summary.max_iterations:
+                summary.max_iterations = summary.counted_iterations + request.max_iterations
+            elif summary.status is RunState.COMPLETED:
+                raise InvalidStateError(
+                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
+                )
+            elif summary.counted_iterations >= summary.max_iterations:
                 raise InvalidStateError(
                     f"session {session!r} has used all {summary.max_iterations} iterations: "
                     "pass --max-iterations N to add N more"
                 )
-            if summary.status is RunState.COMPLETED and request.max_iterations is None:
-                raise InvalidStateError(
-                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
-                )
+            secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
-            # Whatever a dead supervisor left behind.
             backend.reap({LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
             journal.update_control(_clear_stop)
-            return _drive(backend, journal, git, summary)
+            summary.unchanged_iterations = 0
+            summary.consecutive_failures = 0
+            journal.write_summary(summary)
+            return summary
 
 
-def _drive(backend: Backend, journal: Journal, git: HostGit, summary: RunSummary) -> RunSummary:
-    secrets = secret_values(summary.env_names)
-    workspace = _workspace(backend, summary)
-    try:
-        _ensure_copy(workspace, git, summary)
-    except HarnessError as exc:
-        summary.status = RunState.INTERRUPTED
-        summary.stop_reason = StopReason.INFRASTRUCTURE
-        summary.error = exc.message
-        journal.write_summary(summary)
-        raise
-    return Supervisor(backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets).run(summary)
+def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Continue a session at its next iteration, on the same copy and branch, in this process."""
+    summary = prepare_resume(backend, request)
+    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
+
+
+def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Take the session's supervisor lock and iterate until the run ends."""
+    with HostGit(repo) as git:
+        journal = Journal.for_repo(git.info().top, validate_session(session))
+        with journal.supervisor_lock():
+            summary = journal.read_summary()
+            secrets = secret_values(summary.env_names)
+            workspace = _workspace(backend, summary)
+            try:
+                _ensure_copy(workspace, git, summary, journal)
+            except HarnessError as exc:
+                summary.status = RunState.INTERRUPTED
+                summary.stop_reason = StopReason.INFRASTRUCTURE
+                summary.error = exc.message
+                journal.write_summary(summary)
+                raise
+            supervisor = Supervisor(
+                backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets, stop_event=stop_event
+            )
+            return supervisor.run(summary)
+
+
+class Detached(CamelModel):
+    """What `--detach` returns at once: the session keeps running in its own process."""
+
+    session_id: str
+    pid: int
+    journal_dir: str
+    supervisor_log: str
+
+
+DETACH_START_SECONDS = 30.0
+
+
+def detach_session(summary: RunSummary) -> Detached:
+    """Drive the session in a new process (own session and process group, output to the journal)
+    and return once that process holds the session's lock."""
+    journal = Journal.for_repo(Path(summary.repo), summary.session_id)
+    log_path = journal.dir / "supervisor.log"
+    with log_path.open("ab") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "runner", "_supervise", "--repo", summary.repo, "--session", summary.session_id],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            cwd=summary.repo,
+            start_new_session=True,  # survives the terminal: no SIGHUP, no Ctrl-C of the shell
+            close_fds=True,
+        )
+    deadline = time.monotonic() + DETACH_START_SECONDS
+    while not journal.supervisor_alive():
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise InvalidStateError(f"the detached supervisor exited at once: {tail[0]}")
+        if time.monotonic() > deadline:
+            break  # still starting (a slow engine): it holds the lock soon; status will tell
+        time.sleep(0.05)
+    return Detached(
+        session_id=summary.session_id, pid=child.pid, journal_dir=str(journal.dir), supervisor_log=str(log_path)
+    )
 
 
 def _clear_stop(control: ControlFile) -> None:
@@ -347,7 +425,7 @@ def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
     )
 
 
-def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary) -> None:
+def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary, journal: Journal) -> None:
     """Make the copy if it does not exist (a new run, or a lost copy rebuilt from the branch)."""
     # Only the copy's own directory is looked at: never anything the agent can write inside it.
     if workspace.dir.workspace.is_dir():
@@ -355,5 +433,8 @@ def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary) -> Non
     start = git.ref_commit(branch_for(summary.session_id)) or summary.worktree.base_commit
     with contextlib.suppress(WorkspaceError):
         workspace.delete()  # a half-made copy
-    workspace.create(source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}")
+    owner = RunOwner(session_id=summary.session_id, repo=summary.repo, journal_dir=str(journal.dir))
+    workspace.create(
+        source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}", owner=owner
+    )
     summary.head_commit = start

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -10,7 +11,7 @@ from runner.errors import ExitCode, HarnessError
 from runner.flagged import flagged
 from runner.gitops import HostGit
 from runner.journal import Journal, list_sessions
-from runner.models import CamelModel, Outcome, RunState, RunSummary, StopReason
+from runner.models import CamelModel, Outcome, RunState, RunSummary, StopReason, utcnow
 from runner.names import branch_for, validate_session
 
 EXIT_FOR_STATE = {
@@ -20,6 +21,7 @@ EXIT_FOR_STATE = {
     RunState.STOPPED: ExitCode.RUN_NEEDS_ATTENTION,
     RunState.INTERRUPTED: ExitCode.RUN_NEEDS_ATTENTION,
     RunState.FAILED: ExitCode.RUN_FAILED,
+    RunState.STUCK: ExitCode.RUN_NEEDS_ATTENTION,
 }
 
 
@@ -27,6 +29,7 @@ class SessionStatus(CamelModel):
     """The morning report of one session (field names as in run-summary.json)."""
 
     session_id: str
+    repo: str
     status: RunState
     stop_reason: StopReason | None
     supervisor_alive: bool
@@ -59,9 +62,21 @@ class SessionProblem(CamelModel):
     error: str
 
 
+HEARTBEAT_STALE_SECONDS = 120.0
+
+
+def supervisor_alive(summary: RunSummary, journal: Journal) -> bool:
+    """On this host the supervisor's lock tells (the kernel drops it with the process); a supervisor
+    on another host (a shared filesystem) is alive while its heartbeat is fresh."""
+    info = summary.supervisor
+    if info is not None and info.host != socket.gethostname():
+        return (utcnow() - info.heartbeat_at).total_seconds() < HEARTBEAT_STALE_SECONDS
+    return journal.supervisor_alive()
+
+
 def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bool]:
-    """A 'running' summary whose supervisor holds no lock any more was interrupted."""
-    alive = journal.supervisor_alive()
+    """A 'running' summary whose supervisor is gone was interrupted, whatever the file says."""
+    alive = supervisor_alive(summary, journal)
     if summary.status is RunState.RUNNING and not alive:
         return RunState.INTERRUPTED, alive
     return summary.status, alive
@@ -79,6 +94,7 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
     marked = flagged(git.changed_paths(summary.worktree.base_commit, head)) if head else []
     return SessionStatus(
         session_id=session,
+        repo=str(top),
         status=state,
         stop_reason=reason,
         supervisor_alive=alive,

@@ -15,11 +15,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, copy_untrusted
 from runner.backends.base import Backend, Mount
 from runner.errors import BackendError, WorkspaceError
 from runner.gitops import HostGit
-from runner.models import DiffStat, Limits
+from runner.models import DiffStat, Limits, RunOwner
 from runner.output import CappedBuffer
 from runner.sandbox import OUTBOX_DIR, WORKSPACE, bind, hardened_spec, labels
 
@@ -102,6 +103,10 @@ class RunDir:
     def prompt(self) -> Path:
         return self.root / "prompt"
 
+    @property
+    def owner(self) -> Path:
+        return self.root / "owner.json"
+
 
 @dataclass
 class Harvest:
@@ -156,7 +161,7 @@ class Workspace:
             raise WorkspaceError(f"{what} failed ({why}): {tail}")
         return out.text()
 
-    def create(self, *, source_git_dir: Path, base_commit: str, branch: str) -> None:
+    def create(self, *, source_git_dir: Path, base_commit: str, branch: str, owner: RunOwner) -> None:
         """Clone the user's repository (its .git mounted read-only) into a fresh copy."""
         try:
             self.dir.root.mkdir(parents=True, exist_ok=False)
@@ -165,6 +170,7 @@ class Workspace:
             self.dir.root.parent.chmod(0o700)
             self.dir.root.chmod(0o777)
             self.dir.prompt.mkdir(mode=0o755)
+            write_atomic(self.dir.owner, owner.dump_json())  # first, so `gc` can tell whose it is
         except FileExistsError:
             raise WorkspaceError(f"{self.dir.root} already exists: remove it with 'harness discard'") from None
         except OSError as exc:

@@ -113,9 +113,13 @@ class Backend(ABC):
         """Stop a running container (SIGTERM, then SIGKILL after `grace`). Missing is not an error."""
 
     @abstractmethod
-    def list_containers(self, labels: dict[str, str]) -> list[str]:
-        """Ids of the containers (running or not) carrying all `labels`."""
+    def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        """The containers (running or not) carrying all `labels`: id -> all their labels."""
 
     @abstractmethod
     def reap(self, labels: dict[str, str]) -> list[str]:
         """Force-remove every container carrying all `labels`; return their ids."""
+
+    @abstractmethod
+    def prune_images(self, labels: dict[str, str]) -> list[str]:
+        """Remove dangling (untagged, superseded) images carrying all `labels`; return their ids."""

@@ -290,10 +290,10 @@ class DockerBackend(Backend):
             return
         self._stop(container, grace)
 
-    def list_containers(self, labels: dict[str, str]) -> list[str]:
+    def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         found = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
-        return [str(c.id) for c in found]
+        return {str(c.id): dict(c.labels or {}) for c in found}
 
     def _remove(self, container_id: str) -> None:
         _call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
@@ -305,3 +305,8 @@ class DockerBackend(Backend):
                 self._remove(cid)
                 removed.append(cid)
         return removed
+
+    def prune_images(self, labels: dict[str, str]) -> list[str]:
+        filters = {"dangling": True, "label": [f"{k}={v}" for k, v in labels.items()]}
+        result = _call("prune images", lambda: self.client.images.prune(filters=filters))
+        return [str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or [])]

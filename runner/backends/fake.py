@@ -104,11 +104,14 @@ class FakeBackend(Backend):
     def stop(self, container_id: str, *, grace: float) -> None:
         self.existing.pop(container_id, None)
 
-    def list_containers(self, labels: dict[str, str]) -> list[str]:
-        return [cid for cid, have in self.existing.items() if labels.items() <= have.items()]
+    def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        return {cid: dict(have) for cid, have in self.existing.items() if labels.items() <= have.items()}
 
     def reap(self, labels: dict[str, str]) -> list[str]:
-        ids = self.list_containers(labels)
+        ids = list(self.list_containers(labels))
         for cid in ids:
             del self.existing[cid]
         return ids
+
+    def prune_images(self, labels: dict[str, str]) -> list[str]:
+        return []

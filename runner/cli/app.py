@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec
 
@@ -17,7 +20,7 @@ from runner.errors import ExitCode, HarnessError
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from runner.runs import LimitOptions
+    from runner.runs import Detached, LimitOptions
 
 P = ParamSpec("P")
 
@@ -77,6 +80,7 @@ IterTimeoutOpt = Annotated[
     str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
 ]
 MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
+DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
 MaxDiskOpt = Annotated[
     str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
 ]
@@ -133,6 +137,7 @@ def run(
         list[str] | None,
         typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
     ] = None,
+    detach: DetachOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
     ] = False,
@@ -140,7 +145,7 @@ def run(
 ) -> int:
     """Start a session: make an isolated copy and run the agent until it is done or a limit is reached."""
     from runner.backends import default_backend
-    from runner.runs import RunRequest, plan_run, start_run
+    from runner.runs import RunRequest, create_session, detach_session, plan_run, start_run
 
     del worktree  # every run works on its own copy
     request = RunRequest(
@@ -153,7 +158,10 @@ def run(
         plan = plan_run(backend, request)
         _render(plan, as_json)
         return ExitCode.OK
-    summary = start_run(backend, request)
+    if detach:
+        return _render_detached(detach_session(create_session(backend, request)), as_json)
+    with graceful_interrupts() as stop_event:
+        summary = start_run(backend, request, stop_event=stop_event)
     return _report(Path(summary.repo), summary.session_id, as_json)
 
 
@@ -169,18 +177,68 @@ def resume(
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
+    detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Continue a stopped, blocked or interrupted session at its next iteration."""
     from runner.backends import default_backend
-    from runner.runs import ResumeRequest, resume_run
+    from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations,
         limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk),
     )  # fmt: skip
-    summary = resume_run(default_backend(), request)
+    if detach:
+        return _render_detached(detach_session(prepare_resume(default_backend(), request)), as_json)
+    with graceful_interrupts() as stop_event:
+        summary = resume_run(default_backend(), request, stop_event=stop_event)
     return _report(Path(summary.repo), summary.session_id, as_json)
+
+
+@app.command("_supervise", hidden=True)
+@command
+def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
+    """Drive a session in this process (what --detach starts in the background)."""
+    from runner.backends import default_backend
+    from runner.runs import drive
+    from runner.status import EXIT_FOR_STATE
+
+    with graceful_interrupts() as stop_event:
+        summary = drive(default_backend(), repo.resolve(), session, stop_event=stop_event)
+    return EXIT_FOR_STATE[summary.status]
+
+
+def _render_detached(result: Detached, as_json: bool) -> int:
+    from runner.cli import render
+
+    if as_json:
+        render.print_json(result)
+    else:
+        render.out.print(result.session_id)
+        render.err.print(
+            f"session {result.session_id} runs in the background (pid {result.pid}); "
+            f"follow it with: harness logs --session {result.session_id} --follow"
+        )
+    return ExitCode.OK
+
+
+@contextlib.contextmanager
+def graceful_interrupts() -> Iterator[threading.Event]:
+    """First Ctrl-C (or SIGTERM): stop the running container, record, end resumable. Second: at once."""
+    event = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        if event.is_set():
+            raise KeyboardInterrupt
+        event.set()
+        sys.stderr.write("harness: stopping after the running container stops (Ctrl-C again to stop at once)\n")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def _report(repo: Path, session: str, as_json: bool) -> int:
@@ -221,9 +279,17 @@ def status(
 
 @app.command("list")
 @command
-def list_(repo: RepoOpt = Path(), as_json: JsonOpt = False) -> int:
-    """List every session of this repository with its state and iterations."""
-    return _list(repo, as_json)
+def list_(as_json: JsonOpt = False) -> int:
+    """List every session on this machine (any repository) with its state, iterations and age."""
+    from runner.cli import render
+    from runner.gc import list_all
+
+    items = list_all()
+    if as_json:
+        render.print_json(items)
+    else:
+        render.status_list(items, with_repo=True)
+    return ExitCode.OK
 
 
 def _list(repo: Path, as_json: bool) -> int:
@@ -240,17 +306,37 @@ def _list(repo: Path, as_json: bool) -> int:
 
 @app.command()
 @command
+def gc(as_json: JsonOpt = False) -> int:
+    """Remove containers, copies and images that no live session owns (resumable copies are kept)."""
+    from runner.backends import default_backend
+    from runner.cli import render
+    from runner.gc import collect_garbage
+
+    result = collect_garbage(default_backend())
+    if as_json:
+        render.print_json(result)
+    else:
+        render.out.print(
+            f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images; "
+            f"kept the copies of {len(result.kept)} resumable sessions"
+        )
+    return ExitCode.OK
+
+
+@app.command()
+@command
 def stop(
     session: SessionOpt,
     repo: RepoOpt = Path(),
     note: Annotated[str | None, typer.Option("--note", help="Why (recorded in control.json).")] = None,
+    now: Annotated[bool, typer.Option("--now", help="Stop the running container now, not at the boundary.")] = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Ask a running session to stop at the end of its current iteration."""
+    """Ask a running session to stop at the end of its current iteration (or at once with --now)."""
     from runner.cli import render
     from runner.control import StopRequest, request_stop
 
-    result = request_stop(StopRequest(repo=repo, session=session, note=note))
+    result = request_stop(StopRequest(repo=repo, session=session, note=note, now=now))
     if as_json:
         render.print_json(result)
     else:

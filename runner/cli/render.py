@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from pydantic import BaseModel
 from rich.console import Console
@@ -27,6 +28,7 @@ STATE_STYLE = {
     RunState.STOPPED: "bold yellow",
     RunState.INTERRUPTED: "bold yellow",
     RunState.FAILED: "bold red",
+    RunState.STUCK: "bold yellow",
 }
 
 
@@ -70,23 +72,28 @@ def status(st: SessionStatus) -> None:
     out.print(grid)
 
 
-def status_list(items: Sequence[SessionStatus | SessionProblem]) -> None:
+def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: bool = False) -> None:
     if not items:
-        out.print("no sessions in this repository")
+        out.print("no sessions" if with_repo else "no sessions in this repository")
         return
     table = Table(box=None, pad_edge=False)
-    for col in ("SESSION", "STATE", "ITER", "LAST OUTCOME", "UPDATED"):
-        table.add_column(col)
+    for col in (["REPOSITORY"] if with_repo else []) + ["SESSION", "STATE", "ITER", "LAST OUTCOME", "AGE"]:
+        table.add_column(col, overflow="fold")
+    now = datetime.now(UTC)
     for item in items:
+        repo = [getattr(item, "repo", "?")] if with_repo else []
         if isinstance(item, SessionProblem):
-            table.add_row(item.session_id, Text("unreadable", style="red"), "", Text(item.error, style="red"), "")
+            table.add_row(
+                *repo, item.session_id, Text("unreadable", style="red"), "", Text(item.error, style="red"), ""
+            )
             continue
         table.add_row(
+            *repo,
             item.session_id,
             Text(item.status.value, style=STATE_STYLE[item.status]),
             f"{item.iteration_count}/{item.max_iterations}",
             item.last_outcome.value if item.last_outcome else "-",
-            item.updated_at.strftime("%Y-%m-%d %H:%M"),
+            format_duration((now - item.created_at).total_seconds()),
         )
     out.print(table)
 

@@ -1,0 +1,100 @@
+"""Core of `harness list` (every session on this machine) and `harness gc` (what no live session owns).
+
+Every copy carries an owner.json (written by the host before the copy is made) naming its session,
+repository and journal; containers carry labels with the session and a key of the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from runner.backends.base import LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
+from runner.errors import HarnessError
+from runner.gitops import HostGit
+from runner.images import DEFAULT_IMAGE
+from runner.journal import Journal, load_model
+from runner.models import CamelModel, Limits, RunOwner
+from runner.paths import data_home, repo_key
+from runner.status import SessionProblem, SessionStatus, session_status, supervisor_alive
+from runner.workspace import RunDir, Workspace
+
+log = logging.getLogger(__name__)
+
+HALF_MADE_GRACE_SECONDS = 3600.0  # a copy without owner.json younger than this may be being made
+
+
+def _run_dirs() -> list[Path]:
+    runs = data_home() / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def _owner(run_dir: Path) -> RunOwner | None:
+    try:
+        return load_model(run_dir / "owner.json", RunOwner)
+    except HarnessError:
+        return None
+
+
+def list_all() -> list[SessionStatus | SessionProblem]:
+    """Every session that has a copy on this machine, in any repository."""
+    found: list[SessionStatus | SessionProblem] = []
+    for run_dir in _run_dirs():
+        owner = _owner(run_dir)
+        if owner is None:
+            continue
+        try:
+            with HostGit(Path(owner.repo)) as git:
+                found.append(session_status(git.info().top, owner.session_id, git))
+        except HarnessError as exc:
+            found.append(SessionProblem(session_id=owner.session_id, error=f"{owner.repo}: {exc.message}"))
+    return found
+
+
+class GcResult(CamelModel):
+    containers: list[str]
+    copies: list[str]
+    images: list[str]
+    kept: list[str]  # sessions whose copies stay: they can still be resumed
+
+
+def collect_garbage(backend: Backend) -> GcResult:
+    """Remove containers of sessions no supervisor drives, copies of sessions that no longer exist,
+    and superseded harness images. Copies of resumable sessions are kept."""
+    live: set[tuple[str, str]] = set()
+    kept: list[str] = []
+    copies: list[str] = []
+    for run_dir in _run_dirs():
+        owner = _owner(run_dir)
+        if owner is None:
+            if time.time() - run_dir.stat().st_mtime > HALF_MADE_GRACE_SECONDS:
+                _delete_copy(backend, run_dir, run_dir.name)
+                copies.append(str(run_dir))
+            continue
+        journal = Journal(Path(owner.journal_dir), owner.session_id)
+        if journal.exists():
+            kept.append(f"{owner.repo}:{owner.session_id}")
+            try:
+                if supervisor_alive(journal.read_summary(), journal):
+                    live.add((repo_key(Path(owner.repo)), owner.session_id))
+            except HarnessError:
+                live.add((repo_key(Path(owner.repo)), owner.session_id))  # unreadable: leave it alone
+            continue
+        _delete_copy(backend, run_dir, owner.session_id)  # discarded, or its repository is gone
+        copies.append(str(run_dir))
+    containers: list[str] = []
+    for labels in backend.list_containers({LABEL_MANAGED: "1"}).values():
+        owner_key = (labels.get(LABEL_REPO), labels.get(LABEL_SESSION))
+        if None in owner_key or owner_key in live:
+            continue
+        containers += backend.reap(
+            {LABEL_MANAGED: "1", LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])}
+        )
+    images = backend.prune_images({LABEL_MANAGED: "1"})
+    return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept)
+
+
+def _delete_copy(backend: Backend, run_dir: Path, session: str) -> None:
+    Workspace(backend=backend, run_dir=RunDir(run_dir), image=DEFAULT_IMAGE, limits=Limits(), session=session,
+              repo_key="gc").delete()  # fmt: skip
