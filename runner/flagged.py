@@ -21,11 +21,19 @@ FLAGGED_FILES = (
 
 
 def is_flagged(path: str) -> bool:
-    if any(path.startswith(d) or f"/{d}" in f"/{path}" for d in FLAGGED_DIRS):
-        return True
-    name = path.rsplit("/", 1)[-1]
-    return any(fnmatch(name, pattern) or fnmatch(path, pattern) for pattern in FLAGGED_FILES)
+    """Whether a changed path needs a look before it reaches the user's machine. Compared without
+    case: on a case-insensitive checkout `.VSCode/` is `.vscode/`."""
+    folded = path.casefold()
+    parts = folded.split("/")
+    for d in FLAGGED_DIRS:
+        name = d.rstrip("/")
+        # The directory itself (e.g. a symlink named .vscode) or anything below it, at any depth.
+        if name in parts:
+            return True
+    name = parts[-1]
+    return any(fnmatch(name, pattern.casefold()) or fnmatch(folded, pattern.casefold()) for pattern in FLAGGED_FILES)
 
 
-def flagged(paths: list[str]) -> list[str]:
-    return sorted(p for p in paths if is_flagged(p))
+def flagged(paths: list[str], links: list[str] | None = None) -> list[str]:
+    """The flagged paths, plus every symlink and submodule (`links`): they can point anywhere."""
+    return sorted({p for p in paths if is_flagged(p)} | set(links or []))

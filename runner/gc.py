@@ -10,13 +10,13 @@ import logging
 import time
 from pathlib import Path
 
-from runner.backends.base import LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
+from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import HarnessError
 from runner.gitops import HostGit
 from runner.images import DEFAULT_IMAGE
 from runner.journal import Journal, load_model
 from runner.models import CamelModel, Limits, RunOwner
-from runner.paths import data_home, repo_key
+from runner.paths import data_home, home_key, repo_key
 from runner.status import SessionProblem, SessionStatus, session_status, supervisor_alive
 from runner.workspace import RunDir, Workspace
 
@@ -84,13 +84,12 @@ def collect_garbage(backend: Backend) -> GcResult:
         _delete_copy(backend, run_dir, owner.session_id)  # discarded, or its repository is gone
         copies.append(str(run_dir))
     containers: list[str] = []
-    for labels in backend.list_containers({LABEL_MANAGED: "1"}).values():
+    mine = {LABEL_MANAGED: "1", LABEL_HOME: home_key()}  # never another user's or home's containers
+    for labels in backend.list_containers(mine).values():
         owner_key = (labels.get(LABEL_REPO), labels.get(LABEL_SESSION))
         if None in owner_key or owner_key in live:
             continue
-        containers += backend.reap(
-            {LABEL_MANAGED: "1", LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])}
-        )
+        containers += backend.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
     images = backend.prune_images({LABEL_MANAGED: "1"})
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept)
 

@@ -126,10 +126,20 @@ class HostGit:
     def is_ancestor(self, older: str, newer: str) -> bool:
         return self.run("merge-base", "--is-ancestor", older, newer, check=False).returncode == 0
 
-    def changed_paths(self, old: str, new: str) -> list[str]:
-        """Paths that differ between two commits (renames as delete + add, so both names count)."""
-        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--name-only", "-z", old, new).stdout
-        return [p for p in out.split("\0") if p]
+    def changes(self, old: str, new: str) -> tuple[list[str], list[str]]:
+        """(paths that differ between two commits, those of them that are now symlinks or submodules).
+        Renames count as delete + add, so both names are listed."""
+        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--raw", "-z", old, new).stdout
+        fields = out.split("\0")
+        paths, links = [], []
+        # -z --raw: ":oldmode newmode oldsha newsha status" NUL path NUL, repeated.
+        for meta, path in zip(fields[0::2], fields[1::2], strict=False):
+            if not meta.startswith(":") or not path:
+                continue
+            paths.append(path)
+            if meta.split()[1] in {"120000", "160000"}:
+                links.append(path)
+        return paths, links
 
     def patch(self, old: str, new: str, *, stat_only: bool = False) -> str:
         args = ["--stat"] if stat_only else ["--stat", "--patch"]

@@ -30,6 +30,11 @@ def journal_dir(repo: Path, session: str) -> Path:
     return sessions_root(repo) / session / JOURNAL_LEAF
 
 
+def home_key() -> str:
+    """Tells apart the containers of different harness homes (users) on one engine."""
+    return hashlib.sha256(str(data_home()).encode()).hexdigest()[:12]
+
+
 def repo_key(repo: Path) -> str:
     return hashlib.sha256(str(repo.resolve()).encode()).hexdigest()[:12]
 

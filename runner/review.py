@@ -11,14 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.backends.base import LABEL_REPO, LABEL_SESSION, Backend
+from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import InvalidStateError, UnsafeToProceedError, WorkspaceError
 from runner.flagged import flagged
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import CamelModel, DiffStat, RunSummary
 from runner.names import branch_for, validate_session
-from runner.paths import repo_key
+from runner.paths import home_key, repo_key
 from runner.workspace import RunDir, Workspace
 
 
@@ -58,14 +58,14 @@ def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
         _, _, summary = _open(ref, git)
         base = summary.worktree.base_commit
         head = _head(git, ref.session)
-        files = git.changed_paths(base, head)
+        files, links = git.changes(base, head)
         return DiffResult(
             session_id=ref.session,
             branch=summary.worktree.branch,
             base_commit=base,
             head_commit=head,
             files=files,
-            flagged=flagged(files),
+            flagged=flagged(files, links=links),
             diff_stat=git.diff_stat(base, head),
             patch=git.patch(base, head, stat_only=stat_only),
         )
@@ -93,7 +93,7 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
         dirty = git.run("status", "--porcelain", "--untracked-files=no").stdout.strip()
         if dirty:
             raise UnsafeToProceedError("the working tree has uncommitted changes: commit or stash them, then merge")
-        marked = flagged(git.changed_paths(summary.worktree.base_commit, head))
+        marked = flagged(*git.changes(summary.worktree.base_commit, head))
         if marked and not accept_flagged:
             raise UnsafeToProceedError(
                 f"the branch changes paths that can run code on this machine ({', '.join(marked)}): "
@@ -128,7 +128,7 @@ def discard(backend: Backend, ref: SessionRef) -> DiscardResult:
         top, journal, summary = _open(ref, git)
         _refuse_if_running(journal, ref.session)
         removed = []
-        backend.reap({LABEL_SESSION: ref.session, LABEL_REPO: repo_key(top)})
+        backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: ref.session, LABEL_REPO: repo_key(top)})
         run_dir = RunDir(Path(summary.run_dir))
         if run_dir.root.exists():
             Workspace(backend=backend, run_dir=run_dir, image=summary.image, limits=summary.limits,

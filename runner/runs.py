@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from runner import images
 from runner.agents import resolve_agent
-from runner.backends.base import LABEL_REPO, LABEL_SESSION, Backend
+from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     HarnessError,
     InvalidStateError,
@@ -44,7 +44,7 @@ from runner.models import (
     WorktreeInfo,
 )
 from runner.names import branch_for, validate_session
-from runner.paths import journal_dir, repo_key, run_dir
+from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
 from runner.supervisor import Supervisor
@@ -330,7 +330,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                 )
             secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
-            backend.reap({LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
+            backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0
             summary.consecutive_failures = 0

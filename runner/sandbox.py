@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from runner.backends.base import (
+    LABEL_HOME,
     LABEL_MANAGED,
     LABEL_REPO,
     LABEL_ROLE,
@@ -15,6 +16,7 @@ from runner.backends.base import (
     Mount,
 )
 from runner.models import Limits
+from runner.paths import home_key
 
 AGENT_UID = 10001  # baked into the harness images; never the host user's uid
 WORKSPACE = "/workspace"
@@ -29,7 +31,14 @@ EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own lab
 
 def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
     extra = dict(item.split("=", 1) for item in os.environ.get(EXTRA_LABELS_ENV, "").split(",") if "=" in item)
-    return {**extra, LABEL_MANAGED: "1", LABEL_SESSION: session, LABEL_REPO: repo_key, LABEL_ROLE: role}
+    return {
+        **extra,
+        LABEL_MANAGED: "1",
+        LABEL_HOME: home_key(),
+        LABEL_SESSION: session,
+        LABEL_REPO: repo_key,
+        LABEL_ROLE: role,
+    }
 
 
 def hardened_spec(
@@ -65,6 +74,15 @@ def hardened_spec(
         runtime=runtime,
         disk_watch=disk_watch,
     )
+
+
+# One pipe for stdout and stderr: the output keeps the order it was written in, so a secret
+# printed in pieces across both streams still reaches the redactor in one piece.
+MERGE_OUTPUT = ("sh", "-c", 'exec "$@" 2>&1', "harness-agent")
+
+
+def with_merged_output(command: list[str]) -> list[str]:
+    return [*MERGE_OUTPUT, *command]
 
 
 def bind(source: Path, target: str, *, read_only: bool) -> Mount:

@@ -91,7 +91,7 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         reason = StopReason.SUPERVISOR_GONE
     head = git.ref_commit(branch_for(session))
     ahead = len(git.commits_between(summary.worktree.base_commit, head)) if head else None
-    marked = flagged(git.changed_paths(summary.worktree.base_commit, head)) if head else []
+    marked = flagged(*git.changes(summary.worktree.base_commit, head)) if head else []
     return SessionStatus(
         session_id=session,
         repo=str(top),

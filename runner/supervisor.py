@@ -43,7 +43,16 @@ from runner.names import branch_for
 from runner.output import CappedFile
 from runner.prompt import build_prompt
 from runner.redact import RedactingSink, Redactor
-from runner.sandbox import OUTBOX_DIR, PROMPT_DIR, STATUS_FILE, WORKSPACE, bind, hardened_spec, labels
+from runner.sandbox import (
+    OUTBOX_DIR,
+    PROMPT_DIR,
+    STATUS_FILE,
+    WORKSPACE,
+    bind,
+    hardened_spec,
+    labels,
+    with_merged_output,
+)
 from runner.workspace import Workspace
 
 log = logging.getLogger(__name__)
@@ -386,7 +395,7 @@ class Supervisor:
         run_dir = self.workspace.dir
         return hardened_spec(
             image=summary.image,
-            command=summary.agent.command,
+            command=with_merged_output(summary.agent.command),
             limits=summary.limits,
             mounts=(
                 bind(run_dir.workspace, WORKSPACE, read_only=False),

@@ -14,6 +14,7 @@ LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
 LABEL_SESSION = f"{LABEL_PREFIX}.session"
 LABEL_REPO = f"{LABEL_PREFIX}.repo"
 LABEL_ROLE = f"{LABEL_PREFIX}.role"
+LABEL_HOME = f"{LABEL_PREFIX}.home"  # which harness home (user, HARNESS_HOME) owns the container
 LABEL_CONTEXT = f"{LABEL_PREFIX}.context-digest"
 
 

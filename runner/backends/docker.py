@@ -201,9 +201,16 @@ class DockerBackend(Backend):
     ) -> ContainerResult:
         container = self._create(spec)
         try:
+            # Attached before the start, the stream has every byte in the order it was written,
+            # across stdout and stderr (the log driver would regroup them line by line, which
+            # could split a secret into pieces that no longer meet in the redactor).
+            stream = _call(
+                "attach to a container",
+                lambda: container.attach(stdout=True, stderr=True, stream=True, logs=False),
+            )
             _call("start a container", container.start)
             started = time.monotonic()
-            drain = threading.Thread(target=self._drain, args=(container, output), daemon=True)
+            drain = threading.Thread(target=self._drain, args=(container, stream, output), daemon=True)
             drain.start()
             ended = self._watch(container, spec, started + timeout, cancel)
             if ended != "exited":
@@ -254,10 +261,10 @@ class DockerBackend(Backend):
         return int(first) if first.isdigit() else 0
 
     @staticmethod
-    def _drain(container: Any, output: OutputSink) -> None:
+    def _drain(container: Any, stream: Any, output: OutputSink) -> None:
         # Runs until the container's output ends; errors end the drain, never the run.
         try:
-            for chunk in container.logs(stream=True, follow=True, stdout=True, stderr=True):
+            for chunk in stream:
                 output.write(chunk)
         except Exception as exc:
             log.debug("output drain of %s ended: %s", container.short_id, exc)

@@ -16,6 +16,7 @@ from pathlib import Path
 from runner.backends.base import LABEL_ROLE, Backend, ContainerResult, ContainerSpec, EngineInfo
 from runner.errors import ImageMissingError
 from runner.output import OutputSink
+from runner.sandbox import MERGE_OUTPUT
 
 
 @dataclass
@@ -89,6 +90,8 @@ class FakeBackend(Backend):
             last = spec.env.get("HARNESS_LAST", "0" * 40)
             return FakeRun(output=f"harness-export none {last}\n".encode())
         cmd = spec.command
+        if tuple(cmd[: len(MERGE_OUTPUT)]) == MERGE_OUTPUT:
+            cmd = cmd[len(MERGE_OUTPUT) :]
         if cmd[:1] == ["fake:echo-exit"]:
             return FakeRun(exit_code=int(cmd[2]), output=cmd[1].encode() + b"\n")
         if cmd[:1] == ["fake:sleep"]:

@@ -134,4 +134,12 @@ def test_status_report_accepts_only_the_protocol_states() -> None:
 
 
 def test_state_values_are_stable() -> None:
-    assert {s.value for s in RunState} == {"running", "completed", "blocked", "stopped", "failed", "interrupted", "stuck"}
+    assert {s.value for s in RunState} == {
+        "running",
+        "completed",
+        "blocked",
+        "stopped",
+        "failed",
+        "interrupted",
+        "stuck",
+    }

@@ -1,0 +1,240 @@
+"""Surviving the night on the real engine: detached runs, interrupts, stop --now, stuck agents, list, gc."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.journal import load_model
+from runner.models import IterationRecord, RunSummary
+from runner.paths import repo_key
+from runner.sandbox import labels
+from tests.conftest import TEST_RUN_LABEL
+from tests.helpers import GitRepo, containers, harness, make_repo
+
+pytestmark = pytest.mark.docker
+
+
+def report(state: str = "working") -> str:
+    return f'printf \'{{"state": "{state}", "summary": "iteration %s"}}\' "$HARNESS_ITERATION" > "$HARNESS_STATUS_FILE"'
+
+
+COMMIT_EACH = 'echo "$HARNESS_ITERATION" >> progress.txt; git add -A; git commit -qm "step $HARNESS_ITERATION"'
+
+
+def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def summary_of(repo: GitRepo, session: str) -> RunSummary:
+    return load_model(repo.journal(session) / "run-summary.json", RunSummary)
+
+
+def session_containers(session: str) -> list[str]:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}",
+                          "--filter", f"label=io.solo-harness.session={session}"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return out.split()
+
+
+def test_detach_returns_at_once_and_the_run_goes_on(repo: GitRepo) -> None:
+    started = time.monotonic()
+    r = harness(
+        "run",
+        "--objective",
+        "x",
+        "--session",
+        "bg",
+        "--agent-cmd",
+        f"sleep 2; {COMMIT_EACH}; {report()}",
+        "--max-iterations",
+        "2",
+        "--detach",
+        "--json",
+        cwd=repo.path,
+    )
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - started < 30
+    detached = r.json()
+    assert detached["sessionId"] == "bg" and detached["pid"] > 0
+    running = harness("status", "--session", "bg", "--json", cwd=repo.path)
+    assert running.code == 20 and running.json()["status"] == "running" and running.json()["supervisorAlive"]
+    info = summary_of(repo, "bg").supervisor
+    assert info is not None and info.pid == detached["pid"]
+    wait_for(lambda: summary_of(repo, "bg").status.value != "running", 120, "the detached run to end")
+    final = harness("status", "--session", "bg", "--json", cwd=repo.path)
+    assert final.code == 21 and final.json()["stopReason"] == "max-iterations"
+    assert repo.git("show", "harness/bg:progress.txt").splitlines() == ["1", "2"]
+    assert (repo.journal("bg") / "supervisor.log").exists()
+    assert summary_of(repo, "bg").supervisor is None
+
+
+def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) -> None:
+    agent = f"{COMMIT_EACH}; sleep 5; {report()}"
+    r = harness(
+        "run",
+        "--objective",
+        "x",
+        "--session",
+        "k9",
+        "--agent-cmd",
+        agent,
+        "--max-iterations",
+        "3",
+        "--detach",
+        "--json",
+        cwd=repo.path,
+    )
+    assert r.code == 0, r.stderr
+    pid = r.json()["pid"]
+    wait_for((repo.journal("k9") / "iteration-0002.log").exists, 120, "iteration 2")
+    time.sleep(1)  # inside iteration 2: its agent has committed "step 2" in the copy and sleeps
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
+    st = harness("status", "--session", "k9", "--json", cwd=repo.path)
+    assert st.code == 21 and st.json()["status"] == "interrupted" and st.json()["stopReason"] == "supervisor-gone"
+    assert repo.git("log", "--format=%s", "harness/k9").splitlines()[0] == "step 1"  # harvested before the kill
+
+    resumed = harness("resume", "--session", "k9", "--json", cwd=repo.path)
+    assert resumed.code == 21, resumed.stderr
+    assert resumed.json()["iterationCount"] == 3 and resumed.json()["stopReason"] == "max-iterations"
+    subjects = repo.git("log", "--format=%s", "main..harness/k9").splitlines()
+    assert subjects.count("step 1") == 1 and "step 2" in subjects and "step 3" in subjects
+    assert session_containers("k9") == []  # the orphan of the killed supervisor was reaped
+
+
+def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
+    args = [sys.executable, "-m", "runner", "run", "--objective", "x", "--agent-cmd", f"{COMMIT_EACH}; sleep 60",
+            "--max-iterations", "3", "--json"]  # fmt: skip
+    once = subprocess.Popen([*args, "--session", "c1"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    wait_for(lambda: bool(session_containers("c1")) and (repo.journal("c1") / "iteration-0001.log").exists(), 60)
+    time.sleep(1)
+    once.send_signal(signal.SIGINT)
+    out, err = once.communicate(timeout=60)
+    assert once.returncode == 21, err
+    st = json.loads(out)
+    assert st["status"] == "stopped" and st["stopReason"] == "interrupted"
+    record = load_model(repo.journal("c1") / "iteration-0001.json", IterationRecord)
+    assert record.outcome.value == "interrupted" and record.commits  # the work was still harvested
+    assert session_containers("c1") == []
+
+    twice = subprocess.Popen([*args, "--session", "c2"], cwd=repo.path, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    wait_for(lambda: bool(session_containers("c2")), 60)
+    time.sleep(1)
+    twice.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    twice.send_signal(signal.SIGINT)
+    _, err = twice.communicate(timeout=60)
+    assert twice.returncode == 130, err
+    assert summary_of(repo, "c2").status.value == "interrupted"
+    wait_for(lambda: session_containers("c2") == [], 30, "the container to be removed")
+    # Both are resumable: the hard stop left no record, so iteration 1 runs again.
+    again = harness("resume", "--session", "c2", "--max-iterations", "1", "--iteration-timeout", "2s", "--json",
+                    cwd=repo.path)  # fmt: skip
+    assert again.code == 21, again.stderr
+    assert again.json()["iterationCount"] == 1 and again.json()["lastOutcome"] == "timed-out"
+
+
+def test_stop_now_stops_the_running_container(repo: GitRepo) -> None:
+    run = subprocess.Popen([sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "now",
+                            "--agent-cmd", "sleep 300", "--max-iterations", "5", "--json"], cwd=repo.path,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: bool(session_containers("now")), 60, "the agent container")
+        started = time.monotonic()
+        stop = harness("stop", "--session", "now", "--now", cwd=repo.path)
+        assert stop.code == 0, stop.stderr
+        out, _ = run.communicate(timeout=90)
+        assert time.monotonic() - started < 45  # not the 300 s of the agent, nor its 30 min timeout
+    finally:
+        if run.poll() is None:
+            run.kill()
+    st = json.loads(out)
+    assert st["status"] == "stopped" and st["stopReason"] == "stop-requested" and st["iterationCount"] == 1
+    assert json.loads((repo.journal("now") / "iteration-0001.json").read_text())["outcome"] == "interrupted"
+
+
+def test_an_agent_that_changes_nothing_is_stuck(repo: GitRepo) -> None:
+    r = harness(
+        "run",
+        "--objective",
+        "x",
+        "--session",
+        "idle",
+        "--agent-cmd",
+        report(),
+        "--max-iterations",
+        "10",
+        "--json",
+        cwd=repo.path,
+    )
+    assert r.code == 21, r.stderr
+    st = r.json()
+    assert st["status"] == "stuck" and st["stopReason"] == "no-progress" and st["iterationCount"] == 3
+
+
+def test_an_agent_that_cannot_start_fails_after_bounded_tries(repo: GitRepo) -> None:
+    r = harness(
+        "run",
+        "--objective",
+        "x",
+        "--session",
+        "nostart",
+        "--agent-cmd",
+        "no-such-agent-binary",
+        "--max-iterations",
+        "10",
+        "--json",
+        cwd=repo.path,
+    )
+    assert r.code == 22, r.stderr
+    st = r.json()
+    assert st["status"] == "failed" and st["stopReason"] == "repeated-failures" and st["iterationCount"] == 3
+    record = json.loads((repo.journal("nostart") / "iteration-0003.json").read_text())
+    assert record["failureClass"] == "exit-nonzero" and record["exitCode"] == 127
+
+
+def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: Path, repo: GitRepo) -> None:
+    other = make_repo(tmp_path / "other")
+    for target, session in ((repo, "keep"), (other, "gone")):
+        r = harness("run", "--objective", "x", "--session", session, "--agent-cmd", f"{COMMIT_EACH}; {report('done')}",
+                    "--json", cwd=target.path)  # fmt: skip
+        assert r.code == 0, r.stderr
+    listed = harness("list", "--json", cwd=tmp_path)
+    assert listed.code == 0
+    rows = {(row["repo"], row["sessionId"]): row for row in listed.json()}
+    assert rows[(str(repo.path), "keep")]["status"] == "completed"
+    assert rows[(str(other.path), "gone")]["iterationCount"] == 1
+    assert "keep" in harness("list", cwd=tmp_path).stdout
+
+    # An orphan: a container of a session no supervisor drives, and a copy whose session was deleted by hand.
+    orphan = labels("keep", repo_key(repo.path), "agent")
+    foreign = {**orphan, "io.solo-harness.home": "another-user"}  # must survive: not this home's
+    for lab in (orphan, foreign):
+        args = [a for k, v in lab.items() for a in ("--label", f"{k}={v}")]
+        subprocess.run(["docker", "create", *args, "harness-base:latest", "true"], check=True, capture_output=True)
+    gone_copy = Path(summary_of(other, "gone").run_dir)
+    import shutil
+
+    shutil.rmtree(other.path / "memory")
+    r = harness("gc", "--json", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    result = r.json()
+    assert str(gone_copy) in result["copies"] and not gone_copy.exists()
+    assert len(result["containers"]) == 1 and len(session_containers("keep")) == 1  # the foreign one stays
+    assert Path(summary_of(repo, "keep").run_dir).exists()  # resumable: kept
+    assert any(k.endswith(":keep") for k in result["kept"])
+    assert containers("io.solo-harness.home=another-user") == session_containers("keep")
+    subprocess.run(["docker", "rm", "-f", *session_containers("keep")], check=True, capture_output=True)
