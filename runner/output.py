@@ -31,15 +31,21 @@ class CappedFile:
         self.cap = cap
         self.written = 0
         self.dropped = 0
+        self.error: OSError | None = None  # the first write that failed (a full disk): the rest is dropped
         self._lock = threading.Lock()
         self._handle = path.open("wb")
 
     def write(self, chunk: bytes) -> None:
         with self._lock:
             room = self.cap - self.written
-            if room > 0:
+            if room > 0 and self.error is None:
                 part = chunk[:room]
-                self._handle.write(part)
+                try:
+                    self._handle.write(part)
+                except OSError as exc:
+                    self.error = exc
+                    self.dropped += len(chunk)
+                    return
                 self.written += len(part)
                 self.dropped += len(chunk) - len(part)
             else:
@@ -51,10 +57,12 @@ class CappedFile:
 
     def close(self) -> None:
         with self._lock:
-            if self.dropped:
-                self._handle.write(TRUNCATION_MARKER.format(cap=self.cap, dropped=self.dropped).encode())
-            self._handle.flush()
-            self._handle.close()
+            try:
+                if self.dropped and self.error is None:
+                    self._handle.write(TRUNCATION_MARKER.format(cap=self.cap, dropped=self.dropped).encode())
+                self._handle.close()
+            except OSError as exc:
+                self.error = self.error or exc
 
 
 class CappedBuffer:

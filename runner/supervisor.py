@@ -23,7 +23,7 @@ from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
 from runner.agents import rate_limited
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
-from runner.errors import HarnessError, WorkspaceError
+from runner.errors import HarnessError, JournalError, WorkspaceError
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
@@ -202,7 +202,7 @@ class Supervisor:
                 decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
                 if decision is not None:
                     self._finish(summary, decision)
-                    return summary
+                    break
                 if last is not None and last.backoff_seconds:
                     self._wait_out(last.backoff_seconds)
                     last = last.model_copy(update={"backoff_seconds": None})
@@ -215,16 +215,29 @@ class Supervisor:
                 self._save(summary)
         except KeyboardInterrupt:
             self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
+            self._save_after_fault(summary, beating)
             raise
         except HarnessError as exc:
             summary.error = exc.message
             self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
+            self._save_after_fault(summary, beating)
             raise
-        finally:
-            beating.set()
-            with self._write_lock:
-                summary.supervisor = None
+        beating.set()
+        with self._write_lock:
+            summary.supervisor = None
+        self._save(summary)
+        return summary
+
+    def _save_after_fault(self, summary: RunSummary, beating: threading.Event) -> None:
+        """Record how the run ended, if the journal still can: the first fault is the one reported
+        (on a full disk the summary keeps its last good version, and `status` sees no supervisor)."""
+        beating.set()
+        with self._write_lock:
+            summary.supervisor = None
+        try:
             self._save(summary)
+        except HarnessError as exc:
+            log.warning("could not record the end of the run: %s", exc.message)
 
     def _wait_out(self, seconds: float) -> None:
         """Sleep through a backoff, waking early for Ctrl-C or a stop request."""
@@ -285,6 +298,11 @@ class Supervisor:
         finally:
             sink.flush()
             log_file.close()
+        if log_file.error is not None:
+            # The journal's disk is full or failing: stop before recording half the truth. The work
+            # stays in the copy and is harvested by the next iteration after `resume`.
+            path = self.journal.log_path(n)
+            raise JournalError(f"{path}: cannot write ({log_file.error.strerror or log_file.error})")
         report, report_error = read_report(self.workspace.dir.outbox)
         outcome, failure = classify(result, report, report_error)
         wait = None
