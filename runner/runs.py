@@ -65,6 +65,7 @@ class LimitOptions:
     iteration_timeout: str | None = None
     max_time: str | None = None
     max_disk: str | None = None
+    stuck_after: int | None = None
 
     def apply(self, base: Limits) -> Limits:
         update: dict[str, object] = {}
@@ -78,6 +79,8 @@ class LimitOptions:
             update["iteration_timeout_seconds"] = parse_duration(self.iteration_timeout, option="--iteration-timeout")
         if self.max_time is not None:
             update["max_time_seconds"] = parse_duration(self.max_time, option="--max-time")
+        if self.stuck_after is not None:
+            update["stuck_after"] = self.stuck_after
         if self.max_disk is not None:
             update["max_disk_bytes"] = parse_size(self.max_disk, option="--max-disk")
         try:

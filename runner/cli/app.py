@@ -80,6 +80,9 @@ IterTimeoutOpt = Annotated[
     str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
 ]
 MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
+StuckOpt = Annotated[
+    int | None, typer.Option("--stuck-after", help="End as stuck after N iterations without a change (default 3).")
+]
 DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
 MaxDiskOpt = Annotated[
     str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
@@ -98,11 +101,19 @@ def _setup(
 
 
 def _limits(
-    cpus: float | None, memory: str | None, pids: int | None, it: str | None, mt: str | None, disk: str | None
+    cpus: float | None,
+    memory: str | None,
+    pids: int | None,
+    it: str | None,
+    mt: str | None,
+    disk: str | None,
+    stuck: int | None,
 ) -> LimitOptions:
     from runner.runs import LimitOptions
 
-    return LimitOptions(cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt, max_disk=disk)
+    return LimitOptions(
+        cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt, max_disk=disk, stuck_after=stuck
+    )
 
 
 @app.command()
@@ -130,6 +141,7 @@ def run(
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
+    stuck_after: StuckOpt = None,
     runtime: Annotated[
         str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
     ] = "runc",
@@ -151,7 +163,8 @@ def run(
     request = RunRequest(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
-        env_names=tuple(env or ()), limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk),
+        env_names=tuple(env or ()),
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
     )  # fmt: skip
     backend = default_backend()
     if dry_run:
@@ -177,6 +190,7 @@ def resume(
     iteration_timeout: IterTimeoutOpt = None,
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
+    stuck_after: StuckOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -186,7 +200,7 @@ def resume(
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk),
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
     )  # fmt: skip
     if detach:
         return _render_detached(detach_session(prepare_resume(default_backend(), request)), as_json)

@@ -175,6 +175,8 @@ def test_an_agent_that_changes_nothing_is_stuck(repo: GitRepo) -> None:
         "idle",
         "--agent-cmd",
         report(),
+        "--stuck-after",
+        "2",
         "--max-iterations",
         "10",
         "--json",
@@ -182,7 +184,7 @@ def test_an_agent_that_changes_nothing_is_stuck(repo: GitRepo) -> None:
     )
     assert r.code == 21, r.stderr
     st = r.json()
-    assert st["status"] == "stuck" and st["stopReason"] == "no-progress" and st["iterationCount"] == 3
+    assert st["status"] == "stuck" and st["stopReason"] == "no-progress" and st["iterationCount"] == 2
 
 
 def test_an_agent_that_cannot_start_fails_after_bounded_tries(repo: GitRepo) -> None:
