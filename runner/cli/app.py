@@ -484,3 +484,36 @@ def discard(session: SessionOpt, repo: RepoOpt = Path(), as_json: JsonOpt = Fals
     else:
         render.out.print(f"discarded {session}: removed " + ", ".join(result.removed))
     return ExitCode.OK
+
+
+@app.command()
+@command
+def hud(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    once: Annotated[bool, typer.Option("--once", help="Draw the dashboard once and exit.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Seconds between redraws.")] = 1.0,
+) -> int:
+    """Live dashboard of a session: state, iterations, and the running agent's output (Ctrl-C leaves)."""
+    import time
+
+    from rich.live import Live
+
+    from runner.cli import render
+    from runner.hud import HudRequest, snapshot
+    from runner.models import RunState
+
+    request = HudRequest(repo=repo, session=session)
+    snap = snapshot(request)
+    if once or snap.status.status is not RunState.RUNNING:
+        render.out.print(render.hud(snap))
+        return ExitCode.OK
+    try:
+        with Live(render.hud(snap), console=render.out, refresh_per_second=4, screen=False) as live:
+            while snap.status.status is RunState.RUNNING:
+                time.sleep(max(0.2, interval))
+                snap = snapshot(request)
+                live.update(render.hud(snap))
+    except KeyboardInterrupt:
+        return ExitCode.OK
+    return ExitCode.OK

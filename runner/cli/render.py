@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, Group
+from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from runner.hud import HudSnapshot
 from runner.limits import format_duration, format_size
 from runner.models import RunState
 from runner.output import neutralise
@@ -96,6 +98,46 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
             format_duration((now - item.created_at).total_seconds()),
         )
     out.print(table)
+
+
+def hud(snap: HudSnapshot) -> Group:
+    """The dashboard: the session, its iterations, and the tail of the current output."""
+    st = snap.status
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="dim", no_wrap=True)
+    head.add_column(overflow="fold")
+    state = Text(st.status.value, style=STATE_STYLE[st.status])
+    if st.stop_reason:
+        state.append(f"  ({st.stop_reason.value})", style="dim")
+    head.add_row("session", f"{st.session_id}  [dim]{st.repo}[/dim]")
+    head.add_row("state", state)
+    head.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
+    ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead)"
+    head.add_row("branch", f"{st.branch}{ahead}")
+    if st.flagged:
+        head.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
+    if st.error:
+        head.add_row("error", Text(st.error, style="red"))
+    table = Table(box=None, pad_edge=False, expand=True)
+    for col, kw in (
+        ("#", {"justify": "right"}),
+        ("OUTCOME", {}),
+        ("TIME", {"justify": "right"}),
+        ("COMMITS", {"justify": "right"}),
+        ("SUMMARY", {"overflow": "fold", "ratio": 1}),
+    ):
+        table.add_column(col, **kw)
+    for rec in snap.iterations[-12:]:
+        table.add_row(
+            str(rec.iteration),
+            rec.outcome.value,
+            format_duration(rec.duration_seconds),
+            str(len(rec.commits)),
+            safe(rec.summary or rec.report_error or rec.harvest_error or ""),
+        )
+    title = f"output of iteration {snap.current_iteration}" if snap.current_iteration else "no output yet"
+    tail = Panel(Text(snap.log_tail or ""), title=title, title_align="left", border_style="dim")
+    return Group(Panel(head, title="harness hud", title_align="left"), table, tail)
 
 
 def flagged_warning(paths: list[str]) -> None:

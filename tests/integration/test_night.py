@@ -240,3 +240,18 @@ def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: 
     assert any(k.endswith(":keep") for k in result["kept"])
     assert containers("io.solo-harness.home=another-user") == session_containers("keep")
     subprocess.run(["docker", "rm", "-f", *session_containers("keep")], check=True, capture_output=True)
+
+
+def test_hud_follows_a_running_session_and_leaves_when_it_ends(repo: GitRepo) -> None:
+    r = harness("run", "--objective", "x", "--session", "hud", "--agent-cmd", f"{COMMIT_EACH}; sleep 2; {report()}",
+                "--max-iterations", "2", "--detach", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    live = harness("hud", "--session", "hud", "--interval", "0.3", cwd=repo.path, timeout=120)
+    assert live.code == 0, live.stderr
+    assert "max-iterations" in live.stdout and "iteration 2" in live.stdout  # its last frame: the run's end
+    once = harness("hud", "--session", "hud", "--once", cwd=repo.path)
+    assert once.code == 0 and "harness hud" in once.stdout and "stopped" in once.stdout
+    assert [line.split()[:2] for line in once.stdout.splitlines() if line.strip()[:1] in {"1", "2"}] == [
+        ["1", "working"],
+        ["2", "working"],
+    ]
