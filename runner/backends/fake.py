@@ -39,7 +39,7 @@ def mount_source(spec: ContainerSpec, target: str) -> Path:
 @dataclass
 class FakeBackend(Backend):
     behaviour: Behaviour | None = None
-    images: set[str] = field(default_factory=lambda: {"harness-base:latest"})
+    images: set[str] = field(default_factory=lambda: {"harness-base:latest", "debian:bookworm-slim"})
     runs: list[ContainerSpec] = field(default_factory=list)
     existing: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels, for list/reap
     _ids: itertools.count[int] = field(default_factory=itertools.count)

@@ -1,0 +1,35 @@
+"""plan_run's checks that need no engine: driven with the fake backend and a real git repository."""
+
+import pytest
+
+from runner.backends.fake import FakeBackend
+from runner.errors import RuntimeUnavailableError, UsageError
+from runner.runs import RunRequest, plan_run
+from tests.helpers import GitRepo
+
+
+def request(repo: GitRepo, **kw: object) -> RunRequest:
+    return RunRequest(session="s", objective="x", repo=repo.path, agent="demo", **kw)  # type: ignore[arg-type]
+
+
+def test_an_unregistered_runtime_is_refused_with_its_own_error(repo: GitRepo) -> None:
+    with pytest.raises(RuntimeUnavailableError, match="no runtime 'runsc'"):
+        plan_run(FakeBackend(), request(repo, runtime="runsc"))
+
+
+def test_an_unknown_runtime_is_a_usage_error(repo: GitRepo) -> None:
+    with pytest.raises(UsageError, match="--runtime"):
+        plan_run(FakeBackend(), request(repo, runtime="kata"))
+
+
+def test_env_values_must_exist_and_be_redactable(repo: GitRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(UsageError, match="not set"):
+        plan_run(FakeBackend(), request(repo, env_names=("NOT_SET_ANYWHERE_123",)))
+    monkeypatch.setenv("SHORT_ONE", "ab")
+    with pytest.raises(UsageError, match="too short"):
+        plan_run(FakeBackend(), request(repo, env_names=("SHORT_ONE",)))
+    with pytest.raises(UsageError, match="not a variable name"):
+        plan_run(FakeBackend(), request(repo, env_names=("HARNESS_SESSION",)))
+    monkeypatch.setenv("API_TOKEN", "tok-1234567890")
+    plan = plan_run(FakeBackend(), request(repo, env_names=("API_TOKEN",)))
+    assert plan.env_names == ["API_TOKEN"] and "tok-1234567890" not in plan.model_dump_json()
