@@ -99,11 +99,41 @@ class HostGit:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     def fetch_bundle(self, bundle: Path, src_ref: str, dest_ref: str) -> None:
-        """Fetch `src_ref` of a host-private bundle copy into `dest_ref` (forced), with fsck."""
+        """Fetch `src_ref` of a host-private bundle copy into `dest_ref` (forced), after a strict fsck."""
+        self.verify_pack(bundle)
         self.run(
             "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
             "--no-auto-gc", str(bundle), f"+{src_ref}:{dest_ref}",
         )  # fmt: skip
+
+    def verify_pack(self, bundle: Path) -> None:
+        """fsck every object of a bundle in a quarantine before any of it enters the repository.
+
+        `git fetch` from a bundle ignores transfer.fsckObjects (git 2.39), so the pack is indexed with
+        `index-pack --strict` into a private object directory that borrows the repository's objects
+        as alternates: a `.git` path in a tree or a symlinked `.gitmodules` is refused there."""
+        common = self.info().common_dir
+        # Unbuffered: the header is read here, and index-pack reads the pack from the same file offset.
+        with (
+            tempfile.TemporaryDirectory(prefix="harness-quarantine-") as quarantine,
+            bundle.open("rb", buffering=0) as data,
+        ):
+            while (line := data.readline()) not in (b"\n", b""):
+                pass  # the header: signature, capabilities, prerequisites and refs, up to a blank line
+            (Path(quarantine) / "pack").mkdir()
+            env = {
+                **self._env,
+                "GIT_OBJECT_DIRECTORY": quarantine,
+                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects"),
+            }
+            proc = subprocess.run(
+                ["git", *_HARDENING, "-C", str(self.repo), "index-pack", "--strict", "--fix-thin", "--stdin"],
+                env=env, stdin=data, capture_output=True, text=True, check=False,
+            )  # fmt: skip
+        if proc.returncode != 0:
+            lines = proc.stderr.strip().splitlines()
+            reason = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "no output")
+            raise WorkspaceError(f"harvest refused: fsck of the bundle failed: {reason}")
 
     def commits_between(self, old: str, new: str) -> list[str]:
         out = self.run("rev-list", "--reverse", f"{old}..{new}").stdout
