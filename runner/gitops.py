@@ -7,14 +7,17 @@ no system or user config beyond a throwaway one, and no submodule recursion.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from runner._util.atomic import write_atomic
 from runner.errors import NotARepositoryError, UsageError, WorkspaceError
 from runner.models import DiffStat
+from runner.paths import data_home
 
 _HARDENING = (
     "-c", "core.hooksPath=/dev/null",
@@ -24,6 +27,21 @@ _HARDENING = (
     "-c", "protocol.file.allow=user",
     "-c", "submodule.recurse=false",
 )  # fmt: skip
+
+
+_GIT_CONFIG = "[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n"
+
+
+@functools.cache
+def _git_home() -> Path:
+    """The throwaway HOME and global config of host git: one per harness home, so a killed process
+    leaves nothing behind."""
+    home = data_home() / "git-home"
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "gitconfig"
+    if not config.exists() or config.read_text() != _GIT_CONFIG:
+        write_atomic(config, _GIT_CONFIG)
+    return home
 
 
 @dataclass(frozen=True)
@@ -37,24 +55,20 @@ class HostGit:
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
-        self._home = tempfile.mkdtemp(prefix="harness-git-")
-        config = Path(self._home) / "gitconfig"
-        config.write_text("[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n")
+        home = _git_home()
         self._env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": self._home,
+            "HOME": str(home),
             "LANG": "C",
             "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": str(config),
+            "GIT_CONFIG_GLOBAL": str(home / "gitconfig"),
             "GIT_NO_LAZY_FETCH": "1",
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_OPTIONAL_LOCKS": "0",
         }
 
     def close(self) -> None:
-        import shutil
-
-        shutil.rmtree(self._home, ignore_errors=True)
+        """Nothing to release: kept so callers can scope a HostGit with `with`."""
 
     def __enter__(self) -> HostGit:
         return self
@@ -118,7 +132,7 @@ class HostGit:
             tempfile.TemporaryDirectory(prefix="harness-quarantine-") as quarantine,
             bundle.open("rb", buffering=0) as data,
         ):
-            while (line := data.readline()) not in (b"\n", b""):
+            while data.readline() not in (b"\n", b""):
                 pass  # the header: signature, capabilities, prerequisites and refs, up to a blank line
             (Path(quarantine) / "pack").mkdir()
             env = {

@@ -61,7 +61,7 @@ def hardened_spec(
         workdir=workdir,
         cpus=limits.cpus,
         memory_bytes=limits.memory_bytes,
-        pids=limits.pids,
+        pids=host_task_limit(limits.pids, runtime),
         env={"HOME": HOME, "TMPDIR": "/tmp", "LANG": "C.UTF-8", **(env or {})},
         mounts=mounts,
         labels=labels,
@@ -83,6 +83,17 @@ MERGE_OUTPUT = ("sh", "-c", 'exec "$@" 2>&1', "harness-agent")
 
 def with_merged_output(command: list[str]) -> list[str]:
     return [*MERGE_OUTPUT, *command]
+
+
+# Under gVisor the engine's pids limit counts the sandbox's own host threads (about 54 when idle,
+# about 18 more per running process), not the agent's processes: scale it so `--pids N` still lets
+# N processes run, while the host stays protected from an unbounded sandbox.
+RUNSC_BASE_TASKS = 128
+RUNSC_TASKS_PER_PROCESS = 24
+
+
+def host_task_limit(pids: int, runtime: str | None) -> int:
+    return RUNSC_BASE_TASKS + RUNSC_TASKS_PER_PROCESS * pids if runtime == "runsc" else pids
 
 
 def bind(source: Path, target: str, *, read_only: bool) -> Mount:

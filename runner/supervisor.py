@@ -80,12 +80,12 @@ def decide(
     """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
     limits = summary.limits
     if last is not None:
+        if last.disk_exceeded:  # even a "done": its work was not harvested
+            return Decision(RunState.STOPPED, StopReason.MAX_DISK)
         if last.outcome is Outcome.DONE:
             return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
         if last.outcome is Outcome.BLOCKED:
             return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
-        if last.disk_exceeded:
-            return Decision(RunState.STOPPED, StopReason.MAX_DISK)
         if summary.consecutive_failures >= limits.max_consecutive_failures:
             return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
         if summary.unchanged_iterations >= limits.stuck_after:
@@ -351,6 +351,7 @@ class Supervisor:
                 base=summary.worktree.base_commit,
                 last=last,
                 dest_ref=branch_for(summary.session_id),
+                max_disk=summary.limits.max_disk_bytes,
             )
         except WorkspaceError as exc:
             # The work stays in the copy; the next harvest brings it. Recorded, never hidden.
@@ -362,8 +363,13 @@ class Supervisor:
         record.diff_stat = harvest.diff_stat
         record.disk_bytes = harvest.disk_bytes
         limit = summary.limits.max_disk_bytes
-        if limit is not None and harvest.disk_bytes is not None and harvest.disk_bytes > limit:
+        if harvest.over_limit or (limit is not None and harvest.disk_bytes is not None and harvest.disk_bytes > limit):
             record.disk_exceeded = True
+        if harvest.over_limit:
+            record.harvest_error = (
+                f"the copy holds {harvest.disk_bytes} bytes, over --max-disk: not harvested "
+                "(free space in the copy or raise --max-disk, then resume)"
+            )
 
     def _cancel_requested(self) -> bool:
         if self.stop_event.is_set():

@@ -27,9 +27,10 @@ from runner.sandbox import OUTBOX_DIR, WORKSPACE, bind, hardened_spec, labels
 log = logging.getLogger(__name__)
 
 HELPER_TIMEOUT = 900.0
+HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the agent gets
 MAX_BUNDLE_BYTES = 8 * 1024**3
 EXPORT_REF = "refs/harness/export"
-_EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none) ([0-9a-f]{40})$", re.MULTILINE)
+_EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
 _DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 
 _GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
@@ -58,7 +59,12 @@ rm -f /export/export.bundle
 G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
 # The copy is the agent's: make all of it readable to measure it and commit it.
 chmod -R u+rwX . 2>/dev/null || true
-echo "harness-disk $(du -sxb . | cut -f1)"
+size=$(du -sxb . | cut -f1)
+echo "harness-disk $size"
+# Over --max-disk: neither commit nor bundle it, so it cannot fill the user's disk through the harvest.
+if [ -n "${{HARNESS_MAX_DISK:-}}" ] && [ "$size" -gt "$HARNESS_MAX_DISK" ]; then
+  echo "harness-export over $HARNESS_LAST"; exit 0
+fi
 $G add -A
 if ! $G diff --cached --quiet; then
   $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
@@ -112,6 +118,7 @@ class RunDir:
 class Harvest:
     head: str  # the branch's commit after the harvest
     disk_bytes: int | None = None  # the copy's size, as the helper measured it
+    over_limit: bool = False  # the copy was over --max-disk: nothing was harvested
     commits: list[str] = field(default_factory=list)
     diff_stat: DiffStat = field(default_factory=DiffStat)
 
@@ -137,7 +144,9 @@ class Workspace:
         self.repo_key = repo_key
         self.runtime = runtime
         # Helpers get the run's limits, but enough memory for git on a large repository.
-        self.limits = limits.model_copy(update={"memory_bytes": max(limits.memory_bytes, 1024**3)})
+        self.limits = limits.model_copy(
+            update={"memory_bytes": max(limits.memory_bytes, 1024**3), "pids": max(limits.pids, HELPER_PIDS)}
+        )
 
     def _helper(self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str) -> str:
         out = CappedBuffer()
@@ -182,7 +191,9 @@ class Workspace:
             "making the isolated copy",
         )
 
-    def checkpoint_and_harvest(self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str) -> Harvest:
+    def checkpoint_and_harvest(
+        self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str, max_disk: int | None = None
+    ) -> Harvest:
         """Commit everything in the stopped copy, bundle what is new, fetch it into `dest_ref`."""
         text = self._helper(
             _CHECKPOINT,
@@ -191,7 +202,12 @@ class Workspace:
                 bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
                 bind(self.dir.export, "/export", read_only=False),
             ),
-            {"HARNESS_ITERATION": str(iteration), "HARNESS_LAST": last, "HARNESS_BASE": base},
+            {
+                "HARNESS_ITERATION": str(iteration),
+                "HARNESS_LAST": last,
+                "HARNESS_BASE": base,
+                "HARNESS_MAX_DISK": str(max_disk or ""),
+            },
             "checkpointing the copy",
         )
         found = _EXPORT_LINE.findall(text)
@@ -200,8 +216,8 @@ class Workspace:
         kind, claimed = found[-1]
         sizes = _DISK_LINE.findall(text)
         disk = int(sizes[0]) if sizes else None  # the first: printed before any agent-controlled git ran
-        if kind == "none":
-            return Harvest(head=last, disk_bytes=disk)
+        if kind in {"none", "over"}:
+            return Harvest(head=last, disk_bytes=disk, over_limit=kind == "over")
         if kind == "known":
             # Only a commit the user's repository already has, on the run's own history.
             if not (git.is_ancestor(claimed, last) or git.is_ancestor(claimed, base)):

@@ -58,7 +58,7 @@ class ContainerSpec:
 @dataclass(frozen=True)
 class ContainerResult:
     container_id: str
-    exit_code: int | None  # None when it never exited by itself (killed by the watchdog)
+    exit_code: int | None  # as the engine reports it (137 after a SIGKILL); None if still running at the end
     timed_out: bool
     oom_killed: bool
     duration_seconds: float

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from runner.sandbox import host_task_limit
 from tests.helpers import GitRepo, Result, containers
 from tests.security.conftest import iteration, run_agent
 
@@ -167,14 +168,14 @@ def test_fork_bomb_is_capped_and_stopped(repo: GitRepo, runtime: str) -> None:
         current, maximum = seen["pids"]
         assert maximum == "100" and 0 < current <= 100, seen
     else:
-        # Under gVisor the cap applies to the sandbox's host threads: when the bomb reaches it, the
-        # sandbox itself dies (exit 2) before the watchdog fires. Either ending contains the bomb.
+        # Under gVisor the engine's cap counts the sandbox's host threads, so --pids N is scaled to
+        # host_task_limit(N): the bomb is held there (or kills its own sandbox) and the watchdog ends it.
         assert record["outcome"] in {"timed-out", "agent-error"}, record
         if record["outcome"] == "agent-error":
             assert record["exitCode"] != 0 and record["failureClass"] == "exit-nonzero", record
         if seen.get("pids") is not None:
             current, maximum = seen["pids"]
-            assert maximum == "100" and current <= 100, seen
+            assert maximum == str(host_task_limit(100, "runsc")) and current <= int(maximum), seen
     if "git" in seen:
         assert seen["git"] < 2.0 and seen["sh"] < 2.0, seen
     _assert_nothing_outlives(session, record["containerId"])
@@ -401,4 +402,7 @@ def test_copy_past_max_disk_at_exit_stops_the_run(repo: GitRepo, runtime: str) -
     assert record["exitCode"] == 0 and record["timedOut"] is False, record
     # The container ended by itself with a report: the outcome is the agent's, the flag records the breach.
     assert record["outcome"] == "working", record
+    # The oversized copy was not harvested: nothing of it reached the user's repository.
+    assert "over --max-disk: not harvested" in record["harvestError"], record
+    assert record["commits"] == [] and repo.git("rev-parse", f"harness/{session}") == repo.git("rev-parse", "main")
     _assert_nothing_outlives(session, record["containerId"])

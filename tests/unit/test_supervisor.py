@@ -15,6 +15,7 @@ from runner.journal import Journal
 from runner.models import (
     AgentInfo,
     FailureClass,
+    IterationRecord,
     Limits,
     Note,
     Outcome,
@@ -319,3 +320,30 @@ def test_the_heartbeat_advances_during_a_long_iteration(tmp_path: Path, repo: Gi
     )
     assert beats == sorted(beats) and len(set(beats)) == 3
     assert h.journal.read_summary().supervisor is None
+
+
+def test_gvisor_gets_a_host_task_cap_scaled_from_pids() -> None:
+    from runner.sandbox import hardened_spec, host_task_limit
+
+    lim = Limits(pids=100)
+    runc = hardened_spec(image="i", command=["x"], limits=lim, mounts=(), labels={})
+    runsc = hardened_spec(image="i", command=["x"], limits=lim, mounts=(), labels={}, runtime="runsc")
+    assert runc.pids == 100
+    assert runsc.pids == host_task_limit(100, "runsc") > 100 * 18  # room for ~18 host threads a process
+
+
+def test_helpers_get_their_own_process_floor(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("done"), pids=20)
+    h.run()
+    helper = next(s for s in h.backend.runs if s.labels.get("io.solo-harness.role") == "helper")
+    agent = next(s for s in h.backend.runs if s.labels.get("io.solo-harness.role") == "agent")
+    assert agent.pids == 20 and helper.pids >= 512
+
+
+def test_done_over_the_disk_limit_is_stopped_not_completed(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, report("done"), max_iterations=3)
+    control = h.journal.read_control()
+    record = IterationRecord(session_id="s", iteration=1, outcome=Outcome.DONE, disk_exceeded=True,
+                             log_file="x", limits=h.summary.limits, started_at=h.summary.created_at)  # fmt: skip
+    decision = decide(h.summary, control, 0.0, record)
+    assert decision is not None and decision.reason is StopReason.MAX_DISK
