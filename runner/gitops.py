@@ -2,22 +2,19 @@
 
 The host never runs git with its working directory or --git-dir inside the agent's copy
 (design §4 item 2). Harvested data arrives as a bundle and is fetched with fsck, hooks off,
-no system or user config beyond a throwaway one, and no submodule recursion.
+no system or user config (the hardening settings come with every command), and no submodule recursion.
 """
 
 from __future__ import annotations
 
-import functools
 import os
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner._util.atomic import write_atomic
 from runner.errors import NotARepositoryError, UsageError, WorkspaceError
 from runner.models import DiffStat
-from runner.paths import data_home
 
 _HARDENING = (
     "-c", "core.hooksPath=/dev/null",
@@ -27,21 +24,6 @@ _HARDENING = (
     "-c", "protocol.file.allow=user",
     "-c", "submodule.recurse=false",
 )  # fmt: skip
-
-
-_GIT_CONFIG = "[transfer]\n\tfsckObjects = true\n[core]\n\thooksPath = /dev/null\n\tfsmonitor = false\n"
-
-
-@functools.cache
-def _git_home() -> Path:
-    """The throwaway HOME and global config of host git: one per harness home, so a killed process
-    leaves nothing behind."""
-    home = data_home() / "git-home"
-    home.mkdir(parents=True, exist_ok=True)
-    config = home / "gitconfig"
-    if not config.exists() or config.read_text() != _GIT_CONFIG:
-        write_atomic(config, _GIT_CONFIG)
-    return home
 
 
 @dataclass(frozen=True)
@@ -55,13 +37,13 @@ class HostGit:
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
-        home = _git_home()
         self._env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(home),
+            # No user or system config at all: the hardening settings come with every command (-c).
+            "HOME": "/nonexistent",
             "LANG": "C",
             "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": str(home / "gitconfig"),
+            "GIT_CONFIG_GLOBAL": "/dev/null",
             "GIT_NO_LAZY_FETCH": "1",
             "GIT_TERMINAL_PROMPT": "0",
             "GIT_OPTIONAL_LOCKS": "0",

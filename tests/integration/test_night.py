@@ -40,11 +40,12 @@ def summary_of(repo: GitRepo, session: str) -> RunSummary:
     return load_model(repo.journal(session) / "run-summary.json", RunSummary)
 
 
-def session_containers(session: str) -> list[str]:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}",
-                          "--filter", f"label=io.solo-harness.session={session}"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
-    return out.split()
+def session_containers(session: str, role: str | None = None) -> list[str]:
+    """The test run's containers of a session (only its agent's, or its helpers', with `role`)."""
+    filters = [f"io.solo-harness.test={TEST_RUN_LABEL}", f"io.solo-harness.session={session}"]
+    filters += [f"io.solo-harness.role={role}"] if role else []
+    args = [a for f in filters for a in ("--filter", f"label={f}")]
+    return subprocess.run(["docker", "ps", "-aq", *args], capture_output=True, text=True, check=True).stdout.split()
 
 
 def test_detach_returns_at_once_and_the_run_goes_on(repo: GitRepo) -> None:
@@ -118,7 +119,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
             "--max-iterations", "3", "--json"]  # fmt: skip
     once = subprocess.Popen([*args, "--session", "c1"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    wait_for(lambda: bool(session_containers("c1")) and (repo.journal("c1") / "iteration-0001.log").exists(), 60)
+    wait_for(lambda: bool(session_containers("c1", "agent")), 60, "the agent container")
     time.sleep(1)
     once.send_signal(signal.SIGINT)
     out, err = once.communicate(timeout=60)
@@ -131,7 +132,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
 
     twice = subprocess.Popen([*args, "--session", "c2"], cwd=repo.path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_for(lambda: bool(session_containers("c2")), 60)
+    wait_for(lambda: bool(session_containers("c2", "agent")), 60)
     time.sleep(1)
     twice.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -152,7 +153,7 @@ def test_stop_now_stops_the_running_container(repo: GitRepo) -> None:
                             "--agent-cmd", "sleep 300", "--max-iterations", "5", "--json"], cwd=repo.path,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        wait_for(lambda: bool(session_containers("now")), 60, "the agent container")
+        wait_for(lambda: bool(session_containers("now", "agent")), 60, "the agent container")
         started = time.monotonic()
         stop = harness("stop", "--session", "now", "--now", cwd=repo.path)
         assert stop.code == 0, stop.stderr
