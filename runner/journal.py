@@ -196,7 +196,7 @@ def list_sessions(repo: Path) -> list[str]:
     root = sessions_root(repo)
     if not root.is_dir():
         return []
-    return sorted(p.parent.parent.name for p in root.glob("*/artifacts/solo-harness/run-summary.json"))
+    return sorted(p.parents[2].name for p in root.glob("*/artifacts/solo-harness/run-summary.json"))
 
 
 def ensure_excluded(git_common_dir: Path) -> None:

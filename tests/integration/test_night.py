@@ -256,3 +256,23 @@ def test_hud_follows_a_running_session_and_leaves_when_it_ends(repo: GitRepo) ->
         ["1", "working"],
         ["2", "working"],
     ]
+
+
+def test_a_corrupt_journal_file_is_named_and_other_sessions_still_report(repo: GitRepo) -> None:
+    for session in ("good", "bad"):
+        r = harness("run", "--objective", "x", "--session", session, "--agent", "demo", "--json", cwd=repo.path)
+        assert r.code == 0, r.stderr
+    summary = repo.journal("bad") / "run-summary.json"
+    summary.write_text(summary.read_text()[:100])  # cut short, as a crash of a non-atomic writer would
+    one = harness("status", "--session", "bad", "--json", cwd=repo.path)
+    assert one.code == 8 and one.stdout == ""  # JOURNAL_ERROR, one clear line naming the file
+    assert one.stderr.count("\n") == 1 and str(summary) in one.stderr and "not valid JSON" in one.stderr
+    every = harness("status", "--json", cwd=repo.path)
+    assert every.code == 0, every.stderr
+    rows = {row["sessionId"]: row for row in every.json()}
+    assert rows["good"]["status"] == "completed"
+    assert str(summary) in rows["bad"]["error"]
+    text = harness("status", cwd=repo.path)
+    assert "good" in text.stdout and "unreadable" in text.stdout
+    (repo.journal("good") / "control.json").write_text("{")
+    assert harness("note", "--session", "good", "hi", cwd=repo.path).code == 8

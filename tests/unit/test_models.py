@@ -143,3 +143,14 @@ def test_state_values_are_stable() -> None:
         "interrupted",
         "stuck",
     }
+
+
+def test_sessions_of_a_repository_are_found_by_their_summaries(tmp_path: Path) -> None:
+    from runner.journal import list_sessions
+
+    for session in ("b-night", "a-night"):
+        journal = Journal.for_repo(tmp_path, session)
+        journal.create("x")
+        journal.write_summary(summary().model_copy(update={"session_id": session}))
+    Journal.for_repo(tmp_path, "no-summary-yet").create("x")
+    assert list_sessions(tmp_path) == ["a-night", "b-night"]
