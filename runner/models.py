@@ -76,6 +76,7 @@ class Outcome(StrEnum):
     NO_REPORT = "no-report"  # exited 0 without a (valid) status report
     DISK_EXCEEDED = "disk-exceeded"  # the copy grew past --max-disk
     BACKOFF = "backoff"  # the agent hit a usage or rate limit; retried later, not counted
+    CHECK_FAILED = "check-failed"  # the agent said done, but the --check command did not pass
     INTERRUPTED = "interrupted"
 
 
@@ -86,6 +87,7 @@ class FailureClass(StrEnum):
     MISSING_REPORT = "missing-report"
     INVALID_REPORT = "invalid-report"
     DISK = "disk"
+    CHECK = "check"
     INTERRUPTED = "interrupted"
 
 
@@ -163,6 +165,7 @@ class RunSummary(JournalModel):
     network: Literal["none"] = "none"
     agent: AgentInfo
     env_names: list[str] = Field(default_factory=list)  # passed with --env; values are never stored
+    check_command: str | None = None  # must pass in the container before "done" completes the run
     limits: Limits
     head_commit: str | None = None  # last commit harvested onto the branch
     supervisor: SupervisorInfo | None = None
@@ -204,6 +207,18 @@ class DiffStat(JournalModel):
     deletions: int = 0
 
 
+class CheckResult(JournalModel):
+    """The --check command, run after the agent reported done (in a container like the agent's)."""
+
+    command: str
+    passed: bool
+    exit_code: int | None
+    timed_out: bool = False
+    duration_seconds: float = 0.0
+    log_file: str
+    output_tail: str = ""  # the end of its output (redacted), also handed to the next prompt
+
+
 class IterationRecord(JournalModel):
     """iteration-NNNN.json: what happened in one iteration."""
 
@@ -232,6 +247,7 @@ class IterationRecord(JournalModel):
     diff_stat: DiffStat = Field(default_factory=DiffStat)
     harvest_error: str | None = None
     backoff_seconds: float | None = None  # how long the supervisor waited after a rate limit
+    check: CheckResult | None = None
     notes_delivered: list[str] = Field(default_factory=list)  # ids of the notes this prompt carried
     limits: Limits
     started_at: datetime

@@ -17,6 +17,7 @@ def build_prompt(
     branch: str,
     history: list[IterationRecord],
     notes: list[Note],
+    check: str | None = None,
 ) -> str:
     parts = [
         "# Objective",
@@ -45,6 +46,18 @@ def build_prompt(
         if rec.next_action:
             line += f" Next: {rec.next_action.strip()}"
         parts.append(line)
+    last = history[-1] if history else None
+    if last is not None and last.check is not None and not last.check.passed:
+        how = "timed out" if last.check.timed_out else f"exited with {last.check.exit_code}"
+        parts += [
+            "",
+            "# The check failed",
+            "",
+            f"You reported done, but the check `{last.check.command}` {how}. The objective is met only when it "
+            "passes. The end of its output:",
+            "",
+            *[f"    {line}" for line in last.check.output_tail.splitlines()],
+        ]
     if notes:
         parts += ["", "# Notes from the user (new since the last iteration)", ""]
         parts += [f"- {note.text.strip()}" for note in notes]
@@ -57,7 +70,7 @@ def build_prompt(
         '    {"state": "working" | "done" | "blocked", "summary": "what you did", "next": "what comes next"}',
         "",
         '- "working": you made progress and another iteration should continue.',
-        '- "done": the objective is fully met.',
+        '- "done": the objective is fully met' + (f" and `{check}` passes." if check else "."),
         '- "blocked": you cannot go on without a human; say why in "summary".',
         "",
     ]

@@ -103,6 +103,7 @@ class RunRequest:
     image: str | None = None
     runtime: str = "runc"
     env_names: tuple[str, ...] = ()
+    check: str | None = None
     limits: LimitOptions = LimitOptions()
 
 
@@ -131,6 +132,7 @@ class RunPlan(CamelModel):
     network: str
     runtime: str
     env_names: list[str]
+    check: str | None
     user: str
     mounts: list[PlannedMount]
     hardening: dict[str, object]
@@ -207,6 +209,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         network="none",
         runtime=request.runtime,
         env_names=list(request.env_names),
+        check=_check_command(request.check),
         user=f"{AGENT_UID}:{AGENT_UID}",
         mounts=[
             PlannedMount(source=str(rd.workspace), target=WORKSPACE, read_only=False),
@@ -227,6 +230,14 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
 
 
 RUNTIMES = ("runc", "runsc")
+
+
+def _check_command(check: str | None) -> str | None:
+    if check is not None and not check.strip():
+        raise UsageError("--check: the command is empty")
+    return check
+
+
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -284,6 +295,7 @@ def create_session(backend: Backend, request: RunRequest) -> RunSummary:
                 runtime=plan.runtime,
                 agent=plan.agent,
                 env_names=plan.env_names,
+                check_command=plan.check,
                 limits=plan.limits,
                 head_commit=plan.base_commit,
             )
@@ -303,6 +315,7 @@ class ResumeRequest:
     session: str
     repo: Path = Path()
     max_iterations: int | None = None  # iterations to add
+    check: str | None = None  # replaces the session's --check
     limits: LimitOptions = LimitOptions()
 
 
@@ -318,6 +331,8 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
         with journal.supervisor_lock():
             summary = journal.read_summary()
             summary.limits = request.limits.apply(summary.limits)
+            if request.check is not None:
+                summary.check_command = _check_command(request.check)
             if request.max_iterations is not None:
                 if request.max_iterations < 1:
                     raise UsageError("--max-iterations must be at least 1")

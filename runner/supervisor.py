@@ -27,6 +27,7 @@ from runner.errors import HarnessError, JournalError, WorkspaceError
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
+    CheckResult,
     ControlFile,
     FailureClass,
     IterationRecord,
@@ -60,7 +61,10 @@ log = logging.getLogger(__name__)
 MAX_REPORT_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0
-FAILURE_OUTCOMES = frozenset({Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT})
+FAILURE_OUTCOMES = frozenset(
+    {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED}
+)
+CHECK_TAIL_LINES = 40
 
 
 @dataclass(frozen=True)
@@ -336,6 +340,14 @@ class Supervisor:
             limits=summary.limits,
             started_at=started_at,
         )
+        if outcome is Outcome.DONE and summary.check_command:
+            record.check = self._check(summary, n, timeout)
+            if not record.check.passed:
+                record.outcome, record.failure_class, record.should_stop = (
+                    Outcome.CHECK_FAILED,
+                    FailureClass.CHECK,
+                    False,
+                )
         self._harvest(summary, record)
         self.journal.write_iteration(record)
         if notes:
@@ -370,6 +382,42 @@ class Supervisor:
                 f"the copy holds {harvest.disk_bytes} bytes, over --max-disk: not harvested "
                 "(free space in the copy or raise --max-disk, then resume)"
             )
+
+    def _check(self, summary: RunSummary, n: int, timeout: float) -> CheckResult:
+        """Run --check on the copy as the agent left it: read-only, same sandbox, its own log."""
+        assert summary.check_command is not None  # noqa: S101 - only called with a check
+        path = self.journal.dir / f"iteration-{n:04d}.check.log"
+        log_file = CappedFile(path, summary.limits.output_cap_bytes)
+        sink = RedactingSink(self.redactor, log_file)
+        run_dir = self.workspace.dir
+        spec = hardened_spec(
+            image=summary.image,
+            command=with_merged_output(["sh", "-c", summary.check_command]),
+            limits=summary.limits,
+            mounts=(bind(run_dir.workspace, WORKSPACE, read_only=True),),
+            labels=labels(summary.session_id, self.workspace.repo_key, "check"),
+            env={"HARNESS_SESSION": summary.session_id, "HARNESS_ITERATION": str(n), **self.secrets},
+            runtime=summary.runtime if summary.runtime != "runc" else None,
+        )
+        log.info("session %s: running the check: %s", summary.session_id, summary.check_command)
+        try:
+            result = self.backend.run(spec, timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS,
+                                      cancel=self._cancel_requested)  # fmt: skip
+        finally:
+            sink.flush()
+            log_file.close()
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 8192))
+            tail = "\n".join(handle.read().decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
+        return CheckResult(
+            command=summary.check_command,
+            passed=result.exit_code == 0 and not result.timed_out and not result.cancelled,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=path.name,
+            output_tail=tail,
+        )
 
     def _cancel_requested(self) -> bool:
         if self.stop_event.is_set():
@@ -411,6 +459,7 @@ class Supervisor:
             branch=f"harness/{summary.session_id}",
             history=self.journal.iterations(),
             notes=notes,
+            check=summary.check_command,
         )
         write_atomic(self.workspace.dir.prompt / "prompt.md", prompt)
         write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)

@@ -42,6 +42,7 @@ class FakeBackend(Backend):
     images: set[str] = field(default_factory=lambda: {"harness-base:latest", "debian:bookworm-slim"})
     runs: list[ContainerSpec] = field(default_factory=list)
     existing: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels, for list/reap
+    check_exit: int = 0  # what a --check container exits with
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     name = "fake"
 
@@ -86,6 +87,8 @@ class FakeBackend(Backend):
         )
 
     def _interpret(self, spec: ContainerSpec, timeout: float) -> FakeRun:
+        if spec.labels.get(LABEL_ROLE) == "check":
+            return FakeRun(exit_code=self.check_exit, output=f"check exited {self.check_exit}\n".encode())
         if spec.labels.get(LABEL_ROLE) == "helper":
             last = spec.env.get("HARNESS_LAST", "0" * 40)
             return FakeRun(output=f"harness-export none {last}\n".encode())

@@ -80,6 +80,10 @@ IterTimeoutOpt = Annotated[
     str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
 ]
 MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
+CheckOpt = Annotated[
+    str | None,
+    typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
+]
 StuckOpt = Annotated[
     int | None, typer.Option("--stuck-after", help="End as stuck after N iterations without a change (default 3).")
 ]
@@ -145,6 +149,7 @@ def run(
     runtime: Annotated[
         str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
     ] = "runc",
+    check: CheckOpt = None,
     env: Annotated[
         list[str] | None,
         typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
@@ -164,6 +169,7 @@ def run(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
         env_names=tuple(env or ()),
+        check=check,
         limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
     )  # fmt: skip
     backend = default_backend()
@@ -191,6 +197,7 @@ def resume(
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
     stuck_after: StuckOpt = None,
+    check: CheckOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -199,7 +206,7 @@ def resume(
     from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run
 
     request = ResumeRequest(
-        session=session, repo=repo, max_iterations=max_iterations,
+        session=session, repo=repo, max_iterations=max_iterations, check=check,
         limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
     )  # fmt: skip
     if detach:

@@ -161,6 +161,7 @@ def plan(p: RunPlan) -> None:
         ("journal", p.journal_dir),
         ("image", f"{p.image} ({p.image_state})"),
         ("agent", f"{p.agent.name}: {' '.join(p.agent.command)}"),
+        ("check", p.check or "none: the agent's 'done' completes the run"),
         ("user", p.user),
         ("network", p.network),
         (

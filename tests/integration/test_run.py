@@ -232,3 +232,26 @@ def test_the_copy_is_a_no_local_clone_owned_by_the_agent_uid(repo: GitRepo, harn
     copy_objects = [p for p in (workspace / ".git/objects").rglob("*") if p.is_file()]
     assert copy_objects and not ({p.stat().st_ino for p in copy_objects} & user_inodes)
     assert "[remote" not in (workspace / ".git/config").read_text()  # no way back to the user's repository
+
+
+def test_check_must_pass_in_the_container_before_done_completes(repo: GitRepo) -> None:
+    cmd = agent_cmd("echo ready > ok.txt", summary="wrote ok.txt")
+    check = "test -f ok.txt && echo CHECKED as $(id -u) && ! touch /workspace/probe 2>/dev/null"
+    r = harness("run", "--objective", "x", "--session", "chk", "--agent-cmd", cmd, "--check", check, "--json",
+                cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert r.json()["status"] == "completed"
+    record = json.loads((repo.journal("chk") / "iteration-0001.json").read_text())
+    assert record["outcome"] == "done" and record["check"]["passed"] is True
+    # It ran as the agent, on the agent's copy, which it could not modify.
+    assert "CHECKED as 10001" in (repo.journal("chk") / record["check"]["logFile"]).read_text()
+
+    cmd = agent_cmd('grep -c "The check failed" /harness/prompt.md || true', summary="claims done")
+    r = harness("run", "--objective", "x", "--session", "chk-fail", "--agent-cmd", cmd, "--check",
+                "echo 3 tests failed; exit 1", "--max-iterations", "2", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 21, r.stderr
+    assert r.json()["stopReason"] == "max-iterations" and r.json()["lastOutcome"] == "check-failed"
+    second = json.loads((repo.journal("chk-fail") / "iteration-0002.json").read_text())
+    assert second["check"]["exitCode"] == 1 and "3 tests failed" in second["check"]["outputTail"]
+    # Iteration 2's prompt told the agent why its "done" did not count.
+    assert (repo.journal("chk-fail") / "iteration-0002.log").read_text().strip() == "1"

@@ -347,3 +347,31 @@ def test_done_over_the_disk_limit_is_stopped_not_completed(tmp_path: Path, repo:
                              log_file="x", limits=h.summary.limits, started_at=h.summary.created_at)  # fmt: skip
     decision = decide(h.summary, control, 0.0, record)
     assert decision is not None and decision.reason is StopReason.MAX_DISK
+
+
+def test_done_completes_only_when_the_check_passes(tmp_path: Path, repo: GitRepo) -> None:
+    prompts: list[str] = []
+
+    def done_reading_prompt(spec: ContainerSpec) -> FakeRun:
+        prompts.append((mount_source(spec, PROMPT_DIR) / "prompt.md").read_text())
+        return report("done", "all good")(spec)
+
+    h = Harness(tmp_path, repo, done_reading_prompt, max_iterations=5, max_consecutive_failures=2)
+    h.summary.check_command = "pytest -q"
+    h.backend.check_exit = 1
+    result = h.run()
+    assert (result.status, result.stop_reason) == (RunState.FAILED, StopReason.REPEATED_FAILURES)
+    first = h.journal.read_iteration(1)
+    assert (first.outcome, first.failure_class, first.should_stop) == (Outcome.CHECK_FAILED, FailureClass.CHECK, False)
+    assert first.check is not None and not first.check.passed and first.check.exit_code == 1
+    assert (h.journal.dir / first.check.log_file).read_text() == "check exited 1\n"
+    assert "and `pytest -q` passes" in prompts[0]
+    assert "# The check failed" in prompts[1] and "check exited 1" in prompts[1]
+    check = next(s for s in h.backend.runs if s.labels.get("io.solo-harness.role") == "check")
+    assert [(m.target, m.read_only) for m in check.mounts] == [("/workspace", True)]
+
+    h2 = Harness(tmp_path / "second", repo, report("done"), max_iterations=5)
+    h2.summary.check_command = "pytest -q"
+    assert h2.run().status is RunState.COMPLETED
+    record = h2.journal.read_iteration(1)
+    assert record.outcome is Outcome.DONE and record.check is not None and record.check.passed
