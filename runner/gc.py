@@ -69,7 +69,7 @@ def collect_garbage(backend: Backend) -> GcResult:
         owner = _owner(run_dir)
         if owner is None:
             if time.time() - run_dir.stat().st_mtime > HALF_MADE_GRACE_SECONDS:
-                _delete_copy(backend, run_dir, run_dir.name)
+                _delete_copy(backend, run_dir, run_dir.name, "unknown")
                 copies.append(str(run_dir))
             continue
         journal = Journal(Path(owner.journal_dir), owner.session_id)
@@ -81,7 +81,7 @@ def collect_garbage(backend: Backend) -> GcResult:
             except HarnessError:
                 live.add((repo_key(Path(owner.repo)), owner.session_id))  # unreadable: leave it alone
             continue
-        _delete_copy(backend, run_dir, owner.session_id)  # discarded, or its repository is gone
+        _delete_copy(backend, run_dir, owner.session_id, repo_key(Path(owner.repo)))  # discarded, or repo gone
         copies.append(str(run_dir))
     containers: list[str] = []
     mine = {LABEL_MANAGED: "1", LABEL_HOME: home_key()}  # never another user's or home's containers
@@ -94,6 +94,7 @@ def collect_garbage(backend: Backend) -> GcResult:
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept)
 
 
-def _delete_copy(backend: Backend, run_dir: Path, session: str) -> None:
+def _delete_copy(backend: Backend, run_dir: Path, session: str, key: str) -> None:
+    # The session's own image may be gone with it: the base image can delete any copy.
     Workspace(backend=backend, run_dir=RunDir(run_dir), image=DEFAULT_IMAGE, limits=Limits(), session=session,
-              repo_key="gc").delete()  # fmt: skip
+              repo_key=key).delete()  # fmt: skip

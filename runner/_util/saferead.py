@@ -8,7 +8,6 @@ exhaust the host.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 
@@ -63,7 +62,3 @@ def copy_untrusted(directory: Path, name: str, dest: Path, *, max_bytes: int) ->
                 raise UnsafeFileError(f"{name} is larger than {max_bytes} bytes")
             out.write(chunk)
     return copied
-
-
-def remove_tree(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
