@@ -50,19 +50,20 @@ def safe(text: str | None) -> Text:
     return Text(neutralise(text or ""))
 
 
-def status(st: SessionStatus) -> None:
+def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
+    """The facts of one session, as `status` and the hud's header show them."""
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
     state = Text(st.status.value, style=STATE_STYLE[st.status])
     if st.stop_reason:
         state.append(f"  ({st.stop_reason.value})", style="dim")
-    grid.add_row("session", st.session_id)
+    grid.add_row("session", st.session_id if detailed else f"{st.session_id}  [dim]{st.repo}[/dim]")
     grid.add_row("state", state)
     grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
-    if st.last_outcome:
+    if detailed and st.last_outcome:
         grid.add_row("last outcome", st.last_outcome.value)
-    if st.last_summary:
+    if detailed and st.last_summary:
         grid.add_row("last summary", safe(st.last_summary))
     ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead of {st.base_commit[:12]})"
     grid.add_row("branch", f"{st.branch}{ahead}")
@@ -70,8 +71,13 @@ def status(st: SessionStatus) -> None:
         grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
     if st.error:
         grid.add_row("error", Text(st.error, style="red"))
-    grid.add_row("journal", st.journal_dir)
-    out.print(grid)
+    if detailed:
+        grid.add_row("journal", st.journal_dir)
+    return grid
+
+
+def status(st: SessionStatus) -> None:
+    out.print(_session_grid(st, detailed=True))
 
 
 def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: bool = False) -> None:
@@ -102,22 +108,7 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
 
 def hud(snap: HudSnapshot) -> Group:
     """The dashboard: the session, its iterations, and the tail of the current output."""
-    st = snap.status
-    head = Table.grid(padding=(0, 2))
-    head.add_column(style="dim", no_wrap=True)
-    head.add_column(overflow="fold")
-    state = Text(st.status.value, style=STATE_STYLE[st.status])
-    if st.stop_reason:
-        state.append(f"  ({st.stop_reason.value})", style="dim")
-    head.add_row("session", f"{st.session_id}  [dim]{st.repo}[/dim]")
-    head.add_row("state", state)
-    head.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
-    ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead)"
-    head.add_row("branch", f"{st.branch}{ahead}")
-    if st.flagged:
-        head.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
-    if st.error:
-        head.add_row("error", Text(st.error, style="red"))
+    head = _session_grid(snap.status, detailed=False)
     table = Table(box=None, pad_edge=False, expand=True)
     for col, kw in (
         ("#", {"justify": "right"}),

@@ -186,7 +186,7 @@ def test_pids_cap_leaves_room_for_an_ordinary_agent(repo: GitRepo, runtime: str)
     session = _session("procs", runtime)
     marker = _marker()
     script = f"for i in $(seq 20); do sleep {marker} & done; sleep 1; echo RUNNING $(pgrep -c -x sleep)\n"
-    script += f"pkill -x sleep; wait; {_report('done', 'twenty processes')}"
+    script += f"kill $(jobs -p); wait; {_report('done', 'twenty processes')}"  # its own children, by pid
     r = run_agent(repo, session, script, runtime, "--pids", "100", "--iteration-timeout", "60s", timeout=120)
 
     assert r.code == 0, r.stderr
