@@ -185,8 +185,9 @@ def test_pids_cap_leaves_room_for_an_ordinary_agent(repo: GitRepo, runtime: str)
     """Positive control of the fork bomb: 20 processes at once are well inside --pids 100."""
     session = _session("procs", runtime)
     marker = _marker()
-    script = f"for i in $(seq 20); do sleep {marker} & done; sleep 1; echo RUNNING $(pgrep -c -x sleep)\n"
-    script += f"kill $(jobs -p); wait; {_report('done', 'twenty processes')}"  # its own children, by pid
+    script = f'for i in $(seq 20); do sleep {marker} & pids="$pids $!"; done\n'
+    script += "sleep 1; echo RUNNING $(pgrep -c -x sleep)\n"
+    script += f"kill $pids; wait; {_report('done', 'twenty processes')}"  # its own children, by pid
     r = run_agent(repo, session, script, runtime, "--pids", "100", "--iteration-timeout", "60s", timeout=120)
 
     assert r.code == 0, r.stderr
