@@ -66,6 +66,7 @@ class LimitOptions:
     max_time: str | None = None
     max_disk: str | None = None
     stuck_after: int | None = None
+    backoff_base: str | None = None
 
     def apply(self, base: Limits) -> Limits:
         update: dict[str, object] = {}
@@ -79,6 +80,8 @@ class LimitOptions:
             update["iteration_timeout_seconds"] = parse_duration(self.iteration_timeout, option="--iteration-timeout")
         if self.max_time is not None:
             update["max_time_seconds"] = parse_duration(self.max_time, option="--max-time")
+        if self.backoff_base is not None:
+            update["backoff_base_seconds"] = parse_duration(self.backoff_base, option="--backoff-base")
         if self.stuck_after is not None:
             update["stuck_after"] = self.stuck_after
         if self.max_disk is not None:

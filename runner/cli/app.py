@@ -84,6 +84,10 @@ CheckOpt = Annotated[
     str | None,
     typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
 ]
+BackoffOpt = Annotated[
+    str | None,
+    typer.Option("--backoff-base", help="First wait after a rate limit (default 60s; doubles, up to 30m)."),
+]
 StuckOpt = Annotated[
     int | None, typer.Option("--stuck-after", help="End as stuck after N iterations without a change (default 3).")
 ]
@@ -112,11 +116,19 @@ def _limits(
     mt: str | None,
     disk: str | None,
     stuck: int | None,
+    backoff: str | None,
 ) -> LimitOptions:
     from runner.runs import LimitOptions
 
     return LimitOptions(
-        cpus=cpus, memory=memory, pids=pids, iteration_timeout=it, max_time=mt, max_disk=disk, stuck_after=stuck
+        cpus=cpus,
+        memory=memory,
+        pids=pids,
+        iteration_timeout=it,
+        max_time=mt,
+        max_disk=disk,
+        stuck_after=stuck,
+        backoff_base=backoff,
     )
 
 
@@ -146,6 +158,7 @@ def run(
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
     stuck_after: StuckOpt = None,
+    backoff_base: BackoffOpt = None,
     runtime: Annotated[
         str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
     ] = "runc",
@@ -170,7 +183,7 @@ def run(
         max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
         env_names=tuple(env or ()),
         check=check,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base),
     )  # fmt: skip
     backend = default_backend()
     if dry_run:
@@ -197,6 +210,7 @@ def resume(
     max_time: MaxTimeOpt = None,
     max_disk: MaxDiskOpt = None,
     stuck_after: StuckOpt = None,
+    backoff_base: BackoffOpt = None,
     check: CheckOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
@@ -207,7 +221,7 @@ def resume(
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after),
+        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base),
     )  # fmt: skip
     if detach:
         return _render_detached(detach_session(prepare_resume(default_backend(), request)), as_json)
