@@ -442,7 +442,7 @@ def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
         limits=summary.limits,
         session=summary.session_id,
         repo_key=repo_key(Path(summary.repo)),
-        runtime=summary.runtime if summary.runtime != "runc" else None,
+        runtime=summary.runtime,
     )
 
 

@@ -289,24 +289,7 @@ class Supervisor:
             timeout = max(1.0, min(timeout, remaining))
         log.info("session %s: iteration %d of %d", summary.session_id, n, summary.max_iterations)
 
-        log_file = CappedFile(self.journal.log_path(n), summary.limits.output_cap_bytes)
-        sink = RedactingSink(self.redactor, log_file)
-        try:
-            result = self.backend.run(
-                self._agent_spec(summary, n),
-                timeout=timeout,
-                output=sink,
-                stop_grace=STOP_GRACE_SECONDS,
-                cancel=self._cancel_requested,
-            )
-        finally:
-            sink.flush()
-            log_file.close()
-        if log_file.error is not None:
-            # The journal's disk is full or failing: stop before recording half the truth. The work
-            # stays in the copy and is harvested by the next iteration after `resume`.
-            path = self.journal.log_path(n)
-            raise JournalError(f"{path}: cannot write ({log_file.error.strerror or log_file.error})")
+        result, log_file = self._run_captured(self._agent_spec(summary, n), self.journal.log_path(n), summary, timeout)
         report, report_error = read_report(self.workspace.dir.outbox)
         outcome, failure = classify(result, report, report_error)
         wait = None
@@ -383,12 +366,29 @@ class Supervisor:
                 "(free space in the copy or raise --max-disk, then resume)"
             )
 
+    def _run_captured(
+        self, spec: ContainerSpec, path: Path, summary: RunSummary, timeout: float
+    ) -> tuple[ContainerResult, CappedFile]:
+        """Run a container with its output redacted and capped into `path` of the journal."""
+        log_file = CappedFile(path, summary.limits.output_cap_bytes)
+        sink = RedactingSink(self.redactor, log_file)
+        try:
+            result = self.backend.run(
+                spec, timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS, cancel=self._cancel_requested
+            )
+        finally:
+            sink.flush()
+            log_file.close()
+        if log_file.error is not None:
+            # The journal's disk is full or failing: stop before recording half the truth. The work
+            # stays in the copy and is harvested by the next iteration after `resume`.
+            raise JournalError(f"{path}: cannot write ({log_file.error.strerror or log_file.error})")
+        return result, log_file
+
     def _check(self, summary: RunSummary, n: int, timeout: float) -> CheckResult:
         """Run --check on the copy as the agent left it: read-only, same sandbox, its own log."""
         assert summary.check_command is not None  # noqa: S101 - only called with a check
         path = self.journal.dir / f"iteration-{n:04d}.check.log"
-        log_file = CappedFile(path, summary.limits.output_cap_bytes)
-        sink = RedactingSink(self.redactor, log_file)
         run_dir = self.workspace.dir
         spec = hardened_spec(
             image=summary.image,
@@ -397,15 +397,10 @@ class Supervisor:
             mounts=(bind(run_dir.workspace, WORKSPACE, read_only=True),),
             labels=labels(summary.session_id, self.workspace.repo_key, "check"),
             env={"HARNESS_SESSION": summary.session_id, "HARNESS_ITERATION": str(n), **self.secrets},
-            runtime=summary.runtime if summary.runtime != "runc" else None,
+            runtime=summary.runtime,
         )
         log.info("session %s: running the check: %s", summary.session_id, summary.check_command)
-        try:
-            result = self.backend.run(spec, timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS,
-                                      cancel=self._cancel_requested)  # fmt: skip
-        finally:
-            sink.flush()
-            log_file.close()
+        result, _ = self._run_captured(spec, path, summary, timeout)
         with path.open("rb") as handle:
             handle.seek(max(0, path.stat().st_size - 8192))
             tail = "\n".join(handle.read().decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
@@ -489,5 +484,5 @@ class Supervisor:
                 "GIT_COMMITTER_NAME": "harness-agent",
                 "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
             },
-            runtime=summary.runtime if summary.runtime != "runc" else None,
+            runtime=summary.runtime,
         )
