@@ -348,14 +348,12 @@ def gc(as_json: JsonOpt = False) -> int:
     from runner.gc import collect_garbage
 
     result = collect_garbage(default_backend())
-    if as_json:
-        render.print_json(result)
-    else:
-        render.out.print(
-            f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images; "
-            f"kept the copies of {len(result.kept)} resumable sessions"
-        )
-    return ExitCode.OK
+    return render.emit(
+        result,
+        as_json,
+        f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images; "
+        f"kept the copies of {len(result.kept)} resumable sessions",
+    )
 
 
 @app.command()
@@ -372,11 +370,7 @@ def stop(
     from runner.control import StopRequest, request_stop
 
     result = request_stop(StopRequest(repo=repo, session=session, note=note, now=now))
-    if as_json:
-        render.print_json(result)
-    else:
-        render.out.print(f"stop requested for {session}: {result.message}")
-    return ExitCode.OK
+    return render.emit(result, as_json, f"stop requested for {session}: {result.message}")
 
 
 @app.command()
@@ -392,11 +386,7 @@ def note(
     from runner.control import NoteRequest, add_note
 
     added = add_note(NoteRequest(repo=repo, session=session, text=text))
-    if as_json:
-        render.print_json(added)
-    else:
-        render.out.print(f"note {added.id} queued for the next iteration of {session}")
-    return ExitCode.OK
+    return render.emit(added, as_json, f"note {added.id} queued for the next iteration of {session}")
 
 
 @images_app.command("build")
@@ -413,11 +403,7 @@ def images_build(
     backend = default_backend()
     backend.check()
     tag = images.build(backend, name)
-    if as_json:
-        render.print_json({"image": tag})
-    else:
-        render.out.print(f"built {tag}")
-    return ExitCode.OK
+    return render.emit({"image": tag}, as_json, f"built {tag}")
 
 
 def main() -> None:
@@ -482,12 +468,8 @@ def merge(
     from runner.review import merge as do_merge
 
     result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
-    if as_json:
-        render.print_json(result)
-    else:
-        how = "squashed" if squash else "merged"
-        render.out.print(f"{how} {result.branch} into HEAD ({result.merged_commit[:12]})")
-    return ExitCode.OK
+    how = "squashed" if squash else "merged"
+    return render.emit(result, as_json, f"{how} {result.branch} into HEAD ({result.merged_commit[:12]})")
 
 
 @app.command()
@@ -500,11 +482,7 @@ def discard(session: SessionOpt, repo: RepoOpt = Path(), as_json: JsonOpt = Fals
     from runner.review import discard as do_discard
 
     result = do_discard(default_backend(), SessionRef(repo=repo, session=session))
-    if as_json:
-        render.print_json(result)
-    else:
-        render.out.print(f"discarded {session}: removed " + ", ".join(result.removed))
-    return ExitCode.OK
+    return render.emit(result, as_json, f"discarded {session}: removed " + ", ".join(result.removed))
 
 
 @app.command()

@@ -13,6 +13,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from runner.errors import ExitCode
 from runner.hud import HudSnapshot
 from runner.limits import format_duration, format_size
 from runner.models import RunState
@@ -43,6 +44,15 @@ def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, object]) -> Non
         payload = [item.model_dump(mode="json", by_alias=True) for item in data]
     sys.stdout.write(json.dumps(payload, indent=2) + "\n")
     sys.stdout.flush()
+
+
+def emit(result: BaseModel | dict[str, object], as_json: bool, line: str) -> int:
+    """Print a command's result: as JSON, or as one line for people. Returns the success code."""
+    if as_json:
+        print_json(result)
+    else:
+        out.print(Text(line))
+    return ExitCode.OK
 
 
 def safe(text: str | None) -> Text:
