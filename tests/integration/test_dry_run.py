@@ -125,3 +125,18 @@ def test_objective_options_are_exclusive(repo: GitRepo, tmp_path: Path) -> None:
         "run", "--objective-file", str(tmp_path / "obj.md"), "--session", "s", "--dry-run", "--json", cwd=repo.path
     )
     assert ok.code == 0 and ok.json()["objective"] == "from a file"
+
+
+def test_the_base_image_trusts_the_hosts_extra_ca_certificates() -> None:
+    import subprocess
+
+    from runner.images import extra_ca_files
+
+    certs = extra_ca_files()
+    if not certs:
+        pytest.skip("this host has no extra CA certificates (/usr/local/share/ca-certificates)")
+    bundle = subprocess.run(["docker", "run", "--rm", "--network", "none", "harness-base:latest", "cat",
+                             "/etc/ssl/certs/ca-certificates.crt"], capture_output=True, text=True, check=True).stdout
+    for cert in certs:  # `make images` built it with `harness images build`, which adds them
+        body = "".join(line for line in cert.read_text().splitlines() if not line.startswith("-----"))
+        assert body[:200] in bundle.replace("\n", ""), cert

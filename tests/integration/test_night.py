@@ -295,3 +295,20 @@ def test_a_rate_limited_agent_backs_off_and_retries_without_using_an_iteration(r
     assert first["outcome"] == "backoff" and first["backoffSeconds"] == 2 and first["failureClass"] is None
     backoff = summary_of(repo, "limited").backoff
     assert backoff.total == 1 and backoff.total_wait_seconds == 2 and backoff.consecutive == 0
+
+
+def test_discard_throws_the_whole_run_away_but_not_while_it_runs(repo: GitRepo) -> None:
+    r = harness("run", "--objective", "x", "--session", "gone", "--agent-cmd", f"{COMMIT_EACH}; sleep 3; {report()}",
+                "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    busy = harness("discard", "--session", "gone", cwd=repo.path)
+    assert busy.code == 11 and "is running" in busy.stderr  # INVALID_STATE: stop it first
+    wait_for(lambda: summary_of(repo, "gone").status.value != "running", 60, "the run to end")
+    copy = Path(summary_of(repo, "gone").run_dir)
+    assert copy.exists() and repo.git("rev-parse", "--verify", "-q", "harness/gone", check=False)
+    done = harness("discard", "--session", "gone", "--json", cwd=repo.path)
+    assert done.code == 0, done.stderr
+    assert str(copy) in done.json()["removed"] and "branch harness/gone" in done.json()["removed"]
+    assert not copy.exists() and not (repo.path / "memory/context-db/sessions/gone").exists()
+    assert repo.git("branch", "--list", "harness/gone") == "" and session_containers("gone") == []
+    assert harness("status", "--session", "gone", cwd=repo.path).code == 7  # SESSION_NOT_FOUND

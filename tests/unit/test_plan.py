@@ -33,3 +33,21 @@ def test_env_values_must_exist_and_be_redactable(repo: GitRepo, monkeypatch: pyt
     monkeypatch.setenv("API_TOKEN", "tok-1234567890")
     plan = plan_run(FakeBackend(), request(repo, env_names=("API_TOKEN",)))
     assert plan.env_names == ["API_TOKEN"] and "tok-1234567890" not in plan.model_dump_json()
+
+
+def test_the_hosts_extra_ca_certificates_go_into_the_build_context(
+    tmp_path: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pathlib import Path
+
+    from runner import images
+
+    monkeypatch.setattr(images, "HOST_EXTRA_CA_DIR", Path(str(tmp_path)) / "none")
+    before = images.context_digest("base")
+    cert = Path(str(tmp_path)) / "corp-proxy.crt"
+    cert.write_text("-----BEGIN CERTIFICATE-----\nMIIBcorp\n-----END CERTIFICATE-----\n")
+    monkeypatch.setenv(images.EXTRA_CA_ENV, str(cert))
+    context = Path(str(tmp_path)) / "ctx"
+    after = images._prepare_context("base", context)
+    assert after != before  # a new CA rebuilds the image
+    assert [p.read_text() for p in (context / "extra-ca").glob("*.crt")] == [cert.read_text()]
