@@ -312,3 +312,17 @@ def test_discard_throws_the_whole_run_away_but_not_while_it_runs(repo: GitRepo) 
     assert not copy.exists() and not (repo.path / "memory/context-db/sessions/gone").exists()
     assert repo.git("branch", "--list", "harness/gone") == "" and session_containers("gone") == []
     assert harness("status", "--session", "gone", cwd=repo.path).code == 7  # SESSION_NOT_FOUND
+
+
+def test_logs_follow_a_detached_run_across_iterations_until_it_ends(repo: GitRepo) -> None:
+    agent = f'echo "out of $HARNESS_ITERATION"; sleep 2; echo "end of $HARNESS_ITERATION"; {COMMIT_EACH}; {report()}'
+    r = harness("run", "--objective", "x", "--session", "tail", "--agent-cmd", agent, "--max-iterations", "2",
+                "--detach", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    followed = harness("logs", "--session", "tail", "--follow", cwd=repo.path, timeout=120)
+    assert followed.code == 0, followed.stderr
+    assert summary_of(repo, "tail").status.value == "stopped"  # it returned because the run ended
+    lines = [ln for ln in followed.stdout.splitlines() if ln.strip()]
+    assert lines == ["out of 1", "end of 1", "--- iteration 2 ---", "out of 2", "end of 2"], lines
+    missing = harness("logs", "--session", "tail", "--iteration", "9", cwd=repo.path)
+    assert missing.code == 2 and "no iteration 9" in missing.stderr
