@@ -62,6 +62,7 @@ class StopReason(StrEnum):
     INFRASTRUCTURE = "infrastructure-error"
     NO_PROGRESS = "no-progress"
     RATE_LIMITED = "rate-limited"  # the agent's provider kept refusing after every bounded backoff
+    MAX_COST = "max-cost"  # the model gateway counted --max-cost spent
 
 
 class Outcome(StrEnum):
@@ -76,6 +77,7 @@ class Outcome(StrEnum):
     NO_REPORT = "no-report"  # exited 0 without a (valid) status report
     DISK_EXCEEDED = "disk-exceeded"  # the copy grew past --max-disk
     BACKOFF = "backoff"  # the agent hit a usage or rate limit; retried later, not counted
+    BUDGET = "budget"  # the gateway refused a model request: --max-cost is spent
     CHECK_FAILED = "check-failed"  # the agent said done, but the --check command did not pass
     INTERRUPTED = "interrupted"
 
@@ -199,6 +201,61 @@ class StatusReport(BaseModel):
     state: Literal["working", "done", "blocked"]
     summary: str = ""
     next: str = ""
+
+
+class TokenUsage(JournalModel):
+    """Tokens of one or more model requests, as the provider's usage fields report them."""
+
+    input_tokens: int = Field(default=0, ge=0)  # not counting cache reads and writes
+    output_tokens: int = Field(default=0, ge=0)
+    cache_read_tokens: int = Field(default=0, ge=0)
+    cache_write_tokens: int = Field(default=0, ge=0)
+    reasoning_tokens: int = Field(default=0, ge=0)  # part of output_tokens where a provider says so
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(**{k: getattr(self, k) + getattr(other, k) for k in TokenUsage.model_fields})
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+class AgentReport(JournalModel):
+    """What the agent's own structured output said about its run (never free text)."""
+
+    usage: TokenUsage | None = None
+    cost_usd: float | None = None  # as the agent computed it (Claude Code's total_cost_usd, aider's Cost)
+    num_turns: int | None = None
+    is_error: bool | None = None
+    subtype: str | None = None  # Claude Code's result subtype (success, error_max_turns, ...)
+    model: str | None = None
+    rate_limited: bool = False  # a structured rate-limit or usage-limit error event
+    retry_after_seconds: float | None = None
+
+
+class GatewayUsage(JournalModel):
+    """What the model gateway counted (the authoritative figures: it saw every request)."""
+
+    requests: int = Field(default=0, ge=0)
+    refused_budget: int = Field(default=0, ge=0)  # refused because --max-cost was spent
+    rate_limited: int = Field(default=0, ge=0)  # upstream answered 429 or 529
+    errors: int = Field(default=0, ge=0)  # other upstream or gateway errors
+    unpriced_requests: int = Field(default=0, ge=0)  # model missing from the price table: priced by fallback
+    tokens: TokenUsage = Field(default_factory=TokenUsage)
+    cost_usd: float = Field(default=0.0, ge=0)
+    retry_after_seconds: float | None = None  # from the last upstream 429/529 that said so
+
+    def __add__(self, other: GatewayUsage) -> GatewayUsage:
+        return GatewayUsage(
+            requests=self.requests + other.requests,
+            refused_budget=self.refused_budget + other.refused_budget,
+            rate_limited=self.rate_limited + other.rate_limited,
+            errors=self.errors + other.errors,
+            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
+            tokens=self.tokens + other.tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+            retry_after_seconds=other.retry_after_seconds,
+        )
 
 
 class DiffStat(JournalModel):

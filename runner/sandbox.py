@@ -24,6 +24,14 @@ PROMPT_DIR = "/harness"
 OUTBOX_DIR = "/harness-out"
 STATUS_FILE = f"{OUTBOX_DIR}/status.json"
 HOME = "/home/agent"
+# The network sockets of a run (model gateway, egress proxy) live in a host directory that the
+# agent can read but not write; inside, `harness-relay` turns each into a loopback TCP port.
+NET_DIR = "/harness-net"
+GATEWAY_SOCKET = "gateway.sock"
+EGRESS_SOCKET = "egress.sock"
+GATEWAY_PORT = 8787
+EGRESS_PORT = 8788
+RELAY = "harness-relay"
 
 
 EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own labels (accounting, reaping)
