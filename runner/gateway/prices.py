@@ -1,0 +1,131 @@
+"""What model tokens cost: a built-in table for current models, overridable by the user.
+
+Prices are USD per million tokens. A model is matched by the longest table key that its name starts
+with (dated and suffixed names such as `claude-sonnet-4-5-20250929` find `claude-sonnet-4-5`). A model
+that matches nothing is priced at the most expensive row of its provider, so a budget errs on the safe
+side, and the request is counted as unpriced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from runner.errors import UsageError
+from runner.models import TokenUsage
+
+log = logging.getLogger(__name__)
+
+PRICES_ENV = "HARNESS_PRICES"  # a TOML file of [models."NAME"] rows; default $XDG_CONFIG_HOME/harness/prices.toml
+
+
+class Price(BaseModel):
+    """USD per million tokens. Cache prices default to the input price when a provider has none."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cache_read: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+    def cost(self, usage: TokenUsage) -> float:
+        read = self.input if self.cache_read is None else self.cache_read
+        write = self.input if self.cache_write is None else self.cache_write
+        total = (
+            usage.input_tokens * self.input
+            + usage.output_tokens * self.output
+            + usage.cache_read_tokens * read
+            + usage.cache_write_tokens * write
+        )
+        return total / 1_000_000
+
+
+def _p(i: float, o: float, r: float | None = None, w: float | None = None) -> Price:
+    return Price(input=i, output=o, cache_read=r, cache_write=w)
+
+
+BUILTIN: dict[str, Price] = {
+    # Anthropic (cache writes at the 5-minute rate)
+    "claude-opus-4-5": _p(5, 25, 0.5, 6.25),
+    "claude-opus-4-1": _p(15, 75, 1.5, 18.75),
+    "claude-opus-4": _p(15, 75, 1.5, 18.75),
+    "claude-sonnet-4-5": _p(3, 15, 0.3, 3.75),
+    "claude-sonnet-4": _p(3, 15, 0.3, 3.75),
+    "claude-3-7-sonnet": _p(3, 15, 0.3, 3.75),
+    "claude-haiku-4-5": _p(1, 5, 0.1, 1.25),
+    "claude-3-5-haiku": _p(0.8, 4, 0.08, 1),
+    # OpenAI (cached input is a read; there is no cache write charge)
+    "gpt-5-codex": _p(1.25, 10, 0.125),
+    "gpt-5-mini": _p(0.25, 2, 0.025),
+    "gpt-5-nano": _p(0.05, 0.4, 0.005),
+    "gpt-5": _p(1.25, 10, 0.125),
+    "gpt-4.1-mini": _p(0.4, 1.6, 0.1),
+    "gpt-4.1-nano": _p(0.1, 0.4, 0.025),
+    "gpt-4.1": _p(2, 8, 0.5),
+    "gpt-4o-mini": _p(0.15, 0.6, 0.075),
+    "gpt-4o": _p(2.5, 10, 1.25),
+    "o4-mini": _p(1.1, 4.4, 0.275),
+    "o3": _p(2, 8, 0.5),
+}
+
+
+class PriceTable:
+    def __init__(self, rows: dict[str, Price]) -> None:
+        self.rows = dict(rows)
+        # Longest keys first: the most specific row wins.
+        self._keys = sorted(self.rows, key=len, reverse=True)
+
+    def lookup(self, model: str | None, provider: str) -> tuple[Price, bool]:
+        """(price, known): the row for `model`, or the provider's dearest row when it has none."""
+        name = (model or "").strip().lower()
+        name = name.split("/", 1)[1] if "/" in name else name  # "openai/gpt-5", "anthropic/claude-..."
+        for key in self._keys:
+            if name.startswith(key):
+                return self.rows[key], True
+        family = [p for k, p in self.rows.items() if k.startswith("claude") == (provider == "anthropic")]
+        dearest = max(family or self.rows.values(), key=lambda p: (p.output, p.input))
+        return dearest, False
+
+    def cost(self, model: str | None, provider: str, usage: TokenUsage) -> tuple[float, bool]:
+        price, known = self.lookup(model, provider)
+        return price.cost(usage), known
+
+
+def _user_file() -> Path:
+    explicit = os.environ.get(PRICES_ENV)
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(xdg) / "harness" / "prices.toml"
+
+
+def load_prices(path: Path | None = None) -> PriceTable:
+    """The built-in table with the user's rows on top (`[models."NAME"] input = .. output = ..`)."""
+    path = path or _user_file()
+    rows = dict(BUILTIN)
+    if not path.is_file():
+        if os.environ.get(PRICES_ENV):
+            raise UsageError(f"{PRICES_ENV}: {path} is not a file")
+        return PriceTable(rows)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise UsageError(f"price table {path}: {exc}") from None
+    models = data.get("models", {})
+    unknown = sorted(set(data) - {"models"})
+    if unknown or not isinstance(models, dict):
+        raise UsageError(f"price table {path}: expected only a [models] table, found {', '.join(unknown) or 'models'}")
+    for name, row in models.items():
+        try:
+            rows[str(name).lower()] = Price.model_validate(row)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            raise UsageError(f"price table {path}: models.{name}.{where}: {err['msg']}") from None
+    log.debug("price table: %d built-in rows, %d from %s", len(BUILTIN), len(models), path)
+    return PriceTable(rows)

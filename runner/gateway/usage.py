@@ -1,0 +1,152 @@
+"""Token usage read from model API responses as they stream past the gateway.
+
+Each provider reports usage in its own fields; all are normalised to `TokenUsage`, where
+`input_tokens` excludes cache reads and writes (OpenAI counts cached tokens inside its input).
+The meter never changes a byte of the response: it only watches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from typing import Any, Literal
+
+from runner.models import TokenUsage
+
+Api = Literal["messages", "responses", "chat"]
+MAX_JSON_BODY = 16 * 1024**2  # a non-streamed body larger than this is forwarded but not parsed
+MAX_SSE_LINE = 4 * 1024**2
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value >= 0 else 0
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+class UsageMeter:
+    """Feed it the response bytes; ask it for the model and usage at the end."""
+
+    def __init__(self, api: Api, *, streaming: bool, request_model: str | None) -> None:
+        self.api = api
+        self.streaming = streaming
+        self.model = request_model
+        self.usage = TokenUsage()
+        self.seen = False  # a usage field was found
+        self._buffer = bytearray()
+        self._overflow = False
+        self._data: list[bytes] = []
+
+    def feed(self, chunk: bytes) -> None:
+        if self._overflow:
+            return
+        self._buffer += chunk
+        if not self.streaming:
+            if len(self._buffer) > MAX_JSON_BODY:
+                self._overflow = True
+                self._buffer.clear()
+            return
+        while (end := self._buffer.find(b"\n")) >= 0:
+            line = bytes(self._buffer[:end]).rstrip(b"\r")
+            del self._buffer[: end + 1]
+            self._line(line)
+        if len(self._buffer) > MAX_SSE_LINE:
+            self._overflow = True
+            self._buffer.clear()
+
+    def finish(self) -> None:
+        if self.streaming:
+            if self._buffer:
+                self._line(bytes(self._buffer))
+            self._line(b"")
+        elif not self._overflow and self._buffer:
+            with contextlib.suppress(ValueError, UnicodeDecodeError):
+                self._event(json.loads(bytes(self._buffer)))
+        self._buffer.clear()
+
+    def _line(self, line: bytes) -> None:
+        if not line:  # end of an SSE event
+            data, self._data = b"\n".join(self._data), []
+            if data and data.strip() != b"[DONE]":
+                with contextlib.suppress(ValueError, UnicodeDecodeError):
+                    self._event(json.loads(data))
+            return
+        if line.startswith(b"data:"):
+            self._data.append(line[5:].lstrip(b" "))
+
+    def _event(self, event: Any) -> None:
+        event = _dict(event)
+        if self.api == "messages":
+            self._anthropic(event)
+        elif self.api == "responses":
+            self._responses(event)
+        else:
+            self._chat(event)
+
+    def _anthropic(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "message_start":
+            message = _dict(event.get("message"))
+            self._set_model(message.get("model"))
+            self._anthropic_usage(_dict(message.get("usage")))
+        elif kind == "message_delta":
+            self._anthropic_usage(_dict(event.get("usage")))
+        elif kind == "message":  # a non-streamed reply
+            self._set_model(event.get("model"))
+            self._anthropic_usage(_dict(event.get("usage")))
+
+    def _anthropic_usage(self, usage: dict[str, Any]) -> None:
+        if not usage:
+            return
+        self.seen = True
+        # message_delta repeats cumulative counts; a field it omits keeps its earlier value.
+        update = {
+            "input_tokens": usage.get("input_tokens"),
+            "output_tokens": usage.get("output_tokens"),
+            "cache_read_tokens": usage.get("cache_read_input_tokens"),
+            "cache_write_tokens": usage.get("cache_creation_input_tokens"),
+        }
+        current = self.usage.model_dump()
+        current.update({k: _int(v) for k, v in update.items() if v is not None})
+        self.usage = TokenUsage(**current)
+
+    def _responses(self, event: dict[str, Any]) -> None:
+        response = _dict(event.get("response")) if "response" in event else event
+        if event.get("type") in {None, "response.created", "response.completed", "response.incomplete",
+                                 "response.failed", "response.in_progress"}:  # fmt: skip
+            self._set_model(response.get("model"))
+        usage = _dict(response.get("usage"))
+        if usage:
+            cached = _int(_dict(usage.get("input_tokens_details")).get("cached_tokens"))
+            self._openai_usage(
+                _int(usage.get("input_tokens")),
+                cached,
+                _int(usage.get("output_tokens")),
+                _int(_dict(usage.get("output_tokens_details")).get("reasoning_tokens")),
+            )
+
+    def _chat(self, event: dict[str, Any]) -> None:
+        self._set_model(event.get("model"))
+        usage = _dict(event.get("usage"))
+        if usage:
+            self._openai_usage(
+                _int(usage.get("prompt_tokens")),
+                _int(_dict(usage.get("prompt_tokens_details")).get("cached_tokens")),
+                _int(usage.get("completion_tokens")),
+                _int(_dict(usage.get("completion_tokens_details")).get("reasoning_tokens")),
+            )
+
+    def _openai_usage(self, prompt: int, cached: int, output: int, reasoning: int) -> None:
+        self.seen = True
+        self.usage = TokenUsage(
+            input_tokens=max(0, prompt - cached),
+            cache_read_tokens=min(cached, prompt),
+            output_tokens=output,
+            reasoning_tokens=reasoning,
+        )
+
+    def _set_model(self, model: Any) -> None:
+        if isinstance(model, str) and model and len(model) <= 200:
+            self.model = model
