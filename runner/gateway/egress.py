@@ -1,0 +1,623 @@
+"""The egress allowlist proxy (design §4 item 5): the agent's only way out under `--network allowlist`.
+
+It listens on a Unix socket in the run's `net/` directory, which `harness-relay` turns into a
+loopback port inside the container (`HTTPS_PROXY=http://127.0.0.1:8788`). It speaks `CONNECT
+host:port` and absolute-form plain HTTP, and only to listed names and ports, exact match. It runs
+on the host's network, so it resolves names itself and refuses any that resolve to loopback,
+private, link-local (cloud metadata) or other non-global addresses unless that very IP is listed,
+then connects to the address it checked (no second lookup for a rebinding DNS server to answer).
+
+What it cannot stop: data leaving through an allowed host, or a TLS tunnel to an allowed address
+that names another site inside (SNI and Host are encrypted by then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import re
+import socket
+import stat
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from runner.errors import JournalError, UsageError
+
+log = logging.getLogger(__name__)
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+DEFAULT_PORT = 443
+HTTP_PORT = 80
+MAX_HEADER_BYTES = 16 * 1024  # request line and headers together
+MAX_HEADERS = 100
+MAX_CONNECTIONS = 256
+HEADER_TIMEOUT = 30.0  # seconds to send a whole request head
+RESOLVE_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 10.0
+IDLE_TIMEOUT = 300.0  # a connection with no byte either way for this long is closed
+CHUNK = 64 * 1024
+LOG_CAP_BYTES = 16 * 1024 * 1024
+
+_CGNAT = ipaddress.IPv4Network("100.64.0.0/10")
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+_METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,16}")
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer", "upgrade"}
+_REASONS = {
+    400: "Bad Request",
+    403: "Forbidden",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+}
+
+
+@dataclass(frozen=True)
+class AllowRule:
+    """One `--allow-host`: a lowercase name without trailing dot, or a canonical IP literal."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{_bracketed(self.host)}:{self.port}"
+
+
+def parse_allow_host(text: str) -> AllowRule:
+    """`HOST[:PORT]` (default port 443; IPv6 literals in brackets). Raises UsageError."""
+    try:
+        host, port = _split_authority(text.strip(), DEFAULT_PORT)
+    except ValueError as exc:
+        raise UsageError(f"--allow-host {text!r}: {exc}") from None
+    return AllowRule(host, port)
+
+
+def _bracketed(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _normalise_host(text: str) -> str:
+    """A canonical IP literal or a lowercase DNS name without trailing dot. Raises ValueError."""
+    if text.startswith("["):
+        if not text.endswith("]") or "%" in text:
+            raise ValueError("a bracketed host must be an IPv6 address")
+        try:
+            return str(ipaddress.IPv6Address(text[1:-1]))
+        except ValueError:
+            raise ValueError(f"{text} is not an IPv6 address") from None
+    if ":" in text:
+        raise ValueError("an IPv6 address needs brackets: [ADDRESS]:PORT")
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(text))
+    name = text.lower()
+    name = name.removesuffix(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or not name.isascii() or not all(_LABEL.fullmatch(label) for label in labels):
+        raise ValueError("not a host name (letters, digits, '-', dots; no wildcards)")
+    if labels[-1].isdigit() or labels[-1].startswith("0x"):
+        # `127.1` or `0x7f.1` would reach the resolver as an IPv4 address in disguise.
+        raise ValueError("a numeric name that is not a plain IPv4 address")
+    return name
+
+
+def _split_authority(text: str, default_port: int | None) -> tuple[str, int]:
+    """(host, port) of `HOST[:PORT]`; without a port, `default_port` (None: the port is required)."""
+    if text.startswith("["):
+        close = text.find("]")
+        host_part, rest = (text[: close + 1], text[close + 1 :]) if close > 0 else (text, "")
+        if rest and not rest.startswith(":"):
+            raise ValueError("junk after the IPv6 address")
+        port_text: str | None = rest[1:] if rest else None
+    elif text.count(":") > 1:
+        raise ValueError("an IPv6 address needs brackets: [ADDRESS]:PORT")
+    else:
+        host_part, sep, after = text.partition(":")
+        port_text = after if sep else None
+    host = _normalise_host(host_part)
+    if port_text is None:
+        if default_port is None:
+            raise ValueError("a port is required")
+        return host, default_port
+    if not (port_text.isascii() and port_text.isdigit() and len(port_text) <= 5 and 0 < int(port_text) < 65536):
+        raise ValueError(f"bad port {port_text!r} (1-65535)")
+    return host, int(port_text)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def forbidden_reason(ip: IPAddress) -> str | None:
+    """Why the host must not connect to `ip` for the agent, None for a global unicast address."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if ip in _NAT64:
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+        if embedded is not None and (why := forbidden_reason(embedded)):
+            return f"{why} (embedded in IPv6)"
+    checks: list[tuple[bool, str]] = [
+        (ip.is_unspecified, "unspecified"),
+        (ip.is_loopback, "loopback"),
+        (ip in _METADATA, "cloud metadata"),
+        (ip.is_link_local, "link-local"),
+        (ip.is_multicast, "multicast"),
+        (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "shared (CGNAT)"),
+        (ip.is_private, "private"),
+        (ip.is_reserved, "reserved"),
+        (not ip.is_global, "non-global"),
+    ]
+    return next((why for hit, why in checks if hit), None)
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's own resolver: every address of `host`, in its order."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+class _Denied(Exception):
+    """Answer the agent with `status` and end the connection."""
+
+    def __init__(self, status: int, reason: str, *, ip: str | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.ip = ip
+
+
+class _Idle(Exception):
+    pass
+
+
+@dataclass
+class _Request:
+    method: str
+    host: str
+    port: int
+    path: str  # origin-form for a forwarded request; "" for CONNECT
+    version: str
+    headers: list[tuple[str, str]]
+
+
+@dataclass
+class _Record:
+    """One line of the egress log."""
+
+    started: float
+    ts: str
+    method: str | None = None
+    host: str | None = None
+    port: int | None = None
+    ip: str | None = None
+    decision: str = "refused"
+    status: int | None = None
+    reason: str = ""
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class EgressProxy:
+    """The allowlist proxy of one session, served on a Unix socket."""
+
+    def __init__(
+        self,
+        *,
+        socket_path: Path,
+        rules: Sequence[AllowRule],
+        log_path: Path,
+        resolver: Resolver | None = None,
+        max_connections: int = MAX_CONNECTIONS,
+        idle_timeout: float = IDLE_TIMEOUT,
+        log_cap_bytes: int = LOG_CAP_BYTES,
+    ) -> None:
+        self.socket_path = socket_path
+        self.rules = frozenset(rules)
+        self.log_path = log_path
+        self._hosts = frozenset(rule.host for rule in self.rules)
+        self._resolver: Resolver = resolver or system_resolver
+        self._max_connections = max_connections
+        self._idle = idle_timeout
+        self._log_cap = log_cap_bytes
+        self._log_fd: int | None = None
+        self._log_size = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        """Open the log and listen. Raises JournalError (log) or OSError (socket)."""
+        try:
+            self._log_fd = os.open(
+                self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
+            )
+            self._log_size = os.fstat(self._log_fd).st_size
+        except OSError as exc:
+            raise JournalError(f"cannot open the egress log {self.log_path}: {exc.strerror or exc}") from None
+        with contextlib.suppress(FileNotFoundError):  # a socket left by a killed supervisor
+            if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
+                self.socket_path.unlink()
+        self._server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_HEADER_BYTES)
+        # The agent's uid is not ours: it must be able to connect (the directory is its only guard).
+        self.socket_path.chmod(0o666)
+
+    async def close(self) -> None:
+        """Stop listening, end every open connection (each is logged), remove the socket."""
+        if self._server is not None:
+            self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+            with contextlib.suppress(FileNotFoundError):
+                self.socket_path.unlink()
+        if self._log_fd is not None:
+            os.close(self._log_fd)
+            self._log_fd = None
+
+    # -- one connection ------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - a connection handler always runs in a task
+        self._tasks.add(task)
+        now = time.time()
+        rec = _Record(started=time.monotonic(), ts=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"))
+        try:
+            await self._serve(reader, writer, rec)
+        except _Denied as denied:
+            rec.decision, rec.status, rec.reason = "refused", denied.status, denied.reason
+            rec.ip = denied.ip or rec.ip
+            await self._deny(writer, rec)
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            rec.reason = rec.reason or f"connection lost: {exc.__class__.__name__}"
+            if rec.method is None and rec.status is None:
+                rec.decision = ""  # opened and closed without a request: nothing was asked, nothing to log
+        except asyncio.CancelledError:
+            rec.reason = rec.reason or "proxy closed"
+            raise
+        finally:
+            writer.close()
+            self._tasks.discard(task)
+            if rec.decision:
+                self._write_log(rec)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rec: _Record) -> None:
+        if len(self._tasks) > self._max_connections:
+            raise _Denied(503, f"more than {self._max_connections} connections at once")
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HEADER_TIMEOUT)
+        except asyncio.LimitOverrunError:
+            raise _Denied(431, f"request head over {MAX_HEADER_BYTES} bytes") from None
+        except TimeoutError:
+            raise _Denied(408, f"no complete request head within {HEADER_TIMEOUT:g}s") from None
+        except asyncio.IncompleteReadError as exc:
+            if not exc.partial.strip():
+                rec.reason = "closed before a request"
+                raise
+            raise _Denied(400, "the request head ended early") from None
+        request = _parse_head(head, rec)
+        addresses = await self._admit(request.host, request.port, rec)
+        up_reader, up_writer = await self._open(addresses, request, rec)
+        try:
+            rec.decision = "allowed"
+            if request.method == "CONNECT":
+                writer.write(b"HTTP/1.1 200 Connection established\r\nX-Harness-Egress: allowed\r\n\r\n")
+                rec.status = 200
+                await self._tunnel(reader, writer, up_reader, up_writer, rec)
+            else:
+                await self._forward(request, reader, writer, up_reader, up_writer, rec)
+        finally:
+            up_writer.close()
+
+    async def _admit(self, host: str, port: int, rec: _Record) -> list[str]:
+        """The addresses the request may be connected to; raises _Denied otherwise."""
+        if AllowRule(host, port) not in self.rules:
+            if host in self._hosts:
+                raise _Denied(403, f"port {port} is not allowed for {_bracketed(host)}")
+            raise _Denied(403, f"{_bracketed(host)} is not in the allowlist")
+        if _is_ip(host):
+            return [host]  # this very literal is listed
+        try:
+            found = await asyncio.wait_for(self._resolver(host, port), RESOLVE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            raise _Denied(502, f"cannot resolve {host}: {exc.__class__.__name__}") from None
+        addresses: list[str] = []
+        for text in found:
+            try:
+                ip = ipaddress.ip_address(text)
+            except ValueError:
+                raise _Denied(403, f"{host} resolves to an unreadable address {text[:64]!r}") from None
+            why = forbidden_reason(ip)
+            if why and AllowRule(str(ip), port) not in self.rules:
+                raise _Denied(403, f"{host} resolves to {ip}, a {why} address", ip=str(ip))
+            if str(ip) not in addresses:
+                addresses.append(str(ip))
+        if not addresses:
+            raise _Denied(502, f"{host} has no address")
+        return addresses
+
+    async def _open(
+        self, addresses: list[str], request: _Request, rec: _Record
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Connect to the first checked address that answers (never a name: no second lookup)."""
+        failure = "no address"
+        for address in addresses:
+            rec.ip = address
+            try:
+                return await asyncio.wait_for(
+                    asyncio.open_connection(address, request.port, limit=CHUNK), CONNECT_TIMEOUT
+                )
+            except (OSError, TimeoutError) as exc:
+                failure = (exc.strerror if isinstance(exc, OSError) else None) or exc.__class__.__name__
+        raise _Denied(502, f"cannot connect to {_bracketed(request.host)}:{request.port}: {failure}")
+
+    async def _forward(
+        self,
+        request: _Request,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        rec: _Record,
+    ) -> None:
+        """One plain-HTTP request in origin-form with `Connection: close`, its body, then the answer."""
+        connection_listed = {
+            token.strip().lower() for name, value in request.headers if name.lower() == "connection"
+            for token in value.split(",")
+        }  # fmt: skip
+        lines = [f"{request.method} {request.path} {request.version}"]
+        has_host = False
+        for name, value in request.headers:
+            lower = name.lower()
+            if lower in _HOP_BY_HOP or lower in connection_listed:
+                continue
+            has_host = has_host or lower == "host"
+            lines.append(f"{name}: {value}")
+        if not has_host:
+            port = "" if request.port == HTTP_PORT else f":{request.port}"
+            lines.insert(1, f"Host: {_bracketed(request.host)}{port}")
+        lines.append("Connection: close")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+        up_writer.write(head)
+        rec.bytes_up += len(head)
+        if _header(request.headers, "transfer-encoding") is not None:
+            await self._copy_chunked(reader, up_writer, rec)
+        else:
+            await self._copy_exact(reader, up_writer, int(_header(request.headers, "content-length") or 0), rec)
+        await self._pipe(up_reader, writer, rec, upstream=False, last=[time.monotonic()])
+
+    async def _copy_exact(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int, rec: _Record
+    ) -> None:
+        while size > 0:
+            data = await asyncio.wait_for(reader.read(min(CHUNK, size)), self._idle)
+            if not data:
+                raise asyncio.IncompleteReadError(b"", size)
+            size -= len(data)
+            rec.bytes_up += len(data)
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self._idle)
+
+    async def _copy_chunked(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rec: _Record) -> None:
+        """Forward a chunked body exactly to its last chunk, so nothing after it reaches the host."""
+        while True:
+            line = await self._line(reader)
+            size_text = line[:-2].split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise _Denied(400, "malformed chunked body")
+            size = int(size_text, 16)
+            writer.write(line)
+            rec.bytes_up += len(line)
+            if size == 0:
+                break
+            await self._copy_exact(reader, writer, size + 2, rec)
+        for _ in range(MAX_HEADERS):  # trailers, then the empty line
+            line = await self._line(reader)
+            writer.write(line)
+            rec.bytes_up += len(line)
+            if line == b"\r\n":
+                return
+        raise _Denied(400, "too many trailers")
+
+    async def _line(self, reader: asyncio.StreamReader) -> bytes:
+        try:
+            return await asyncio.wait_for(reader.readuntil(b"\r\n"), self._idle)
+        except asyncio.LimitOverrunError:
+            raise _Denied(400, "chunk line too long") from None
+
+    async def _tunnel(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        up_reader: asyncio.StreamReader,
+        up_writer: asyncio.StreamWriter,
+        rec: _Record,
+    ) -> None:
+        """Copy both ways until both ends are done; an error or the idle timeout ends both."""
+        last = [time.monotonic()]
+        tasks = [
+            asyncio.ensure_future(self._pipe(reader, up_writer, rec, upstream=True, last=last)),
+            asyncio.ensure_future(self._pipe(up_reader, writer, rec, upstream=False, last=last)),
+        ]
+        try:
+            done, _pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        errors = [t.exception() for t in done if not t.cancelled() and t.exception() is not None]
+        if any(isinstance(e, _Idle) for e in errors):
+            rec.reason = f"closed after {self._idle:g}s idle"
+        elif errors:
+            rec.reason = f"connection lost: {errors[0].__class__.__name__}"
+
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        rec: _Record,
+        *,
+        upstream: bool,
+        last: list[float],
+    ) -> None:
+        """Copy until EOF, then half-close; each read is written on at once (streams flow)."""
+        while True:
+            try:
+                data = await asyncio.wait_for(reader.read(CHUNK), self._idle)
+            except TimeoutError:
+                if time.monotonic() - last[0] < self._idle:
+                    continue  # the other direction is busy: a long download is not idle
+                raise _Idle from None
+            if not data:
+                break
+            last[0] = time.monotonic()
+            if upstream:
+                rec.bytes_up += len(data)
+            else:
+                rec.bytes_down += len(data)
+            writer.write(data)
+            await asyncio.wait_for(writer.drain(), self._idle)
+        if writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+    async def _deny(self, writer: asyncio.StreamWriter, rec: _Record) -> None:
+        """The structured answer to a refusal: a JSON body the agent can read, then close."""
+        status = rec.status or 403
+        error = {400: "egress-bad-request", 408: "egress-bad-request", 431: "egress-bad-request"}.get(
+            status, "egress-refused" if status == 403 else "egress-failed"
+        )
+        body = json.dumps({"error": error, "host": rec.host, "port": rec.port, "reason": rec.reason}).encode()
+        head = (
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Harness-Egress: {'refused' if status < 500 else 'failed'}\r\n"
+            "Connection: close\r\n\r\n"
+        )
+        with contextlib.suppress(OSError, TimeoutError):
+            writer.write(head.encode() + body)
+            await asyncio.wait_for(writer.drain(), 10)
+
+    def _write_log(self, rec: _Record) -> None:
+        """Append one JSON line; never raises (a full disk must not break the agent's request)."""
+        line = json.dumps(
+            {
+                "ts": rec.ts,
+                "method": rec.method,
+                "host": rec.host,
+                "port": rec.port,
+                "ip": rec.ip,
+                "decision": rec.decision,
+                "status": rec.status,
+                "reason": rec.reason,
+                "bytes_up": rec.bytes_up,
+                "bytes_down": rec.bytes_down,
+                "duration_s": round(time.monotonic() - rec.started, 3),
+            }
+        )
+        if self._log_fd is None or self._log_size >= self._log_cap:
+            return
+        if self._log_size + len(line) + 1 > self._log_cap:
+            line = json.dumps({"ts": rec.ts, "decision": "log-capped", "reason": "later connections are not logged"})
+            self._log_size = self._log_cap  # the marker is the last line
+        else:
+            self._log_size += len(line) + 1
+        try:
+            os.write(self._log_fd, (line + "\n").encode())
+        except OSError as exc:
+            log.warning("egress log %s: %s", self.log_path, exc)
+
+
+def _header(headers: list[tuple[str, str]], name: str) -> str | None:
+    return next((value for key, value in headers if key.lower() == name), None)
+
+
+def _parse_head(head: bytes, rec: _Record) -> _Request:
+    """The request of a head that ends in CRLF CRLF; raises _Denied(400 or 403)."""
+    try:
+        text = head.decode("ascii")
+    except UnicodeDecodeError:
+        raise _Denied(400, "non-ASCII bytes in the request head") from None
+    request_line, *header_lines = text[:-4].split("\r\n")
+    parts = request_line.split(" ")
+    if len(parts) != 3 or not _TOKEN.fullmatch(parts[0]) or parts[2] not in {"HTTP/1.0", "HTTP/1.1"}:
+        raise _Denied(400, f"malformed request line {request_line[:100]!r}")
+    method, target, version = parts
+    rec.method = method
+    headers: list[tuple[str, str]] = []
+    for line in header_lines:
+        name, sep, value = line.partition(":")
+        if not sep or not _TOKEN.fullmatch(name) or any((c < " " and c != "\t") or c == "\x7f" for c in value):
+            raise _Denied(400, f"malformed header line {line[:100]!r}")
+        headers.append((name, value.strip(" \t")))
+    if len(headers) > MAX_HEADERS:
+        raise _Denied(400, f"more than {MAX_HEADERS} headers")
+    try:
+        if method == "CONNECT":
+            host, port = _split_authority(target, None)
+            path = ""
+        else:
+            host, port, path = _absolute_target(target)
+    except ValueError as exc:
+        raise _Denied(400, f"bad request target: {exc}") from None
+    rec.host, rec.port = host, port
+    _check_framing(headers)
+    _check_host_header(headers, host, port, connect=method == "CONNECT")
+    return _Request(method, host, port, path, version, headers)
+
+
+def _absolute_target(target: str) -> tuple[str, int, str]:
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() != "http":
+        if scheme.lower() == "https":
+            raise ValueError("https goes through CONNECT")
+        raise ValueError("not a proxy request (an absolute http:// URL or CONNECT host:port)")
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, path = rest[:cut], rest[cut:]
+    if "@" in authority or "\\" in authority or "#" in target:
+        raise ValueError("user info, backslashes and fragments are not allowed")
+    host, port = _split_authority(authority, HTTP_PORT)
+    return host, port, path if path.startswith("/") else f"/{path}"
+
+
+def _check_framing(headers: list[tuple[str, str]]) -> None:
+    # Exactly one way to find the end of a body, so the host sees the same request as the proxy.
+    lengths = [v for k, v in headers if k.lower() == "content-length"]
+    codings = [v for k, v in headers if k.lower() == "transfer-encoding"]
+    if lengths and codings:
+        raise _Denied(400, "both Content-Length and Transfer-Encoding")
+    if len(lengths) > 1 or (lengths and not (lengths[0].isdigit() and len(lengths[0]) <= 15)):
+        raise _Denied(400, "bad Content-Length")
+    if len(codings) > 1 or (codings and codings[0].lower() != "chunked"):
+        raise _Denied(400, "unsupported Transfer-Encoding (only chunked)")
+
+
+def _check_host_header(headers: list[tuple[str, str]], host: str, port: int, *, connect: bool) -> None:
+    """A Host header naming another place than the request's target is refused (no virtual-host trick)."""
+    values = [v for k, v in headers if k.lower() == "host"]
+    if not values:
+        return
+    if len(values) > 1:
+        raise _Denied(400, "more than one Host header")
+    try:
+        named_host, named_port = _split_authority(values[0], 0 if connect else HTTP_PORT)
+    except ValueError as exc:
+        raise _Denied(400, f"bad Host header: {exc}") from None
+    if named_host != host or (named_port not in (0, port)):
+        raise _Denied(403, f"the Host header names {values[0][:100]}, not the request's target")
