@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -90,6 +91,17 @@ def _call(what: str, fn: Callable[[], T]) -> T:
     return attempt()
 
 
+# The classic builder colours a step's stderr; the escape sequences (and any other control
+# characters a package's installer prints) are dropped before a line reaches the log.
+_CONTROLS = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f\x9b]"
+)
+
+
+def _last(lines: list[str]) -> str:
+    return lines[-1] if lines else "the engine reported no output"
+
+
 class DockerBackend(Backend):
     name = "docker"
 
@@ -138,22 +150,24 @@ class DockerBackend(Backend):
 
     def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
         log.info("building image %s from %s", tag, context)
+        progress = logging.getLogger(f"{__name__}.build")
+        tail: list[str] = []  # the last lines, for the error of a failed build
         try:
             with _translated(f"build image {tag}"):
-                self.client.images.build(
+                # The low-level API streams the build log; each line goes to the log as it comes.
+                chunks = self.client.api.build(
                     path=str(context), tag=tag, labels=labels, rm=True, forcerm=True,
-                    pull=False, network_mode="host",
+                    pull=False, network_mode="host", decode=True,
                 )  # fmt: skip
-        except docker.errors.BuildError as exc:
-            last = next(
-                (
-                    str(c.get("error") or c.get("stream", "")).strip()
-                    for c in reversed(list(exc.build_log))
-                    if c.get("error") or c.get("stream", "").strip()
-                ),
-                str(exc),
-            )
-            raise ImageMissingError(f"building image {tag} failed: {last}") from None
+                for chunk in chunks:
+                    if "error" in chunk:
+                        detail = str(chunk.get("error") or "").strip()
+                        raise ImageMissingError(f"building image {tag} failed: {detail or _last(tail)}")
+                    for raw in str(chunk.get("stream") or chunk.get("status") or "").splitlines():
+                        line = _CONTROLS.sub("", raw).strip()
+                        if line:
+                            progress.info("%s: %s", tag, line)
+                            tail = [*tail[-19:], line]
         except BackendError as exc:
             raise ImageMissingError(f"building image {tag} failed: {exc.message}") from None
 
