@@ -1,0 +1,119 @@
+"""OpenAI's Codex CLI (`codex exec --json`) with a generated model provider pointing at the gateway.
+
+Seen with 0.169.0: it reads no OPENAI_BASE_URL, only `$CODEX_HOME/config.toml`; with the provider below it
+calls `POST /v1/responses` (SSE) with `authorization: Bearer <OPENAI_API_KEY>`. With an explicit `--model`
+it offers plain function tools (`exec_command` with `{"cmd": ...}`); for its own default model it offers
+one JavaScript `exec` tool that calls the others. `CODEX_HOME` must be writable and not under /tmp (it
+refuses to create its helper binaries there); it reads stdin unless given </dev/null. It has no turn
+limit to pass --max-turns to. Usage comes from its `turn.completed` events (no cost); when the API
+refuses it prints `error` events ("Reconnecting... 1/N (..., last status: 429 Too Many Requests)") and
+ends with `turn.failed`, whose `error.message` is the only place the status appears.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from runner.agents.base import (
+    PROMPT_FILE,
+    AgentAdapter,
+    AgentOptions,
+    Endpoints,
+    count,
+    json_events,
+    read_tail,
+    sdk_env,
+    text,
+)
+from runner.models import AgentReport, TokenUsage
+from runner.sandbox import HOME
+
+CODEX_HOME = f"{HOME}/.codex"
+PROVIDER = "harness"
+# Matched only inside Codex's own `turn.failed` error message, never in the agent's or tools' output.
+RATE_LIMIT_MESSAGE = re.compile(
+    r"\b(429|529)\b|too many requests|rate[ _-]?limit|usage[ _-]?limit|quota|overloaded", re.IGNORECASE
+)
+# One quick retry; longer waits are the supervisor's backoff, driven by the gateway.
+MAX_RETRIES = 1
+
+
+def config_toml(endpoints: Endpoints) -> str:
+    q = json.dumps  # a JSON string is a TOML basic string
+    return "\n".join([
+        f"model_provider = {q(PROVIDER)}",
+        "check_for_update_on_startup = false",
+        "",
+        "[analytics]",
+        "enabled = false",
+        "",
+        f"[model_providers.{PROVIDER}]",
+        f"name = {q('harness model gateway')}",
+        f"base_url = {q(endpoints.openai_base_url)}",
+        f"env_key = {q('OPENAI_API_KEY')}",
+        f"wire_api = {q('responses')}",
+        f"request_max_retries = {MAX_RETRIES}",
+        f"stream_max_retries = {MAX_RETRIES}",
+        "",
+    ])  # fmt: skip
+
+
+class Codex(AgentAdapter):
+    name = "codex"
+    image = "harness-codex:latest"
+    description = "OpenAI's Codex CLI"
+
+    def command(self, options: AgentOptions, endpoints: Endpoints) -> list[str]:
+        args = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
+        if options.model:
+            args += ["--model", options.model]
+        script = (
+            'mkdir -p "$CODEX_HOME" && printf "%s" "$1" > "$CODEX_HOME/config.toml" && shift && '
+            f'exec codex exec "$@" "$(cat {PROMPT_FILE})" </dev/null'
+        )
+        return ["sh", "-c", script, "codex", config_toml(endpoints), *args]
+
+    def env(self, options: AgentOptions, endpoints: Endpoints) -> dict[str, str]:
+        return {**sdk_env(endpoints), "CODEX_HOME": CODEX_HOME}
+
+    def parse_output(self, log_path: Path) -> AgentReport | None:
+        return parse_codex_events(read_tail(log_path))
+
+
+def parse_codex_events(lines: list[str]) -> AgentReport | None:
+    usage: TokenUsage | None = None
+    failed: str | None = None  # the last turn's failure message, if it failed
+    ended = False  # a turn completed or failed (not killed or cut short)
+    seen = False
+    for event in json_events(lines):
+        kind = event.get("type")
+        if kind == "turn.completed":
+            seen = ended = True
+            failed = None
+            raw = event.get("usage")
+            if isinstance(raw, dict):
+                total_in = count(raw.get("input_tokens"))
+                cached = min(count(raw.get("cached_input_tokens")), total_in)  # part of input_tokens
+                turn = TokenUsage(
+                    input_tokens=total_in - cached,
+                    cache_read_tokens=cached,
+                    cache_write_tokens=count(raw.get("cache_write_input_tokens")),
+                    output_tokens=count(raw.get("output_tokens")),
+                    reasoning_tokens=count(raw.get("reasoning_output_tokens")),
+                )
+                usage = turn if usage is None else usage + turn
+        elif kind == "turn.failed":
+            seen = ended = True
+            error = event.get("error")
+            failed = (text(error.get("message"), 1000) if isinstance(error, dict) else None) or ""
+        elif kind in {"thread.started", "turn.started"}:
+            seen = True
+    if not seen:
+        return None
+    return AgentReport(
+        usage=usage,
+        is_error=(failed is not None) if ended else None,
+        rate_limited=failed is not None and bool(RATE_LIMIT_MESSAGE.search(failed)),
+    )
