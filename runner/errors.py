@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     INVALID_STATE = 11  # the session is in a state where the command makes no sense
     RUNTIME_UNAVAILABLE = 12  # --runtime names a runtime the engine does not have
     UNSAFE_TO_PROCEED = 13  # merge refused: uncommitted changes, or flagged paths not accepted
+    MERGE_WOULD_OVERWRITE = 14  # merge refused even with --accept-flagged: untracked/ignored files, the journal
     # What `status`, `run` and `resume` return for the state of a session.
     RUN_RUNNING = 20
     RUN_NEEDS_ATTENTION = 21  # blocked, stopped, limit reached, interrupted: a human should look
@@ -89,6 +90,12 @@ class RuntimeUnavailableError(HarnessError):
 
 class UnsafeToProceedError(HarnessError):
     exit_code = ExitCode.UNSAFE_TO_PROCEED
+
+
+class MergeWouldOverwriteError(HarnessError):
+    """The branch would replace files git does not track in the user's tree, or write the journal."""
+
+    exit_code = ExitCode.MERGE_WOULD_OVERWRITE
 
 
 class BackendError(HarnessError):

@@ -170,3 +170,103 @@ class HostGit:
     def patch(self, old: str, new: str, *, stat_only: bool = False) -> str:
         args = ["--stat"] if stat_only else ["--stat", "--patch"]
         return self.run("diff", "--no-ext-diff", "--no-textconv", "--no-color", *args, old, new).stdout
+
+    # What a merge would write, and what is already there: used by `merge` and `diff` (issue 8).
+
+    def merge_base(self, a: str, b: str) -> str | None:
+        proc = self.run("merge-base", a, b, check=False)
+        if proc.returncode != 0:
+            return None  # unrelated histories
+        return proc.stdout.strip() or None
+
+    def links_in_history(self, old: str, new: str) -> dict[str, str]:
+        """Paths that are a symlink (target) or a submodule (commit) in any commit of old..new, merges
+        compared with each parent: the tip's tree alone hides a link that a later commit made a file."""
+        out = self.run(
+            "log", "-m", "--root", "--no-renames", "--no-abbrev", "--raw", "-z", "--format=", f"{old}..{new}"
+        ).stdout  # fmt: skip
+        found: dict[str, str] = {}
+        fields = iter(out.split("\0"))
+        for meta in fields:
+            if not meta.startswith(":"):
+                continue
+            path = next(fields, "")
+            parts = meta[1:].split()
+            if len(parts) >= 4 and parts[1] in {"120000", "160000"} and path not in found:
+                found[path] = self._link_target(parts[1], parts[3])
+        return found
+
+    def _link_target(self, mode: str, sha: str) -> str:
+        if mode == "160000":
+            return f"submodule commit {sha[:12]}"
+        proc = self.run("cat-file", "blob", sha, check=False)
+        return proc.stdout[:4096] if proc.returncode == 0 else "?"
+
+    def ignored(self, paths: list[str]) -> set[str]:
+        """The paths the user's working tree ignores: its .gitignore files, .git/info/exclude and the user's
+        global excludes file. By pattern (--no-index): a path need not exist, nor be untracked."""
+        if not paths:
+            return set()
+        excludes = _user_excludes_file()
+        extra = ["-c", f"core.excludesFile={excludes}"] if excludes else []
+        proc = subprocess.run(
+            ["git", *_HARDENING, *extra, "-C", str(self.repo), "check-ignore", "--no-index", "--stdin", "-z"],
+            env=self._env, input="".join(f"{p}\0" for p in paths), capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if proc.returncode not in (0, 1):  # 1: none ignored
+            detail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            raise WorkspaceError(f"git check-ignore failed in {self.repo}: {detail}")
+        return {p for p in proc.stdout.split("\0") if p}
+
+    def in_the_way(self, paths: list[str]) -> list[str]:
+        """Files of the working tree that writing `paths` would replace although git does not track them
+        (untracked or ignored): the path itself, a file or symlink where a parent directory would go, or a
+        directory holding untracked files. `git merge --no-overwrite-ignore` does not stop git 2.39 from
+        replacing ignored files, so they are looked for here, on the disk."""
+        top = self.info().top
+        tracked = set(self.run("ls-files", "-z", "--cached").stdout.split("\0"))
+        found: set[str] = set()
+        for path in paths:
+            parts = path.split("/")
+            for depth in range(1, len(parts) + 1):
+                rel = "/".join(parts[:depth])
+                full = top / rel
+                if not os.path.lexists(full):
+                    break
+                is_dir = full.is_dir() and not full.is_symlink()
+                if is_dir and depth < len(parts):
+                    continue  # a directory on the way down: fine, its files are checked as paths
+                if is_dir:
+                    others = self.run("ls-files", "-z", "--others", "--", f":(literal){rel}/").stdout
+                    if others.strip("\0"):
+                        found.add(rel)
+                elif rel not in tracked:
+                    found.add(rel)
+                break
+        return sorted(found)
+
+    def tree_paths(self, commit: str) -> set[str]:
+        """Every file, symlink and submodule path of a commit's tree."""
+        return {p for p in self.run("ls-tree", "-r", "-z", "--name-only", commit).stdout.split("\0") if p}
+
+    def venvs(self, tree: set[str], dirs: set[str]) -> set[str]:
+        """Those of `dirs` that hold a pyvenv.cfg on the disk or in `tree` (a commit's paths):
+        virtualenvs, whatever their name."""
+        top = self.info().top
+        found = {d for d in dirs if os.path.lexists(top / d / "pyvenv.cfg")}
+        return found | ({p.rsplit("/", 1)[0] for p in tree if p.endswith("/pyvenv.cfg")} & dirs)
+
+
+def _user_excludes_file() -> str | None:
+    """The user's global excludes file (core.excludesFile, else git's default), which the sanitized
+    environment hides: a path read from the user's config, nothing executed."""
+    proc = subprocess.run(
+        ["git", "config", "--global", "--includes", "--path", "--get", "core.excludesFile"],
+        capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False, cwd="/",
+        env={k: v for k, v in os.environ.items() if k in {"HOME", "XDG_CONFIG_HOME", "PATH", "GIT_CONFIG_GLOBAL"}},
+    )  # fmt: skip
+    if proc.returncode == 0 and proc.stdout.strip():
+        return proc.stdout.strip()
+    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path(os.environ.get("HOME", "/nonexistent")) / ".config")
+    default = Path(xdg) / "git" / "ignore"
+    return str(default) if default.is_file() else None

@@ -1,7 +1,9 @@
 """Core of the morning commands `diff`, `merge` and `discard`.
 
 Only the user's own repository is touched, by git on the host: the branch is data fetched with fsck,
-and nothing here ever runs inside the copy.
+and nothing here ever runs inside the copy. The branch is the agent's: every path it would write is
+checked against the list of what runs later, the user's ignore rules, the journal root and tool
+directories, and a merge never replaces a file git does not track in the user's tree (issue 8).
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
-from runner.errors import InvalidStateError, UnsafeToProceedError, WorkspaceError
-from runner.flagged import flagged
+from runner.errors import InvalidStateError, MergeWouldOverwriteError, UnsafeToProceedError, WorkspaceError
+from runner.flagged import FlagReason, classify, in_journal, journal_roots
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import CamelModel, DiffStat, RunSummary
 from runner.names import branch_for, validate_session
-from runner.paths import home_key, repo_key
+from runner.output import neutralise
+from runner.paths import home_key, repo_key, sessions_root
 from runner.workspace import RunDir, Workspace
 
 
@@ -35,8 +38,63 @@ class DiffResult(CamelModel):
     head_commit: str
     files: list[str]
     flagged: list[str]  # paths that could run code on the host later: review them first
+    reasons: dict[str, list[FlagReason]]  # why each flagged path is flagged
+    links: dict[str, str]  # symlinks (their targets) and submodules in any commit of the branch
+    would_overwrite: list[str]  # untracked or ignored files of the working tree a merge would replace
+    journal_paths: list[str]  # paths under the harness journal root: a merge never writes them
     diff_stat: DiffStat
     patch: str
+
+
+@dataclass(frozen=True)
+class Review:
+    """What the branch would change in the user's tree, and what of it needs care."""
+
+    files: list[str]  # changed from the base (and from the merge base with `onto`)
+    reasons: dict[str, list[FlagReason]]
+    links: dict[str, str]
+    would_overwrite: list[str]
+    journal_paths: list[str]
+
+    @property
+    def flagged(self) -> list[str]:
+        return list(self.reasons)
+
+
+def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Review:
+    """Review base..head; with `onto` (the commit a merge goes into) also what merging it there writes:
+    from another branch, or after the agent rewrote its history, the merge base is not the run's base."""
+    files, links = git.changes(base, head)
+    history = git.links_in_history(base, head)
+    since = git.merge_base(onto, head) if onto else None
+    if since and since != base:
+        more, more_links = git.changes(since, head)
+        files, links = sorted(set(files) | set(more)), sorted(set(links) | set(more_links))
+        history = {**git.links_in_history(since, head), **history}
+    tree = git.tree_paths(head)
+    dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    roots = journal_roots(top, sessions_root(top))
+    reasons = classify(
+        files,
+        links=links,
+        history_links=list(history),
+        ignored=git.ignored(files),
+        journal=roots,
+        venvs=git.venvs(tree, dirs),
+    )
+    return Review(
+        files=files,
+        reasons=reasons,
+        links=history,
+        would_overwrite=git.in_the_way([p for p in files if p in tree]),
+        journal_paths=[p for p in files if in_journal(p, roots)],
+    )
+
+
+def _show(paths: list[str], limit: int = 20) -> str:
+    """Agent-chosen paths for a one-line message: escapes made visible, newlines too."""
+    shown = [neutralise(p).replace("\n", "\\n") for p in paths[:limit]]
+    return ", ".join(shown) + (f" and {len(paths) - limit} more" if len(paths) > limit else "")
 
 
 def _open(ref: SessionRef, git: HostGit) -> tuple[Path, Journal, RunSummary]:
@@ -56,16 +114,22 @@ def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
     """The branch against its base, with the paths that need a careful look."""
     with HostGit(ref.repo.resolve()) as git:
         _, _, summary = _open(ref, git)
+        top = git.info().top
         base = summary.worktree.base_commit
         head = _head(git, ref.session)
-        files, links = git.changes(base, head)
+        files, _ = git.changes(base, head)
+        seen = review(git, top, base, head, onto=git.ref_commit("HEAD"))
         return DiffResult(
             session_id=ref.session,
             branch=summary.worktree.branch,
             base_commit=base,
             head_commit=head,
             files=files,
-            flagged=flagged(files, links=links),
+            flagged=seen.flagged,
+            reasons=seen.reasons,
+            links=seen.links,
+            would_overwrite=seen.would_overwrite,
+            journal_paths=seen.journal_paths,
             diff_stat=git.diff_stat(base, head),
             patch=git.patch(base, head, stat_only=stat_only),
         )
@@ -74,14 +138,31 @@ def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
 class MergeResult(CamelModel):
     session_id: str
     branch: str
+    into: str  # the branch that was checked out (or "detached HEAD"): the merge goes there
     squash: bool
     merged_commit: str  # the user's HEAD after the merge
     flagged: list[str]
+    reasons: dict[str, list[FlagReason]]
 
 
 def _refuse_if_running(journal: Journal, session: str) -> None:
     if journal.supervisor_alive():
         raise InvalidStateError(f"session {session!r} is running: stop it first ('harness stop --session {session}')")
+
+
+def _refuse_overwrites(seen: Review) -> None:
+    """Never, not even with --accept-flagged: git replaces ignored files when it merges, and the journal
+    is the harness's record of every session."""
+    parts = []
+    if seen.would_overwrite:
+        parts.append(f"replace files git does not track in your working tree ({_show(seen.would_overwrite)})")
+    if seen.journal_paths:
+        parts.append(f"write into the harness journal ({_show(seen.journal_paths)})")
+    if parts:
+        raise MergeWouldOverwriteError(
+            f"the branch would {' and '.join(parts)}: not merged, even with --accept-flagged; "
+            "move your files aside, or take what you want from the branch by hand"
+        )
 
 
 def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False) -> MergeResult:
@@ -93,28 +174,37 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
         dirty = git.run("status", "--porcelain", "--untracked-files=no").stdout.strip()
         if dirty:
             raise UnsafeToProceedError("the working tree has uncommitted changes: commit or stash them, then merge")
-        marked = flagged(*git.changes(summary.worktree.base_commit, head))
-        if marked and not accept_flagged:
+        onto = git.ref_commit("HEAD")
+        into = git.run("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or "detached HEAD"
+        seen = review(git, top, summary.worktree.base_commit, head, onto=onto)
+        _refuse_overwrites(seen)
+        if seen.flagged and not accept_flagged:
             raise UnsafeToProceedError(
-                f"the branch changes paths that can run code on this machine ({', '.join(marked)}): "
+                f"the branch changes paths that can run code on this machine ({_show(seen.flagged)}): "
                 "review them with 'harness diff', then merge with --accept-flagged"
             )
     branch = summary.worktree.branch
     message = f"Merge harness session {ref.session} ({branch})"
-    # The user's own git and identity: this is the user's merge, made on request.
-    steps = [["merge", "--squash", branch], ["commit", "-q", "-m", message]] if squash else [
-        ["merge", "--no-ff", "-q", "-m", message, branch]
+    # The reviewed commit, not the branch name: what was checked is what is merged. --no-overwrite-ignore
+    # is a second guard only: git 2.39 replaces ignored files even with it (see Review.would_overwrite).
+    steps = [["merge", "--squash", "--no-overwrite-ignore", head], ["commit", "-q", "-m", message]] if squash else [
+        ["merge", "--no-ff", "--no-overwrite-ignore", "-q", "-m", message, head]
     ]  # fmt: skip
+    # The user's own git and identity: this is the user's merge, made on request.
     for step in steps:
         proc = subprocess.run(["git", "-C", str(top), *step], capture_output=True, text=True, check=False,
                               stdin=subprocess.DEVNULL)  # fmt: skip
         if proc.returncode != 0:
-            subprocess.run(["git", "-C", str(top), "merge", "--abort"], capture_output=True, check=False)
+            # `merge --abort` needs MERGE_HEAD, which --squash never writes: `reset --merge` undoes both
+            # (and keeps untracked files), so a failed commit does not leave the branch staged.
+            subprocess.run(["git", "-C", str(top), "reset", "-q", "--merge"], capture_output=True, check=False,
+                           stdin=subprocess.DEVNULL)  # fmt: skip
             detail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
-            raise WorkspaceError(f"git {step[0]} failed and was aborted: {detail[0]}")
+            raise WorkspaceError(f"git {step[0]} failed and was undone: {neutralise(detail[0])}")
     with HostGit(top) as git:
         merged = git.ref_commit("HEAD") or ""
-    return MergeResult(session_id=ref.session, branch=branch, squash=squash, merged_commit=merged, flagged=marked)
+    return MergeResult(session_id=ref.session, branch=branch, into=into, squash=squash, merged_commit=merged,
+                       flagged=seen.flagged, reasons=seen.reasons)  # fmt: skip
 
 
 class DiscardResult(CamelModel):

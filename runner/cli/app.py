@@ -446,7 +446,7 @@ def diff(
     if as_json:
         render.print_json(result)
         return ExitCode.OK
-    render.flagged_warning(result.flagged)
+    render.flagged_warning(result.flagged, result.reasons, result.links, result.would_overwrite, result.journal_paths)
     sys.stdout.write(neutralise(result.patch))
     return ExitCode.OK
 
@@ -462,14 +462,18 @@ def merge(
     ] = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Merge the session's branch into your current branch (refused over uncommitted changes)."""
+    """Merge the session's branch into your current branch.
+
+    Refused over uncommitted changes and, without --accept-flagged, when flagged paths changed (exit 13);
+    always refused when it would replace a file git does not track in your tree or write the journal (exit 14).
+    """
     from runner.cli import render
     from runner.review import SessionRef
     from runner.review import merge as do_merge
 
     result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
     how = "squashed" if squash else "merged"
-    return render.emit(result, as_json, f"{how} {result.branch} into HEAD ({result.merged_commit[:12]})")
+    return render.emit(result, as_json, f"{how} {result.branch} into {result.into} ({result.merged_commit[:12]})")
 
 
 @app.command()

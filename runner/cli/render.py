@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from pydantic import BaseModel
@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from runner.errors import ExitCode
+from runner.flagged import REASON_TEXT, FlagReason
 from runner.hud import HudSnapshot
 from runner.limits import format_duration, format_size
 from runner.models import RunState
@@ -141,11 +142,30 @@ def hud(snap: HudSnapshot) -> Group:
     return Group(Panel(head, title="harness hud", title_align="left"), table, tail)
 
 
-def flagged_warning(paths: list[str]) -> None:
+def flagged_warning(
+    paths: list[str],
+    reasons: Mapping[str, Sequence[FlagReason]] | None = None,
+    links: Mapping[str, str] | None = None,
+    would_overwrite: Sequence[str] = (),
+    journal_paths: Sequence[str] = (),
+) -> None:
+    """The review warnings of `diff`, on stderr (the patch is on stdout)."""
     if paths:
         err.print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))
         for path in paths:
-            err.print(Text(f"  {neutralise(path)}", style="yellow"))
+            line = Text(f"  {neutralise(path)}", style="yellow")
+            why = [REASON_TEXT[r] for r in (reasons or {}).get(path, [])]
+            if path in (links or {}):
+                why.append(f"link to {neutralise((links or {})[path])!r}")
+            if why:
+                line.append(f"  ({'; '.join(why)})", style="dim")
+            err.print(line)
+    blocked = [*would_overwrite, *(p for p in journal_paths if p not in would_overwrite)]
+    if blocked:
+        err.print(Text("'harness merge' refuses this branch: it would replace files git does not track here, "
+                       "or write into the harness journal:", style="bold red"))  # fmt: skip
+        for path in blocked:
+            err.print(Text(f"  {neutralise(path)}", style="red"))
 
 
 def plan(p: RunPlan) -> None:
