@@ -245,6 +245,17 @@ class HostGit:
                 break
         return sorted(found)
 
+    def checked_out_in(self, ref: str) -> list[str]:
+        """The working trees (main and linked) that have `ref` checked out."""
+        out = self.run("worktree", "list", "--porcelain", "-z").stdout
+        found, tree = [], ""
+        for line in out.split("\0"):
+            if line.startswith("worktree "):
+                tree = line.removeprefix("worktree ")
+            elif line == f"branch {ref}":
+                found.append(tree)
+        return found
+
     def tree_paths(self, commit: str) -> set[str]:
         """Every file, symlink and submodule path of a commit's tree."""
         return {p for p in self.run("ls-tree", "-r", "-z", "--name-only", commit).stdout.split("\0") if p}

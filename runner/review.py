@@ -217,6 +217,14 @@ def discard(backend: Backend, ref: SessionRef) -> DiscardResult:
     with HostGit(ref.repo.resolve()) as git:
         top, journal, summary = _open(ref, git)
         _refuse_if_running(journal, ref.session)
+        # Deleting a checked-out branch leaves its files in that tree, staged for the next commit on an
+        # unborn branch: discarded in name only.
+        where = git.checked_out_in(branch_for(ref.session))
+        if where:
+            raise InvalidStateError(
+                f"harness/{ref.session} is checked out in {neutralise(where[0])}: "
+                "check out another branch there first, then discard"
+            )
         removed = []
         backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: ref.session, LABEL_REPO: repo_key(top)})
         run_dir = RunDir(Path(summary.run_dir))

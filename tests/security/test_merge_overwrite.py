@@ -36,6 +36,8 @@ ROW10 = pytest.mark.attack(row=10, name="commit into the harness journal (anothe
 ROW11 = pytest.mark.attack(row=11, name="commit scripts into ignored and tool directories (venv, node_modules)")
 ROW12 = pytest.mark.attack(row=12, name="a symlink to ~/.bashrc in one commit, a plain file in the next")
 ROW13 = pytest.mark.attack(row=13, name="merge into another branch; --squash whose commit fails")
+ROW14 = pytest.mark.attack(row=14, name="discard while the session's branch is checked out")
+INVALID_STATE = 11  # ExitCode.INVALID_STATE
 
 COMMIT = "git -c user.name=agent -c user.email=agent@example.invalid commit -q -m"
 DONE = """printf '{"state": "done", "summary": "planted"}' > "$HARNESS_STATUS_FILE"\n"""
@@ -52,6 +54,7 @@ SCRIPTS = {
     "linkhist": f"ln -s /home/user/.bashrc notes.txt && git add notes.txt && {COMMIT} link"
     f" && rm notes.txt && printf 'plain\\n' > notes.txt && git add notes.txt && {COMMIT} file",
     "plain": "mkdir -p src && printf 'print(1)\\n' > src/ok.py",
+    "thrown": "mkdir -p src && printf 'print(2)\\n' > src/thrown.py",
 }
 # The user's own files, which git does not track: each one a target of the branches above.
 USER_FILES = {
@@ -293,4 +296,30 @@ def test_squash_whose_commit_fails_leaves_nothing_staged(world: World) -> None:
     assert "git commit failed and was undone" in one_error_line(m)
     assert wt.git("rev-parse", "HEAD") == before
     assert wt.git("status", "--porcelain") == "" and not (wt.path / "src/ok.py").exists()
+    untouched(world)
+
+
+@ROW14
+def test_discard_refuses_a_checked_out_branch(world: World) -> None:
+    head = world.repo.git("rev-parse", "harness/thrown")
+    # Positive control: deleting a checked-out branch (what discard did) leaves its files staged there.
+    world.repo.git("branch", "harness/thrown-copy", head)
+    control = world.tmp / "wt" / "control-discard"
+    world.repo.git("worktree", "add", "-q", str(control), "harness/thrown-copy")
+    world.repo.git("update-ref", "-d", "refs/heads/harness/thrown-copy")
+    assert "A  src/thrown.py" in GitRepo(control).git("status", "--porcelain")
+
+    wt = world.tmp / "wt" / "look"
+    world.repo.git("worktree", "add", "-q", str(wt), "harness/thrown")  # the user tries the branch out
+    d = world.cli("discard", "--session", "thrown")
+    assert d.code == INVALID_STATE, (d.stdout, d.stderr)
+    line = one_error_line(d)
+    assert "checked out" in line and str(wt) in line, line
+    assert world.repo.git("rev-parse", "harness/thrown") == head and world.repo.journal("thrown").is_dir()
+
+    GitRepo(wt).git("checkout", "-q", "--detach", "main")
+    d = world.cli("discard", "--session", "thrown", "--json")
+    assert d.code == 0, d.stderr
+    assert world.repo.git("rev-parse", "-q", "--verify", "harness/thrown", check=False) == ""
+    assert not (wt / "src/thrown.py").exists() and GitRepo(wt).git("status", "--porcelain") == ""
     untouched(world)
