@@ -98,8 +98,13 @@ def _takes_step(provider: Provider, body: Any) -> bool:
     """Main-loop requests take script steps; side requests (titles, commit messages) do not."""
     if not isinstance(body, dict):
         return False
-    if provider in {"anthropic", "responses"}:
+    if provider == "anthropic":
         return bool(body.get("tools"))  # the agent loop always offers its tools; side calls do not
+    if provider == "responses":  # Codex's default model gets its tools in an `additional_tools` input item
+        items = body.get("input") if isinstance(body.get("input"), list) else []
+        return bool(body.get("tools")) or any(
+            isinstance(i, dict) and i.get("type") == "additional_tools" for i in items
+        )
     messages = body.get("messages") or []
     first = messages[0] if messages and isinstance(messages[0], dict) else {}
     system = first.get("content") if first.get("role") == "system" else ""
@@ -419,16 +424,19 @@ def codex_script(
 
 def aider_script(
     path: str = "hello.txt", content: str = "hello from the scripted model\n", summary: str = "added hello.txt",
-    *, status_path: str = "/harness-out/status.json", usage: Usage | None = None, model: str | None = None,
+    *, status_path: str = ".harness-status.json", edit_format: Literal["whole", "diff"] = "whole",
+    usage: Usage | None = None, model: str | None = None,
 ) -> list[Step]:  # fmt: skip
-    """Chat steps: one reply with two SEARCH/REPLACE blocks (aider's "diff" edit format) that create
-    `path` and write the done report into the status file (which the aider adapter adds with --file)."""
-    blocks = [
-        f"{path}\n```\n<<<<<<< SEARCH\n=======\n{content.rstrip(chr(10))}\n>>>>>>> REPLACE\n```",
-        f"{status_path}\n```\n<<<<<<< SEARCH\n=======\n{done_status(summary)}\n>>>>>>> REPLACE\n```",
-    ]
-    return [Reply(text="I will create the file and report.\n\n" + "\n\n".join(blocks) + "\n", usage=usage or Usage(),
-                  model=model)]  # fmt: skip
+    """Chat steps: one reply whose edit blocks create `path` and write the done report into the status
+    file (the aider adapter adds `.harness-status.json` with --file and delivers it to $HARNESS_STATUS_FILE).
+    aider picks "whole" for a model it does not know (like the stand-in's) and "diff" for many it does."""
+    files = [(path, content.rstrip("\n")), (status_path, done_status(summary))]
+    if edit_format == "whole":
+        blocks = [f"{name}\n```\n{body}\n```" for name, body in files]
+    else:
+        blocks = [f"{name}\n```\n<<<<<<< SEARCH\n=======\n{body}\n>>>>>>> REPLACE\n```" for name, body in files]
+    text = "I will create the file and report.\n\n" + "\n\n".join(blocks) + "\n"
+    return [Reply(text=text, usage=usage or Usage(), model=model)]
 
 
 def iter_sse(raw: bytes) -> Iterator[tuple[str | None, str]]:

@@ -43,8 +43,9 @@ SCRIPT = (
     "S=.harness-status.json; "
     'printf ".aider*\\n%s\\n" "$S" >> "$(git rev-parse --git-path info/exclude)" || exit 125; '
     'rm -f "$S"; { cat ' + PROMPT_FILE + '; printf "%s" "$1"; } > ' + MESSAGE_FILE + " || exit 125; shift; "
-    # aider fetches model metadata from GitHub unless its cache is fresh: an empty cache keeps it offline.
-    'mkdir -p "$HOME/.aider/caches" && echo "{}" > "$HOME/.aider/caches/model_prices_and_context_window.json"; '
+    # aider fetches model metadata from GitHub unless its cache is fresh and not empty: seed one (litellm's
+    # bundled table still answers for known models).
+    'C="$HOME/.aider/caches"; mkdir -p "$C" && echo \'{"harness": {}}\' > "$C/model_prices_and_context_window.json"; '
     "aider --message-file " + MESSAGE_FILE + ' --file "$S" "$@"; rc=$?; '
     'git add -A && { git diff --cached --quiet || git commit -q -m "aider: iteration ${HARNESS_ITERATION:-?}"; }; '
     'if [ -f "$S" ] && [ ! -L "$S" ] && [ -s "$S" ]; then cat "$S" > "$HARNESS_STATUS_FILE"; fi; rm -f "$S"; '
