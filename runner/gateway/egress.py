@@ -21,7 +21,6 @@ import logging
 import os
 import re
 import socket
-import stat
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from runner.errors import JournalError, UsageError
+from runner.gateway.loop import bind_unix_socket
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class _Denied(Exception):
 
 
 class _Idle(Exception):
-    pass
+    """No byte either way for the idle timeout."""
 
 
 @dataclass
@@ -248,12 +248,13 @@ class EgressProxy:
             self._log_size = os.fstat(self._log_fd).st_size
         except OSError as exc:
             raise JournalError(f"cannot open the egress log {self.log_path}: {exc.strerror or exc}") from None
-        with contextlib.suppress(FileNotFoundError):  # a socket left by a killed supervisor
-            if stat.S_ISSOCK(self.socket_path.lstat().st_mode):
-                self.socket_path.unlink()
-        self._server = await asyncio.start_unix_server(self._handle, path=str(self.socket_path), limit=MAX_HEADER_BYTES)
-        # The agent's uid is not ours: it must be able to connect (the directory is its only guard).
-        self.socket_path.chmod(0o666)
+        try:
+            sock = bind_unix_socket(self.socket_path)
+            self._server = await asyncio.start_unix_server(self._handle, sock=sock, limit=MAX_HEADER_BYTES)
+        except BaseException:
+            os.close(self._log_fd)
+            self._log_fd = None
+            raise
 
     async def close(self) -> None:
         """Stop listening, end every open connection (each is logged), remove the socket."""
@@ -285,6 +286,8 @@ class EgressProxy:
             rec.decision, rec.status, rec.reason = "refused", denied.status, denied.reason
             rec.ip = denied.ip or rec.ip
             await self._deny(writer, rec)
+        except _Idle:
+            rec.reason = f"closed after {self._idle:g}s idle"
         except (OSError, asyncio.IncompleteReadError) as exc:
             rec.reason = rec.reason or f"connection lost: {exc.__class__.__name__}"
             if rec.method is None and rec.status is None:

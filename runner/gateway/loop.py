@@ -11,8 +11,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
+import os
+import socket
+import stat
 import threading
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
 log = logging.getLogger(__name__)
@@ -20,6 +24,7 @@ T = TypeVar("T")
 
 CALL_TIMEOUT = 30.0  # seconds for one call into the loop (starting a server, reading totals)
 STOP_TIMEOUT = 10.0
+SUN_PATH_MAX = 107  # bytes of a Unix socket path (sun_path less its NUL)
 
 
 class AsyncServer(Protocol):
@@ -134,3 +139,31 @@ async def _shutdown(servers: list[AsyncServer]) -> None:
 def _log_loop_exception(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     # A fault of one connection is not the supervisor's business; keep it out of its output.
     log.debug("server loop: %s", context.get("message"), exc_info=context.get("exception"))
+
+
+def bind_unix_socket(path: Path, *, mode: int = 0o666) -> socket.socket:
+    """A listening Unix socket at `path`, whatever the length of the path, readable by `mode`.
+
+    A socket left by a killed supervisor is replaced; any other file there is an OSError. Paths
+    longer than sun_path are bound through the directory's /proc/self/fd entry (Linux)."""
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(path.lstat().st_mode):
+            path.unlink()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if len(os.fsencode(path)) <= SUN_PATH_MAX:
+            sock.bind(str(path))
+        else:
+            dir_fd = os.open(path.parent, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                sock.bind(f"/proc/self/fd/{dir_fd}/{path.name}")
+            finally:
+                os.close(dir_fd)
+        # The agent's uid is not ours: it must be able to connect (the directory is the guard).
+        path.chmod(mode)
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator
@@ -15,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from runner.errors import UsageError
+from runner.errors import JournalError, UsageError
 from runner.gateway.egress import AllowRule, EgressProxy, forbidden_reason, parse_allow_host
 from runner.gateway.loop import ServerThread
 
@@ -559,3 +560,40 @@ def test_server_thread_serves_the_proxy_and_stops_it(net_dir: Path) -> None:
     with pytest.raises(RuntimeError):
         servers.call(asyncio.sleep(0))
     servers.stop()  # twice is fine
+
+
+def test_a_socket_path_longer_than_sun_path_is_bound(net_dir: Path) -> None:
+    deep = net_dir / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    assert len(str(deep / "egress.sock")) > 108
+
+    async def scenario() -> None:
+        async with upstream() as up:
+            p = EgressProxy(
+                socket_path=deep / "egress.sock", rules=[AllowRule("127.0.0.1", up.port)], log_path=net_dir / "l"
+            )
+            await p.start()
+            try:
+                assert (deep / "egress.sock").stat().st_mode & 0o777 == 0o666
+                dir_fd = os.open(deep, os.O_PATH)
+                try:  # a client reaches it the same way
+                    reader, writer = await asyncio.open_unix_connection(f"/proc/self/fd/{dir_fd}/egress.sock")
+                finally:
+                    os.close(dir_fd)
+                writer.write(f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\n\r\n".encode())
+                assert (await read_head(reader))[0] == 200
+                writer.close()
+            finally:
+                await p.close()
+            assert not (deep / "egress.sock").exists()
+
+    asyncio.run(scenario())
+
+
+def test_a_log_path_that_is_a_symlink_is_refused(net_dir: Path) -> None:
+    (net_dir / "elsewhere").write_text("")
+    (net_dir / "egress.jsonl").symlink_to(net_dir / "elsewhere")
+    p = EgressProxy(socket_path=net_dir / "egress.sock", rules=[], log_path=net_dir / "egress.jsonl")
+    with pytest.raises(JournalError):
+        asyncio.run(p.start())
+    assert not (net_dir / "egress.sock").exists()
