@@ -44,7 +44,7 @@ class Usage:
 @dataclass(frozen=True)
 class ToolCall:
     name: str
-    input: dict[str, Any]
+    input: dict[str, Any] | str  # a str is a freeform tool's input (Responses `custom_tool_call`)
 
 
 @dataclass(frozen=True)
@@ -290,6 +290,8 @@ class ScriptedUpstream:
     async def _responses(self, request: web.Request, reply: Reply, model: str, stream: bool) -> web.StreamResponse:
         u = reply.usage
         items: list[dict[str, Any]] = [
+            {"type": "custom_tool_call", "id": self._next_id("ctc"), "call_id": self._next_id("call"), "name": c.name,
+             "input": c.input, "status": "completed"} if isinstance(c.input, str) else
             {"type": "function_call", "id": self._next_id("fc"), "call_id": self._next_id("call"), "name": c.name,
              "arguments": json.dumps(c.input), "status": "completed"}
             for c in reply.tool_calls
@@ -317,6 +319,8 @@ class ScriptedUpstream:
             pending = {**item, "status": "in_progress"}
             if item["type"] == "message":
                 pending["content"] = []
+            elif item["type"] == "custom_tool_call":
+                pending["input"] = ""
             else:
                 pending["arguments"] = ""
             events.append(_sse("response.output_item.added", {"type": "response.output_item.added",
@@ -325,6 +329,10 @@ class ScriptedUpstream:
                 events.append(_sse("response.output_text.delta", {"type": "response.output_text.delta",
                                    "sequence_number": next(seq), "item_id": item["id"], "output_index": i,
                                    "content_index": 0, "delta": item["content"][0]["text"]}))  # fmt: skip
+            elif item["type"] == "custom_tool_call":
+                events.append(_sse("response.custom_tool_call_input.delta", {
+                    "type": "response.custom_tool_call_input.delta", "sequence_number": next(seq),
+                    "item_id": item["id"], "output_index": i, "delta": item["input"]}))  # fmt: skip
             else:
                 events.append(_sse("response.function_call_arguments.delta", {
                     "type": "response.function_call_arguments.delta", "sequence_number": next(seq),
@@ -412,13 +420,20 @@ def claude_code_script(
 def codex_script(
     path: str = "hello.txt", content: str = "hello from the scripted model\n", message: str = "Add hello.txt",
     summary: str = "added hello.txt", *, usage: Usage | None = None, model: str | None = None,
+    code_mode: bool = False,
 ) -> list[Step]:  # fmt: skip
-    """Responses steps: one `exec_command` function call ({"cmd": ...}) per command, then a final text."""
+    """Responses steps: one `exec_command` function call ({"cmd": ...}) per command, then a final text.
+
+    With `code_mode` (what Codex 0.169 offers its own default model, i.e. when no --model is given) each
+    command goes through its freeform JavaScript `exec` tool instead: `await tools.exec_command({cmd})`."""
     u = usage or Usage()
-    steps: list[Step] = [
-        Reply(tool_calls=(ToolCall("exec_command", {"cmd": cmd}),), usage=u, model=model)
-        for cmd in task_commands(path, content, message, summary)
-    ]
+    commands = task_commands(path, content, message, summary)
+    calls = [
+        ToolCall("exec", f"text(await tools.exec_command({json.dumps({'cmd': cmd})}));")
+        if code_mode else ToolCall("exec_command", {"cmd": cmd})
+        for cmd in commands
+    ]  # fmt: skip
+    steps: list[Step] = [Reply(tool_calls=(call,), usage=u, model=model) for call in calls]
     return [*steps, Reply(text="Done: " + summary, usage=u, model=model)]
 
 

@@ -3,11 +3,12 @@
 Seen with 0.169.0: it reads no OPENAI_BASE_URL, only `$CODEX_HOME/config.toml`; with the provider below it
 calls `POST /v1/responses` (SSE) with `authorization: Bearer <OPENAI_API_KEY>`. With an explicit `--model`
 it offers plain function tools (`exec_command` with `{"cmd": ...}`); for its own default model it offers
-one JavaScript `exec` tool that calls the others. `CODEX_HOME` must be writable and not under /tmp (it
-refuses to create its helper binaries there); it reads stdin unless given </dev/null. It has no turn
-limit to pass --max-turns to. Usage comes from its `turn.completed` events (no cost); when the API
-refuses it prints `error` events ("Reconnecting... 1/N (..., last status: 429 Too Many Requests)") and
-ends with `turn.failed`, whose `error.message` is the only place the status appears.
+one freeform JavaScript `exec` tool (`await tools.exec_command({cmd})`) that calls the others.
+`CODEX_HOME` must be writable and not under /tmp (it refuses to create its helper binaries there); it
+reads stdin unless given </dev/null. It has no turn limit to pass --max-turns to. Usage comes from its
+`turn.completed` events (no cost); when the API refuses it prints `error` events ("Reconnecting... 1/N
+(..., last status: 429 Too Many Requests)") and ends with `turn.failed`, whose `error.message` is the
+only place the status appears.
 """
 
 from __future__ import annotations

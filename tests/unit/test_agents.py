@@ -229,6 +229,12 @@ def test_codex_usage_from_turn_completed() -> None:
     assert report.cost_usd is None
 
 
+def test_codex_default_model_run_through_its_javascript_exec_tool() -> None:
+    report = agent_report("codex", fixture("codex/done-default-model.jsonl"))
+    assert report is not None and report.is_error is False and report.usage is not None
+    assert report.usage.output_tokens == 160
+
+
 def test_codex_rate_limit_from_its_turn_failed_event() -> None:
     report = agent_report("codex", fixture("codex/rate-limit-429.jsonl"))
     assert report is not None and report.rate_limited and report.is_error
@@ -327,6 +333,12 @@ def test_the_stand_in_plays_its_scripts_and_records_requests() -> None:
         assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
         done = json.loads(list(U.iter_sse(raw))[-1][1])["response"]
         assert done["output"][0]["name"] == "exec_command" and "usage" in done
+        with U.ScriptedUpstream(responses=U.codex_script(code_mode=True)) as coded:
+            _, _, raw = _post(f"{coded.url}/v1/responses", {"model": "m", "stream": True,
+                              "input": [{"type": "additional_tools", "tools": []}]})  # fmt: skip
+            item = json.loads(list(U.iter_sse(raw))[-1][1])["response"]["output"][0]
+            assert (item["type"], item["name"]) == ("custom_tool_call", "exec")
+            assert item["input"].startswith("text(await tools.exec_command(")
         chat = {"model": "m", "messages": [], "stream": True, "stream_options": {"include_usage": True}}
         _, _, raw = _post(f"{up.url}/v1/chat/completions", chat)
         chunks = [d for _, d in U.iter_sse(raw)]
