@@ -278,8 +278,8 @@ class EgressProxy:
         task = asyncio.current_task()
         assert task is not None  # noqa: S101 - a connection handler always runs in a task
         self._tasks.add(task)
-        now = time.time()
-        rec = _Record(started=time.monotonic(), ts=datetime.fromtimestamp(now, UTC).isoformat(timespec="milliseconds"))
+        ts = datetime.fromtimestamp(time.time(), UTC).isoformat(timespec="milliseconds")
+        rec = _Record(started=time.monotonic(), ts=ts)
         try:
             await self._serve(reader, writer, rec)
         except _Denied as denied:
@@ -290,15 +290,13 @@ class EgressProxy:
             rec.reason = f"closed after {self._idle:g}s idle"
         except (OSError, asyncio.IncompleteReadError) as exc:
             rec.reason = rec.reason or f"connection lost: {exc.__class__.__name__}"
-            if rec.method is None and rec.status is None:
-                rec.decision = ""  # opened and closed without a request: nothing was asked, nothing to log
         except asyncio.CancelledError:
             rec.reason = rec.reason or "proxy closed"
             raise
         finally:
             writer.close()
             self._tasks.discard(task)
-            if rec.decision:
+            if rec.method is not None or rec.status is not None:  # else nothing was asked: no line
                 self._write_log(rec)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, rec: _Record) -> None:

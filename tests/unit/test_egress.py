@@ -597,3 +597,21 @@ def test_a_log_path_that_is_a_symlink_is_refused(net_dir: Path) -> None:
     with pytest.raises(JournalError):
         asyncio.run(p.start())
     assert not (net_dir / "egress.sock").exists()
+
+
+def test_an_empty_connection_is_not_logged_and_an_open_tunnel_is_logged_at_close(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream() as up:
+            async with proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+                _reader, writer = await open_proxy(p)
+                writer.close()  # nothing asked
+                reader, writer = await open_proxy(p)
+                writer.write(f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\n\r\n".encode())
+                assert (await read_head(reader))[0] == 200
+            # close() ended the tunnel and wrote its line.
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b""
+            writer.close()
+        lines = log_lines(net_dir)
+        assert [(ln["decision"], ln["status"], ln["reason"]) for ln in lines] == [("allowed", 200, "proxy closed")]
+
+    asyncio.run(scenario())
