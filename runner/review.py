@@ -113,8 +113,7 @@ def _head(git: HostGit, session: str) -> str:
 def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
     """The branch against its base, with the paths that need a careful look."""
     with HostGit(ref.repo.resolve()) as git:
-        _, _, summary = _open(ref, git)
-        top = git.info().top
+        top, _, summary = _open(ref, git)
         base = summary.worktree.base_commit
         head = _head(git, ref.session)
         files, _ = git.changes(base, head)
