@@ -93,116 +93,6 @@ class FailureClass(StrEnum):
     INTERRUPTED = "interrupted"
 
 
-class Limits(JournalModel):
-    """Hard limits of the agent container and of the run."""
-
-    cpus: float = Field(default=1.0, gt=0, le=512)
-    memory_bytes: int = Field(default=2 * 1024**3, ge=6 * 1024**2)
-    pids: int = Field(default=512, ge=16)
-    iteration_timeout_seconds: float = Field(default=1800.0, gt=0)
-    max_time_seconds: float | None = Field(default=None, gt=0)
-    max_disk_bytes: int | None = Field(default=10 * 1024**3, ge=1024**2)
-    max_iterations: int = Field(default=10, ge=1)
-    max_consecutive_failures: int = Field(default=3, ge=1)
-    stuck_after: int = Field(default=3, ge=1)  # iterations in a row without any change
-    backoff_base_seconds: float = Field(default=60.0, gt=0)
-    backoff_max_seconds: float = Field(default=1800.0, gt=0)
-    max_backoffs: int = Field(default=8, ge=1)  # consecutive rate-limited iterations before giving up
-    output_cap_bytes: int = Field(default=8 * 1024**2, ge=1024)
-
-
-class WorktreeInfo(JournalModel):
-    enabled: bool = True
-    base_ref: str
-    base_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
-    path: str  # the isolated copy on the host (owned by the agent uid)
-    branch: str  # the ref harvested into the user's repository
-
-
-class AgentInfo(JournalModel):
-    name: str  # adapter name, or "custom" for --agent-cmd
-    command: list[str]
-
-
-class SupervisorInfo(JournalModel):
-    pid: int
-    host: str
-    started_at: datetime = Field(default_factory=utcnow)
-    heartbeat_at: datetime = Field(default_factory=utcnow)
-
-
-class BackoffState(JournalModel):
-    """Waiting out a usage or rate limit of the agent's provider."""
-
-    consecutive: int = 0
-    total: int = 0  # backoff iterations so far; they do not count against --max-iterations
-    last_wait_seconds: float | None = None
-    total_wait_seconds: float = 0.0
-    until: datetime | None = None
-
-
-class RunSummary(JournalModel):
-    """run-summary.json: the current state and progress (written only by the supervisor)."""
-
-    schema_version: int = SCHEMA_VERSION
-    kind: Literal["solo-harness.run-summary"] = "solo-harness.run-summary"
-    session_id: str
-    objective: str
-    status: RunState = RunState.RUNNING
-    stop_reason: StopReason | None = None
-    iteration_count: int = Field(default=0, ge=0)
-    max_iterations: int = Field(ge=1)
-    last_iteration: int | None = None
-    last_outcome: Outcome | None = None
-    last_summary: str | None = None
-    stop_requested: bool = False
-    consecutive_failures: int = Field(default=0, ge=0)
-    unchanged_iterations: int = Field(default=0, ge=0)  # in a row, for stuck detection
-    backoff: BackoffState = Field(default_factory=BackoffState)
-    worktree: WorktreeInfo
-    repo: str
-    run_dir: str
-    image: str
-    runtime: Literal["runc", "runsc"] = "runc"
-    network: Literal["none"] = "none"
-    agent: AgentInfo
-    env_names: list[str] = Field(default_factory=list)  # passed with --env; values are never stored
-    check_command: str | None = None  # must pass in the container before "done" completes the run
-    limits: Limits
-    head_commit: str | None = None  # last commit harvested onto the branch
-    supervisor: SupervisorInfo | None = None
-    error: str | None = None  # the infrastructure fault that ended the run, if any
-    created_at: datetime = Field(default_factory=utcnow)
-    updated_at: datetime = Field(default_factory=utcnow)
-    finished_at: datetime | None = None
-
-    @property
-    def counted_iterations(self) -> int:
-        """Iterations that count against max_iterations (backoff retries do not)."""
-        return self.iteration_count - self.backoff.total
-
-
-class RunOwner(JournalModel):
-    """owner.json in a run directory: which session a copy belongs to (for `list` and `gc`)."""
-
-    schema_version: int = SCHEMA_VERSION
-    kind: Literal["solo-harness.run-owner"] = "solo-harness.run-owner"
-    session_id: str
-    repo: str
-    journal_dir: str
-    created_at: datetime = Field(default_factory=utcnow)
-
-
-class StatusReport(BaseModel):
-    """What the agent writes to $HARNESS_STATUS_FILE (untrusted input)."""
-
-    model_config = ConfigDict(extra="ignore", str_max_length=16_384)
-
-    state: Literal["working", "done", "blocked"]
-    summary: str = ""
-    next: str = ""
-
-
 class TokenUsage(JournalModel):
     """Tokens of one or more model requests, as the provider's usage fields report them."""
 
@@ -258,6 +148,121 @@ class GatewayUsage(JournalModel):
         )
 
 
+class Limits(JournalModel):
+    """Hard limits of the agent container and of the run."""
+
+    cpus: float = Field(default=1.0, gt=0, le=512)
+    memory_bytes: int = Field(default=2 * 1024**3, ge=6 * 1024**2)
+    pids: int = Field(default=512, ge=16)
+    iteration_timeout_seconds: float = Field(default=1800.0, gt=0)
+    max_time_seconds: float | None = Field(default=None, gt=0)
+    max_disk_bytes: int | None = Field(default=10 * 1024**3, ge=1024**2)
+    max_iterations: int = Field(default=10, ge=1)
+    max_consecutive_failures: int = Field(default=3, ge=1)
+    stuck_after: int = Field(default=3, ge=1)  # iterations in a row without any change
+    backoff_base_seconds: float = Field(default=60.0, gt=0)
+    backoff_max_seconds: float = Field(default=1800.0, gt=0)
+    max_backoffs: int = Field(default=8, ge=1)  # consecutive rate-limited iterations before giving up
+    output_cap_bytes: int = Field(default=8 * 1024**2, ge=1024)
+    max_cost_usd: float | None = Field(default=None, gt=0)  # the model gateway refuses requests past it
+
+
+class WorktreeInfo(JournalModel):
+    enabled: bool = True
+    base_ref: str
+    base_commit: str = Field(pattern=r"^[0-9a-f]{40}$")
+    path: str  # the isolated copy on the host (owned by the agent uid)
+    branch: str  # the ref harvested into the user's repository
+
+
+class AgentInfo(JournalModel):
+    name: str  # adapter name, or "custom" for --agent-cmd
+    command: list[str]
+    model: str | None = None  # --model, passed to the agent
+    max_turns: int | None = None  # --max-turns, passed to the agent
+
+
+class SupervisorInfo(JournalModel):
+    pid: int
+    host: str
+    started_at: datetime = Field(default_factory=utcnow)
+    heartbeat_at: datetime = Field(default_factory=utcnow)
+
+
+class BackoffState(JournalModel):
+    """Waiting out a usage or rate limit of the agent's provider."""
+
+    consecutive: int = 0
+    total: int = 0  # backoff iterations so far; they do not count against --max-iterations
+    last_wait_seconds: float | None = None
+    total_wait_seconds: float = 0.0
+    until: datetime | None = None
+
+
+class RunSummary(JournalModel):
+    """run-summary.json: the current state and progress (written only by the supervisor)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.run-summary"] = "solo-harness.run-summary"
+    session_id: str
+    objective: str
+    status: RunState = RunState.RUNNING
+    stop_reason: StopReason | None = None
+    iteration_count: int = Field(default=0, ge=0)
+    max_iterations: int = Field(ge=1)
+    last_iteration: int | None = None
+    last_outcome: Outcome | None = None
+    last_summary: str | None = None
+    stop_requested: bool = False
+    consecutive_failures: int = Field(default=0, ge=0)
+    unchanged_iterations: int = Field(default=0, ge=0)  # in a row, for stuck detection
+    backoff: BackoffState = Field(default_factory=BackoffState)
+    worktree: WorktreeInfo
+    repo: str
+    run_dir: str
+    image: str
+    runtime: Literal["runc", "runsc"] = "runc"
+    network: Literal["none", "allowlist"] = "none"
+    allow_hosts: list[str] = Field(default_factory=list)  # --allow-host, with --network allowlist
+    agent: AgentInfo
+    env_names: list[str] = Field(default_factory=list)  # passed with --env; values are never stored
+    check_command: str | None = None  # must pass in the container before "done" completes the run
+    limits: Limits
+    head_commit: str | None = None  # last commit harvested onto the branch
+    usage: GatewayUsage = Field(default_factory=GatewayUsage)  # every model request of the session
+    supervisor: SupervisorInfo | None = None
+    error: str | None = None  # the infrastructure fault that ended the run, if any
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    finished_at: datetime | None = None
+
+    @property
+    def counted_iterations(self) -> int:
+        """Iterations that count against max_iterations (backoff retries do not)."""
+        return self.iteration_count - self.backoff.total
+
+
+class RunOwner(JournalModel):
+    """owner.json in a run directory: which session a copy belongs to (for `list` and `gc`)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["solo-harness.run-owner"] = "solo-harness.run-owner"
+    session_id: str
+    repo: str
+    journal_dir: str
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class StatusReport(BaseModel):
+    """What the agent writes to $HARNESS_STATUS_FILE (untrusted input)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=16_384)
+
+    state: Literal["working", "done", "blocked"]
+    summary: str = ""
+    next: str = ""
+
+
 class DiffStat(JournalModel):
     files_changed: int = 0
     insertions: int = 0
@@ -305,6 +310,8 @@ class IterationRecord(JournalModel):
     harvest_error: str | None = None
     backoff_seconds: float | None = None  # how long the supervisor waited after a rate limit
     check: CheckResult | None = None
+    usage: GatewayUsage | None = None  # the model gateway's count for this iteration
+    agent_report: AgentReport | None = None  # what the agent's own structured output said
     notes_delivered: list[str] = Field(default_factory=list)  # ids of the notes this prompt carried
     limits: Limits
     started_at: datetime

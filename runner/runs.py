@@ -19,7 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from runner import images
-from runner.agents import resolve_agent
+from runner.agents import AgentOptions, resolve_agent
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     HarnessError,
@@ -29,6 +29,8 @@ from runner.errors import (
     UsageError,
     WorkspaceError,
 )
+from runner.gateway.model import upstreams_from_env
+from runner.gateway.services import RunNetwork, parse_allow_hosts
 from runner.gitops import HostGit
 from runner.journal import Journal, ensure_excluded
 from runner.limits import parse_duration, parse_size
@@ -46,7 +48,7 @@ from runner.models import (
 from runner.names import branch_for, validate_session
 from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
-from runner.sandbox import AGENT_UID, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
+from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
 from runner.supervisor import Supervisor
 from runner.workspace import RunDir, Workspace
 
@@ -67,6 +69,7 @@ class LimitOptions:
     max_disk: str | None = None
     stuck_after: int | None = None
     backoff_base: str | None = None
+    max_cost: float | None = None  # USD
 
     def apply(self, base: Limits) -> Limits:
         update: dict[str, object] = {}
@@ -86,6 +89,10 @@ class LimitOptions:
             update["stuck_after"] = self.stuck_after
         if self.max_disk is not None:
             update["max_disk_bytes"] = parse_size(self.max_disk, option="--max-disk")
+        if self.max_cost is not None:
+            if not self.max_cost > 0 or self.max_cost != self.max_cost:
+                raise UsageError("--max-cost must be a positive number of US dollars")
+            update["max_cost_usd"] = self.max_cost
         try:
             return Limits.model_validate({**base.model_dump(), **update})
         except ValidationError as exc:
@@ -108,12 +115,26 @@ class RunRequest:
     env_names: tuple[str, ...] = ()
     check: str | None = None
     limits: LimitOptions = LimitOptions()
+    network: str = "none"
+    allow_hosts: tuple[str, ...] = ()
+    model: str | None = None
+    max_turns: int | None = None
 
 
 class PlannedMount(CamelModel):
     source: str
     target: str
     read_only: bool
+
+
+class GatewayPlan(CamelModel):
+    """The model gateway a run will get (the key's presence, never its value)."""
+
+    socket: str
+    in_container: str  # the base URL the agent uses
+    upstreams: dict[str, str]  # provider -> where requests go
+    keys_present: list[str]  # providers whose key the host's environment holds
+    max_cost_usd: float | None
 
 
 class RunPlan(CamelModel):
@@ -133,6 +154,8 @@ class RunPlan(CamelModel):
     agent: AgentInfo
     limits: Limits
     network: str
+    allow_hosts: list[str]
+    gateway: GatewayPlan
     runtime: str
     env_names: list[str]
     check: str | None
@@ -172,7 +195,10 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         if request.max_iterations < 1:
             raise UsageError("--max-iterations must be at least 1")
         limits = limits.model_copy(update={"max_iterations": request.max_iterations})
-    name, command, default_image = resolve_agent(request.agent, request.agent_cmd)
+    if request.max_turns is not None and request.max_turns < 1:
+        raise UsageError("--max-turns must be at least 1")
+    options = AgentOptions(model=request.model, max_turns=request.max_turns)
+    name, command, default_image = resolve_agent(request.agent, request.agent_cmd, options)
     image = request.image or default_image
     if os.getuid() == AGENT_UID:
         raise UsageError(f"the host user has uid {AGENT_UID}, the agent's uid: run harness as another user")
@@ -194,6 +220,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     if state == "missing":
         images.ensure(backend, image)  # raises ImageMissingError with the reason
 
+    allow_hosts = _network_plan(request.network, request.allow_hosts)
+    upstreams = upstreams_from_env()
     rd = RunDir(run_dir(repo.top, session))
     return RunPlan(
         session=session,
@@ -207,9 +235,17 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         base_commit=base_commit,
         image=image,
         image_state=state,
-        agent=AgentInfo(name=name, command=command),
+        agent=AgentInfo(name=name, command=command, model=request.model, max_turns=request.max_turns),
         limits=limits,
-        network="none",
+        network=request.network,
+        allow_hosts=allow_hosts,
+        gateway=GatewayPlan(
+            socket=str(rd.net / GATEWAY_SOCKET),
+            in_container=f"http://127.0.0.1:{GATEWAY_PORT}",
+            upstreams={name: u.base_url for name, u in upstreams.items()},
+            keys_present=sorted(name for name, u in upstreams.items() if u.key),
+            max_cost_usd=limits.max_cost_usd,
+        ),
         runtime=request.runtime,
         env_names=list(request.env_names),
         check=_check_command(request.check),
@@ -218,6 +254,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
             PlannedMount(source=str(rd.workspace), target=WORKSPACE, read_only=False),
             PlannedMount(source=str(rd.prompt), target=PROMPT_DIR, read_only=True),
             PlannedMount(source=str(rd.outbox), target=OUTBOX_DIR, read_only=False),
+            PlannedMount(source=str(rd.net), target=NET_DIR, read_only=True),
         ],
         hardening={
             "capDrop": ["ALL"],
@@ -233,6 +270,20 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
 
 
 RUNTIMES = ("runc", "runsc")
+NETWORKS = ("none", "allowlist")
+
+
+def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
+    """The allowlist as it will be enforced (normalised), after checking the options agree."""
+    if network not in NETWORKS:
+        hint = " (host networking is not offered: use --network allowlist)" if network == "host" else ""
+        raise UsageError(f"--network: {network!r} is not one of {', '.join(NETWORKS)}{hint}")
+    if network == "none" and allow_hosts:
+        raise UsageError("--allow-host needs --network allowlist")
+    if network == "allowlist" and not allow_hosts:
+        raise UsageError("--network allowlist needs at least one --allow-host HOST[:PORT]")
+    rules = parse_allow_hosts(allow_hosts)
+    return [f"[{r.host}]:{r.port}" if ":" in r.host else f"{r.host}:{r.port}" for r in rules]
 
 
 def _check_command(check: str | None) -> str | None:
@@ -298,6 +349,8 @@ def create_session(backend: Backend, request: RunRequest) -> RunSummary:
                 runtime=plan.runtime,
                 agent=plan.agent,
                 env_names=plan.env_names,
+                network=plan.network,
+                allow_hosts=plan.allow_hosts,
                 check_command=plan.check,
                 limits=plan.limits,
                 head_commit=plan.base_commit,
@@ -349,6 +402,12 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                     f"session {session!r} has used all {summary.max_iterations} iterations: "
                     "pass --max-iterations N to add N more"
                 )
+            cap = summary.limits.max_cost_usd
+            if cap is not None and summary.usage.cost_usd >= cap:
+                raise InvalidStateError(
+                    f"session {session!r} has spent ${summary.usage.cost_usd:.4f} of its --max-cost ${cap:.2f}: "
+                    "pass a higher --max-cost to continue"
+                )
             secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
             backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
@@ -381,10 +440,16 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
                 summary.error = exc.message
                 journal.write_summary(summary)
                 raise
-            supervisor = Supervisor(
-                backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets, stop_event=stop_event
-            )
-            return supervisor.run(summary)
+            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir)
+            network.start()
+            try:
+                supervisor = Supervisor(
+                    backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
+                    stop_event=stop_event, network=network,
+                )  # fmt: skip
+                return supervisor.run(summary)
+            finally:
+                network.stop()
 
 
 class Detached(CamelModel):

@@ -11,7 +11,7 @@ from runner.errors import ExitCode, HarnessError
 from runner.flagged import flagged
 from runner.gitops import HostGit
 from runner.journal import Journal, list_sessions
-from runner.models import CamelModel, Outcome, RunState, RunSummary, StopReason, utcnow
+from runner.models import CamelModel, GatewayUsage, Outcome, RunState, RunSummary, StopReason, utcnow
 from runner.names import branch_for, validate_session
 
 EXIT_FOR_STATE = {
@@ -46,6 +46,9 @@ class SessionStatus(CamelModel):
     journal_dir: str
     workspace: str
     error: str | None
+    usage: GatewayUsage  # what the model gateway counted for the whole session
+    max_cost_usd: float | None
+    network: str
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
@@ -111,6 +114,9 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         journal_dir=str(journal.dir),
         workspace=summary.worktree.path,
         error=summary.error,
+        usage=summary.usage,
+        max_cost_usd=summary.limits.max_cost_usd,
+        network=summary.network if not summary.allow_hosts else f"{summary.network} ({', '.join(summary.allow_hosts)})",
         created_at=summary.created_at,
         updated_at=summary.updated_at,
         finished_at=summary.finished_at,

@@ -21,15 +21,18 @@ from pydantic import ValidationError
 
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
-from runner.agents import rate_limited
+from runner.agents import agent_env, agent_report
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
 from runner.errors import HarnessError, JournalError, WorkspaceError
+from runner.gateway.services import RunNetwork
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
+    AgentReport,
     CheckResult,
     ControlFile,
     FailureClass,
+    GatewayUsage,
     IterationRecord,
     Note,
     Outcome,
@@ -65,6 +68,7 @@ FAILURE_OUTCOMES = frozenset(
     {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED}
 )
 CHECK_TAIL_LINES = 40
+RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,10 @@ def decide(
             return Decision(RunState.STUCK, StopReason.NO_PROGRESS)
         if summary.backoff.consecutive > limits.max_backoffs:
             return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
+        if last.outcome is Outcome.BUDGET:
+            return Decision(RunState.STOPPED, StopReason.MAX_COST)
+    if limits.max_cost_usd is not None and summary.usage.cost_usd >= limits.max_cost_usd:
+        return Decision(RunState.STOPPED, StopReason.MAX_COST)
     if interrupted:
         return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
     if control.stop_requested:
@@ -128,6 +136,20 @@ def classify(
     return Outcome(report.state), None
 
 
+def rate_limit(
+    outcome: Outcome, usage: GatewayUsage | None, last_status: int | None, report: AgentReport | None
+) -> tuple[bool, float | None]:
+    """(rate limited, the wait the provider asked for) from structured facts only: what the gateway
+    saw last from the upstream, then the agent's own structured events. Never from free text."""
+    if outcome not in {Outcome.AGENT_ERROR, Outcome.NO_REPORT}:
+        return False, None
+    if last_status in RATE_LIMIT_STATUSES:
+        return True, usage.retry_after_seconds if usage else None
+    if report is not None and report.rate_limited:
+        return True, report.retry_after_seconds
+    return False, None
+
+
 def read_report(outbox: Path) -> tuple[StatusReport | None, str | None]:
     """The agent's status report, read as untrusted data; (None, why) when unusable."""
     name = Path(STATUS_FILE).name
@@ -157,18 +179,24 @@ class Supervisor:
         stop_event: threading.Event | None = None,
         clock: Callable[[], float] = time.monotonic,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        network: RunNetwork | None = None,
     ) -> None:
         self.backend = backend
         self.journal = journal
         self.workspace = workspace
         self.git = git
         self.secrets = secrets or {}
-        self.redactor = Redactor(self.secrets)
+        self.network = network  # None only in unit tests on the fake backend
+        # The real model keys never enter a container; redacting them anyway keeps a key that
+        # leaks some other way (an upstream echoing it) out of every log.
+        self.redactor = Redactor({**self.secrets, **(network.secrets if network else {})})
         # Set by the first Ctrl-C or SIGTERM: stop the running container, record, end resumable.
         self.stop_event = stop_event or threading.Event()
         self.clock = clock
         self.heartbeat_seconds = heartbeat_seconds
-        self._write_lock = threading.Lock()
+        # Every change of the summary and every write of it holds this lock: the heartbeat thread
+        # saves the same object while the loop changes it.
+        self._write_lock = threading.RLock()
 
     def _save(self, summary: RunSummary) -> None:
         with self._write_lock:
@@ -203,9 +231,11 @@ class Supervisor:
             while True:
                 control = self.journal.read_control()
                 interrupted = self.stop_event.is_set()
-                decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
+                with self._write_lock:
+                    decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
+                    if decision is not None:
+                        self._finish(summary, decision)
                 if decision is not None:
-                    self._finish(summary, decision)
                     break
                 if last is not None and last.backoff_seconds:
                     self._wait_out(last.backoff_seconds)
@@ -215,15 +245,18 @@ class Supervisor:
                 if summary.limits.max_time_seconds is not None:
                     remaining = summary.limits.max_time_seconds - (self.clock() - started)
                 last = self.iterate(summary, control, remaining)
-                self._absorb(summary, last)
-                self._save(summary)
+                with self._write_lock:
+                    self._absorb(summary, last)
+                    self._save(summary)
         except KeyboardInterrupt:
-            self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
+            with self._write_lock:
+                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
             self._save_after_fault(summary, beating)
             raise
         except HarnessError as exc:
-            summary.error = exc.message
-            self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
+            with self._write_lock:
+                summary.error = exc.message
+                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
             self._save_after_fault(summary, beating)
             raise
         beating.set()
@@ -270,6 +303,8 @@ class Supervisor:
         summary.last_summary = record.summary or None
         if record.head_commit:
             summary.head_commit = record.head_commit
+        if record.usage is not None:
+            summary.usage = summary.usage + record.usage
         if record.outcome is Outcome.BACKOFF:
             return  # neither progress nor failure: the provider said "later"
         summary.backoff.consecutive = 0
@@ -288,16 +323,23 @@ class Supervisor:
         if remaining is not None:
             timeout = max(1.0, min(timeout, remaining))
         log.info("session %s: iteration %d of %d", summary.session_id, n, summary.max_iterations)
+        if self.network is not None:
+            self.network.gateway.begin_iteration(n)
 
         result, log_file = self._run_captured(self._agent_spec(summary, n), self.journal.log_path(n), summary, timeout)
         report, report_error = read_report(self.workspace.dir.outbox)
         outcome, failure = classify(result, report, report_error)
+        usage = self.network.iteration_usage() if self.network else None
+        agent = agent_report(summary.agent.name, self.journal.log_path(n))
+        if usage is not None and usage.refused_budget and outcome is not Outcome.DONE:
+            outcome, failure = Outcome.BUDGET, None  # the gateway refused: --max-cost is spent
         wait = None
-        if outcome in {Outcome.AGENT_ERROR, Outcome.NO_REPORT} and rate_limited(
-            summary.agent.name, self.journal.log_path(n)
-        ):
+        last_status = self.network.gateway.last_upstream_status() if self.network else None
+        limited, retry_after = rate_limit(outcome, usage, last_status, agent)
+        if limited:
             outcome, failure = Outcome.BACKOFF, None
-            wait = self._schedule_backoff(summary)
+            with self._write_lock:
+                wait = self._schedule_backoff(summary, retry_after)
         redact = self.redactor.text
 
         record = IterationRecord(
@@ -320,6 +362,8 @@ class Supervisor:
             log_truncated=log_file.truncated,
             notes_delivered=[note.id for note in notes],
             backoff_seconds=wait,
+            usage=usage,
+            agent_report=agent,
             limits=summary.limits,
             started_at=started_at,
         )
@@ -417,19 +461,24 @@ class Supervisor:
     def _cancel_requested(self) -> bool:
         if self.stop_event.is_set():
             return True
+        if self.network is not None and self.network.gateway.iteration_usage().refused_budget:
+            return True  # --max-cost is spent: every further model call would be refused
         try:
             return self.journal.read_control().stop_mode == "now"
         except HarnessError:
             return False  # a control file being replaced: look again at the next poll
 
     @staticmethod
-    def _schedule_backoff(summary: RunSummary) -> float:
-        """Exponential, bounded wait before retrying a rate-limited agent; recorded in the summary."""
+    def _schedule_backoff(summary: RunSummary, retry_after: float | None = None) -> float:
+        """The provider's own Retry-After when it gave one (a usage limit resets at a known time),
+        else an exponential, bounded wait; recorded in the summary."""
         state = summary.backoff
         state.consecutive += 1
         state.total += 1
         limits = summary.limits
         wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.consecutive - 1), limits.backoff_max_seconds))
+        if retry_after is not None:
+            wait = max(1.0, retry_after)
         state.last_wait_seconds = wait
         state.total_wait_seconds += wait
         state.until = utcnow() + timedelta(seconds=wait)
@@ -461,19 +510,28 @@ class Supervisor:
 
     def _agent_spec(self, summary: RunSummary, n: int) -> ContainerSpec:
         run_dir = self.workspace.dir
+        mounts = [
+            bind(run_dir.workspace, WORKSPACE, read_only=False),
+            bind(run_dir.prompt, PROMPT_DIR, read_only=True),
+            bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
+        ]
+        command = summary.agent.command
+        network_env: dict[str, str] = {}
+        if self.network is not None:
+            mounts.append(self.network.mount())
+            command = self.network.relay(command)
+            network_env = self.network.proxy_env()
         return hardened_spec(
             image=summary.image,
-            command=with_merged_output(summary.agent.command),
+            command=with_merged_output(command),
             limits=summary.limits,
-            mounts=(
-                bind(run_dir.workspace, WORKSPACE, read_only=False),
-                bind(run_dir.prompt, PROMPT_DIR, read_only=True),
-                bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
-            ),
+            mounts=tuple(mounts),
             labels=labels(summary.session_id, self.workspace.repo_key, "agent"),
             disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
             env={
                 **self.secrets,
+                **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
+                **network_env,
                 "HARNESS_SESSION": summary.session_id,
                 "HARNESS_ITERATION": str(n),
                 "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),

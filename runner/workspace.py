@@ -113,6 +113,11 @@ class RunDir:
     def owner(self) -> Path:
         return self.root / "owner.json"
 
+    @property
+    def net(self) -> Path:
+        """The sockets of the model gateway and egress proxy (host-owned; mounted read-only)."""
+        return self.root / "net"
+
 
 @dataclass
 class Harvest:

@@ -95,6 +95,10 @@ DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the r
 MaxDiskOpt = Annotated[
     str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
 ]
+MaxCostOpt = Annotated[
+    float | None,
+    typer.Option("--max-cost", help="US dollars the session may spend on model calls; the gateway refuses past it."),
+]
 
 
 @app.callback()
@@ -117,6 +121,7 @@ def _limits(
     disk: str | None,
     stuck: int | None,
     backoff: str | None,
+    cost: float | None,
 ) -> LimitOptions:
     from runner.runs import LimitOptions
 
@@ -129,6 +134,7 @@ def _limits(
         max_disk=disk,
         stuck_after=stuck,
         backoff_base=backoff,
+        max_cost=cost,
     )
 
 
@@ -159,10 +165,23 @@ def run(
     max_disk: MaxDiskOpt = None,
     stuck_after: StuckOpt = None,
     backoff_base: BackoffOpt = None,
+    max_cost: MaxCostOpt = None,
     runtime: Annotated[
         str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
     ] = "runc",
     check: CheckOpt = None,
+    network: Annotated[
+        str,
+        typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
+    ] = "none",
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-host", help="HOST[:PORT] the agent may reach through the egress proxy (port 443)."),
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Model name passed to the agent.")] = None,
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", help="Turns per iteration, for agents that take it.")
+    ] = None,
     env: Annotated[
         list[str] | None,
         typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
@@ -182,8 +201,10 @@ def run(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
         env_names=tuple(env or ()),
-        check=check,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base),
+        check=check, network=network, allow_hosts=tuple(allow_host or ()), model=model, max_turns=max_turns,
+        limits=_limits(
+            cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
+        ),
     )  # fmt: skip
     backend = default_backend()
     if dry_run:
@@ -211,6 +232,7 @@ def resume(
     max_disk: MaxDiskOpt = None,
     stuck_after: StuckOpt = None,
     backoff_base: BackoffOpt = None,
+    max_cost: MaxCostOpt = None,
     check: CheckOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
@@ -221,7 +243,9 @@ def resume(
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check,
-        limits=_limits(cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base),
+        limits=_limits(
+            cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
+        ),
     )  # fmt: skip
     if detach:
         return _render_detached(detach_session(prepare_resume(default_backend(), request)), as_json)

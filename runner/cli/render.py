@@ -17,7 +17,7 @@ from runner.errors import ExitCode
 from runner.flagged import REASON_TEXT, FlagReason
 from runner.hud import HudSnapshot
 from runner.limits import format_duration, format_size
-from runner.models import RunState
+from runner.models import GatewayUsage, RunState
 from runner.output import neutralise
 from runner.runs import RunPlan
 from runner.status import SessionProblem, SessionStatus
@@ -78,6 +78,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         grid.add_row("last summary", safe(st.last_summary))
     ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead of {st.base_commit[:12]})"
     grid.add_row("branch", f"{st.branch}{ahead}")
+    if st.usage.requests or st.max_cost_usd is not None:
+        grid.add_row("model use", usage_line(st.usage, st.max_cost_usd))
     if st.flagged:
         grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
     if st.error:
@@ -168,6 +170,26 @@ def flagged_warning(
             err.print(Text(f"  {neutralise(path)}", style="red"))
 
 
+def _tokens(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
+
+
+def usage_line(usage: GatewayUsage, max_cost: float | None) -> str:
+    """'12 requests, 45.2k in + 3.1k out (+120.0k cached), $0.42 of $5.00', with what went wrong."""
+    t = usage.tokens
+    cached = t.cache_read_tokens + t.cache_write_tokens
+    line = f"{usage.requests} request{'s' if usage.requests != 1 else ''}, {_tokens(t.input_tokens)} in + "
+    line += f"{_tokens(t.output_tokens)} out" + (f" (+{_tokens(cached)} cached)" if cached else "")
+    line += f", ${usage.cost_usd:.2f}" + (f" of ${max_cost:.2f}" if max_cost is not None else "")
+    extra = [
+        f"{usage.unpriced_requests} priced by fallback" if usage.unpriced_requests else "",
+        f"{usage.rate_limited} rate limited" if usage.rate_limited else "",
+        f"{usage.refused_budget} refused over budget" if usage.refused_budget else "",
+    ]
+    extra = [e for e in extra if e]
+    return line + (f" ({'; '.join(extra)})" if extra else "")
+
+
 def plan(p: RunPlan) -> None:
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
@@ -184,7 +206,13 @@ def plan(p: RunPlan) -> None:
         ("agent", f"{p.agent.name}: {' '.join(p.agent.command)}"),
         ("check", p.check or "none: the agent's 'done' completes the run"),
         ("user", p.user),
-        ("network", p.network),
+        ("network", p.network + (f": only {', '.join(p.allow_hosts)}" if p.allow_hosts else ": none, loopback only")),
+        (
+            "model gateway",
+            f"{p.gateway.in_container} in the container; host keys for "
+            + (", ".join(p.gateway.keys_present) or "no provider (set ANTHROPIC_API_KEY or OPENAI_API_KEY)"),
+        ),
+        ("budget", f"${lim.max_cost_usd:.2f}" if lim.max_cost_usd is not None else "none (--max-cost USD)"),
         (
             "limits",
             f"{lim.cpus:g} cpus, {format_size(lim.memory_bytes)} memory (no swap), {lim.pids} pids, "

@@ -14,6 +14,7 @@ from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
     AgentInfo,
+    ControlFile,
     FailureClass,
     IterationRecord,
     Limits,
@@ -25,7 +26,7 @@ from runner.models import (
     WorktreeInfo,
 )
 from runner.sandbox import OUTBOX_DIR, PROMPT_DIR
-from runner.supervisor import Supervisor, decide
+from runner.supervisor import Supervisor, decide, rate_limit
 from runner.workspace import RunDir, Workspace
 from tests.helpers import GitRepo
 
@@ -251,38 +252,75 @@ def test_an_agent_that_changes_nothing_ends_as_stuck(tmp_path: Path, repo: GitRe
     assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STUCK, StopReason.NO_PROGRESS, 2)
 
 
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agents" / "claude-code"
+
+
 def rate_limited_answer(spec: ContainerSpec) -> FakeRun:
-    return FakeRun(exit_code=1, output=b"API Error: 429 Too Many Requests\n")
+    """Claude Code's real stream-json output when the API answered 429 (structured error events)."""
+    return FakeRun(exit_code=1, output=(FIXTURES / "rate-limit-429.jsonl").read_bytes())
+
+
+def says_429_and_fails(spec: ContainerSpec) -> FakeRun:
+    return FakeRun(exit_code=1, output=b"all 429 tests passed\nAPI Error: 429 Too Many Requests\nrate limit\n")
+
+
+def _as_claude_code(h: Harness) -> Harness:
+    h.summary.agent = AgentInfo(name="claude-code", command=["fake:agent"])
+    return h
 
 
 def test_rate_limits_back_off_without_using_iterations(tmp_path: Path, repo: GitRepo) -> None:
-    h = Harness(tmp_path, repo, script(rate_limited_answer, rate_limited_answer, report("done")), max_iterations=1,
-                backoff_base_seconds=0.01, backoff_max_seconds=0.02)  # fmt: skip
+    h = _as_claude_code(Harness(tmp_path, repo, script(rate_limited_answer, rate_limited_answer, report("done")),
+                                max_iterations=1, backoff_base_seconds=0.01, backoff_max_seconds=0.02))  # fmt: skip
     result = h.run()
     assert (result.status, result.iteration_count, result.counted_iterations) == (RunState.COMPLETED, 3, 1)
     records = h.journal.iterations()
     assert [r.outcome for r in records] == [Outcome.BACKOFF, Outcome.BACKOFF, Outcome.DONE]
     assert [r.backoff_seconds for r in records] == [0.01, 0.02, None]  # exponential, capped
+    assert records[0].agent_report is not None and records[0].agent_report.rate_limited
     assert result.backoff.total == 2 and result.backoff.consecutive == 0
     assert result.consecutive_failures == 0
 
 
 def test_endless_rate_limits_end_the_run_bounded(tmp_path: Path, repo: GitRepo) -> None:
-    h = Harness(tmp_path, repo, rate_limited_answer, max_iterations=1, backoff_base_seconds=0.01,
-                backoff_max_seconds=0.01, max_backoffs=3)  # fmt: skip
+    h = _as_claude_code(Harness(tmp_path, repo, rate_limited_answer, max_iterations=1, backoff_base_seconds=0.01,
+                                backoff_max_seconds=0.01, max_backoffs=3))  # fmt: skip
     result = h.run()
     assert (result.status, result.stop_reason, result.backoff.total) == (RunState.STOPPED, StopReason.RATE_LIMITED, 4)
 
 
-def test_the_demo_agent_is_never_taken_for_rate_limited(tmp_path: Path) -> None:
-    from runner.agents import rate_limited
+@pytest.mark.parametrize("agent", ["claude-code", "custom", "demo", "codex", "aider"])
+def test_text_that_mentions_429_is_a_failure_never_a_backoff(tmp_path: Path, repo: GitRepo, agent: str) -> None:
+    h = Harness(tmp_path, repo, says_429_and_fails, max_iterations=1, backoff_base_seconds=0.01)
+    h.summary.agent = AgentInfo(name=agent, command=["fake:agent"])
+    result = h.run()
+    record = h.journal.iterations()[0]
+    assert (record.outcome, record.backoff_seconds, result.backoff.total) == (Outcome.AGENT_ERROR, None, 0)
 
-    log = tmp_path / "log"
-    log.write_text("HTTP 429 Too Many Requests\n")
-    assert rate_limited("custom", log) and rate_limited("claude-code", log)
-    assert not rate_limited("demo", log)
-    log.write_text("all 429 tests passed? no: 3 failed\n")
-    assert rate_limited("custom", log)  # a bare 429 counts, but only after a failed iteration (see supervisor)
+
+def test_rate_limit_facts_come_from_the_gateway_first_then_structured_events() -> None:
+    from runner.models import AgentReport, GatewayUsage
+
+    seen = GatewayUsage(rate_limited=1, retry_after_seconds=7.0)
+    assert rate_limit(Outcome.AGENT_ERROR, seen, 429, None) == (True, 7.0)
+    assert rate_limit(Outcome.NO_REPORT, seen, 529, None) == (True, 7.0)
+    # A 429 the agent recovered from (its last answer was a 200) does not make a later failure a backoff.
+    assert rate_limit(Outcome.AGENT_ERROR, seen, 200, None) == (False, None)
+    assert rate_limit(Outcome.AGENT_ERROR, None, None, AgentReport(rate_limited=True, retry_after_seconds=3)) == (
+        True, 3)  # fmt: skip
+    assert rate_limit(Outcome.DONE, seen, 429, AgentReport(rate_limited=True)) == (False, None)
+    assert rate_limit(Outcome.TIMED_OUT, seen, 429, None) == (False, None)
+
+
+def test_max_cost_spent_stops_the_run_before_another_iteration(tmp_path: Path, repo: GitRepo) -> None:
+    from runner.models import GatewayUsage
+
+    h = Harness(tmp_path, repo, report("working"), max_iterations=5, max_cost_usd=1.0)
+    h.summary.usage = GatewayUsage(requests=3, cost_usd=1.25)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.MAX_COST, 0)
+    h.summary.limits = h.summary.limits.model_copy(update={"max_cost_usd": 2.0})
+    assert decide(h.summary, ControlFile(session_id="s"), 0.0, None) is None  # resume with more continues
 
 
 def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Path, repo: GitRepo) -> None:

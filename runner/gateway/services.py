@@ -1,0 +1,99 @@
+"""A run's network, as the supervisor owns it: the model gateway, the egress proxy when the run
+allows hosts, and what the agent's container needs to reach them (a read-only mount of their
+sockets, the relay in front of the command, and the environment that points tools at them).
+
+They live as long as the supervisor: a detached run has them too, a kill -9 of the supervisor ends
+them with it, and `resume` starts them again. The agent's container never gets a route out.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+from runner.backends.base import Mount
+from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
+from runner.gateway.loop import ServerThread
+from runner.gateway.model import ModelGateway, secret_keys, upstreams_from_env
+from runner.gateway.prices import load_prices
+from runner.models import GatewayUsage, RunSummary
+from runner.sandbox import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, RELAY, bind
+
+log = logging.getLogger(__name__)
+
+GATEWAY_LOG = "gateway.log"
+EGRESS_LOG = "egress.log"
+LOOPBACK = "127.0.0.1"
+GATEWAY_URL = f"http://{LOOPBACK}:{GATEWAY_PORT}"
+PROXY_URL = f"http://{LOOPBACK}:{EGRESS_PORT}"
+
+
+def parse_allow_hosts(values: Sequence[str]) -> list[AllowRule]:
+    return [parse_allow_host(v) for v in values]
+
+
+class RunNetwork:
+    """Start with `start()`, end with `stop()`; the supervisor reads the gateway's counters."""
+
+    def __init__(self, *, summary: RunSummary, net_dir: Path, journal_dir: Path) -> None:
+        self.net_dir = net_dir
+        self.network = summary.network
+        self.rules = parse_allow_hosts(summary.allow_hosts)
+        upstreams = upstreams_from_env()
+        self.secrets = secret_keys(upstreams)
+        self.gateway = ModelGateway(
+            socket_path=net_dir / GATEWAY_SOCKET,
+            log_path=journal_dir / GATEWAY_LOG,
+            upstreams=upstreams,
+            prices=load_prices(),
+            max_cost_usd=summary.limits.max_cost_usd,
+            spent_before_usd=summary.usage.cost_usd,
+        )
+        self.egress = (
+            EgressProxy(socket_path=net_dir / EGRESS_SOCKET, rules=self.rules, log_path=journal_dir / EGRESS_LOG)
+            if self.network == "allowlist"
+            else None
+        )
+        self._thread = ServerThread(name=f"harness-net-{summary.session_id}")
+
+    def start(self) -> None:
+        # Host-owned and not writable by the agent's uid; the sockets in it are (to connect).
+        self.net_dir.mkdir(mode=0o755, exist_ok=True)
+        self.net_dir.chmod(0o755)  # exact even if it existed: the agent only connects
+        self._thread.start()
+        try:
+            self._thread.serve(self.gateway)
+            if self.egress is not None:
+                self._thread.serve(self.egress)
+        except BaseException:
+            self._thread.stop()
+            raise
+        log.info("model gateway on %s%s", self.net_dir / GATEWAY_SOCKET, " and egress proxy" if self.egress else "")
+
+    def stop(self) -> None:
+        self._thread.stop()
+        for name in (GATEWAY_SOCKET, EGRESS_SOCKET):
+            (self.net_dir / name).unlink(missing_ok=True)
+
+    def mount(self) -> Mount:
+        return bind(self.net_dir, NET_DIR, read_only=True)
+
+    def relay(self, command: list[str]) -> list[str]:
+        """`command` behind the in-container relay that gives it loopback ports to the sockets."""
+        listen = ["--listen", f"{LOOPBACK}:{GATEWAY_PORT}={NET_DIR}/{GATEWAY_SOCKET}"]
+        if self.egress is not None:
+            listen += ["--listen", f"{LOOPBACK}:{EGRESS_PORT}={NET_DIR}/{EGRESS_SOCKET}"]
+        return [RELAY, *listen, "--", *command]
+
+    def proxy_env(self) -> dict[str, str]:
+        if self.egress is None:
+            return {}
+        no_proxy = f"{LOOPBACK},localhost"
+        return {
+            "HTTPS_PROXY": PROXY_URL, "HTTP_PROXY": PROXY_URL, "https_proxy": PROXY_URL, "http_proxy": PROXY_URL,
+            "NO_PROXY": no_proxy, "no_proxy": no_proxy,
+        }  # fmt: skip
+
+    def iteration_usage(self) -> GatewayUsage:
+        return self.gateway.iteration_usage()
