@@ -98,6 +98,17 @@ _CONTROLS = re.compile(
 )
 
 
+# A prune that runs while a build uses a cached layer (`harness gc` removes dangling harness
+# images, which a multi-stage build's first stage is) makes the engine fail the build midway; a
+# second attempt builds the layer again.
+_CACHE_RACE = re.compile(r"failed to get digest|no such image|unknown parent image", re.IGNORECASE)
+BUILD_ATTEMPTS = 2
+
+
+class _CacheRace(Exception):
+    pass
+
+
 def _last(lines: list[str]) -> str:
     return lines[-1] if lines else "the engine reported no output"
 
@@ -150,6 +161,17 @@ class DockerBackend(Backend):
 
     def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
         log.info("building image %s from %s", tag, context)
+        for attempt in range(1, BUILD_ATTEMPTS + 1):
+            try:
+                self._build(context, tag, labels)
+            except _CacheRace as exc:
+                if attempt == BUILD_ATTEMPTS:
+                    raise ImageMissingError(f"building image {tag} failed: {exc}") from None
+                log.warning("a cached layer of %s vanished mid-build (%s); building again", tag, exc)
+            else:
+                return
+
+    def _build(self, context: Path, tag: str, labels: dict[str, str]) -> None:
         progress = logging.getLogger(f"{__name__}.build")
         tail: list[str] = []  # the last lines, for the error of a failed build
         try:
@@ -161,7 +183,9 @@ class DockerBackend(Backend):
                 )  # fmt: skip
                 for chunk in chunks:
                     if "error" in chunk:
-                        detail = str(chunk.get("error") or "").strip()
+                        detail = _CONTROLS.sub("", str(chunk.get("error") or "")).strip()
+                        if _CACHE_RACE.search(detail):
+                            raise _CacheRace(detail)
                         raise ImageMissingError(f"building image {tag} failed: {detail or _last(tail)}")
                     for raw in str(chunk.get("stream") or chunk.get("status") or "").splitlines():
                         line = _CONTROLS.sub("", raw).strip()
