@@ -25,6 +25,7 @@ FLAGGED_FILES = (
     ".envrc", ".env", ".env.*", ".gitattributes", ".gitmodules", ".gitconfig", ".gitlab-ci.yml",
     ".pre-commit-config.yaml", ".travis.yml", "Jenkinsfile", "azure-pipelines.yml", ".tool-versions",
     ".npmrc", ".yarnrc", ".yarnrc.yml", ".pypirc", "CLAUDE.md", ".mcp.json", "AGENTS.md",
+    ".lfsconfig",  # git-lfs reads it from the tree: an lfs.url the next checkout fetches from
 )  # fmt: skip
 
 
