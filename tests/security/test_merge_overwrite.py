@@ -1,4 +1,4 @@
-"""Attack rows 9-13: make the morning's merge the way in (issue 8).
+"""Attack rows 9-14: make the morning's merge the way in (issue 8).
 
 The container holds, but the branch comes back. An agent `git add -f`s files at paths the user's tree
 ignores and commits them; git treats ignored files as expendable, so a plain `git merge` replaces the
@@ -6,7 +6,9 @@ user's `.venv/bin/activate` (the next `source .venv/bin/activate` runs the agent
 user's `.env`, or another session's journal. Each test first shows the trap is live (positive control: the
 user's own `git merge` of the same branch, in a separate worktree, replaces the file, even with git's
 `--no-overwrite-ignore`), then that `harness diff` flags it and `harness merge` refuses it, with and without
-`--accept-flagged`, leaving the user's file byte-identical.
+`--accept-flagged`, leaving the user's file byte-identical. The rest of the way back gets the same look: a
+symlink that only an earlier commit of the branch has, a merge into whatever branch is checked out, a
+`--squash` whose commit fails, and `discard` of a branch checked out in a working tree.
 
 One `harness run --agent-cmd` per branch, all made once for the module on one repository.
 """
