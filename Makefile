@@ -17,8 +17,10 @@ install: $(STAMP)
 docker:  ## a running Docker engine and the offline base image (installs docker.io as root)
 	bash scripts/ensure-docker.sh
 
-images: install docker
-	$(BIN)/harness images build base
+AGENT_IMAGES := claude-code codex aider
+IMAGES ?= base
+images: install docker  ## build harness images: IMAGES="base $(AGENT_IMAGES)" for all (agents need npm/PyPI)
+	@set -e; for image in $(IMAGES); do $(BIN)/harness images build $$image; done
 
 demo: images
 	bash scripts/demo.sh

@@ -416,10 +416,14 @@ def note(
 @images_app.command("build")
 @command
 def images_build(
-    name: Annotated[str, typer.Argument(help="The image to build (default: base).")] = "base",
+    name: Annotated[
+        str, typer.Argument(help="The image to build: base, claude-code, codex or aider (default: base).")
+    ] = "base",
     as_json: JsonOpt = False,
 ) -> int:
-    """Build a harness image offline (the host's extra CA certificates are added)."""
+    """Build a harness image (its base first when needed), with the host's extra CA certificates.
+
+    The build's progress goes to stderr; agent images fetch their CLI from npm or PyPI."""
     from runner import images
     from runner.backends import default_backend
     from runner.cli import render
