@@ -8,11 +8,11 @@ from datetime import datetime
 from pathlib import Path
 
 from runner.errors import ExitCode, HarnessError
-from runner.flagged import flagged
 from runner.gitops import HostGit
 from runner.journal import Journal, list_sessions
 from runner.models import CamelModel, GatewayUsage, Outcome, RunState, RunSummary, StopReason, utcnow
 from runner.names import branch_for, validate_session
+from runner.review import review
 
 EXIT_FOR_STATE = {
     RunState.COMPLETED: ExitCode.OK,
@@ -94,7 +94,8 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         reason = StopReason.SUPERVISOR_GONE
     head = git.ref_commit(branch_for(session))
     ahead = len(git.commits_between(summary.worktree.base_commit, head)) if head else None
-    marked = flagged(*git.changes(summary.worktree.base_commit, head)) if head else []
+    # The same review as `diff` and `merge`: ignored paths, the journal root, tool scripts, links.
+    marked = review(git, top, summary.worktree.base_commit, head, onto=git.ref_commit("HEAD")).flagged if head else []
     return SessionStatus(
         session_id=session,
         repo=str(top),

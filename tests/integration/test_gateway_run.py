@@ -248,3 +248,49 @@ def test_network_options_are_checked_before_anything_is_created(repo: GitRepo) -
     assert plan["gateway"]["keysPresent"] == ["anthropic"] and plan["gateway"]["maxCostUsd"] == 3.0
     assert REAL_KEY not in json.dumps(plan)
     assert {"source": plan["mounts"][-1]["source"], "target": "/harness-net", "readOnly": True} == plan["mounts"][-1]
+
+
+def _gateway_answers(sock: Path, tmp: Path) -> bool:
+    """True when something accepts connections on the gateway's socket (reached by a short link)."""
+    import socket as _socket
+
+    link = tmp / f"gw-{time.monotonic_ns()}"
+    link.symlink_to(sock.parent)
+    try:
+        with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as client:
+            client.connect(str(link / sock.name))
+    except OSError:
+        return False
+    finally:
+        link.unlink()
+    return True
+
+
+def test_the_gateway_lives_with_a_detached_supervisor_dies_with_kill_9_and_resume_restarts_it(
+    agent_repo: GitRepo, tmp_path: Path
+) -> None:
+    import signal
+
+    with ScriptedUpstream(anthropic=[Reply(text="first"), Reply(text="second")]) as up:
+        # The first attempt lingers after its call (answer.txt is then in the copy); the resumed one does not.
+        linger_first = "LINGER=$([ -e answer.txt ] && echo 0 || echo 120) python3 agent.py"
+        r = harness("run", "--objective", "x", "--session", "k9gw", "--agent-cmd", linger_first, "--detach",
+                    "--json", cwd=agent_repo.path, env=_env(up))  # fmt: skip
+        pid = r.json()["pid"]
+        summary_path = agent_repo.journal("k9gw") / "run-summary.json"
+        sock = Path(json.loads(summary_path.read_text())["runDir"]) / "net" / "gateway.sock"
+        deadline = time.monotonic() + 120
+        while len(up.seen("/v1/messages")) < 1:  # the agent's call went through the detached gateway
+            assert time.monotonic() < deadline, "the detached run's agent never reached the model"
+            time.sleep(0.1)
+        assert _gateway_answers(sock, tmp_path)
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while _gateway_answers(sock, tmp_path):
+            assert time.monotonic() < deadline, "the gateway outlived its supervisor"
+            time.sleep(0.1)
+
+        resumed = harness("resume", "--session", "k9gw", "--json", cwd=agent_repo.path, env=_env(up))
+        assert resumed.json()["status"] == "completed", resumed.stderr
+        assert [s.headers["x-api-key"] for s in up.seen("/v1/messages")] == [REAL_KEY, REAL_KEY]
+        assert "second" in agent_repo.git("show", "harness/k9gw:answer.txt")

@@ -162,6 +162,8 @@ def test_ignored_activate_script(world: World) -> None:
     d = world.cli("diff", "--session", "activate", "--json")
     assert d.code == 0, d.stderr
     assert set(d.json()["reasons"][".venv/bin/activate"]) == {"ignored", "tool-dir"}
+    st = world.cli("status", "--session", "activate", "--json")  # the morning report flags it too
+    assert ".venv/bin/activate" in st.json()["flagged"], st.stdout
     assert d.json()["wouldOverwrite"] == [".venv/bin/activate"]
     text = world.cli("diff", "--session", "activate")
     assert "refuses this branch" in text.stderr and ".venv/bin/activate" in text.stderr, text.stderr

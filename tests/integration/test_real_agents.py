@@ -1,0 +1,144 @@
+"""The real agent CLIs in their harness images, driven by `harness run --agent NAME` under
+`--network none`, against scripted model APIs on host loopback that the gateway forwards to.
+
+Each script makes the agent edit a file, commit it and report done. The real key is set only in the
+harness's environment; the upstream must see it, and nothing the agent could touch may hold it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from runner.gateway.prices import BUILTIN
+from tests.helpers import GitRepo, harness
+from tests.upstreams import (
+    Reply,
+    ScriptedUpstream,
+    Step,
+    ToolCall,
+    Usage,
+    aider_script,
+    claude_code_script,
+    codex_script,
+)
+
+pytestmark = pytest.mark.docker
+
+ANTHROPIC_KEY = "sk-ant-REAL-host-key-31c9d0a7e4b2f6"
+OPENAI_KEY = "sk-proj-REAL-host-key-8e2a6c4f1b9d07"
+USAGE = Usage(input_tokens=2000, output_tokens=300, cache_read_tokens=4000)
+# Every process's environment inside the agent's sandbox, into the copy for the host to read.
+DUMP_ENV = "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done > env-seen.txt 2>/dev/null; true"
+
+
+@dataclass(frozen=True)
+class Case:
+    agent: str
+    model: str
+    path: str  # the API path the agent calls
+    steps: list[Step]
+    env: dict[str, str]
+    auth_header: str
+    key: str
+
+
+def _claude() -> list[Step]:
+    dump = Reply(tool_calls=(ToolCall("Bash", {"command": DUMP_ENV, "description": "env"}),), usage=USAGE)
+    return [dump, *claude_code_script(usage=USAGE)]
+
+
+def _codex() -> list[Step]:
+    dump = Reply(tool_calls=(ToolCall("exec_command", {"cmd": DUMP_ENV}),), usage=USAGE)
+    return [dump, *codex_script(usage=USAGE)]
+
+
+def _cases(url_of: str) -> dict[str, Case]:
+    return {
+        "claude-code": Case("claude-code", "claude-sonnet-4-5", "/v1/messages", _claude(),
+                            {"ANTHROPIC_BASE_URL": url_of, "ANTHROPIC_API_KEY": ANTHROPIC_KEY},
+                            "x-api-key", ANTHROPIC_KEY),
+        "codex": Case("codex", "gpt-5", "/v1/responses", _codex(),
+                      {"OPENAI_BASE_URL": url_of + "/v1", "OPENAI_API_KEY": OPENAI_KEY},
+                      "authorization", f"Bearer {OPENAI_KEY}"),
+        "aider": Case("aider", "gpt-4o", "/v1/chat/completions", aider_script(edit_format="diff", usage=USAGE),
+                      {"OPENAI_BASE_URL": url_of + "/v1", "OPENAI_API_KEY": OPENAI_KEY},
+                      "authorization", f"Bearer {OPENAI_KEY}"),
+    }  # fmt: skip
+
+
+def _texts(path: Path) -> str:
+    return "".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file())
+
+
+def _drive(repo: GitRepo, agent: str, *extra: str) -> None:
+    session = f"real-{agent}"
+    with ScriptedUpstream() as up:
+        case = _cases(up.url)[agent]
+        up.scripts[{"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(case.path, "chat")] = case.steps
+        env = {"ANTHROPIC_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
+               "ANTHROPIC_AUTH_TOKEN": "", **case.env}  # fmt: skip
+        r = harness("run", "--objective", "Add hello.txt and commit it", "--session", session, "--agent", agent,
+                    "--model", case.model, "--max-iterations", "2", "--iteration-timeout", "5m", *extra, "--json",
+                    cwd=repo.path, env=env, timeout=900)  # fmt: skip
+        seen = up.seen(case.path)
+    log = (repo.journal(session) / "iteration-0001.log").read_text(errors="replace")
+    assert r.code == 0 and r.json()["status"] == "completed", (r.stderr[-2000:], log[-3000:])
+
+    # The agent's own commit is on the branch, its file as the script wrote it.
+    assert repo.git("show", f"harness/{session}:hello.txt") == "hello from the scripted model"
+    subjects = repo.git("log", "--format=%s", f"main..harness/{session}").splitlines()
+    assert ("Add hello.txt" in subjects) if agent != "aider" else any(s.startswith("aider:") for s in subjects)
+
+    # Every model call went through the gateway, which swapped in the real key; the model was passed on.
+    assert seen and all(s.headers[case.auth_header] == case.key for s in seen)
+    assert all(s.body.get("model") in {case.model, f"openai/{case.model}"} for s in seen if isinstance(s.body, dict))
+
+    # Tokens and cost as the gateway counted them, per iteration and for the session.
+    record = json.loads((repo.journal(session) / "iteration-0001.json").read_text())
+    usage = record["usage"]
+    assert usage["requests"] == len(seen) and usage["unpricedRequests"] == 0
+    assert usage["tokens"]["outputTokens"] == USAGE.output_tokens * len(seen)
+    price = BUILTIN[case.model]
+    per_call = (USAGE.input_tokens * price.input + USAGE.output_tokens * price.output
+                + USAGE.cache_read_tokens * (price.cache_read or price.input)) / 1e6  # fmt: skip
+    assert usage["costUsd"] == pytest.approx(per_call * len(seen), rel=1e-3)
+    assert r.json()["usage"]["costUsd"] == pytest.approx(usage["costUsd"])
+    assert record["agentReport"] is not None
+
+    # The key is in no journal file (logs included), no file or commit of the copy, and no process
+    # environment inside the sandbox (which held the placeholder instead).
+    bare = case.key.removeprefix("Bearer ")
+    assert bare not in _texts(repo.journal(session))
+    assert bare not in repo.git("log", "-p", f"harness/{session}")
+    if agent != "aider":
+        env_seen = repo.git("show", f"harness/{session}:env-seen.txt")
+        assert "sk-harness-placeholder-not-a-key" in env_seen and bare not in env_seen
+
+
+def test_claude_code_runs_for_real_through_the_gateway(repo: GitRepo) -> None:
+    _drive(repo, "claude-code")
+    record = json.loads((repo.journal("real-claude-code") / "iteration-0001.json").read_text())
+    report = record["agentReport"]
+    assert report["subtype"] == "success" and report["isError"] is False and report["numTurns"] >= 4
+    assert report["costUsd"] > 0 and report["usage"]["outputTokens"] > 0
+
+
+def test_codex_runs_for_real_through_the_gateway(repo: GitRepo) -> None:
+    _drive(repo, "codex")
+    report = json.loads((repo.journal("real-codex") / "iteration-0001.json").read_text())["agentReport"]
+    assert report["usage"]["outputTokens"] == USAGE.output_tokens * 5
+
+
+def test_aider_runs_for_real_through_the_gateway(repo: GitRepo) -> None:
+    _drive(repo, "aider")
+    report = json.loads((repo.journal("real-aider") / "iteration-0001.json").read_text())["agentReport"]
+    assert report["costUsd"] is not None and report["usage"]["inputTokens"] > 0
+
+
+def test_claude_code_runs_under_gvisor(repo: GitRepo) -> None:
+    _drive(repo, "claude-code", "--runtime", "runsc")
+    summary = json.loads((repo.journal("real-claude-code") / "run-summary.json").read_text())
+    assert summary["runtime"] == "runsc"
