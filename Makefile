@@ -40,7 +40,7 @@ lint: install
 
 security: images  ## run the attack suite and print (and record in docs/security.md) its table
 	HARNESS_SECURITY_REPORT=build/security-results.json $(BIN)/pytest -q tests/security; \
-	  status=$$?; $(BIN)/python scripts/security_table.py build/security-results.json; exit $$status
+	  status=$$?; $(BIN)/python scripts/security_table.py build/security-results.json --replace; exit $$status
 
 docs: install
 	$(BIN)/python scripts/gen_docs.py

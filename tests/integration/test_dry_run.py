@@ -135,8 +135,21 @@ def test_the_base_image_trusts_the_hosts_extra_ca_certificates() -> None:
     certs = extra_ca_files()
     if not certs:
         pytest.skip("this host has no extra CA certificates (/usr/local/share/ca-certificates)")
-    bundle = subprocess.run(["docker", "run", "--rm", "--network", "none", "harness-base:latest", "cat",
-                             "/etc/ssl/certs/ca-certificates.crt"], capture_output=True, text=True, check=True).stdout
+    bundle = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "harness-base:latest",
+            "cat",
+            "/etc/ssl/certs/ca-certificates.crt",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for cert in certs:  # `make images` built it with `harness images build`, which adds them
         body = "".join(line for line in cert.read_text().splitlines() if not line.startswith("-----"))
         assert body[:200] in bundle.replace("\n", ""), cert

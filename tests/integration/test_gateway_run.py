@@ -158,6 +158,20 @@ def test_an_upstream_429_backs_off_for_its_retry_after_without_using_an_iteratio
     assert first["usage"]["rateLimited"] == 1 and first["usage"]["retryAfterSeconds"] == 2.0
 
 
+def test_a_429_without_retry_after_backs_off_exponentially_from_backoff_base(agent_repo: GitRepo) -> None:
+    with ScriptedUpstream(anthropic=[Error(429), Reply(text="ok")]) as up:
+        started = time.monotonic()
+        st = _run(agent_repo, "limited2", up, "--max-iterations", "1", "--backoff-base", "2s")
+        took = time.monotonic() - started
+    assert (st["status"], st["iterationCount"]) == ("completed", 2)  # 1 counted + 1 backoff
+    assert took >= 2
+    first = _iteration(agent_repo, "limited2", 1)
+    assert first["outcome"] == "backoff" and first["backoffSeconds"] == 2 and first["failureClass"] is None
+    summary = json.loads((agent_repo.journal("limited2") / "run-summary.json").read_text())
+    assert summary["backoff"]["total"] == 1 and summary["backoff"]["totalWaitSeconds"] == 2
+    assert summary["backoff"]["consecutive"] == 0
+
+
 def test_an_agent_that_prints_429_and_fails_is_a_failure_not_a_backoff(repo: GitRepo) -> None:
     with ScriptedUpstream() as up:
         r = harness("run", "--objective", "x", "--session", "tests429", "--agent-cmd",
