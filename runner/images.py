@@ -56,11 +56,16 @@ def name_for_tag(image: str) -> str | None:
 
 
 def base_image(name: str) -> str:
-    """The image the context of `name` builds FROM (it must be present: nothing is pulled)."""
-    for line in (_contexts_root() / name / "Dockerfile").read_text().splitlines():
-        if line.strip().upper().startswith("FROM "):
-            return line.split()[1]
-    raise ImageMissingError(f"the Dockerfile of image {name!r} has no FROM line")
+    """The image the context of `name` builds FROM: its last stage's (earlier stages of an agent
+    image start from the Debian image under the base). It must be present: nothing is pulled."""
+    froms = [
+        line.split()[1]
+        for line in (_contexts_root() / name / "Dockerfile").read_text().splitlines()
+        if line.strip().upper().startswith("FROM ")
+    ]
+    if not froms:
+        raise ImageMissingError(f"the Dockerfile of image {name!r} has no FROM line")
+    return froms[-1]
 
 
 def extra_ca_files() -> list[Path]:
@@ -161,4 +166,5 @@ def ensure(backend: Backend, image: str) -> None:
         try:
             build(backend, name)
         except ImageMissingError as exc:
-            raise ImageMissingError(f"{exc.message} (retry with '{build_command(name)}')") from None
+            hint = "" if "(retry with" in exc.message else f" (retry with '{build_command(name)}')"
+            raise ImageMissingError(exc.message + hint) from None

@@ -8,14 +8,17 @@ current is reused, so a second run of the suite stays fast.
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+import runner
 from runner import images
 from runner.backends.base import LABEL_CONTEXT, Backend
 from runner.errors import ImageMissingError
@@ -112,40 +115,56 @@ def test_build_streams_progress_on_stderr_and_keeps_stdout_for_the_result(tmp_pa
     assert "\x1b" not in r.stderr
 
 
+@dataclass
+class PrivateHarness:
+    """A copy of the harness whose build contexts add one agent image under a name nobody else
+    uses: it is missing for this test alone, while the shared images stay untouched."""
+
+    lib: Path
+    name: str
+
+    @property
+    def tag(self) -> str:
+        return images.tag_for(self.name)
+
+
 @pytest.fixture
-def aider_hidden(backend: Backend) -> Iterator[str]:
-    """harness-aider:latest untagged for the test; its content kept under a second tag (so the
-    rebuild is served from the layer cache) and put back if the test did not rebuild it."""
+def private_harness(backend: Backend, tmp_path: Path) -> Iterator[PrivateHarness]:
     tag = images.tag_for("aider")
-    if images.image_state(backend, tag) != "present":
-        r = harness("images", "build", "aider", cwd=Path("/"), timeout=BUILD_TIMEOUT)
+    if images.image_state(backend, tag) != "present":  # the rebuild below is then served from the cache
+        r = harness("images", "build", "aider", cwd=tmp_path, timeout=BUILD_TIMEOUT)
         assert r.code == 0, r.stderr[-3000:]
-    keep = f"harness-aider:test-keep-{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "tag", tag, keep], check=True)
-    subprocess.run(["docker", "rmi", tag], check=True, capture_output=True)
+    source = Path(runner.__file__).resolve().parent
+    lib = tmp_path / "lib"
+    shutil.copytree(source, lib / "runner", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(source.parent / "images", lib / "images", ignore=shutil.ignore_patterns("__pycache__"))
+    name = f"aider-test-{uuid.uuid4().hex[:8]}"
+    shutil.copytree(lib / "images" / "aider", lib / "images" / name)
+    private = PrivateHarness(lib, name)
     try:
-        yield tag
+        yield private
     finally:
-        if not backend.image_exists(tag):
-            subprocess.run(["docker", "tag", keep, tag], check=True)
-        subprocess.run(["docker", "rmi", keep], check=False, capture_output=True)
+        subprocess.run(["docker", "rmi", private.tag], check=False, capture_output=True)
 
 
-def test_run_with_a_missing_agent_image_builds_it_first(backend: Backend, repo: GitRepo, aider_hidden: str) -> None:
+def test_run_with_a_missing_agent_image_builds_it_first(
+    backend: Backend, repo: GitRepo, private_harness: PrivateHarness
+) -> None:
     """The chosen behaviour (docs/agents.md): `run` builds a missing harness image, saying which
     `harness images build` command it runs, with the build's progress on stderr."""
-    assert not backend.image_exists(aider_hidden)
+    tag, name = private_harness.tag, private_harness.name
+    assert not backend.image_exists(tag)
     report = 'echo \'{"state": "done", "summary": "nothing to do"}\' > "$HARNESS_STATUS_FILE"'
     r = harness(
         "run", "--objective", "x", "--session", "missing-image", "--agent-cmd", report,
-        "--image", aider_hidden, "--max-iterations", "1", "--json",
-        cwd=repo.path, timeout=BUILD_TIMEOUT,
+        "--image", tag, "--max-iterations", "1", "--json",
+        cwd=repo.path, timeout=BUILD_TIMEOUT, env={"PYTHONPATH": str(private_harness.lib)},
     )  # fmt: skip
-    assert f"image {aider_hidden} is missing; building it now, as 'harness images build aider' does" in r.stderr
-    assert "harness-aider:latest: Step 1/" in r.stderr
+    assert f"image {tag} is missing; building it now, as 'harness images build {name}' does" in r.stderr, r.stderr
+    assert f"{tag}: Step 1/" in r.stderr
     assert r.code == 0, r.stderr[-3000:]
     assert r.json()["status"] == "completed"
-    assert backend.image_label(aider_hidden, LABEL_CONTEXT) == images.context_digest("aider")
+    assert backend.image_label(tag, LABEL_CONTEXT) == backend.image_label(images.tag_for("aider"), LABEL_CONTEXT)
 
 
 def test_a_build_that_loses_a_cached_layer_to_a_concurrent_prune_is_built_again(
