@@ -292,6 +292,8 @@ def _check_command(check: str | None) -> str | None:
     return check
 
 
+# Never into a container: the gateway holds them (an SDK's own base URL and placeholder key are set instead).
+GATEWAY_KEYS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 
@@ -301,6 +303,11 @@ def secret_values(names: tuple[str, ...] | list[str]) -> dict[str, str]:
     for name in names:
         if not _ENV_NAME.fullmatch(name) or name.startswith("HARNESS_"):
             raise UsageError(f"--env: {name!r} is not a variable name the harness passes on")
+        if name in GATEWAY_KEYS:
+            raise UsageError(
+                f"--env {name}: model API keys stay on the host; the model gateway adds them to each request "
+                "(leave it set in this environment and drop --env)"
+            )
         value = os.environ.get(name)
         if value is None:
             raise UsageError(f"--env {name}: the variable is not set in this environment")
