@@ -262,3 +262,54 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after("junk") is None and parse_retry_after(None) is None
     assert parse_retry_after("999999999") == 24 * 3600.0
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+
+
+def _self_signed(tmp: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 signed by nobody the system trusts (openssl, as on every host here)."""
+    import subprocess
+
+    cert, key = tmp / "upstream.crt", tmp / "upstream.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
+
+
+def test_tls_to_the_upstream_is_verified_and_the_hosts_extra_cas_are_trusted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import ssl
+
+    from runner.gateway.model import default_ssl_context
+
+    cert, key = _self_signed(tmp_path)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"type": "message", "usage": {}})
+
+    async def scenario(trust: bool) -> int:
+        app = web.Application()
+        app.router.add_post("/v1/messages", answer)
+        server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        server_tls.load_cert_chain(cert, key)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+        port = runner.addresses[0][1]
+        if trust:
+            monkeypatch.setenv("HARNESS_EXTRA_CA_CERTS", str(cert))
+        else:
+            monkeypatch.delenv("HARNESS_EXTRA_CA_CERTS", raising=False)
+        sock_dir = tmp_path / ("trusted" if trust else "untrusted")
+        sock_dir.mkdir()
+        gw = _gateway(sock_dir, f"https://127.0.0.1:{port}", ssl_context=default_ssl_context())
+        await gw.start()
+        status, _, _ = await _post(sock_dir / "gateway.sock", "/v1/messages", {"model": "m"}, ANTHROPIC_HEADERS)
+        await gw.close()
+        await runner.cleanup()
+        return status
+
+    assert asyncio.run(scenario(trust=False)) == 502  # an unknown certificate is refused
+    assert asyncio.run(scenario(trust=True)) == 200  # the host's extra CA makes it trusted
