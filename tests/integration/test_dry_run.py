@@ -46,7 +46,9 @@ def test_dry_run_prints_the_plan_and_creates_nothing(repo: GitRepo, harness_home
         "/workspace": False,
         "/harness": True,
         "/harness-out": False,
+        "/harness-net": True,  # the gateway's socket: the agent connects, never writes
     }
+    assert plan["network"] == "none" and plan["gateway"]["inContainer"] == "http://127.0.0.1:8787"
     assert plan["hardening"]["capDrop"] == ["ALL"]
     assert not (repo.path / "memory").exists()
     assert list(harness_home.iterdir()) == []
