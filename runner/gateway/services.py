@@ -70,6 +70,8 @@ class RunNetwork:
             self._thread.stop()
             raise
         log.info("model gateway on %s%s", self.net_dir / GATEWAY_SOCKET, " and egress proxy" if self.egress else "")
+        if not self.secrets:
+            log.warning("no ANTHROPIC_API_KEY or OPENAI_API_KEY here: model calls go upstream without a key")
 
     def stop(self) -> None:
         self._thread.stop()
