@@ -42,6 +42,7 @@ class RunNetwork:
         self.rules = parse_allow_hosts(summary.allow_hosts)
         upstreams = upstreams_from_env()
         self.secrets = secret_keys(upstreams)
+        self.needs_model = summary.agent.name != "demo"  # the offline demo agent calls no model
         self.gateway = ModelGateway(
             socket_path=net_dir / GATEWAY_SOCKET,
             log_path=journal_dir / GATEWAY_LOG,
@@ -70,7 +71,7 @@ class RunNetwork:
             self._thread.stop()
             raise
         log.info("model gateway on %s%s", self.net_dir / GATEWAY_SOCKET, " and egress proxy" if self.egress else "")
-        if not self.secrets:
+        if not self.secrets and self.needs_model:
             log.warning("no ANTHROPIC_API_KEY or OPENAI_API_KEY here: model calls go upstream without a key")
 
     def stop(self) -> None:
