@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TypeVar
@@ -158,25 +160,52 @@ class Journal:
             save_model(self.control_path, control)
             return control
 
+    # The supervisor lock is an open-file-description record lock (F_OFD_SETLK), not a flock: the
+    # kernel answers "is it held?" (F_OFD_GETLK) without the asker taking it, so a reader polling
+    # while a supervisor starts can never make that supervisor find its own session busy. The
+    # kernel drops the lock with the last descriptor, i.e. when the supervisor dies.
+    @property
+    def _supervisor_lock_path(self) -> Path:
+        return self.dir / ".supervisor.lock"
+
     @contextlib.contextmanager
     def supervisor_lock(self) -> Iterator[None]:
         """Held for as long as a supervisor drives this session: a second one is refused."""
+        path = self._supervisor_lock_path
         try:
-            with self._flock(self.dir / ".supervisor.lock", blocking=False):
-                yield
-        except BlockingIOError:
-            raise SessionBusyError(f"session {self.session!r} is already driven by another harness process") from None
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise SessionBusyError(
+                        f"session {self.session!r} is already driven by another harness process"
+                    ) from None
+                raise JournalError(f"{path}: cannot lock ({exc.strerror})") from None
+            yield
+        finally:
+            os.close(fd)
 
     def supervisor_alive(self) -> bool:
-        """True when some process holds the supervisor lock of this session."""
-        path = self.dir / ".supervisor.lock"
-        if not path.exists():
-            return False
+        """True when some process holds the supervisor lock of this session. Only asks the kernel:
+        never takes the lock, so it cannot disturb a supervisor that is starting."""
+        path = self._supervisor_lock_path
         try:
-            with self._flock(path, blocking=False):
-                return False
-        except BlockingIOError:
-            return True
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot query lock ({exc.strerror})") from None
+        finally:
+            os.close(fd)
+        return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
 
     @staticmethod
     @contextlib.contextmanager
@@ -190,6 +219,14 @@ class Journal:
             yield
         finally:
             os.close(fd)
+
+
+# struct flock (Linux, 64-bit off_t): l_type, l_whence, l_start, l_len, l_pid, padding.
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def _whole_file(lock_type: int) -> bytes:
+    return _FLOCK.pack(lock_type, os.SEEK_SET, 0, 0, 0)  # l_len 0: to the end; l_pid must be 0 (OFD)
 
 
 def list_sessions(repo: Path) -> list[str]:

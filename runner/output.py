@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 from pathlib import Path
@@ -24,7 +25,10 @@ class OutputSink(Protocol):
 
 
 class CappedFile:
-    """Writes chunks to a file until `cap` bytes, then counts what it drops (keeps draining)."""
+    """Writes chunks to a file until `cap` bytes, then counts what it drops (keeps draining).
+
+    Each chunk goes to the file with one unbuffered write as it arrives, so `logs --follow` and the
+    hud see an agent's output while it runs; no fsync (a flood must stay cheap)."""
 
     def __init__(self, path: Path, cap: int) -> None:
         self.path = path
@@ -33,15 +37,21 @@ class CappedFile:
         self.dropped = 0
         self.error: OSError | None = None  # the first write that failed (a full disk): the rest is dropped
         self._lock = threading.Lock()
-        self._handle = path.open("wb")
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+
+    def _write_all(self, data: bytes) -> None:
+        assert self._fd is not None  # noqa: S101 - never called after close
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def write(self, chunk: bytes) -> None:
         with self._lock:
             room = self.cap - self.written
-            if room > 0 and self.error is None:
+            if room > 0 and self.error is None and self._fd is not None:
                 part = chunk[:room]
                 try:
-                    self._handle.write(part)
+                    self._write_all(part)
                 except OSError as exc:
                     self.error = exc
                     self.dropped += len(chunk)
@@ -57,12 +67,16 @@ class CappedFile:
 
     def close(self) -> None:
         with self._lock:
+            if self._fd is None:
+                return
             try:
                 if self.dropped and self.error is None:
-                    self._handle.write(TRUNCATION_MARKER.format(cap=self.cap, dropped=self.dropped).encode())
-                self._handle.close()
+                    self._write_all(TRUNCATION_MARKER.format(cap=self.cap, dropped=self.dropped).encode())
             except OSError as exc:
                 self.error = self.error or exc
+            finally:
+                os.close(self._fd)
+                self._fd = None
 
 
 class CappedBuffer:

@@ -44,10 +44,26 @@ class Redactor:
                 patterns.setdefault(form, marker)
         # Longest first, so a value is replaced whole before any shorter form inside it.
         self.patterns = sorted(patterns.items(), key=lambda item: -len(item[0]))
-        self.window = max((len(p) for p, _ in self.patterns), default=1) - 1
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
+
+    def pending(self, data: bytes) -> int:
+        """How many bytes at the end of `data` could begin a secret that more bytes would complete:
+        the longest suffix that is a proper prefix of some form (0 when none is)."""
+        if not data:
+            return 0
+        last = data[-1]
+        longest = 0
+        for pattern, _ in self.patterns:
+            # Candidate prefix ends are where the pattern has `data`'s last byte, longest first.
+            end = pattern.rfind(last, 0, len(pattern) - 1)
+            while end + 1 > longest:
+                if end + 1 <= len(data) and data.endswith(pattern[: end + 1]):
+                    longest = end + 1
+                    break
+                end = pattern.rfind(last, 0, end)
+        return longest
 
     def bytes(self, data: bytes) -> bytes:
         for pattern, marker in self.patterns:
@@ -68,8 +84,9 @@ class RedactingSink:
 
     def write(self, chunk: bytes) -> None:
         data = self.redactor.bytes(self._held + chunk)
-        # Hold back what could be the start of a secret that the next chunk completes.
-        cut = max(0, len(data) - self.redactor.window)
+        # Hold back only what could be the start of a secret that the next chunk completes: a
+        # line that cannot reaches the log now, not when the agent next prints.
+        cut = len(data) - self.redactor.pending(data)
         self._held = data[cut:]
         if cut:
             self.inner.write(data[:cut])

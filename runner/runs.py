@@ -340,6 +340,8 @@ def create_session(backend: Backend, request: RunRequest) -> RunSummary:
             ensure_excluded(git.info().common_dir)
         journal.create(plan.objective)
         with journal.supervisor_lock():
+            # The original tool writes control.json at creation and its readers expect it.
+            journal.update_control(lambda control: None)
             summary = RunSummary(
                 session_id=plan.session,
                 objective=plan.objective,
