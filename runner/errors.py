@@ -33,6 +33,32 @@ class ExitCode(IntEnum):
     RUN_FAILED = 22
     INTERRUPTED = 130  # Ctrl-C
 
+    @classmethod
+    def describe(cls) -> dict[int, str]:
+        """What each code means (docs/cli.md renders it; a unit test checks that none is missing)."""
+        return {
+            cls.OK: "Success; for `status`, `run` and `resume`: the session completed.",
+            cls.FAILURE: "An unexpected internal error (HARNESS_DEBUG=1 shows the traceback).",
+            cls.USAGE: "Bad arguments or malformed input.",
+            cls.DOCKER_UNAVAILABLE: "The Docker engine cannot be reached, or failed.",
+            cls.IMAGE_MISSING: "The container image does not exist and could not be built.",
+            cls.NOT_A_REPOSITORY: "--repo is not a git repository (or has no working tree).",
+            cls.SESSION_EXISTS: "A session with that id already exists.",
+            cls.SESSION_NOT_FOUND: "No session with that id.",
+            cls.JOURNAL_ERROR: "A journal file is corrupt, unreadable or cannot be written.",
+            cls.WORKSPACE_ERROR: "The isolated copy could not be made, checkpointed or harvested.",
+            cls.SESSION_BUSY: "Another supervisor drives this session.",
+            cls.INVALID_STATE: "The session is in a state where the command makes no sense.",
+            cls.RUNTIME_UNAVAILABLE: "--runtime names a runtime the engine does not have.",
+            cls.UNSAFE_TO_PROCEED: "merge refused: uncommitted changes, or flagged paths not accepted.",
+            cls.MERGE_WOULD_OVERWRITE: "merge refused even with --accept-flagged: it would replace files git does "
+            "not track, or write the journal.",
+            cls.RUN_RUNNING: "The session is still running.",
+            cls.RUN_NEEDS_ATTENTION: "Blocked, stopped, stuck, limit reached or interrupted: a human should look.",
+            cls.RUN_FAILED: "The run failed (repeated agent failures).",
+            cls.INTERRUPTED: "Ctrl-C.",
+        }
+
 
 class HarnessError(Exception):
     """Root of every fault a command reports; carries its exit code and a one-line message."""
