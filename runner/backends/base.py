@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from runner.output import OutputSink
@@ -67,6 +68,21 @@ class ContainerResult:
 
 
 @dataclass(frozen=True)
+class ContainerStats:
+    """One sample of a running container's resource use, with its limits (None: no limit set)."""
+
+    container_id: str
+    cpu_seconds: float  # CPU time used since the container started
+    cpus_limit: float | None
+    memory_bytes: int  # in use, without the reclaimable page cache (as `docker stats` counts it)
+    memory_limit_bytes: int | None
+    pids: int | None
+    pids_limit: int | None
+    started_at: datetime | None
+    read_at: datetime  # when the engine took the sample
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     name: str
     version: str
@@ -116,6 +132,11 @@ class Backend(ABC):
     @abstractmethod
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         """The containers (running or not) carrying all `labels`: id -> all their labels."""
+
+    @abstractmethod
+    def stats(self, container_id: str) -> ContainerStats | None:
+        """One sample of a container's CPU, memory and pids against its limits, without streaming;
+        None when the container is gone or not running. Raises BackendError for engine faults."""
 
     @abstractmethod
     def reap(self, labels: dict[str, str]) -> list[str]:

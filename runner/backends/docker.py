@@ -13,6 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from runner.backends.base import Backend, ContainerResult, ContainerSpec, EngineInfo
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, ContainerStats, EngineInfo
 from runner.errors import (
     BackendError,
     DockerUnavailableError,
@@ -107,6 +108,36 @@ BUILD_ATTEMPTS = 2
 
 class _CacheRace(Exception):
     pass
+
+
+def _when(text: object) -> datetime | None:
+    """An engine timestamp (nanoseconds, 'Z'); None for the zero time or garbage."""
+    try:
+        when = datetime.fromisoformat(str(text))
+    except ValueError:
+        return None
+    return when if when.year > 1 else None
+
+
+def _stats(container_id: str, attrs: dict[str, Any], raw: dict[str, Any]) -> ContainerStats:
+    host = attrs.get("HostConfig") or {}
+    cpu = (raw.get("cpu_stats") or {}).get("cpu_usage") or {}
+    memory = raw.get("memory_stats") or {}
+    detail = memory.get("stats") or {}
+    # As `docker stats` counts: the page cache the kernel can drop is not the agent's memory.
+    cache = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+    pids = raw.get("pids_stats") or {}
+    return ContainerStats(
+        container_id=container_id,
+        cpu_seconds=int(cpu.get("total_usage") or 0) / 1e9,
+        cpus_limit=(host.get("NanoCpus") or 0) / 1e9 or None,
+        memory_bytes=max(0, int(memory.get("usage") or 0) - int(cache or 0)),
+        memory_limit_bytes=int(host.get("Memory") or 0) or None,
+        pids=int(pids["current"]) if pids.get("current") is not None else None,
+        pids_limit=int(host.get("PidsLimit") or 0) or None,
+        started_at=_when((attrs.get("State") or {}).get("StartedAt")),
+        read_at=_when(raw.get("read")) or datetime.now(UTC),
+    )
 
 
 def _last(lines: list[str]) -> str:
@@ -350,6 +381,25 @@ class DockerBackend(Backend):
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         found = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
         return {str(c.id): dict(c.labels or {}) for c in found}
+
+    def stats(self, container_id: str) -> ContainerStats | None:
+        def find() -> Any:
+            try:
+                return self.client.containers.get(container_id)
+            except docker.errors.NotFound:
+                return None
+
+        container = _call("find a container", find)
+        if container is None or not (container.attrs.get("State") or {}).get("Running"):
+            return None
+        try:
+            # One sample, not a stream: the engine answers at once (no second sample for a rate).
+            raw = _call("read container stats", lambda: container.stats(stream=False, one_shot=True))
+        except BackendError as exc:
+            if isinstance(exc, TransientBackendError):
+                raise
+            return None  # it ended between the two calls
+        return _stats(str(container.id), container.attrs, raw)
 
     def _remove(self, container_id: str) -> None:
         _call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))

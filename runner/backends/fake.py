@@ -13,7 +13,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends.base import LABEL_ROLE, Backend, ContainerResult, ContainerSpec, EngineInfo
+from runner.backends.base import (
+    LABEL_ROLE,
+    Backend,
+    ContainerResult,
+    ContainerSpec,
+    ContainerStats,
+    EngineInfo,
+)
 from runner.errors import ImageMissingError
 from runner.output import OutputSink
 from runner.sandbox import MERGE_OUTPUT
@@ -43,6 +50,7 @@ class FakeBackend(Backend):
     runs: list[ContainerSpec] = field(default_factory=list)
     existing: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels, for list/reap
     check_exit: int = 0  # what a --check container exits with
+    samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     name = "fake"
 
@@ -112,6 +120,9 @@ class FakeBackend(Backend):
 
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         return {cid: dict(have) for cid, have in self.existing.items() if labels.items() <= have.items()}
+
+    def stats(self, container_id: str) -> ContainerStats | None:
+        return self.samples.get(container_id) if container_id in self.existing else None
 
     def reap(self, labels: dict[str, str]) -> list[str]:
         ids = list(self.list_containers(labels))

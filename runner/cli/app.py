@@ -525,17 +525,20 @@ def hud(
     once: Annotated[bool, typer.Option("--once", help="Draw the dashboard once and exit.")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between redraws.")] = 1.0,
 ) -> int:
-    """Live dashboard of a session: state, iterations, and the running agent's output (Ctrl-C leaves)."""
+    """Live dashboard of a session: state, time, iterations, the agent container's CPU and memory,
+    waiting notes, and the running agent's output. Leaves by itself when the run ends (or on Ctrl-C)."""
     import time
 
     from rich.live import Live
 
+    from runner.backends import default_backend
     from runner.cli import render
     from runner.hud import HudRequest, snapshot
     from runner.models import RunState
 
     request = HudRequest(repo=repo, session=session)
-    snap = snapshot(request)
+    backend = default_backend()  # samples the agent container; the engine is reached only while it runs
+    snap = snapshot(request, backend)
     if once or snap.status.status is not RunState.RUNNING:
         render.out.print(render.hud(snap))
         return ExitCode.OK
@@ -543,7 +546,7 @@ def hud(
         with Live(render.hud(snap), console=render.out, refresh_per_second=4, screen=False) as live:
             while snap.status.status is RunState.RUNNING:
                 time.sleep(max(0.2, interval))
-                snap = snapshot(request)
+                snap = snapshot(request, backend, previous=snap)
                 live.update(render.hud(snap))
     except KeyboardInterrupt:
         return ExitCode.OK

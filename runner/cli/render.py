@@ -76,7 +76,9 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         grid.add_row("last outcome", st.last_outcome.value)
     if detailed and st.last_summary:
         grid.add_row("last summary", safe(st.last_summary))
-    ahead = "" if st.commits_ahead is None else f"  ({st.commits_ahead} commits ahead of {st.base_commit[:12]})"
+    ahead = ""
+    if st.commits_ahead is not None:
+        ahead = f"  ({_count(st.commits_ahead, 'commit')} ahead of {st.base_commit[:12]})"
     grid.add_row("branch", f"{st.branch}{ahead}")
     if st.usage.requests or st.max_cost_usd is not None:
         grid.add_row("model use", usage_line(st.usage, st.max_cost_usd))
@@ -119,26 +121,78 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
     out.print(table)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _of(used: str, limit: str | None) -> str:
+    return f"{used} of {limit}" if limit else used
+
+
+def _hud_rows(snap: HudSnapshot, grid: Table) -> None:
+    """What only the live dashboard shows: time, the agent container's use, waiting notes."""
+    times = [f"{format_duration(snap.elapsed_seconds)} elapsed"]
+    if snap.time_left_seconds is not None and snap.max_time_seconds is not None:
+        times.append(f"{format_duration(snap.time_left_seconds)} left of {format_duration(snap.max_time_seconds)}")
+    grid.add_row("time", ", ".join(times))
+    if snap.running_iteration is not None:
+        line = f"{snap.running_iteration} running"
+        if snap.iteration_elapsed_seconds is not None and snap.iteration_timeout_seconds is not None:
+            left = max(0.0, snap.iteration_timeout_seconds - snap.iteration_elapsed_seconds)
+            line += (
+                f" for {format_duration(snap.iteration_elapsed_seconds)}, "
+                f"{format_duration(left)} left of {format_duration(snap.iteration_timeout_seconds)}"
+            )
+        grid.add_row("iteration", line)
+    if snap.backoff_until is not None:
+        wait = (snap.backoff_until - snap.taken_at).total_seconds()
+        grid.add_row("rate limited", f"next iteration in {format_duration(max(0.0, wait))}")
+    if snap.container is not None:
+        c = snap.container
+        cpu = _of(f"{c.cpus:.2f} CPU", f"{c.cpus_limit:g}" if c.cpus_limit else None)
+        memory = _of(format_size(c.memory_bytes), format_size(c.memory_limit_bytes) if c.memory_limit_bytes else None)
+        use = f"{cpu}, {memory} memory"
+        if c.pids is not None:
+            use += f", {_of(str(c.pids), str(c.pids_limit) if c.pids_limit else None)} processes"
+        grid.add_row("container", use)
+    elif snap.container_error:
+        grid.add_row("container", Text(f"use unknown: {snap.container_error}", style="dim"))
+    if snap.notes_waiting:
+        texts = [safe(note.text.splitlines()[0] if note.text.strip() else "") for note in snap.notes_waiting]
+        waiting = Text(f"{_count(len(texts), 'note')} for the next iteration: ")
+        waiting.append_text(Text(" | ").join(texts))
+        grid.add_row("notes", waiting)
+
+
 def hud(snap: HudSnapshot) -> Group:
-    """The dashboard: the session, its iterations, and the tail of the current output."""
+    """The dashboard: the session, its iterations, and the tail of the current output (one snapshot)."""
     head = _session_grid(snap.status, detailed=False)
+    _hud_rows(snap, head)
     table = Table(box=None, pad_edge=False, expand=True)
-    for col, kw in (
+    priced = any(rec.usage is not None and rec.usage.requests for rec in snap.iterations)
+    columns: list[tuple[str, dict[str, object]]] = [
         ("#", {"justify": "right"}),
         ("OUTCOME", {}),
         ("TIME", {"justify": "right"}),
         ("COMMITS", {"justify": "right"}),
-        ("SUMMARY", {"overflow": "fold", "ratio": 1}),
-    ):
-        table.add_column(col, **kw)
+    ]
+    if priced:
+        columns.append(("TOKENS / COST", {"justify": "right"}))
+    columns.append(("SUMMARY", {"overflow": "fold", "ratio": 1}))
+    for col, kw in columns:
+        table.add_column(col, **kw)  # type: ignore[arg-type]
     for rec in snap.iterations[-12:]:
-        table.add_row(
+        cells: list[str | Text] = [
             str(rec.iteration),
             rec.outcome.value,
             format_duration(rec.duration_seconds),
             str(len(rec.commits)),
-            safe(rec.summary or rec.report_error or rec.harvest_error or ""),
-        )
+        ]
+        if priced:
+            u = rec.usage
+            cells.append(f"{_tokens(u.tokens.total)}, ${u.cost_usd:.2f}" if u and u.requests else "")
+        cells.append(safe(rec.summary or rec.report_error or rec.harvest_error or ""))
+        table.add_row(*cells)
     title = f"output of iteration {snap.current_iteration}" if snap.current_iteration else "no output yet"
     tail = Panel(Text(snap.log_tail or ""), title=title, title_align="left", border_style="dim")
     return Group(Panel(head, title="harness hud", title_align="left"), table, tail)
