@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev,docs]'  # docs: the site test builds it
 	@touch $(STAMP)
 
 install: $(STAMP)
@@ -42,8 +42,9 @@ security: images  ## run the attack suite and print (and record in docs/security
 	HARNESS_SECURITY_REPORT=build/security-results.json $(BIN)/pytest -q tests/security; \
 	  status=$$?; $(BIN)/python scripts/security_table.py build/security-results.json --replace; exit $$status
 
-docs: install
+docs: install  ## regenerate docs/cli.md, docs/journal.md and docs/schema/, then build the site offline into build/site
 	$(BIN)/python scripts/gen_docs.py
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
 bench: images
 	$(BIN)/python bench/iteration_overhead.py

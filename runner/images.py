@@ -17,6 +17,7 @@ from pathlib import Path
 
 from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, Backend
 from runner.errors import ImageMissingError, UsageError
+from runner.settings import harness_env
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ def base_image(name: str) -> str:
 
 def extra_ca_files() -> list[Path]:
     files = sorted(HOST_EXTRA_CA_DIR.glob("*.crt")) if HOST_EXTRA_CA_DIR.is_dir() else []
-    extra = os.environ.get(EXTRA_CA_ENV)
+    extra = harness_env().extra_ca_certs
     if extra:
         files += [Path(p) for p in extra.split(os.pathsep) if p]
     return [f for f in files if f.is_file()]

@@ -6,6 +6,8 @@ import hashlib
 import os
 from pathlib import Path
 
+from runner.settings import harness_env
+
 JOURNAL_SUBPATH = Path("memory/context-db/sessions")
 JOURNAL_LEAF = Path("artifacts/solo-harness")
 EXCLUDE_LINE = "/memory/context-db/sessions/*/artifacts/solo-harness/"
@@ -13,7 +15,7 @@ EXCLUDE_LINE = "/memory/context-db/sessions/*/artifacts/solo-harness/"
 
 def data_home() -> Path:
     """The harness's own data: isolated copies and helper files. Outside any repository."""
-    explicit = os.environ.get("HARNESS_HOME")
+    explicit = harness_env().home
     if explicit:
         return Path(explicit).expanduser().resolve()
     xdg = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
@@ -22,7 +24,7 @@ def data_home() -> Path:
 
 def sessions_root(repo: Path) -> Path:
     """The directory holding one journal directory per session (overridable for tests and CI)."""
-    explicit = os.environ.get("HARNESS_JOURNAL_ROOT")
+    explicit = harness_env().journal_root
     return Path(explicit).resolve() if explicit else repo / JOURNAL_SUBPATH
 
 

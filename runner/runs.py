@@ -13,10 +13,12 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from runner import images
 from runner.agents import AgentOptions, resolve_agent
@@ -49,6 +51,7 @@ from runner.names import branch_for, validate_session
 from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
+from runner.settings import harness_env, resolve
 from runner.supervisor import Supervisor
 from runner.workspace import RunDir, Workspace
 
@@ -119,6 +122,37 @@ class RunRequest:
     allow_hosts: tuple[str, ...] = ()
     model: str | None = None
     max_turns: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
+    sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
+
+
+def run_request(
+    *,
+    session: str,
+    objective: str | None,
+    objective_file: Path | None,
+    repo: Path,
+    base: str,
+    options: Mapping[str, object],
+) -> RunRequest:
+    """The request for `run`: the options given (None: not given) merged with the environment, the
+    repository's and the user's settings files, and the built-in defaults (runner/settings.py)."""
+    with HostGit(repo.resolve()) as git:
+        top = git.info().top
+    resolved = resolve(options, repo_top=top)
+    s = resolved.settings
+    return RunRequest(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
+        max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
+        env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model,
+        max_turns=s.max_turns,
+        limits=LimitOptions(
+            cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
+            max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
+        ),
+        options=s.model_dump(mode="json"),
+        sources=resolved.sources,
+    )  # fmt: skip
 
 
 class PlannedMount(CamelModel):
@@ -163,6 +197,9 @@ class RunPlan(CamelModel):
     mounts: list[PlannedMount]
     hardening: dict[str, object]
     engine_version: str
+    options: dict[str, Any] = Field(default_factory=dict)  # each option's effective value (`run` options only)
+    # option -> "cli", "env:HARNESS_X", "file:PATH" (the repository), "user:PATH" or "default"
+    sources: dict[str, str] = Field(default_factory=dict)
 
 
 def _read_objective(request: RunRequest) -> str:
@@ -266,6 +303,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
             "tmpfs": ["/tmp", "/home/agent"],
         },
         engine_version=engine.version,
+        options=dict(request.options),
+        sources=dict(request.sources),
     )
 
 
@@ -336,7 +375,7 @@ def create_session(backend: Backend, request: RunRequest) -> RunSummary:
     top = Path(plan.repo)
     journal = Journal.for_repo(top, plan.session)
     with HostGit(top) as git:
-        if os.environ.get("HARNESS_JOURNAL_ROOT") is None:
+        if harness_env().journal_root is None:
             ensure_excluded(git.info().common_dir)
         journal.create(plan.objective)
         with journal.supervisor_lock():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from runner.backends.base import (
@@ -17,6 +16,7 @@ from runner.backends.base import (
 )
 from runner.models import Limits
 from runner.paths import home_key
+from runner.settings import harness_env
 
 AGENT_UID = 10001  # baked into the harness images; never the host user's uid
 WORKSPACE = "/workspace"
@@ -38,7 +38,7 @@ EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own lab
 
 
 def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
-    extra = dict(item.split("=", 1) for item in os.environ.get(EXTRA_LABELS_ENV, "").split(",") if "=" in item)
+    extra = dict(item.split("=", 1) for item in harness_env().container_labels.split(",") if "=" in item)
     return {
         **extra,
         LABEL_MANAGED: "1",

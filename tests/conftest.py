@@ -45,6 +45,12 @@ def harness_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HARNESS_HOME", str(home))
     monkeypatch.setenv("HARNESS_CONTAINER_LABELS", f"io.solo-harness.test={TEST_RUN_LABEL}")
     monkeypatch.delenv("HARNESS_JOURNAL_ROOT", raising=False)
+    # `run`'s defaults come from the environment and the user's config file: neither is the developer's here.
+    from runner.settings import RunOptions, env_var
+
+    for name in RunOptions.model_fields:
+        monkeypatch.delenv(env_var(name), raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     return home
 
 

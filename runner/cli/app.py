@@ -167,13 +167,14 @@ def run(
     backoff_base: BackoffOpt = None,
     max_cost: MaxCostOpt = None,
     runtime: Annotated[
-        str, typer.Option("--runtime", help="Container runtime: runc, or runsc (gVisor) for a stronger boundary.")
-    ] = "runc",
+        str | None,
+        typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
+    ] = None,
     check: CheckOpt = None,
     network: Annotated[
-        str,
+        str | None,
         typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
-    ] = "none",
+    ] = None,
     allow_host: Annotated[
         list[str] | None,
         typer.Option("--allow-host", help="HOST[:PORT] the agent may reach through the egress proxy (port 443)."),
@@ -192,19 +193,23 @@ def run(
     ] = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Start a session: make an isolated copy and run the agent until it is done or a limit is reached."""
+    """Start a session: make an isolated copy and run the agent until it is done or a limit is reached.
+
+    An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
+    in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
     from runner.backends import default_backend
-    from runner.runs import RunRequest, create_session, detach_session, plan_run, start_run
+    from runner.runs import create_session, detach_session, plan_run, run_request, start_run
 
     del worktree  # every run works on its own copy
-    request = RunRequest(
+    request = run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
-        max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, runtime=runtime,
-        env_names=tuple(env or ()),
-        check=check, network=network, allow_hosts=tuple(allow_host or ()), model=model, max_turns=max_turns,
-        limits=_limits(
-            cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
-        ),
+        options={
+            "max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
+            "runtime": runtime, "env": tuple(env or ()), "check": check, "network": network,
+            "allow_hosts": tuple(allow_host or ()), "model": model, "max_turns": max_turns, "cpus": cpus,
+            "memory": memory, "pids": pids, "iteration_timeout": iteration_timeout, "max_time": max_time,
+            "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
+        },
     )  # fmt: skip
     backend = default_backend()
     if dry_run:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import UsageError
 from runner.models import TokenUsage
+from runner.settings import harness_env
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class PriceTable:
 
 
 def _user_file() -> Path:
-    explicit = os.environ.get(PRICES_ENV)
+    explicit = harness_env().prices
     if explicit:
         return Path(explicit).expanduser()
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
@@ -109,7 +110,7 @@ def load_prices(path: Path | None = None) -> PriceTable:
     path = path or _user_file()
     rows = dict(BUILTIN)
     if not path.is_file():
-        if os.environ.get(PRICES_ENV):
+        if harness_env().prices:
             raise UsageError(f"{PRICES_ENV}: {path} is not a file")
         return PriceTable(rows)
     try:
