@@ -153,7 +153,7 @@ class Outcome(DescribedEnum):
 
 
 class FailureClass(DescribedEnum):
-    """Why an iteration did not come to a report (`failureClass` of an iteration)."""
+    """Why an iteration counts as failed (`failureClass` of an iteration)."""
 
     TIMEOUT = "timeout"
     OOM = "oom"
