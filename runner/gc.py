@@ -11,12 +11,13 @@ import time
 from pathlib import Path
 
 from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
-from runner.errors import HarnessError
+from runner.errors import HarnessError, NotARepositoryError
 from runner.gitops import HostGit
 from runner.images import DEFAULT_IMAGE
 from runner.journal import Journal, load_model
 from runner.models import CamelModel, Limits, RunOwner
 from runner.paths import data_home, home_key, repo_key
+from runner.review import DISCARDED_PREFIX, DiscardedRepo, discarded_repos_dir, expire_discarded
 from runner.status import SessionProblem, SessionStatus, session_status, supervisor_alive
 from runner.workspace import RunDir, Workspace
 
@@ -57,11 +58,38 @@ class GcResult(CamelModel):
     copies: list[str]
     images: list[str]
     kept: list[str]  # sessions whose copies stay: they can still be resumed
+    expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
 
 
-def collect_garbage(backend: Backend) -> GcResult:
+DISCARDED_AFTER_SECONDS = 14 * 86400.0  # how long `harness restore` can undo a discard
+
+
+def expire_discarded_refs(older_than_seconds: float) -> list[str]:
+    """Delete discarded branch tips older than the given age in every repository a discard recorded;
+    a repository with none left (or gone) is forgotten."""
+    expired: list[str] = []
+    folder = discarded_repos_dir()
+    for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            repo = Path(load_model(record, DiscardedRepo).repo)
+            with HostGit(repo) as git:
+                git.info()
+                expired += [f"{repo}:{ref}" for ref in expire_discarded(git, older_than_seconds=older_than_seconds)]
+                left = git.refs_under(DISCARDED_PREFIX)
+        except NotARepositoryError:
+            left = {}  # the repository is gone: so are its refs
+        except HarnessError as exc:
+            log.warning("gc: discarded refs of %s left alone: %s", record, exc.message)
+            continue
+        if not left:
+            record.unlink(missing_ok=True)
+    return expired
+
+
+def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCARDED_AFTER_SECONDS) -> GcResult:
     """Remove containers of sessions no supervisor drives, copies of sessions that no longer exist,
-    and superseded harness images. Copies of resumable sessions are kept."""
+    superseded harness images, and discarded branch tips older than `discarded_after_seconds`.
+    Copies of resumable sessions are kept."""
     live: set[tuple[str, str]] = set()
     kept: list[str] = []
     copies: list[str] = []
@@ -91,7 +119,9 @@ def collect_garbage(backend: Backend) -> GcResult:
             continue
         containers += backend.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
     images = backend.prune_images({LABEL_MANAGED: "1"})
-    return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept)
+    expired = expire_discarded_refs(discarded_after_seconds)
+    return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
+                    expired_refs=expired)  # fmt: skip
 
 
 def _delete_copy(backend: Backend, run_dir: Path, session: str, key: str) -> None:

@@ -58,13 +58,14 @@ class HostGit:
     def __exit__(self, *_: object) -> None:
         self.close()
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(self, *args: str, check: bool = True, input: str | None = None) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["git", *_HARDENING, "-C", str(self.repo), *args],
             env=self._env,
             capture_output=True,
             text=True,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             check=False,
         )
         if check and proc.returncode != 0:
@@ -244,6 +245,16 @@ class HostGit:
                     found.add(rel)
                 break
         return sorted(found)
+
+    def refs_under(self, prefix: str) -> dict[str, str]:
+        """Every ref below `prefix` (a directory of refs, without the trailing slash) and its object."""
+        out = self.run("for-each-ref", "--format=%(refname) %(objectname)", f"{prefix}/").stdout
+        return dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+
+    def update_refs(self, commands: list[str]) -> None:
+        """One atomic `update-ref --stdin` transaction (create/update/delete lines with their old values):
+        every change is made, or none."""
+        self.run("update-ref", "--stdin", input="".join(f"{c}\n" for c in commands))
 
     def checked_out_in(self, ref: str) -> list[str]:
         """The working trees (main and linked) that have `ref` checked out."""

@@ -8,20 +8,30 @@ directories, and a merge never replaces a file git does not track in the user's 
 
 from __future__ import annotations
 
+import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
-from runner.errors import InvalidStateError, MergeWouldOverwriteError, UnsafeToProceedError, WorkspaceError
+from runner.errors import (
+    InvalidStateError,
+    MergeWouldOverwriteError,
+    SessionNotFoundError,
+    UnsafeToProceedError,
+    UsageError,
+    WorkspaceError,
+)
 from runner.flagged import FlagReason, classify, in_journal, journal_roots
 from runner.gitops import HostGit
-from runner.journal import Journal
-from runner.models import CamelModel, DiffStat, RunSummary
+from runner.journal import Journal, save_model
+from runner.models import CamelModel, DiffStat, JournalModel, RunSummary
 from runner.names import branch_for, validate_session
 from runner.output import neutralise
-from runner.paths import home_key, repo_key, sessions_root
+from runner.paths import data_home, home_key, repo_key, sessions_root
 from runner.workspace import RunDir, Workspace
 
 
@@ -206,19 +216,61 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
                        flagged=seen.flagged, reasons=seen.reasons)  # fmt: skip
 
 
+DISCARDED_PREFIX = "refs/harness-discarded"  # <prefix>/<session>/<UTC time of the discard>: an undo
+_STAMP = "%Y%m%dT%H%M%S.%fZ"  # sorts as it happened; a valid ref name component
+
+
+def harness_command(*args: str, repo: Path) -> str:
+    """A command line to paste into a shell, from anywhere (the repository is named)."""
+    return shlex.join(["harness", *args, "--repo", str(repo)])
+
+
+def discarded_at(ref: str) -> datetime | None:
+    """When the discard that made `ref` happened (None: not a name discard makes)."""
+    try:
+        return datetime.strptime(ref.rsplit("/", 1)[-1], _STAMP).replace(tzinfo=UTC)
+    except ValueError:
+        return None
+
+
+def discarded_refs(git: HostGit, session: str) -> dict[str, str]:
+    """The session's discarded branch tips (ref -> commit), newest first."""
+    found = git.refs_under(f"{DISCARDED_PREFIX}/{session}")
+    return dict(sorted(found.items(), key=lambda kv: discarded_at(kv[0]) or datetime.min.replace(tzinfo=UTC),
+                       reverse=True))  # fmt: skip
+
+
+class DiscardedRepo(JournalModel):
+    """<harness home>/discarded/<repo key>.json: a repository holding discarded branch tips, for `gc`
+    (the discarded session's copy and owner.json are gone, so nothing else names the repository)."""
+
+    schema_version: int = 1
+    kind: Literal["solo-harness.discarded-repo"] = "solo-harness.discarded-repo"
+    repo: str
+
+
+def discarded_repos_dir() -> Path:
+    return data_home() / "discarded"
+
+
 class DiscardResult(CamelModel):
     session_id: str
     removed: list[str]
+    kept_ref: str | None  # where the branch tip stays until `gc` expires it
+    restore_command: str | None  # the one command that brings the branch back
+    kept_journal: str | None  # with --keep-journal
 
 
-def discard(backend: Backend, ref: SessionRef) -> DiscardResult:
-    """Throw the whole run away: its copy, its branch, its containers and its journal."""
+def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) -> DiscardResult:
+    """Throw the run away: its copy, its containers and (unless kept) its journal. The branch goes too,
+    but its tip is kept under refs/harness-discarded/ so `restore` can undo this until `gc` expires it."""
     with HostGit(ref.repo.resolve()) as git:
         top, journal, summary = _open(ref, git)
         _refuse_if_running(journal, ref.session)
+        branch = branch_for(ref.session)
         # Deleting a checked-out branch leaves its files in that tree, staged for the next commit on an
         # unborn branch: discarded in name only.
-        where = git.checked_out_in(branch_for(ref.session))
+        where = git.checked_out_in(branch)
         if where:
             raise InvalidStateError(
                 f"harness/{ref.session} is checked out in {neutralise(where[0])}: "
@@ -231,10 +283,70 @@ def discard(backend: Backend, ref: SessionRef) -> DiscardResult:
             Workspace(backend=backend, run_dir=run_dir, image=summary.image, limits=summary.limits,
                       session=ref.session, repo_key=repo_key(top), runtime=None).delete()  # fmt: skip
             removed.append(str(run_dir.root))
-        if git.ref_commit(branch_for(ref.session)) is not None:
-            git.run("update-ref", "-d", branch_for(ref.session))
+        kept_ref = restore_command = None
+        head = git.ref_commit(branch)
+        if head is not None:
+            discarded_repos_dir().mkdir(parents=True, exist_ok=True)
+            save_model(discarded_repos_dir() / f"{repo_key(top)}.json", DiscardedRepo(repo=str(top)))
+            kept_ref = f"{DISCARDED_PREFIX}/{ref.session}/{datetime.now(UTC).strftime(_STAMP)}"
+            # One transaction: the tip is kept exactly when the branch goes (and only the tip reviewed here).
+            git.update_refs([f"create {kept_ref} {head}", f"delete {branch} {head}"])
             removed.append(f"branch harness/{ref.session}")
+            restore_command = harness_command("restore", "--session", ref.session, repo=top)
         session_dir = journal.dir.parent.parent
-        shutil.rmtree(session_dir)
-        removed.append(str(session_dir))
-        return DiscardResult(session_id=ref.session, removed=removed)
+        if not keep_journal:
+            shutil.rmtree(session_dir)
+            removed.append(str(session_dir))
+        return DiscardResult(session_id=ref.session, removed=removed, kept_ref=kept_ref,
+                             restore_command=restore_command,
+                             kept_journal=str(journal.dir) if keep_journal else None)  # fmt: skip
+
+
+class RestoreResult(CamelModel):
+    session_id: str
+    branch: str
+    commit: str
+    restored_from: str  # the discarded ref, removed now that the branch is back
+
+
+def restore(ref: SessionRef, *, which: str | None = None) -> RestoreResult:
+    """Bring back the branch of a discarded session from its newest discarded tip (or `which`: a ref
+    name or its last component). Never replaces an existing branch."""
+    session = validate_session(ref.session)
+    branch = branch_for(session)
+    with HostGit(ref.repo.resolve()) as git:
+        git.info()
+        kept = discarded_refs(git, session)
+        if not kept:
+            raise SessionNotFoundError(f"nothing of session {session!r} was discarded in this repository "
+                                       "(or 'harness gc' expired it)")  # fmt: skip
+        if which is None:
+            chosen = next(iter(kept))
+        else:
+            full = which if which.startswith(f"{DISCARDED_PREFIX}/") else f"{DISCARDED_PREFIX}/{session}/{which}"
+            if full not in kept:
+                raise UsageError(f"--ref: {neutralise(which)!r} is not a discarded tip of {session!r}; "
+                                 f"there are: {', '.join(kept)}")  # fmt: skip
+            chosen = full
+        existing = git.ref_commit(branch)
+        if existing is not None:
+            raise InvalidStateError(
+                f"branch harness/{session} exists (at {existing[:12]}): not replaced; rename or delete it "
+                f"first (git branch -m harness/{session} NEW-NAME), then restore"
+            )
+        commit = kept[chosen]
+        # `create` fails if the branch appeared meanwhile; the discarded ref goes in the same transaction.
+        git.update_refs([f"create {branch} {commit}", f"delete {chosen} {commit}"])
+        return RestoreResult(session_id=session, branch=f"harness/{session}", commit=commit, restored_from=chosen)
+
+
+def expire_discarded(git: HostGit, *, older_than_seconds: float, now: datetime | None = None) -> list[str]:
+    """Delete the discarded tips of every session of a repository discarded more than the given time ago."""
+    now = now or datetime.now(UTC)
+    expired = []
+    for name, commit in git.refs_under(DISCARDED_PREFIX).items():
+        when = discarded_at(name)
+        if when is not None and (now - when).total_seconds() > older_than_seconds:
+            git.update_refs([f"delete {name} {commit}"])
+            expired.append(name)
+    return expired

@@ -7,12 +7,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from pydantic import Field
+
 from runner.errors import ExitCode, HarnessError
+from runner.flagged import FlagReason
 from runner.gitops import HostGit
 from runner.journal import Journal, list_sessions
 from runner.models import CamelModel, GatewayUsage, Outcome, RunState, RunSummary, StopReason, utcnow
 from runner.names import branch_for, validate_session
-from runner.review import review
+from runner.review import discarded_refs, review
 
 EXIT_FOR_STATE = {
     RunState.COMPLETED: ExitCode.OK,
@@ -52,10 +55,54 @@ class SessionStatus(CamelModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    reasons: dict[str, list[FlagReason]] = Field(default_factory=dict)  # why each flagged path is flagged
+    would_overwrite: list[str] = Field(default_factory=list)  # untracked files a merge would replace: refused
+    journal_paths: list[str] = Field(default_factory=list)  # paths in the journal root: a merge is refused
+    discarded_ref: str | None = None  # the newest discarded tip of the branch ('harness restore' brings it back)
+    verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
     @property
     def exit_code(self) -> ExitCode:
         return EXIT_FOR_STATE[self.status]
+
+
+ADVICE = {
+    RunState.COMPLETED: "review then merge",
+    RunState.RUNNING: "running: watch it with 'harness hud'",
+    RunState.BLOCKED: "the agent asks for help: read the report, add a note, resume",
+    RunState.STOPPED: "review; merge or resume",
+    RunState.INTERRUPTED: "resume, or review what is there",
+    RunState.FAILED: "read the report, then resume or discard",
+    RunState.STUCK: "no progress: add a note and resume, or discard",
+}
+
+
+def verdict(st: SessionStatus) -> str:
+    """'completed  5 iterations, 7 commits, $1.23, 2 flagged: review the flagged paths, then merge'.
+    Only states and numbers: nothing the agent wrote."""
+    state = st.status.value
+    if st.stop_reason and st.stop_reason is not StopReason.AGENT_DONE:
+        state += f" ({st.stop_reason.value})"
+    n = st.iteration_count
+    facts = [f"{n} iteration{'s' if n != 1 else ''}"]
+    if st.commits_ahead is not None:
+        facts.append(f"{st.commits_ahead} commit{'s' if st.commits_ahead != 1 else ''}")
+    if st.usage.requests or st.usage.cost_usd:
+        facts.append(f"${st.usage.cost_usd:.2f}")
+    if st.flagged:
+        facts.append(f"{len(st.flagged)} flagged")
+    advice = ADVICE[st.status]
+    if st.status is RunState.RUNNING:
+        return f"{state}  {', '.join(facts)}: {advice}"
+    if st.head_commit is None:
+        advice = "branch discarded: 'harness restore' brings it back" if st.discarded_ref else "no branch to merge"
+    elif st.would_overwrite or st.journal_paths:
+        advice = "merge refused (it would overwrite files git does not track): see 'harness diff'"
+    elif st.commits_ahead == 0:
+        advice = "nothing to merge: discard" if st.status is RunState.COMPLETED else advice
+    elif st.flagged and st.status is RunState.COMPLETED:
+        advice = "review the flagged paths, then merge"
+    return f"{state}  {', '.join(facts)}: {advice}"
 
 
 class SessionProblem(CamelModel):
@@ -95,8 +142,9 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
     head = git.ref_commit(branch_for(session))
     ahead = len(git.commits_between(summary.worktree.base_commit, head)) if head else None
     # The same review as `diff` and `merge`: ignored paths, the journal root, tool scripts, links.
-    marked = review(git, top, summary.worktree.base_commit, head, onto=git.ref_commit("HEAD")).flagged if head else []
-    return SessionStatus(
+    seen = review(git, top, summary.worktree.base_commit, head, onto=git.ref_commit("HEAD")) if head else None
+    marked = seen.flagged if seen else []
+    st = SessionStatus(
         session_id=session,
         repo=str(top),
         status=state,
@@ -121,7 +169,13 @@ def session_status(top: Path, session: str, git: HostGit) -> SessionStatus:
         created_at=summary.created_at,
         updated_at=summary.updated_at,
         finished_at=summary.finished_at,
+        reasons=seen.reasons if seen else {},
+        would_overwrite=seen.would_overwrite if seen else [],
+        journal_paths=seen.journal_paths if seen else [],
+        discarded_ref=None if head else next(iter(discarded_refs(git, session)), None),
     )
+    st.verdict = verdict(st)
+    return st
 
 
 @dataclass(frozen=True)

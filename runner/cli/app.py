@@ -30,7 +30,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # tracebacks can hold secrets; errors are one line
     rich_markup_mode=None,  # usage errors as plain lines, not boxes
-    add_completion=False,
+    add_completion=True,  # typer's --install-completion / --show-completion (README)
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 images_app = typer.Typer(
@@ -370,18 +370,26 @@ def _list(repo: Path, as_json: bool) -> int:
 
 @app.command()
 @command
-def gc(as_json: JsonOpt = False) -> int:
-    """Remove containers, copies and images that no live session owns (resumable copies are kept)."""
+def gc(
+    discarded_after: Annotated[
+        str, typer.Option("--discarded-after", help="Expire discarded branch tips older than this (default 14d).")
+    ] = "14d",
+    as_json: JsonOpt = False,
+) -> int:
+    """Remove containers, copies and images that no live session owns (resumable copies are kept),
+    and discarded branch tips past --discarded-after."""
     from runner.backends import default_backend
     from runner.cli import render
     from runner.gc import collect_garbage
+    from runner.limits import parse_duration
 
-    result = collect_garbage(default_backend())
+    age = parse_duration(discarded_after, option="--discarded-after")
+    result = collect_garbage(default_backend(), discarded_after_seconds=age)
     return render.emit(
         result,
         as_json,
-        f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images; "
-        f"kept the copies of {len(result.kept)} resumable sessions",
+        f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images, "
+        f"{len(result.expired_refs)} discarded branch tips; kept the copies of {len(result.kept)} resumable sessions",
     )
 
 
@@ -511,15 +519,71 @@ def merge(
 
 @app.command()
 @command
-def discard(session: SessionOpt, repo: RepoOpt = Path(), as_json: JsonOpt = False) -> int:
-    """Throw the whole run away: its copy, its branch, its containers and its journal."""
+def discard(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    keep_journal: Annotated[
+        bool, typer.Option("--keep-journal", help="Keep the session's journal (objective, iterations, logs).")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Throw the run away: its copy, its branch, its containers and its journal.
+
+    The branch's tip is kept under refs/harness-discarded/SESSION/TIME until 'harness gc' expires it
+    (14 days by default): 'harness restore --session SESSION' brings the branch back."""
     from runner.backends import default_backend
     from runner.cli import render
     from runner.review import SessionRef
     from runner.review import discard as do_discard
 
-    result = do_discard(default_backend(), SessionRef(repo=repo, session=session))
-    return render.emit(result, as_json, f"discarded {session}: removed " + ", ".join(result.removed))
+    result = do_discard(default_backend(), SessionRef(repo=repo, session=session), keep_journal=keep_journal)
+    return render.discarded(result, as_json)
+
+
+@app.command()
+@command
+def report(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    fmt: Annotated[str, typer.Option("--format", help="md (default), html (one self-contained page) or json.")] = "md",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
+) -> int:
+    """Everything needed to decide about a session, on one page: flagged paths first, iterations, the check,
+    the diff stat, notes given, and the exact commands to merge, resume or discard (and restore)."""
+    from runner.cli import render
+    from runner.errors import UsageError
+    from runner.report import ReportRequest, build_report
+
+    fmt = "json" if as_json else fmt
+    if fmt not in {"md", "html", "json"}:
+        raise UsageError(f"--format: {fmt!r} is not one of md, html, json")
+    result = build_report(ReportRequest(repo=repo, session=session))
+    return render.report(result, fmt, output)
+
+
+@app.command()
+@command
+def restore(
+    session: SessionOpt,
+    repo: RepoOpt = Path(),
+    ref: Annotated[
+        str | None,
+        typer.Option("--ref", help="Which discarded tip (a name from refs/harness-discarded/; default: newest)."),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Bring back the branch of a discarded session (refused while a branch of that name exists: exit 11)."""
+    from runner.cli import render
+    from runner.review import SessionRef
+    from runner.review import restore as do_restore
+
+    result = do_restore(SessionRef(repo=repo, session=session), which=ref)
+    return render.emit(
+        result, as_json, f"restored {result.branch} at {result.commit[:12]} (from {result.restored_from})"
+    )
 
 
 @app.command()

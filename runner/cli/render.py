@@ -6,6 +6,7 @@ import json
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 
 from pydantic import BaseModel
 from rich.console import Console, Group
@@ -13,12 +14,14 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from runner.errors import ExitCode
+from runner.errors import ExitCode, UsageError
 from runner.flagged import REASON_TEXT, FlagReason
 from runner.hud import HudSnapshot
 from runner.limits import format_duration, format_size
 from runner.models import GatewayUsage, RunState
 from runner.output import neutralise
+from runner.report import SessionReport
+from runner.review import DiscardResult
 from runner.runs import RunPlan
 from runner.status import SessionProblem, SessionStatus
 
@@ -56,6 +59,41 @@ def emit(result: BaseModel | dict[str, object], as_json: bool, line: str) -> int
     return ExitCode.OK
 
 
+def discarded(result: DiscardResult, as_json: bool) -> int:
+    """What `discard` removed, where the branch tip stays, and the command that undoes it."""
+    if as_json:
+        print_json(result)
+        return ExitCode.OK
+    out.print(Text(f"discarded {result.session_id}: removed " + (", ".join(result.removed) or "nothing")))
+    if result.kept_journal:
+        out.print(Text(f"kept the journal: {result.kept_journal}"))
+    if result.kept_ref and result.restore_command:
+        out.print(Text(f"kept the branch tip as {result.kept_ref} until 'harness gc' expires it; undo with:"))
+        out.print(Text(f"  {result.restore_command}"))
+    return ExitCode.OK
+
+
+def report(result: SessionReport, fmt: str, output: Path | None) -> int:
+    """The session report as markdown, HTML or JSON; on stdout, or atomically into a file."""
+    from runner._util.atomic import write_atomic
+    from runner.report import to_html, to_markdown
+
+    if fmt == "json":
+        text = result.model_dump_json(by_alias=True, indent=2) + "\n"
+    else:
+        text = to_html(result) if fmt == "html" else to_markdown(result)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return ExitCode.OK
+    try:
+        write_atomic(output, text)
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {output} ({exc.strerror})") from None
+    err.print(Text(f"wrote {output}"))
+    return ExitCode.OK
+
+
 def safe(text: str | None) -> Text:
     """Agent-written text, with escape sequences neutralised, never interpreted as markup."""
     return Text(neutralise(text or ""))
@@ -71,6 +109,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         state.append(f"  ({st.stop_reason.value})", style="dim")
     grid.add_row("session", st.session_id if detailed else f"{st.session_id}  [dim]{st.repo}[/dim]")
     grid.add_row("state", state)
+    if detailed and st.verdict:
+        grid.add_row("verdict", st.verdict.partition("  ")[2])
     grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
     if detailed and st.last_outcome:
         grid.add_row("last outcome", st.last_outcome.value)
@@ -95,30 +135,32 @@ def status(st: SessionStatus) -> None:
     out.print(_session_grid(st, detailed=True))
 
 
+def verdict_text(st: SessionStatus) -> Text:
+    """The session's verdict line with its state coloured (a verdict holds no agent-written text)."""
+    state, _, rest = st.verdict.partition("  ")
+    return Text.assemble((state, STATE_STYLE[st.status]), "  " + rest if rest else "")
+
+
 def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: bool = False) -> None:
+    """One line per session to scan in the morning (`list`: under a line naming each repository)."""
     if not items:
         out.print("no sessions" if with_repo else "no sessions in this repository")
         return
-    table = Table(box=None, pad_edge=False)
-    for col in (["REPOSITORY"] if with_repo else []) + ["SESSION", "STATE", "ITER", "LAST OUTCOME", "AGE"]:
-        table.add_column(col, overflow="fold")
+    width = max(len(item.session_id) for item in items)
     now = datetime.now(UTC)
+    shown_repo = None
     for item in items:
-        repo = [getattr(item, "repo", "?")] if with_repo else []
+        repo = getattr(item, "repo", None) if isinstance(item, SessionStatus) else None
+        if with_repo and repo != shown_repo and repo is not None:
+            out.print(Text(repo, style="dim"))
+            shown_repo = repo
+        line = Text(("  " if with_repo else "") + item.session_id.ljust(width) + "  ", style="bold")
         if isinstance(item, SessionProblem):
-            table.add_row(
-                *repo, item.session_id, Text("unreadable", style="red"), "", Text(item.error, style="red"), ""
-            )
-            continue
-        table.add_row(
-            *repo,
-            item.session_id,
-            Text(item.status.value, style=STATE_STYLE[item.status]),
-            f"{item.iteration_count}/{item.max_iterations}",
-            item.last_outcome.value if item.last_outcome else "-",
-            format_duration((now - item.created_at).total_seconds()),
-        )
-    out.print(table)
+            line.append(f"unreadable: {neutralise(item.error)}", style="red")
+        else:
+            line.append_text(verdict_text(item))
+            line.append(f"  ({format_duration((now - item.created_at).total_seconds())} ago)", style="dim")
+        out.print(line)
 
 
 def _count(n: int, noun: str) -> str:
