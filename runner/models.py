@@ -494,7 +494,8 @@ class Note(JournalModel):
 
 
 class ControlFile(JournalModel):
-    """control.json: stop requests and notes (written by `stop` and `note`, read by the supervisor)."""
+    """control.json: stop requests and notes (written when the session is created, then by `stop` and
+    `note`; read by the supervisor)."""
 
     schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
     kind: Literal["solo-harness.control"] = Field(

@@ -246,11 +246,17 @@ Every session keeps a journal on the host, in the user's repository, where the o
 
 ```text
 <repo>/memory/context-db/sessions/<session>/artifacts/solo-harness/
-├── objective.md            what was asked
-├── run-summary.json        current state and progress       (written only by the supervisor)
-├── control.json            stop requests and notes          (written by `stop` / `note`)
-├── iteration-0001.json     what happened in iteration 1
-└── iteration-0001.log      that iteration's output (capped, secrets redacted, with a truncation marker)
+├── objective.md              what was asked
+├── run-summary.json          current state and progress   (written only by the supervisor)
+├── control.json              stop requests and notes      (written at creation, then by `stop` / `note`)
+├── iteration-0001.json       what happened in iteration 1
+├── iteration-0001.log        its output (capped at 8 MiB with a truncation marker, secrets redacted)
+├── iteration-0001.check.log  the --check command's output, when it ran
+├── gateway.log               one JSON line per model request (model, status, tokens, latency, cost)
+├── egress.log                each connection the egress proxy allowed or refused (--network allowlist)
+├── supervisor.log            a detached supervisor's log
+├── .control.lock             serialises writers of control.json
+└── .supervisor.lock          held by the live supervisor; readers only query it
 ```
 
 The directory is kept out of git by one line in `.git/info/exclude`
@@ -258,7 +264,7 @@ The directory is kept out of git by one line in `.git/info/exclude`
 replaces `<repo>/memory/context-db/sessions` (then no exclude line is written). The container never sees the
 journal: it is not inside any mount.
 
-Every file is a pydantic model (`runner/models.py`) with a published JSON Schema in `docs/schema/`, written
+Every JSON file is a pydantic model (`runner/models.py`) with a published JSON Schema in `docs/schema/`, written
 atomically (temporary file in the same directory, fsync, rename, fsync of the directory), so a reader sees the
 old file or the new one, never half of one. Field names follow the original tool: camelCase, `schemaVersion`,
 `kind`. Readers ignore fields they do not know, and older schema versions are upgraded on read by named steps
