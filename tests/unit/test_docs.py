@@ -177,12 +177,14 @@ def test_the_cli_reference_has_every_visible_command_and_option_and_no_hidden_on
     commands = _visible(root, ctx)
     assert len(commands) > 10
     for command, c in commands:
+        assert (command.help or "").strip(), f"{c.command_path} has no help text"
         section = text.split(f"## `{c.command_path}`\n", 1)
         assert len(section) == 2, f"no section for {c.command_path}"
         body = section[1].split("\n## ", 1)[0]
         for param in command.get_params(c):
             if param.hidden or param.name == "help":
                 continue
+            assert (param.help or "").strip(), f"{c.command_path}: {param.name} has no help text"
             for opt in [*param.opts, *param.secondary_opts]:
                 assert opt in body, f"{c.command_path}: {opt} is not documented"
             said = gen_docs.cell((param.help or "").split(".")[0])
