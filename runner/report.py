@@ -253,7 +253,8 @@ def _facts(r: SessionReport) -> list[tuple[str, str]]:
         ("base", r.base_commit[:12]),
         ("head", r.head_commit[:12] if r.head_commit else "-"),
         ("commits", "-" if r.commits_ahead is None else str(r.commits_ahead)),
-        ("diff", "-" if stat is None else f"{stat.files_changed} files, +{stat.insertions} -{stat.deletions}"),
+        ("diff", "-" if stat is None else f"{stat.files_changed} file{'s' if stat.files_changed != 1 else ''}, "
+         f"+{stat.insertions} -{stat.deletions}"),
         ("model use", _usage(r)),
         ("started", r.created_at.strftime("%Y-%m-%d %H:%M UTC")),
         ("finished", r.finished_at.strftime("%Y-%m-%d %H:%M UTC") if r.finished_at else "-"),
@@ -307,7 +308,7 @@ def to_markdown(r: SessionReport) -> str:
         )
     lines.append("")
     if r.check_command:
-        lines += ["## Check", "", f"Command: `{_md(r.check_command)}`", ""]
+        lines += ["## Check", "", "Command:", "", _md_block(r.check_command), ""]
         chk = r.last_check
         if chk is None:
             lines += ["Not run yet (it runs when the agent reports done).", ""]
@@ -344,7 +345,7 @@ h1{font-size:1.6rem;margin-bottom:.3rem}h2{font-size:1.15rem;margin-top:1.8rem;b
 .flagged{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.2rem 1rem 1rem}
 .refused{background:#ffebe9;border:1px solid #cf222e;border-radius:6px;padding:.2rem 1rem 1rem}
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #eee;
-vertical-align:top}th{background:#f6f8fa}td.num{text-align:right;white-space:nowrap}
+vertical-align:top}th{background:#f6f8fa}.num{text-align:right;white-space:nowrap}
 pre,code{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.9em}
 pre{background:#f6f8fa;padding:.6rem .8rem;border-radius:6px;white-space:pre-wrap;word-break:break-all}
 .objective{white-space:pre-wrap;background:#f6f8fa;padding:.6rem .8rem;border-radius:6px}
@@ -397,8 +398,9 @@ def to_html(r: SessionReport) -> str:
         parts.append("<p>Nothing: there is no branch to merge or restore.</p>")
     parts.append('</div><h2>Facts</h2><table id="facts">')
     parts += [f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in _facts(r)]
-    parts.append('</table><h2>Iterations</h2><table id="iterations"><tr><th>#</th><th>outcome</th><th>time</th>'
-                 "<th>commits</th><th>tokens</th><th>cost</th><th>check</th><th>summary</th></tr>")  # fmt: skip
+    parts.append('</table><h2>Iterations</h2><table id="iterations"><tr><th class="num">#</th><th>outcome</th>'
+                 '<th class="num">time</th><th class="num">commits</th><th class="num">tokens</th>'
+                 '<th class="num">cost</th><th>check</th><th>summary</th></tr>')  # fmt: skip
     for it in r.iterations:
         tone = "o-done" if it.outcome is Outcome.DONE else "o-bad" if it.outcome in _BAD else ""
         commits = ", ".join(c[:8] for c in it.commits) or "-"
