@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench clean docs security
+.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,8 +46,11 @@ docs: install  ## regenerate docs/cli.md, docs/journal.md and docs/schema/, then
 	$(BIN)/python scripts/gen_docs.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
-bench: images
-	$(BIN)/python bench/iteration_overhead.py
+bench: images  ## every benchmark, full size (tens of minutes); rewrites docs/performance.md
+	$(BIN)/python -m bench.run_all --doc docs/performance.md
+
+bench-quick: images  ## the small versions of the benchmarks (a couple of minutes); writes nothing
+	$(BIN)/python -m bench.run_all --quick
 
 clean:  ## remove every container the harness's tests left (by label)
 	-docker ps -aq --filter label=io.solo-harness.managed=1 | xargs -r docker rm -f

@@ -1,0 +1,42 @@
+"""The quick version of every benchmark runs, for correctness only: it completes, its figures are
+positive, and the runs it drives leave intact journals (the benchmarks check those themselves and
+raise BenchError otherwise). No timing is asserted: the machine is shared and noisy."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from bench import run_all
+from bench._common import Result, write_section
+
+pytestmark = pytest.mark.docker
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("name", list(run_all.BENCHMARKS))
+def test_quick_benchmark_runs(name: str, tmp_path: Path) -> None:
+    result: Result = run_all.BENCHMARKS[name](True)
+    assert result.quick and result.name == name
+    assert result.measures and result.ratios
+    for measure in result.measures:
+        assert measure.samples, measure.title
+        least = 0.0 if measure.unit == "%" else 1e-9  # idle supervisors may use no clock tick at all
+        assert all(math.isfinite(v) and v >= least for v in measure.samples), (measure.title, measure.samples)
+    assert all(math.isfinite(r.value) and r.value >= 0 for r in result.ratios)
+    doc = tmp_path / "performance.md"
+    write_section(name, result.markdown(), doc)
+    write_section(name, result.markdown(), doc)  # rewritten in place, never appended twice
+    text = doc.read_text()
+    assert text.count(f"<!-- bench:{name} -->") == 1 and result.title in text
+
+
+def test_iteration_breakdown_names_every_phase() -> None:
+    result = run_all.BENCHMARKS["iteration-overhead"](True)
+    phases = dict(result.breakdown)
+    for phase in ("prompt", "agent container: start", "agent container: wait", "helper container: start",
+                  "fetch of the bundle (host git)", "journal: iteration record"):  # fmt: skip
+        assert phases.get(phase, 0) > 0, (phase, phases)
+    assert phases["iteration, end to end"] >= phases["agent container: start"] + phases["helper container: start"]
