@@ -174,7 +174,10 @@ class RunOptions(BaseModel):
 class RunSettings(BaseSettings, RunOptions):
     """How pydantic-settings finds `RunOptions` in the environment and in TOML files."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, pyproject_toml_table_header=PYPROJECT_TABLE)
+    # An empty variable (`HARNESS_MODEL= harness run ...`) is as good as unset.
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, pyproject_toml_table_header=PYPROJECT_TABLE
+    )
 
 
 class HarnessEnv(BaseSettings):

@@ -53,6 +53,9 @@ def test_the_environment_beats_the_files_when_the_command_line_is_silent(
     monkeypatch.setenv("HARNESS_MEMORY", "3g")
     r = resolve({"memory": None}, repo_top=top)
     assert (r.settings.memory, r.sources["memory"]) == ("3g", "env:HARNESS_MEMORY")
+    monkeypatch.setenv("HARNESS_MEMORY", "")  # empty is unset
+    r = resolve({"memory": None}, repo_top=top)
+    assert (r.settings.memory, r.sources["memory"]) == ("4g", f"file:{top / 'harness.toml'}")
 
 
 def test_pyproject_tool_harness_is_the_repository_layer(top: Path) -> None:
