@@ -16,6 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from pydantic import Field
+
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     InvalidStateError,
@@ -244,9 +246,11 @@ class DiscardedRepo(JournalModel):
     """<harness home>/discarded/<repo key>.json: a repository holding discarded branch tips, for `gc`
     (the discarded session's copy and owner.json are gone, so nothing else names the repository)."""
 
-    schema_version: int = 1
-    kind: Literal["solo-harness.discarded-repo"] = "solo-harness.discarded-repo"
-    repo: str
+    schema_version: int = Field(default=1, description="Version of this file's schema.")
+    kind: Literal["solo-harness.discarded-repo"] = Field(
+        default="solo-harness.discarded-repo", description="What this file is."
+    )
+    repo: str = Field(description="The repository's top directory, where refs/harness-discarded/ is kept.")
 
 
 def discarded_repos_dir() -> Path:
