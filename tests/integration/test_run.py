@@ -56,7 +56,7 @@ def test_demo_run_end_to_end(repo: GitRepo) -> None:
 
     journal = repo.journal("demo")
     assert sorted(p.name for p in journal.iterdir() if not p.name.startswith(".")) == [
-        "iteration-0001.json", "iteration-0001.log", "iteration-0002.json", "iteration-0002.log",
+        "control.json", "iteration-0001.json", "iteration-0001.log", "iteration-0002.json", "iteration-0002.log",
         "objective.md", "run-summary.json",
     ]  # fmt: skip
     assert (journal / "objective.md").read_text() == "Record two steps\n"
