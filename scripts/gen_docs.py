@@ -26,6 +26,7 @@ from pydantic.fields import FieldInfo
 from runner.cli.app import app
 from runner.errors import ExitCode
 from runner.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
+from runner.review import DiscardedRepo
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -36,6 +37,7 @@ JOURNAL_FILE_NAMES = {"iteration": "iteration-NNNN.json"}
 OTHER_FILES: list[tuple[str, str, type[BaseModel]]] = [
     ("The agent's status report ($HARNESS_STATUS_FILE)", "status-report", StatusReport),
     ("owner.json (in a run directory)", "run-owner", RunOwner),
+    ("discarded/REPO-KEY.json (in the harness home)", "discarded-repo", DiscardedRepo),
 ]
 
 
