@@ -25,7 +25,15 @@ from pathlib import Path
 
 IMAGE = "harness-base:latest"
 LABEL = "io.solo-harness.bench"
-GIT = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", "-c", "init.defaultBranch=main"]
+GIT = [
+    "git",
+    "-c",
+    "user.name=bench",
+    "-c",
+    "user.email=bench@example.invalid",
+    "-c",
+    "gc.auto=0",
+]  # no gc in the background (it races our rmtree)
 DOC = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
 EXIT_NEEDS_ATTENTION = 21  # `harness run` stopped at --max-iterations
 EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"

@@ -124,10 +124,13 @@ def measure(quick: bool) -> Result:
 
 
 _WHY = (
-    "the harness's helper also walks the whole copy before bundling (`chmod -R`, `du` for --max-disk, `git add -A` "
-    "to checkpoint uncommitted work), pays a container start, and the host indexes the bundle's pack twice: once "
-    "with `index-pack --strict` in a quarantine (git 2.39's bundle fetch ignores fsckObjects, so this is the only "
-    "fsck) and once in the fetch itself"
+    "both sides spend most of their time in `git bundle create` packing the change's loose objects (zlib at the "
+    "default level); the harness's helper does it inside a container held to the run's --cpus (1 by default), "
+    "after walking the copy (find for closed files, `du` for --max-disk, `git add -A` to checkpoint uncommitted "
+    "work) and a container start; the host then indexes the bundle's pack twice: `index-pack --strict` in a "
+    "quarantine (git 2.39's bundle fetch ignores fsckObjects, so this is the only fsck) and again in the fetch. "
+    "What would close it: keep the quarantine's checked pack and move it into the repository instead of fetching "
+    "again (as receive-pack does), and let the helper use the cores the stopped agent is not using"
 )
 
 

@@ -16,10 +16,13 @@ Goals (issue 10): harness / floor <= 1.2x, harness / docker <= 2x.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 from bench._common import (
+    GIT,
     IMAGE,
     BenchEnv,
     BenchError,
@@ -35,6 +38,10 @@ from bench._common import (
     timed,
 )
 from bench._phases import instrument
+from bench._repos import RepoShape, generate
+
+LARGE = RepoShape(50_000, 5_000, 300)  # the set-up benchmark's repository (cached under build/)
+LARGE_QUICK = RepoShape(2_000, 200, 10)
 
 NAME = "iteration-overhead"
 AGENT_CMD = 'echo "$HARNESS_ITERATION" > bench-iteration.txt; printf \'{"state":"working"}\' > "$HARNESS_STATUS_FILE"'
@@ -45,14 +52,16 @@ HELPER = (
 )
 
 
-def harness_iterations(env: BenchEnv, iterations: int) -> tuple[list[float], list[tuple[str, float]]]:
+def harness_iterations(
+    env: BenchEnv, iterations: int, repo: Path | None = None, session: str = "bench"
+) -> tuple[list[float], list[tuple[str, float]]]:
     from runner.backends.docker import DockerBackend
     from runner.models import Outcome, StopReason
     from runner.runs import LimitOptions, RunRequest, start_run
 
-    repo = small_repo(env.tmp / "harness-repo")
+    repo = repo or small_repo(env.tmp / "harness-repo")
     request = RunRequest(
-        session="bench", objective="benchmark", repo=repo, max_iterations=iterations, agent_cmd=AGENT_CMD,
+        session=session, objective="benchmark", repo=repo, max_iterations=iterations, agent_cmd=AGENT_CMD,
         limits=LimitOptions(stuck_after=iterations + 1),
     )  # fmt: skip
     with instrument() as phases:
@@ -61,7 +70,7 @@ def harness_iterations(env: BenchEnv, iterations: int) -> tuple[list[float], lis
         raise BenchError(f"the run ended {summary.stop_reason} after {summary.iteration_count} iterations")
     if summary.last_outcome is not Outcome.WORKING:
         raise BenchError(f"the last iteration ended {summary.last_outcome}")
-    commits = git(repo, "rev-list", "--count", "main..harness/bench").strip()
+    commits = git(repo, "rev-list", "--count", f"main..harness/{session}").strip()
     if commits != str(iterations):
         raise BenchError(f"harvested {commits} commits, not one per iteration ({iterations})")
     return phases.totals("iteration, end to end"), phases.medians()
@@ -103,6 +112,27 @@ class Floor:
         return {name: timed(step) for name, step in self.steps.items()}
 
 
+def large_repo_iterations(env: BenchEnv, shape: RepoShape, iterations: int) -> list[float]:
+    """Per-iteration seconds of the same agent on a large generated repository (the cached one is
+    left as it was: journal in the temp dir, copy and branch removed)."""
+    from runner.backends.docker import DockerBackend
+    from runner.models import Limits
+    from runner.paths import repo_key, run_dir
+    from runner.workspace import RunDir, Workspace
+
+    repo = generate(shape)
+    os.environ["HARNESS_JOURNAL_ROOT"] = str(env.tmp / "journals")
+    session = f"bench-large-{env.bench_id}"
+    try:
+        seconds, _ = harness_iterations(env, iterations, repo, session)
+    finally:
+        os.environ.pop("HARNESS_JOURNAL_ROOT", None)
+        Workspace(backend=DockerBackend(), run_dir=RunDir(run_dir(repo, session)), image=IMAGE, limits=Limits(),
+                  session=session, repo_key=repo_key(repo)).delete()  # fmt: skip
+        subprocess.run([*GIT, "-C", str(repo), "update-ref", "-d", f"refs/heads/harness/{session}"], check=False)
+    return seconds
+
+
 def measure(quick: bool) -> Result:
     iterations, repeat = (3, 3) if quick else (10, 10)
     result = Result(NAME, "Iteration overhead", quick)
@@ -120,23 +150,34 @@ def measure(quick: bool) -> Result:
         for _ in range(repeat // 2):
             floors.append(floor.once())
             trues.append(timed(lambda: run(true)))
+        shape = LARGE_QUICK if quick else LARGE
+        large = large_repo_iterations(env, shape, iterations)
     harness = result.add("harness: Supervisor.iterate (prompt to journal)", per_iteration)
     floor_total = result.add("floor: agent run + helper run + host fetch, by hand", [sum(f.values()) for f in floors])
     for step in floor.steps:
         result.add(f"floor: {step}", [f[step] for f in floors])
     docker = result.add("docker run --rm IMAGE true", trues)
+    on_large = result.add(f"harness: Supervisor.iterate on a {shape.files:,}-file repository", large)
     to_floor = harness.median / floor_total.median
     to_docker = harness.median / docker.median
     result.ratios = [
         Ratio("harness / floor", to_floor, 1.2, why=_why_floor(breakdown, floor_total.median)),
         Ratio("harness / docker run true", to_docker, 2.0, why=_why_docker(floor_total.median / docker.median)),
         Ratio("floor / docker run true", floor_total.median / docker.median),
+        Ratio(f"iteration on the {shape.files:,}-file repository / on the small one", on_large.median / harness.median),
     ]
     result.breakdown = breakdown
     result.facts = [
         f"{iterations} harness iterations of an agent that writes one file (one commit, bundle and fetch each); "
-        f"{len(floors)} floor and `docker run` repetitions, half before and half after the harness run",
+        f"{len(floors)} floor and `docker run` repetitions, half before and half after the harness run; "
+        f"then {iterations} iterations of the same agent on the {shape.files:,}-file repository of the set-up "
+        "benchmark",
     ]
+    result.notes.append(
+        "The checkpoint used to `chmod -R` the whole copy before `git add -A`; the new ctime of every file made git "
+        "hash the whole working tree again at every iteration. It now opens up only what the agent closed (commit "
+        "22c9c50 gives the before/after figures of that change, measured with this benchmark)."
+    )
     return result
 
 
@@ -175,4 +216,3 @@ if __name__ == "__main__":
         main()
     except BenchError as exc:
         sys.exit(f"bench: error: {exc}")
-    _ = Path  # keep the import for type checkers of callers
