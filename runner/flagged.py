@@ -26,6 +26,7 @@ FLAGGED_FILES = (
     ".pre-commit-config.yaml", ".travis.yml", "Jenkinsfile", "azure-pipelines.yml", ".tool-versions",
     ".npmrc", ".yarnrc", ".yarnrc.yml", ".pypirc", "CLAUDE.md", ".mcp.json", "AGENTS.md",
     ".lfsconfig",  # git-lfs reads it from the tree: an lfs.url the next checkout fetches from
+    "harness.toml",  # the next run's defaults (agent command, check, image, budget) come from it
 )  # fmt: skip
 
 

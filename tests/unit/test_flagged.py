@@ -12,7 +12,7 @@ from tests.helpers import GIT_ID, make_repo
     "path",
     [".vscode/tasks.json", ".claude/settings.json", ".envrc", ".githooks/pre-commit", ".gitattributes",
      "sub/.vscode/launch.json", ".vscode", ".githooks", ".VSCode/tasks.json", ".EnvRC", ".github/workflows/ci.yml",
-     "pkg/.gitattributes", ".env.local", ".gitmodules", ".lfsconfig"],
+     "pkg/.gitattributes", ".env.local", ".gitmodules", ".lfsconfig", "harness.toml"],
 )  # fmt: skip
 def test_paths_that_run_code_later_are_flagged(path: str) -> None:
     assert is_flagged(path)
