@@ -198,9 +198,11 @@ def _why_docker(floor_ratio: float) -> str:
         f"the design's own floor is already {floor_ratio:.2f}x a bare `docker run ... true`: an iteration needs two "
         "container starts (the agent, and the helper that checkpoints as the agent uid, because the host user "
         "cannot chown and must never run git in the copy, design §4 items 1-2) plus a host fetch; a bare run is "
-        "one start. Closing it needs the checkpoint without a second container start (e.g. `docker exec` into "
-        "the stopped agent's container is impossible; a long-lived helper per session would be an exec per "
-        "iteration instead of a start)"
+        "one start. Closing it needs the checkpoint without a second container start: a long-lived helper "
+        "container per session, `docker exec`'d once per iteration, would save the start, but code that the "
+        "agent's git config runs during a checkpoint (a clean filter, say) could then outlive the iteration in "
+        "that container, so every process of each exec would have to be killed after it; running the checkpoint "
+        "in the agent's own container after the agent exits would let the agent's leftover processes race it"
     )
 
 

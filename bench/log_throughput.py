@@ -4,7 +4,7 @@ Harness: a real `harness run` (a child process) of one iteration whose agent wri
 to stdout, with a secret passed by --env printed first and last (redaction on); its throughput is
 N / the record's `durationSeconds` (the agent container from start to exit: a supervisor that
 drains too slowly makes the container wait on its pipe). The supervisor's process tree is sampled
-from /proc for its peak resident memory; `wait4` gives the largest single process's peak. The log
+from /proc for its peak resident memory; `wait4` gives the peak of its largest single process. The log
 must hold at most the configured cap (8 MiB by default) and never the secret.
 Baseline: the same command in `docker run -d`, waited for, then `docker logs` into a file; its
 throughput is N / (run to exit + logs). Full: 1 GiB; quick: 50 MiB.
@@ -68,10 +68,9 @@ def harness_once(env: BenchEnv, size: int, n: int) -> tuple[float, float, float,
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    out, err = child.communicate(timeout=1800)
+    out, err, rusage = _wait4(child)
     done.set()
     sampler.join()
-    rusage = child_rusage_mb(child)
     if child.returncode != 21:  # needs attention: stopped at --max-iterations
         raise BenchError(f"harness run exited {child.returncode}: {err.decode(errors='replace')[-400:]}")
     status = json.loads(out)
@@ -88,11 +87,21 @@ def harness_once(env: BenchEnv, size: int, n: int) -> tuple[float, float, float,
     return mbps, peak[0], rusage, len(log), bool(record["logTruncated"])
 
 
-def child_rusage_mb(child: subprocess.Popen[bytes]) -> float:
-    """The largest peak RSS of the child or any descendant it waited for (Linux reports KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+def _wait4(child: subprocess.Popen[bytes]) -> tuple[bytes, bytes, float]:
+    """(stdout, stderr, peak RSS in MB of the child or any descendant it reaped), from wait4."""
+    assert child.stdout is not None and child.stderr is not None
+    chunks: dict[str, bytes] = {}
+    readers = [
+        threading.Thread(target=lambda k=k, f=f: chunks.__setitem__(k, f.read()), daemon=True)
+        for k, f in (("out", child.stdout), ("err", child.stderr))
+    ]
+    for reader in readers:
+        reader.start()
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    for reader in readers:
+        reader.join(timeout=60)
+    return chunks.get("out", b""), chunks.get("err", b""), usage.ru_maxrss / 1024  # Linux: KiB
 
 
 def docker_logs_once(env: BenchEnv, size: int) -> tuple[float, float]:
@@ -139,7 +148,7 @@ def measure(quick: bool) -> Result:
     b = result.add("docker run -d, wait, docker logs > file", base, "MB/s")
     result.add("of which docker logs > file (seconds)", logs_s)
     rss = result.add("supervisor process tree, peak RSS (sampled /proc)", trees, "MB")
-    result.add("largest single process, peak RSS (RUSAGE_CHILDREN)", singles, "MB")
+    result.add("largest single process of that tree, peak RSS (wait4)", singles, "MB")
     result.ratios = [
         Ratio("harness / docker logs throughput", h.median / b.median, 0.8, at_least=True, why=_WHY),
         Ratio("supervisor peak RSS / 150 MB", rss.median / 150, 1.0, why="see the measures above"),

@@ -150,13 +150,36 @@ def measure(quick: bool) -> Result:
         result.add(f"{n} sessions: RSS per supervisor (process tree)", got.rss_mb, "MB")
         result.add(f"{n} sessions: from the first launch until every agent runs", [got.launch_seconds])
         result.add(f"{n} sessions: from the first launch until every run ended", [got.end_seconds])
-        result.ratios.append(Ratio(f"{n} sessions: CPU / 2% of one core", got.cpu_percent / 2.0, 1.0, why=_WHY))
+        goal = 1.0 if wave is waves[0] else None  # the goal is for 8; the larger wave shows the limit
+        result.ratios.append(Ratio(f"{n} sessions: CPU / 2% of one core", got.cpu_percent / 2.0, goal, why=_WHY))
         result.facts.append(
             f"{n} sessions: {got.running} agents ran through the CPU window; agents sleep {wave.sleep:g} s, "
             f"CPU window {wave.window:g} s; total supervisor memory "
             f"{sum(got.rss_mb):.0f} MB; every run ended max-iterations with a journal that loads"
         )
+    last = waves[-1].sessions
+    cpu_each = result.measures[-4].median / last
+    rss_each = result.measures[-3].median
+    launch_each = result.measures[-2].median / last
+    mem_mb = _mem_total_mb()
+    result.notes.append(
+        f"Where this machine's limit is ({last} sessions): each idle supervisor costs about {cpu_each:.3f} % of one "
+        f"core, so 2 % of a core is reached near {2 / cpu_each:.0f} sessions and one whole core near "
+        f"{100 / cpu_each:.0f}; each holds about {rss_each:.0f} MB resident, so the {mem_mb / 1024:.0f} GiB of this "
+        f"machine hold about {mem_mb / rss_each:.0f} supervisors before the agents' own memory counts. What gives "
+        f"first is the start: set-ups (a clone helper container each) and container starts queue on the engine and "
+        f"the 2 cores, about {launch_each:.1f} s per session here, so a wave of {last} takes "
+        f"{result.measures[-2].median:.0f} s to have every agent running, and each iteration's end (the helper "
+        "container again) queues the same way."
+    )
     return result
+
+
+def _mem_total_mb() -> float:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 _WHY = (
