@@ -58,9 +58,11 @@ find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
 rm -f /export/export.bundle
 G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
 # The copy is the agent's: make all of it readable to measure it and commit it. Only what lacks
-# the bits is changed (pre-order, so a closed directory is opened before find looks inside): a
-# chmod of every file would change every ctime and make `git add` hash the whole tree again.
-find . \\( -type d ! -perm -u=rwx -o ! -type d ! -perm -u=rw \\) -exec chmod u+rwX {{}} \\; 2>/dev/null || true
+# the bits is changed: a chmod of every file would change every ctime and make `git add` hash the
+# whole tree again. Directories one at a time (a closed one is opened before find looks inside),
+# unreadable files in batches (git's own read-only objects are left alone).
+find . \\( -type d ! -perm -u=rwx -exec chmod u+rwx {{}} \\; \\) \\
+  -o \\( ! -type d ! -perm -u=r -exec chmod u+rw {{}} + \\) 2>/dev/null || true
 size=$(du -sxb . | cut -f1)
 echo "harness-disk $size"
 # Over --max-disk: neither commit nor bundle it, so it cannot fill the user's disk through the harvest.
