@@ -116,8 +116,11 @@ class Result:
         if self.breakdown:
             out += ["", "Where the time goes (median seconds per phase):", "", "| phase | seconds |", "|---|---:|"]
             out += [f"| {phase} | {seconds:.3f} |" for phase, seconds in self.breakdown]
-        missed = [r for r in self.ratios if r.met is False and r.why]
-        notes = [*(f"Missed, {r.title}: {r.why}" for r in missed), *self.notes]
+        whys: dict[str, list[str]] = {}  # one paragraph per reason, naming every ratio it explains
+        for r in self.ratios:
+            if r.met is False and r.why:
+                whys.setdefault(r.why, []).append(r.title)
+        notes = [*(f"Missed, {'; '.join(titles)}: {why}" for why, titles in whys.items()), *self.notes]
         if notes:
             out += ["", *(f"{note}\n" for note in notes)]
         return "\n".join(out).rstrip() + "\n"

@@ -112,7 +112,10 @@ def measure(quick: bool) -> Result:
 _WHY = (
     "the import of typer, rich and pydantic (the models are built at import) is paid by every command; status "
     "also runs host git (the branch, the commits ahead, the review of flagged paths), and list does that for "
-    "every session"
+    "every session. What would close it: import typer and rich only for text output, build the pydantic models "
+    "lazily (`defer_build`), and let `status --json` and `list` read the summaries without the git review "
+    "(a flag, or the review cached in the summary at each harvest); a Python start-up with pydantic alone is "
+    "already several times `python -c pass`, so 4x needs most of that"
 )
 
 

@@ -32,7 +32,8 @@ do not edit by hand; a benchmark rewrites its section between its markers. Every
 repetitions measured in the same run as its raw baseline, and the ratios (harness / baseline) are what matter:
 this machine is shared with other developers' Docker tests, so absolute times drift with their load. Goals are
 those of issue 10; where one is missed the section says why and what would close it. `make bench-quick` runs
-small versions of the same benchmarks (CI runs them for correctness only, never for time)."""
+small versions of the same benchmarks (CI runs them for correctness only, never for time). A benchmark run alone
+(`--only NAME`) rewrites its own section and the machine's; the others keep the figures of their last run."""
 
 
 def main(argv: list[str] | None = None) -> int:
