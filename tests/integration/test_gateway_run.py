@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, wait_for
 from tests.upstreams import Error, Reply, ScriptedUpstream, Usage
 
 pytestmark = pytest.mark.docker
@@ -293,16 +293,11 @@ def test_the_gateway_lives_with_a_detached_supervisor_dies_with_kill_9_and_resum
         pid = r.json()["pid"]
         summary_path = agent_repo.journal("k9gw") / "run-summary.json"
         sock = Path(json.loads(summary_path.read_text())["runDir"]) / "net" / "gateway.sock"
-        deadline = time.monotonic() + 120
-        while len(up.seen("/v1/messages")) < 1:  # the agent's call went through the detached gateway
-            assert time.monotonic() < deadline, "the detached run's agent never reached the model"
-            time.sleep(0.1)
+        # The agent's call went through the detached gateway.
+        wait_for(lambda: up.seen("/v1/messages"), 120, "the detached run's agent to reach the model")
         assert _gateway_answers(sock, tmp_path)
         os.kill(pid, signal.SIGKILL)
-        deadline = time.monotonic() + 30
-        while _gateway_answers(sock, tmp_path):
-            assert time.monotonic() < deadline, "the gateway outlived its supervisor"
-            time.sleep(0.1)
+        wait_for(lambda: not _gateway_answers(sock, tmp_path), 30, "the gateway to end with its supervisor")
 
         resumed = harness("resume", "--session", "k9gw", "--json", cwd=agent_repo.path, env=_env(up))
         assert resumed.json()["status"] == "completed", resumed.stderr

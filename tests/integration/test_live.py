@@ -21,19 +21,12 @@ from runner.backends.docker import DockerBackend
 from runner.journal import Journal, load_model
 from runner.models import ControlFile, RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness, make_repo
+from tests.helpers import GitRepo, harness, make_repo, wait_for
 
 pytestmark = pytest.mark.docker
 
 REPORT = 'printf \'{"state": "%s", "summary": "iteration %s"}\' "$1" "$HARNESS_ITERATION" > "$HARNESS_STATUS_FILE"'
 COMMIT = 'echo "$HARNESS_ITERATION" >> progress.txt; git add -A; git commit -qm "step $HARNESS_ITERATION"'
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def running_agents(session: str) -> list[str]:

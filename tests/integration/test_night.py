@@ -17,7 +17,7 @@ from runner.models import IterationRecord, RunSummary
 from runner.paths import repo_key
 from runner.sandbox import labels
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, containers, harness, make_repo
+from tests.helpers import GitRepo, containers, harness, make_repo, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -27,13 +27,6 @@ def report(state: str = "working") -> str:
 
 
 COMMIT_EACH = 'echo "$HARNESS_ITERATION" >> progress.txt; git add -A; git commit -qm "step $HARNESS_ITERATION"'
-
-
-def wait_for(predicate, timeout: float = 60, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def summary_of(repo: GitRepo, session: str) -> RunSummary:
