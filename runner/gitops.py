@@ -8,10 +8,12 @@ no system or user config (the hardening settings come with every command), and n
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from runner.errors import NotARepositoryError, UsageError, WorkspaceError
 from runner.models import DiffStat
@@ -24,6 +26,10 @@ _HARDENING = (
     "-c", "protocol.file.allow=user",
     "-c", "submodule.recurse=false",
 )  # fmt: skip
+
+
+Proc = subprocess.CompletedProcess[str]
+_OID = re.compile(r"[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -96,41 +102,52 @@ class HostGit:
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     def fetch_bundle(self, bundle: Path, src_ref: str, dest_ref: str) -> None:
-        """Fetch `src_ref` of a host-private bundle copy into `dest_ref` (forced), after a strict fsck."""
-        self.verify_pack(bundle)
-        self.run(
-            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-recurse-submodules",
-            "--no-auto-gc", str(bundle), f"+{src_ref}:{dest_ref}",
-        )  # fmt: skip
+        """Set `dest_ref` (forced) to `src_ref` of a host-private bundle copy, after a strict fsck.
 
-    def verify_pack(self, bundle: Path) -> None:
-        """fsck every object of a bundle in a quarantine before any of it enters the repository.
-
-        `git fetch` from a bundle ignores transfer.fsckObjects (git 2.39), so the pack is indexed with
-        `index-pack --strict` into a private object directory that borrows the repository's objects
-        as alternates: a `.git` path in a tree or a symlinked `.gitmodules` is refused there."""
-        common = self.info().common_dir
+        As receive-pack does with a push: the bundle's pack is indexed once, with `index-pack --strict`, in a
+        quarantine object directory that borrows the repository's objects as alternates (`git fetch` from a
+        bundle ignores transfer.fsckObjects in git 2.39, and would index the pack a second time); the tip
+        must be a commit whose whole history is then present (the connectivity check `git fetch` runs), and
+        only then is the checked pack moved into objects/pack and the ref set with update-ref. A `.git` path
+        in a tree or a symlinked `.gitmodules` is refused in the quarantine, and nothing of the bundle is
+        left in the repository when any check fails."""
+        objects = self.info().common_dir / "objects"
         # Unbuffered: the header is read here, and index-pack reads the pack from the same file offset.
         with (
-            tempfile.TemporaryDirectory(prefix="harness-quarantine-") as quarantine,
+            tempfile.TemporaryDirectory(prefix="tmp_objdir-harness-", dir=objects) as quarantine,
             bundle.open("rb", buffering=0) as data,
         ):
-            while data.readline() not in (b"\n", b""):
-                pass  # the header: signature, capabilities, prerequisites and refs, up to a blank line
+            tip = _bundle_tip(data, src_ref)
             (Path(quarantine) / "pack").mkdir()
-            env = {
-                **self._env,
-                "GIT_OBJECT_DIRECTORY": quarantine,
-                "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(common / "objects"),
-            }
-            proc = subprocess.run(
-                ["git", *_HARDENING, "-C", str(self.repo), "index-pack", "--strict", "--fix-thin", "--stdin"],
-                env=env, stdin=data, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-        if proc.returncode != 0:
-            lines = proc.stderr.strip().splitlines()
-            reason = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "no output")
-            raise WorkspaceError(f"harvest refused: fsck of the bundle failed: {reason}")
+            env = {**self._env, "GIT_OBJECT_DIRECTORY": quarantine, "GIT_ALTERNATE_OBJECT_DIRECTORIES": str(objects)}
+            # --keep: once moved, the pack is protected from a concurrent repack until the ref points into it.
+            proc = self._quarantined(env, "index-pack", "--strict", "--fix-thin", "--keep=harness harvest",
+                                     "--stdin", stdin=data)  # fmt: skip
+            if proc.returncode != 0:
+                lines = proc.stderr.strip().splitlines()
+                reason = next((ln for ln in lines if ln.startswith("error:")), lines[-1] if lines else "no output")
+                raise WorkspaceError(f"harvest refused: fsck of the bundle failed: {reason}")
+            kind = self._quarantined(env, "cat-file", "-t", tip).stdout.strip()
+            if kind != "commit":
+                raise WorkspaceError(f"harvest refused: the bundle's {src_ref} is not a commit ({kind or 'missing'})")
+            if self._quarantined(env, "rev-list", "--objects", "--quiet", tip, "--not", "--all").returncode != 0:
+                raise WorkspaceError(f"harvest refused: the history of {tip[:12]} is incomplete")
+            where = self.checked_out_in(dest_ref)
+            if where:  # as `git fetch` refuses: the working tree there would no longer match its branch
+                raise WorkspaceError(f"harvest refused: {dest_ref} is checked out in {where[0]}")
+            kept = _install_pack(Path(quarantine) / "pack", objects / "pack")
+        try:
+            self.update_refs([f"update {dest_ref} {tip}"])
+        finally:
+            if kept is not None:
+                kept.unlink(missing_ok=True)
+
+    def _quarantined(self, env: dict[str, str], *args: str, stdin: IO[bytes] | None = None) -> Proc:
+        return subprocess.run(
+            ["git", *_HARDENING, "-C", str(self.repo), *args],
+            env=env, stdin=stdin if stdin is not None else subprocess.DEVNULL, capture_output=True, text=True,
+            check=False,
+        )  # fmt: skip
 
     def commits_between(self, old: str, new: str) -> list[str]:
         out = self.run("rev-list", "--reverse", f"{old}..{new}").stdout
@@ -292,3 +309,57 @@ def _user_excludes_file() -> str | None:
     xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path(os.environ.get("HOME", "/nonexistent")) / ".config")
     default = Path(xdg) / "git" / "ignore"
     return str(default) if default.is_file() else None
+
+
+_BUNDLE_SIGNATURES = (b"# v2 git bundle\n", b"# v3 git bundle\n")
+_MAX_HEADER_LINE = 64 * 1024
+_MAX_HEADER_LINES = 100_000
+
+
+def _bundle_tip(data: IO[bytes], src_ref: str) -> str:
+    """The commit a bundle's header names for `src_ref`; `data` is left at the start of the pack.
+
+    The header is the agent's: a SHA-1 repository's v2 or v3 signature, no capability but the object
+    format (a filtered bundle is refused), and exactly one line for `src_ref`."""
+    signature = data.readline(_MAX_HEADER_LINE)
+    if signature not in _BUNDLE_SIGNATURES:
+        raise WorkspaceError("harvest refused: not a git bundle (v2 or v3)")
+    found = []
+    for _ in range(_MAX_HEADER_LINES):
+        line = data.readline(_MAX_HEADER_LINE)
+        if line == b"\n":
+            break
+        if not line.endswith(b"\n"):
+            raise WorkspaceError("harvest refused: the bundle's header is cut short or has an overlong line")
+        text = line[:-1].decode("utf-8", "replace")
+        if text.startswith("@"):
+            if text != "@object-format=sha1":
+                raise WorkspaceError(f"harvest refused: unsupported bundle capability {text[:80]!r}")
+        elif not text.startswith("-"):  # prerequisites: index-pack --strict needs them as objects
+            oid, _, name = text.partition(" ")
+            if name == src_ref:
+                found.append(oid)
+    else:
+        raise WorkspaceError("harvest refused: the bundle's header has no end")
+    if len(found) != 1 or not _OID.fullmatch(found[0]):
+        raise WorkspaceError(f"harvest refused: the bundle names {src_ref} {len(found)} times, or not as an object id")
+    return found[0]
+
+
+def _install_pack(quarantine_pack: Path, pack_dir: Path) -> Path | None:
+    """Move a checked pack into the repository (the index last: git sees the pack once its index is there).
+    Returns its .keep file, which the caller removes once a ref points into the pack."""
+    packs = list(quarantine_pack.glob("pack-*.pack"))
+    if len(packs) != 1:
+        raise WorkspaceError(f"harvest: index-pack left {len(packs)} packs in the quarantine")
+    stem = packs[0].stem
+    pack_dir.mkdir(exist_ok=True)
+    if (pack_dir / f"{stem}.idx").exists():
+        return None  # the same objects are already installed
+    moved = None
+    for suffix in (".keep", ".pack", ".rev", ".idx"):
+        src = quarantine_pack / f"{stem}{suffix}"
+        if src.exists():
+            src.rename(pack_dir / src.name)  # same filesystem: the quarantine is inside objects/
+            moved = pack_dir / src.name if suffix == ".keep" else moved
+    return moved
