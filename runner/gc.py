@@ -10,12 +10,13 @@ import logging
 import time
 from pathlib import Path
 
+from runner.backends import backend_for
 from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import HarnessError, NotARepositoryError
 from runner.gitops import HostGit
 from runner.images import DEFAULT_IMAGE
 from runner.journal import Journal, load_model
-from runner.models import CamelModel, Limits, RunOwner
+from runner.models import CamelModel, DockerBackendConfig, Limits, RunOwner
 from runner.paths import data_home, home_key, repo_key
 from runner.review import DISCARDED_PREFIX, DiscardedRepo, discarded_repos_dir, expire_discarded
 from runner.status import SessionProblem, SessionStatus, session_status, supervisor_alive
@@ -93,6 +94,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     live: set[tuple[str, str]] = set()
     kept: list[str] = []
     copies: list[str] = []
+    engines = {DockerBackendConfig().model_dump_json(): backend}  # and each cluster a copy names
     for run_dir in _run_dirs():
         owner = _owner(run_dir)
         if owner is None:
@@ -100,6 +102,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
                 _delete_copy(backend, run_dir, run_dir.name, "unknown")
                 copies.append(str(run_dir))
             continue
+        own = engines.setdefault(owner.backend.model_dump_json(), backend_for(owner.backend))
         journal = Journal(Path(owner.journal_dir), owner.session_id)
         if journal.exists():
             kept.append(f"{owner.repo}:{owner.session_id}")
@@ -109,15 +112,16 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
             except HarnessError:
                 live.add((repo_key(Path(owner.repo)), owner.session_id))  # unreadable: leave it alone
             continue
-        _delete_copy(backend, run_dir, owner.session_id, repo_key(Path(owner.repo)))  # discarded, or repo gone
+        _delete_copy(own, run_dir, owner.session_id, repo_key(Path(owner.repo)))  # discarded, or repo gone
         copies.append(str(run_dir))
     containers: list[str] = []
     mine = {LABEL_MANAGED: "1", LABEL_HOME: home_key()}  # never another user's or home's containers
-    for labels in backend.list_containers(mine).values():
-        owner_key = (labels.get(LABEL_REPO), labels.get(LABEL_SESSION))
-        if None in owner_key or owner_key in live:
-            continue
-        containers += backend.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
+    for engine in engines.values():
+        for labels in engine.list_containers(mine).values():
+            owner_key = (labels.get(LABEL_REPO), labels.get(LABEL_SESSION))
+            if None in owner_key or owner_key in live:
+                continue
+            containers += engine.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
     images = backend.prune_images({LABEL_MANAGED: "1"})
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,

@@ -129,6 +129,8 @@ def build(backend: Backend, name: str) -> str:
 
 def image_state(backend: Backend, image: str) -> str:
     """'present', 'stale' (a harness image whose context or base changed), 'buildable' or 'missing'."""
+    if not backend.local_images:
+        return "remote"  # the cluster pulls it; an image it cannot pull ends the iteration with the reason
     name = name_for_tag(image)
     if name is None:
         return "present" if backend.image_exists(image) else "missing"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
@@ -31,6 +31,7 @@ class CamelModel(BaseModel):
         populate_by_name=True,
         extra="ignore",  # newer writers may add fields; old readers keep working
         validate_assignment=True,
+        defer_build=True,
     )
 
     def dump_json(self) -> str:
@@ -133,6 +134,7 @@ class Outcome(DescribedEnum):
     BUDGET = "budget"
     CHECK_FAILED = "check-failed"
     INTERRUPTED = "interrupted"
+    NOT_STARTED = "not-started"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -149,6 +151,8 @@ class Outcome(DescribedEnum):
             cls.BUDGET: "The model gateway refused a request because --max-cost is spent; the run stops `max-cost`.",
             cls.CHECK_FAILED: "The agent reported done but the --check command did not pass. A failure.",
             cls.INTERRUPTED: "Ctrl-C, SIGTERM or `stop --now` stopped the container mid-iteration.",
+            cls.NOT_STARTED: "The backend could not start the agent (on Kubernetes: no node fits its limits); "
+            "`backendError` says why. A failure.",
         }
 
 
@@ -163,6 +167,7 @@ class FailureClass(DescribedEnum):
     DISK = "disk"
     CHECK = "check"
     INTERRUPTED = "interrupted"
+    NOT_STARTED = "not-started"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -175,6 +180,7 @@ class FailureClass(DescribedEnum):
             cls.DISK: "The copy grew past --max-disk.",
             cls.CHECK: "The --check command failed, timed out or could not run.",
             cls.INTERRUPTED: "The iteration was stopped by Ctrl-C, SIGTERM or `stop --now`.",
+            cls.NOT_STARTED: "The backend could not start the container (the scheduler's reason is recorded).",
         }
 
 
@@ -324,6 +330,31 @@ class BackoffState(JournalModel):
     until: datetime | None = Field(default=None, description="When the current wait ends; null when not waiting.")
 
 
+class DockerBackendConfig(JournalModel):
+    """Containers on the local Docker engine (the default)."""
+
+    type: Literal["docker"] = Field(default="docker", description="Always `docker`.")
+
+
+class KubernetesBackendConfig(JournalModel):
+    """Each container as a `batch/v1` Job on a Kubernetes cluster (docs/kubernetes.md)."""
+
+    type: Literal["kubernetes"] = Field(default="kubernetes", description="Always `kubernetes`.")
+    kubeconfig: str | None = Field(
+        default=None, description="The kubeconfig file (--kubeconfig); null: $KUBECONFIG or ~/.kube/config."
+    )
+    context: str | None = Field(default=None, description="The kubeconfig context (--kube-context); null: current.")
+    namespace: str = Field(default="default", description="The namespace of the Jobs (--kube-namespace).")
+    pending_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a pod may stay unschedulable before the iteration ends `not-started`.",
+    )
+
+
+BackendConfig = Annotated[DockerBackendConfig | KubernetesBackendConfig, Field(discriminator="type")]
+
+
 class RunSummary(JournalModel):
     """run-summary.json: the current state and progress (written only by the supervisor)."""
 
@@ -354,6 +385,9 @@ class RunSummary(JournalModel):
     repo: str = Field(description="The user's repository (its top directory).")
     run_dir: str = Field(description="The run's directory on the host (the copy and its working files).")
     image: str = Field(description="The agent's container image.")
+    backend: BackendConfig = Field(
+        default_factory=DockerBackendConfig, description="Where the containers run (--backend)."
+    )
     runtime: Literal["runc", "runsc"] = Field(
         default="runc", description="Container runtime: `runc` (Docker's default) or `runsc` (gVisor)."
     )
@@ -399,6 +433,9 @@ class RunOwner(JournalModel):
     session_id: str = Field(description="The session that owns the run directory.")
     repo: str = Field(description="That session's repository.")
     journal_dir: str = Field(description="That session's journal directory.")
+    backend: BackendConfig = Field(
+        default_factory=DockerBackendConfig, description="Where that session's containers run (for `gc`)."
+    )
     created_at: datetime = Field(default_factory=utcnow, description="When the run directory was made (UTC).")
 
 
@@ -469,6 +506,9 @@ class IterationRecord(JournalModel):
     head_commit: str | None = Field(default=None, description="The branch's commit after the harvest.")
     diff_stat: DiffStat = Field(default_factory=DiffStat, description="What those commits changed.")
     harvest_error: str | None = Field(default=None, description="Why the harvest failed, if it did.")
+    backend_error: str | None = Field(
+        default=None, description="Why the backend could not start the agent (outcome `not-started`)."
+    )
     backoff_seconds: float | None = Field(
         default=None, description="How long the supervisor waited after a rate limit."
     )

@@ -14,14 +14,16 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from runner import images
 from runner.agents import AgentOptions, resolve_agent
+from runner.backends import backend_for
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     HarnessError,
@@ -32,14 +34,17 @@ from runner.errors import (
     WorkspaceError,
 )
 from runner.gateway.model import upstreams_from_env
-from runner.gateway.services import RunNetwork, parse_allow_hosts
+from runner.gateway.services import RunNetwork, Wiring, parse_allow_hosts
 from runner.gitops import HostGit
 from runner.journal import Journal, ensure_excluded
 from runner.limits import parse_duration, parse_size
 from runner.models import (
     AgentInfo,
+    BackendConfig,
     CamelModel,
     ControlFile,
+    DockerBackendConfig,
+    KubernetesBackendConfig,
     Limits,
     RunOwner,
     RunState,
@@ -50,9 +55,9 @@ from runner.models import (
 from runner.names import branch_for, validate_session
 from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
-from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, OUTBOX_DIR, PROMPT_DIR, WORKSPACE
+from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
 from runner.settings import harness_env, resolve
-from runner.supervisor import Supervisor
+from runner.supervisor import Supervisor, agent_spec
 from runner.workspace import RunDir, Workspace
 
 log = logging.getLogger(__name__)
@@ -122,8 +127,28 @@ class RunRequest:
     allow_hosts: tuple[str, ...] = ()
     model: str | None = None
     max_turns: int | None = None
+    backend: BackendConfig = field(default_factory=DockerBackendConfig)
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
+
+
+def backend_config(name: str, kubeconfig: str | None, context: str | None, namespace: str) -> BackendConfig:
+    if name == "kubernetes":
+        return KubernetesBackendConfig(kubeconfig=kubeconfig, context=context, namespace=namespace)
+    if kubeconfig or context or namespace != "default":
+        raise UsageError("--kubeconfig, --kube-context and --kube-namespace need --backend kubernetes")
+    return DockerBackendConfig()
+
+
+def session_backend(repo: Path, session: str) -> Backend:
+    """The backend a session was created with (Docker for a session whose summary cannot be read)."""
+    with HostGit(repo.resolve()) as git:
+        journal = Journal.for_repo(git.info().top, validate_session(session))
+    try:
+        config: BackendConfig = journal.read_summary().backend
+    except HarnessError:
+        config = DockerBackendConfig()
+    return backend_for(config)
 
 
 def run_request(
@@ -145,7 +170,7 @@ def run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model,
-        max_turns=s.max_turns,
+        max_turns=s.max_turns, backend=backend_config(s.backend, s.kubeconfig, s.kube_context, s.kube_namespace),
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
@@ -193,9 +218,13 @@ class RunPlan(CamelModel):
     runtime: str
     env_names: list[str]
     check: str | None
-    user: str
-    mounts: list[PlannedMount]
-    hardening: dict[str, object]
+    backend: BackendConfig
+    user: str = ""
+    mounts: list[PlannedMount] = Field(default_factory=list)
+    hardening: dict[str, object] = Field(default_factory=dict)
+    # What the backend would submit for the first iteration's agent (Docker's create arguments, or a
+    # Kubernetes Job manifest), made by the same code as a real run's; --env values are placeholders.
+    submission: dict[str, object] = Field(default_factory=dict)
     engine_version: str
     options: dict[str, Any] = Field(default_factory=dict)  # each option's effective value (`run` options only)
     # option -> "cli", "env:HARNESS_X", "file:PATH" (the repository), "user:PATH" or "default"
@@ -260,7 +289,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     allow_hosts = _network_plan(request.network, request.allow_hosts)
     upstreams = upstreams_from_env()
     rd = RunDir(run_dir(repo.top, session))
-    return RunPlan(
+    plan = RunPlan(
         session=session,
         repo=str(repo.top),
         objective=objective,
@@ -286,26 +315,21 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         runtime=request.runtime,
         env_names=list(request.env_names),
         check=_check_command(request.check),
-        user=f"{AGENT_UID}:{AGENT_UID}",
-        mounts=[
-            PlannedMount(source=str(rd.workspace), target=WORKSPACE, read_only=False),
-            PlannedMount(source=str(rd.prompt), target=PROMPT_DIR, read_only=True),
-            PlannedMount(source=str(rd.outbox), target=OUTBOX_DIR, read_only=False),
-            PlannedMount(source=str(rd.net), target=NET_DIR, read_only=True),
-        ],
-        hardening={
-            "capDrop": ["ALL"],
-            "securityOpt": ["no-new-privileges"],
-            "readOnlyRootfs": True,
-            "init": True,
-            "privileged": False,
-            "memorySwap": limits.memory_bytes,
-            "tmpfs": ["/tmp", "/home/agent"],
-        },
+        backend=request.backend,
         engine_version=engine.version,
         options=dict(request.options),
         sources=dict(request.sources),
     )
+    spec = agent_spec(
+        summary=new_summary(plan), iteration=1, run_dir=rd, repo_key=repo_key(repo.top),
+        secrets={name: f"<the value of ${name} here>" for name in request.env_names},
+        wiring=Wiring(rd.net, egress=request.network == "allowlist"),
+    )  # fmt: skip
+    plan.user = spec.user
+    plan.mounts = [PlannedMount(source=str(m.source), target=m.target, read_only=m.read_only) for m in spec.mounts]
+    plan.hardening = {to_camel(k): v for k, v in asdict(spec.posture).items()}
+    plan.submission = backend.submission(spec)
+    return plan
 
 
 RUNTIMES = ("runc", "runsc")
@@ -368,6 +392,30 @@ def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
         raise SessionExistsError(f"a copy for session {session!r} already exists at {run_dir(top, session)}")
 
 
+def new_summary(plan: RunPlan) -> RunSummary:
+    """The summary a session starts with, as `plan` describes it."""
+    return RunSummary(
+        session_id=plan.session,
+        objective=plan.objective,
+        max_iterations=plan.limits.max_iterations,
+        worktree=WorktreeInfo(
+            base_ref=plan.base_ref, base_commit=plan.base_commit, path=plan.workspace, branch=plan.branch
+        ),
+        repo=plan.repo,
+        run_dir=plan.run_dir,
+        image=plan.image,
+        backend=plan.backend,
+        runtime=plan.runtime,
+        agent=plan.agent,
+        env_names=plan.env_names,
+        network=plan.network,
+        allow_hosts=plan.allow_hosts,
+        check_command=plan.check,
+        limits=plan.limits,
+        head_commit=plan.base_commit,
+    )
+
+
 def create_session(backend: Backend, request: RunRequest) -> RunSummary:
     """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
     plan = plan_run(backend, request)
@@ -381,28 +429,7 @@ def create_session(backend: Backend, request: RunRequest) -> RunSummary:
         with journal.supervisor_lock():
             # The original tool writes control.json at creation and its readers expect it.
             journal.update_control(lambda control: None)
-            summary = RunSummary(
-                session_id=plan.session,
-                objective=plan.objective,
-                max_iterations=plan.limits.max_iterations,
-                worktree=WorktreeInfo(
-                    base_ref=plan.base_ref,
-                    base_commit=plan.base_commit,
-                    path=plan.workspace,
-                    branch=f"harness/{plan.session}",
-                ),
-                repo=plan.repo,
-                run_dir=plan.run_dir,
-                image=plan.image,
-                runtime=plan.runtime,
-                agent=plan.agent,
-                env_names=plan.env_names,
-                network=plan.network,
-                allow_hosts=plan.allow_hosts,
-                check_command=plan.check,
-                limits=plan.limits,
-                head_commit=plan.base_commit,
-            )
+            summary = new_summary(plan)
             journal.write_summary(summary)
             git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
     return summary
@@ -567,7 +594,9 @@ def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary, journa
     start = git.ref_commit(branch_for(summary.session_id)) or summary.worktree.base_commit
     with contextlib.suppress(WorkspaceError):
         workspace.delete()  # a half-made copy
-    owner = RunOwner(session_id=summary.session_id, repo=summary.repo, journal_dir=str(journal.dir))
+    owner = RunOwner(
+        session_id=summary.session_id, repo=summary.repo, journal_dir=str(journal.dir), backend=summary.backend
+    )
     workspace.create(
         source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}", owner=owner
     )

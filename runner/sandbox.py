@@ -13,12 +13,14 @@ from runner.backends.base import (
     ContainerSpec,
     DiskWatch,
     Mount,
+    Posture,
 )
 from runner.models import Limits
 from runner.paths import home_key
 from runner.settings import harness_env
 
 AGENT_UID = 10001  # baked into the harness images; never the host user's uid
+POSTURE = Posture(uid=AGENT_UID, gid=AGENT_UID)  # every container of the harness, agent or helper
 WORKSPACE = "/workspace"
 PROMPT_DIR = "/harness"
 OUTBOX_DIR = "/harness-out"
@@ -65,7 +67,7 @@ def hardened_spec(
     return ContainerSpec(
         image=image,
         command=command,
-        user=f"{AGENT_UID}:{AGENT_UID}",
+        posture=POSTURE,
         workdir=workdir,
         cpus=limits.cpus,
         memory_bytes=limits.memory_bytes,

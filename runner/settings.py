@@ -45,10 +45,13 @@ PYPROJECT = "pyproject.toml"
 PYPROJECT_TABLE = ("tool", "harness")
 RUNTIMES = ("runc", "runsc")
 NETWORKS = ("none", "allowlist")
+BACKENDS = ("docker", "kubernetes")
 
 # A repository's files are written by the agents the harness runs (and merged by the user): they may not
 # widen what leaves the sandbox (secrets in, traffic out) or pick the weaker runtime.
-REPO_FORBIDDEN = frozenset({"env", "network", "allow_hosts", "runtime"})
+REPO_FORBIDDEN = frozenset(
+    {"env", "network", "allow_hosts", "runtime", "backend", "kubeconfig", "kube_context", "kube_namespace"}
+)
 # Options that are alternatives of each other: they come together from the first layer that sets either.
 GROUPS = (("agent", "agent_cmd"), ("network", "allow_hosts"))
 
@@ -125,6 +128,16 @@ class RunOptions(BaseModel):
     runtime: str = Field(
         default="runc", description="Container runtime: runc, or runsc (gVisor). Not in a repository's files."
     )
+    backend: str = Field(
+        default="docker",
+        description="Where containers run: docker (the local engine) or kubernetes (Jobs on a cluster). "
+        "Not in a repository's files.",
+    )
+    kubeconfig: str | None = Field(
+        default=None, description="Kubernetes: the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)."
+    )
+    kube_context: str | None = Field(default=None, description="Kubernetes: the kubeconfig context (default: current).")
+    kube_namespace: str = Field(default="default", description="Kubernetes: the namespace of the Jobs.")
     network: str = Field(
         default="none",
         description="none (no network at all) or allowlist (only allow_hosts). Not in a repository's files.",
@@ -160,6 +173,13 @@ class RunOptions(BaseModel):
     def _runtime(cls, value: str) -> str:
         if value not in RUNTIMES:
             raise ValueError(f"{value!r} is not one of {', '.join(RUNTIMES)}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"{value!r} is not one of {', '.join(BACKENDS)}")
         return value
 
     @field_validator("network")

@@ -23,8 +23,9 @@ from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
 from runner.agents import agent_env, agent_report
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
+from runner.backends.watchdog import run_container
 from runner.errors import HarnessError, JournalError, WorkspaceError
-from runner.gateway.services import RunNetwork
+from runner.gateway.services import RunNetwork, Wiring
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
@@ -57,7 +58,7 @@ from runner.sandbox import (
     labels,
     with_merged_output,
 )
-from runner.workspace import Workspace
+from runner.workspace import RunDir, Workspace
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def classify(
     result: ContainerResult, report: StatusReport | None, report_error: str | None
 ) -> tuple[Outcome, FailureClass | None]:
     """The outcome of one iteration from how the container ended and what the agent reported."""
+    if result.failure is not None:
+        return Outcome.NOT_STARTED, FailureClass.NOT_STARTED
     if result.cancelled:
         return Outcome.INTERRUPTED, FailureClass.INTERRUPTED
     if result.timed_out:
@@ -353,6 +356,7 @@ class Supervisor:
             report_error=redact(report_error) if report_error else None,
             container_id=result.container_id,
             exit_code=result.exit_code,
+            backend_error=redact(result.failure) if result.failure else None,
             timed_out=result.timed_out,
             oom_killed=result.oom_killed,
             disk_exceeded=result.disk_exceeded,
@@ -417,8 +421,13 @@ class Supervisor:
         log_file = CappedFile(path, summary.limits.output_cap_bytes)
         sink = RedactingSink(self.redactor, log_file)
         try:
-            result = self.backend.run(
-                spec, timeout=timeout, output=sink, stop_grace=STOP_GRACE_SECONDS, cancel=self._cancel_requested
+            result = run_container(
+                self.backend,
+                spec,
+                timeout=timeout,
+                output=sink,
+                stop_grace=STOP_GRACE_SECONDS,
+                cancel=self._cancel_requested,
             )
         finally:
             sink.flush()
@@ -509,38 +518,52 @@ class Supervisor:
         write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)
 
     def _agent_spec(self, summary: RunSummary, n: int) -> ContainerSpec:
-        run_dir = self.workspace.dir
-        mounts = [
-            bind(run_dir.workspace, WORKSPACE, read_only=False),
-            bind(run_dir.prompt, PROMPT_DIR, read_only=True),
-            bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
-        ]
-        command = summary.agent.command
-        network_env: dict[str, str] = {}
-        if self.network is not None:
-            mounts.append(self.network.mount())
-            command = self.network.relay(command)
-            network_env = self.network.proxy_env()
-        return hardened_spec(
-            image=summary.image,
-            command=with_merged_output(command),
-            limits=summary.limits,
-            mounts=tuple(mounts),
-            labels=labels(summary.session_id, self.workspace.repo_key, "agent"),
-            disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
-            env={
-                **self.secrets,
-                **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
-                **network_env,
-                "HARNESS_SESSION": summary.session_id,
-                "HARNESS_ITERATION": str(n),
-                "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),
-                "HARNESS_OBJECTIVE_FILE": f"{PROMPT_DIR}/objective.md",
-                "HARNESS_STATUS_FILE": STATUS_FILE,
-                "GIT_AUTHOR_NAME": "harness-agent",
-                "GIT_AUTHOR_EMAIL": "agent@harness.invalid",
-                "GIT_COMMITTER_NAME": "harness-agent",
-                "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
-            },
-            runtime=summary.runtime,
+        return agent_spec(
+            summary=summary,
+            iteration=n,
+            run_dir=self.workspace.dir,
+            repo_key=self.workspace.repo_key,
+            secrets=self.secrets,
+            wiring=self.network.wiring if self.network is not None else None,
         )
+
+
+def agent_spec(
+    *, summary: RunSummary, iteration: int, run_dir: RunDir, repo_key: str, secrets: dict[str, str],
+    wiring: Wiring | None,
+) -> ContainerSpec:  # fmt: skip
+    """The agent's container for one iteration (also what `run --dry-run` shows the backend would submit)."""
+    mounts = [
+        bind(run_dir.workspace, WORKSPACE, read_only=False),
+        bind(run_dir.prompt, PROMPT_DIR, read_only=True),
+        bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
+    ]
+    command = summary.agent.command
+    network_env: dict[str, str] = {}
+    if wiring is not None:
+        mounts.append(wiring.mount())
+        command = wiring.relay(command)
+        network_env = wiring.proxy_env()
+    return hardened_spec(
+        image=summary.image,
+        command=with_merged_output(command),
+        limits=summary.limits,
+        mounts=tuple(mounts),
+        labels=labels(summary.session_id, repo_key, "agent"),
+        disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
+        env={
+            **secrets,
+            **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
+            **network_env,
+            "HARNESS_SESSION": summary.session_id,
+            "HARNESS_ITERATION": str(iteration),
+            "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),
+            "HARNESS_OBJECTIVE_FILE": f"{PROMPT_DIR}/objective.md",
+            "HARNESS_STATUS_FILE": STATUS_FILE,
+            "GIT_AUTHOR_NAME": "harness-agent",
+            "GIT_AUTHOR_EMAIL": "agent@harness.invalid",
+            "GIT_COMMITTER_NAME": "harness-agent",
+            "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
+        },
+        runtime=summary.runtime,
+    )

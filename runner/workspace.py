@@ -18,6 +18,7 @@ from pathlib import Path
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, copy_untrusted
 from runner.backends.base import Backend, Mount
+from runner.backends.watchdog import run_container
 from runner.errors import BackendError, WorkspaceError
 from runner.gitops import HostGit
 from runner.models import DiffStat, Limits, RunOwner
@@ -170,9 +171,11 @@ class Workspace:
             workdir="/tmp",
         )
         try:
-            result = self.backend.run(spec, timeout=HELPER_TIMEOUT, output=out)
+            result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
         except BackendError as exc:
             raise WorkspaceError(f"{what}: {exc.message}") from None
+        if result.failure is not None:
+            raise WorkspaceError(f"{what}: the backend could not start the helper: {result.failure}")
         if result.timed_out or result.exit_code != 0:
             tail = " | ".join(out.text().strip().splitlines()[-3:]) or "no output"
             why = "timed out" if result.timed_out else f"exit {result.exit_code}"

@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from runner.backends.base import Backend
+from runner.models import BackendConfig, DockerBackendConfig
 
 
 def default_backend() -> Backend:
     """The Docker backend (the SDK is imported only here, when a command needs an engine)."""
+    return backend_for(DockerBackendConfig())
+
+
+def backend_for(config: BackendConfig) -> Backend:
+    """The backend a session was created with (each engine's client is imported only when used)."""
+    if config.type == "kubernetes":
+        from runner.backends.kubernetes import KubernetesBackend
+
+        return KubernetesBackend(config)
     from runner.backends.docker import DockerBackend
 
     return DockerBackend()

@@ -1,9 +1,13 @@
-"""The backend interface: container lifecycle and execution, independent of the engine."""
+"""The backend interface: container lifecycle, independent of the engine.
+
+A backend only translates: a `ContainerSpec` (with its security posture as data) into what its
+engine runs, and the engine's answers back. The policy of a run (deadline, cancel, disk watch,
+stop grace) lives once above every backend, in `runner.backends.watchdog`.
+"""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -36,12 +40,30 @@ class DiskWatch:
 
 
 @dataclass(frozen=True)
+class Posture:
+    """The hardening of design §4 item 4, as data: every backend must apply all of it or refuse."""
+
+    uid: int
+    gid: int
+    read_only_root: bool = True
+    drop_capabilities: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    seccomp: str = "runtime-default"  # the engine's default profile, never unconfined
+    init: bool = True  # a reaper as pid 1: an agent's zombies do not fill --pids
+    private_ipc: bool = True
+
+    @property
+    def user(self) -> str:
+        return f"{self.uid}:{self.gid}"
+
+
+@dataclass(frozen=True)
 class ContainerSpec:
     """Everything needed to start one hardened container (agent or helper)."""
 
     image: str
     command: list[str]
-    user: str
+    posture: Posture
     workdir: str
     cpus: float
     memory_bytes: int
@@ -54,6 +76,24 @@ class ContainerSpec:
     runtime: str | None = None
     log_max_size: str = "10m"
     disk_watch: DiskWatch | None = None
+    # The run's deadline, set by the watchdog: a backend whose engine can enforce one as a backstop
+    # (Kubernetes' activeDeadlineSeconds) uses it; the watchdog stops the container first.
+    deadline_seconds: float | None = None
+
+    @property
+    def user(self) -> str:
+        return self.posture.user
+
+
+@dataclass(frozen=True)
+class Exit:
+    """How a container ended, as its engine reports it."""
+
+    exit_code: int | None  # 137 after a SIGKILL; None if it never ended
+    oom_killed: bool = False
+    timed_out: bool = False  # the engine's own deadline ended it (a backstop for a lost supervisor)
+    # The engine's own reason when it could not run the command at all (no node fits, say).
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,7 @@ class ContainerResult:
     duration_seconds: float
     disk_exceeded: bool = False
     cancelled: bool = False  # stopped because `cancel` said so (stop --now)
+    failure: str | None = None  # the engine could not run it (see `Exit.failure`)
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,7 @@ class Backend(ABC):
     """Create, run, stop and reap containers. Engine errors are translated into HarnessErrors."""
 
     name: str
+    local_images: bool = True  # images are built and kept by this engine (not pulled by a cluster)
 
     @abstractmethod
     def check(self) -> EngineInfo:
@@ -111,19 +153,29 @@ class Backend(ABC):
         """Build `tag` from the directory `context`. Raises ImageMissingError when the build fails."""
 
     @abstractmethod
-    def run(
-        self,
-        spec: ContainerSpec,
-        *,
-        timeout: float,
-        output: OutputSink,
-        stop_grace: float = 10.0,
-        cancel: Callable[[], bool] | None = None,
-    ) -> ContainerResult:
-        """Create and start a container, drain its output into `output`, wait at most `timeout`
-        seconds, and stop it early (SIGTERM, then SIGKILL after `stop_grace`) when `cancel()` turns
-        true or its disk watch fires; record how it ended and remove it. Raises BackendError for
-        engine faults; what the command did is in the result."""
+    def submission(self, spec: ContainerSpec) -> dict[str, object]:
+        """What `start` would submit to the engine for `spec`, as JSON data (for `run --dry-run`)."""
+
+    @abstractmethod
+    def start(self, spec: ContainerSpec, output: OutputSink) -> str:
+        """Create and start a container and begin draining its output into `output`; return its id.
+        Raises ImageMissingError or BackendError; the container is removed again on failure."""
+
+    @abstractmethod
+    def wait(self, container_id: str, timeout: float) -> bool:
+        """True when the container ended within `timeout` seconds (or cannot run at all)."""
+
+    @abstractmethod
+    def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
+        """Bytes under `path` inside the running container; None when it cannot tell."""
+
+    @abstractmethod
+    def finish(self, container_id: str) -> Exit:
+        """After the container ended (or was stopped): how it ended, with its output fully drained."""
+
+    @abstractmethod
+    def remove(self, container_id: str) -> None:
+        """Remove a container and whatever the engine made for it. Missing is not an error."""
 
     @abstractmethod
     def stop(self, container_id: str, *, grace: float) -> None:

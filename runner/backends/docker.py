@@ -11,8 +11,8 @@ import contextlib
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -31,7 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from runner.backends.base import Backend, ContainerResult, ContainerSpec, ContainerStats, EngineInfo
+from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
 from runner.errors import (
     BackendError,
     DockerUnavailableError,
@@ -45,7 +45,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
-POLL_SECONDS = 2.0  # how often the watchdogs look between waits
 
 _retry_transient = retry(
     retry=retry_if_exception_type(TransientBackendError),
@@ -144,11 +143,18 @@ def _last(lines: list[str]) -> str:
     return lines[-1] if lines else "the engine reported no output"
 
 
+@dataclass
+class _Running:
+    container: Any
+    drain: threading.Thread
+
+
 class DockerBackend(Backend):
     name = "docker"
 
     def __init__(self) -> None:
         self._client: Any = None
+        self._running: dict[str, _Running] = {}  # started here: the SDK object and its output drain
 
     @property
     def client(self) -> Any:
@@ -226,17 +232,24 @@ class DockerBackend(Backend):
         except BackendError as exc:
             raise ImageMissingError(f"building image {tag} failed: {exc.message}") from None
 
-    def _create(self, spec: ContainerSpec) -> Any:
-        mounts = [
-            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+    def submission(self, spec: ContainerSpec) -> dict[str, object]:
+        """The arguments of the engine's create call, as JSON data."""
+        kwargs = self._create_args(spec)
+        kwargs["mounts"] = [
+            {"type": "bind", "source": str(m.source), "target": m.target, "readOnly": m.read_only} for m in spec.mounts
         ]
+        kwargs["log_config"] = {"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": "1"}}
+        return kwargs
+
+    @staticmethod
+    def _create_args(spec: ContainerSpec) -> dict[str, Any]:
+        posture = spec.posture
         kwargs: dict[str, Any] = {
             "image": spec.image,
             "command": spec.command,
-            "user": spec.user,
+            "user": posture.user,
             "working_dir": spec.workdir,
             "environment": spec.env,
-            "mounts": mounts,
             "labels": spec.labels,
             "tmpfs": spec.tmpfs,
             "network_mode": spec.network,
@@ -244,31 +257,30 @@ class DockerBackend(Backend):
             "mem_limit": spec.memory_bytes,
             "memswap_limit": spec.memory_bytes,  # no swap: memory is a hard cap
             "pids_limit": spec.pids,
-            "cap_drop": ["ALL"],
-            "security_opt": ["no-new-privileges"],
-            "read_only": True,
-            "init": True,
+            "cap_drop": list(posture.drop_capabilities),
+            # Docker applies its default seccomp profile unless told otherwise: nothing to add for it.
+            "security_opt": ["no-new-privileges"] if posture.no_new_privileges else [],
+            "read_only": posture.read_only_root,
+            "init": posture.init,
             "privileged": False,
-            "ipc_mode": "private",
-            "log_config": LogConfig(type="json-file", config={"max-size": spec.log_max_size, "max-file": "1"}),
+            "ipc_mode": "private" if posture.private_ipc else "shareable",
             "stdin_open": False,
             "tty": False,
             "detach": True,
         }
+        if posture.seccomp != "runtime-default":
+            raise BackendError(f"the Docker backend applies only the default seccomp profile, not {posture.seccomp!r}")
         if spec.runtime and spec.runtime != "runc":
             kwargs["runtime"] = spec.runtime
-        return _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
+        return kwargs
 
-    def run(
-        self,
-        spec: ContainerSpec,
-        *,
-        timeout: float,
-        output: OutputSink,
-        stop_grace: float = 10.0,
-        cancel: Callable[[], bool] | None = None,
-    ) -> ContainerResult:
-        container = self._create(spec)
+    def start(self, spec: ContainerSpec, output: OutputSink) -> str:
+        kwargs = self._create_args(spec)
+        kwargs["mounts"] = [
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+        ]
+        kwargs["log_config"] = LogConfig(type="json-file", config={"max-size": spec.log_max_size, "max-file": "1"})
+        container = _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
         try:
             # Attached before the start, the stream has every byte in the order it was written,
             # across stdout and stderr (the log driver would regroup them line by line, which
@@ -278,67 +290,51 @@ class DockerBackend(Backend):
                 lambda: container.attach(stdout=True, stderr=True, stream=True, logs=False),
             )
             _call("start a container", container.start)
-            started = time.monotonic()
-            drain = threading.Thread(target=self._drain, args=(container, stream, output), daemon=True)
-            drain.start()
-            ended = self._watch(container, spec, started + timeout, cancel)
-            if ended != "exited":
-                log.warning("stopping container %s: %s", container.short_id, ended)
-                self._stop(container, stop_grace)
-                self._wait(container, stop_grace + 30)
-            duration = time.monotonic() - started
-            drain.join(timeout=10)
-            _call("inspect a container", container.reload)
-            state = container.attrs.get("State") or {}
-            return ContainerResult(
-                container_id=str(container.id),
-                exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
-                timed_out=ended == "timed out",
-                oom_killed=bool(state.get("OOMKilled")),
-                duration_seconds=duration,
-                disk_exceeded=ended == "disk limit",
-                cancelled=ended == "cancelled",
-            )
-        finally:
+        except BaseException:
             with contextlib.suppress(HarnessError):
                 _call("remove a container", lambda: container.remove(force=True, v=True))
+            raise
+        drain = threading.Thread(target=self._drain, args=(container, stream, output), daemon=True)
+        drain.start()
+        self._running[str(container.id)] = _Running(container, drain)
+        return str(container.id)
 
-    def _watch(self, container: Any, spec: ContainerSpec, deadline: float, cancel: Callable[[], bool] | None) -> str:
-        """Wait for the container in slices, checking the watchdogs between them; say why it ended."""
-        interval = spec.disk_watch.interval if spec.disk_watch else POLL_SECONDS
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return "timed out"
-            if self._wait(container, min(interval, left) if (cancel or spec.disk_watch) else left):
-                return "exited"
-            if cancel is not None and cancel():
-                return "cancelled"
-            if spec.disk_watch and self._disk_usage_within(container, spec, deadline - time.monotonic()) > (
-                spec.disk_watch.limit_bytes
-            ):
-                return "disk limit"
+    def _container(self, container_id: str) -> Any:
+        running = self._running.get(container_id)
+        if running is not None:
+            return running.container
+        return _call("find a container", lambda: self.client.containers.get(container_id))
 
-    def _disk_usage_within(self, container: Any, spec: ContainerSpec, seconds: float) -> int:
-        """The disk measure, abandoned (0) when it outlasts `seconds`: inside a sandbox under attack (a fork
-        bomb under gVisor) one `du` took 24 s, and the watchdog's deadline must not wait for it."""
-        found: list[int] = []
-        probe = threading.Thread(target=lambda: found.append(self._disk_usage(container, spec)), daemon=True)
-        probe.start()
-        probe.join(max(0.0, seconds))
-        return found[0] if found else 0
+    def wait(self, container_id: str, timeout: float) -> bool:
+        return self._wait(self._container(container_id), timeout)
 
-    @staticmethod
-    def _disk_usage(container: Any, spec: ContainerSpec) -> int:
-        """Bytes under the watched path, measured inside the container (0 when it cannot tell)."""
-        assert spec.disk_watch is not None  # noqa: S101 - only called with a watch
-        try:
-            with _translated("measure disk use"):
-                _code, out = container.exec_run(["du", "-sxb", spec.disk_watch.path], user=spec.user)
-        except HarnessError:
-            return 0
+    def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
+        container = self._container(container_id)
+        with _translated("measure disk use"):
+            _code, out = container.exec_run(["du", "-sxb", path], user=user)
         first = (out or b"").split(b"\t", 1)[0].strip()
-        return int(first) if first.isdigit() else 0
+        return int(first) if first.isdigit() else None
+
+    def finish(self, container_id: str) -> Exit:
+        running = self._running.get(container_id)
+        if running is not None:
+            running.drain.join(timeout=10)
+        container = self._container(container_id)
+        _call("inspect a container", container.reload)
+        state = container.attrs.get("State") or {}
+        return Exit(
+            exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
+            oom_killed=bool(state.get("OOMKilled")),
+        )
+
+    def remove(self, container_id: str) -> None:
+        self._running.pop(container_id, None)
+        try:
+            self._remove(container_id)
+        except BackendError as exc:
+            if isinstance(exc, TransientBackendError):
+                raise
+            log.debug("remove: %s", exc.message)  # already gone
 
     @staticmethod
     def _drain(container: Any, stream: Any, output: OutputSink) -> None:
@@ -372,7 +368,7 @@ class DockerBackend(Backend):
 
     def stop(self, container_id: str, *, grace: float) -> None:
         try:
-            container = _call("find a container", lambda: self.client.containers.get(container_id))
+            container = self._container(container_id)
         except BackendError:
             return
         self._stop(container, grace)

@@ -1,8 +1,9 @@
-"""A fake backend for the supervisor's unit tests and the backend contract suite.
+"""A fake backend for the supervisor's unit tests (never for proving a backend's behaviour).
 
 Commands starting with "fake:" are interpreted here instead of run; an agent's behaviour is a
-callable that gets the spec (with its host mount paths) and returns how the container ended.
-Helper containers answer as the checkpoint helper would: nothing new to harvest.
+callable that gets the spec (with its host mount paths) and returns how the container ends. A
+hanging one runs until the watchdog stops it. Helper containers answer as the checkpoint helper
+would: nothing new to harvest.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from pathlib import Path
 from runner.backends.base import (
     LABEL_ROLE,
     Backend,
-    ContainerResult,
     ContainerSpec,
     ContainerStats,
     EngineInfo,
+    Exit,
 )
 from runner.errors import ImageMissingError
 from runner.output import OutputSink
@@ -30,10 +31,22 @@ from runner.sandbox import MERGE_OUTPUT
 class FakeRun:
     exit_code: int = 0
     output: bytes = b""
-    timed_out: bool = False
+    seconds: float = 0.0  # how long it runs before it exits by itself
+    hang: bool = False  # runs until stopped (then exits 137)
     oom_killed: bool = False
-    disk_exceeded: bool = False
-    cancelled: bool = False
+    disk_bytes: int | None = None  # what a disk measure inside it finds
+    failure: str | None = None  # the engine could not run it
+
+
+@dataclass
+class _Container:
+    spec: ContainerSpec
+    run: FakeRun
+    ends_at: float
+    exit_code: int | None = None
+
+
+WAIT_SLICE = 0.05  # a hanging fake answers waits this often, so cancel checks stay quick
 
 
 Behaviour = Callable[[ContainerSpec], FakeRun]
@@ -52,6 +65,7 @@ class FakeBackend(Backend):
     check_exit: int = 0  # what a --check container exits with
     samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
     _ids: itertools.count[int] = field(default_factory=itertools.count)
+    _containers: dict[str, _Container] = field(default_factory=dict)
     name = "fake"
 
     def check(self) -> EngineInfo:
@@ -68,33 +82,48 @@ class FakeBackend(Backend):
             raise ImageMissingError(f"no Dockerfile in {context}")
         self.images.add(tag)
 
-    def run(
-        self,
-        spec: ContainerSpec,
-        *,
-        timeout: float,
-        output: OutputSink,
-        stop_grace: float = 10.0,
-        cancel: Callable[[], bool] | None = None,
-    ) -> ContainerResult:
+    def submission(self, spec: ContainerSpec) -> dict[str, object]:
+        return {"image": spec.image, "command": spec.command, "user": spec.user}
+
+    def start(self, spec: ContainerSpec, output: OutputSink) -> str:
         if spec.image not in self.images:
             raise ImageMissingError(f"image {spec.image} not found")
         self.runs.append(spec)
         cid = f"fake{next(self._ids):06d}"
-        started = time.monotonic()
-        result = self._interpret(spec, timeout)
-        output.write(result.output)
-        return ContainerResult(
-            container_id=cid,
-            exit_code=None if result.timed_out else result.exit_code,
-            timed_out=result.timed_out,
-            oom_killed=result.oom_killed,
-            duration_seconds=time.monotonic() - started,
-            disk_exceeded=result.disk_exceeded,
-            cancelled=result.cancelled or (cancel is not None and cancel()),
-        )
+        run = self._interpret(spec)
+        output.write(run.output)
+        ends_at = float("inf") if run.hang else time.monotonic() + run.seconds
+        self._containers[cid] = _Container(spec, run, ends_at)
+        self.existing[cid] = dict(spec.labels)
+        return cid
 
-    def _interpret(self, spec: ContainerSpec, timeout: float) -> FakeRun:
+    def wait(self, container_id: str, timeout: float) -> bool:
+        box = self._containers[container_id]
+        if box.run.failure is not None:
+            return True
+        left = box.ends_at - time.monotonic()
+        if left > timeout or box.run.hang:
+            time.sleep(min(timeout, WAIT_SLICE))
+            return False
+        time.sleep(max(0.0, left))
+        return True
+
+    def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
+        return self._containers[container_id].run.disk_bytes
+
+    def finish(self, container_id: str) -> Exit:
+        box = self._containers[container_id]
+        if box.run.failure is not None:
+            return Exit(exit_code=None, failure=box.run.failure)
+        if box.exit_code is None and time.monotonic() >= box.ends_at:
+            box.exit_code = box.run.exit_code
+        return Exit(exit_code=box.exit_code, oom_killed=box.run.oom_killed)
+
+    def remove(self, container_id: str) -> None:
+        self._containers.pop(container_id, None)
+        self.existing.pop(container_id, None)
+
+    def _interpret(self, spec: ContainerSpec) -> FakeRun:
         if spec.labels.get(LABEL_ROLE) == "check":
             return FakeRun(exit_code=self.check_exit, output=f"check exited {self.check_exit}\n".encode())
         if spec.labels.get(LABEL_ROLE) == "helper":
@@ -106,17 +135,15 @@ class FakeBackend(Backend):
         if cmd[:1] == ["fake:echo-exit"]:
             return FakeRun(exit_code=int(cmd[2]), output=cmd[1].encode() + b"\n")
         if cmd[:1] == ["fake:sleep"]:
-            seconds = float(cmd[1])
-            if seconds > timeout:
-                return FakeRun(exit_code=137, timed_out=True)
-            time.sleep(seconds)
-            return FakeRun()
+            return FakeRun(seconds=float(cmd[1]))
         if self.behaviour is None:
             raise AssertionError(f"the fake backend has no behaviour for {cmd}")
         return self.behaviour(spec)
 
     def stop(self, container_id: str, *, grace: float) -> None:
-        self.existing.pop(container_id, None)
+        box = self._containers.get(container_id)
+        if box is not None and box.exit_code is None and time.monotonic() < box.ends_at:
+            box.exit_code, box.ends_at = 137, time.monotonic()  # SIGTERM ignored, then SIGKILL
 
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         return {cid: dict(have) for cid, have in self.existing.items() if labels.items() <= have.items()}

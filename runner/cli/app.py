@@ -171,6 +171,19 @@ def run(
         typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
     ] = None,
     check: CheckOpt = None,
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="Where containers run: docker (default) or kubernetes (docs/kubernetes.md)."),
+    ] = None,
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="Kubernetes: the kubeconfig file (default: $KUBECONFIG).")
+    ] = None,
+    kube_context: Annotated[
+        str | None, typer.Option("--kube-context", help="Kubernetes: the kubeconfig context (default: current).")
+    ] = None,
+    kube_namespace: Annotated[
+        str | None, typer.Option("--kube-namespace", help="Kubernetes: the namespace of the Jobs (default: default).")
+    ] = None,
     network: Annotated[
         str | None,
         typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
@@ -197,7 +210,7 @@ def run(
 
     An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
-    from runner.backends import default_backend
+    from runner.backends import backend_for
     from runner.runs import create_session, detach_session, plan_run, run_request, start_run
 
     del worktree  # every run works on its own copy
@@ -209,17 +222,19 @@ def run(
             "allow_hosts": tuple(allow_host or ()), "model": model, "max_turns": max_turns, "cpus": cpus,
             "memory": memory, "pids": pids, "iteration_timeout": iteration_timeout, "max_time": max_time,
             "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
+            "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
+            "kube_namespace": kube_namespace,
         },
     )  # fmt: skip
-    backend = default_backend()
+    engine = backend_for(request.backend)
     if dry_run:
-        plan = plan_run(backend, request)
+        plan = plan_run(engine, request)
         _render(plan, as_json)
         return ExitCode.OK
     if detach:
-        return _render_detached(detach_session(create_session(backend, request)), as_json)
+        return _render_detached(detach_session(create_session(engine, request)), as_json)
     with graceful_interrupts() as stop_event:
-        summary = start_run(backend, request, stop_event=stop_event)
+        summary = start_run(engine, request, stop_event=stop_event)
     return _report(Path(summary.repo), summary.session_id, as_json)
 
 
@@ -243,8 +258,7 @@ def resume(
     as_json: JsonOpt = False,
 ) -> int:
     """Continue a stopped, blocked or interrupted session at its next iteration."""
-    from runner.backends import default_backend
-    from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run
+    from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run, session_backend
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check,
@@ -252,10 +266,11 @@ def resume(
             cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
         ),
     )  # fmt: skip
+    engine = session_backend(repo, session)
     if detach:
-        return _render_detached(detach_session(prepare_resume(default_backend(), request)), as_json)
+        return _render_detached(detach_session(prepare_resume(engine, request)), as_json)
     with graceful_interrupts() as stop_event:
-        summary = resume_run(default_backend(), request, stop_event=stop_event)
+        summary = resume_run(engine, request, stop_event=stop_event)
     return _report(Path(summary.repo), summary.session_id, as_json)
 
 
@@ -263,12 +278,11 @@ def resume(
 @command
 def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
     """Drive a session in this process (what --detach starts in the background)."""
-    from runner.backends import default_backend
-    from runner.runs import drive
+    from runner.runs import drive, session_backend
     from runner.status import EXIT_FOR_STATE
 
     with graceful_interrupts() as stop_event:
-        summary = drive(default_backend(), repo.resolve(), session, stop_event=stop_event)
+        summary = drive(session_backend(repo, session), repo.resolve(), session, stop_event=stop_event)
     return EXIT_FOR_STATE[summary.status]
 
 
@@ -531,12 +545,13 @@ def discard(
 
     The branch's tip is kept under refs/harness-discarded/SESSION/TIME until 'harness gc' expires it
     (14 days by default): 'harness restore --session SESSION' brings the branch back."""
-    from runner.backends import default_backend
     from runner.cli import render
     from runner.review import SessionRef
     from runner.review import discard as do_discard
+    from runner.runs import session_backend
 
-    result = do_discard(default_backend(), SessionRef(repo=repo, session=session), keep_journal=keep_journal)
+    ref = SessionRef(repo=repo, session=session)
+    result = do_discard(session_backend(repo, session), ref, keep_journal=keep_journal)
     return render.discarded(result, as_json)
 
 
@@ -600,13 +615,13 @@ def hud(
 
     from rich.live import Live
 
-    from runner.backends import default_backend
     from runner.cli import render
     from runner.hud import HudRequest, snapshot
     from runner.models import RunState
+    from runner.runs import session_backend
 
     request = HudRequest(repo=repo, session=session)
-    backend = default_backend()  # samples the agent container; the engine is reached only while it runs
+    backend = session_backend(repo, session)  # samples the agent container; the engine is reached only while it runs
     snap = snapshot(request, backend)
     if once or snap.status.status is not RunState.RUNNING:
         render.out.print(render.hud(snap))

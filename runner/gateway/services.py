@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from runner.backends.base import Mount
@@ -31,6 +32,34 @@ PROXY_URL = f"http://{LOOPBACK}:{EGRESS_PORT}"
 
 def parse_allow_hosts(values: Sequence[str]) -> list[AllowRule]:
     return [parse_allow_host(v) for v in values]
+
+
+@dataclass(frozen=True)
+class Wiring:
+    """What the agent's container needs to reach a run's network: the read-only mount of the
+    sockets, the relay in front of its command, the proxy environment (with an egress proxy)."""
+
+    net_dir: Path
+    egress: bool
+
+    def mount(self) -> Mount:
+        return bind(self.net_dir, NET_DIR, read_only=True)
+
+    def relay(self, command: list[str]) -> list[str]:
+        """`command` behind the in-container relay that gives it loopback ports to the sockets."""
+        listen = ["--listen", f"{LOOPBACK}:{GATEWAY_PORT}={NET_DIR}/{GATEWAY_SOCKET}"]
+        if self.egress:
+            listen += ["--listen", f"{LOOPBACK}:{EGRESS_PORT}={NET_DIR}/{EGRESS_SOCKET}"]
+        return [RELAY, *listen, "--", *command]
+
+    def proxy_env(self) -> dict[str, str]:
+        if not self.egress:
+            return {}
+        no_proxy = f"{LOOPBACK},localhost"
+        return {
+            "HTTPS_PROXY": PROXY_URL, "HTTP_PROXY": PROXY_URL, "https_proxy": PROXY_URL, "http_proxy": PROXY_URL,
+            "NO_PROXY": no_proxy, "no_proxy": no_proxy,
+        }  # fmt: skip
 
 
 class RunNetwork:
@@ -57,6 +86,7 @@ class RunNetwork:
             else None
         )
         self._thread = ServerThread(name=f"harness-net-{summary.session_id}")
+        self.wiring = Wiring(net_dir, egress=self.egress is not None)
 
     def start(self) -> None:
         # Host-owned and not writable by the agent's uid; the sockets in it are (to connect).
@@ -78,25 +108,6 @@ class RunNetwork:
         self._thread.stop()
         for name in (GATEWAY_SOCKET, EGRESS_SOCKET):
             (self.net_dir / name).unlink(missing_ok=True)
-
-    def mount(self) -> Mount:
-        return bind(self.net_dir, NET_DIR, read_only=True)
-
-    def relay(self, command: list[str]) -> list[str]:
-        """`command` behind the in-container relay that gives it loopback ports to the sockets."""
-        listen = ["--listen", f"{LOOPBACK}:{GATEWAY_PORT}={NET_DIR}/{GATEWAY_SOCKET}"]
-        if self.egress is not None:
-            listen += ["--listen", f"{LOOPBACK}:{EGRESS_PORT}={NET_DIR}/{EGRESS_SOCKET}"]
-        return [RELAY, *listen, "--", *command]
-
-    def proxy_env(self) -> dict[str, str]:
-        if self.egress is None:
-            return {}
-        no_proxy = f"{LOOPBACK},localhost"
-        return {
-            "HTTPS_PROXY": PROXY_URL, "HTTP_PROXY": PROXY_URL, "https_proxy": PROXY_URL, "http_proxy": PROXY_URL,
-            "NO_PROXY": no_proxy, "no_proxy": no_proxy,
-        }  # fmt: skip
 
     def iteration_usage(self) -> GatewayUsage:
         return self.gateway.iteration_usage()

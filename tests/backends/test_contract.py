@@ -1,20 +1,30 @@
-"""One contract, every backend: the fake must behave like Docker where the supervisor relies on it."""
+"""One contract, every backend: what the supervisor relies on, proved against each real engine.
+
+The watchdog (deadline, cancel, disk watch) runs above the backends; these tests drive it through
+each backend's start/wait/stop/finish/remove, so a backend that cannot stop, measure or report an
+OOM fails here. The fake takes part only so the loop's unit tests can trust it.
+"""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from runner.backends.base import Backend, ContainerSpec
-from runner.backends.fake import FakeBackend
+from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch
+from runner.backends.fake import FakeBackend, FakeRun
+from runner.backends.watchdog import run_container
 from runner.errors import ImageMissingError
 from runner.models import Limits
 from runner.output import CappedBuffer
 from runner.sandbox import hardened_spec, labels
 from tests.conftest import TEST_RUN_LABEL
+from tests.helpers import wait_for
+
+MIB = 1024**2
 
 
 @dataclass
@@ -22,78 +32,154 @@ class Subject:
     backend: Backend
     echo_exit: Callable[[str, int], list[str]]
     sleep: Callable[[float], list[str]]
+    oom: list[str]  # allocates far past a 64 MiB cap
+    flood: Callable[[int], list[str]]  # writes N MiB to stdout, then exits 0
+    fill: Callable[[str, int], list[str]]  # writes N MiB under a path, then sleeps
     leave_container: Callable[[dict[str, str]], None]
+    posture_applied: Callable[[dict[str, object]], bool]  # the submission carries design §4's hardening
 
 
 def _docker_leave(extra: dict[str, str]) -> None:
     label_args = [arg for k, v in extra.items() for arg in ("--label", f"{k}={v}")]
     subprocess.run(
-        [
-            "docker",
-            "create",
-            "--label",
-            f"io.solo-harness.test={TEST_RUN_LABEL}",
-            *label_args,
-            "--network",
-            "none",
-            "harness-base:latest",
-            "true",
-        ],
-        check=True,
-        capture_output=True,
+        ["docker", "create", "--label", f"io.solo-harness.test={TEST_RUN_LABEL}", *label_args,
+         "--network", "none", "harness-base:latest", "true"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+
+def _docker_posture(submitted: dict[str, object]) -> bool:
+    return (
+        submitted["cap_drop"] == ["ALL"]
+        and submitted["read_only"] is True
+        and submitted["user"] == "10001:10001"
+        and submitted["security_opt"] == ["no-new-privileges"]
+        and submitted["network_mode"] == "none"
+        and submitted["privileged"] is False
+    )
+
+
+def _fake_subject() -> Subject:
+    fake = FakeBackend()
+
+    def behaviour(spec: ContainerSpec) -> FakeRun:
+        cmd = spec.command
+        if cmd[0] == "fake:oom":
+            return FakeRun(exit_code=137, oom_killed=True)
+        if cmd[0] == "fake:flood":
+            return FakeRun(output=b"x" * int(cmd[1]) * MIB)
+        if cmd[0] == "fake:fill":
+            return FakeRun(hang=True, disk_bytes=int(cmd[2]) * MIB)
+        raise AssertionError(cmd)
+
+    fake.behaviour = behaviour
+    return Subject(
+        fake,
+        lambda text, code: ["fake:echo-exit", text, str(code)],
+        lambda seconds: ["fake:sleep", str(seconds)],
+        ["fake:oom"],
+        lambda mib: ["fake:flood", str(mib)],
+        lambda path, mib: ["fake:fill", path, str(mib)],
+        lambda extra: fake.existing.__setitem__(f"left{len(fake.existing)}", dict(extra)),
+        lambda submitted: submitted["user"] == "10001:10001",
+    )
+
+
+SHELL_OOM = ["sh", "-c", "head -c 1000m /dev/zero | tail -c 900m > /dev/null"]
+
+
+def _shell(subject_backend: Backend, leave: Callable[[dict[str, str]], None], posture: Callable[..., bool]) -> Subject:
+    return Subject(
+        subject_backend,
+        lambda text, code: ["sh", "-c", f"echo {text}; exit {code}"],
+        lambda seconds: ["sleep", str(seconds)],
+        SHELL_OOM,  # tail holds the last 900 MiB in memory
+        lambda mib: ["sh", "-c", f"head -c {mib}m /dev/zero | tr '\\0' x; echo; echo flood-done"],
+        lambda path, mib: ["sh", "-c", f"head -c {mib}m /dev/zero > {path}/fill; sleep 300"],
+        leave,
+        posture,
     )
 
 
 @pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "fake":
-        fake = FakeBackend()
-        yield Subject(
-            fake,
-            lambda text, code: ["fake:echo-exit", text, str(code)],
-            lambda seconds: ["fake:sleep", str(seconds)],
-            lambda extra: fake.existing.__setitem__(f"left{len(fake.existing)}", dict(extra)),
-        )
+        yield _fake_subject()
     else:
         from runner.backends.docker import DockerBackend
 
-        yield Subject(
-            DockerBackend(),
-            lambda text, code: ["sh", "-c", f"echo {text}; exit {code}"],
-            lambda seconds: ["sleep", str(seconds)],
-            _docker_leave,
-        )
+        yield _shell(DockerBackend(), _docker_leave, _docker_posture)
 
 
-def spec(command: list[str], image: str = "harness-base:latest") -> ContainerSpec:
+def spec(command: list[str], image: str = "harness-base:latest", **kwargs: object) -> ContainerSpec:
     return hardened_spec(
         image=image,
         command=command,
-        limits=Limits(memory_bytes=128 * 1024**2),
+        limits=Limits(memory_bytes=64 * MIB),
         mounts=(),
         labels=labels("contract", "k", "agent"),
         workdir="/tmp",
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
 def test_output_and_exit_code(subject: Subject) -> None:
     out = CappedBuffer()
-    result = subject.backend.run(spec(subject.echo_exit("hello-contract", 3)), timeout=60, output=out)
-    assert result.exit_code == 3 and not result.timed_out and not result.oom_killed
+    result = run_container(subject.backend, spec(subject.echo_exit("hello-contract", 3)), timeout=120, output=out)
+    assert result.exit_code == 3 and not result.timed_out and not result.oom_killed and result.failure is None
     assert "hello-contract" in out.text()
     assert result.container_id
 
 
-def test_the_watchdog_stops_a_container_past_its_timeout(subject: Subject) -> None:
-    result = subject.backend.run(spec(subject.sleep(120)), timeout=1, output=CappedBuffer(), stop_grace=2)
-    assert result.timed_out and result.duration_seconds < 60
+def test_the_deadline_stops_a_container_past_its_timeout(subject: Subject) -> None:
+    result = run_container(subject.backend, spec(subject.sleep(300)), timeout=3, output=CappedBuffer(), stop_grace=2)
+    assert result.timed_out and not result.cancelled and result.exit_code != 0
+    assert result.duration_seconds < 120
+
+
+def test_cancel_stops_a_running_container(subject: Subject) -> None:
+    asked: list[float] = []
+
+    def cancel() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) >= 2  # the second look: the container has been running a while
+
+    result = run_container(
+        subject.backend, spec(subject.sleep(300)), timeout=240, output=CappedBuffer(), stop_grace=2, cancel=cancel
+    )
+    assert result.cancelled and not result.timed_out and result.exit_code != 0
+
+
+def test_an_oom_kill_is_reported(subject: Subject) -> None:
+    out = CappedBuffer()
+    result = run_container(subject.backend, spec(subject.oom), timeout=120, output=out)
+    assert result.oom_killed and result.exit_code != 0, (result, out.text())
+
+
+def test_output_past_the_cap_is_dropped_without_blocking_the_container(subject: Subject) -> None:
+    out = CappedBuffer(cap=64 * 1024)
+    result = run_container(subject.backend, spec(subject.flood(20)), timeout=120, output=out)
+    assert result.exit_code == 0 and not result.timed_out  # never blocked by the capped reader
+    assert len(out.data) == 64 * 1024 and out.text().startswith("x")
+
+
+def test_the_disk_watch_stops_a_container_that_fills_its_path(subject: Subject) -> None:
+    watched = spec(subject.fill("/tmp", 40), disk_watch=DiskWatch("/tmp", 8 * MIB, interval=0.5))
+    result = run_container(subject.backend, watched, timeout=240, output=CappedBuffer(), stop_grace=2)
+    assert result.disk_exceeded and not result.timed_out
+
+
+def test_the_posture_is_in_what_the_backend_submits(subject: Subject) -> None:
+    submitted = subject.backend.submission(spec(subject.echo_exit("x", 0)))
+    assert subject.posture_applied(submitted), submitted
 
 
 def test_a_missing_image_is_a_translated_error(subject: Subject) -> None:
     with pytest.raises(ImageMissingError):
-        subject.backend.run(
-            spec(subject.echo_exit("x", 0), image="harness-test-absent:0"), timeout=10, output=CappedBuffer()
-        )
+        run_container(
+            subject.backend, spec(subject.echo_exit("x", 0), image="harness-test-absent:0"), timeout=60,
+            output=CappedBuffer(),
+        )  # fmt: skip
 
 
 def test_containers_are_listed_and_reaped_by_label(subject: Subject) -> None:
@@ -104,6 +190,22 @@ def test_containers_are_listed_and_reaped_by_label(subject: Subject) -> None:
     assert next(iter(found.values()))["io.solo-harness.session"] == "contract-reap"
     assert subject.backend.reap(marker) == list(found)
     assert subject.backend.list_containers(marker) == {}
+
+
+def test_a_running_container_carries_its_labels_and_is_removed_after(subject: Subject) -> None:
+    marker = {"io.solo-harness.session": "contract", LABEL_ROLE: "agent"}
+    seen: list[dict[str, dict[str, str]]] = []
+
+    def look() -> bool:
+        seen.append(subject.backend.list_containers(marker))
+        return bool(seen[-1]) and len(seen) >= 2
+
+    result = run_container(
+        subject.backend, spec(subject.sleep(300)), timeout=240, output=CappedBuffer(), stop_grace=2, cancel=look
+    )
+    assert result.cancelled
+    assert result.container_id in seen[-1]
+    wait_for(lambda: result.container_id not in subject.backend.list_containers(marker), timeout=60)
 
 
 def test_engine_check(subject: Subject) -> None:

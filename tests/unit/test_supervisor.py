@@ -53,7 +53,7 @@ def crash(spec: ContainerSpec) -> FakeRun:
 
 
 def timeout(spec: ContainerSpec) -> FakeRun:
-    return FakeRun(exit_code=137, timed_out=True)
+    return FakeRun(hang=True)  # until the watchdog's deadline (a short --iteration-timeout below)
 
 
 class Harness:
@@ -118,7 +118,8 @@ def test_max_iterations_stops_a_working_agent(tmp_path: Path, repo: GitRepo) -> 
 
 def test_repeated_failures_end_the_run_as_failed(tmp_path: Path, repo: GitRepo) -> None:
     h = Harness(
-        tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10, max_consecutive_failures=3
+        tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10, max_consecutive_failures=3,
+        iteration_timeout_seconds=0.3,
     )
     result = h.run()
     assert (result.status, result.stop_reason, result.iteration_count) == (
@@ -329,7 +330,7 @@ def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Pat
 
     def ctrl_c_during_iteration(spec: ContainerSpec) -> FakeRun:
         sup.stop_event.set()  # what the first Ctrl-C does
-        return FakeRun(exit_code=143)
+        return FakeRun(hang=True)  # until the watchdog sees the request and stops it
 
     h.backend.behaviour = ctrl_c_during_iteration
     result = sup.run(h.summary)

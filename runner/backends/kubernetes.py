@@ -1,0 +1,527 @@
+"""The Kubernetes backend: each container a `batch/v1` Job, the only module that imports the
+official `kubernetes` client.
+
+A Job's pod has two containers sharing emptyDir volumes, one per mount of the spec: `main` runs
+the command once `sync` has received the mounts' contents (streamed in as tar through the API's
+exec, never a hostPath: the cluster may have many nodes and none holds the user's files); after
+`main` ends, the read-write mounts are streamed back the same way and `sync` is told to exit. The
+host extracts them with Python's `tar` filter (nothing written outside the new directory, no
+setuid bits) and without devices or fifos.
+So the supervisor and the copy's helpers work unchanged, and the work still comes back as the
+checkpoint helper's git bundle, harvested exactly as on Docker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.stream import stream as k8s_stream
+from urllib3.exceptions import HTTPError
+
+from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
+from runner.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
+from runner.models import KubernetesBackendConfig
+from runner.output import OutputSink
+
+log = logging.getLogger(__name__)
+
+MAIN = "main"
+SYNC = "sync"
+CONTROL = "/harness-sync"  # the handshake files; read-only in `main`
+SYNC_ROOT = "/sync"  # where `sync` sees mount i, as /sync/m<i>
+POLL_SECONDS = 0.5
+API_TIMEOUT = 60
+# The Job's own deadline is a backstop for a supervisor that died: the harness's watchdog ends the
+# iteration first, so that its work can still be collected from the pod.
+TRANSFER_ALLOWANCE_SECONDS = 900
+MAX_TRANSFER_BYTES = 16 * 1024**3
+CHUNK = 1024 * 1024
+PULL_FAILURES = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+
+_WAIT_MAIN = f'until [ -e {CONTROL}/ready ]; do sleep 0.2; done; "$@"; exit $?'
+# The shell stays pid 1 of `main` and runs the command as its child: `stop` signals every process
+# but pid 1 from inside (a pid namespace's init ignores signals it does not handle).
+_WAIT_SYNC = f"until [ -e {CONTROL}/done ]; do sleep 0.5; done"
+_STOP = 'kill -s TERM -1 2>/dev/null; i=0; while [ "$i" -lt "$1" ]; do sleep 1; i=$((i+1)); done; kill -s KILL -1'
+_SIZE = re.compile(r"(?:^|,)size=(\d+)([kmg]?)", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+
+
+def _translate(exc: Exception, what: str) -> BackendError:
+    if isinstance(exc, ApiException):
+        status = exc.status or 0
+        message = f"{what}: Kubernetes API error {status}: {exc.reason}"
+        return TransientBackendError(message) if status >= 500 or status == 429 else BackendError(message)
+    return TransientBackendError(f"{what}: lost the Kubernetes API ({exc.__class__.__name__}: {exc})")
+
+
+def _quantity_memory(n: int) -> str:
+    return str(n)
+
+
+def _tmpfs_size(options: str) -> str | None:
+    found = _SIZE.search(options)
+    return str(int(found.group(1)) * _UNITS[found.group(2).lower()]) if found else None
+
+
+def _name(text: str) -> str:
+    return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:20] or "c"
+
+
+def _agent_files(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """Python's `tar` filter (no member outside `dest`, none written through a link, no setuid
+    bits; a link's target may point anywhere, as in a repository), and no devices or fifos."""
+    if member.ischr() or member.isblk() or member.isfifo():
+        return None
+    return tarfile.tar_filter(member, dest)
+
+
+@dataclass
+class _Running:
+    pod: str
+    spec: ContainerSpec
+    drain: threading.Thread | None = None
+    failure: str | None = None  # the pod could not run (no node fits)
+    vanished: bool = False
+
+
+class KubernetesBackend(Backend):
+    name = "kubernetes"
+    local_images = False  # the cluster pulls images; nothing is built or pruned here
+
+    def __init__(self, config: KubernetesBackendConfig) -> None:
+        self.config = config
+        self.namespace = config.namespace
+        self._api: Any = None
+        self._running: dict[str, _Running] = {}
+
+    # -- the client -------------------------------------------------------------------------
+
+    @property
+    def api(self) -> Any:
+        if self._api is None:
+            try:
+                self._api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
+                    config_file=self.config.kubeconfig, context=self.config.context
+                )
+            except Exception as exc:  # the loader raises ConfigException, OSError, TypeError, ValueError
+                raise DockerUnavailableError(f"cannot load the kubeconfig: {exc}") from None
+        return self._api
+
+    @property
+    def core(self) -> Any:
+        return k8s.CoreV1Api(self.api)
+
+    @property
+    def batch(self) -> Any:
+        return k8s.BatchV1Api(self.api)
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("_request_timeout", API_TIMEOUT)
+        try:
+            return fn(*args, **kwargs)
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _translate(exc, what) from None
+
+    def check(self) -> EngineInfo:
+        try:
+            version = self._call("reach the cluster", k8s.VersionApi(self.api).get_code)
+            self._call("read the namespace", self.core.read_namespace, self.namespace)
+        except BackendError as exc:
+            raise DockerUnavailableError(f"cannot reach the Kubernetes cluster ({exc.message})") from None
+        classes: tuple[str, ...] = ()
+        with contextlib.suppress(BackendError):
+            found = self._call("list runtime classes", k8s.NodeV1Api(self.api).list_runtime_class)
+            classes = tuple(sorted(rc.metadata.name for rc in found.items))
+        return EngineInfo(name="kubernetes", version=str(version.git_version), runtimes=("runc", *classes))
+
+    # -- images: the cluster's business ---------------------------------------------------------
+
+    def image_exists(self, image: str) -> bool:
+        return True  # a missing image shows when the pod cannot pull it (ImageMissingError then)
+
+    def image_label(self, image: str, label: str) -> str | None:
+        return None
+
+    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
+        raise ImageMissingError(
+            f"the Kubernetes backend does not build images: build {tag} with Docker and push it to the "
+            "cluster's registry (docs/kubernetes.md)"
+        )
+
+    def prune_images(self, labels: dict[str, str]) -> list[str]:
+        return []
+
+    # -- what is submitted ----------------------------------------------------------------------
+
+    def submission(self, spec: ContainerSpec) -> dict[str, object]:
+        job = self._job(spec, "harness-" + _name(spec.labels.get("io.solo-harness.role", "c")) + "-NAME")
+        return dict(self.api.sanitize_for_serialization(job))
+
+    def _job(self, spec: ContainerSpec, name: str) -> Any:
+        posture = spec.posture
+        volumes = [k8s.V1Volume(name="control", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Mi"))]
+        main_mounts = [k8s.V1VolumeMount(name="control", mount_path=CONTROL, read_only=True)]
+        sync_mounts = [k8s.V1VolumeMount(name="control", mount_path=CONTROL)]
+        for i, mount in enumerate(spec.mounts):
+            volumes.append(k8s.V1Volume(name=f"m{i}", empty_dir=k8s.V1EmptyDirVolumeSource()))
+            main_mounts.append(k8s.V1VolumeMount(name=f"m{i}", mount_path=mount.target, read_only=mount.read_only))
+            sync_mounts.append(k8s.V1VolumeMount(name=f"m{i}", mount_path=f"{SYNC_ROOT}/m{i}"))
+        for i, (path, options) in enumerate(sorted(spec.tmpfs.items())):
+            volumes.append(
+                k8s.V1Volume(
+                    name=f"t{i}", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=_tmpfs_size(options))
+                )
+            )
+            main_mounts.append(k8s.V1VolumeMount(name=f"t{i}", mount_path=path))
+        hardened = k8s.V1SecurityContext(
+            allow_privilege_escalation=not posture.no_new_privileges,
+            read_only_root_filesystem=posture.read_only_root,
+            capabilities=k8s.V1Capabilities(drop=list(posture.drop_capabilities)),
+            privileged=False,
+        )
+        cpu = f"{max(1, round(spec.cpus * 1000))}m"
+        main = k8s.V1Container(
+            name=MAIN,
+            image=spec.image,
+            image_pull_policy="IfNotPresent",
+            command=["sh", "-c", _WAIT_MAIN, "harness-wait", *spec.command],
+            working_dir=spec.workdir,
+            env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())],
+            # Requests equal to limits: the pod is Guaranteed, and never placed on a node without room.
+            resources=k8s.V1ResourceRequirements(
+                limits={"cpu": cpu, "memory": _quantity_memory(spec.memory_bytes)},
+                requests={"cpu": cpu, "memory": _quantity_memory(spec.memory_bytes)},
+            ),
+            security_context=hardened,
+            volume_mounts=main_mounts,
+        )
+        sync = k8s.V1Container(
+            name=SYNC,
+            image=spec.image,
+            image_pull_policy="IfNotPresent",
+            command=["sh", "-c", _WAIT_SYNC],
+            working_dir="/",
+            resources=k8s.V1ResourceRequirements(
+                limits={"cpu": "500m", "memory": "256Mi"}, requests={"cpu": "100m", "memory": "256Mi"}
+            ),
+            security_context=hardened,
+            volume_mounts=sync_mounts,
+        )
+        pod_labels = dict(spec.labels)
+        deadline = (spec.deadline_seconds or 0) + self.config.pending_timeout_seconds + TRANSFER_ALLOWANCE_SECONDS
+        return k8s.V1Job(
+            api_version="batch/v1",
+            kind="Job",
+            metadata=k8s.V1ObjectMeta(name=name, namespace=self.namespace, labels=pod_labels),
+            spec=k8s.V1JobSpec(
+                backoff_limit=0,
+                active_deadline_seconds=math.ceil(deadline),
+                template=k8s.V1PodTemplateSpec(
+                    metadata=k8s.V1ObjectMeta(labels=pod_labels),
+                    spec=k8s.V1PodSpec(
+                        restart_policy="Never",
+                        automount_service_account_token=False,
+                        enable_service_links=False,
+                        runtime_class_name=spec.runtime if spec.runtime and spec.runtime != "runc" else None,
+                        security_context=k8s.V1PodSecurityContext(
+                            run_as_user=posture.uid,
+                            run_as_group=posture.gid,
+                            fs_group=posture.gid,
+                            run_as_non_root=True,
+                            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+                        ),
+                        containers=[main, sync],
+                        volumes=volumes,
+                    ),
+                ),
+            ),
+        )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self, spec: ContainerSpec, output: OutputSink) -> str:
+        if spec.network != "none":
+            raise BackendError(f"the Kubernetes backend runs pods without network only, not {spec.network!r}")
+        name = f"harness-{_name(spec.labels.get('io.solo-harness.role', 'c'))}-{uuid.uuid4().hex[:10]}"
+        self._call("create a Job", self.batch.create_namespaced_job, self.namespace, self._job(spec, name))
+        running = _Running(pod="", spec=spec)
+        self._running[name] = running
+        try:
+            running.pod = self._await_pod(name)
+            if running.failure is None:
+                for i, mount in enumerate(spec.mounts):
+                    self._push(running.pod, mount.source, f"{SYNC_ROOT}/m{i}")
+                drain = threading.Thread(target=self._drain, args=(running.pod, output), daemon=True)
+                drain.start()
+                running.drain = drain
+                self._exec(running.pod, SYNC, ["touch", f"{CONTROL}/ready"], what="start the command")
+        except BaseException:
+            with contextlib.suppress(BackendError):
+                self.remove(name)
+            raise
+        return name
+
+    def _await_pod(self, job: str) -> str:
+        """The Job's pod once both containers run; a pod no node takes ends as a failure."""
+        pending_since = time.monotonic()
+        while True:
+            pods = self._call(
+                "find the Job's pod", self.core.list_namespaced_pod, self.namespace, label_selector=f"job-name={job}"
+            ).items
+            if pods:
+                pod = pods[0]
+                failure = self._unschedulable(pod)
+                if failure and time.monotonic() - pending_since > self.config.pending_timeout_seconds:
+                    self._running[job].failure = failure
+                    return str(pod.metadata.name)
+                for status in pod.status.container_statuses or []:
+                    waiting = status.state.waiting if status.state else None
+                    if waiting is not None and waiting.reason in PULL_FAILURES:
+                        raise ImageMissingError(
+                            f"the cluster cannot pull image {status.image}: {waiting.reason} ({waiting.message or ''})"
+                        )
+                statuses = pod.status.container_statuses or []
+                if len(statuses) == 2 and all(s.state and s.state.running for s in statuses):
+                    return str(pod.metadata.name)
+                if pod.status.phase in {"Failed", "Succeeded"}:
+                    raise BackendError(f"the pod of Job {job} ended before it started: {pod.status.reason or ''}")
+            time.sleep(POLL_SECONDS)
+
+    @staticmethod
+    def _unschedulable(pod: Any) -> str | None:
+        for condition in pod.status.conditions or []:
+            if condition.type == "PodScheduled" and condition.status == "False" and condition.reason == "Unschedulable":
+                return f"no node can run it: {condition.message}"
+        return None
+
+    def _exec(self, pod: str, container: str, command: list[str], *, what: str, stdin: Path | None = None,
+              stdout: Path | None = None) -> None:  # fmt: skip
+        """Run `command` in a container of `pod`, feeding it `stdin` and keeping its stdout in `stdout`."""
+        try:
+            resp = k8s_stream(
+                self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container=container,
+                command=command, stdin=stdin is not None, stdout=True, stderr=True, tty=False,
+                _preload_content=False, binary=True,
+            )  # fmt: skip
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _translate(exc, what) from None
+        errors = bytearray()
+        received = 0
+        try:
+            with contextlib.ExitStack() as stack:
+                sink = stack.enter_context(stdout.open("wb")) if stdout is not None else None
+                if stdin is not None:
+                    with stdin.open("rb") as source:
+                        while chunk := source.read(CHUNK):
+                            resp.write_stdin(chunk)
+                while resp.is_open():
+                    resp.update(timeout=1)
+                    if resp.peek_stdout():
+                        data = resp.read_stdout()
+                        received += len(data)
+                        if received > MAX_TRANSFER_BYTES:
+                            raise BackendError(f"{what}: more than {MAX_TRANSFER_BYTES} bytes")
+                        if sink is not None:
+                            sink.write(data)
+                    if resp.peek_stderr():
+                        errors.extend(resp.read_stderr()[-4096:])
+            code = resp.returncode
+        finally:
+            resp.close()
+        if code != 0:
+            tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {code}"]
+            raise BackendError(f"{what}: {tail[0]}")
+
+    def _push(self, pod: str, source: Path, target: str) -> None:
+        """The contents of the host directory `source` into `target` of the pod's `sync` container."""
+        with tempfile.TemporaryDirectory(prefix="harness-k8s-") as tmp:
+            archive = Path(tmp) / "in.tar"
+            made = subprocess.run(
+                ["tar", "-C", str(source), "--numeric-owner", "-cf", str(archive), "."],
+                capture_output=True, text=True, check=False,
+            )  # fmt: skip
+            if made.returncode not in (0, 1):  # 1: a file changed as it was read
+                raise BackendError(f"packing {source} for the pod: {made.stderr.strip()[-300:]}")
+            size = archive.stat().st_size
+            script = 'head -c "$1" | tar -x --no-same-owner -C "$2" -f -'
+            self._exec(pod, SYNC, ["sh", "-c", script, "push", str(size), target], stdin=archive,
+                       what=f"sending {source} to the pod")  # fmt: skip
+
+    def _pull(self, pod: str, source: str, target: Path) -> None:
+        """Make the host directory `target` hold what `source` of the pod holds (the agent's files:
+        extracted with `_agent_files`, into a new directory, then swapped in)."""
+        with tempfile.TemporaryDirectory(prefix="harness-k8s-", dir=target.parent) as tmp:
+            archive = Path(tmp) / "out.tar"
+            script = 'chmod -R u+rwX "$1" 2>/dev/null; tar -C "$1" -cf - .'
+            self._exec(pod, SYNC, ["sh", "-c", script, "pull", source], stdout=archive,
+                       what=f"collecting {target.name} from the pod")  # fmt: skip
+            fresh = Path(tmp) / "tree"
+            fresh.mkdir()
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(fresh, filter=_agent_files)  # noqa: S202 - the filter is the check
+            except (tarfile.TarError, OSError) as exc:
+                raise BackendError(f"collecting {target.name} from the pod: {exc}") from None
+            for old in list(target.iterdir()):
+                if old.is_dir() and not old.is_symlink():
+                    shutil.rmtree(old)
+                else:
+                    old.unlink()
+            for new in fresh.iterdir():
+                new.rename(target / new.name)
+
+    def _drain(self, pod: str, output: OutputSink) -> None:
+        # Runs until the container's log ends; errors end the drain, never the run.
+        try:
+            resp = self.core.read_namespaced_pod_log(
+                pod, self.namespace, container=MAIN, follow=True, _preload_content=False
+            )
+            for chunk in resp.stream(64 * 1024, decode_content=False):
+                output.write(chunk)
+        except Exception as exc:
+            log.debug("log drain of %s ended: %s", pod, exc)
+
+    def _pod(self, container_id: str) -> Any:
+        running = self._running.get(container_id)
+        name = running.pod if running is not None else None
+        if name is None:
+            pods = self._call(
+                "find the Job's pod", self.core.list_namespaced_pod, self.namespace,
+                label_selector=f"job-name={container_id}",
+            ).items  # fmt: skip
+            return pods[0] if pods else None
+        try:
+            return self.core.read_namespaced_pod(name, self.namespace, _request_timeout=API_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _translate(exc, "read the pod") from None
+        except (HTTPError, OSError) as exc:
+            raise _translate(exc, "read the pod") from None
+
+    @staticmethod
+    def _main_state(pod: Any) -> Any:
+        for status in pod.status.container_statuses or []:
+            if status.name == MAIN and status.state is not None:
+                return status.state
+        return None
+
+    def wait(self, container_id: str, timeout: float) -> bool:
+        running = self._running.get(container_id)
+        if running is not None and running.failure is not None:
+            return True
+        deadline = time.monotonic() + timeout
+        while True:
+            pod = self._pod(container_id)
+            if pod is None:
+                if running is not None:
+                    running.vanished = True
+                return True
+            state = self._main_state(pod)
+            if (state is not None and state.terminated is not None) or pod.status.phase in {"Failed", "Succeeded"}:
+                return True
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(POLL_SECONDS, left))
+
+    def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
+        running = self._running.get(container_id)
+        if running is None or not running.pod:
+            return None
+        index = next((i for i, m in enumerate(running.spec.mounts) if m.target == path), None)
+        where = f"{SYNC_ROOT}/m{index}" if index is not None else None
+        container = SYNC if where else MAIN
+        with tempfile.TemporaryDirectory(prefix="harness-k8s-") as tmp:
+            out = Path(tmp) / "du"
+            try:
+                self._exec(running.pod, container, ["du", "-sxb", where or path], what="measure disk use", stdout=out)
+            except BackendError:
+                return None
+            first = out.read_bytes().split(b"\t", 1)[0].strip()
+        return int(first) if first.isdigit() else None
+
+    def stop(self, container_id: str, *, grace: float) -> None:
+        running = self._running.get(container_id)
+        pod = running.pod if running is not None else None
+        if not pod:
+            found = self._pod(container_id)
+            if found is None:
+                return
+            pod = str(found.metadata.name)
+        with contextlib.suppress(BackendError):
+            self._exec(pod, MAIN, ["sh", "-c", _STOP, "stop", str(max(1, int(grace)))], what="stop the container")
+
+    def finish(self, container_id: str) -> Exit:
+        running = self._running.get(container_id)
+        if running is not None and running.failure is not None:
+            return Exit(exit_code=None, failure=running.failure)
+        pod = self._pod(container_id)
+        if pod is None or (running is not None and running.vanished):
+            raise BackendError(f"the pod of Job {container_id} vanished: the iteration is lost")
+        if running is not None and running.drain is not None:
+            running.drain.join(timeout=30)
+        state = self._main_state(pod)
+        terminated = state.terminated if state is not None else None
+        if terminated is None:
+            deadline = pod.status.reason == "DeadlineExceeded"
+            return Exit(exit_code=None, timed_out=deadline)
+        if running is not None and pod.status.phase == "Running":
+            for i, mount in enumerate(running.spec.mounts):
+                if not mount.read_only:
+                    self._pull(running.pod, f"{SYNC_ROOT}/m{i}", mount.source)
+            with contextlib.suppress(BackendError):
+                self._exec(running.pod, SYNC, ["touch", f"{CONTROL}/done"], what="end the pod")
+        return Exit(exit_code=int(terminated.exit_code), oom_killed=terminated.reason == "OOMKilled")
+
+    def remove(self, container_id: str) -> None:
+        self._running.pop(container_id, None)
+        try:
+            self.batch.delete_namespaced_job(
+                container_id, self.namespace, propagation_policy="Background", grace_period_seconds=0,
+                _request_timeout=API_TIMEOUT,
+            )  # fmt: skip
+        except ApiException as exc:
+            if exc.status != 404:
+                raise _translate(exc, "delete a Job") from None
+        except (HTTPError, OSError) as exc:
+            raise _translate(exc, "delete a Job") from None
+        # The Job's pods go with it in the background; a pod left by a crash is deleted by label too.
+        with contextlib.suppress(BackendError):
+            self._call(
+                "delete the Job's pods", self.core.delete_collection_namespaced_pod, self.namespace,
+                label_selector=f"job-name={container_id}", grace_period_seconds=0,
+            )  # fmt: skip
+
+    def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        selector = ",".join(f"{k}={v}" for k, v in labels.items())
+        jobs = self._call("list Jobs", self.batch.list_namespaced_job, self.namespace, label_selector=selector)
+        return {str(job.metadata.name): dict(job.metadata.labels or {}) for job in jobs.items}
+
+    def stats(self, container_id: str) -> ContainerStats | None:
+        return None  # the metrics API is optional in a cluster; the hud shows no sample
+
+    def reap(self, labels: dict[str, str]) -> list[str]:
+        removed = []
+        for name in self.list_containers(labels):
+            with contextlib.suppress(BackendError):
+                self.remove(name)
+                removed.append(name)
+        return removed
