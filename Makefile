@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security
+.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ bench: images  ## every benchmark, full size (tens of minutes); rewrites docs/pe
 
 bench-quick: images  ## the small versions of the benchmarks (a couple of minutes); writes nothing
 	$(BIN)/python -m bench.run_all --quick
+
+k8s-lab: images  ## a one-node Kubernetes 1.20 on 127.0.0.1 with harness-base loaded (docs/k8s-lab.md)
+	bash scripts/k8s-lab.sh start
+	bash scripts/k8s-lab.sh load harness-base:latest
+
+k8s-lab-stop:  ## stop the k8s lab (what `make k8s-lab` started, by pid)
+	bash scripts/k8s-lab.sh stop
 
 clean:  ## remove every container the harness's tests left (by label)
 	-docker ps -aq --filter label=io.solo-harness.managed=1 | xargs -r docker rm -f
