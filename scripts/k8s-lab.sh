@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The k8s lab: a real, offline, one-node Kubernetes 1.20 control plane on this machine for the
 # Kubernetes backend's tests (docs/k8s-lab.md). Everything listens on 127.0.0.1 only; pods get
-# loopback networking only (no CNI, the lab's Docker engine has no bridge).
+# loopback networking only (the lab's Docker engine has no bridge; the CNI plugin
+# scripts/k8s-lab/harness-lab-net only gives each pod a 127.x address on a link that stays down).
 #
 #   scripts/k8s-lab.sh build            build kube-* and kubectl from Debian's source (cached)
 #   scripts/k8s-lab.sh start            build if needed, start everything, wait until the node is Ready
@@ -227,9 +228,13 @@ wait_for() {
 }
 
 write_configs() {
-  mkdir -p "$STATE/bin" "$STATE/kubelet"
-  # A copy: the lab's engine must not depend on this checkout staying where it is.
+  mkdir -p "$STATE/bin" "$STATE/kubelet" "$STATE/cni/bin" "$STATE/cni/net.d"
+  # Copies: the lab must not depend on this checkout staying where it is.
   install -m 0755 "$HERE/k8s-lab/runc-clamp-oom" "$STATE/bin/runc-clamp-oom"
+  install -m 0755 "$HERE/k8s-lab/harness-lab-net" "$STATE/cni/bin/harness-lab-net"
+  install -m 0755 "$HERE/k8s-lab/harness-lab-net" "$STATE/cni/bin/loopback"
+  echo '{"cniVersion": "0.4.0", "name": "harness-lab", "type": "harness-lab-net"}' \
+    > "$STATE/cni/net.d/10-harness-lab.conf"
   cat > "$STATE/daemon.json" <<EOF
 {
   "runtimes": {"harness-clamp": {"path": "$STATE/bin/runc-clamp-oom"}},
@@ -338,6 +343,7 @@ start_kubelet() {
     --kubeconfig="$STATE/kubelet.kubeconfig" --root-dir="$STATE/kubelet" \
     --hostname-override="$NODE" \
     --container-runtime=docker --docker-endpoint="unix://$SOCK" \
+    --network-plugin=cni --cni-bin-dir="$STATE/cni/bin" --cni-conf-dir="$STATE/cni/net.d" \
     --pod-infra-container-image="$PAUSE_IMAGE" --cert-dir="$PKI/kubelet-certs"
 }
 
