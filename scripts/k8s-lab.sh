@@ -10,6 +10,7 @@
 #   scripts/k8s-lab.sh status           what runs, and the node
 #   scripts/k8s-lab.sh load IMAGE...    copy images from the harness's engine into the lab's
 #   scripts/k8s-lab.sh env              print `export KUBECONFIG=...`
+#   scripts/k8s-lab.sh kubectl ARGS...  the lab's kubectl (1.20.2) with the lab's kubeconfig
 #
 # Runs as root. The harness's own engine (/var/run/docker.sock) is only read from (images).
 set -euo pipefail
@@ -287,8 +288,9 @@ ensure_pause_image() {
   "${LAB_DOCKER[@]}" image inspect "$PAUSE_IMAGE" >/dev/null 2>&1 && return
   load_image "$PAUSE_BASE"
   log "building the pod sandbox image $PAUSE_IMAGE from $PAUSE_BASE"
-  "${LAB_DOCKER[@]}" build -q --network none --build-arg "BASE=$PAUSE_BASE" -t "$PAUSE_IMAGE" \
-    -f "$HERE/k8s-lab/pause.Dockerfile" "$HERE/k8s-lab" >/dev/null
+  local out
+  out=$("${LAB_DOCKER[@]}" build -q --network none --build-arg "BASE=$PAUSE_BASE" -t "$PAUSE_IMAGE" \
+    -f "$HERE/k8s-lab/pause.Dockerfile" "$HERE/k8s-lab" 2>&1) || die "building $PAUSE_IMAGE failed: $out"
 }
 
 # load_image IMAGE: copy it from the harness's engine unless the lab's has the same image id.
@@ -387,7 +389,7 @@ cmd_stop() {
   stop_pid kubelet
   if alive dockerd; then
     local ids
-    ids=$("${LAB_DOCKER[@]}" ps -aq --filter label=io.kubernetes.pod.name 2>/dev/null || true)
+    ids=$("${LAB_DOCKER[@]}" ps -aq 2>/dev/null || true)
     if [ -n "$ids" ]; then
       log "removing the pods' containers"
       # shellcheck disable=SC2086
@@ -442,5 +444,6 @@ case "${1:-}" in
   status) cmd_status ;;
   load) shift; cmd_load "$@" ;;
   env) echo "export KUBECONFIG=$KUBECONFIG_PATH" ;;
-  *) echo "usage: $0 build|start|stop|status|load IMAGE...|env" >&2; exit 2 ;;
+  kubectl) shift; kctl "$@" ;;
+  *) echo "usage: $0 build|start|stop|status|load IMAGE...|env|kubectl ARGS..." >&2; exit 2 ;;
 esac
