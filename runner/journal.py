@@ -24,7 +24,7 @@ from runner.models import (
     RunSummary,
     utcnow,
 )
-from runner.paths import EXCLUDE_LINE, journal_dir, sessions_root
+from runner.paths import EXCLUDE_LINE, JOURNAL_LEAF, journal_dir, sessions_root
 
 M = TypeVar("M", bound=JournalModel)
 
@@ -93,6 +93,11 @@ class Journal:
     def for_repo(cls, repo: Path, session: str) -> Journal:
         return cls(journal_dir(repo, session), session)
 
+    @classmethod
+    def under(cls, root: Path, session: str) -> Journal:
+        """The journal of `session` below a sessions root already looked up (see paths.sessions_root)."""
+        return cls(root / session / JOURNAL_LEAF, session)
+
     @property
     def objective_path(self) -> Path:
         return self.dir / "objective.md"
@@ -100,6 +105,11 @@ class Journal:
     @property
     def summary_path(self) -> Path:
         return self.dir / "run-summary.json"
+
+    @property
+    def review_cache_path(self) -> Path:
+        """The last review of the branch that status showed (runner.status.ReviewCache)."""
+        return self.dir / "review-cache.json"
 
     @property
     def control_path(self) -> Path:

@@ -14,11 +14,10 @@ import subprocess
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
 
-from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
 from runner.errors import (
     InvalidStateError,
     MergeWouldOverwriteError,
@@ -34,7 +33,9 @@ from runner.models import CamelModel, DiffStat, JournalModel, RunSummary
 from runner.names import branch_for, validate_session
 from runner.output import neutralise
 from runner.paths import data_home, home_key, repo_key, sessions_root
-from runner.workspace import RunDir, Workspace
+
+if TYPE_CHECKING:  # status and list import this module: the backend and the copy's code only for discard
+    from runner.backends.base import Backend
 
 
 @dataclass(frozen=True)
@@ -73,9 +74,25 @@ class Review:
         return list(self.reasons)
 
 
-def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Review:
-    """Review base..head; with `onto` (the commit a merge goes into) also what merging it there writes:
-    from another branch, or after the agent rewrote its history, the merge base is not the run's base."""
+@dataclass(frozen=True)
+class BranchChanges:
+    """What the branch's commits change (from the base, and from the merge base with `onto`): read from
+    commits only, so it holds for as long as base, head and onto are the same commits."""
+
+    files: list[str]
+    links: list[str]  # of `files`, those that are symlinks or submodules now
+    history: dict[str, str]  # symlinks and submodules in any commit of the branch (their targets)
+    tree: set[str]  # every path of the head's tree
+
+    @property
+    def dirs(self) -> set[str]:
+        """Every directory above a changed path."""
+        return {"/".join(p.split("/")[:i]) for p in self.files for i in range(1, p.count("/") + 1)}
+
+
+def branch_changes(git: HostGit, base: str, head: str, *, onto: str | None = None) -> BranchChanges:
+    """base..head; with `onto` (the commit a merge goes into) also what merging it there writes: from
+    another branch, or after the agent rewrote its history, the merge base is not the run's base."""
     files, links = git.changes(base, head)
     history = git.links_in_history(base, head)
     since = git.merge_base(onto, head) if onto else None
@@ -83,24 +100,35 @@ def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = 
         more, more_links = git.changes(since, head)
         files, links = sorted(set(files) | set(more)), sorted(set(links) | set(more_links))
         history = {**git.links_in_history(since, head), **history}
-    tree = git.tree_paths(head)
-    dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(1, p.count("/") + 1)}
+    return BranchChanges(files=files, links=links, history=history, tree=git.tree_paths(head))
+
+
+def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
+    """What of `changes` needs care, given the user's working tree as it is now: its ignore rules, the
+    virtualenvs on its disk and the files git does not track there (status.review_inputs names all of
+    what this reads)."""
     roots = journal_roots(top, sessions_root(top))
+    files = changes.files
     reasons = classify(
         files,
-        links=links,
-        history_links=list(history),
+        links=changes.links,
+        history_links=list(changes.history),
         ignored=git.ignored(files),
         journal=roots,
-        venvs=git.venvs(tree, dirs),
+        venvs=git.venvs(changes.tree, changes.dirs),
     )
     return Review(
         files=files,
         reasons=reasons,
-        links=history,
-        would_overwrite=git.in_the_way([p for p in files if p in tree]),
+        links=changes.history,
+        would_overwrite=git.in_the_way([p for p in files if p in changes.tree]),
         journal_paths=[p for p in files if in_journal(p, roots)],
     )
+
+
+def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Review:
+    """Review base..head (and what merging it into `onto` writes) against the user's working tree."""
+    return judge(git, top, branch_changes(git, base, head, onto=onto))
 
 
 def _show(paths: list[str], limit: int = 20) -> str:
@@ -237,7 +265,11 @@ def discarded_at(ref: str) -> datetime | None:
 
 def discarded_refs(git: HostGit, session: str) -> dict[str, str]:
     """The session's discarded branch tips (ref -> commit), newest first."""
-    found = git.refs_under(f"{DISCARDED_PREFIX}/{session}")
+    return newest_first(git.refs_under(f"{DISCARDED_PREFIX}/{session}"))
+
+
+def newest_first(found: dict[str, str]) -> dict[str, str]:
+    """Discarded tips (ref -> commit), the newest discard first."""
     return dict(sorted(found.items(), key=lambda kv: discarded_at(kv[0]) or datetime.min.replace(tzinfo=UTC),
                        reverse=True))  # fmt: skip
 
@@ -268,6 +300,9 @@ class DiscardResult(CamelModel):
 def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) -> DiscardResult:
     """Throw the run away: its copy, its containers and (unless kept) its journal. The branch goes too,
     but its tip is kept under refs/harness-discarded/ so `restore` can undo this until `gc` expires it."""
+    from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION
+    from runner.workspace import RunDir, Workspace
+
     with HostGit(ref.repo.resolve()) as git:
         top, journal, summary = _open(ref, git)
         _refuse_if_running(journal, ref.session)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
 import signal
 import sys
 import threading
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 
-from runner.errors import ExitCode, HarnessError
+from runner.errors import ExitCode
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -49,22 +48,9 @@ def command(fn: Callable[P, int]) -> Callable[P, None]:
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> None:
-        try:
-            code = fn(*args, **kwargs)
-        except HarnessError as exc:
-            sys.stderr.write(f"harness: error: {exc.message}\n")
-            code = exc.exit_code
-        except KeyboardInterrupt:
-            sys.stderr.write("harness: interrupted\n")
-            code = ExitCode.INTERRUPTED
-        except Exception as exc:
-            if os.environ.get("HARNESS_DEBUG"):
-                raise
-            sys.stderr.write(
-                f"harness: internal error: {exc.__class__.__name__}: {exc} (HARNESS_DEBUG=1 shows details)\n"
-            )
-            code = ExitCode.FAILURE
-        raise typer.Exit(int(code))
+        from runner.cli import render
+
+        raise typer.Exit(int(render.guarded(lambda: fn(*args, **kwargs))))
 
     return wrapper
 
@@ -106,10 +92,9 @@ def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more to stderr.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Log only warnings to stderr.")] = False,
 ) -> None:
-    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
-    logging.basicConfig(level=level, format="harness: %(message)s", stream=sys.stderr)
-    for noisy in ("urllib3", "docker"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from runner.cli import render
+
+    render.setup_logging(verbose=verbose, quiet=quiet)
 
 
 def _limits(
@@ -320,11 +305,10 @@ def graceful_interrupts() -> Iterator[threading.Event]:
 
 
 def _report(repo: Path, session: str, as_json: bool) -> int:
+    from runner.cli import render
     from runner.status import StatusRequest, get_status
 
-    st = get_status(StatusRequest(repo=repo, session=session))
-    _render(st, as_json)
-    return st.exit_code
+    return render.session_status(get_status(StatusRequest(repo=repo, session=session)), as_json)
 
 
 def _render(result: BaseModel, as_json: bool) -> None:
@@ -360,26 +344,16 @@ def status(
 def list_(as_json: JsonOpt = False) -> int:
     """List every session on this machine (any repository) with its state, iterations and age."""
     from runner.cli import render
-    from runner.gc import list_all
+    from runner.status import list_all
 
-    items = list_all()
-    if as_json:
-        render.print_json(items)
-    else:
-        render.status_list(items, with_repo=True)
-    return ExitCode.OK
+    return render.sessions(list_all(), as_json, with_repo=True)
 
 
 def _list(repo: Path, as_json: bool) -> int:
     from runner.cli import render
     from runner.status import list_statuses
 
-    items = list_statuses(repo)
-    if as_json:
-        render.print_json(items)
-    else:
-        render.status_list(items)
-    return ExitCode.OK
+    return render.sessions(list_statuses(repo), as_json)
 
 
 @app.command()

@@ -1,32 +1,90 @@
-"""Rendering of typed results: rich text for people, JSON for `--json`. Only the CLI prints."""
+"""Rendering of typed results: rich text for people, JSON for `--json`. Only the CLI prints.
+
+rich is imported by the functions that draw with it (and the consoles made at first use), so that a
+command printing JSON never loads it."""
 
 from __future__ import annotations
 
+import functools
 import json
+import logging
+import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
-from rich.console import Console, Group
-from rich.panel import Panel
-from rich.table import Table
-from rich.text import Text
 
-from runner.errors import ExitCode, UsageError
-from runner.flagged import REASON_TEXT, FlagReason
-from runner.hud import HudSnapshot
+from runner.errors import ExitCode, HarnessError, UsageError
 from runner.limits import format_duration, format_size
-from runner.models import GatewayUsage, RunState
+from runner.models import RunState
 from runner.output import neutralise
-from runner.report import SessionReport
-from runner.review import DiscardResult
-from runner.runs import RunPlan
-from runner.status import SessionProblem, SessionStatus
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+if TYPE_CHECKING:
+    from rich.console import Console, Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from runner.flagged import FlagReason
+    from runner.hud import HudSnapshot
+    from runner.models import GatewayUsage
+    from runner.report import SessionReport
+    from runner.review import DiscardResult
+    from runner.runs import RunPlan
+    from runner.status import SessionProblem, SessionStatus
+
+    out: Console  # stdout, for results
+    err: Console  # stderr, for people
+
+
+@functools.cache
+def _console(stderr: bool) -> Console:
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+
+
+def __getattr__(name: str) -> Console:
+    """`out` and `err`, made at first use."""
+    if name in {"out", "err"}:
+        return _console(name == "err")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _out() -> Console:
+    return _console(False)
+
+
+def _err() -> Console:
+    return _console(True)
+
+
+def setup_logging(*, verbose: bool = False, quiet: bool = False) -> None:
+    """Logs go to stderr, for people; configured here, at the entry point, only."""
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="harness: %(message)s", stream=sys.stderr)
+    for noisy in ("urllib3", "docker"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def guarded(call: Callable[[], int]) -> int:
+    """The one exit-code map: a command returns its code; a fault becomes one line on stderr."""
+    try:
+        return call()
+    except HarnessError as exc:
+        sys.stderr.write(f"harness: error: {exc.message}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("harness: interrupted\n")
+        return ExitCode.INTERRUPTED
+    except Exception as exc:
+        if os.environ.get("HARNESS_DEBUG"):
+            raise
+        sys.stderr.write(f"harness: internal error: {exc.__class__.__name__}: {exc} (HARNESS_DEBUG=1 shows details)\n")
+        return ExitCode.FAILURE
+
 
 STATE_STYLE = {
     RunState.COMPLETED: "bold green",
@@ -52,29 +110,35 @@ def print_json(data: BaseModel | Sequence[BaseModel] | dict[str, object]) -> Non
 
 def emit(result: BaseModel | dict[str, object], as_json: bool, line: str) -> int:
     """Print a command's result: as JSON, or as one line for people. Returns the success code."""
+    from rich.text import Text
+
     if as_json:
         print_json(result)
     else:
-        out.print(Text(line))
+        _out().print(Text(line))
     return ExitCode.OK
 
 
 def discarded(result: DiscardResult, as_json: bool) -> int:
     """What `discard` removed, where the branch tip stays, and the command that undoes it."""
+    from rich.text import Text
+
     if as_json:
         print_json(result)
         return ExitCode.OK
-    out.print(Text(f"discarded {result.session_id}: removed " + (", ".join(result.removed) or "nothing")))
+    _out().print(Text(f"discarded {result.session_id}: removed " + (", ".join(result.removed) or "nothing")))
     if result.kept_journal:
-        out.print(Text(f"kept the journal: {result.kept_journal}"))
+        _out().print(Text(f"kept the journal: {result.kept_journal}"))
     if result.kept_ref and result.restore_command:
-        out.print(Text(f"kept the branch tip as {result.kept_ref} until 'harness gc' expires it; undo with:"))
-        out.print(Text(f"  {result.restore_command}"))
+        _out().print(Text(f"kept the branch tip as {result.kept_ref} until 'harness gc' expires it; undo with:"))
+        _out().print(Text(f"  {result.restore_command}"))
     return ExitCode.OK
 
 
 def report(result: SessionReport, fmt: str, output: Path | None) -> int:
     """The session report as markdown, HTML or JSON; on stdout, or atomically into a file."""
+    from rich.text import Text
+
     from runner._util.atomic import write_atomic
     from runner.report import to_html, to_markdown
 
@@ -90,17 +154,22 @@ def report(result: SessionReport, fmt: str, output: Path | None) -> int:
         write_atomic(output, text)
     except OSError as exc:
         raise UsageError(f"--output: cannot write {output} ({exc.strerror})") from None
-    err.print(Text(f"wrote {output}"))
+    _err().print(Text(f"wrote {output}"))
     return ExitCode.OK
 
 
 def safe(text: str | None) -> Text:
     """Agent-written text, with escape sequences neutralised, never interpreted as markup."""
+    from rich.text import Text
+
     return Text(neutralise(text or ""))
 
 
 def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     """The facts of one session, as `status` and the hud's header show them."""
+    from rich.table import Table
+    from rich.text import Text
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -132,19 +201,43 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
 
 
 def status(st: SessionStatus) -> None:
-    out.print(_session_grid(st, detailed=True))
+    _out().print(_session_grid(st, detailed=True))
+
+
+def session_status(st: SessionStatus, as_json: bool) -> int:
+    """`status --session`: one session; the exit code says how it stands."""
+    if as_json:
+        print_json(st)
+    else:
+        status(st)
+    return st.exit_code
+
+
+def sessions(items: Sequence[SessionStatus | SessionProblem], as_json: bool, *, with_repo: bool = False) -> int:
+    """`status` of a repository and `list`: one line per session, or a JSON list."""
+    if as_json:
+        print_json(items)
+    else:
+        status_list(items, with_repo=with_repo)
+    return ExitCode.OK
 
 
 def verdict_text(st: SessionStatus) -> Text:
     """The session's verdict line with its state coloured (a verdict holds no agent-written text)."""
+    from rich.text import Text
+
     state, _, rest = st.verdict.partition("  ")
     return Text.assemble((state, STATE_STYLE[st.status]), "  " + rest if rest else "")
 
 
 def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: bool = False) -> None:
     """One line per session to scan in the morning (`list`: under a line naming each repository)."""
+    from rich.text import Text
+
+    from runner.status import SessionProblem, SessionStatus
+
     if not items:
-        out.print("no sessions" if with_repo else "no sessions in this repository")
+        _out().print("no sessions" if with_repo else "no sessions in this repository")
         return
     width = max(len(item.session_id) for item in items)
     now = datetime.now(UTC)
@@ -152,7 +245,7 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
     for item in items:
         repo = getattr(item, "repo", None) if isinstance(item, SessionStatus) else None
         if with_repo and repo != shown_repo and repo is not None:
-            out.print(Text(repo, style="dim"))
+            _out().print(Text(repo, style="dim"))
             shown_repo = repo
         line = Text(("  " if with_repo else "") + item.session_id.ljust(width) + "  ", style="bold")
         if isinstance(item, SessionProblem):
@@ -160,7 +253,7 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
         else:
             line.append_text(verdict_text(item))
             line.append(f"  ({format_duration((now - item.created_at).total_seconds())} ago)", style="dim")
-        out.print(line)
+        _out().print(line)
 
 
 def _count(n: int, noun: str) -> str:
@@ -173,6 +266,8 @@ def _of(used: str, limit: str | None) -> str:
 
 def _hud_rows(snap: HudSnapshot, grid: Table) -> None:
     """What only the live dashboard shows: time, the agent container's use, waiting notes."""
+    from rich.text import Text
+
     times = [f"{format_duration(snap.elapsed_seconds)} elapsed"]
     if snap.time_left_seconds is not None and snap.max_time_seconds is not None:
         times.append(f"{format_duration(snap.time_left_seconds)} left of {format_duration(snap.max_time_seconds)}")
@@ -208,6 +303,11 @@ def _hud_rows(snap: HudSnapshot, grid: Table) -> None:
 
 def hud(snap: HudSnapshot) -> Group:
     """The dashboard: the session, its iterations, and the tail of the current output (one snapshot)."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
     head = _session_grid(snap.status, detailed=False)
     _hud_rows(snap, head)
     table = Table(box=None, pad_edge=False, expand=True)
@@ -248,8 +348,12 @@ def flagged_warning(
     journal_paths: Sequence[str] = (),
 ) -> None:
     """The review warnings of `diff`, on stderr (the patch is on stdout)."""
+    from rich.text import Text
+
+    from runner.flagged import REASON_TEXT
+
     if paths:
-        err.print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))
+        _err().print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))
         for path in paths:
             line = Text(f"  {neutralise(path)}", style="yellow")
             why = [REASON_TEXT[r] for r in (reasons or {}).get(path, [])]
@@ -257,13 +361,13 @@ def flagged_warning(
                 why.append(f"link to {neutralise((links or {})[path])!r}")
             if why:
                 line.append(f"  ({'; '.join(why)})", style="dim")
-            err.print(line)
+            _err().print(line)
     blocked = [*would_overwrite, *(p for p in journal_paths if p not in would_overwrite)]
     if blocked:
-        err.print(Text("'harness merge' refuses this branch: it would replace files git does not track here, "
+        _err().print(Text("'harness merge' refuses this branch: it would replace files git does not track here, "
                        "or write into the harness journal:", style="bold red"))  # fmt: skip
         for path in blocked:
-            err.print(Text(f"  {neutralise(path)}", style="red"))
+            _err().print(Text(f"  {neutralise(path)}", style="red"))
 
 
 def _tokens(n: int) -> str:
@@ -287,6 +391,8 @@ def usage_line(usage: GatewayUsage, max_cost: float | None) -> str:
 
 
 def plan(p: RunPlan) -> None:
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim", no_wrap=True)
     grid.add_column(overflow="fold")
@@ -321,5 +427,5 @@ def plan(p: RunPlan) -> None:
         grid.add_row(key, value)
     for m in p.mounts:
         grid.add_row("mount", f"{m.source} -> {m.target} ({'ro' if m.read_only else 'rw'})")
-    out.print(grid)
-    out.print("[dim]dry run: nothing was created[/dim]")
+    _out().print(grid)
+    _out().print("[dim]dry run: nothing was created[/dim]")
