@@ -8,12 +8,16 @@ from __future__ import annotations
 import os
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from tests.helpers import GitRepo, make_repo
+from tests.helpers import GitRepo, make_repo, wait_for
+
+if TYPE_CHECKING:
+    from runner.models import KubernetesBackendConfig
 
 TEST_RUN_LABEL = f"harness-test-{uuid.uuid4().hex[:8]}"
 
@@ -25,16 +29,41 @@ def _engine_available() -> bool:
         return False
 
 
+# The k8s lab's kubeconfig (scripts/k8s-lab.sh); another cluster's with HARNESS_TEST_KUBECONFIG.
+LAB_KUBECONFIG = Path(os.environ.get("HARNESS_TEST_KUBECONFIG", "/var/lib/harness-k8s/kubeconfig"))
+
+
+def _lab_api() -> Any:
+    from kubernetes import client, config
+
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(LAB_KUBECONFIG)))
+
+
+def _cluster_available() -> bool:
+    if not LAB_KUBECONFIG.is_file():
+        return False
+    try:
+        nodes = _lab_api().list_node(_request_timeout=10).items
+    except Exception:  # unreachable, refused, bad credentials: no lab
+        return False
+    return any(c.type == "Ready" and c.status == "True" for n in nodes for c in n.status.conditions or [])
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if not any(item.get_closest_marker("docker") for item in items):
+    _skip_without("kubernetes", _cluster_available, "no k8s lab (run 'make k8s-lab')", items)
+    _skip_without("docker", _engine_available, "no Docker engine (run 'make docker')", items)
+
+
+def _skip_without(marker: str, available: Callable[[], bool], why: str, items: list[pytest.Item]) -> None:
+    if not any(item.get_closest_marker(marker) for item in items):
         return
-    if _engine_available():
+    if available():
         return
     if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-        return  # the tests run and fail loudly: CI must have an engine
-    skip = pytest.mark.skip(reason="no Docker engine (run 'make docker'); CI=true turns this into a failure")
+        return  # the tests run and fail loudly: CI must have them
+    skip = pytest.mark.skip(reason=f"{why}; CI=true turns this into a failure")
     for item in items:
-        if item.get_closest_marker("docker"):
+        if item.get_closest_marker(marker):
             item.add_marker(skip)
 
 
@@ -71,3 +100,24 @@ def _reap_test_containers() -> Iterator[None]:
         return  # no docker CLI on this machine: no container can have been made
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="session")
+def k8s_namespace() -> Iterator[str]:
+    """A namespace of this test run in the k8s lab, deleted (with every Job and pod in it) at the end."""
+    from kubernetes import client
+
+    namespace = TEST_RUN_LABEL
+    api = _lab_api()
+    api.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    # The lab's controller makes the namespace's default service account a moment later; pods need it.
+    wait_for(lambda: api.list_namespaced_service_account(namespace).items, timeout=60, what="a service account")
+    yield namespace
+    api.delete_namespace(namespace, propagation_policy="Background")
+
+
+@pytest.fixture
+def k8s_config(k8s_namespace: str) -> KubernetesBackendConfig:
+    from runner.models import KubernetesBackendConfig
+
+    return KubernetesBackendConfig(kubeconfig=str(LAB_KUBECONFIG), namespace=k8s_namespace, pending_timeout_seconds=15)

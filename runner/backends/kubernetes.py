@@ -58,7 +58,7 @@ _WAIT_MAIN = f'until [ -e {CONTROL}/ready ]; do sleep 0.2; done; "$@"; exit $?'
 # The shell stays pid 1 of `main` and runs the command as its child: `stop` signals every process
 # but pid 1 from inside (a pid namespace's init ignores signals it does not handle).
 _WAIT_SYNC = f"until [ -e {CONTROL}/done ]; do sleep 0.5; done"
-_STOP = 'kill -s TERM -1 2>/dev/null; i=0; while [ "$i" -lt "$1" ]; do sleep 1; i=$((i+1)); done; kill -s KILL -1'
+_STOP = 'kill -s TERM -- -1; i=0; while [ "$i" -lt "$1" ]; do sleep 1; i=$((i+1)); done; kill -s KILL -- -1 || true'
 _SIZE = re.compile(r"(?:^|,)size=(\d+)([kmg]?)", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
@@ -239,6 +239,7 @@ class KubernetesBackend(Backend):
                         restart_policy="Never",
                         automount_service_account_token=False,
                         enable_service_links=False,
+                        dns_policy="Default",  # no cluster DNS is needed: the pod has no network
                         runtime_class_name=spec.runtime if spec.runtime and spec.runtime != "runc" else None,
                         security_context=k8s.V1PodSecurityContext(
                             run_as_user=posture.uid,

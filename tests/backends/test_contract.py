@@ -11,6 +11,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -18,7 +19,7 @@ from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch
 from runner.backends.fake import FakeBackend, FakeRun
 from runner.backends.watchdog import run_container
 from runner.errors import ImageMissingError
-from runner.models import Limits
+from runner.models import KubernetesBackendConfig, Limits
 from runner.output import CappedBuffer
 from runner.sandbox import hardened_spec, labels
 from tests.conftest import TEST_RUN_LABEL
@@ -36,7 +37,7 @@ class Subject:
     flood: Callable[[int], list[str]]  # writes N MiB to stdout, then exits 0
     fill: Callable[[str, int], list[str]]  # writes N MiB under a path, then sleeps
     leave_container: Callable[[dict[str, str]], None]
-    posture_applied: Callable[[dict[str, object]], bool]  # the submission carries design §4's hardening
+    posture_applied: Callable[[dict[str, Any]], bool]  # the submission carries design §4's hardening
 
 
 def _docker_leave(extra: dict[str, str]) -> None:
@@ -48,7 +49,7 @@ def _docker_leave(extra: dict[str, str]) -> None:
     )  # fmt: skip
 
 
-def _docker_posture(submitted: dict[str, object]) -> bool:
+def _docker_posture(submitted: dict[str, Any]) -> bool:
     return (
         submitted["cap_drop"] == ["ALL"]
         and submitted["read_only"] is True
@@ -101,14 +102,68 @@ def _shell(subject_backend: Backend, leave: Callable[[dict[str, str]], None], po
     )
 
 
-@pytest.fixture(params=["fake", pytest.param("docker", marks=pytest.mark.docker)])
+def _k8s_posture(job: dict[str, Any]) -> bool:
+    pod = job["spec"]["template"]["spec"]
+    hardened = {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        "privileged": False,
+    }  # fmt: skip
+    return (
+        job["apiVersion"] == "batch/v1"
+        and job["spec"]["backoffLimit"] == 0
+        and job["spec"]["activeDeadlineSeconds"] > 0
+        and pod["restartPolicy"] == "Never"
+        and pod["automountServiceAccountToken"] is False
+        and pod["securityContext"]
+        == {"runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001, "runAsNonRoot": True,
+            "seccompProfile": {"type": "RuntimeDefault"}}
+        and all(c["securityContext"] == hardened for c in pod["containers"])
+        and all("hostPath" not in v for v in pod["volumes"])
+        and pod["containers"][0]["resources"]["limits"] == {"cpu": "1000m", "memory": str(64 * MIB)}
+    )  # fmt: skip
+
+
+def _k8s_subject(config: KubernetesBackendConfig) -> Subject:
+    from kubernetes import client
+
+    from runner.backends.kubernetes import KubernetesBackend
+
+    backend = KubernetesBackend(config)
+
+    def leave(extra: dict[str, str]) -> None:
+        job = client.V1Job(
+            metadata=client.V1ObjectMeta(name=f"left-{len(backend.list_containers({}))}", labels=extra),
+            spec=client.V1JobSpec(
+                template=client.V1PodTemplateSpec(
+                    spec=client.V1PodSpec(
+                        restart_policy="Never", automount_service_account_token=False,
+                        containers=[client.V1Container(name="c", image="harness-base:latest", command=["true"],
+                                                       image_pull_policy="IfNotPresent")],
+                    )
+                )
+            ),
+        )  # fmt: skip
+        client.BatchV1Api(backend.api).create_namespaced_job(config.namespace, job)
+
+    return _shell(backend, leave, _k8s_posture)
+
+
+@pytest.fixture(
+    params=[
+        "fake",
+        pytest.param("docker", marks=pytest.mark.docker),
+        pytest.param("kubernetes", marks=pytest.mark.kubernetes),
+    ]
+)
 def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
     if request.param == "fake":
         yield _fake_subject()
-    else:
+    elif request.param == "docker":
         from runner.backends.docker import DockerBackend
 
         yield _shell(DockerBackend(), _docker_leave, _docker_posture)
+    else:
+        yield _k8s_subject(request.getfixturevalue("k8s_config"))
 
 
 def spec(command: list[str], image: str = "harness-base:latest", **kwargs: object) -> ContainerSpec:
@@ -133,7 +188,7 @@ def test_output_and_exit_code(subject: Subject) -> None:
 
 def test_the_deadline_stops_a_container_past_its_timeout(subject: Subject) -> None:
     result = run_container(subject.backend, spec(subject.sleep(300)), timeout=3, output=CappedBuffer(), stop_grace=2)
-    assert result.timed_out and not result.cancelled and result.exit_code != 0
+    assert result.timed_out and not result.cancelled and result.exit_code in (137, 143)  # SIGKILL, SIGTERM
     assert result.duration_seconds < 120
 
 
@@ -147,7 +202,7 @@ def test_cancel_stops_a_running_container(subject: Subject) -> None:
     result = run_container(
         subject.backend, spec(subject.sleep(300)), timeout=240, output=CappedBuffer(), stop_grace=2, cancel=cancel
     )
-    assert result.cancelled and not result.timed_out and result.exit_code != 0
+    assert result.cancelled and not result.timed_out and result.exit_code in (137, 143)
 
 
 def test_an_oom_kill_is_reported(subject: Subject) -> None:
