@@ -23,6 +23,7 @@ _ENGINE = (
     ("inspect a container", "inspect"),
     ("remove a container", "remove"),
 )
+HARVEST_TOTAL = "harvest, total (helper + bundle onto the branch + host git)"
 
 
 class Phases:
@@ -70,7 +71,9 @@ def _wrap(stack: ExitStack, owner: Any, attr: str, around: Callable[[Callable[..
 @contextmanager
 def instrument() -> Iterator[Phases]:
     """Time the supervisor's phases while the block runs (restored afterwards)."""
+    from runner import workspace as workspace_module
     from runner.backends import docker as docker_module
+    from runner.gitops import HostGit
     from runner.journal import Journal
     from runner.supervisor import Supervisor
     from runner.workspace import Workspace
@@ -118,9 +121,11 @@ def instrument() -> Iterator[Phases]:
     with ExitStack() as stack:
         _wrap(stack, Supervisor, "iterate", new_iteration)
         _wrap(stack, Supervisor, "_write_prompt", timing("prompt"))
-        _wrap(stack, Supervisor, "_harvest", timing("harvest, total (helper + fetch + host git)"))
+        _wrap(stack, Supervisor, "_harvest", timing(HARVEST_TOTAL))
         _wrap(stack, Workspace, "_helper", helper)
-        _wrap(stack, Workspace, "_fetch_bundle", timing("fetch of the bundle (host git)"))
+        _wrap(stack, Workspace, "_fetch_bundle", timing("bundle onto the branch, total (host: copy, fsck, install)"))
+        _wrap(stack, workspace_module, "copy_untrusted", timing("bundle: defensive copy (host)"))
+        _wrap(stack, HostGit, "fetch_bundle", timing("bundle: index-pack --strict, checks, install (host git)"))
         _wrap(stack, Journal, "write_iteration", timing("journal: iteration record"))
         _wrap(stack, Journal, "write_summary", timing("journal: summary"))
         _wrap(stack, docker_module, "_call", engine)
