@@ -186,6 +186,12 @@ class PlannedMount(CamelModel):
     read_only: bool
 
 
+class PlannedService(CamelModel):
+    name: str
+    port: int
+    socket: str
+
+
 class GatewayPlan(CamelModel):
     """The model gateway a run will get (the key's presence, never its value)."""
 
@@ -225,6 +231,7 @@ class RunPlan(CamelModel):
     # What the backend would submit for the first iteration's agent (Docker's create arguments, or a
     # Kubernetes Job manifest), made by the same code as a real run's; --env values are placeholders.
     submission: dict[str, object] = Field(default_factory=dict)
+    services: list[PlannedService] = Field(default_factory=list)  # host services on the agent's loopback
     engine_version: str
     options: dict[str, Any] = Field(default_factory=dict)  # each option's effective value (`run` options only)
     # option -> "cli", "env:HARNESS_X", "file:PATH" (the repository), "user:PATH" or "default"
@@ -329,6 +336,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     plan.mounts = [PlannedMount(source=str(m.source), target=m.target, read_only=m.read_only) for m in spec.mounts]
     plan.hardening = {to_camel(k): v for k, v in asdict(spec.posture).items()}
     plan.submission = backend.submission(spec)
+    plan.services = [PlannedService(name=s.name, port=s.port, socket=str(s.socket)) for s in spec.services]
     return plan
 
 

@@ -14,6 +14,7 @@ from runner.backends.base import (
     DiskWatch,
     Mount,
     Posture,
+    Service,
 )
 from runner.models import Limits
 from runner.paths import home_key
@@ -63,6 +64,7 @@ def hardened_spec(
     workdir: str = WORKSPACE,
     tmp_size: str = "512m",
     disk_watch: DiskWatch | None = None,
+    services: tuple[Service, ...] = (),
 ) -> ContainerSpec:
     return ContainerSpec(
         image=image,
@@ -81,6 +83,7 @@ def hardened_spec(
             HOME: f"rw,nosuid,nodev,size={tmp_size},uid={AGENT_UID},gid={AGENT_UID},mode=0700",
         },
         network="none",
+        services=services,
         runtime=runtime,
         disk_watch=disk_watch,
     )

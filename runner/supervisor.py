@@ -538,15 +538,10 @@ def agent_spec(
         bind(run_dir.prompt, PROMPT_DIR, read_only=True),
         bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
     ]
-    command = summary.agent.command
-    network_env: dict[str, str] = {}
-    if wiring is not None:
-        mounts.append(wiring.mount())
-        command = wiring.relay(command)
-        network_env = wiring.proxy_env()
     return hardened_spec(
         image=summary.image,
-        command=with_merged_output(command),
+        command=with_merged_output(summary.agent.command),
+        services=wiring.services() if wiring is not None else (),
         limits=summary.limits,
         mounts=tuple(mounts),
         labels=labels(summary.session_id, repo_key, "agent"),
@@ -554,7 +549,7 @@ def agent_spec(
         env={
             **secrets,
             **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
-            **network_env,
+            **(wiring.proxy_env() if wiring is not None else {}),
             "HARNESS_SESSION": summary.session_id,
             "HARNESS_ITERATION": str(iteration),
             "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),

@@ -40,6 +40,17 @@ class DiskWatch:
 
 
 @dataclass(frozen=True)
+class Service:
+    """A host service the container reaches as plain TCP on its own loopback: `127.0.0.1:port`
+    inside is relayed to the host's Unix socket `socket` (the model gateway, the egress proxy).
+    The container gets no route anywhere; each backend decides how the bytes travel."""
+
+    name: str
+    port: int
+    socket: Path
+
+
+@dataclass(frozen=True)
 class Posture:
     """The hardening of design §4 item 4, as data: every backend must apply all of it or refuse."""
 
@@ -73,6 +84,7 @@ class ContainerSpec:
     labels: dict[str, str] = field(default_factory=dict)
     tmpfs: dict[str, str] = field(default_factory=dict)
     network: str = "none"
+    services: tuple[Service, ...] = ()
     runtime: str | None = None
     log_max_size: str = "10m"
     disk_watch: DiskWatch | None = None

@@ -31,7 +31,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
+from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit, Mount
 from runner.errors import (
     BackendError,
     DockerUnavailableError,
@@ -40,6 +40,7 @@ from runner.errors import (
     TransientBackendError,
 )
 from runner.output import OutputSink
+from runner.sandbox import NET_DIR, RELAY
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -143,6 +144,23 @@ def _last(lines: list[str]) -> str:
     return lines[-1] if lines else "the engine reported no output"
 
 
+def _mounts(spec: ContainerSpec) -> list[Mount]:
+    """The spec's mounts, and the directory of its services' sockets, read-only (the agent connects,
+    never creates or replaces a socket there)."""
+    dirs = {service.socket.parent for service in spec.services}
+    if len(dirs) > 1:
+        raise BackendError(f"the services' sockets must share one directory, not {sorted(map(str, dirs))}")
+    return [*spec.mounts, *(Mount(source=d, target=NET_DIR, read_only=True) for d in dirs)]
+
+
+def _command(spec: ContainerSpec) -> list[str]:
+    """The command behind `harness-relay`, which gives it a loopback port for each service's socket."""
+    if not spec.services:
+        return spec.command
+    listen = [arg for s in spec.services for arg in ("--listen", f"127.0.0.1:{s.port}={NET_DIR}/{s.socket.name}")]
+    return [RELAY, *listen, "--", *spec.command]
+
+
 @dataclass
 class _Running:
     container: Any
@@ -236,7 +254,8 @@ class DockerBackend(Backend):
         """The arguments of the engine's create call, as JSON data."""
         kwargs = self._create_args(spec)
         kwargs["mounts"] = [
-            {"type": "bind", "source": str(m.source), "target": m.target, "readOnly": m.read_only} for m in spec.mounts
+            {"type": "bind", "source": str(m.source), "target": m.target, "readOnly": m.read_only}
+            for m in _mounts(spec)
         ]
         kwargs["log_config"] = {"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": "1"}}
         return kwargs
@@ -246,7 +265,7 @@ class DockerBackend(Backend):
         posture = spec.posture
         kwargs: dict[str, Any] = {
             "image": spec.image,
-            "command": spec.command,
+            "command": _command(spec),
             "user": posture.user,
             "working_dir": spec.workdir,
             "environment": spec.env,
@@ -277,7 +296,8 @@ class DockerBackend(Backend):
     def start(self, spec: ContainerSpec, output: OutputSink) -> str:
         kwargs = self._create_args(spec)
         kwargs["mounts"] = [
-            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only) for m in spec.mounts
+            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+            for m in _mounts(spec)
         ]
         kwargs["log_config"] = LogConfig(type="json-file", config={"max-size": spec.log_max_size, "max-file": "1"})
         container = _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))

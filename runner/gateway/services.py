@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.backends.base import Mount
+from runner.backends.base import Service
 from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
 from runner.gateway.model import ModelGateway, secret_keys, upstreams_from_env
 from runner.gateway.prices import load_prices
 from runner.models import GatewayUsage, RunSummary
-from runner.sandbox import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, RELAY, bind
+from runner.sandbox import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET
 
 log = logging.getLogger(__name__)
 
@@ -36,21 +36,17 @@ def parse_allow_hosts(values: Sequence[str]) -> list[AllowRule]:
 
 @dataclass(frozen=True)
 class Wiring:
-    """What the agent's container needs to reach a run's network: the read-only mount of the
-    sockets, the relay in front of its command, the proxy environment (with an egress proxy)."""
+    """What the agent's container needs to reach a run's network: the services (each backend
+    relays them to the container's loopback) and the proxy environment (with an egress proxy)."""
 
     net_dir: Path
     egress: bool
 
-    def mount(self) -> Mount:
-        return bind(self.net_dir, NET_DIR, read_only=True)
-
-    def relay(self, command: list[str]) -> list[str]:
-        """`command` behind the in-container relay that gives it loopback ports to the sockets."""
-        listen = ["--listen", f"{LOOPBACK}:{GATEWAY_PORT}={NET_DIR}/{GATEWAY_SOCKET}"]
-        if self.egress:
-            listen += ["--listen", f"{LOOPBACK}:{EGRESS_PORT}={NET_DIR}/{EGRESS_SOCKET}"]
-        return [RELAY, *listen, "--", *command]
+    def services(self) -> tuple[Service, ...]:
+        gateway = Service("gateway", GATEWAY_PORT, self.net_dir / GATEWAY_SOCKET)
+        if not self.egress:
+            return (gateway,)
+        return gateway, Service("egress", EGRESS_PORT, self.net_dir / EGRESS_SOCKET)
 
     def proxy_env(self) -> dict[str, str]:
         if not self.egress:

@@ -21,6 +21,7 @@ import pytest
 import runner
 from runner import images
 from runner.backends.base import LABEL_CONTEXT, Backend
+from runner.backends.watchdog import run_container
 from runner.errors import ImageMissingError
 from runner.models import Limits
 from runner.output import CappedBuffer
@@ -84,7 +85,7 @@ def _hardened(backend: Backend, image: str, command: str, runtime: str) -> tuple
     )
     assert spec.network == "none" and spec.user == f"{AGENT_UID}:{AGENT_UID}"
     out = CappedBuffer()
-    result = backend.run(spec, timeout=120, output=out)
+    result = run_container(backend, spec, timeout=120, output=out)
     return result.exit_code, out.text()
 
 

@@ -46,7 +46,6 @@ def test_dry_run_prints_the_plan_and_creates_nothing(repo: GitRepo, harness_home
         "/workspace": False,
         "/harness": True,
         "/harness-out": False,
-        "/harness-net": True,  # the gateway's socket: the agent connects, never writes
     }
     assert plan["network"] == "none" and plan["gateway"]["inContainer"] == "http://127.0.0.1:8787"
     assert plan["hardening"]["dropCapabilities"] == ["ALL"] and plan["hardening"]["readOnlyRoot"] is True
@@ -54,8 +53,12 @@ def test_dry_run_prints_the_plan_and_creates_nothing(repo: GitRepo, harness_home
     submitted = plan["submission"]
     assert submitted["cap_drop"] == ["ALL"] and submitted["read_only"] is True and submitted["network_mode"] == "none"
     assert submitted["user"] == "10001:10001" and submitted["mem_limit"] == 1024**3 and submitted["pids_limit"] == 100
-    assert {m["target"] for m in submitted["mounts"]} == {m["target"] for m in plan["mounts"]}
-    assert submitted["command"][-2:] == ["--", "harness-demo-agent"]  # behind the gateway's relay
+    # The gateway's socket: the agent connects, never writes.
+    assert {m["target"]: m["readOnly"] for m in submitted["mounts"]} == {
+        **{m["target"]: m["readOnly"] for m in plan["mounts"]},
+        "/harness-net": True,
+    }
+    assert submitted["command"][0] == "harness-relay" and submitted["command"][-1] == "harness-demo-agent"
     assert not (repo.path / "memory").exists()
     assert list(harness_home.iterdir()) == []
     assert repo.git("for-each-ref") == refs_before

@@ -261,7 +261,15 @@ def test_network_options_are_checked_before_anything_is_created(repo: GitRepo) -
     assert plan["network"] == "allowlist" and plan["allowHosts"] == ["api.example.com:443"]
     assert plan["gateway"]["keysPresent"] == ["anthropic"] and plan["gateway"]["maxCostUsd"] == 3.0
     assert REAL_KEY not in json.dumps(plan)
-    assert {"source": plan["mounts"][-1]["source"], "target": "/harness-net", "readOnly": True} == plan["mounts"][-1]
+    # The Docker backend relays the gateway and the egress proxy from a read-only mount of their sockets.
+    submitted = plan["submission"]
+    net = [m for m in submitted["mounts"] if m["target"] == "/harness-net"]
+    assert net == [{"type": "bind", "source": net[0]["source"], "target": "/harness-net", "readOnly": True}]
+    assert submitted["command"][:5] == [
+        "harness-relay", "--listen", "127.0.0.1:8787=/harness-net/gateway.sock",
+        "--listen", "127.0.0.1:8788=/harness-net/egress.sock",
+    ]  # fmt: skip
+    assert [s["port"] for s in plan["services"]] == [8787, 8788]
 
 
 def _gateway_answers(sock: Path, tmp: Path) -> bool:

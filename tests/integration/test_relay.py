@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from runner.backends.watchdog import run_container
 from runner.gateway.egress import EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
 from runner.models import Limits
@@ -84,7 +85,7 @@ def run_in_container(command: list[str], net_dir: Path) -> tuple[int | None, str
         workdir="/tmp",
     )
     out = CappedBuffer()
-    result = DockerBackend().run(spec, timeout=120, output=out)
+    result = run_container(DockerBackend(), spec, timeout=120, output=out)
     return result.exit_code, out.text()
 
 

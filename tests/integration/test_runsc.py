@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from runner.backends.base import Backend
+from runner.backends.watchdog import run_container
 from runner.models import Limits
 from runner.output import CappedBuffer
 from runner.sandbox import AGENT_UID, NET_DIR, WORKSPACE, bind, hardened_spec, labels
@@ -50,7 +51,7 @@ def _run(backend: Backend, runtime: str, command: list[str], *mounts: tuple[Path
         runtime=runtime,
     )
     out = CappedBuffer()
-    result = backend.run(spec, timeout=60, output=out)
+    result = run_container(backend, spec, timeout=60, output=out)
     return (result.exit_code if result.exit_code is not None else -1), out.text()
 
 
