@@ -18,6 +18,8 @@ import logging
 import math
 import re
 import shutil
+import socket
+import struct
 import subprocess
 import tarfile
 import tempfile
@@ -38,6 +40,7 @@ from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineI
 from runner.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
 from runner.models import KubernetesBackendConfig
 from runner.output import OutputSink
+from runner.sandbox import RELAY
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +95,100 @@ def _agent_files(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     return tarfile.tar_filter(member, dest)
 
 
+READY, OPEN, DATA, EOF, CLOSE = 1, 2, 3, 4, 5  # harness-relay --mux frames
+HEADER = struct.Struct(">BII")
+TUNNEL_READY_SECONDS = 30.0
+
+
+class _Tunnel:
+    """The spec's services for a pod: `harness-relay --mux` in its `sync` container listens on the
+    pod's loopback (shared with `main`) and carries each connection over the exec stream to this
+    thread, which connects it to the host's Unix socket. The agent's key never enters the cluster:
+    the gateway that adds it runs here, with the supervisor."""
+
+    def __init__(self, resp: Any, services: dict[str, Path]) -> None:
+        self.resp = resp
+        self.services = services
+        self.lock = threading.Lock()  # one writer at a time on the exec stream
+        self.socks: dict[int, socket.socket] = {}
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="harness-k8s-tunnel", daemon=True)
+
+    def send(self, kind: int, conn: int, payload: bytes = b"") -> None:
+        with self.lock:
+            self.resp.write_stdin(HEADER.pack(kind, conn, len(payload)) + payload)
+
+    def _run(self) -> None:
+        buffer = bytearray()
+        try:
+            while self.resp.is_open():
+                self.resp.update(timeout=1)
+                if self.resp.peek_stdout():
+                    buffer.extend(self.resp.read_stdout())
+                while len(buffer) >= HEADER.size:
+                    kind, conn, size = HEADER.unpack_from(buffer)
+                    if len(buffer) < HEADER.size + size:
+                        break
+                    payload = bytes(buffer[HEADER.size : HEADER.size + size])
+                    del buffer[: HEADER.size + size]
+                    self._frame(kind, conn, payload)
+        except Exception as exc:  # the pod ended, or the API went away: every connection ends
+            log.debug("tunnel ended: %s", exc)
+        finally:
+            for sock in self.socks.values():
+                with contextlib.suppress(OSError):
+                    sock.close()
+            self.ready.set()
+
+    def _frame(self, kind: int, conn: int, payload: bytes) -> None:
+        if kind == READY:
+            self.ready.set()
+        elif kind == OPEN:
+            self._open(conn, self.services.get(payload.decode("utf-8", "replace")))
+        elif (known := self.socks.get(conn)) is not None:
+            try:
+                if kind == DATA:
+                    known.sendall(payload)
+                elif kind == EOF:
+                    known.shutdown(socket.SHUT_WR)
+                else:
+                    self.socks.pop(conn, None)
+                    known.close()
+            except OSError:
+                self.socks.pop(conn, None)
+                known.close()
+                self.send(CLOSE, conn)
+
+    def _open(self, conn: int, path: Path | None) -> None:
+        if path is None:  # a service this run does not have
+            self.send(CLOSE, conn)
+            return
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(str(path))
+        except OSError:
+            sock.close()
+            self.send(CLOSE, conn)
+            return
+        self.socks[conn] = sock
+        threading.Thread(target=self._upstream, args=(conn, sock), daemon=True).start()
+
+    def _upstream(self, conn: int, sock: socket.socket) -> None:
+        try:
+            while data := sock.recv(CHUNK):
+                self.send(DATA, conn, data)
+            self.send(EOF, conn)
+        except Exception:  # the socket or the stream closed: the pod's side gets a close
+            with contextlib.suppress(Exception):
+                self.send(CLOSE, conn)
+
+
 @dataclass
 class _Running:
     pod: str
     spec: ContainerSpec
     drain: threading.Thread | None = None
+    tunnel: _Tunnel | None = None
     failure: str | None = None  # the pod could not run (no node fits)
     vanished: bool = False
 
@@ -269,6 +361,8 @@ class KubernetesBackend(Backend):
             if running.failure is None:
                 for i, mount in enumerate(spec.mounts):
                     self._push(running.pod, mount.source, f"{SYNC_ROOT}/m{i}")
+                if spec.services:
+                    running.tunnel = self._tunnel(running.pod, spec)
                 drain = threading.Thread(target=self._drain, args=(running.pod, output), daemon=True)
                 drain.start()
                 running.drain = drain
@@ -349,6 +443,25 @@ class KubernetesBackend(Backend):
         if code != 0:
             tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {code}"]
             raise BackendError(f"{what}: {tail[0]}")
+
+    def _tunnel(self, pod: str, spec: ContainerSpec) -> _Tunnel:
+        listen = [arg for s in spec.services for arg in ("--mux", f"127.0.0.1:{s.port}={s.name}")]
+        try:
+            resp = k8s_stream(
+                self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container=SYNC,
+                command=[RELAY, *listen], stdin=True, stdout=True, stderr=True, tty=False,
+                _preload_content=False, binary=True,
+            )  # fmt: skip
+        except (ApiException, HTTPError, OSError) as exc:
+            raise _translate(exc, "open the services' tunnel") from None
+        tunnel = _Tunnel(resp, {s.name: s.socket for s in spec.services})
+        tunnel.thread.start()
+        if not tunnel.ready.wait(TUNNEL_READY_SECONDS) or not resp.is_open():
+            errors = resp.read_stderr() if resp.is_open() else b""
+            resp.close()
+            detail = errors.decode("utf-8", "replace").strip() or f"does the image {spec.image} have {RELAY}?"
+            raise BackendError(f"the services' tunnel did not start: {detail}")
+        return tunnel
 
     def _push(self, pod: str, source: Path, target: str) -> None:
         """The contents of the host directory `source` into `target` of the pod's `sync` container."""
@@ -493,7 +606,10 @@ class KubernetesBackend(Backend):
         return Exit(exit_code=int(terminated.exit_code), oom_killed=terminated.reason == "OOMKilled")
 
     def remove(self, container_id: str) -> None:
-        self._running.pop(container_id, None)
+        running = self._running.pop(container_id, None)
+        if running is not None and running.tunnel is not None:
+            with contextlib.suppress(Exception):
+                running.tunnel.resp.close()
         try:
             self.batch.delete_namespaced_job(
                 container_id, self.namespace, propagation_policy="Background", grace_period_seconds=0,

@@ -7,15 +7,18 @@ OOM fails here. The fake takes part only so the loop's unit tests can trust it.
 
 from __future__ import annotations
 
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch
+from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch, Service
 from runner.backends.fake import FakeBackend, FakeRun
 from runner.backends.watchdog import run_container
 from runner.errors import ImageMissingError
@@ -266,3 +269,65 @@ def test_a_running_container_carries_its_labels_and_is_removed_after(subject: Su
 def test_engine_check(subject: Subject) -> None:
     info = subject.backend.check()
     assert info.version and "runc" in info.runtimes
+
+
+ECHO_CLIENT = """
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 8787), timeout=30)
+s.sendall(b"ping " + sys.argv[1].encode())
+s.shutdown(socket.SHUT_WR)
+reply = b""
+while chunk := s.recv(65536):
+    reply += chunk
+print("reply:", reply.decode())
+"""
+
+
+@pytest.fixture(
+    params=[pytest.param("docker", marks=pytest.mark.docker), pytest.param("kubernetes", marks=pytest.mark.kubernetes)]
+)
+def engine(request: pytest.FixtureRequest) -> Backend:
+    if request.param == "docker":
+        from runner.backends.docker import DockerBackend
+
+        return DockerBackend()
+    from runner.backends.kubernetes import KubernetesBackend
+
+    return KubernetesBackend(request.getfixturevalue("k8s_config"))
+
+
+def test_a_host_service_is_reached_on_the_containers_loopback(engine: Backend, tmp_path: Path) -> None:
+    net = tmp_path / "net"
+    net.mkdir(mode=0o755)
+    path = net / "echo.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    path.chmod(0o777)
+    server.listen(8)
+    served: list[bytes] = []
+
+    def serve() -> None:
+        conn, _ = server.accept()
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        served.append(data)
+        conn.sendall(b"pong " + data[::-1] * 20000)  # about a megabyte back: more than one frame or read
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    out = CappedBuffer(cap=4 * MIB)
+    echo = spec(["python3", "-c", ECHO_CLIENT, "abc"], services=(Service("echo", 8787, path),))
+    result = run_container(engine, echo, timeout=120, output=out)
+    server.close()
+    assert result.exit_code == 0, out.text()[-500:]
+    assert served == [b"ping abc"]  # the host service saw exactly what the container sent
+    assert out.text().startswith("reply: pong " + "cba gnip" * 20000)
+
+
+def test_without_the_service_the_port_is_closed(engine: Backend) -> None:
+    # The control: the same client with no service in the spec cannot connect (no route, no relay).
+    out = CappedBuffer()
+    result = run_container(engine, spec(["python3", "-c", ECHO_CLIENT, "abc"]), timeout=120, output=out)
+    assert result.exit_code == 1 and "ConnectionRefusedError" in out.text()
