@@ -85,9 +85,13 @@ fetch_source() {
     log "fetching kubernetes $SRC_VERSION's source from Debian $SRC_SUITE"
     apt-get "${opts[@]}" update -qq >&2
     # Only the orig tarball is needed (and the only part still on the mirror): ignore the rest.
-    (cd "$CACHE/src" && apt-get "${opts[@]}" source --download-only kubernetes >&2) || true
+    (cd "$CACHE/src" && apt-get "${opts[@]}" source --download-only kubernetes \
+      >"$CACHE/src/apt.log" 2>&1) || true
     rm -rf "$dir"
-    [ "$(md5sum < "$tarball" | cut -d' ' -f1)" = "$SRC_MD5" ] || die "could not fetch $tarball"
+    if [ "$(md5sum < "$tarball" 2>/dev/null | cut -d' ' -f1)" != "$SRC_MD5" ]; then
+      cat "$CACHE/src/apt.log" >&2
+      die "could not fetch $tarball"
+    fi
   fi
   if [ ! -d "$CACHE/src/kubernetes-$K8S_VERSION/cmd" ]; then
     tar -C "$CACHE/src" -xzf "$tarball"
