@@ -273,6 +273,8 @@ evictionHard: {memory.available: "1Mi", nodefs.available: "1%", nodefs.inodesFre
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 serializeImagePulls: false
+# The node turns Ready at the first status update after the runtime's network is: 10 s by default.
+nodeStatusUpdateFrequency: 1s
 EOF
 }
 
@@ -377,20 +379,35 @@ cmd_start() {
   echo "$KUBECONFIG_PATH"
 }
 
-# stop_pid NAME: SIGTERM what start started under NAME, SIGKILL after 20 s.
-stop_pid() {
-  local name=$1 pid
-  if ! alive "$name"; then rm -f "$RUN/$name.pid"; return; fi
-  pid=$(cat "$RUN/$name.pid")
-  log "stopping $name ($pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  if ! wait_for "$name to exit" 20 bash -c "! [ -d /proc/$pid ]"; then kill -KILL "$pid" 2>/dev/null || true; fi
-  rm -f "$RUN/$name.pid"
+# stop_pids NAME...: SIGTERM what start started under these names, SIGKILL those still there after 20 s.
+stop_pids() {
+  local name pids=()
+  for name in "$@"; do
+    if alive "$name"; then
+      pids+=("$(cat "$RUN/$name.pid")")
+      log "stopping $name (${pids[-1]})"
+      kill -TERM "${pids[-1]}" 2>/dev/null || true
+    fi
+    rm -f "$RUN/$name.pid"
+  done
+  [ ${#pids[@]} -gt 0 ] || return 0
+  local deadline=$(( $(date +%s) + 20 )) pid left
+  while :; do
+    left=()
+    for pid in "${pids[@]}"; do [ -d "/proc/$pid" ] && left+=("$pid"); done
+    [ ${#left[@]} -eq 0 ] && return 0
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      log "killing ${left[*]} (still there 20 s after SIGTERM)"
+      kill -KILL "${left[@]}" 2>/dev/null || true
+      return 0
+    fi
+    sleep 0.2
+  done
 }
 
 cmd_stop() {
   need_root
-  stop_pid kubelet
+  stop_pids kubelet
   if alive dockerd; then
     local ids
     ids=$("${LAB_DOCKER[@]}" ps -aq 2>/dev/null || true)
@@ -400,19 +417,15 @@ cmd_stop() {
       "${LAB_DOCKER[@]}" rm -f $ids >/dev/null || true
     fi
   fi
-  stop_pid kube-scheduler
-  stop_pid kube-controller-manager
-  stop_pid kube-apiserver
-  stop_pid etcd
-  stop_pid dockerd
+  stop_pids kube-scheduler kube-controller-manager kube-apiserver
+  stop_pids etcd dockerd
+  # The kubelet bind-mounts its root dir onto itself and mounts pod volumes under it: unmount all,
+  # deepest first, or every start would stack another mount.
+  awk -v root="$STATE/kubelet" '$2 == root || index($2, root "/") == 1 { print $2 }' /proc/mounts \
+    | sort -r | while read -r mnt; do umount -l "$mnt" 2>/dev/null || true; done
   # The next start is a fresh cluster (no leftover pods or jobs); certificates and the lab's
   # images are kept.
-  rm -rf "$STATE/etcd"
-  if [ -d "$STATE/kubelet/pods" ]; then
-    # Pod volumes may still be mounted (emptyDir on tmpfs, secrets): unmount before removing.
-    grep -o " $STATE/kubelet/[^ ]*" /proc/mounts | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
-    rm -rf "$STATE/kubelet/pods"
-  fi
+  rm -rf "$STATE/etcd" "$STATE/kubelet/pods"
   log "stopped"
 }
 
