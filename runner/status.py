@@ -168,9 +168,18 @@ class RepoState:
     head: str | None  # HEAD's commit, where a merge would go (None: unborn)
     sessions_root: Path  # where its sessions' journals are (read from the environment once)
     refs: dict[str, str] = field(default_factory=dict)  # the harness's branches and discarded tips -> object
+    _asked: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
 
     def journal(self, session: str) -> Journal:
         return Journal.under(self.sessions_root, session)
+
+    def excludes_in_config(self, git: HostGit) -> str | None:
+        """core.excludesFile of the repository's own config, which check-ignore reads when the user's
+        global config names none (asked once, and only then)."""
+        if "excludes" not in self._asked:
+            proc = git.run("config", "--path", "--get", "core.excludesFile", check=False)
+            self._asked["excludes"] = proc.stdout.strip() or None
+        return self._asked["excludes"]
 
     def branch_commit(self, git: HostGit, session: str) -> str | None:
         ref = branch_for(session)
@@ -282,7 +291,7 @@ def _state(path: Path, *, content: bool) -> str:
     return f"{kind} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}" if content else kind
 
 
-def review_inputs(repo: RepoState, files: list[str]) -> str | None:
+def review_inputs(git: HostGit, repo: RepoState, files: list[str]) -> str | None:
     """The digest of what the review reads besides commits (see review.judge), for these changed paths.
     None when it cannot be summed up by a few stats: a changed path that is a directory on the disk (the
     review looks at every untracked file below it)."""
@@ -290,10 +299,10 @@ def review_inputs(repo: RepoState, files: list[str]) -> str | None:
     if code is None:
         return None
     top = repo.top
-    excludes = _excludes_file()
+    excludes = _excludes_file() or repo.excludes_in_config(git)
     lines = [code.hex(), *journal_roots(top, repo.sessions_root), f"excludes {excludes}"]
     for path in (repo.git_dir / "index", repo.git_dir / "config.worktree", repo.common_dir / "config",
-                 repo.common_dir / "info" / "exclude", *([Path(excludes)] if excludes else [])):  # fmt: skip
+                 repo.common_dir / "info" / "exclude", *([top / excludes] if excludes else [])):  # fmt: skip
         lines.append(f"{path} {_state(path, content=True)}")
     dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(p.count("/") + 1)}
     for d in sorted(dirs):
@@ -325,11 +334,11 @@ def branch_review(git: HostGit, repo: RepoState, journal: Journal, base: str, he
     if (
         cached
         and (cached.base_commit, cached.head_commit, cached.onto_commit) == key
-        and cached.inputs == review_inputs(repo, cached.files)
+        and cached.inputs == review_inputs(git, repo, cached.files)
     ):
         return cached
     changes = branch_changes(git, base, head, onto=repo.head)
-    inputs = review_inputs(repo, changes.files)  # before the tree is read: a change meanwhile shows next time
+    inputs = review_inputs(git, repo, changes.files)  # before the tree is read: a change meanwhile shows next time
     seen = judge(git, repo.top, changes)
     fresh = ReviewCache(
         base_commit=base, head_commit=head, onto_commit=repo.head, inputs=inputs or "", files=changes.files,

@@ -75,8 +75,9 @@ def test_a_second_look_runs_no_review_and_shows_the_same(repo: GitRepo, git_call
     git_calls.clear()
     second = shown(repo, "c1")
     assert second == first
-    # rev-parse (directories and HEAD) and for-each-ref: nothing of the review's dozen commands.
-    assert [c[0] for c in git_calls] == ["rev-parse", "for-each-ref"], git_calls
+    # rev-parse (directories and HEAD), for-each-ref, and the repository's core.excludesFile (this user has
+    # no global one): nothing of the review's dozen commands.
+    assert [c[0] for c in git_calls] == ["rev-parse", "for-each-ref", "config"], git_calls
     assert reviewing > 6, "the first look did not review (positive control of the count)"
 
 
@@ -143,10 +144,11 @@ def test_list_runs_git_once_per_repository(tmp_path: Path, git_calls: list[tuple
     assert len(cold) == 6 and all(isinstance(item, SessionStatus) for item in cold)
     git_calls.clear()
     assert list_all() == cold
-    assert sorted(c[0] for c in git_calls) == ["for-each-ref", "for-each-ref", "rev-parse", "rev-parse"], git_calls
+    assert sorted(c[0] for c in git_calls) == ["config", "config", "for-each-ref", "for-each-ref", "rev-parse",
+                                               "rev-parse"], git_calls  # fmt: skip
     git_calls.clear()
     assert list_statuses(repos[0].path) == [item for item in cold if item.repo == str(repos[0].path.resolve())]
-    assert sorted(c[0] for c in git_calls) == ["for-each-ref", "rev-parse"], git_calls
+    assert sorted(c[0] for c in git_calls) == ["config", "for-each-ref", "rev-parse"], git_calls
 
 
 def test_a_discarded_or_missing_branch_and_an_unborn_head(tmp_path: Path) -> None:
@@ -176,3 +178,16 @@ def test_staging_the_file_in_the_way_clears_it(repo: GitRepo) -> None:
     repo.git("add", "src/app.py")
     st = shown(repo, "c1")
     assert st.would_overwrite == [] and as_shown(st) == fresh(repo, st)
+
+
+def test_the_excludes_file_of_the_repositorys_config_is_an_input(repo: GitRepo, tmp_path: Path) -> None:
+    """With no global excludes file, check-ignore reads the one core.excludesFile in .git/config names."""
+    record_session(repo, "c1")
+    branch_commit(repo, "c1", {"src/app.py": "x = 1\n"})
+    excludes = tmp_path / "excludes"
+    excludes.write_text("# nothing yet\n")
+    repo.git("config", "core.excludesFile", str(excludes))
+    assert shown(repo, "c1").flagged == []
+    excludes.write_text("*.py\n")  # the file changes, the config does not
+    st = shown(repo, "c1")
+    assert st.flagged == ["src/app.py"] and as_shown(st) == fresh(repo, st)
