@@ -56,7 +56,7 @@ from runner.names import branch_for, validate_session
 from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
-from runner.settings import harness_env, resolve
+from runner.settings import RunOptions, harness_env, resolve
 from runner.supervisor import Supervisor, agent_spec
 from runner.workspace import RunDir, Workspace
 
@@ -132,10 +132,13 @@ class RunRequest:
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
 
 
-def backend_config(name: str, kubeconfig: str | None, context: str | None, namespace: str) -> BackendConfig:
-    if name == "kubernetes":
-        return KubernetesBackendConfig(kubeconfig=kubeconfig, context=context, namespace=namespace)
-    if kubeconfig or context or namespace != "default":
+def backend_config(options: RunOptions) -> BackendConfig:
+    if options.backend == "kubernetes":
+        return KubernetesBackendConfig(
+            kubeconfig=options.kubeconfig, context=options.kube_context, namespace=options.kube_namespace,
+            pending_timeout_seconds=parse_duration(options.kube_pending_timeout, option="--kube-pending-timeout"),
+        )  # fmt: skip
+    if options.kubeconfig or options.kube_context or options.kube_namespace != "default":
         raise UsageError("--kubeconfig, --kube-context and --kube-namespace need --backend kubernetes")
     return DockerBackendConfig()
 
@@ -170,7 +173,7 @@ def run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model,
-        max_turns=s.max_turns, backend=backend_config(s.backend, s.kubeconfig, s.kube_context, s.kube_namespace),
+        max_turns=s.max_turns, backend=backend_config(s),
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,

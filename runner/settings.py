@@ -50,7 +50,17 @@ BACKENDS = ("docker", "kubernetes")
 # A repository's files are written by the agents the harness runs (and merged by the user): they may not
 # widen what leaves the sandbox (secrets in, traffic out) or pick the weaker runtime.
 REPO_FORBIDDEN = frozenset(
-    {"env", "network", "allow_hosts", "runtime", "backend", "kubeconfig", "kube_context", "kube_namespace"}
+    {
+        "env",
+        "network",
+        "allow_hosts",
+        "runtime",
+        "backend",
+        "kubeconfig",
+        "kube_context",
+        "kube_namespace",
+        "kube_pending_timeout",
+    }
 )
 # Options that are alternatives of each other: they come together from the first layer that sets either.
 GROUPS = (("agent", "agent_cmd"), ("network", "allow_hosts"))
@@ -138,6 +148,10 @@ class RunOptions(BaseModel):
     )
     kube_context: str | None = Field(default=None, description="Kubernetes: the kubeconfig context (default: current).")
     kube_namespace: str = Field(default="default", description="Kubernetes: the namespace of the Jobs.")
+    kube_pending_timeout: Duration = Field(
+        default="5m",
+        description="Kubernetes: how long a pod may wait for a node before its iteration ends not-started.",
+    )
     network: str = Field(
         default="none",
         description="none (no network at all) or allowlist (only allow_hosts). Not in a repository's files.",
@@ -163,7 +177,7 @@ class RunOptions(BaseModel):
     def _disk(cls, value: str) -> str:
         return _size(value, minimum=1024**2)
 
-    @field_validator("iteration_timeout", "backoff_base", "max_time")
+    @field_validator("iteration_timeout", "backoff_base", "max_time", "kube_pending_timeout")
     @classmethod
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration(value)

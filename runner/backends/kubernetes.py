@@ -87,6 +87,17 @@ def _name(text: str) -> str:
     return re.sub(r"[^a-z0-9-]", "-", text.lower()).strip("-")[:20] or "c"
 
 
+def _safe_dirs(spec: ContainerSpec) -> dict[str, str]:
+    """A volume's top directory is root's (group the agent's), not the agent uid's as on Docker: git
+    would refuse a repository there as of dubious ownership. Each writable mount is named safe, in
+    the one config scope git honours for it besides system and global: GIT_CONFIG_COUNT (command)."""
+    targets = [m.target for m in spec.mounts if not m.read_only]
+    env = {"GIT_CONFIG_COUNT": str(len(targets))} if targets else {}
+    for i, target in enumerate(targets):
+        env |= {f"GIT_CONFIG_KEY_{i}": "safe.directory", f"GIT_CONFIG_VALUE_{i}": target}
+    return env
+
+
 def _agent_files(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
     """Python's `tar` filter (no member outside `dest`, none written through a link, no setuid
     bits; a link's target may point anywhere, as in a repository), and no devices or fifos."""
@@ -295,7 +306,7 @@ class KubernetesBackend(Backend):
             image_pull_policy="IfNotPresent",
             command=["sh", "-c", _WAIT_MAIN, "harness-wait", *spec.command],
             working_dir=spec.workdir,
-            env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted(spec.env.items())],
+            env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted({**_safe_dirs(spec), **spec.env}.items())],
             # Requests equal to limits: the pod is Guaranteed, and never placed on a node without room.
             resources=k8s.V1ResourceRequirements(
                 limits={"cpu": cpu, "memory": _quantity_memory(spec.memory_bytes)},
@@ -332,6 +343,7 @@ class KubernetesBackend(Backend):
                         automount_service_account_token=False,
                         enable_service_links=False,
                         dns_policy="Default",  # no cluster DNS is needed: the pod has no network
+                        termination_grace_period_seconds=5,  # the harness stops the agent itself, first
                         runtime_class_name=spec.runtime if spec.runtime and spec.runtime != "runc" else None,
                         security_context=k8s.V1PodSecurityContext(
                             run_as_user=posture.uid,
@@ -441,8 +453,8 @@ class KubernetesBackend(Backend):
         finally:
             resp.close()
         if code != 0:
-            tail = errors.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit {code}"]
-            raise BackendError(f"{what}: {tail[0]}")
+            tail = errors.decode("utf-8", "replace").strip().splitlines()[-3:] or [f"exit {code}"]
+            raise BackendError(f"{what}: {' | '.join(tail)}")
 
     def _tunnel(self, pod: str, spec: ContainerSpec) -> _Tunnel:
         listen = [arg for s in spec.services for arg in ("--mux", f"127.0.0.1:{s.port}={s.name}")]
@@ -467,14 +479,18 @@ class KubernetesBackend(Backend):
         """The contents of the host directory `source` into `target` of the pod's `sync` container."""
         with tempfile.TemporaryDirectory(prefix="harness-k8s-") as tmp:
             archive = Path(tmp) / "in.tar"
+            # The entries under `source`, not `source` itself: the volume's own directory is not the
+            # agent uid's to chmod or retime.
+            names = sorted(entry.name for entry in source.iterdir())
             made = subprocess.run(
-                ["tar", "-C", str(source), "--numeric-owner", "-cf", str(archive), "."],
-                capture_output=True, text=True, check=False,
+                ["tar", "-C", str(source), "--numeric-owner", "--null", "-cf", str(archive), "-T", "-"],
+                input="".join(f"{name}\0" for name in names), capture_output=True, text=True, check=False,
             )  # fmt: skip
             if made.returncode not in (0, 1):  # 1: a file changed as it was read
                 raise BackendError(f"packing {source} for the pod: {made.stderr.strip()[-300:]}")
             size = archive.stat().st_size
-            script = 'head -c "$1" | tar -x --no-same-owner -C "$2" -f -'
+            # --no-overwrite-dir: the volume's own directory is not the agent uid's to retime or chmod.
+            script = 'head -c "$1" | tar -x --no-same-owner --no-overwrite-dir -C "$2" -f -'
             self._exec(pod, SYNC, ["sh", "-c", script, "push", str(size), target], stdin=archive,
                        what=f"sending {source} to the pod")  # fmt: skip
 

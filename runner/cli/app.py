@@ -169,6 +169,10 @@ def run(
     kube_namespace: Annotated[
         str | None, typer.Option("--kube-namespace", help="Kubernetes: the namespace of the Jobs (default: default).")
     ] = None,
+    kube_pending_timeout: Annotated[
+        str | None,
+        typer.Option("--kube-pending-timeout", help="Kubernetes: how long a pod may wait for a node (default: 5m)."),
+    ] = None,
     network: Annotated[
         str | None,
         typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
@@ -208,7 +212,7 @@ def run(
             "memory": memory, "pids": pids, "iteration_timeout": iteration_timeout, "max_time": max_time,
             "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
             "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
-            "kube_namespace": kube_namespace,
+            "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
         },
     )  # fmt: skip
     engine = backend_for(request.backend)

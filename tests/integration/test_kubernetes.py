@@ -1,0 +1,154 @@
+"""End to end on the k8s lab (a real control plane, kubelet and scheduler) and real git:
+`harness run --backend kubernetes` as a user would type it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from runner.journal import load_model
+from runner.models import IterationRecord, KubernetesBackendConfig
+from tests.helpers import GitRepo, harness, wait_for
+
+pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
+
+REPORT = 'printf \'{"state": "%s", "summary": "%s"}\' "$1" "$2" > "$HARNESS_STATUS_FILE"'
+
+
+def k8s(config: KubernetesBackendConfig, *extra: str) -> list[str]:
+    assert config.kubeconfig is not None
+    return ["--backend", "kubernetes", "--kubeconfig", config.kubeconfig, "--kube-namespace", config.namespace,
+            "--kube-pending-timeout", "5s", *extra]  # fmt: skip
+
+
+def cluster_jobs(config: KubernetesBackendConfig, session: str) -> tuple[list[str], list[str]]:
+    """The Jobs and pods of a session in the test's namespace."""
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    api = loader.new_client_from_config(config_file=config.kubeconfig)
+    selector = f"io.solo-harness.session={session}"
+    jobs = client.BatchV1Api(api).list_namespaced_job(config.namespace, label_selector=selector).items
+    pods = client.CoreV1Api(api).list_namespaced_pod(config.namespace, label_selector=selector).items
+    return [j.metadata.name for j in jobs], [p.metadata.name for p in pods]
+
+
+def record(repo: GitRepo, session: str, n: int) -> IterationRecord:
+    return load_model(repo.journal(session) / f"iteration-{n:04d}.json", IterationRecord)
+
+
+def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
+    repo: GitRepo, k8s_config: KubernetesBackendConfig
+) -> None:
+    r = harness("run", "--objective", "Record two steps", "--session", "kdemo", "--agent", "demo",
+                "--max-iterations", "3", "--json", *k8s(k8s_config), cwd=repo.path, timeout=600)  # fmt: skip
+    assert r.code == 0, r.stderr
+    st = r.json()
+    assert st["status"] == "completed" and st["iterationCount"] == 2 and st["commitsAhead"] == 2
+    # The agent's commits came back as the checkpoint helper's bundle, harvested as on Docker.
+    assert repo.git("log", "--format=%s", "main..harness/kdemo").splitlines() == ["demo: step 2", "demo: step 1"]
+    assert "- step 2 (iteration 2" in repo.git("show", "harness/kdemo:DEMO_PROGRESS.md")
+    summary = json.loads((repo.journal("kdemo") / "run-summary.json").read_text())
+    assert summary["backend"] == {
+        "type": "kubernetes", "kubeconfig": k8s_config.kubeconfig, "context": None,
+        "namespace": k8s_config.namespace, "pendingTimeoutSeconds": 5.0,
+    }  # fmt: skip
+    # The agent's output streamed from the pod's log into the journal.
+    assert "step 1" in (repo.journal("kdemo") / "iteration-0001.log").read_text()
+    # Every Job is removed when its container ends.
+    assert cluster_jobs(k8s_config, "kdemo") == ([], [])
+
+
+def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: KubernetesBackendConfig) -> None:
+    slow = harness("run", "--objective", "x", "--session", "kslow", "--agent-cmd", "sleep 300",
+                   "--iteration-timeout", "5s", "--max-iterations", "1", "--json", *k8s(k8s_config),
+                   cwd=repo.path, timeout=600)  # fmt: skip
+    assert slow.json()["lastOutcome"] == "timed-out", slow.stderr
+    assert record(repo, "kslow", 1).timed_out and record(repo, "kslow", 1).exit_code in (137, 143)
+
+    hog = harness("run", "--objective", "x", "--session", "khog", "--memory", "64m", "--max-iterations", "1",
+                  "--agent-cmd", "head -c 1000m /dev/zero | tail -c 900m > /dev/null", "--json", *k8s(k8s_config),
+                  cwd=repo.path, timeout=600)  # fmt: skip
+    assert hog.json()["lastOutcome"] == "oom-killed", hog.stderr
+    assert record(repo, "khog", 1).oom_killed
+    assert cluster_jobs(k8s_config, "kslow") == ([], []) and cluster_jobs(k8s_config, "khog") == ([], [])
+
+
+def test_an_agent_no_node_can_take_ends_failed_with_the_schedulers_reason(
+    repo: GitRepo, k8s_config: KubernetesBackendConfig
+) -> None:
+    ok = harness("run", "--objective", "x", "--session", "kbig", "--agent-cmd", f"{REPORT} working first",
+                 "--max-iterations", "1", "--json", *k8s(k8s_config), cwd=repo.path, timeout=600)  # fmt: skip
+    assert ok.json()["lastOutcome"] == "working", ok.stderr
+    # The lab's one node has 2 CPUs: 64 fit nowhere. Each iteration ends at once, never a hang.
+    big = harness("resume", "--session", "kbig", "--cpus", "64", "--max-iterations", "5", "--json",
+                  cwd=repo.path, timeout=600)  # fmt: skip
+    st = big.json()
+    assert (st["status"], st["stopReason"]) == ("failed", "repeated-failures"), big.stderr
+    last = record(repo, "kbig", st["iterationCount"])
+    assert last.outcome == "not-started" and last.failure_class == "not-started"
+    assert last.backend_error is not None and "Insufficient cpu" in last.backend_error
+    assert cluster_jobs(k8s_config, "kbig") == ([], [])
+
+
+def test_a_vanished_pod_is_a_lost_iteration_and_resume_works(
+    repo: GitRepo, k8s_config: KubernetesBackendConfig
+) -> None:
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    core = client.CoreV1Api(loader.new_client_from_config(config_file=k8s_config.kubeconfig))
+    agent = f"if grep -q go-on /harness/prompt.md; then {REPORT} done resumed; else sleep 300; fi"
+    r = harness("run", "--objective", "x", "--session", "kgone", "--agent-cmd", agent, "--max-iterations", "2",
+                "--detach", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    selector = "io.solo-harness.session=kgone,io.solo-harness.role=agent"
+
+    def agent_pod() -> Any:
+        pods = core.list_namespaced_pod(k8s_config.namespace, label_selector=selector).items
+        running = [p for p in pods if p.status.phase == "Running"]
+        return running[0] if running else None
+
+    wait_for(agent_pod, timeout=180, what="the agent's pod")
+    core.delete_namespaced_pod(agent_pod().metadata.name, k8s_config.namespace, grace_period_seconds=0)
+
+    def ended() -> bool:
+        return harness("status", "--session", "kgone", "--json", cwd=repo.path).json()["status"] != "running"
+
+    wait_for(ended, timeout=180, what="the run to end")
+    st = harness("status", "--session", "kgone", "--json", cwd=repo.path).json()
+    assert st["status"] == "interrupted" and "vanished" in (st.get("error") or ""), st
+    assert harness("note", "go-on", "--session", "kgone", cwd=repo.path).code == 0
+    resumed = harness("resume", "--session", "kgone", "--max-iterations", "1", "--json", cwd=repo.path, timeout=600)
+    assert resumed.json()["status"] == "completed", resumed.stderr
+    assert resumed.json()["lastSummary"] == "resumed"
+
+
+def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: KubernetesBackendConfig) -> None:
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    r = harness("run", "--objective", "x", "--session", "kleft", "--agent-cmd", "sleep 300", "--max-iterations",
+                "1", "--detach", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    wait_for(lambda: any("agent" in j for j in cluster_jobs(k8s_config, "kleft")[0]), timeout=180, what="a Job")
+    # The supervisor dies without cleaning up (kill -9): its Job stays in the cluster.
+    import os
+    import signal
+
+    os.kill(r.json()["pid"], signal.SIGKILL)
+    wait_for(lambda: harness("status", "--session", "kleft", "--json", cwd=repo.path).json()["status"] != "running",
+             timeout=60, what="the dead supervisor to show")  # fmt: skip
+    assert cluster_jobs(k8s_config, "kleft")[0], "the control: the Job outlived its supervisor"
+    assert harness("gc", "--json", cwd=repo.path).code == 0
+    wait_for(lambda: cluster_jobs(k8s_config, "kleft") == ([], []), timeout=120, what="gc to reap the Job and pod")
+    assert harness("discard", "--session", "kleft", "--json", cwd=repo.path).code == 0
+    assert cluster_jobs(k8s_config, "kleft") == ([], [])
+    assert (
+        client.BatchV1Api(loader.new_client_from_config(config_file=k8s_config.kubeconfig))
+        .list_namespaced_job(k8s_config.namespace, label_selector="io.solo-harness.session=kleft")
+        .items
+        == []
+    )
