@@ -81,10 +81,10 @@ def _time_command(argv: list[str], cwd: Path, env: dict[str, str], before: Calla
 
 
 def _forget_reviews(repo: Path) -> Callable[[], None]:
-    """As after a harvest moved every branch: no session's review-cache.json is current."""
+    """As after a harvest moved every branch: no session's .review-cache.json is current."""
 
     def forget() -> None:
-        for path in repo.glob("memory/context-db/sessions/*/artifacts/solo-harness/review-cache.json"):
+        for path in repo.glob("memory/context-db/sessions/*/artifacts/solo-harness/.review-cache.json"):
             path.unlink()
 
     return forget
@@ -154,7 +154,7 @@ def measure(quick: bool) -> Result:
         f"{repeat} runs of each, interleaved; the journals were written with the pydantic models",
         "`status` and `list` with `--json` skip typer and rich (runner/__main__.py; the same core and rendering, "
         "byte for byte, tests/unit/test_startup.py), and show each branch's review from the session's "
-        "review-cache.json while its inputs are unchanged: git runs once per repository, not per session "
+        ".review-cache.json while its inputs are unchanged: git runs once per repository, not per session "
         "(the first look after a branch, HEAD or the working tree moved reviews again, timed separately here)",
         "Python's bytecode cache on, as an installed package has it (PYTHONDONTWRITEBYTECODE, set in this "
         "environment, would make every run compile the harness's modules again; the baseline compiles nothing)",

@@ -109,7 +109,7 @@ class Journal:
     @property
     def review_cache_path(self) -> Path:
         """The last review of the branch that status showed (runner.status.ReviewCache)."""
-        return self.dir / "review-cache.json"
+        return self.dir / ".review-cache.json"
 
     @property
     def control_path(self) -> Path:

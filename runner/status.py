@@ -1,11 +1,12 @@
 """Core of `status` and `list`: what each session of a repository (or of this machine) has come to.
 
 The review of a session's branch (its flagged paths, what a merge would overwrite, the commits ahead)
-takes a dozen host git commands. The result is kept in the session's journal (review-cache.json) with
-what it was computed from (the commits, and a digest of every other input: the review's code, the
-journal roots, and the state of each path of the user's tree and .git that the review reads), and it is
-used only while all of that is unchanged. So `list` runs git once per repository, not per session.
-`diff` and `merge` always review afresh: nothing is ever refused or allowed on a cached review.
+takes a dozen host git commands. The result is kept in the session's journal (.review-cache.json,
+hidden like its locks) with what it was computed from (the commits, and a digest of every other input:
+the review's code, the journal roots, and the state of each path of the user's tree and .git that the
+review reads), and it is used only while all of that is unchanged. So `list` runs git once per
+repository, not per session. `diff` and `merge` always review afresh: nothing is ever refused or
+allowed on a cached review.
 """
 
 from __future__ import annotations
@@ -217,7 +218,7 @@ def repo_state(git: HostGit) -> RepoState:
 
 
 class ReviewCache(JournalModel):
-    """review-cache.json in a session's journal: the last review of its branch shown by `status`, `list`,
+    """.review-cache.json in a session's journal: the last review of its branch shown by `status`, `list`,
     `hud` or `report`, with what it was computed from. Used only while every input is unchanged; written
     by whichever of those commands reviewed the branch last."""
 

@@ -1,4 +1,4 @@
-"""status and list keep the review of a branch in the journal (review-cache.json) and run git once per
+"""status and list keep the review of a branch in the journal (.review-cache.json) and run git once per
 repository: what they show must stay what a fresh review says, whatever moved in between."""
 
 from __future__ import annotations
@@ -70,7 +70,7 @@ def test_a_second_look_runs_no_review_and_shows_the_same(repo: GitRepo, git_call
     branch_commit(repo, "c1", {".vscode/tasks.json": "{}\n", "src/app.py": "x = 1\n"})
     first = shown(repo, "c1")
     assert first.flagged == [".vscode/tasks.json"] and first.commits_ahead == 2
-    assert (repo.journal("c1") / "review-cache.json").is_file()
+    assert (repo.journal("c1") / ".review-cache.json").is_file()
     reviewing = len(git_calls)
     git_calls.clear()
     second = shown(repo, "c1")
@@ -132,7 +132,7 @@ def test_a_changed_path_that_is_a_directory_here_is_never_cached(repo: GitRepo) 
     assert first.would_overwrite == []  # an empty directory is in nobody's way
     (repo.path / "data" / "mine.txt").write_text("untracked\n")
     assert shown(repo, "c1").would_overwrite == ["data"]
-    assert not (repo.journal("c1") / "review-cache.json").exists()
+    assert not (repo.journal("c1") / ".review-cache.json").exists()
 
 
 def test_list_runs_git_once_per_repository(tmp_path: Path, git_calls: list[tuple[str, ...]]) -> None:
