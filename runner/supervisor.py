@@ -66,8 +66,9 @@ MAX_REPORT_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0
 FAILURE_OUTCOMES = frozenset(
-    {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED}
-)
+    {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED,
+     Outcome.NOT_STARTED}
+)  # fmt: skip
 CHECK_TAIL_LINES = 40
 RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
 
@@ -314,6 +315,8 @@ class Supervisor:
         summary.backoff.until = None
         failed = record.outcome in FAILURE_OUTCOMES
         summary.consecutive_failures = summary.consecutive_failures + 1 if failed else 0
+        if record.outcome is Outcome.NOT_STARTED:
+            return  # the agent never ran: neither progress nor being stuck, only a failure
         changed = bool(record.commits) or record.harvest_error is not None
         summary.unchanged_iterations = 0 if changed else summary.unchanged_iterations + 1
 
@@ -379,7 +382,8 @@ class Supervisor:
                     FailureClass.CHECK,
                     False,
                 )
-        self._harvest(summary, record)
+        if record.outcome is not Outcome.NOT_STARTED:  # the agent never ran: the copy is as it was
+            self._harvest(summary, record)
         self.journal.write_iteration(record)
         if notes:
             self._consume_notes({note.id for note in notes}, n)

@@ -55,6 +55,7 @@ API_TIMEOUT = 60
 TRANSFER_ALLOWANCE_SECONDS = 900
 MAX_TRANSFER_BYTES = 16 * 1024**3
 CHUNK = 1024 * 1024
+SHORT_EXEC_SECONDS = 30.0  # a touch, a du: never a transfer
 PULL_FAILURES = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 
 _WAIT_MAIN = f'until [ -e {CONTROL}/ready ]; do sleep 0.2; done; "$@"; exit $?'
@@ -230,6 +231,11 @@ class KubernetesBackend(Backend):
     @property
     def core(self) -> Any:
         return k8s.CoreV1Api(self.api)
+
+    def _exec_api(self) -> Any:
+        """A client of its own for each exec: the client's `stream` swaps its ApiClient's request
+        method for the websocket one while it connects, which would derail any other thread's calls."""
+        return k8s.CoreV1Api(k8s.ApiClient(configuration=self.api.configuration))
 
     @property
     def batch(self) -> Any:
@@ -419,11 +425,13 @@ class KubernetesBackend(Backend):
         return None
 
     def _exec(self, pod: str, container: str, command: list[str], *, what: str, stdin: Path | None = None,
-              stdout: Path | None = None) -> None:  # fmt: skip
-        """Run `command` in a container of `pod`, feeding it `stdin` and keeping its stdout in `stdout`."""
+              stdout: Path | None = None, timeout: float | None = SHORT_EXEC_SECONDS) -> None:  # fmt: skip
+        """Run `command` in a container of `pod`, feeding it `stdin` and keeping its stdout in `stdout`;
+        given up after `timeout` seconds (a stream into a pod that vanished may never close)."""
+        deadline = time.monotonic() + timeout if timeout is not None else math.inf
         try:
             resp = k8s_stream(
-                self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container=container,
+                self._exec_api().connect_get_namespaced_pod_exec, pod, self.namespace, container=container,
                 command=command, stdin=stdin is not None, stdout=True, stderr=True, tty=False,
                 _preload_content=False, binary=True,
             )  # fmt: skip
@@ -439,6 +447,8 @@ class KubernetesBackend(Backend):
                         while chunk := source.read(CHUNK):
                             resp.write_stdin(chunk)
                 while resp.is_open():
+                    if time.monotonic() > deadline:
+                        raise BackendError(f"{what}: no end after {timeout:.0f} s")
                     resp.update(timeout=1)
                     if resp.peek_stdout():
                         data = resp.read_stdout()
@@ -460,7 +470,7 @@ class KubernetesBackend(Backend):
         listen = [arg for s in spec.services for arg in ("--mux", f"127.0.0.1:{s.port}={s.name}")]
         try:
             resp = k8s_stream(
-                self.core.connect_get_namespaced_pod_exec, pod, self.namespace, container=SYNC,
+                self._exec_api().connect_get_namespaced_pod_exec, pod, self.namespace, container=SYNC,
                 command=[RELAY, *listen], stdin=True, stdout=True, stderr=True, tty=False,
                 _preload_content=False, binary=True,
             )  # fmt: skip
@@ -492,7 +502,7 @@ class KubernetesBackend(Backend):
             # --no-overwrite-dir: the volume's own directory is not the agent uid's to retime or chmod.
             script = 'head -c "$1" | tar -x --no-same-owner --no-overwrite-dir -C "$2" -f -'
             self._exec(pod, SYNC, ["sh", "-c", script, "push", str(size), target], stdin=archive,
-                       what=f"sending {source} to the pod")  # fmt: skip
+                       what=f"sending {source} to the pod", timeout=TRANSFER_ALLOWANCE_SECONDS)  # fmt: skip
 
     def _pull(self, pod: str, source: str, target: Path) -> None:
         """Make the host directory `target` hold what `source` of the pod holds (the agent's files:
@@ -501,7 +511,7 @@ class KubernetesBackend(Backend):
             archive = Path(tmp) / "out.tar"
             script = 'chmod -R u+rwX "$1" 2>/dev/null; tar -C "$1" -cf - .'
             self._exec(pod, SYNC, ["sh", "-c", script, "pull", source], stdout=archive,
-                       what=f"collecting {target.name} from the pod")  # fmt: skip
+                       what=f"collecting {target.name} from the pod", timeout=TRANSFER_ALLOWANCE_SECONDS)  # fmt: skip
             fresh = Path(tmp) / "tree"
             fresh.mkdir()
             try:
@@ -597,7 +607,8 @@ class KubernetesBackend(Backend):
                 return
             pod = str(found.metadata.name)
         with contextlib.suppress(BackendError):
-            self._exec(pod, MAIN, ["sh", "-c", _STOP, "stop", str(max(1, int(grace)))], what="stop the container")
+            self._exec(pod, MAIN, ["sh", "-c", _STOP, "stop", str(max(1, int(grace)))], what="stop the container",
+                       timeout=grace + SHORT_EXEC_SECONDS)  # fmt: skip
 
     def finish(self, container_id: str) -> Exit:
         running = self._running.get(container_id)

@@ -137,6 +137,23 @@ def test_repeated_failures_end_the_run_as_failed(tmp_path: Path, repo: GitRepo) 
     assert records[2].timed_out and records[2].outcome is Outcome.TIMED_OUT
 
 
+def test_an_agent_the_backend_cannot_place_fails_the_run_without_a_harvest(tmp_path: Path, repo: GitRepo) -> None:
+    reason = "no node can run it: 0/3 nodes are available: 3 Insufficient cpu."
+    # stuck_after equal to the failure limit: a not-started iteration must not count as "no change".
+    h = Harness(tmp_path, repo, lambda spec: FakeRun(failure=reason), max_iterations=10, stuck_after=3)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.FAILED,
+        StopReason.REPEATED_FAILURES,
+        3,
+    )
+    records = h.journal.iterations()
+    assert [(r.outcome, r.failure_class, r.backend_error) for r in records] == [
+        (Outcome.NOT_STARTED, FailureClass.NOT_STARTED, reason)
+    ] * 3
+    assert not [s for s in h.backend.runs if s.labels.get("io.solo-harness.role") == "helper"]  # nothing to harvest
+
+
 def test_a_success_resets_the_failure_count(tmp_path: Path, repo: GitRepo) -> None:
     h = Harness(
         tmp_path,
