@@ -158,3 +158,56 @@ def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: Kubern
         .items
         == []
     )
+
+
+def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the_key(
+    repo: GitRepo, k8s_config: KubernetesBackendConfig
+) -> None:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    from tests.integration.test_gateway_run import AGENT, REAL_KEY
+    from tests.upstreams import Reply, ScriptedUpstream, Usage
+
+    (repo.path / "agent.py").write_text(AGENT)
+    repo.git("add", "agent.py")
+    repo.git("commit", "-q", "-m", "agent")
+    api = loader.new_client_from_config(config_file=k8s_config.kubeconfig)
+    usage = Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=2000)
+    with ScriptedUpstream(anthropic=[Reply(text="scripted answer", usage=usage, model="claude-sonnet-4-5")]) as up:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "kgw", "--agent-cmd",
+             "LINGER=4 python3 agent.py", "--json", *k8s(k8s_config)], cwd=repo.path, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": REAL_KEY},
+        )  # fmt: skip
+        # While the agent lingers, everything the cluster holds of its Job and pod is read back.
+        seen_in_cluster = ""
+        deadline = time.monotonic() + 180
+        while not seen_in_cluster and time.monotonic() < deadline and proc.poll() is None:
+            selector = "io.solo-harness.session=kgw,io.solo-harness.role=agent"
+            jobs = client.BatchV1Api(api).list_namespaced_job(k8s_config.namespace, label_selector=selector).items
+            pods = client.CoreV1Api(api).list_namespaced_pod(k8s_config.namespace, label_selector=selector).items
+            if jobs and pods:
+                seen_in_cluster = json.dumps(api.sanitize_for_serialization([*jobs, *pods]))
+            time.sleep(0.2)
+        out, err = proc.communicate(timeout=300)
+        upstream_saw = up.seen("/v1/messages")
+    st = json.loads(out)
+    assert st["status"] == "completed", err
+    assert seen_in_cluster and REAL_KEY not in seen_in_cluster
+    pod = json.loads(seen_in_cluster)[1]["spec"]
+    assert "hostNetwork" not in pod and all("hostPath" not in v for v in pod["volumes"])
+    # The upstream saw the real key, swapped in by the gateway on this machine; the pod held a placeholder.
+    assert [r.headers["x-api-key"] for r in upstream_saw] == [REAL_KEY]
+    env_seen = repo.git("show", "harness/kgw:env-seen.txt")
+    assert "ANTHROPIC_BASE_URL=http://127.0.0.1:8787" in env_seen and REAL_KEY not in env_seen
+    assert "scripted answer" in repo.git("show", "harness/kgw:answer.txt")
+    # Usage and cost are counted as on Docker: 1000*3 + 500*15 + 2000*0.3 per million tokens.
+    assert record(repo, "kgw", 1).usage is not None
+    assert st["usage"]["costUsd"] == pytest.approx(0.0111) and st["usage"]["requests"] == 1
