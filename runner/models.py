@@ -350,6 +350,11 @@ class KubernetesBackendConfig(JournalModel):
         gt=0,
         description="How long a pod may stay unschedulable before the iteration ends `not-started`.",
     )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        default="IfNotPresent",
+        description="The pods' imagePullPolicy (--kube-image-pull-policy): `IfNotPresent`, `Always`, or `Never` "
+        "(only images the nodes hold).",
+    )
 
 
 BackendConfig = Annotated[DockerBackendConfig | KubernetesBackendConfig, Field(discriminator="type")]

@@ -137,8 +137,14 @@ def backend_config(options: RunOptions) -> BackendConfig:
         return KubernetesBackendConfig(
             kubeconfig=options.kubeconfig, context=options.kube_context, namespace=options.kube_namespace,
             pending_timeout_seconds=parse_duration(options.kube_pending_timeout, option="--kube-pending-timeout"),
+            image_pull_policy=options.kube_image_pull_policy,
         )  # fmt: skip
-    if options.kubeconfig or options.kube_context or options.kube_namespace != "default":
+    if (
+        options.kubeconfig
+        or options.kube_context
+        or options.kube_namespace != "default"
+        or (options.kube_image_pull_policy != "IfNotPresent")
+    ):
         raise UsageError("--kubeconfig, --kube-context and --kube-namespace need --backend kubernetes")
     return DockerBackendConfig()
 

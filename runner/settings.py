@@ -24,7 +24,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -148,6 +148,9 @@ class RunOptions(BaseModel):
     )
     kube_context: str | None = Field(default=None, description="Kubernetes: the kubeconfig context (default: current).")
     kube_namespace: str = Field(default="default", description="Kubernetes: the namespace of the Jobs.")
+    kube_image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        default="IfNotPresent", description="Kubernetes: the pods' imagePullPolicy (Never: only images the nodes hold)."
+    )
     kube_pending_timeout: Duration = Field(
         default="5m",
         description="Kubernetes: how long a pod may wait for a node before its iteration ends not-started.",

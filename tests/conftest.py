@@ -120,4 +120,7 @@ def k8s_namespace() -> Iterator[str]:
 def k8s_config(k8s_namespace: str) -> KubernetesBackendConfig:
     from runner.models import KubernetesBackendConfig
 
-    return KubernetesBackendConfig(kubeconfig=str(LAB_KUBECONFIG), namespace=k8s_namespace, pending_timeout_seconds=15)
+    # Never: the lab's engine must not look for a registry (these machines reach only loopback).
+    return KubernetesBackendConfig(
+        kubeconfig=str(LAB_KUBECONFIG), namespace=k8s_namespace, pending_timeout_seconds=15, image_pull_policy="Never"
+    )

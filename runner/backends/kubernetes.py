@@ -309,7 +309,7 @@ class KubernetesBackend(Backend):
         main = k8s.V1Container(
             name=MAIN,
             image=spec.image,
-            image_pull_policy="IfNotPresent",
+            image_pull_policy=self.config.image_pull_policy,
             command=["sh", "-c", _WAIT_MAIN, "harness-wait", *spec.command],
             working_dir=spec.workdir,
             env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted({**_safe_dirs(spec), **spec.env}.items())],
@@ -324,7 +324,7 @@ class KubernetesBackend(Backend):
         sync = k8s.V1Container(
             name=SYNC,
             image=spec.image,
-            image_pull_policy="IfNotPresent",
+            image_pull_policy=self.config.image_pull_policy,
             command=["sh", "-c", _WAIT_SYNC],
             working_dir="/",
             resources=k8s.V1ResourceRequirements(

@@ -169,6 +169,10 @@ def run(
     kube_namespace: Annotated[
         str | None, typer.Option("--kube-namespace", help="Kubernetes: the namespace of the Jobs (default: default).")
     ] = None,
+    kube_image_pull_policy: Annotated[
+        str | None,
+        typer.Option("--kube-image-pull-policy", help="Kubernetes: IfNotPresent (default), Always or Never."),
+    ] = None,
     kube_pending_timeout: Annotated[
         str | None,
         typer.Option("--kube-pending-timeout", help="Kubernetes: how long a pod may wait for a node (default: 5m)."),
@@ -213,6 +217,7 @@ def run(
             "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
             "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
             "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
+            "kube_image_pull_policy": kube_image_pull_policy,
         },
     )  # fmt: skip
     engine = backend_for(request.backend)

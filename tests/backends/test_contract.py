@@ -141,7 +141,7 @@ def _k8s_subject(config: KubernetesBackendConfig) -> Subject:
                     spec=client.V1PodSpec(
                         restart_policy="Never", automount_service_account_token=False,
                         containers=[client.V1Container(name="c", image="harness-base:latest", command=["true"],
-                                                       image_pull_policy="IfNotPresent")],
+                                                       image_pull_policy="Never")],
                     )
                 )
             ),

@@ -23,7 +23,7 @@ def k8s(config: KubernetesBackendConfig, pending: str = "90s") -> list[str]:
     """The options of a run on the lab; a pod of the test before may still be leaving the one node."""
     assert config.kubeconfig is not None
     return ["--backend", "kubernetes", "--kubeconfig", config.kubeconfig, "--kube-namespace", config.namespace,
-            "--kube-pending-timeout", pending]  # fmt: skip
+            "--kube-pending-timeout", pending, "--kube-image-pull-policy", "Never"]  # fmt: skip
 
 
 def cluster_jobs(config: KubernetesBackendConfig, session: str) -> tuple[list[str], list[str]]:
@@ -56,7 +56,7 @@ def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
     summary = json.loads((repo.journal("kdemo") / "run-summary.json").read_text())
     assert summary["backend"] == {
         "type": "kubernetes", "kubeconfig": k8s_config.kubeconfig, "context": None,
-        "namespace": k8s_config.namespace, "pendingTimeoutSeconds": 90.0,
+        "namespace": k8s_config.namespace, "pendingTimeoutSeconds": 90.0, "imagePullPolicy": "Never",
     }  # fmt: skip
     # The agent's output streamed from the pod's log into the journal.
     assert "step 1" in (repo.journal("kdemo") / "iteration-0001.log").read_text()

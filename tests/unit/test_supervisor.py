@@ -118,7 +118,11 @@ def test_max_iterations_stops_a_working_agent(tmp_path: Path, repo: GitRepo) -> 
 
 def test_repeated_failures_end_the_run_as_failed(tmp_path: Path, repo: GitRepo) -> None:
     h = Harness(
-        tmp_path, repo, script(report("working"), crash, timeout, crash), max_iterations=10, max_consecutive_failures=3,
+        tmp_path,
+        repo,
+        script(report("working"), crash, timeout, crash),
+        max_iterations=10,
+        max_consecutive_failures=3,
         iteration_timeout_seconds=0.3,
     )
     result = h.run()
