@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -344,7 +344,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     plan.user = spec.user
     plan.mounts = [PlannedMount(source=str(m.source), target=m.target, read_only=m.read_only) for m in spec.mounts]
     plan.hardening = {to_camel(k): v for k, v in asdict(spec.posture).items()}
-    plan.submission = backend.submission(spec)
+    # What the watchdog sets when the iteration runs (its timeout), so a backend can show its backstop.
+    plan.submission = backend.submission(replace(spec, deadline_seconds=limits.iteration_timeout_seconds))
     plan.services = [PlannedService(name=s.name, port=s.port, socket=str(s.socket)) for s in spec.services]
     return plan
 

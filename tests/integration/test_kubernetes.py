@@ -211,3 +211,27 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
     # Usage and cost are counted as on Docker: 1000*3 + 500*15 + 2000*0.3 per million tokens.
     assert record(repo, "kgw", 1).usage is not None
     assert st["usage"]["costUsd"] == pytest.approx(0.0111) and st["usage"]["requests"] == 1
+
+
+def test_dry_run_prints_the_job_it_would_submit_and_creates_nothing(
+    repo: GitRepo, k8s_config: KubernetesBackendConfig
+) -> None:
+    r = harness("run", "--objective", "x", "--session", "kdry", "--agent", "demo", "--cpus", "1.5", "--memory", "1g",
+                "--iteration-timeout", "10m", "--dry-run", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    plan = r.json()
+    job = plan["submission"]
+    assert (job["apiVersion"], job["kind"], job["metadata"]["namespace"]) == ("batch/v1", "Job", k8s_config.namespace)
+    assert job["spec"]["backoffLimit"] == 0
+    # The iteration timeout, plus the pending timeout and the transfer allowance: a backstop.
+    assert job["spec"]["activeDeadlineSeconds"] == 600 + 90 + 900
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never" and pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+    main = pod["containers"][0]
+    assert main["resources"]["limits"] == {"cpu": "1500m", "memory": str(1024**3)}
+    assert main["securityContext"]["readOnlyRootFilesystem"] is True
+    assert main["command"][-1] == "harness-demo-agent" and "harness-relay" not in main["command"]  # tunnelled
+    assert job["metadata"]["labels"]["io.solo-harness.session"] == "kdry"
+    assert [s["port"] for s in plan["services"]] == [8787]
+    assert cluster_jobs(k8s_config, "kdry") == ([], []) and not repo.journal("kdry").exists()
