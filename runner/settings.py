@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -185,18 +185,12 @@ class RunOptions(BaseModel):
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration(value)
 
-    @field_validator("runtime")
+    @field_validator("runtime", "backend")
     @classmethod
-    def _runtime(cls, value: str) -> str:
-        if value not in RUNTIMES:
-            raise ValueError(f"{value!r} is not one of {', '.join(RUNTIMES)}")
-        return value
-
-    @field_validator("backend")
-    @classmethod
-    def _backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"{value!r} is not one of {', '.join(BACKENDS)}")
+    def _choice(cls, value: str, info: ValidationInfo) -> str:
+        allowed = {"runtime": RUNTIMES, "backend": BACKENDS}[str(info.field_name)]
+        if value not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
         return value
 
     @field_validator("network")

@@ -7,11 +7,13 @@ stop grace) lives once above every backend, in `runner.backends.watchdog`.
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from runner.errors import BackendError
 from runner.output import OutputSink
 
 LABEL_PREFIX = "io.solo-harness"
@@ -202,9 +204,14 @@ class Backend(ABC):
         """One sample of a container's CPU, memory and pids against its limits, without streaming;
         None when the container is gone or not running. Raises BackendError for engine faults."""
 
-    @abstractmethod
     def reap(self, labels: dict[str, str]) -> list[str]:
         """Force-remove every container carrying all `labels`; return their ids."""
+        removed = []
+        for container_id in self.list_containers(labels):
+            with contextlib.suppress(BackendError):
+                self.remove(container_id)
+                removed.append(container_id)
+        return removed
 
     @abstractmethod
     def prune_images(self, labels: dict[str, str]) -> list[str]:

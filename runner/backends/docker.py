@@ -420,14 +420,6 @@ class DockerBackend(Backend):
     def _remove(self, container_id: str) -> None:
         _call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
 
-    def reap(self, labels: dict[str, str]) -> list[str]:
-        removed = []
-        for cid in self.list_containers(labels):
-            with contextlib.suppress(BackendError):
-                self._remove(cid)
-                removed.append(cid)
-        return removed
-
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         filters = {"dangling": True, "label": [f"{k}={v}" for k, v in labels.items()]}
         result = _call("prune images", lambda: self.client.images.prune(filters=filters))

@@ -151,11 +151,5 @@ class FakeBackend(Backend):
     def stats(self, container_id: str) -> ContainerStats | None:
         return self.samples.get(container_id) if container_id in self.existing else None
 
-    def reap(self, labels: dict[str, str]) -> list[str]:
-        ids = list(self.list_containers(labels))
-        for cid in ids:
-            del self.existing[cid]
-        return ids
-
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         return []

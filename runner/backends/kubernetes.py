@@ -661,11 +661,3 @@ class KubernetesBackend(Backend):
 
     def stats(self, container_id: str) -> ContainerStats | None:
         return None  # the metrics API is optional in a cluster; the hud shows no sample
-
-    def reap(self, labels: dict[str, str]) -> list[str]:
-        removed = []
-        for name in self.list_containers(labels):
-            with contextlib.suppress(BackendError):
-                self.remove(name)
-                removed.append(name)
-        return removed
