@@ -37,6 +37,6 @@ def test_iteration_breakdown_names_every_phase() -> None:
     result = run_all.BENCHMARKS["iteration-overhead"](True)
     phases = dict(result.breakdown)
     for phase in ("prompt", "agent container: start", "agent container: wait", "helper container: start",
-                  "fetch of the bundle (host git)", "journal: iteration record"):  # fmt: skip
+                  "bundle: index-pack --strict, checks, install (host git)", "journal: iteration record"):  # fmt: skip
         assert phases.get(phase, 0) > 0, (phase, phases)
     assert phases["iteration, end to end"] >= phases["agent container: start"] + phases["helper container: start"]
