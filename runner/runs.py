@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import re
+import socket
 import subprocess
 import sys
 import threading
@@ -50,6 +51,7 @@ from runner.models import (
     RunState,
     RunSummary,
     StopReason,
+    SupervisorInfo,
     WorktreeInfo,
 )
 from runner.names import branch_for, validate_session
@@ -523,6 +525,10 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
         journal = Journal.for_repo(git.info().top, validate_session(session))
         with journal.supervisor_lock():
             summary = journal.read_summary()
+            # Who drives the session, in the journal from the moment the lock is held (making the copy
+            # can take a while): the pid `status` and `stop` then find is this process's.
+            summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+            journal.write_summary(summary)
             secrets = secret_values(summary.env_names)
             workspace = _workspace(backend, summary)
             try:
@@ -531,6 +537,7 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
                 summary.status = RunState.INTERRUPTED
                 summary.stop_reason = StopReason.INFRASTRUCTURE
                 summary.error = exc.message
+                summary.supervisor = None
                 journal.write_summary(summary)
                 raise
             network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir)
