@@ -19,7 +19,7 @@ from runner.journal import Journal, load_model
 from runner.models import CamelModel, DockerBackendConfig, Limits, RunOwner
 from runner.paths import data_home, home_key, repo_key
 from runner.review import DISCARDED_PREFIX, DiscardedRepo, discarded_repos_dir, expire_discarded
-from runner.status import SessionProblem, SessionStatus, session_status, supervisor_alive
+from runner.status import supervisor_alive
 from runner.workspace import RunDir, Workspace
 
 log = logging.getLogger(__name__)
@@ -37,21 +37,6 @@ def _owner(run_dir: Path) -> RunOwner | None:
         return load_model(run_dir / "owner.json", RunOwner)
     except HarnessError:
         return None
-
-
-def list_all() -> list[SessionStatus | SessionProblem]:
-    """Every session that has a copy on this machine, in any repository."""
-    found: list[SessionStatus | SessionProblem] = []
-    for run_dir in _run_dirs():
-        owner = _owner(run_dir)
-        if owner is None:
-            continue
-        try:
-            with HostGit(Path(owner.repo)) as git:
-                found.append(session_status(git.info().top, owner.session_id, git))
-        except HarnessError as exc:
-            found.append(SessionProblem(session_id=owner.session_id, error=f"{owner.repo}: {exc.message}"))
-    return found
 
 
 class GcResult(CamelModel):
