@@ -163,9 +163,8 @@ def measure(quick: bool) -> Result:
     launch_each = result.measures[-2].median / last
     mem_mb = _mem_total_mb()
     result.notes.append(
-        f"Where this machine's limit is ({last} sessions): each idle supervisor costs about {cpu_each:.3f} % of one "
-        f"core, so 2 % of a core is reached near {2 / cpu_each:.0f} sessions and one whole core near "
-        f"{100 / cpu_each:.0f}; each holds about {rss_each:.0f} MB resident, so the {mem_mb / 1024:.0f} GiB of this "
+        f"Where this machine's limit is ({last} sessions): {_cpu_reach(cpu_each)}; each holds about "
+        f"{rss_each:.0f} MB resident, so the {mem_mb / 1024:.0f} GiB of this "
         f"machine hold about {mem_mb / rss_each:.0f} supervisors before the agents' own memory counts. What gives "
         f"first is the start: set-ups (a clone helper container each) and container starts queue on the engine and "
         f"the 2 cores, about {launch_each:.1f} s per session here, so a wave of {last} takes "
@@ -186,6 +185,16 @@ _WHY = (
     "each supervisor polls while its agent runs: the container wait in 2-second slices with a look at the control "
     "file between them, a heartbeat every 10 s, and the model gateway's and relay's threads"
 )
+
+
+def _cpu_reach(cpu_each: float) -> str:
+    """What the idle supervisors' CPU allows; a quick run's window may see no clock tick at all."""
+    if cpu_each <= 0:
+        return "the idle supervisors used no measurable CPU in the window (under one clock tick)"
+    return (
+        f"each idle supervisor costs about {cpu_each:.3f} % of one core, so 2 % of a core is reached near "
+        f"{2 / cpu_each:.0f} sessions and one whole core near {100 / cpu_each:.0f}"
+    )
 
 
 def main(argv: list[str] | None = None) -> Result:
