@@ -56,6 +56,7 @@ TRANSFER_ALLOWANCE_SECONDS = 900
 MAX_TRANSFER_BYTES = 16 * 1024**3
 CHUNK = 1024 * 1024
 SHORT_EXEC_SECONDS = 30.0  # a touch, a du: never a transfer
+START_GRACE = 300.0  # after the pending timeout: how long a placed pod may take to run (image pulls)
 PULL_FAILURES = ("ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName")
 
 _WAIT_MAIN = f'until [ -e {CONTROL}/ready ]; do sleep 0.2; done; "$@"; exit $?'
@@ -208,6 +209,7 @@ class _Running:
 class KubernetesBackend(Backend):
     name = "kubernetes"
     local_images = False  # the cluster pulls images; nothing is built or pruned here
+    start_grace = START_GRACE
 
     def __init__(self, config: KubernetesBackendConfig) -> None:
         self.config = config
@@ -415,6 +417,15 @@ class KubernetesBackend(Backend):
                     return str(pod.metadata.name)
                 if pod.status.phase in {"Failed", "Succeeded"}:
                     raise BackendError(f"the pod of Job {job} ended before it started: {pod.status.reason or ''}")
+                if (
+                    not failure
+                    and time.monotonic() - pending_since > self.config.pending_timeout_seconds + self.start_grace
+                ):
+                    # Placed but never running (a volume that does not mount, a node that does not answer).
+                    waits = [f"{s.name}: {s.state.waiting.reason}" for s in statuses if s.state and s.state.waiting]
+                    raise BackendError(f"the pod of Job {job} did not start: {', '.join(waits) or pod.status.phase}")
+            elif time.monotonic() - pending_since > self.config.pending_timeout_seconds + self.start_grace:
+                raise BackendError(f"Job {job} made no pod (a quota, or an admission policy that refuses it?)")
             time.sleep(POLL_SECONDS)
 
     @staticmethod

@@ -235,3 +235,36 @@ def test_dry_run_prints_the_job_it_would_submit_and_creates_nothing(
     assert job["metadata"]["labels"]["io.solo-harness.session"] == "kdry"
     assert [s["port"] for s in plan["services"]] == [8787]
     assert cluster_jobs(k8s_config, "kdry") == ([], []) and not repo.journal("kdry").exists()
+
+
+def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: KubernetesBackendConfig) -> None:
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    from runner.backends.kubernetes import KubernetesBackend
+    from runner.backends.watchdog import run_container
+    from runner.errors import BackendError
+    from runner.models import Limits
+    from runner.output import CappedBuffer
+    from runner.sandbox import hardened_spec, labels
+
+    core = client.CoreV1Api(loader.new_client_from_config(config_file=k8s_config.kubeconfig))
+    namespace = f"{k8s_config.namespace}-quota"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    try:
+        quota = client.V1ResourceQuota(metadata=client.V1ObjectMeta(name="no-pods"),
+                                       spec=client.V1ResourceQuotaSpec(hard={"pods": "0"}))  # fmt: skip
+        core.create_namespaced_resource_quota(namespace, quota)
+        wait_for(lambda: core.read_namespaced_resource_quota("no-pods", namespace).status.hard, timeout=60,
+                 what="the quota to be in force")  # fmt: skip
+        backend = KubernetesBackend(
+            k8s_config.model_copy(update={"namespace": namespace, "pending_timeout_seconds": 2})
+        )
+        backend.start_grace = 5
+        spec = hardened_spec(image="harness-base:latest", command=["true"], limits=Limits(), mounts=(),
+                             labels=labels("kquota", "k", "agent"), workdir="/tmp")  # fmt: skip
+        with pytest.raises(BackendError, match="made no pod"):
+            run_container(backend, spec, timeout=60, output=CappedBuffer())
+        assert backend.list_containers({"io.solo-harness.session": "kquota"}) == {}  # the Job went with the error
+    finally:
+        core.delete_namespace(namespace, propagation_policy="Background")
