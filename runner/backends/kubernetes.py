@@ -76,10 +76,6 @@ def _translate(exc: Exception, what: str) -> BackendError:
     return TransientBackendError(f"{what}: lost the Kubernetes API ({exc.__class__.__name__}: {exc})")
 
 
-def _quantity_memory(n: int) -> str:
-    return str(n)
-
-
 def _tmpfs_size(options: str) -> str | None:
     found = _SIZE.search(options)
     return str(int(found.group(1)) * _UNITS[found.group(2).lower()]) if found else None
@@ -317,8 +313,8 @@ class KubernetesBackend(Backend):
             env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted({**_safe_dirs(spec), **spec.env}.items())],
             # Requests equal to limits: the pod is Guaranteed, and never placed on a node without room.
             resources=k8s.V1ResourceRequirements(
-                limits={"cpu": cpu, "memory": _quantity_memory(spec.memory_bytes)},
-                requests={"cpu": cpu, "memory": _quantity_memory(spec.memory_bytes)},
+                limits={"cpu": cpu, "memory": str(spec.memory_bytes)},
+                requests={"cpu": cpu, "memory": str(spec.memory_bytes)},
             ),
             security_context=hardened,
             volume_mounts=main_mounts,

@@ -166,7 +166,6 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
     import os
     import subprocess
     import sys
-    import time
 
     from kubernetes import client
     from kubernetes import config as loader
@@ -187,15 +186,18 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
             env={**os.environ, "ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": REAL_KEY},
         )  # fmt: skip
         # While the agent lingers, everything the cluster holds of its Job and pod is read back.
-        seen_in_cluster = ""
-        deadline = time.monotonic() + 180
-        while not seen_in_cluster and time.monotonic() < deadline and proc.poll() is None:
-            selector = "io.solo-harness.session=kgw,io.solo-harness.role=agent"
+        seen: list[str] = []
+        selector = "io.solo-harness.session=kgw,io.solo-harness.role=agent"
+
+        def read_back() -> bool:
             jobs = client.BatchV1Api(api).list_namespaced_job(k8s_config.namespace, label_selector=selector).items
             pods = client.CoreV1Api(api).list_namespaced_pod(k8s_config.namespace, label_selector=selector).items
             if jobs and pods:
-                seen_in_cluster = json.dumps(api.sanitize_for_serialization([*jobs, *pods]))
-            time.sleep(0.2)
+                seen.append(json.dumps(api.sanitize_for_serialization([*jobs, *pods])))
+            return bool(seen) or proc.poll() is not None
+
+        wait_for(read_back, timeout=180, what="the agent's Job and pod")
+        seen_in_cluster = seen[0] if seen else ""
         out, err = proc.communicate(timeout=300)
         upstream_saw = up.seen("/v1/messages")
     st = json.loads(out)
