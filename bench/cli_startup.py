@@ -119,7 +119,7 @@ def measure(quick: bool) -> Result:
             ("list-cold", listing, cold),
             ("help", harness_argv("--help"), None),
             ("pydantic", [sys.executable, "-c", "from pydantic import BaseModel"], None),
-            ("settings", [sys.executable, "-c", "import runner.paths"], None),
+            ("models", [sys.executable, "-c", "import runner.models"], None),
             ("imports", [sys.executable, "-c", "import runner.status, runner.cli.render"], None),
         ]
         samples: dict[str, list[float]] = {key: [] for key, _, _ in runs}
@@ -134,12 +134,12 @@ def measure(quick: bool) -> Result:
     lc = result.add(f"harness list --json, first look after all {sessions} branches moved", samples["list-cold"])
     result.add("harness --help (typer, rich: what status and list --json no longer load)", samples["help"])
     floor = result.add("python -c 'from pydantic import BaseModel'", samples["pydantic"])
-    settings = result.add("python -c 'import runner.paths' (pulls pydantic-settings)", samples["settings"])
+    models = result.add("python -c 'import runner.models' (the journal's pydantic models)", samples["models"])
     imports = result.add("python -c 'import runner.status, runner.cli.render' (all they import)", samples["imports"])
     ratio = floor.median / p.median
     why = _WHY.format(
         floor=ratio,
-        settings=(settings.median - floor.median) * 1000,
+        models=(models.median - floor.median) * 1000,
         imports=(imports.median - p.median) * 1000,
         total=(s.median - p.median) * 1000,
     )
@@ -164,14 +164,13 @@ def measure(quick: bool) -> Result:
 
 _WHY = (
     "a process that only imports pydantic and defines one model is already {floor:.1f}x `python -c pass` here, so "
-    "no command that reads the journal through its pydantic models can reach 4x. Of the remaining start-up, the "
-    "imports of `status` and `list` cost {imports:.0f} ms of the {total:.0f} ms above `python -c pass`; "
-    "runner/settings.py with pydantic-settings, which runner/paths.py imports at its top for two environment "
-    "variables, costs about {settings:.0f} ms more than pydantic alone (paths.py could read them without it); "
-    "the rest is "
-    "pydantic's own import and plugin lookup, the models' classes, and three git commands per repository. "
-    "Closing the goal would need a reader of the journal's JSON without pydantic for these two commands, a "
-    "second copy of the models' validation"
+    "no command that reads the journal through its pydantic models can reach 4x. Of the {total:.0f} ms above "
+    "`python -c pass`, the imports of `status` and `list` cost {imports:.0f} ms: pydantic's own import and plugin "
+    "lookup, the journal's models (about {models:.0f} ms more than pydantic alone), the review and the renderer; "
+    "the rest is reading the journal and git once per repository. (runner/paths.py used to import "
+    "pydantic-settings for two environment variables, about 40 ms more: the seams are now read from os.environ, "
+    "runner/seams.py.) Closing the goal would need a reader of the journal's JSON without pydantic for these two "
+    "commands, a second copy of the models' validation"
 )
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, Backend
 from runner.errors import ImageMissingError, UsageError
-from runner.settings import harness_env
+from runner.seams import harness_env
 
 log = logging.getLogger(__name__)
 

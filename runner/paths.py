@@ -6,7 +6,7 @@ import hashlib
 import os
 from pathlib import Path
 
-from runner.settings import harness_env
+from runner.seams import harness_env
 
 JOURNAL_SUBPATH = Path("memory/context-db/sessions")
 JOURNAL_LEAF = Path("artifacts/solo-harness")

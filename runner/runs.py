@@ -58,7 +58,8 @@ from runner.names import branch_for, validate_session
 from runner.paths import home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
-from runner.settings import RunOptions, harness_env, resolve
+from runner.seams import harness_env
+from runner.settings import RunOptions, resolve
 from runner.supervisor import Supervisor, agent_spec
 from runner.workspace import RunDir, Workspace
 

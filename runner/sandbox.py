@@ -18,7 +18,7 @@ from runner.backends.base import (
 )
 from runner.models import Limits
 from runner.paths import home_key
-from runner.settings import harness_env
+from runner.seams import harness_env
 
 AGENT_UID = 10001  # baked into the harness images; never the host user's uid
 POSTURE = Posture(uid=AGENT_UID, gid=AGENT_UID)  # every container of the harness, agent or helper

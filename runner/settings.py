@@ -12,8 +12,7 @@ pydantic-settings reads the environment and the TOML files; the layering is done
 effective value can say where it came from (`run --dry-run --json` shows it). Each layer is validated on
 its own so a bad value is reported with the file (or variable) and key that hold it.
 
-The environment seams (`HarnessEnv`) are read from the environment only, at the moment they are needed,
-so that tests can point them at temp dirs.
+The environment seams (`HarnessEnv`) live in runner/seams.py, read without pydantic.
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ from pydantic_settings import (
 
 from runner.errors import UsageError
 from runner.limits import parse_duration, parse_size
+from runner.seams import ENV_PREFIX, SEAMS
 
-ENV_PREFIX = "HARNESS_"
 REPO_FILE = "harness.toml"
 PYPROJECT = "pyproject.toml"
 PYPROJECT_TABLE = ("tool", "harness")
@@ -211,39 +210,6 @@ class RunSettings(BaseSettings, RunOptions):
     )
 
 
-class HarnessEnv(BaseSettings):
-    """The harness's own seams, from the environment only (`HARNESS_` and the name in capitals)."""
-
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
-
-    home: str | None = Field(
-        default=None,
-        description="The harness's data directory: isolated copies, gateway sockets (default: $XDG_DATA_HOME/harness).",
-    )
-    journal_root: str | None = Field(
-        default=None,
-        description="Directory holding every session's journal, instead of <repo>/memory/context-db/sessions.",
-    )
-    container_labels: str = Field(
-        default="",
-        description="Extra labels `k=v,k2=v2` put on every container the harness creates (accounting, reaping).",
-    )
-    extra_ca_certs: str | None = Field(
-        default=None,
-        description="More CA certificate files (separated by ':') copied into image builds, "
-        "besides those in /usr/local/share/ca-certificates.",
-    )
-    prices: str | None = Field(
-        default=None, description="The user's price table (default: $XDG_CONFIG_HOME/harness/prices.toml)."
-    )
-    debug: str | None = Field(default=None, description="Set to 1: an internal error shows its traceback.")
-
-
-def harness_env() -> HarnessEnv:
-    """The seams as the environment holds them now (read on every call: tests change them)."""
-    return HarnessEnv()
-
-
 def env_var(field: str) -> str:
     return ENV_PREFIX + field.upper()
 
@@ -335,7 +301,7 @@ def _check(layer: Layer) -> None:
     for key in layer.values:
         if key not in RunOptions.model_fields:
             where = layer.source.split(":", 1)[-1]
-            hint = f" (set {env_var(key)} in the environment)" if key in HarnessEnv.model_fields else ""
+            hint = f" (set {env_var(key)} in the environment)" if key in SEAMS else ""
             raise UsageError(f"{where}: unknown key {key!r}{hint}")
         if layer.source.startswith("file:") and key in REPO_FORBIDDEN:
             raise UsageError(

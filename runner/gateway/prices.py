@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from runner.errors import UsageError
 from runner.models import TokenUsage
-from runner.settings import harness_env
+from runner.seams import harness_env
 
 log = logging.getLogger(__name__)
 
