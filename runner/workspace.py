@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 
 HELPER_TIMEOUT = 900.0
 HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the agent gets
+# pack-objects compresses on as many threads as it has cores, and a helper only runs while the agent is
+# stopped: it may use two cores even under --cpus 1 (the harvest of a large change, docs/performance.md).
+HELPER_CPUS = float(min(2, os.cpu_count() or 1))
 MAX_BUNDLE_BYTES = 8 * 1024**3
 EXPORT_REF = "refs/harness/export"
 _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
@@ -153,9 +156,13 @@ class Workspace:
         self.session = session
         self.repo_key = repo_key
         self.runtime = runtime
-        # Helpers get the run's limits, but enough memory for git on a large repository.
+        # Helpers get the run's limits, but enough memory, processes and cores for git on a large repository.
         self.limits = limits.model_copy(
-            update={"memory_bytes": max(limits.memory_bytes, 1024**3), "pids": max(limits.pids, HELPER_PIDS)}
+            update={
+                "memory_bytes": max(limits.memory_bytes, 1024**3),
+                "pids": max(limits.pids, HELPER_PIDS),
+                "cpus": max(limits.cpus, HELPER_CPUS),
+            }
         )
 
     def _helper(self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str) -> str:
