@@ -128,10 +128,10 @@ def measure(quick: bool) -> Result:
 _WHY = (
     "both sides spend most of their time in `git bundle create` packing the change's loose objects (zlib at the "
     "default level); the harness's helper does it inside a container held to two cores (HELPER_CPUS in "
-    "runner/workspace.py), after walking the copy (find for closed files, `du` for --max-disk, `git add -A` to checkpoint uncommitted "
-    "work) and a container start. The host side is one `index-pack --strict` of the bundle's pack plus the "
-    "install and the branch's commits and diff-stat. What would close it: a lower zlib level for "
-    "the bundle (pack.compression), paid for in the size of the user's repository"
+    "runner/workspace.py), after walking the copy (find for closed files, `du` for --max-disk, `git add -A` "
+    "to checkpoint uncommitted work) and a container start. The host side is one `index-pack --strict` of the "
+    "bundle's pack plus the install and the branch's commits and diff-stat. What would close it: a lower zlib "
+    "level for the bundle (pack.compression), paid for in the size of the user's repository"
 )
 _NOTE = (
     "The checkpoint helper used to be held to the run's --cpus (1 by default): 19.5 s of a 22.5 s harvest were its "
