@@ -550,6 +550,7 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
                 )  # fmt: skip
                 return supervisor.run(summary)
             finally:
+                workspace.close()
                 network.stop()
 
 

@@ -23,6 +23,7 @@ from runner.errors import BackendError, WorkspaceError
 from runner.gitops import HostGit
 from runner.models import DiffStat, Limits, RunOwner
 from runner.output import CappedBuffer
+from runner.resident import ResidentHelper
 from runner.sandbox import OUTBOX_DIR, WORKSPACE, bind, hardened_spec, labels
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,7 @@ class Workspace:
         self.session = session
         self.repo_key = repo_key
         self.runtime = runtime
+        self._resident: ResidentHelper | None = None
         # Helpers get the run's limits, but enough memory, processes and cores for git on a large repository.
         self.limits = limits.model_copy(
             update={
@@ -165,7 +167,11 @@ class Workspace:
             }
         )
 
-    def _helper(self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str) -> str:
+    def _helper(
+        self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str, *, resident: bool = False
+    ) -> str:
+        """Run `script` in a helper as the agent uid; its output. `resident`: as an exec in the session's
+        resident helper (same mounts every time), where the backend can."""
         out = CappedBuffer()
         spec = hardened_spec(
             image=self.image,
@@ -173,21 +179,33 @@ class Workspace:
             limits=self.limits,
             mounts=mounts,
             labels=labels(self.session, self.repo_key, "helper"),
-            env=env,
+            env=None if resident else env,
             runtime=self.runtime,
             workdir="/tmp",
         )
         try:
-            result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
+            if resident and self.backend.resident:
+                if self._resident is None:
+                    self._resident = ResidentHelper(self.backend, spec)
+                code = self._resident.run(script, env, out, HELPER_TIMEOUT)
+                timed_out, failure = code is None, None
+            else:
+                result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
+                code, timed_out, failure = result.exit_code, result.timed_out, result.failure
         except BackendError as exc:
             raise WorkspaceError(f"{what}: {exc.message}") from None
-        if result.failure is not None:
-            raise WorkspaceError(f"{what}: the backend could not start the helper: {result.failure}")
-        if result.timed_out or result.exit_code != 0:
+        if failure is not None:
+            raise WorkspaceError(f"{what}: the backend could not start the helper: {failure}")
+        if timed_out or code != 0:
             tail = " | ".join(out.text().strip().splitlines()[-3:]) or "no output"
-            why = "timed out" if result.timed_out else f"exit {result.exit_code}"
+            why = "timed out" if timed_out else f"exit {code}"
             raise WorkspaceError(f"{what} failed ({why}): {tail}")
         return out.text()
+
+    def close(self) -> None:
+        """Remove the resident helper, if one was started (the end of a run)."""
+        if self._resident is not None:
+            self._resident.close()
 
     def create(self, *, source_git_dir: Path, base_commit: str, branch: str, owner: RunOwner) -> None:
         """Clone the user's repository (its .git mounted read-only) into a fresh copy."""
@@ -228,6 +246,7 @@ class Workspace:
                 "HARNESS_MAX_DISK": str(max_disk or ""),
             },
             "checkpointing the copy",
+            resident=True,
         )
         found = _EXPORT_LINE.findall(text)
         if not found:

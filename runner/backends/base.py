@@ -149,6 +149,9 @@ class Backend(ABC):
 
     name: str
     local_images: bool = True  # images are built and kept by this engine (not pulled by a cluster)
+    # `exec` works: a helper can stay for a whole run and take each checkpoint as an exec (runner.resident).
+    # False where the copy is not a mount but travels with each container (Kubernetes).
+    resident: bool = False
 
     @abstractmethod
     def check(self) -> EngineInfo:
@@ -182,6 +185,14 @@ class Backend(ABC):
     @abstractmethod
     def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
         """Bytes under `path` inside the running container; None when it cannot tell."""
+
+    def exec(
+        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
+        timeout: float,
+    ) -> int | None:  # fmt: skip
+        """Run `command` in the running container, its output (stdout and stderr as written) into `output`;
+        its exit code, or None when it did not end within `timeout` (the caller removes the container)."""
+        raise BackendError(f"the {self.name} backend cannot run a command in a running container")
 
     @abstractmethod
     def finish(self, container_id: str) -> Exit:

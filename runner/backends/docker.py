@@ -169,6 +169,7 @@ class _Running:
 
 class DockerBackend(Backend):
     name = "docker"
+    resident = True
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -314,7 +315,7 @@ class DockerBackend(Backend):
             with contextlib.suppress(HarnessError):
                 _call("remove a container", lambda: container.remove(force=True, v=True))
             raise
-        drain = threading.Thread(target=self._drain, args=(container, stream, output), daemon=True)
+        drain = threading.Thread(target=self._drain, args=(container.short_id, stream, output), daemon=True)
         drain.start()
         self._running[str(container.id)] = _Running(container, drain)
         return str(container.id)
@@ -334,6 +335,24 @@ class DockerBackend(Backend):
             _code, out = container.exec_run(["du", "-sxb", path], user=user)
         first = (out or b"").split(b"\t", 1)[0].strip()
         return int(first) if first.isdigit() else None
+
+    def exec(
+        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
+        timeout: float,
+    ) -> int | None:  # fmt: skip
+        api = self.client.api
+        exec_id = _call(
+            "create an exec", lambda: api.exec_create(container_id, command, user=user, environment=env)["Id"]
+        )
+        with _translated("start an exec"):  # never retried: a second start of one exec is refused
+            stream = api.exec_start(exec_id, stream=True)
+        drain = threading.Thread(target=self._drain, args=(f"exec {exec_id[:12]}", stream, output), daemon=True)
+        drain.start()
+        drain.join(timeout)
+        if drain.is_alive():
+            return None
+        state = _call("inspect an exec", lambda: api.exec_inspect(exec_id))
+        return None if state.get("Running") else int(state.get("ExitCode", -1))
 
     def finish(self, container_id: str) -> Exit:
         running = self._running.get(container_id)
@@ -357,13 +376,13 @@ class DockerBackend(Backend):
             log.debug("remove: %s", exc.message)  # already gone
 
     @staticmethod
-    def _drain(container: Any, stream: Any, output: OutputSink) -> None:
-        # Runs until the container's output ends; errors end the drain, never the run.
+    def _drain(what: str, stream: Any, output: OutputSink) -> None:
+        # Runs until the output ends; errors end the drain, never the run.
         try:
             for chunk in stream:
                 output.write(chunk)
         except Exception as exc:
-            log.debug("output drain of %s ended: %s", container.short_id, exc)
+            log.debug("output drain of %s ended: %s", what, exc)
 
     @staticmethod
     def _wait(container: Any, timeout: float) -> bool:

@@ -1,0 +1,70 @@
+"""The resident helper's bookkeeping, on the fake backend: when the container is kept, replaced or removed.
+What it does inside a real container is tested in tests/security/test_resident_attacks.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.backends.fake import FakeBackend
+from runner.errors import BackendError
+from runner.models import Limits
+from runner.output import CappedBuffer
+from runner.resident import ResidentHelper
+from runner.sandbox import hardened_spec, labels
+
+
+def _helper(backend: FakeBackend) -> ResidentHelper:
+    spec = hardened_spec(image="harness-base:latest", command=["sh", "-c", "x"], limits=Limits(), mounts=(),
+                         labels=labels("s", "k", "helper"), workdir="/tmp")  # fmt: skip
+    return ResidentHelper(backend, spec)
+
+
+def _sweeps(backend: FakeBackend) -> int:
+    return sum(1 for _, command, _ in backend.execs if "kill -9 -1" in command[-1])
+
+
+def test_one_container_serves_every_clean_checkpoint_and_goes_with_close() -> None:
+    backend = FakeBackend()
+    helper = _helper(backend)
+    for n in range(3):
+        assert helper.run(f"echo {n}", {"N": str(n)}, CappedBuffer(), 10) == 0
+    assert len(backend.runs) == 1 and _sweeps(backend) == 3
+    started = backend.runs[0]
+    assert started.command[:2] == ["python3", "-c"] and not started.posture.init  # our init is pid 1
+    helper.close()
+    assert backend.existing == {}
+    helper.close()  # idempotent
+
+
+def test_a_sweep_that_does_not_end_clean_removes_the_container() -> None:
+    backend = FakeBackend(exec_exit=lambda command: 2 if "kill -9 -1" in command[-1] else 0)
+    helper = _helper(backend)
+    assert helper.run("true", {}, CappedBuffer(), 10) == 0  # the checkpoint's own result stands
+    assert helper.container_id is None and backend.existing == {}
+    helper.run("true", {}, CappedBuffer(), 10)
+    assert len(backend.runs) == 2  # a fresh container for the next checkpoint
+
+
+def test_a_checkpoint_that_outlives_its_timeout_removes_the_container_unswept() -> None:
+    backend = FakeBackend()
+    helper = _helper(backend)
+    backend.exec_exit = lambda command: None
+    assert helper.run("sleep 999", {}, CappedBuffer(), 10) is None
+    assert helper.container_id is None and backend.existing == {} and _sweeps(backend) == 0
+
+
+def test_a_kept_container_that_broke_is_replaced_once_and_a_fresh_one_that_fails_raises() -> None:
+    backend = FakeBackend()
+    helper = _helper(backend)
+    assert helper.run("true", {}, CappedBuffer(), 10) == 0
+    backend.remove(str(helper.container_id))  # gone behind the helper's back
+    assert helper.run("true", {}, CappedBuffer(), 10) == 0
+    assert len(backend.runs) == 2
+
+    def broken(command: list[str]) -> int:
+        raise BackendError("the engine refused the exec")
+
+    backend.exec_exit = broken
+    with pytest.raises(BackendError):
+        helper.run("true", {}, CappedBuffer(), 10)  # kept one fails, the fresh one too: no loop
+    assert len(backend.runs) == 3 and helper.container_id is None and backend.existing == {}
