@@ -22,6 +22,8 @@ _ENGINE = (
     ("start a container", "start"),
     ("inspect a container", "inspect"),
     ("remove a container", "remove"),
+    ("create an exec", "exec create"),
+    ("inspect an exec", "exec inspect"),
 )
 HARVEST_TOTAL = "harvest, total (helper + bundle onto the branch + host git)"
 
@@ -75,6 +77,7 @@ def instrument() -> Iterator[Phases]:
     from runner.backends import docker as docker_module
     from runner.gitops import HostGit
     from runner.journal import Journal
+    from runner.resident import ResidentHelper
     from runner.supervisor import Supervisor
     from runner.workspace import Workspace
 
@@ -130,4 +133,6 @@ def instrument() -> Iterator[Phases]:
         _wrap(stack, Journal, "write_summary", timing("journal: summary"))
         _wrap(stack, docker_module, "_call", engine)
         _wrap(stack, docker_module.DockerBackend, "_wait", timing(lambda: f"{phases._scope} container: wait"))
+        _wrap(stack, docker_module.DockerBackend, "exec", timing(lambda: f"{phases._scope}: execs, total"))
+        _wrap(stack, ResidentHelper, "_swept", timing("helper: sweep after the checkpoint (exec)"))
         yield phases

@@ -5,8 +5,9 @@ bundle and fetch (and the run never ends `no-progress`). In the same run, altern
 harness's own run so that both see the machine's current load:
 
 - floor: the work the design needs, done by hand: `docker run` of the agent container (as the agent
-  uid, the copy mounted; it writes the file), `docker run` of one helper container that commits and
-  writes a `git bundle` (design §4 item 2), and a `git fetch` of the bundle on the host;
+  uid, the copy mounted; it writes the file), a `docker exec` in a helper container kept running
+  (as the harness's resident helper is) that commits and writes a `git bundle` (design §4 item 2),
+  a second `docker exec` that kills what the first left, and a `git fetch` of the bundle on the host;
 - docker: a single `docker run --rm IMAGE true`;
 - harness: `Supervisor.iterate` of a real session driven in this process (`runner.runs.start_run`),
   with every phase timed by wrapping the harness's functions (bench/_phases.py).
@@ -77,7 +78,7 @@ def harness_iterations(
 
 
 class Floor:
-    """The same iteration's Docker and git work, by hand: agent run, helper run, host fetch."""
+    """The same iteration's Docker and git work, by hand: agent run, two helper execs, host fetch."""
 
     def __init__(self, env: BenchEnv) -> None:
         from runner.sandbox import AGENT_UID
@@ -90,10 +91,18 @@ class Floor:
             "set -e; export HOME=/tmp; git config --global safe.directory '*'; git clone -q --no-local /source /copy/w"
         )
         run(self._docker("-v", f"{self.repo}/.git:/source:ro", "-v", f"{self.copy}:/copy", IMAGE, "sh", "-c", clone))
-        self.steps = {"agent container": self.agent, "helper container": self.helper, "host fetch": self.fetch}
+        # pid 1 of a pid namespace ignores the signals it has no handler for: `kill -9 -1` spares it.
+        mounts = ("-v", f"{self.copy}/w:/workspace", "-v", f"{self.export}:/export")
+        self.resident = run(self._docker("-d", *mounts, IMAGE, "sleep", "infinity")).strip()
+        self.steps = {
+            "agent container": self.agent,
+            "helper exec: checkpoint": self.helper,
+            "helper exec: sweep": self.sweep,
+            "host fetch": self.fetch,
+        }
 
     def _docker(self, *args: str) -> list[str]:
-        return self.env.docker_run("--user", self.user, "--read-only", "--tmpfs", "/tmp", *args)
+        return self.env.docker_run("--user", self.user, "--read-only", "--tmpfs", "/tmp", *args)  # with --rm
 
     def agent(self) -> None:
         self.n += 1
@@ -101,8 +110,10 @@ class Floor:
         run(self._docker("-v", f"{self.copy}/w:/workspace", "-w", "/workspace", IMAGE, "sh", "-c", cmd))
 
     def helper(self) -> None:
-        mounts = ("-v", f"{self.copy}/w:/workspace", "-v", f"{self.export}:/export")
-        run(self._docker(*mounts, IMAGE, "sh", "-c", HELPER))
+        run(["docker", "exec", "--user", self.user, self.resident, "sh", "-c", HELPER])
+
+    def sweep(self) -> None:
+        run(["docker", "exec", "--user", self.user, self.resident, "sh", "-c", "kill -9 -1; true"])
 
     def fetch(self) -> None:
         git(self.repo, "-c", "transfer.fsckObjects=true", "fetch", "-q", str(self.export / "b.bundle"),
@@ -153,7 +164,8 @@ def measure(quick: bool) -> Result:
         shape = LARGE_QUICK if quick else LARGE
         large = large_repo_iterations(env, shape, iterations)
     harness = result.add("harness: Supervisor.iterate (prompt to journal)", per_iteration)
-    floor_total = result.add("floor: agent run + helper run + host fetch, by hand", [sum(f.values()) for f in floors])
+    floor_total = result.add("floor: agent run + two helper execs + host fetch, by hand",
+                             [sum(f.values()) for f in floors])  # fmt: skip
     for step in floor.steps:
         result.add(f"floor: {step}", [f[step] for f in floors])
     docker = result.add("docker run --rm IMAGE true", trues)
@@ -173,6 +185,12 @@ def measure(quick: bool) -> Result:
         f"then {iterations} iterations of the same agent on the {shape.files:,}-file repository of the set-up "
         "benchmark",
     ]
+    result.notes.append(
+        "Each checkpoint used to start a helper container of its own: 435 ms an iteration, 2.56x `docker run "
+        "true`, the floor 2.17x (docs/performance.md before the resident helper). A helper container now stays "
+        "for the whole run and each checkpoint is an exec in it, followed by an exec that kills whatever the "
+        "checkpoint left (runner/resident.py says why that is safe; attack row 17 tests it)."
+    )
     result.notes.append(
         "The checkpoint used to `chmod -R` the whole copy before `git add -A`; the new ctime of every file made git "
         "hash the whole working tree again at every iteration. It now opens up only what the agent closed (commit "
@@ -195,14 +213,9 @@ def _why_floor(breakdown: list[tuple[str, float]], floor: float) -> str:
 
 def _why_docker(floor_ratio: float) -> str:
     return (
-        f"the design's own floor is already {floor_ratio:.2f}x a bare `docker run ... true`: an iteration needs two "
-        "container starts (the agent, and the helper that checkpoints as the agent uid, because the host user "
-        "cannot chown and must never run git in the copy, design §4 items 1-2) plus a host fetch; a bare run is "
-        "one start. Closing it needs the checkpoint without a second container start: a long-lived helper "
-        "container per session, `docker exec`'d once per iteration, would save the start, but code that the "
-        "agent's git config runs during a checkpoint (a clean filter, say) could then outlive the iteration in "
-        "that container, so every process of each exec would have to be killed after it; running the checkpoint "
-        "in the agent's own container after the agent exits would let the agent's leftover processes race it"
+        f"the design's own floor is {floor_ratio:.2f}x a bare `docker run ... true`: besides the agent's container "
+        "start, an iteration needs the checkpoint (as the agent uid: the host user cannot chown and must never run "
+        "git in the copy, design §4 items 1-2), the sweep after it, and a host fetch"
     )
 
 
