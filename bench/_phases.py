@@ -133,6 +133,6 @@ def instrument() -> Iterator[Phases]:
         _wrap(stack, Journal, "write_summary", timing("journal: summary"))
         _wrap(stack, docker_module, "_call", engine)
         _wrap(stack, docker_module.DockerBackend, "_wait", timing(lambda: f"{phases._scope} container: wait"))
-        _wrap(stack, docker_module.DockerBackend, "exec", timing(lambda: f"{phases._scope}: execs, total"))
+        _wrap(stack, docker_module.DockerBackend, "exec", timing("helper: checkpoint and sweep execs, total"))
         _wrap(stack, ResidentHelper, "_swept", timing("helper: sweep after the checkpoint (exec)"))
         yield phases
