@@ -9,12 +9,12 @@ replaces without asking (issue 8); the journal is the harness's own record. All 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection
-from enum import StrEnum
+from collections.abc import Collection, Mapping
 from fnmatch import fnmatch
 from pathlib import Path
 
-from runner.paths import JOURNAL_SUBPATH
+from runner.models import DescribedEnum
+from runner.paths import JOURNAL_SUBPATH, REPO_FILE
 
 # Directory prefixes (any depth below) and file patterns (matched on the whole path and on the name).
 FLAGGED_DIRS = (
@@ -26,7 +26,7 @@ FLAGGED_FILES = (
     ".pre-commit-config.yaml", ".travis.yml", "Jenkinsfile", "azure-pipelines.yml", ".tool-versions",
     ".npmrc", ".yarnrc", ".yarnrc.yml", ".pypirc", "CLAUDE.md", ".mcp.json", "AGENTS.md",
     ".lfsconfig",  # git-lfs reads it from the tree: an lfs.url the next checkout fetches from
-    "harness.toml",  # the next run's defaults (agent command, check, image, budget) come from it
+    REPO_FILE,  # the next run's defaults (agent command, check, image, budget) come from it
 )  # fmt: skip
 
 
@@ -49,7 +49,7 @@ def flagged(paths: list[str], links: list[str] | None = None) -> list[str]:
     return sorted({p for p in paths if is_flagged(p)} | set(links or []))
 
 
-class FlagReason(StrEnum):
+class FlagReason(DescribedEnum):
     """Why a changed path needs a look before it reaches the user's machine."""
 
     RUNS_LATER = "runs-later"  # on the list above: a tool runs it without a review step
@@ -58,15 +58,21 @@ class FlagReason(StrEnum):
     IGNORED = "ignored"  # ignored in the user's tree: git treats such files as expendable
     JOURNAL = "journal"  # under the harness journal root: other sessions' records
     TOOL_DIR = "tool-dir"  # a script or executable of a virtualenv, node_modules and the like
+    HARNESS_CONFIG = "harness-config"  # pyproject.toml whose [tool.harness] table changed
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return REASON_TEXT
 
 
-REASON_TEXT = {
+REASON_TEXT: dict[str, str] = {
     FlagReason.RUNS_LATER: "run by a tool without review",
     FlagReason.LINK: "symlink or submodule",
     FlagReason.LINK_IN_HISTORY: "a symlink in one of the branch's commits",
     FlagReason.IGNORED: "ignored in your working tree",
     FlagReason.JOURNAL: "inside the harness journal",
     FlagReason.TOOL_DIR: "inside a tool directory (virtualenv, node_modules...)",
+    FlagReason.HARNESS_CONFIG: "changes [tool.harness]: the next run's defaults",
 }
 
 # Directories whose files some tool imports or executes (any depth). node_modules: every package's code
@@ -120,6 +126,7 @@ def classify(
     ignored: Collection[str] = (),
     journal: Collection[str] = (),
     venvs: Collection[str] = (),
+    harness_config: Collection[str] = (),
 ) -> dict[str, list[FlagReason]]:
     """Every flagged path with its reasons, in path order. `paths` are the changed paths; `links` and
     `history_links` may name paths outside them (a link of an earlier commit)."""
@@ -131,6 +138,7 @@ def classify(
         why += [FlagReason.IGNORED] if path in ignored else []
         why += [FlagReason.JOURNAL] if in_journal(path, journal) else []
         why += [FlagReason.TOOL_DIR] if in_tool_dir(path, venvs) else []
+        why += [FlagReason.HARNESS_CONFIG] if path in harness_config else []
         if why:
             reasons[path] = why
     return reasons

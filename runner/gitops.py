@@ -214,6 +214,17 @@ class HostGit:
                 found[path] = self._link_target(parts[1], parts[3])
         return found
 
+    def blob(self, commit: str, path: str, *, limit: int = 1024**2) -> bytes | None:
+        """A file's bytes at a commit: None when it is absent, not a file, or over `limit` bytes."""
+        spec = f"{commit}:{path}"
+        size = self.run("cat-file", "-s", spec, check=False)
+        kind = self.run("cat-file", "-t", spec, check=False).stdout.strip()
+        if size.returncode != 0 or kind != "blob" or int(size.stdout) > limit:
+            return None
+        proc = subprocess.run(["git", *_HARDENING, "-C", str(self.repo), "cat-file", "blob", spec], env=self._env,
+                              capture_output=True, stdin=subprocess.DEVNULL, check=False)  # fmt: skip
+        return proc.stdout if proc.returncode == 0 else None
+
     def _link_target(self, mode: str, sha: str) -> str:
         if mode == "160000":
             return f"submodule commit {sha[:12]}"

@@ -11,6 +11,10 @@ from runner.seams import harness_env
 JOURNAL_SUBPATH = Path("memory/context-db/sessions")
 JOURNAL_LEAF = Path("artifacts/solo-harness")
 EXCLUDE_LINE = "/memory/context-db/sessions/*/artifacts/solo-harness/"
+# A repository's own harness settings (runner/settings.py reads them; a change to them is flagged).
+REPO_FILE = "harness.toml"
+PYPROJECT = "pyproject.toml"
+PYPROJECT_TABLE = ("tool", "harness")
 
 
 def data_home() -> Path:

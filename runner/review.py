@@ -11,7 +11,8 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -32,7 +33,7 @@ from runner.journal import Journal, save_model
 from runner.models import CamelModel, DiffStat, JournalModel, RunSummary
 from runner.names import branch_for, validate_session
 from runner.output import neutralise
-from runner.paths import data_home, home_key, repo_key, sessions_root
+from runner.paths import PYPROJECT, PYPROJECT_TABLE, data_home, home_key, repo_key, sessions_root
 
 if TYPE_CHECKING:  # status and list import this module: the backend and the copy's code only for discard
     from runner.backends.base import Backend
@@ -83,6 +84,7 @@ class BranchChanges:
     links: list[str]  # of `files`, those that are symlinks or submodules now
     history: dict[str, str]  # symlinks and submodules in any commit of the branch (their targets)
     tree: set[str]  # every path of the head's tree
+    harness_config: list[str] = field(default_factory=list)  # of `files`, those whose [tool.harness] changed
 
     @property
     def dirs(self) -> set[str]:
@@ -96,11 +98,31 @@ def branch_changes(git: HostGit, base: str, head: str, *, onto: str | None = Non
     files, links = git.changes(base, head)
     history = git.links_in_history(base, head)
     since = git.merge_base(onto, head) if onto else None
+    olds = [base]
     if since and since != base:
         more, more_links = git.changes(since, head)
         files, links = sorted(set(files) | set(more)), sorted(set(links) | set(more_links))
         history = {**git.links_in_history(since, head), **history}
-    return BranchChanges(files=files, links=links, history=history, tree=git.tree_paths(head))
+        olds.append(since)
+    config = []
+    if PYPROJECT in files:
+        now = _harness_table(git.blob(head, PYPROJECT))
+        config = [PYPROJECT] if any(_harness_table(git.blob(old, PYPROJECT)) != now for old in olds) else []
+    return BranchChanges(files=files, links=links, history=history, tree=git.tree_paths(head), harness_config=config)
+
+
+def _harness_table(data: bytes | None) -> object:
+    """pyproject.toml's [tool.harness] table (run's defaults, runner/settings.py), as compared between commits:
+    a file that does not parse is compared by its bytes."""
+    if data is None:
+        return None
+    try:
+        table: object = tomllib.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return data
+    for key in PYPROJECT_TABLE:
+        table = table.get(key) if isinstance(table, dict) else None
+    return table
 
 
 def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
@@ -116,6 +138,7 @@ def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
         ignored=git.ignored(files),
         journal=roots,
         venvs=git.venvs(changes.tree, changes.dirs),
+        harness_config=changes.harness_config,
     )
     return Review(
         files=files,

@@ -37,11 +37,9 @@ from pydantic_settings import (
 
 from runner.errors import UsageError
 from runner.limits import parse_duration, parse_size
+from runner.paths import PYPROJECT, PYPROJECT_TABLE, REPO_FILE
 from runner.seams import ENV_PREFIX, SEAMS
 
-REPO_FILE = "harness.toml"
-PYPROJECT = "pyproject.toml"
-PYPROJECT_TABLE = ("tool", "harness")
 RUNTIMES = ("runc", "runsc")
 NETWORKS = ("none", "allowlist")
 BACKENDS = ("docker", "kubernetes")

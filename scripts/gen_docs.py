@@ -27,6 +27,7 @@ from runner.cli.app import app
 from runner.errors import ExitCode
 from runner.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
 from runner.review import DiscardedRepo
+from runner.status import ReviewCache
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -38,6 +39,7 @@ OTHER_FILES: list[tuple[str, str, type[BaseModel]]] = [
     ("The agent's status report ($HARNESS_STATUS_FILE)", "status-report", StatusReport),
     ("owner.json (in a run directory)", "run-owner", RunOwner),
     ("discarded/REPO-KEY.json (in the harness home)", "discarded-repo", DiscardedRepo),
+    (".review-cache.json (in a session's journal)", "review-cache", ReviewCache),
 ]
 
 
@@ -189,6 +191,9 @@ def type_text(annotation: Any) -> str:
         return " or ".join(type_text(a) for a in args)
     if origin is list:
         return f"list of {type_text(get_args(annotation)[0])}"
+    if origin is dict:
+        key, value = get_args(annotation)
+        return f"object: {type_text(key)} → {type_text(value)}"
     if origin is Literal:
         return " or ".join(f'`"{v}"`' for v in get_args(annotation))
     if isinstance(annotation, type) and issubclass(annotation, BaseModel | Enum):

@@ -125,3 +125,32 @@ def test_host_git_finds_a_symlink_in_any_commit(tmp_path: Path) -> None:
         assert git.changes(base, "HEAD") == (["notes.txt"], [])  # the tip alone shows a plain file
         assert git.links_in_history(base, "HEAD") == {"notes.txt": "/home/user/.bashrc"}
         assert git.links_in_history("HEAD~1", "HEAD") == {}
+
+
+PYPROJECT_BASE = '[project]\nname = "app"\nversion = "1"\n\n[tool.harness]\nmax_iterations = 3\n'
+
+
+@pytest.mark.parametrize(
+    ("new", "flag"),
+    [
+        (PYPROJECT_BASE.replace('version = "1"', 'version = "2"'), False),  # the project's own table only
+        (PYPROJECT_BASE.replace("max_iterations = 3", "max_iterations = 3\ncheck = 'true'"), True),
+        (PYPROJECT_BASE.replace("[tool.harness]\nmax_iterations = 3\n", ""), True),  # removed
+        (PYPROJECT_BASE + "[tool.harness.x\n", True),  # does not parse: compared by its bytes
+    ],
+)
+def test_a_change_to_the_tool_harness_table_of_pyproject_is_flagged(tmp_path: Path, new: str, flag: bool) -> None:
+    from runner.review import review
+
+    repo = make_repo(tmp_path / "repo")
+    (repo.path / "pyproject.toml").write_text(PYPROJECT_BASE)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "pyproject")
+    base = repo.git("rev-parse", "HEAD")
+    (repo.path / "pyproject.toml").write_text(new)
+    repo.git("commit", "-q", "-am", "change it")
+    head = repo.git("rev-parse", "HEAD")
+    with HostGit(repo.path) as git:
+        seen = review(git, repo.path, base, head)
+    assert seen.files == ["pyproject.toml"]
+    assert seen.reasons == ({"pyproject.toml": [FlagReason.HARNESS_CONFIG]} if flag else {})
