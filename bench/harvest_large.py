@@ -127,7 +127,7 @@ def measure(quick: bool) -> Result:
 
 _WHY = (
     "both sides spend most of their time in `git bundle create` packing the change's loose objects (zlib at the "
-    "default level); the harness's helper does it inside a container held to two cores (HELPER_CPUS in "
+    "default level); the harness's helper does it inside a container held to two cores (HELPER_CPU_BURST in "
     "runner/workspace.py), after walking the copy (find for closed files, `du` for --max-disk, `git add -A` "
     "to checkpoint uncommitted work) and a container start. The host side is one `index-pack --strict` of the "
     "bundle's pack plus the install and the branch's commits and diff-stat. What would close it: a lower zlib "

@@ -65,6 +65,7 @@ def hardened_spec(
     tmp_size: str = "512m",
     disk_watch: DiskWatch | None = None,
     services: tuple[Service, ...] = (),
+    cpu_burst: float | None = None,
 ) -> ContainerSpec:
     return ContainerSpec(
         image=image,
@@ -72,6 +73,7 @@ def hardened_spec(
         posture=POSTURE,
         workdir=workdir,
         cpus=limits.cpus,
+        cpu_burst=cpu_burst,
         memory_bytes=limits.memory_bytes,
         pids=host_task_limit(limits.pids, runtime),
         env={"HOME": HOME, "TMPDIR": "/tmp", "LANG": "C.UTF-8", **(env or {})},

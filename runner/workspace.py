@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 HELPER_TIMEOUT = 900.0
 HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the agent gets
 # pack-objects compresses on as many threads as it has cores, and a helper only runs while the agent is
-# stopped: it may use two cores even under --cpus 1 (the harvest of a large change, docs/performance.md).
-HELPER_CPUS = float(min(2, os.cpu_count() or 1))
+# stopped: it may burst to two cores even under --cpus 1 (the harvest of a large change, docs/performance.md),
+# while it asks a cluster's scheduler for no more than the agent's --cpus.
+HELPER_CPU_BURST = float(min(2, os.cpu_count() or 1))
 MAX_BUNDLE_BYTES = 8 * 1024**3
 EXPORT_REF = "refs/harness/export"
 _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
@@ -158,13 +159,9 @@ class Workspace:
         self.repo_key = repo_key
         self.runtime = runtime
         self._resident: ResidentHelper | None = None
-        # Helpers get the run's limits, but enough memory, processes and cores for git on a large repository.
+        # Helpers get the run's limits, but enough memory and processes for git on a large repository.
         self.limits = limits.model_copy(
-            update={
-                "memory_bytes": max(limits.memory_bytes, 1024**3),
-                "pids": max(limits.pids, HELPER_PIDS),
-                "cpus": max(limits.cpus, HELPER_CPUS),
-            }
+            update={"memory_bytes": max(limits.memory_bytes, 1024**3), "pids": max(limits.pids, HELPER_PIDS)}
         )
 
     def _helper(
@@ -173,6 +170,7 @@ class Workspace:
         """Run `script` in a helper as the agent uid; its output. `resident`: as an exec in the session's
         resident helper (same mounts every time), where the backend can."""
         out = CappedBuffer()
+        resident = resident and self.backend.resident
         spec = hardened_spec(
             image=self.image,
             command=["sh", "-c", script],
@@ -182,9 +180,10 @@ class Workspace:
             env=None if resident else env,
             runtime=self.runtime,
             workdir="/tmp",
+            cpu_burst=HELPER_CPU_BURST if self.limits.cpus < HELPER_CPU_BURST else None,
         )
         try:
-            if resident and self.backend.resident:
+            if resident:
                 if self._resident is None:
                     self._resident = ResidentHelper(self.backend, spec)
                 code = self._resident.run(script, env, out, HELPER_TIMEOUT)

@@ -93,6 +93,9 @@ class ContainerSpec:
     # The run's deadline, set by the watchdog: a backend whose engine can enforce one as a backstop
     # (Kubernetes' activeDeadlineSeconds) uses it; the watchdog stops the container first.
     deadline_seconds: float | None = None
+    # More cores it may use when they are idle (a helper, while the agent is stopped): the cap where the
+    # engine has no separate request (Docker), the limit above the request where it has (Kubernetes).
+    cpu_burst: float | None = None
 
     @property
     def user(self) -> str:

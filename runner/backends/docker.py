@@ -22,16 +22,9 @@ import docker.errors
 import requests.exceptions
 from docker.types import LogConfig
 from docker.types import Mount as DockerMount
-from tenacity import (
-    before_sleep_log,
-    retry,
-    retry_if_exception_type,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit, Mount
+from runner.backends.retry import retry_transient
 from runner.errors import (
     BackendError,
     DockerUnavailableError,
@@ -46,14 +39,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
-
-_retry_transient = retry(
-    retry=retry_if_exception_type(TransientBackendError),
-    stop=stop_after_attempt(5) | stop_after_delay(60),
-    wait=wait_exponential(multiplier=0.5, max=10),
-    before_sleep=before_sleep_log(log, logging.WARNING),
-    reraise=True,
-)
 
 
 def _translate(exc: Exception, what: str) -> HarnessError:
@@ -84,7 +69,7 @@ def _translated(what: str) -> Iterator[None]:
 def _call(what: str, fn: Callable[[], T]) -> T:
     """Run one engine call with translation and bounded retries of transient faults."""
 
-    @_retry_transient
+    @retry_transient
     def attempt() -> T:
         with _translated(what):
             return fn()
@@ -273,7 +258,7 @@ class DockerBackend(Backend):
             "labels": spec.labels,
             "tmpfs": spec.tmpfs,
             "network_mode": spec.network,
-            "nano_cpus": int(spec.cpus * 1e9),
+            "nano_cpus": int(max(spec.cpus, spec.cpu_burst or 0) * 1e9),
             "mem_limit": spec.memory_bytes,
             "memswap_limit": spec.memory_bytes,  # no swap: memory is a hard cap
             "pids_limit": spec.pids,

@@ -37,6 +37,7 @@ from kubernetes.stream import stream as k8s_stream
 from urllib3.exceptions import HTTPError
 
 from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
+from runner.backends.retry import retry_transient
 from runner.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
 from runner.models import KubernetesBackendConfig
 from runner.output import OutputSink
@@ -218,12 +219,18 @@ class KubernetesBackend(Backend):
     @property
     def api(self) -> Any:
         if self._api is None:
+            configuration = k8s.Configuration()
             try:
-                self._api = k8s_config.new_client_from_config(  # type: ignore[no-untyped-call]
-                    config_file=self.config.kubeconfig, context=self.config.context
-                )
+                k8s_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=self.config.kubeconfig, context=self.config.context,
+                    client_configuration=configuration, persist_config=False,
+                )  # fmt: skip
             except Exception as exc:  # the loader raises ConfigException, OSError, TypeError, ValueError
                 raise DockerUnavailableError(f"cannot load the kubeconfig: {exc}") from None
+            # Transient faults are retried by `_call`, with the same policy as Docker's: urllib3's own
+            # retries would only add attempts and log lines of their own.
+            configuration.retries = False
+            self._api = k8s.ApiClient(configuration=configuration)
         return self._api
 
     @property
@@ -240,11 +247,33 @@ class KubernetesBackend(Backend):
         return k8s.BatchV1Api(self.api)
 
     def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """One API call, translated, its transient faults retried (bounded: runner.backends.retry)."""
         kwargs.setdefault("_request_timeout", API_TIMEOUT)
-        try:
-            return fn(*args, **kwargs)
-        except (ApiException, HTTPError, OSError) as exc:
-            raise _translate(exc, what) from None
+
+        @retry_transient
+        def attempt() -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except (ApiException, HTTPError, OSError) as exc:
+                raise _translate(exc, what) from None
+
+        return attempt()
+
+    def _create(self, what: str, fn: Any, *args: Any) -> None:
+        """A create, retried like any call: a conflict on a later attempt means an earlier one got through
+        (its answer was lost), as every name made here is new."""
+        attempts = 0
+
+        def create(**kwargs: Any) -> None:
+            nonlocal attempts
+            attempts += 1
+            try:
+                fn(*args, **kwargs)
+            except ApiException as exc:
+                if exc.status != 409 or attempts == 1:
+                    raise
+
+        self._call(what, create)
 
     def check(self) -> EngineInfo:
         try:
@@ -304,6 +333,7 @@ class KubernetesBackend(Backend):
             privileged=False,
         )
         cpu = f"{max(1, round(spec.cpus * 1000))}m"
+        cpu_limit = f"{max(1, round(max(spec.cpus, spec.cpu_burst or 0) * 1000))}m"
         main = k8s.V1Container(
             name=MAIN,
             image=spec.image,
@@ -311,9 +341,9 @@ class KubernetesBackend(Backend):
             command=["sh", "-c", _WAIT_MAIN, "harness-wait", *spec.command],
             working_dir=spec.workdir,
             env=[k8s.V1EnvVar(name=k, value=v) for k, v in sorted({**_safe_dirs(spec), **spec.env}.items())],
-            # Requests equal to limits: the pod is Guaranteed, and never placed on a node without room.
+            # Requests equal to limits (but a helper's CPU burst): never placed on a node without room.
             resources=k8s.V1ResourceRequirements(
-                limits={"cpu": cpu, "memory": str(spec.memory_bytes)},
+                limits={"cpu": cpu_limit, "memory": str(spec.memory_bytes)},
                 requests={"cpu": cpu, "memory": str(spec.memory_bytes)},
             ),
             security_context=hardened,
@@ -369,7 +399,7 @@ class KubernetesBackend(Backend):
         if spec.network != "none":
             raise BackendError(f"the Kubernetes backend runs pods without network only, not {spec.network!r}")
         name = f"harness-{_name(spec.labels.get('io.solo-harness.role', 'c'))}-{uuid.uuid4().hex[:10]}"
-        self._call("create a Job", self.batch.create_namespaced_job, self.namespace, self._job(spec, name))
+        self._create("create a Job", self.batch.create_namespaced_job, self.namespace, self._job(spec, name))
         running = _Running(pod="", spec=spec)
         self._running[name] = running
         try:

@@ -3,6 +3,8 @@ What it does inside a real container is tested in tests/security/test_resident_a
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from runner.backends.fake import FakeBackend
@@ -11,6 +13,7 @@ from runner.models import Limits
 from runner.output import CappedBuffer
 from runner.resident import ResidentHelper
 from runner.sandbox import hardened_spec, labels
+from runner.workspace import RunDir, Workspace
 
 
 def _helper(backend: FakeBackend) -> ResidentHelper:
@@ -68,3 +71,17 @@ def test_a_kept_container_that_broke_is_replaced_once_and_a_fresh_one_that_fails
     with pytest.raises(BackendError):
         helper.run("true", {}, CappedBuffer(), 10)  # kept one fails, the fresh one too: no loop
     assert len(backend.runs) == 3 and helper.container_id is None and backend.existing == {}
+
+
+def test_a_backend_that_cannot_exec_gets_a_helper_container_per_checkpoint_with_its_inputs(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    backend.resident = False  # as Kubernetes
+    run_dir = RunDir(tmp_path / "run")
+    workspace = Workspace(backend=backend, run_dir=run_dir, image="harness-base:latest", limits=Limits(),
+                          session="s", repo_key="k")  # fmt: skip
+    for n in (1, 2):
+        last = f"{n}" * 40
+        harvest = workspace.checkpoint_and_harvest(git=None, iteration=n, base="0" * 40, last=last, dest_ref="r")  # type: ignore[arg-type]
+        assert harvest.head == last  # the helper answered "nothing new" from the inputs it was given
+    assert [spec.env["HARNESS_ITERATION"] for spec in backend.runs] == ["1", "2"]
+    assert backend.execs == []
