@@ -115,7 +115,11 @@ class RunOptions(BaseModel):
     agent_cmd: str | None = Field(
         default=None, description="Run this command with `sh -c` in the container instead of a built-in agent."
     )
-    image: str | None = Field(default=None, description="Container image (default: the agent's own image).")
+    image: str | None = Field(
+        default=None,
+        description="Container image (default: the agent's own image); built FROM harness-base, which has git, "
+        "python3 and harness-relay.",
+    )
     model: str | None = Field(default=None, description="Model name passed to the agent.")
     max_turns: int | None = Field(default=None, ge=1, description="Turns per iteration, for agents that take it.")
     max_iterations: int = Field(default=10, ge=1, description="Iterations the run may use.")

@@ -24,7 +24,7 @@ from runner.gitops import HostGit
 from runner.models import DiffStat, Limits, RunOwner
 from runner.output import CappedBuffer
 from runner.resident import ResidentHelper
-from runner.sandbox import OUTBOX_DIR, WORKSPACE, bind, hardened_spec, labels
+from runner.sandbox import OUTBOX_DIR, RELAY, WORKSPACE, bind, hardened_spec, labels
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,21 @@ _DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 _GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
 _GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
 
+# The first container of a run in its image: an image that lacks what every container of the run needs
+# is refused here, in one line, rather than failing each iteration with "not found".
+_IMAGE_CHECK = f"""
+for tool in git {RELAY} python3; do
+  command -v "$tool" >/dev/null 2>&1 || {{
+    echo "the image has no $tool: a run's image needs git, python3 and {RELAY}" \
+      "(the agent's route to the model gateway): build it FROM harness-base"
+    exit 3
+  }}
+done
+"""
+
 _CREATE = (
     _GIT_ENV
+    + _IMAGE_CHECK
     + f"""set -eu
 git config --global safe.directory '*'
 mkdir -p /run-root/workspace /run-root/outbox /run-root/export
