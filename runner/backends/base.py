@@ -108,7 +108,6 @@ class Exit:
 
     exit_code: int | None  # 137 after a SIGKILL; None if it never ended
     oom_killed: bool = False
-    timed_out: bool = False  # the engine's own deadline ended it (a backstop for a lost supervisor)
     # The engine's own reason when it could not run the command at all (no node fits, say).
     failure: str | None = None
 

@@ -207,6 +207,7 @@ class KubernetesBackend(Backend):
     name = "kubernetes"
     local_images = False  # the cluster pulls images; nothing is built or pruned here
     start_grace = START_GRACE
+    transfer_allowance = TRANSFER_ALLOWANCE_SECONDS  # in the Job's deadline, besides the run's own
 
     def __init__(self, config: KubernetesBackendConfig) -> None:
         self.config = config
@@ -362,7 +363,7 @@ class KubernetesBackend(Backend):
             volume_mounts=sync_mounts,
         )
         pod_labels = dict(spec.labels)
-        deadline = (spec.deadline_seconds or 0) + self.config.pending_timeout_seconds + TRANSFER_ALLOWANCE_SECONDS
+        deadline = (spec.deadline_seconds or 0) + self.config.pending_timeout_seconds + self.transfer_allowance
         return k8s.V1Job(
             api_version="batch/v1",
             kind="Job",
@@ -652,15 +653,24 @@ class KubernetesBackend(Backend):
         if running is not None and running.failure is not None:
             return Exit(exit_code=None, failure=running.failure)
         pod = self._pod(container_id)
-        if pod is None or (running is not None and running.vanished):
+        gone = pod is None or (running is not None and running.vanished)
+        state = None if gone else self._main_state(pod)
+        terminated = state.terminated if state is not None else None
+        # No exit to report, or a pod that is no longer running as a finished agent's is (its `sync` waits for
+        # the harness): the Job's own deadline may have ended it (one more API call, only then).
+        abnormal = gone or terminated is None or pod.status.phase != "Running" or pod.metadata.deletion_timestamp
+        deadline = self._deadline_fired(container_id) if abnormal else None
+        if deadline is not None:
+            raise BackendError(
+                f"Job {container_id} reached its own deadline (activeDeadlineSeconds {deadline}, the backstop for a "
+                "lost supervisor) and Kubernetes ended its pod: the iteration is lost"
+            )
+        if gone:
             raise BackendError(f"the pod of Job {container_id} vanished: the iteration is lost")
         if running is not None and running.drain is not None:
             running.drain.join(timeout=30)
-        state = self._main_state(pod)
-        terminated = state.terminated if state is not None else None
         if terminated is None:
-            deadline = pod.status.reason == "DeadlineExceeded"
-            return Exit(exit_code=None, timed_out=deadline)
+            return Exit(exit_code=None)
         if running is not None and pod.status.phase == "Running":
             for i, mount in enumerate(running.spec.mounts):
                 if not mount.read_only:
@@ -668,6 +678,16 @@ class KubernetesBackend(Backend):
             with contextlib.suppress(BackendError):
                 self._exec(running.pod, SYNC, ["touch", f"{CONTROL}/done"], what="end the pod")
         return Exit(exit_code=int(terminated.exit_code), oom_killed=terminated.reason == "OOMKilled")
+
+    def _deadline_fired(self, job: str) -> int | None:
+        """The Job's activeDeadlineSeconds when that deadline ended it. Kubernetes then ends the pod (its
+        containers show no exit), so nothing of the iteration can be collected."""
+        with contextlib.suppress(BackendError):
+            found = self._call("read the Job", self.batch.read_namespaced_job_status, job, self.namespace)
+            for condition in found.status.conditions or []:
+                if condition.type == "Failed" and condition.reason == "DeadlineExceeded":
+                    return int(found.spec.active_deadline_seconds)
+        return None
 
     def remove(self, container_id: str) -> None:
         running = self._running.pop(container_id, None)

@@ -50,7 +50,7 @@ def run_container(
         return ContainerResult(
             container_id=container_id,
             exit_code=how.exit_code,
-            timed_out=ended == "timed out" or how.timed_out,
+            timed_out=ended == "timed out",
             oom_killed=how.oom_killed,
             duration_seconds=duration,
             disk_exceeded=ended == "disk limit",

@@ -270,3 +270,28 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
         assert backend.list_containers({"io.solo-harness.session": "kquota"}) == {}  # the Job went with the error
     finally:
         core.delete_namespace(namespace, propagation_policy="Background")
+
+
+def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: KubernetesBackendConfig) -> None:
+    """The backstop for a lost supervisor: at activeDeadlineSeconds Kubernetes deletes the pod, so the
+    iteration is lost, and the error says that deadline took it (not some eviction)."""
+    from dataclasses import replace
+
+    from runner.backends.kubernetes import KubernetesBackend
+    from runner.errors import BackendError
+    from runner.models import Limits
+    from runner.output import CappedBuffer
+    from runner.sandbox import hardened_spec, labels
+
+    backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout_seconds": 2}))
+    backend.transfer_allowance = 0  # the Job's deadline: the run's 8 s + 2 s pending
+    spec = hardened_spec(image="harness-base:latest", command=["sleep", "300"], limits=Limits(), mounts=(),
+                         labels=labels("kdeadline", "k", "agent"), workdir="/tmp")  # fmt: skip
+    job = backend.start(replace(spec, deadline_seconds=8), CappedBuffer())  # no watchdog: as if it were gone
+    try:
+        assert not backend.wait(job, 0)  # control: the agent runs, its pod is there
+        assert backend.wait(job, 120)
+        with pytest.raises(BackendError, match=r"reached its own deadline \(activeDeadlineSeconds 10"):
+            backend.finish(job)
+    finally:
+        backend.remove(job)
