@@ -218,9 +218,9 @@ class HostGit:
         """A file's bytes at a commit: None when it is absent, not a file, or over `limit` bytes."""
         spec = f"{commit}:{path}"
         size = self.run("cat-file", "-s", spec, check=False)
-        kind = self.run("cat-file", "-t", spec, check=False).stdout.strip()
-        if size.returncode != 0 or kind != "blob" or int(size.stdout) > limit:
+        if size.returncode != 0 or int(size.stdout) > limit:
             return None
+        # `cat-file blob` refuses a tree or a submodule: only a file's bytes come back.
         proc = subprocess.run(["git", *_HARDENING, "-C", str(self.repo), "cat-file", "blob", spec], env=self._env,
                               capture_output=True, stdin=subprocess.DEVNULL, check=False)  # fmt: skip
         return proc.stdout if proc.returncode == 0 else None

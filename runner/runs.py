@@ -146,9 +146,11 @@ def backend_config(options: RunOptions) -> BackendConfig:
         options.kubeconfig
         or options.kube_context
         or options.kube_namespace != "default"
-        or (options.kube_image_pull_policy != "IfNotPresent")
+        or options.kube_image_pull_policy != "IfNotPresent"
     ):
-        raise UsageError("--kubeconfig, --kube-context and --kube-namespace need --backend kubernetes")
+        raise UsageError(
+            "--kubeconfig, --kube-context, --kube-namespace and --kube-image-pull-policy need --backend kubernetes"
+        )
     return DockerBackendConfig()
 
 

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, fields
+from typing import Any
 
 ENV_PREFIX = "HARNESS_"
 
 
-def _seam(description: str, default: str | None = None) -> str | None:
+def _seam(description: str, default: str | None = None) -> Any:
     return field(default=default, metadata={"description": description})
 
 
@@ -25,11 +26,8 @@ class HarnessEnv:
     journal_root: str | None = _seam(
         "Directory holding every session's journal, instead of <repo>/memory/context-db/sessions."
     )
-    container_labels: str = field(
-        default="",
-        metadata={
-            "description": "Extra labels `k=v,k2=v2` put on every container the harness creates (accounting, reaping)."
-        },
+    container_labels: str = _seam(
+        "Extra labels `k=v,k2=v2` put on every container the harness creates (accounting, reaping).", ""
     )
     extra_ca_certs: str | None = _seam(
         "More CA certificate files (separated by ':') copied into image builds, "

@@ -32,7 +32,7 @@ from runner.errors import (
     ImageMissingError,
     TransientBackendError,
 )
-from runner.output import OutputSink
+from runner.output import CappedBuffer, OutputSink
 from runner.sandbox import NET_DIR, RELAY
 
 log = logging.getLogger(__name__)
@@ -315,10 +315,9 @@ class DockerBackend(Backend):
         return self._wait(self._container(container_id), timeout)
 
     def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
-        container = self._container(container_id)
-        with _translated("measure disk use"):
-            _code, out = container.exec_run(["du", "-sxb", path], user=user)
-        first = (out or b"").split(b"\t", 1)[0].strip()
+        out = CappedBuffer(4096)
+        self.exec(container_id, ["du", "-sxb", path], user=user, env={}, output=out, timeout=API_TIMEOUT)
+        first = out.text().split("\t", 1)[0].strip()
         return int(first) if first.isdigit() else None
 
     def exec(

@@ -680,8 +680,8 @@ class KubernetesBackend(Backend):
         return Exit(exit_code=int(terminated.exit_code), oom_killed=terminated.reason == "OOMKilled")
 
     def _deadline_fired(self, job: str) -> int | None:
-        """The Job's activeDeadlineSeconds when that deadline ended it. Kubernetes then ends the pod (its
-        containers show no exit), so nothing of the iteration can be collected."""
+        """The Job's activeDeadlineSeconds when that deadline ended it. Kubernetes then deletes the pod (its
+        `main` shows no exit, or the kill's), so nothing of the iteration can be collected."""
         with contextlib.suppress(BackendError):
             found = self._call("read the Job", self.batch.read_namespaced_job_status, job, self.namespace)
             for condition in found.status.conditions or []:
