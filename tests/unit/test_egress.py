@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from runner.errors import JournalError, UsageError
-from runner.gateway.egress import AllowRule, EgressProxy, forbidden_reason, parse_allow_host
+from runner.gateway.egress import BODY_HOLD, AllowRule, EgressProxy, forbidden_reason, parse_allow_host
 from runner.gateway.loop import ServerThread
 
 DEADLINE = 10.0
@@ -114,12 +114,17 @@ def test_forbidden_addresses(address: str, why: str | None) -> None:
 # -- servers the proxy reaches -----------------------------------------------------------------
 
 
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
+
+
 @dataclass
 class Upstream:
     """A loopback server that records every connection's bytes and echoes or answers HTTP."""
 
     http: bool = False
+    answer: bytes = OK
     connections: int = 0
+    ended: int = 0
     received: list[bytes] = field(default_factory=list)
     port: int = 0
     server: Any = None
@@ -136,7 +141,7 @@ class Upstream:
                 while b"\r\n\r\n" not in got:
                     got += await reader.read(65536)
                     self.received[index] = bytes(got)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                writer.write(self.answer)
                 await writer.drain()
                 writer.write_eof()
             while data := await reader.read(65536):
@@ -151,11 +156,20 @@ class Upstream:
             pass
         finally:
             writer.close()
+            self.ended += 1
+
+    async def all_received(self, count: int = 1) -> list[bytes]:
+        """What the first `count` connections sent, once the proxy has closed them (polled with a deadline)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DEADLINE
+        while self.ended < count and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return self.received
 
 
 @asynccontextmanager
-async def upstream(*, http: bool = False) -> AsyncIterator[Upstream]:
-    up = Upstream(http=http)
+async def upstream(*, http: bool = False, answer: bytes = OK) -> AsyncIterator[Upstream]:
+    up = Upstream(http=http, answer=answer)
     up.server = await asyncio.start_server(up._handle, "127.0.0.1", 0)
     up.port = up.server.sockets[0].getsockname()[1]
     try:
@@ -449,17 +463,17 @@ def test_a_listed_name_that_resolves_to_a_listed_ip_on_another_port_is_still_ref
 @pytest.mark.parametrize(
     ("request_bytes", "status", "reason"),
     [
-        (b"garbage\r\n\r\n", 400, "malformed request line"),
+        (b"garbage\r\n\r\n", 400, "malformed request head: illegal request line"),
         (b"GET /local HTTP/1.1\r\nHost: x\r\n\r\n", 400, "bad request target: not a proxy request"),
         (b"GET https://example.test/ HTTP/1.1\r\n\r\n", 400, "bad request target: https goes through CONNECT"),
         (b"CONNECT example.test HTTP/1.1\r\n\r\n", 400, "bad request target: a port is required"),
         (b"CONNECT 127.1:80 HTTP/1.1\r\n\r\n", 400, "bad request target: a numeric name"),
         (b"GET http://user@example.test/ HTTP/1.1\r\n\r\n", 400, "bad request target: user info"),
         (b"CONNECT \xff:1 HTTP/1.1\r\n\r\n", 400, "non-ASCII"),
-        (b"CONNECT a.test:1 HTTP/1.1\r\n folded\r\n\r\n", 400, "malformed header line"),
+        (b"CONNECT a.test:1 HTTP/1.1\r\n folded\r\n\r\n", 400, "an obsolete folded header line"),
         (b"GET http://a.test/ HTTP/1.1\r\nHost: a.test\r\nHost: a.test\r\n\r\n", 400, "more than one Host"),
         (b"GET http://a.test/ HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400, "both"),
-        (b"GET http://a.test/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "unsupported Transfer-Encoding"),
+        (b"GET http://a.test/ HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n", 400, "Only Transfer-Encoding: chunked"),
         (b"GET http://a.test/ HTTP/1.1\r\nX: " + b"a" * 20000 + b"\r\n\r\n", 431, "request head over"),
     ],
 )
@@ -615,3 +629,451 @@ def test_an_empty_connection_is_not_logged_and_an_open_tunnel_is_logged_at_close
         assert [(ln["decision"], ln["status"], ln["reason"]) for ln in lines] == [("allowed", 200, "proxy closed")]
 
     asyncio.run(scenario())
+
+
+# -- request smuggling: control characters and framing (issue 16) ------------------------------
+#
+# Each attack is sent to a listed loopback upstream that records every byte it gets; a refused one
+# must reach nothing there (not even a connection), and its positive control (the same request
+# without the attack) must arrive, written anew by the proxy, byte for byte as asserted.
+
+GET = "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+CHUNKED = "POST http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\n\r\n"
+CHUNKED_UP = (
+    "POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    "5\r\nhello\r\n0\r\n\r\n"
+)
+
+
+@dataclass
+class Place:
+    request: str  # `{c}` is where the control character goes
+    upstream_gets: str  # what the upstream receives for the request without it
+    where: str  # how the refusal names the place
+
+
+PLACES = {
+    "request target": Place(
+        "GET http://127.0.0.1:{port}/a{c}b?q HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n",
+        "GET /ab?q HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+        "in the request line",
+    ),
+    "method": Place(
+        "G{c}ET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+        "in the request line",
+    ),
+    "header value": Place(
+        GET + "X-Note: a{c}b\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Note: ab\r\nConnection: close\r\n\r\n",
+        "in the header line",
+    ),
+    "header name": Place(
+        GET + "X-No{c}te: ab\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Note: ab\r\nConnection: close\r\n\r\n",
+        "in the header line",
+    ),
+    "Host value": Place(
+        "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1{c}:{port}\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n",
+        "in the header line",
+    ),
+    "chunk size": Place(CHUNKED + "5{c}\r\nhello\r\n0\r\n\r\n", CHUNKED_UP, "in a chunk line"),
+    "chunk extension": Place(CHUNKED + "5;name=a{c}b\r\nhello\r\n0\r\n\r\n", CHUNKED_UP, "in a chunk line"),
+    "last chunk": Place(CHUNKED + "5\r\nhello\r\n0;a{c}\r\n\r\n", CHUNKED_UP, "in a chunk line"),
+    # Trailers are not forwarded: the control arrives without its trailer.
+    "trailer": Place(CHUNKED + "5\r\nhello\r\n0\r\nX-Sum: a{c}b\r\n\r\n", CHUNKED_UP, "in a trailer"),
+}
+CONTROLS = {"CR": "\r", "LF": "\n", "NUL": "\x00", "DEL": "\x7f", "ESC": "\x1b"}
+
+
+async def refused_and_unseen(net_dir: Path, request: str, status: int = 400) -> dict[str, Any]:
+    """Send `request` ({port} filled in) and return the refusal's log line, having checked that the
+    answer is the structured refusal and that the upstream got nothing at all."""
+    net_dir = Path(tempfile.mkdtemp(dir=net_dir))  # a log of its own for each call
+    async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+        answer = await ask(p, request.replace("{port}", str(up.port)).encode("latin-1"))
+        [line] = await wait_for_log(net_dir, 1)
+        assert (answer.status, answer.headers["x-harness-egress"]) == (status, "refused")
+        assert answer.json()["error"] == "egress-bad-request" and answer.json()["reason"] == line["reason"]
+        assert (line["decision"], line["status"], line["bytes_up"]) == ("refused", status, 0)
+        assert (up.connections, up.received) == (0, [])
+    return line
+
+
+async def forwarded(net_dir: Path, request: str) -> tuple[Answer, bytes]:
+    """Send `request` and return the agent's answer and the bytes the upstream got ({port} filled in)."""
+    net_dir = Path(tempfile.mkdtemp(dir=net_dir))  # a log of its own for each call
+    async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+        answer = await ask(p, request.replace("{port}", str(up.port)).encode("latin-1"))
+        [got] = await up.all_received()
+        [line] = await wait_for_log(net_dir, 1)
+    assert (line["decision"], line["status"], line["bytes_up"]) == ("allowed", 200, len(got))
+    return answer, got.replace(str(up.port).encode(), b"{port}")
+
+
+@pytest.mark.parametrize("char", CONTROLS.values(), ids=CONTROLS.keys())
+@pytest.mark.parametrize("place", PLACES.values(), ids=PLACES.keys())
+def test_a_control_character_anywhere_in_a_request_is_refused_and_reaches_nothing(
+    net_dir: Path, place: Place, char: str
+) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, place.request.replace("{c}", char)))
+    assert line["reason"].startswith(f"a control character {ord(char):#04x} {place.where} ")
+
+
+@pytest.mark.parametrize("place", PLACES.values(), ids=PLACES.keys())
+def test_the_same_request_without_the_control_character_is_forwarded(net_dir: Path, place: Place) -> None:
+    answer, got = asyncio.run(forwarded(net_dir, place.request.replace("{c}", "")))
+    assert (answer.status, answer.body) == (200, b"ok")
+    assert got == place.upstream_gets.encode()
+
+
+def test_a_non_ascii_byte_in_a_chunk_line_is_refused(net_dir: Path) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, CHUNKED + "5;\xe9\r\nhello\r\n0\r\n\r\n"))
+    assert line["reason"] == "a non-ASCII byte 0xe9 in a chunk line '5;é'"
+
+
+def test_a_tab_is_allowed_in_a_header_value_and_a_chunk_line(net_dir: Path) -> None:
+    # HTAB is whitespace in both places (RFC 9110 OWS, RFC 9112 BWS), the one control let through.
+    answer, got = asyncio.run(forwarded(net_dir, GET.replace("\r\n", "\r\nX-Tab: a\tb\r\n", 1) + "\r\n"))
+    assert answer.status == 200 and b"\r\nX-Tab: a\tb\r\n" in got
+    answer, got = asyncio.run(forwarded(net_dir, CHUNKED + "5;a\t\r\nhello\r\n0\t\r\n\r\n"))
+    assert answer.status == 200 and got == CHUNKED_UP.encode()
+
+
+FRAMING_ATTACKS = {
+    "duplicate Content-Length": (
+        "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        "more than one Content-Length",
+    ),
+    "Content-Length list": ("Content-Length: 5, 5\r\n\r\nhello", "more than one Content-Length"),
+    "two Content-Lengths": ("Content-Length: 5\r\nContent-Length: 0\r\n\r\nhello", "more than one Content-Length"),
+    "Content-Length then Transfer-Encoding": (
+        "Content-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "both Content-Length and Transfer-Encoding",
+    ),
+    "Transfer-Encoding then Content-Length": (
+        "Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "both Content-Length and Transfer-Encoding",
+    ),
+    "Transfer-Encoding gzip": (
+        "Transfer-Encoding: gzip\r\n\r\nhello",
+        "malformed request head: Only Transfer-Encoding: chunked",
+    ),
+    "Transfer-Encoding gzip, chunked": (
+        "Transfer-Encoding: gzip, chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "malformed request head: Only Transfer-Encoding: chunked",
+    ),
+    "Transfer-Encoding twice": (
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "more than one Transfer-Encoding",
+    ),
+    "obs-fold": ("X-Note: a\r\n b\r\n\r\n", "an obsolete folded header line ' b'"),
+    "obs-fold with a tab": ("X-Note: a\r\n\tb\r\n\r\n", "an obsolete folded header line '\\tb'"),
+    "folded Transfer-Encoding": (
+        "Transfer-Encoding:\r\n chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "an obsolete folded header line",
+    ),
+    "negative Content-Length": ("Content-Length: -5\r\n\r\nhello", "malformed request head: bad Content-Length"),
+    "hex Content-Length": ("Content-Length: 0x5\r\n\r\nhello", "malformed request head: bad Content-Length"),
+    "space before the colon": ("Content-Length : 5\r\n\r\nhello", "malformed request head: illegal header line"),
+    "chunk size not hex": ("Transfer-Encoding: chunked\r\n\r\n5g\r\nhello\r\n0\r\n\r\n", "malformed chunk line '5g'"),
+    "chunk size of 17 digits": (
+        "Transfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n",
+        "malformed chunk line",
+    ),
+    "negative chunk size": ("Transfer-Encoding: chunked\r\n\r\n-5\r\nhello\r\n0\r\n\r\n", "malformed chunk line"),
+    "chunk longer than its size": ("Transfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n", "malformed chunk line"),
+    "chunk without its CRLF": (
+        "Transfer-Encoding: chunked\r\n\r\n5\r\nhelloXY0\r\n\r\n",
+        "malformed request body: malformed chunk footer",
+    ),
+    "chunk line over 16 KiB": (
+        "Transfer-Encoding: chunked\r\n\r\n5;" + "e" * 17000 + "\r\nhello\r\n0\r\n\r\n",
+        "a chunk line over 16384 bytes",
+    ),
+    "more than 100 headers": ("X-A: 1\r\n" * 100 + "\r\n", "more than 100 headers"),
+    "two Host headers": ("Host: 127.0.0.1:{port}\r\n\r\n", "more than one Host header"),
+}
+
+
+@pytest.mark.parametrize(("headers", "reason"), FRAMING_ATTACKS.values(), ids=FRAMING_ATTACKS.keys())
+def test_ambiguous_framing_is_refused_and_reaches_nothing(net_dir: Path, headers: str, reason: str) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, GET.replace("GET", "POST") + headers))
+    assert line["reason"].startswith(reason) and line["method"] in (None, "POST")
+
+
+def test_the_same_body_framed_one_way_is_forwarded(net_dir: Path) -> None:
+    # The controls of the framing attacks: one Content-Length, or chunked alone.
+    post = GET.replace("GET", "POST")
+    answer, got = asyncio.run(forwarded(net_dir, post + "Content-Length: 5\r\n\r\nhello"))
+    assert answer.status == 200
+    assert got == b"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    answer, got = asyncio.run(forwarded(net_dir, post + "transfer-encoding: Chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"))
+    assert answer.status == 200 and got == CHUNKED_UP.replace("GET", "POST").encode()
+    answer, got = asyncio.run(forwarded(net_dir, post + "X-Note: a b\r\n\r\n"))  # unfolded
+    assert answer.status == 200
+    assert got == b"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Note: a b\r\nConnection: close\r\n\r\n"
+
+
+def test_chunks_are_written_anew_extensions_dropped_and_nothing_after_the_last_reaches_the_host(
+    net_dir: Path,
+) -> None:
+    answer, got = asyncio.run(
+        forwarded(
+            net_dir,
+            CHUNKED + "3;a=b\r\nhel\r\n02 \r\nlo\r\n0;last\r\nX-Trailer: t\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        )
+    )
+    assert answer.status == 200
+    assert got == CHUNKED_UP.replace("5\r\nhello", "3\r\nhel\r\n2\r\nlo").encode()
+
+
+def test_a_listed_connection_header_never_removes_the_framing(net_dir: Path) -> None:
+    answer, got = asyncio.run(
+        forwarded(
+            net_dir,
+            GET.replace("GET", "POST") + "Connection: content-length, X-Drop\r\nX-Drop: 1\r\nX-Keep: 2\r\n"
+            "Keep-Alive: 5\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Connection: x\r\nContent-Length: 5\r\n\r\nhello",
+        )
+    )
+    assert answer.status == 200
+    assert got == (
+        b"POST / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Keep: 2\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+    )
+
+
+def test_the_host_header_is_written_from_the_target(net_dir: Path) -> None:
+    # The agent's Host (checked to name the same place) never reaches the upstream as it was sent.
+    answer, got = asyncio.run(
+        forwarded(net_dir, "GET http://127.0.0.1:{port}/x HTTP/1.1\r\nX-A: 1\r\nhOsT: 127.0.0.1:{port}\r\n\r\n")
+    )
+    assert answer.status == 200
+    assert got == b"GET /x HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-A: 1\r\nConnection: close\r\n\r\n"
+
+
+def test_an_http_1_0_request_without_host_is_forwarded_as_http_1_1(net_dir: Path) -> None:
+    answer, got = asyncio.run(forwarded(net_dir, "GET http://127.0.0.1:{port} HTTP/1.0\r\n\r\n"))
+    assert answer.status == 200
+    assert got == b"GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_text", "reason"),
+    [
+        ("GET http://127.0.0.1:{port}/ HTTP/2.0\r\nHost: 127.0.0.1:{port}\r\n\r\n", "unsupported HTTP version 2.0"),
+        ("GET http://127.0.0.1:{port}/ HTTP/0.9\r\nHost: 127.0.0.1:{port}\r\n\r\n", "unsupported HTTP version 0.9"),
+        ("GET http://127.0.0.1:{port}/  HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n", "malformed request head"),
+        ("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello", "a CONNECT request with a body"),
+        ("CONNECT 127.0.0.1:{port} HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", "a CONNECT request"),
+        ("GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1:{port}:1\r\n\r\n", "bad Host header"),
+    ],
+)
+def test_other_malformed_heads_are_refused_and_reach_nothing(net_dir: Path, request_text: str, reason: str) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, request_text))
+    assert line["reason"].startswith(reason)
+
+
+def test_connect_with_an_empty_body_is_tunnelled(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream() as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\nContent-Length: 0\r\n\r\nbytes".encode())
+            assert (await read_head(reader))[0] == 200
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b"bytes"  # sent early, tunnelled
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+# -- bodies: held, streamed, cut short ----------------------------------------------------------
+
+
+def test_a_body_larger_than_the_hold_is_streamed_whole(net_dir: Path) -> None:
+    body = bytes(b for b in range(256) if not 0x30 <= b <= 0x39) * 1000  # 246,000 bytes, no digit
+    head = GET.replace("GET", "PUT") + f"Content-Length: {len(body)}\r\n\r\n"
+    answer, got = asyncio.run(forwarded(net_dir, head + body.decode("latin-1")))
+    assert answer.status == 200
+    up_head = b"PUT / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 246000\r\nConnection: close\r\n\r\n"
+    assert got == up_head + body
+
+
+def test_a_bad_chunk_after_the_hold_ends_both_connections_and_nothing_follows(net_dir: Path) -> None:
+    big = "x" * 70000
+
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            request = CHUNKED.format(port=up.port) + f"{len(big):x}\r\n{big}\r\n5\rX\r\nhello\r\n0\r\n\r\n"
+            answer = await ask(p, request.encode())
+            [got] = await up.all_received()
+            [line] = await wait_for_log(net_dir, 1)
+        assert answer.status == 400 and "a control character 0x0d in a chunk line" in answer.json()["reason"]
+        assert (line["decision"], line["status"], line["ip"]) == ("refused", 400, "127.0.0.1")
+        head = CHUNKED_UP.format(port=up.port).split("\r\n\r\n")[0].encode() + b"\r\n\r\n"
+        assert got.startswith(head) and line["bytes_up"] == len(got)
+        # h11 wrote the big chunk anew as it came; it was cut short: no last chunk, nothing after.
+        data, ended = dechunk(got[len(head) :])
+        assert not ended and len(got) >= BODY_HOLD and big.encode().startswith(data)
+
+    asyncio.run(scenario())
+
+
+def dechunk(body: bytes) -> tuple[bytes, bool]:
+    """The data of a chunked body and whether its last chunk came."""
+    data = b""
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            return data, rest == b"\r\n"
+        data, body = data + rest[:size], rest[size + 2 :]
+    return data, False
+
+
+def test_an_agent_that_stops_mid_body_is_logged(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write((GET.replace("GET", "POST") + "Content-Length: 10\r\n\r\nhel").format(port=up.port).encode())
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b""
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        # Nothing was forwarded (the body is held until it is whole or BODY_HOLD long).
+        assert (line["decision"], line["status"], line["reason"]) == (
+            "refused",
+            None,
+            "connection lost: IncompleteReadError",
+        )
+        assert up.connections == 0
+
+    asyncio.run(scenario())
+
+
+def test_an_idle_body_is_closed(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"], idle_timeout=0.2) as p:
+            reader, writer = await open_proxy(p)
+            writer.write((GET.replace("GET", "POST") + "Content-Length: 10\r\n\r\nhel").format(port=up.port).encode())
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b""
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        assert line["reason"] == "closed after 0.2s idle" and up.connections == 0
+
+    asyncio.run(scenario())
+
+
+def test_expect_100_continue_is_answered_by_the_proxy(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            reader, writer = await open_proxy(p)
+            head = GET.replace("GET", "POST") + "Expect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+            writer.write(head.format(port=up.port).encode())
+            assert await read_head(reader) == (100, {})  # before the body: the agent may send it now
+            assert up.connections == 0
+            writer.write(b"hello")
+            status, _headers = await read_head(reader)
+            assert (status, await asyncio.wait_for(reader.read(), DEADLINE)) == (200, b"ok")
+            writer.close()
+            [got] = await up.all_received()
+        assert (
+            got
+            == (
+                f"POST / HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello"
+            ).encode()
+        )
+
+    asyncio.run(scenario())
+
+
+# -- the upstream's answer, written anew ----------------------------------------------------------
+
+
+async def raw_answer(net_dir: Path, answer: bytes, request: str = GET + "\r\n") -> tuple[bytes, dict[str, Any]]:
+    """Every byte the agent gets when the upstream answers `answer`, and the log line."""
+    async with upstream(http=True, answer=answer) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+        reader, writer = await open_proxy(p)
+        writer.write(request.format(port=up.port).encode())
+        got = await asyncio.wait_for(reader.read(), DEADLINE)
+        writer.close()
+        [line] = await wait_for_log(net_dir, 1)
+    return got, line
+
+
+@pytest.mark.parametrize(
+    ("answer", "agent_gets", "request_text"),
+    [
+        pytest.param(
+            b"HTTP/1.1 201 Made\r\nTransfer-Encoding: chunked\r\nKeep-Alive: 5\r\nConnection: X-Up, keep-alive\r\n"
+            b"X-Up: 1\r\nX-Kept: caf\xe9\r\nUpgrade: h2\r\n\r\n5;ext\r\nhello\r\n0\r\nX-Trailer: t\r\n\r\nleft over",
+            b"HTTP/1.1 201 Made\r\nX-Kept: caf\xe9\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n\r\n",
+            GET + "\r\n",
+            id="chunked, hop-by-hop headers removed, obs-text kept, trailers and extensions dropped",
+        ),
+        pytest.param(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nLink: x\r\n\r\n"
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            GET + "\r\n",
+            id="1xx answers are not relayed",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"d\r\nuntil the end\r\n0\r\n\r\n",
+            GET + "\r\n",
+            id="read until closed, chunked for an HTTP/1.1 agent",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\n\r\nuntil the end",
+            b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end",
+            "GET http://127.0.0.1:{port}/ HTTP/1.0\r\n\r\n",
+            id="read until closed, as is for an HTTP/1.0 agent",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\n",
+            GET.replace("GET", "HEAD") + "\r\n",
+            id="HEAD: the length without a body",
+        ),
+    ],
+)
+def test_the_answer_is_written_anew_for_the_agent(
+    net_dir: Path, answer: bytes, agent_gets: bytes, request_text: str
+) -> None:
+    got, line = asyncio.run(raw_answer(net_dir, answer, request_text))
+    assert got == agent_gets
+    assert (line["decision"], line["status"], line["bytes_down"], line["reason"]) == (
+        "allowed",
+        int(agent_gets[9:12]),
+        len(agent_gets),
+        "",
+    )
+
+
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        (b"garbage\r\n\r\n", "the upstream's answer is malformed: illegal status line"),
+        (b"", "the upstream closed the connection without an answer"),
+        (b"HTTP/1.1 200 OK\r\n", "the upstream closed the connection without an answer"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "the upstream's answer is malformed: Only"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"a" * 200000 + b"\r\n\r\n", "the upstream's answer is malformed: Receive buffer"),
+    ],
+)
+def test_a_malformed_answer_is_a_502(net_dir: Path, answer: bytes, reason: str) -> None:
+    got, line = asyncio.run(raw_answer(net_dir, answer))
+    head, _, body = got.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 502 Bad Gateway\r\n") and b"X-Harness-Egress: failed" in head
+    assert json.loads(body)["error"] == "egress-failed" and json.loads(body)["reason"].startswith(reason)
+    assert (line["decision"], line["status"], line["ip"]) == ("refused", 502, "127.0.0.1")
+    assert line["reason"].startswith(reason) and line["bytes_up"] > 0
+
+
+def test_an_answer_that_breaks_off_ends_the_connection_and_is_logged(net_dir: Path) -> None:
+    got, line = asyncio.run(raw_answer(net_dir, b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc"))
+    assert got == b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc"
+    assert (line["decision"], line["status"], line["bytes_down"]) == ("allowed", 200, len(got))
+    assert line["reason"].startswith("the upstream's answer broke off: peer closed connection")
