@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from runner import images
+from runner._util.fdlimit import raise_open_file_limit
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import backend_for
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
@@ -524,6 +525,7 @@ def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threadin
 
 def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
     """Take the session's supervisor lock and iterate until the run ends."""
+    raise_open_file_limit()
     with HostGit(repo) as git:
         journal = Journal.for_repo(git.info().top, validate_session(session))
         with journal.supervisor_lock():
@@ -543,7 +545,7 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
                 summary.supervisor = None
                 journal.write_summary(summary)
                 raise
-            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir)
+            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
             network.start()
             try:
                 supervisor = Supervisor(

@@ -35,6 +35,9 @@ class HarnessEnv:
     )
     prices: str | None = _seam("The user's price table (default: $XDG_CONFIG_HOME/harness/prices.toml).")
     debug: str | None = _seam("Set to 1: an internal error shows its traceback.")
+    gateway_max_connections: str | None = _seam(
+        "Connections the model gateway holds open at once (default 192); past it a new one gets a 503."
+    )
 
 
 SEAMS = tuple(f.name for f in fields(HarnessEnv))

@@ -1,11 +1,14 @@
 """The model gateway (design §4 item 5): the agent's only road to a model API.
 
 It listens on a Unix socket that is bind-mounted into the agent's container (a relay inside turns it
-into `http://127.0.0.1:PORT`). For each request it removes whatever credential the agent sent, adds
-the real key from the host's environment, streams the upstream's answer back byte for byte, and
-counts tokens and cost from the usage the answer carries. Once `--max-cost` is spent it refuses
-further requests with an error that no SDK retries. The key exists only in this process: never in
-the container, its environment, a response, a log or the journal.
+into `http://127.0.0.1:PORT`). The agent is the client it serves and is not trusted: the gateway
+forwards only the exact routes of `routes.py`, removes whatever credential the agent sent and adds the
+real key from the host's environment, streams the upstream's answer back as it comes with every secret
+value redacted from its headers and body (an upstream that echoes request headers would otherwise hand
+the key back), and counts tokens and cost from the usage the answer carries. `--max-cost` is a
+reservation (`budget.py`). Connections are capped, a request head must arrive within a deadline and a
+body within another, and the body limit holds while reading. The key exists only in this process:
+never in the container, its environment, a response, a log or the journal.
 """
 
 from __future__ import annotations
@@ -22,24 +25,40 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from runner.errors import UsageError
+from runner.gateway.budget import Budget, Reservation
+from runner.gateway.loop import bind_unix_socket
 from runner.gateway.prices import PriceTable
-from runner.gateway.usage import Api, UsageMeter
+from runner.gateway.routes import Match, Provider, Route, match, parse_base_url, upstream_url
+from runner.gateway.usage import UsageMeter
 from runner.models import GatewayUsage, TokenUsage, utcnow
+from runner.redact import RedactingSink, Redactor
+
+if TYPE_CHECKING:
+    from aiohttp import web
+    from yarl import URL
 
 log = logging.getLogger(__name__)
-
-Provider = Literal["anthropic", "openai"]
 
 ANTHROPIC_DEFAULT = "https://api.anthropic.com"
 OPENAI_DEFAULT = "https://api.openai.com/v1"
 MAX_BODY_BYTES = 32 * 1024**2
 MAX_ACTIVE = 32  # upstream requests at once
 MAX_WAITING = 128  # beyond active ones; more than that are refused at once with 503
+MAX_CONNECTIONS = 192  # open connections; past it a new one gets a 503 and is closed (active + waiting + some)
+HEADER_TIMEOUT = 30.0  # seconds for a request head, from the connection's start or the previous answer's end
+BODY_TIMEOUT = 60.0  # seconds to receive a whole request body
+LINGER_SECONDS = 1.0
 MAX_LOG_BYTES = 32 * 1024**2
 RETRY_AFTER_CAP = 24 * 3600.0
 BACKLOG = 2048  # connections a burst may queue before accept; past it a client is refused, not hung
+# What a request may produce when it does not say (max_tokens & co.), and the most it is ever estimated at:
+# the largest output of current models. A larger `max_tokens` is refused by the provider anyway.
+MAX_OUTPUT_TOKENS = 128_000
+_OUTPUT_FIELDS = {"messages": ("max_tokens",), "chat": ("max_completion_tokens", "max_tokens"),
+                  "responses": ("max_output_tokens",)}  # fmt: skip
 
 # Credentials and hop-by-hop headers never cross the gateway; every other header passes untouched.
 _DROP_REQUEST = frozenset({
@@ -51,21 +70,13 @@ _DROP_RESPONSE = frozenset({
     "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "set-cookie",
     "trailer", "upgrade",
 })  # fmt: skip
-
-
-@dataclass(frozen=True)
-class Route:
-    provider: Provider | None  # None: decided by the request's headers
-    api: Api | None  # None: forwarded, nothing to count
-
-
-ROUTES: dict[tuple[str, str], Route] = {
-    ("POST", "/v1/messages"): Route("anthropic", "messages"),
-    ("POST", "/v1/messages/count_tokens"): Route("anthropic", None),
-    ("POST", "/v1/responses"): Route("openai", "responses"),
-    ("POST", "/v1/chat/completions"): Route("openai", "chat"),
-    ("GET", "/v1/models"): Route(None, None),
-}
+_CONNECTIONS_BODY = (
+    b'{"type":"error","error":{"type":"overloaded_error","message":"harness gateway: too many connections"}}'
+)
+_TOO_MANY_CONNECTIONS = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nx-harness-gateway: too-many-connections"
+    b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_CONNECTIONS_BODY), _CONNECTIONS_BODY)
+)
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,8 @@ class Upstream:
     base_url: str  # Anthropic's without /v1, OpenAI's with it (as their SDKs take them)
     key: str | None = field(repr=False)
 
-    def url(self, path: str, query: str) -> str:
-        suffix = path[len("/v1") :] if self.provider == "openai" else path
-        return self.base_url.rstrip("/") + suffix + (f"?{query}" if query else "")
+    def url(self, matched: Match) -> URL:
+        return upstream_url(parse_base_url(self.base_url), self.provider, matched)
 
     def credential(self) -> dict[str, str]:
         if not self.key:
@@ -85,9 +95,11 @@ class Upstream:
 
 
 def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, Upstream]:
-    """The real endpoints and keys, from the host's environment (never the container's)."""
+    """The real endpoints and keys, from the host's environment (never the container's).
+
+    Raises UsageError for a base URL the gateway cannot use."""
     env = os.environ if env is None else env
-    return {
+    upstreams: dict[Provider, Upstream] = {
         "anthropic": Upstream(
             "anthropic",
             env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT,
@@ -95,10 +107,16 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, U
         ),
         "openai": Upstream("openai", env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT, env.get("OPENAI_API_KEY") or None),
     }
+    for name, upstream in upstreams.items():
+        try:
+            parse_base_url(upstream.base_url)
+        except ValueError as exc:
+            raise UsageError(f"{name.upper()}_BASE_URL: {exc}") from None
+    return upstreams
 
 
 def secret_keys(upstreams: Mapping[Provider, Upstream]) -> dict[str, str]:
-    """The real keys by name, for the redactor: they must never appear in any log."""
+    """The real keys by name, for the redactor: they must never appear in any log or response."""
     return {f"{u.provider.upper()}_API_KEY": u.key for u in upstreams.values() if u.key}
 
 
@@ -125,10 +143,59 @@ def _error_body(provider: Provider, kind: str, message: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": kind}}).encode()
 
 
+def output_tokens_asked(api: str, payload: Mapping[str, Any]) -> int:
+    """The most output a request may produce: what it asks for, else (or above it) MAX_OUTPUT_TOKENS."""
+    for name in _OUTPUT_FIELDS.get(api, ()):
+        value = payload.get(name)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return min(value, MAX_OUTPUT_TOKENS)
+    return MAX_OUTPUT_TOKENS
+
+
 @dataclass
 class _Counters:
     usage: GatewayUsage = field(default_factory=GatewayUsage)
     last_status: int | None = None  # of the last upstream answer
+
+
+class _Buffer:
+    """An OutputSink that keeps what it is given until taken (the redactor's output, then the socket)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, chunk: bytes) -> None:
+        self.parts.append(chunk)
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+    def flush(self) -> None:
+        pass  # nothing is held: `take` hands everything on
+
+
+class _RefuseConnection(asyncio.Protocol):
+    """What a connection past the cap gets: one 503, then the end (no request is parsed).
+
+    It closes once the client's first bytes are read and dropped, or after a short linger: closing with
+    unread input would reset the connection before the client could read the answer."""
+
+    LINGER = LINGER_SECONDS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - a stream socket's transport
+        self.transport = transport
+        transport.write(_TOO_MANY_CONNECTIONS)
+        self._timer = asyncio.get_running_loop().call_later(self.LINGER, transport.close)
+
+    def data_received(self, data: bytes) -> None:
+        self._timer.cancel()
+        self.transport.close()
+
+    def eof_received(self) -> bool:
+        self._timer.cancel()
+        return False  # the transport closes itself
 
 
 class ModelGateway:
@@ -147,6 +214,10 @@ class ModelGateway:
         max_body_bytes: int = MAX_BODY_BYTES,
         max_active: int = MAX_ACTIVE,
         max_waiting: int = MAX_WAITING,
+        max_connections: int = MAX_CONNECTIONS,
+        header_timeout: float = HEADER_TIMEOUT,
+        body_timeout: float = BODY_TIMEOUT,
+        secrets: Mapping[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.socket_path = socket_path
@@ -154,10 +225,15 @@ class ModelGateway:
         self.upstreams = dict(upstreams)
         self.prices = prices
         self.max_cost_usd = max_cost_usd
-        self.spent_before_usd = spent_before_usd
+        self.budget = Budget(max_cost_usd, spent_before_usd)
         self.max_body_bytes = max_body_bytes
         self.max_active = max_active
         self.max_waiting = max_waiting
+        self.max_connections = max_connections
+        self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
+        # Every key, and every value the user marked secret, is taken out of what goes back to the agent.
+        self.redactor = Redactor({**secret_keys(self.upstreams), **(secrets or {})})
         self._ssl = ssl_context
         self._lock = threading.Lock()
         self._total = _Counters()
@@ -165,8 +241,11 @@ class ModelGateway:
         self._iteration_number = 0
         self._log_bytes = 0
         self._pending = 0
+        self.open_connections = 0
+        self.refused_connections = 0
         self._active: asyncio.Semaphore | None = None
-        self._runner: Any = None
+        self._server: Any = None
+        self._listener: asyncio.Server | None = None
         self._session: Any = None
 
     # ---- what the supervisor asks, from its own thread -------------------------------------
@@ -190,17 +269,23 @@ class ModelGateway:
             return self._iteration.last_status
 
     def spent_usd(self) -> float:
-        with self._lock:
-            return self.spent_before_usd + self._total.usage.cost_usd
+        return self.budget.spent_usd
 
     def budget_spent(self) -> bool:
-        return self.max_cost_usd is not None and self.spent_usd() >= self.max_cost_usd
+        return self.budget.exhausted()
 
     # ---- lifecycle, in the server thread's loop ---------------------------------------------
 
     async def start(self) -> None:
         import aiohttp
         from aiohttp import web
+
+        gateway = self
+
+        class _Server(web.Server):  # aiohttp's low-level server, counting its connections
+            def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
+                super().connection_lost(handler, exc)
+                gateway.open_connections -= 1
 
         self._active = asyncio.Semaphore(self.max_active)
         context = self._ssl or default_ssl_context()
@@ -210,143 +295,229 @@ class ModelGateway:
             auto_decompress=True,
             trust_env=False,  # the host's proxy settings are for the host, and the gateway needs none here
         )
-        app = web.Application(client_max_size=self.max_body_bytes)
-        app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        await bind_unix_site(self._runner, self.socket_path)
+        # keepalive_timeout is aiohttp's deadline for a request head, counted from the connection's start
+        # or the previous answer's end; bytes trickling in do not extend it.
+        # lingering_time: how long the rest of a refused body is read and dropped before the connection
+        # closes (closing with unread input would reset it before the client reads the refusal).
+        self._server = _Server(self._handle, handler_cancellation=False, keepalive_timeout=self.header_timeout,
+                               lingering_time=LINGER_SECONDS, access_log=None)  # fmt: skip
+        sock = bind_unix_socket(self.socket_path)
+        self._listener = await asyncio.get_running_loop().create_unix_server(self._accept, sock=sock, backlog=BACKLOG)
+
+    def _accept(self) -> asyncio.BaseProtocol:
+        if self.open_connections >= self.max_connections:
+            if not self.refused_connections:
+                self._log({"ts": utcnow().isoformat(), "iteration": self._iteration_number,
+                           "refused": "too-many-connections", "openConnections": self.open_connections})  # fmt: skip
+            self.refused_connections += 1
+            return _RefuseConnection()
+        self.open_connections += 1
+        protocol: asyncio.BaseProtocol = self._server()
+        return protocol
 
     async def close(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
+        if self._listener is not None:
+            self._listener.close()
+        if self._server is not None:
+            await self._server.shutdown(1.0)
+        if self._listener is not None:
+            await self._listener.wait_closed()
+            self._listener = None
+            self.socket_path.unlink(missing_ok=True)
         if self._session is not None:
             await self._session.close()
+        if self.refused_connections:
+            self._log({"ts": utcnow().isoformat(), "refused": "too-many-connections",
+                       "refusedConnections": self.refused_connections})  # fmt: skip
 
     # ---- requests ---------------------------------------------------------------------------
 
-    async def _handle(self, request: Any) -> Any:
-        from aiohttp import web
-
-        route = ROUTES.get((request.method, request.path))
-        if route is None and request.method == "GET" and request.path.startswith("/v1/models/"):
-            route = Route(None, None)
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        matched = match(request.method, request.raw_path)
+        route = matched.route if matched else None
         provider: Provider = route.provider if route and route.provider else _guess_provider(request.headers)
-        if route is None:
+        if matched is None or route is None:
             return self._refuse(provider, 404, "not_found_error", f"harness gateway: no route for {request.method} "
-                                f"{request.path[:200]}", request, reason="unknown-path")  # fmt: skip
-        try:
-            body = await request.read()  # bounded by client_max_size; read first so a refusal is clean
-        except web.HTTPRequestEntityTooLarge:
-            return self._refuse(provider, 413, "request_too_large",
-                                f"harness gateway: request body over {self.max_body_bytes} bytes", request,
-                                reason="body-too-large")  # fmt: skip
+                                f"{request.raw_path[:200]}", request, reason="unknown-path")  # fmt: skip
+        # Bounded before anything is read: a flood waits in no queue and holds no body in memory.
         if self._pending >= self.max_active + self.max_waiting:
             return self._refuse(provider, 503, "overloaded_error", "harness gateway: too many requests at once",
                                 request, reason="too-many-requests")  # fmt: skip
         self._pending += 1
         try:
-            payload: dict[str, Any] = {}
-            if request.method == "POST":
-                try:
-                    parsed = json.loads(body)
-                except (ValueError, UnicodeDecodeError):
-                    parsed = None
-                if not isinstance(parsed, dict):
-                    return self._refuse(provider, 400, "invalid_request_error",
-                                        "harness gateway: the body is not a JSON object", request,
-                                        reason="malformed-json")  # fmt: skip
-                payload = parsed
-            if route.api is not None and self.budget_spent():
-                with self._lock:
-                    for counters in (self._total, self._iteration):
-                        counters.usage.refused_budget += 1
-                return self._refuse(provider, 403, "permission_error" if provider == "anthropic" else "budget_exceeded",
-                                    f"harness gateway: the session's --max-cost of ${self.max_cost_usd:.2f} is spent "
-                                    "(not a transient error; do not retry)", request, reason="budget")  # fmt: skip
-            assert self._active is not None  # noqa: S101 - set by start()
-            async with self._active:
-                return await self._forward(request, route, provider, payload, body)
+            return await self._admit(request, matched, provider)
         finally:
             self._pending -= 1
 
-    async def _forward(
-        self, request: Any, route: Route, provider: Provider, payload: dict[str, Any], body: bytes
-    ) -> Any:
-        import aiohttp
-        from aiohttp import web
-
-        upstream = self.upstreams[provider]
-        streaming = payload.get("stream") is True
-        if route.api == "chat" and streaming:
+    async def _admit(self, request: web.BaseRequest, matched: Match, provider: Provider) -> web.StreamResponse:
+        route = matched.route
+        body = await self._read_body(request)
+        if isinstance(body, int):
+            reason, message = {
+                413: ("body-too-large", f"request body over {self.max_body_bytes} bytes"),
+                408: ("body-timeout", f"request body not received within {self.body_timeout:g}s"),
+            }[body]
+            return self._refuse(provider, body, "request_too_large" if body == 413 else "invalid_request_error",
+                                f"harness gateway: {message}", request, reason=reason)  # fmt: skip
+        payload: dict[str, Any] = {}
+        if request.method == "POST":
+            try:
+                parsed = json.loads(body)
+            except (ValueError, UnicodeDecodeError):
+                parsed = None
+            if not isinstance(parsed, dict):
+                return self._refuse(provider, 400, "invalid_request_error",
+                                    "harness gateway: the body is not a JSON object", request,
+                                    reason="malformed-json")  # fmt: skip
+            payload = parsed
+        if route.api == "chat" and payload.get("stream") is True:
             # Without it a streamed chat completion carries no usage, and could not be counted.
             given = payload.get("stream_options")
             options: dict[str, Any] = given if isinstance(given, dict) else {}
             if not options.get("include_usage"):
                 payload["stream_options"] = {**options, "include_usage": True}
                 body = json.dumps(payload).encode()
+        reservation = None
+        if route.api is not None:
+            reservation = await self.budget.reserve(self._estimate(route, provider, payload, len(body)))
+            if reservation is None:
+                with self._lock:
+                    for counters in (self._total, self._iteration):
+                        counters.usage.refused_budget += 1
+                return self._refuse(provider, 403, "permission_error" if provider == "anthropic" else "budget_exceeded",
+                                    f"harness gateway: the session's --max-cost of ${self.max_cost_usd:.2f} is spent "
+                                    "(not a transient error; do not retry)", request, reason="budget")  # fmt: skip
+        assert self._active is not None  # noqa: S101 - set by start()
+        async with self._active:
+            return await self._forward(request, matched, provider, payload, body, reservation)
+
+    async def _read_body(self, request: web.BaseRequest) -> bytes | int:
+        """The whole body, or 413 (over the limit, checked as it arrives) or 408 (too slow)."""
+        if (request.content_length or 0) > self.max_body_bytes:
+            return 413
+        parts: list[bytes] = []
+        size = 0
+        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                while chunk := await request.content.readany():
+                    size += len(chunk)
+                    if size > self.max_body_bytes:
+                        return 413
+                    parts.append(chunk)
+        except TimeoutError:
+            return 408
+        return b"".join(parts)
+
+    def _estimate(self, route: Route, provider: Provider, payload: Mapping[str, Any], body_bytes: int) -> float:
+        """A request's worst-case cost: one input token per byte of its body (no tokenizer makes more
+        tokens than bytes of text), and all the output it may ask for, at its model's price (or the
+        provider's dearest for a model the table does not know)."""
+        model = payload.get("model") if isinstance(payload.get("model"), str) else None
+        price, _ = self.prices.lookup(model, provider)
+        return price.worst_case(body_bytes, output_tokens_asked(route.api or "", payload))
+
+    async def _forward(
+        self, request: web.BaseRequest, matched: Match, provider: Provider, payload: dict[str, Any], body: bytes,
+        reservation: Reservation | None,
+    ) -> web.StreamResponse:  # fmt: skip
+        import aiohttp
+        from aiohttp import web
+
+        route = matched.route
+        upstream = self.upstreams[provider]
         request_model = payload.get("model") if isinstance(payload.get("model"), str) else None
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
         headers.update(upstream.credential())
         headers["accept-encoding"] = "identity"
         started = time.monotonic()
-        meter = UsageMeter(route.api or "messages", streaming=streaming, request_model=request_model)
-        counted = False
-        response: Any = None
-        status, retry_after, error = 502, None, None
+        meter: UsageMeter | None = None
+        response: web.StreamResponse | None = None
+        status: int | None = None
+        retry_after, error = None, None
         try:
             async with self._session.request(
-                request.method, upstream.url(request.path, request.query_string), data=body or None, headers=headers,
-                allow_redirects=False,
+                request.method, upstream.url(matched), data=body or None, headers=headers, allow_redirects=False,
             ) as upstream_response:  # fmt: skip
                 status = upstream_response.status
                 retry_after = parse_retry_after(upstream_response.headers.get("retry-after"))
-                response = web.StreamResponse(status=status, reason=upstream_response.reason)
+                # The answer's own framing says whether it streams, not the request's `stream` field.
+                streaming = upstream_response.content_type == "text/event-stream"
+                meter = UsageMeter(route.api or "messages", streaming=streaming, request_model=request_model)
+                response = web.StreamResponse(status=status, reason=self.redactor.text(upstream_response.reason or ""))
                 for name, value in upstream_response.headers.items():
-                    if name.lower() not in _DROP_RESPONSE:
-                        response.headers.add(name, value)
+                    if name.lower() not in _DROP_RESPONSE and self.redactor.text(name) == name:
+                        response.headers.add(name, self.redactor.text(value))
                 await response.prepare(request)
+                out = _Buffer()
+                sink = RedactingSink(self.redactor, out) if self.redactor else out
                 async for chunk in upstream_response.content.iter_any():
                     if route.api is not None and status < 400:
                         meter.feed(chunk)
-                    await response.write(chunk)  # as it comes: SSE is never buffered here
+                    sink.write(chunk)
+                    if data := out.take():
+                        await response.write(data)  # as it comes: SSE is never buffered here
+                sink.flush()
+                if data := out.take():
+                    await response.write(data)
                 # Counted before the agent sees the end, so the totals never lag its last answer.
-                self._count(request, provider, route, status, meter, started, retry_after, None)
-                counted = True
+                self._count(request, provider, route, status, meter, started, retry_after, None, reservation)
+                reservation = None
                 await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             # Before the answer began: the agent gets a clear 502. After: the stream is cut (the
             # agent or the upstream went away) and what streamed is still counted.
             error = type(exc).__name__
-        if not counted:
-            self._count(request, provider, route, status, meter, started, retry_after, error)
+            if status is None and isinstance(exc, aiohttp.ClientConnectorError):
+                status = 502  # nothing reached the provider: nothing to charge
+        if reservation is not None:
+            self._count(request, provider, route, status, meter, started, retry_after, error, reservation)
         if response is None or not response.prepared:
             return self._refuse(provider, 502, "api_error", f"harness gateway: the upstream failed ({error})", None,
                                 reason="upstream-error")  # fmt: skip
         return response
 
     def _count(
-        self, request: Any, provider: Provider, route: Route, status: int, meter: UsageMeter, started: float,
-        retry_after: float | None, error: str | None,
+        self, request: web.BaseRequest, provider: Provider, route: Route, status: int | None,
+        meter: UsageMeter | None, started: float, retry_after: float | None, error: str | None,
+        reservation: Reservation | None,
     ) -> None:  # fmt: skip
-        meter.finish()
-        self._record(request, provider, route, status, meter.model, meter.usage, meter.seen, started, retry_after,
+        """Record one forwarded request and settle its reservation.
+
+        `status` None: the request may have reached the provider but no answer came back."""
+        usage, model, counted, final = TokenUsage(), None, False, False
+        if meter is not None:
+            meter.finish()
+            usage, model, counted, final = meter.usage, meter.model, meter.seen, meter.final
+        cost, known = self.prices.cost(model, provider, usage) if counted else (0.0, True)
+        if reservation is not None:
+            # The provider bills what it produced; an error answer is not billed. Where the closing usage
+            # never arrived (the agent hung up, the stream was cut, no answer), what it cost is unknown:
+            # the reservation is its charge.
+            unknown = status is None or (status < 400 and not final)
+            charge = max(cost, reservation.estimate_usd) if unknown else cost
+            if unknown:
+                error = error or "no final usage"
+            self.budget.settle(reservation, charge)
+            cost = charge
+        self._record(request, provider, route, status or 502, model, usage, cost, known, started, retry_after,
                      error=error)  # fmt: skip
 
     def _record(
         self,
-        request: Any,
+        request: web.BaseRequest,
         provider: Provider,
         route: Route,
         status: int,
         model: str | None,
         usage: TokenUsage,
-        counted: bool,
+        cost: float,
+        known: bool,
         started: float,
         retry_after: float | None = None,
         *,
         error: str | None = None,
     ) -> None:
-        cost, known = self.prices.cost(model, provider, usage) if counted else (0.0, True)
         rate_limited = status in {429, 529}
         with self._lock:
             for counters in (self._total, self._iteration):
@@ -360,30 +531,35 @@ class ModelGateway:
                 if rate_limited:
                     u.retry_after_seconds = retry_after
                 counters.last_status = status
-            spent = self.spent_before_usd + self._total.usage.cost_usd
         self._log({
             "ts": utcnow().isoformat(), "iteration": self._iteration_number, "method": request.method,
             "path": request.path, "provider": provider, "api": route.api, "model": model, "status": status,
             "inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
             "cacheReadTokens": usage.cache_read_tokens, "cacheWriteTokens": usage.cache_write_tokens,
-            "costUsd": round(cost, 6), "priced": known, "spentUsd": round(spent, 6),
+            "costUsd": round(cost, 6), "priced": known, "spentUsd": round(self.budget.spent_usd, 6),
             "latencyMs": round((time.monotonic() - started) * 1000), "retryAfter": retry_after, "error": error,
         })  # fmt: skip
 
-    def _refuse(self, provider: Provider, status: int, kind: str, message: str, request: Any, *, reason: str) -> Any:
+    def _refuse(
+        self, provider: Provider, status: int, kind: str, message: str, request: web.BaseRequest | None, *,
+        reason: str,
+    ) -> web.Response:  # fmt: skip
         from aiohttp import web
 
         if request is not None:
             self._log({
                 "ts": utcnow().isoformat(), "iteration": self._iteration_number, "method": request.method,
-                "path": request.path[:200], "provider": provider, "status": status, "refused": reason,
+                "path": request.raw_path[:200], "provider": provider, "status": status, "refused": reason,
             })  # fmt: skip
-        return web.Response(
+        response = web.Response(
             status=status,
             body=_error_body(provider, kind, message),
             content_type="application/json",
             headers={"x-harness-gateway": reason},
         )
+        if reason in {"body-too-large", "body-timeout"}:
+            response.force_close()  # the rest of that body is not worth reading: the connection ends here
+        return response
 
     def _log(self, line: dict[str, Any]) -> None:
         """One JSON line per request; never raises into the request path; capped."""
@@ -416,21 +592,3 @@ def default_ssl_context() -> ssl.SSLContext:
         except (OSError, ssl.SSLError) as exc:
             log.warning("extra CA certificate %s not loaded: %s", cert, exc)
     return context
-
-
-async def bind_unix_site(runner: Any, path: Path) -> None:
-    """Serve `runner` on a Unix socket at `path` that the agent's uid may connect to.
-
-    A socket path is limited to 107 bytes; a deep harness home exceeds that, so the socket is
-    bound through the short /proc/self/fd alias of its directory."""
-    from aiohttp import web
-
-    path.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        short = f"/proc/self/fd/{fd}/{path.name}" if len(str(path)) > 100 else str(path)
-        site = web.UnixSite(runner, short, backlog=BACKLOG)
-        await site.start()
-    finally:
-        os.close(fd)
-    path.chmod(0o666)

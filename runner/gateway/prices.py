@@ -1,15 +1,17 @@
 """What model tokens cost: a built-in table for current models, overridable by the user.
 
-Prices are USD per million tokens. A model is matched by the longest table key that its name starts
-with (dated and suffixed names such as `claude-sonnet-4-5-20250929` find `claude-sonnet-4-5`). A model
-that matches nothing is priced at the most expensive row of its provider, so a budget errs on the safe
-side, and the request is counted as unpriced.
+Prices are USD per million tokens. A model matches a row exactly or through one documented alias: a
+provider prefix (`anthropic/`, `openai/`) and a release suffix (`-20250929`, `-2025-08-07`, `-latest`)
+are dropped. Nothing else matches: a prefix match would price `gpt-5-pro` as `gpt-5`, at a twelfth of
+its price. A model that matches nothing is priced at the most expensive row of its provider, so a
+budget errs on the safe side, and the request is counted as unpriced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import tomllib
 from pathlib import Path
 
@@ -22,6 +24,11 @@ from runner.seams import harness_env
 log = logging.getLogger(__name__)
 
 PRICES_ENV = "HARNESS_PRICES"  # a TOML file of [models."NAME"] rows; default $XDG_CONFIG_HOME/harness/prices.toml
+# The built-in rows: the providers' published list prices on this date (standard tier, not batch).
+PRICES_AS_OF = "2025-11-24"
+PRICES_SOURCE = "https://docs.anthropic.com/en/docs/about-claude/pricing, https://platform.openai.com/docs/pricing"
+_PROVIDER_PREFIX = re.compile(r"^(?:anthropic|openai)/")
+_RELEASE_SUFFIX = re.compile(r"-(?:\d{8}|\d{4}-\d{2}-\d{2}|latest)$")
 
 
 class Price(BaseModel):
@@ -45,6 +52,12 @@ class Price(BaseModel):
         )
         return total / 1_000_000
 
+    def worst_case(self, input_tokens: int, output_tokens: int) -> float:
+        """The most a request can cost: every input token at the dearest input rate (a cache write
+        costs more than plain input), and every output token it may produce."""
+        rate = max(self.input, self.cache_read or 0.0, self.cache_write or 0.0)
+        return (input_tokens * rate + output_tokens * self.output) / 1_000_000
+
 
 def _p(i: float, o: float, r: float | None = None, w: float | None = None) -> Price:
     return Price(input=i, output=o, cache_read=r, cache_write=w)
@@ -61,6 +74,10 @@ BUILTIN: dict[str, Price] = {
     "claude-haiku-4-5": _p(1, 5, 0.1, 1.25),
     "claude-3-5-haiku": _p(0.8, 4, 0.08, 1),
     # OpenAI (cached input is a read; there is no cache write charge)
+    "gpt-5.1-codex-mini": _p(0.25, 2, 0.025),
+    "gpt-5.1-codex": _p(1.25, 10, 0.125),
+    "gpt-5.1": _p(1.25, 10, 0.125),
+    "gpt-5-pro": _p(15, 120),
     "gpt-5-codex": _p(1.25, 10, 0.125),
     "gpt-5-mini": _p(0.25, 2, 0.025),
     "gpt-5-nano": _p(0.05, 0.4, 0.005),
@@ -71,26 +88,33 @@ BUILTIN: dict[str, Price] = {
     "gpt-4o-mini": _p(0.15, 0.6, 0.075),
     "gpt-4o": _p(2.5, 10, 1.25),
     "o4-mini": _p(1.1, 4.4, 0.275),
+    "o3-pro": _p(20, 80),
     "o3": _p(2, 8, 0.5),
 }
 
 
+def canonical_model(model: str | None) -> str:
+    """The row name a model is looked up by: lower case, without provider prefix or release suffix."""
+    name = _PROVIDER_PREFIX.sub("", (model or "").strip().lower())
+    return _RELEASE_SUFFIX.sub("", name)
+
+
 class PriceTable:
     def __init__(self, rows: dict[str, Price]) -> None:
-        self.rows = dict(rows)
-        # Longest keys first: the most specific row wins.
-        self._keys = sorted(self.rows, key=len, reverse=True)
+        self.rows = {key.lower(): price for key, price in rows.items()}
 
     def lookup(self, model: str | None, provider: str) -> tuple[Price, bool]:
-        """(price, known): the row for `model`, or the provider's dearest row when it has none."""
+        """(price, known): the row for `model` (exact or alias), or the provider's dearest row."""
         name = (model or "").strip().lower()
-        name = name.split("/", 1)[1] if "/" in name else name  # "openai/gpt-5", "anthropic/claude-..."
-        for key in self._keys:
-            if name.startswith(key):
+        for key in (name, canonical_model(name)):
+            if key in self.rows:
                 return self.rows[key], True
+        return self.dearest(provider), False
+
+    def dearest(self, provider: str) -> Price:
+        """The provider's most expensive row: what an unknown model is charged, so a budget errs safe."""
         family = [p for k, p in self.rows.items() if k.startswith("claude") == (provider == "anthropic")]
-        dearest = max(family or self.rows.values(), key=lambda p: (p.output, p.input))
-        return dearest, False
+        return max(family or self.rows.values(), key=lambda p: (p.output, p.input))
 
     def cost(self, model: str | None, provider: str, usage: TokenUsage) -> tuple[float, bool]:
         price, known = self.lookup(model, provider)

@@ -9,17 +9,19 @@ them with it, and `resume` starts them again. The agent's container never gets a
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from runner.backends.base import Service
+from runner.errors import UsageError
 from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
-from runner.gateway.model import ModelGateway, secret_keys, upstreams_from_env
+from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, secret_keys, upstreams_from_env
 from runner.gateway.prices import load_prices
 from runner.models import GatewayUsage, RunSummary
 from runner.sandbox import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET
+from runner.seams import harness_env
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,16 @@ EGRESS_LOG = "egress.log"
 LOOPBACK = "127.0.0.1"
 GATEWAY_URL = f"http://{LOOPBACK}:{GATEWAY_PORT}"
 PROXY_URL = f"http://{LOOPBACK}:{EGRESS_PORT}"
+
+
+def gateway_max_connections() -> int:
+    """The gateway's connection cap: HARNESS_GATEWAY_MAX_CONNECTIONS, else MAX_CONNECTIONS. Raises UsageError."""
+    text = harness_env().gateway_max_connections
+    if text is None:
+        return MAX_CONNECTIONS
+    if not (text.isascii() and text.isdigit() and 0 < int(text) <= 1_000_000):
+        raise UsageError(f"HARNESS_GATEWAY_MAX_CONNECTIONS={text[:20]!r}: want a whole number from 1 to 1000000")
+    return int(text)
 
 
 def parse_allow_hosts(values: Sequence[str]) -> list[AllowRule]:
@@ -61,7 +73,9 @@ class Wiring:
 class RunNetwork:
     """Start with `start()`, end with `stop()`; the supervisor reads the gateway's counters."""
 
-    def __init__(self, *, summary: RunSummary, net_dir: Path, journal_dir: Path) -> None:
+    def __init__(
+        self, *, summary: RunSummary, net_dir: Path, journal_dir: Path, secrets: Mapping[str, str] | None = None
+    ) -> None:
         self.net_dir = net_dir
         self.network = summary.network
         self.rules = parse_allow_hosts(summary.allow_hosts)
@@ -75,6 +89,8 @@ class RunNetwork:
             prices=load_prices(),
             max_cost_usd=summary.limits.max_cost_usd,
             spent_before_usd=summary.usage.cost_usd,
+            max_connections=gateway_max_connections(),
+            secrets=secrets,  # the values of --env NAME: redacted from the answers too
         )
         self.egress = (
             EgressProxy(socket_path=net_dir / EGRESS_SOCKET, rules=self.rules, log_path=journal_dir / EGRESS_LOG)

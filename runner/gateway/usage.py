@@ -2,7 +2,9 @@
 
 Each provider reports usage in its own fields; all are normalised to `TokenUsage`, where
 `input_tokens` excludes cache reads and writes (OpenAI counts cached tokens inside its input).
-The meter never changes a byte of the response: it only watches.
+The meter never changes a byte of the response: it only watches. `final` says whether the answer's
+closing usage arrived (Anthropic's `message_delta`, a Responses terminal event, a chat chunk with
+usage, or a whole JSON answer): without it the gateway cannot know what the request cost.
 """
 
 from __future__ import annotations
@@ -35,30 +37,40 @@ class UsageMeter:
         self.model = request_model
         self.usage = TokenUsage()
         self.seen = False  # a usage field was found
+        self.final = False  # the answer's closing usage was found
         self._buffer = bytearray()
-        self._overflow = False
+        self._overflow = False  # a JSON answer too large to parse
+        self._skipping = False  # inside an SSE line too long to keep: dropped up to its end
         self._data: list[bytes] = []
 
     def feed(self, chunk: bytes) -> None:
         if self._overflow:
             return
-        self._buffer += chunk
         if not self.streaming:
+            self._buffer += chunk
             if len(self._buffer) > MAX_JSON_BODY:
                 self._overflow = True
                 self._buffer.clear()
             return
+        if self._skipping:
+            end = chunk.find(b"\n")
+            if end < 0:
+                return
+            # The event that line belonged to is lost; the meter goes on with the next one.
+            self._skipping, self._data = False, []
+            chunk = chunk[end + 1 :]
+        self._buffer += chunk
         while (end := self._buffer.find(b"\n")) >= 0:
             line = bytes(self._buffer[:end]).rstrip(b"\r")
             del self._buffer[: end + 1]
             self._line(line)
         if len(self._buffer) > MAX_SSE_LINE:
-            self._overflow = True
+            self._skipping = True
             self._buffer.clear()
 
     def finish(self) -> None:
         if self.streaming:
-            if self._buffer:
+            if self._buffer and not self._skipping:
                 self._line(bytes(self._buffer))
             self._line(b"")
         elif not self._overflow and self._buffer:
@@ -92,14 +104,14 @@ class UsageMeter:
             self._set_model(message.get("model"))
             self._anthropic_usage(_dict(message.get("usage")))
         elif kind == "message_delta":
-            self._anthropic_usage(_dict(event.get("usage")))
+            self.final = self._anthropic_usage(_dict(event.get("usage"))) or self.final
         elif kind == "message":  # a non-streamed reply
             self._set_model(event.get("model"))
-            self._anthropic_usage(_dict(event.get("usage")))
+            self.final = self._anthropic_usage(_dict(event.get("usage"))) or self.final
 
-    def _anthropic_usage(self, usage: dict[str, Any]) -> None:
+    def _anthropic_usage(self, usage: dict[str, Any]) -> bool:
         if not usage:
-            return
+            return False
         self.seen = True
         # message_delta repeats cumulative counts; a field it omits keeps its earlier value.
         update = {
@@ -111,6 +123,7 @@ class UsageMeter:
         current = self.usage.model_dump()
         current.update({k: _int(v) for k, v in update.items() if v is not None})
         self.usage = TokenUsage(**current)
+        return True
 
     def _responses(self, event: dict[str, Any]) -> None:
         response = _dict(event.get("response")) if "response" in event else event
@@ -139,7 +152,8 @@ class UsageMeter:
             )
 
     def _openai_usage(self, prompt: int, cached: int, output: int, reasoning: int) -> None:
-        self.seen = True
+        # OpenAI reports usage once, at the end (a terminal Responses event, the last chat chunk).
+        self.seen = self.final = True
         self.usage = TokenUsage(
             input_tokens=max(0, prompt - cached),
             cache_read_tokens=min(cached, prompt),
