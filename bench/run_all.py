@@ -13,7 +13,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from bench import cli_startup, harvest_large, iteration_overhead, log_throughput, many_sessions, setup_large_repo
+from bench import (
+    cli_startup,
+    gateway_latency,
+    harvest_large,
+    iteration_overhead,
+    log_throughput,
+    many_sessions,
+    setup_large_repo,
+)
 from bench._common import DOC, BenchError, Result, machine, write_section
 
 BENCHMARKS: dict[str, Callable[[bool], Result]] = {
@@ -23,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     log_throughput.NAME: log_throughput.measure,
     cli_startup.NAME: cli_startup.measure,
     many_sessions.NAME: many_sessions.measure,
+    gateway_latency.NAME: gateway_latency.measure,
 }
 
 INTRO = """# Performance
@@ -31,9 +40,10 @@ Written by `make bench` (`python -m bench.run_all --doc docs/performance.md`) fr
 do not edit by hand; a benchmark rewrites its section between its markers. Every figure is a median of
 repetitions measured in the same run as its raw baseline, and the ratios (harness / baseline) are what matter:
 this machine is shared with other developers' Docker tests, so absolute times drift with their load. Goals are
-those of issue 10; where one is missed the section says why and what would close it. `make bench-quick` runs
-small versions of the same benchmarks (CI runs them for correctness only, never for time). A benchmark run alone
-(`--only NAME`) rewrites its own section and the machine's; the others keep the figures of their last run."""
+those of issue 10 (the model gateway's: issue 16); where one is missed the section says why and what would close
+it. `make bench-quick` runs small versions of the same benchmarks (CI runs them for correctness only, never for
+time). A benchmark run alone (`--only NAME`) rewrites its own section and the machine's; the others keep the
+figures of their last run."""
 
 
 def main(argv: list[str] | None = None) -> int:
