@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import socket
 import ssl
 import threading
 import time
@@ -47,13 +48,13 @@ OPENAI_DEFAULT = "https://api.openai.com/v1"
 MAX_BODY_BYTES = 32 * 1024**2
 MAX_ACTIVE = 32  # upstream requests at once
 MAX_WAITING = 128  # beyond active ones; more than that are refused at once with 503
-MAX_CONNECTIONS = 192  # open connections; past it a new one gets a 503 and is closed (active + waiting + some)
+MAX_CONNECTIONS = 192  # open connections; past it new ones wait in the socket's backlog (active + waiting + some)
 HEADER_TIMEOUT = 30.0  # seconds for a request head, from the connection's start or the previous answer's end
 BODY_TIMEOUT = 60.0  # seconds to receive a whole request body
-LINGER_SECONDS = 1.0
+LINGER_SECONDS = 1.0  # the rest of a refused body is read and dropped for this long, then the connection closes
 MAX_LOG_BYTES = 32 * 1024**2
 RETRY_AFTER_CAP = 24 * 3600.0
-BACKLOG = 2048  # connections a burst may queue before accept; past it a client is refused, not hung
+BACKLOG = 2048  # connections that may wait to be accepted (no descriptor of ours); past it a client is refused
 # What a request may produce when it does not say (max_tokens & co.), and the most it is ever estimated at:
 # the largest output of current models. A larger `max_tokens` is refused by the provider anyway.
 MAX_OUTPUT_TOKENS = 128_000
@@ -70,13 +71,6 @@ _DROP_RESPONSE = frozenset({
     "content-length", "transfer-encoding", "connection", "keep-alive", "content-encoding", "set-cookie",
     "trailer", "upgrade",
 })  # fmt: skip
-_CONNECTIONS_BODY = (
-    b'{"type":"error","error":{"type":"overloaded_error","message":"harness gateway: too many connections"}}'
-)
-_TOO_MANY_CONNECTIONS = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nx-harness-gateway: too-many-connections"
-    b"\r\nConnection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(_CONNECTIONS_BODY), _CONNECTIONS_BODY)
-)
 
 
 @dataclass(frozen=True)
@@ -175,29 +169,6 @@ class _Buffer:
         pass  # nothing is held: `take` hands everything on
 
 
-class _RefuseConnection(asyncio.Protocol):
-    """What a connection past the cap gets: one 503, then the end (no request is parsed).
-
-    It closes once the client's first bytes are read and dropped, or after a short linger: closing with
-    unread input would reset the connection before the client could read the answer."""
-
-    LINGER = LINGER_SECONDS
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.WriteTransport)  # noqa: S101 - a stream socket's transport
-        self.transport = transport
-        transport.write(_TOO_MANY_CONNECTIONS)
-        self._timer = asyncio.get_running_loop().call_later(self.LINGER, transport.close)
-
-    def data_received(self, data: bytes) -> None:
-        self._timer.cancel()
-        self.transport.close()
-
-    def eof_received(self) -> bool:
-        self._timer.cancel()
-        return False  # the transport closes itself
-
-
 class ModelGateway:
     """One session's gateway. Its aiohttp server runs in a `ServerThread`'s event loop; the
     supervisor reads its counters from its own thread."""
@@ -242,10 +213,12 @@ class ModelGateway:
         self._log_bytes = 0
         self._pending = 0
         self.open_connections = 0
-        self.refused_connections = 0
+        self.times_at_cap = 0  # how often a connection had to wait for the cap
+        self._room: asyncio.Event | None = None  # set when a connection closes
+        self._accepting: asyncio.Task[None] | None = None
         self._active: asyncio.Semaphore | None = None
         self._server: Any = None
-        self._listener: asyncio.Server | None = None
+        self._listener: socket.socket | None = None
         self._session: Any = None
 
     # ---- what the supervisor asks, from its own thread -------------------------------------
@@ -286,8 +259,11 @@ class ModelGateway:
             def connection_lost(self, handler: Any, exc: BaseException | None = None) -> None:
                 super().connection_lost(handler, exc)
                 gateway.open_connections -= 1
+                if gateway._room is not None:
+                    gateway._room.set()
 
         self._active = asyncio.Semaphore(self.max_active)
+        self._room = asyncio.Event()
         context = self._ssl or default_ssl_context()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=self.max_active),
@@ -296,39 +272,58 @@ class ModelGateway:
             trust_env=False,  # the host's proxy settings are for the host, and the gateway needs none here
         )
         # keepalive_timeout is aiohttp's deadline for a request head, counted from the connection's start
-        # or the previous answer's end; bytes trickling in do not extend it.
-        # lingering_time: how long the rest of a refused body is read and dropped before the connection
-        # closes (closing with unread input would reset it before the client reads the refusal).
+        # or the previous answer's end; bytes trickling in do not extend it. lingering_time: how long the
+        # rest of a refused body is read and dropped before the connection closes (closing with unread
+        # input would reset it before the client reads the refusal).
         self._server = _Server(self._handle, handler_cancellation=False, keepalive_timeout=self.header_timeout,
                                lingering_time=LINGER_SECONDS, access_log=None)  # fmt: skip
-        sock = bind_unix_socket(self.socket_path)
-        self._listener = await asyncio.get_running_loop().create_unix_server(self._accept, sock=sock, backlog=BACKLOG)
+        self._listener = bind_unix_socket(self.socket_path)
+        self._listener.listen(BACKLOG)
+        self._accepting = asyncio.ensure_future(self._accept_loop(self._listener))
 
-    def _accept(self) -> asyncio.BaseProtocol:
-        if self.open_connections >= self.max_connections:
-            if not self.refused_connections:
-                self._log({"ts": utcnow().isoformat(), "iteration": self._iteration_number,
-                           "refused": "too-many-connections", "openConnections": self.open_connections})  # fmt: skip
-            self.refused_connections += 1
-            return _RefuseConnection()
-        self.open_connections += 1
-        protocol: asyncio.BaseProtocol = self._server()
-        return protocol
+    async def _accept_loop(self, listener: socket.socket) -> None:
+        """Accept one connection at a time while under the cap. Past it, nothing is accepted: new
+        connections wait in the socket's backlog, holding no descriptor of the supervisor's, until one
+        closes (an idle one does at the head deadline). asyncio's own server accepts a whole backlog at
+        once, which a flood turns into a descriptor per connection."""
+        loop = asyncio.get_running_loop()
+        assert self._room is not None  # noqa: S101 - set by start()
+        while True:
+            if self.open_connections >= self.max_connections:
+                if not self.times_at_cap:
+                    self._log({"ts": utcnow().isoformat(), "iteration": self._iteration_number,
+                               "refused": "connection-cap", "openConnections": self.open_connections})  # fmt: skip
+                self.times_at_cap += 1
+                while self.open_connections >= self.max_connections:
+                    self._room.clear()
+                    await self._room.wait()
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of descriptors, or the client gave up: try again shortly
+                log.debug("gateway accept: %s", exc)
+                await asyncio.sleep(0.05)
+                continue
+            self.open_connections += 1
+            try:
+                await loop.connect_accepted_socket(self._server, conn)
+            except OSError:
+                conn.close()
+                self.open_connections -= 1
 
     async def close(self) -> None:
+        if self._accepting is not None:
+            self._accepting.cancel()
+            await asyncio.gather(self._accepting, return_exceptions=True)
         if self._listener is not None:
             self._listener.close()
-        if self._server is not None:
-            await self._server.shutdown(1.0)
-        if self._listener is not None:
-            await self._listener.wait_closed()
             self._listener = None
             self.socket_path.unlink(missing_ok=True)
+        if self._server is not None:
+            await self._server.shutdown(1.0)
         if self._session is not None:
             await self._session.close()
-        if self.refused_connections:
-            self._log({"ts": utcnow().isoformat(), "refused": "too-many-connections",
-                       "refusedConnections": self.refused_connections})  # fmt: skip
+        if self.times_at_cap:
+            self._log({"ts": utcnow().isoformat(), "refused": "connection-cap", "timesAtCap": self.times_at_cap})
 
     # ---- requests ---------------------------------------------------------------------------
 
@@ -557,8 +552,10 @@ class ModelGateway:
             content_type="application/json",
             headers={"x-harness-gateway": reason},
         )
-        if reason in {"body-too-large", "body-timeout"}:
-            response.force_close()  # the rest of that body is not worth reading: the connection ends here
+        if reason in {"body-too-large", "body-timeout", "too-many-requests"}:
+            # The rest of that body is not worth reading, and under load the connection is worth more to a
+            # client waiting for one (past the cap, new connections wait to be accepted): it ends here.
+            response.force_close()
         return response
 
     def _log(self, line: dict[str, Any]) -> None:

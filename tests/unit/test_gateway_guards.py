@@ -479,7 +479,9 @@ def test_the_meter_knows_when_the_closing_usage_arrived() -> None:
 # ---- bounded connections --------------------------------------------------------------------------
 
 
-def test_connections_past_the_cap_get_a_503_and_the_gateway_serves_again(served: tuple[ServerThread, Path]) -> None:
+def test_connections_past_the_cap_wait_unaccepted_and_are_served_once_room_frees(
+    served: tuple[ServerThread, Path],
+) -> None:
     thread, tmp = served
     with ScriptedUpstream() as up:
         gw = _gateway(tmp, up.url, max_connections=8)
@@ -490,14 +492,20 @@ def test_connections_past_the_cap_get_a_503_and_the_gateway_serves_again(served:
             s.connect(str(tmp / "gateway.sock"))
             held.append(s)
         wait_for(lambda: gw.open_connections == 8, what="eight open connections")
-        refused = raw(tmp / "gateway.sock", get("/v1/models"))
-        for s in held:
-            s.close()
-        wait_for(lambda: gw.open_connections == 0, what="the held connections to close")
-        fine = raw(tmp / "gateway.sock", get("/v1/models"))
-    assert refused[0] == 503 and refused[1]["x-harness-gateway"] == "too-many-connections"
-    assert fine[0] == 200 and gw.refused_connections == 1
-    assert not up.seen("/v1/models")[1:]  # only the request after the flood reached the upstream
+        with socket.socket(socket.AF_UNIX) as ninth:
+            ninth.connect(str(tmp / "gateway.sock"))  # queued by the kernel: connect succeeds
+            ninth.sendall(get("/v1/models"))
+            ninth.settimeout(0.5)
+            with pytest.raises(TimeoutError):  # ...but nothing answers while the cap is reached
+                ninth.recv(1)
+            assert gw.open_connections == 8 and gw.times_at_cap == 1 and not up.requests
+            for s in held:
+                s.close()
+            ninth.settimeout(10)
+            answer = ninth.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 200") and len(up.seen("/v1/models")) == 1
+    log = [json.loads(line) for line in (tmp / "gateway.log").read_text().splitlines()]
+    assert log[0]["refused"] == "connection-cap" and log[0]["openConnections"] == 8
 
 
 def test_a_slow_request_head_is_cut_at_the_header_timeout(served: tuple[ServerThread, Path]) -> None:
