@@ -25,7 +25,7 @@ from runner.gateway.loop import ServerThread
 from runner.gateway.model import MAX_OUTPUT_TOKENS, ModelGateway, Upstream, output_tokens_asked, upstreams_from_env
 from runner.gateway.prices import BUILTIN, PriceTable, canonical_model
 from runner.gateway.routes import match, parse_base_url, upstream_url
-from runner.gateway.usage import MAX_SSE_LINE, UsageMeter
+from runner.gateway.usage import MAX_SSE_EVENT, UsageMeter
 from runner.models import TokenUsage
 from tests.helpers import wait_for
 from tests.upstreams import ScriptedUpstream
@@ -451,9 +451,9 @@ def test_prices_match_exactly_or_by_documented_alias_never_by_prefix() -> None:
 # ---- the meter ------------------------------------------------------------------------------------
 
 
-def test_an_over_long_sse_line_is_skipped_and_the_meter_goes_on() -> None:
+def test_an_over_long_sse_event_is_skipped_and_the_meter_goes_on() -> None:
     meter = UsageMeter("messages", streaming=True, request_model="m")
-    meter.feed(b'data: {"type":"content_block_delta","x":"' + b"a" * (MAX_SSE_LINE + 10))
+    meter.feed(b'data: {"type":"content_block_delta","x":"' + b"a" * (MAX_SSE_EVENT + 10))
     meter.feed(b"a" * 1000 + b'"}\n\n')
     end = {"type": "message_delta", "usage": {"input_tokens": 5, "output_tokens": 9}}
     meter.feed(b"data: " + json.dumps(end).encode() + b"\n\n")
@@ -554,3 +554,22 @@ def test_the_supervisor_raises_its_open_file_limit(tmp_path: Path) -> None:
     out = subprocess.run(["prlimit", "--nofile=64:4096", sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()  # fmt: skip
     assert out == ["64", "4096", "4096"]
+
+
+@pytest.mark.parametrize("crlf", [False, True])
+@pytest.mark.parametrize("size", [1, 7, 333, 1 << 20])
+def test_the_meter_reads_the_same_usage_however_the_stream_is_cut(size: int, crlf: bool) -> None:
+    start = {"type": "message_start", "message": {"model": "claude-haiku-4-5", "usage": {"input_tokens": 11}}}
+    text = {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "no tokens here " * 9}}
+    stream = b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+    stream += (b"event: content_block_delta\ndata: " + json.dumps(text).encode() + b"\n\n") * 50
+    # The closing usage in an event of two data lines (joined by a newline, as SSE says).
+    stream += b'event: message_delta\ndata: {"type": "message_delta",\ndata: "usage": {"output_tokens": 13}}\n\n'
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    meter = UsageMeter("messages", streaming=True, request_model="asked-for")
+    for at in range(0, len(stream), size):
+        meter.feed(stream[at : at + size])
+    meter.finish()
+    assert meter.final and meter.model == "claude-haiku-4-5"
+    assert meter.usage == TokenUsage(input_tokens=11, output_tokens=13)
