@@ -34,6 +34,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 
 import h11
@@ -77,13 +78,14 @@ _REWRITTEN = _FRAMING | {b"host", b"expect"}
 # A stand-in Host for h11, which holds every HTTP/1.1 request to RFC 9112's mandatory Host: clients
 # of a proxy often leave it out of CONNECT, and the target names the place anyway.
 _NO_HOST = b"Host: no-host.invalid\r\n\r\n"
-_REASONS = {
-    400: "Bad Request",
-    403: "Forbidden",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
+# The `error` of a refusal's JSON body, by status: the agent's own fault, the policy, or the way out.
+_ERRORS = {
+    400: "egress-bad-request",
+    403: "egress-refused",
+    408: "egress-bad-request",
+    431: "egress-bad-request",
+    502: "egress-failed",
+    503: "egress-failed",
 }
 
 
@@ -120,14 +122,12 @@ def _normalise_host(text: str) -> str:
             return str(ipaddress.IPv6Address(text[1:-1]))
         except ValueError:
             raise ValueError(f"{text} is not an IPv6 address") from None
-    if ":" in text:
-        raise ValueError("an IPv6 address needs brackets: [ADDRESS]:PORT")
     with contextlib.suppress(ValueError):
         return str(ipaddress.IPv4Address(text))
-    name = text.lower()
-    name = name.removesuffix(".")
+    name = text.lower().removesuffix(".")
     labels = name.split(".")
-    if not name or len(name) > 253 or not name.isascii() or not all(_LABEL.fullmatch(label) for label in labels):
+    # ASCII before lowering: the Kelvin sign lowers to 'k', a dotted capital I to 'i' and a dot.
+    if not text.isascii() or not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise ValueError("not a host name (letters, digits, '-', dots; no wildcards)")
     if labels[-1].isdigit() or labels[-1].startswith("0x"):
         # `127.1` or `0x7f.1` would reach the resolver as an IPv4 address in disguise.
@@ -179,6 +179,7 @@ def forbidden_reason(ip: IPAddress) -> str | None:
         (ip.is_loopback, "loopback"),
         (ip in _METADATA, "cloud metadata"),
         (ip.is_link_local, "link-local"),
+        (isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local, "site-local"),
         (ip.is_multicast, "multicast"),
         (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT, "shared (CGNAT)"),
         (ip.is_private, "private"),
@@ -357,7 +358,7 @@ class EgressProxy:
         except _Denied as denied:
             rec.decision, rec.status, rec.reason = "refused", denied.status, denied.reason
             rec.ip = denied.ip or rec.ip
-            await self._deny(writer, rec)
+            await self._deny(writer, denied, rec)
         except _Idle:
             rec.reason = f"closed after {self._idle:g}s idle"
         except (OSError, asyncio.IncompleteReadError) as exc:
@@ -382,14 +383,13 @@ class EgressProxy:
             raise _Denied(408, f"no complete request head within {HEADER_TIMEOUT:g}s") from None
         except asyncio.IncompleteReadError as exc:
             if not exc.partial.strip():
-                rec.reason = "closed before a request"
-                raise
+                raise  # nothing was asked: no line in the log
             raise _Denied(400, "the request head ended early") from None
         agent = h11.Connection(h11.SERVER)
         request = _parse_head(agent, head, rec)
         if request.method == "CONNECT" and agent.next_event() is h11.NEED_DATA:
             raise _Denied(400, "a CONNECT request with a body")  # it would go into the tunnel unread
-        addresses = await self._admit(request.host, request.port, rec)
+        addresses = await self._admit(request.host, request.port)
         if request.method != "CONNECT":
             await self._forward(request, agent, addresses, reader, writer, rec)
             return
@@ -402,7 +402,7 @@ class EgressProxy:
         finally:
             up_writer.close()
 
-    async def _admit(self, host: str, port: int, rec: _Record) -> list[str]:
+    async def _admit(self, host: str, port: int) -> list[str]:
         """The addresses the request may be connected to; raises _Denied otherwise."""
         if AllowRule(host, port) not in self.rules:
             if host in self._hosts:
@@ -412,7 +412,7 @@ class EgressProxy:
             return [host]  # this very literal is listed
         try:
             found = await asyncio.wait_for(self._resolver(host, port), RESOLVE_TIMEOUT)
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:  # TimeoutError and socket.gaierror among them
             raise _Denied(502, f"cannot resolve {host}: {exc.__class__.__name__}") from None
         addresses: list[str] = []
         for text in found:
@@ -433,16 +433,14 @@ class EgressProxy:
         self, addresses: list[str], request: _Request, rec: _Record
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         """Connect to the first checked address that answers (never a name: no second lookup)."""
-        failure = "no address"
+        failures = []
         for address in addresses:
             rec.ip = address
             try:
-                return await asyncio.wait_for(
-                    asyncio.open_connection(address, request.port, limit=CHUNK), CONNECT_TIMEOUT
-                )
-            except (OSError, TimeoutError) as exc:
-                failure = (exc.strerror if isinstance(exc, OSError) else None) or exc.__class__.__name__
-        raise _Denied(502, f"cannot connect to {_bracketed(request.host)}:{request.port}: {failure}")
+                return await asyncio.wait_for(asyncio.open_connection(address, request.port), CONNECT_TIMEOUT)
+            except OSError as exc:  # TimeoutError among them
+                failures.append(exc.strerror or exc.__class__.__name__)
+        raise _Denied(502, f"cannot connect to {_bracketed(request.host)}:{request.port}: {'; '.join(failures)}")
 
     async def _forward(
         self,
@@ -464,7 +462,9 @@ class EgressProxy:
         headers = [host, *_end_to_end(request.headers, _REWRITTEN), *request.framing, (b"Connection", b"close")]
         pending = bytearray(upstream.send(h11.Request(method=request.method, target=request.path, headers=headers)))
         if agent.they_are_waiting_for_100_continue:  # it is allowed: the body may come
-            await self._send(writer, agent.send(h11.InformationalResponse(status_code=100, headers=[])), rec, up=False)
+            rec.bytes_down += await self._send(
+                writer, agent.send(h11.InformationalResponse(status_code=100, headers=[]))
+            )
         lines = _ChunkLines() if (b"Transfer-Encoding", b"chunked") in request.framing else None
         ended = False
         while not ended and len(pending) < BODY_HOLD:
@@ -473,10 +473,10 @@ class EgressProxy:
         up_reader, up_writer = await self._open(addresses, request, rec)
         try:
             rec.decision = "allowed"
-            await self._send(up_writer, pending, rec, up=True)
+            rec.bytes_up += await self._send(up_writer, pending)
             while not ended:
                 ended, data = await self._body(agent, upstream, reader, lines)
-                await self._send(up_writer, data, rec, up=True)
+                rec.bytes_up += await self._send(up_writer, data)
             await self._answer(upstream, up_reader, agent, writer, rec)
         finally:
             up_writer.close()
@@ -527,11 +527,11 @@ class EgressProxy:
                 rec.status = event.status_code
                 headers = [*_end_to_end(event.headers.raw_items(), frozenset()), (b"Connection", b"close")]
                 answer = h11.Response(status_code=event.status_code, reason=event.reason, headers=headers)
-                await self._send(writer, agent.send(answer), rec, up=False)
+                rec.bytes_down += await self._send(writer, agent.send(answer))
             elif isinstance(event, h11.Data):
-                await self._send(writer, agent.send(h11.Data(data=event.data)), rec, up=False)
+                rec.bytes_down += await self._send(writer, agent.send(h11.Data(data=event.data)))
             elif isinstance(event, h11.EndOfMessage):
-                await self._send(writer, agent.send(h11.EndOfMessage()), rec, up=False)
+                rec.bytes_down += await self._send(writer, agent.send(h11.EndOfMessage()))
                 return
             # else a 1xx answer: the body went before the answer was read, so nothing waits for it
 
@@ -541,13 +541,11 @@ class EgressProxy:
         except TimeoutError:
             raise _Idle from None
 
-    async def _send(self, writer: asyncio.StreamWriter, data: bytes | bytearray, rec: _Record, *, up: bool) -> None:
-        if up:
-            rec.bytes_up += len(data)
-        else:
-            rec.bytes_down += len(data)
+    async def _send(self, writer: asyncio.StreamWriter, data: bytes | bytearray) -> int:
+        """Write `data` and wait until it is taken (at most the idle timeout); its length."""
         writer.write(data)
         await asyncio.wait_for(writer.drain(), self._idle)
+        return len(data)
 
     async def _tunnel(
         self,
@@ -605,17 +603,14 @@ class EgressProxy:
             with contextlib.suppress(OSError):
                 writer.write_eof()
 
-    async def _deny(self, writer: asyncio.StreamWriter, rec: _Record) -> None:
+    async def _deny(self, writer: asyncio.StreamWriter, denied: _Denied, rec: _Record) -> None:
         """The structured answer to a refusal: a JSON body the agent can read, then close."""
-        status = rec.status or 403
-        error = {400: "egress-bad-request", 408: "egress-bad-request", 431: "egress-bad-request"}.get(
-            status, "egress-refused" if status == 403 else "egress-failed"
-        )
-        body = json.dumps({"error": error, "host": rec.host, "port": rec.port, "reason": rec.reason}).encode()
+        error = _ERRORS[denied.status]
+        body = json.dumps({"error": error, "host": rec.host, "port": rec.port, "reason": denied.reason}).encode()
         head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nX-Harness-Egress: {'refused' if status < 500 else 'failed'}\r\n"
-            "Connection: close\r\n\r\n"
+            f"HTTP/1.1 {denied.status} {HTTPStatus(denied.status).phrase}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nX-Harness-Egress: {'failed' if error == 'egress-failed' else 'refused'}"
+            "\r\nConnection: close\r\n\r\n"
         )
         with contextlib.suppress(OSError, TimeoutError):
             writer.write(head.encode() + body)
@@ -702,8 +697,7 @@ def _parse_head(agent: h11.Connection, head: bytes, rec: _Record) -> _Request:
         event = agent.next_event()
     except h11.RemoteProtocolError as exc:
         raise _Denied(400, f"malformed request head: {exc}") from None
-    if not isinstance(event, h11.Request):  # a whole head gives a request or an error
-        raise _Denied(400, "malformed request head")
+    assert isinstance(event, h11.Request)  # noqa: S101 - a whole head gives a request or an error
     if event.http_version not in (b"1.0", b"1.1"):
         raise _Denied(400, f"unsupported HTTP version {event.http_version.decode()}")
     method, target = event.method.decode(), event.target.decode()

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -17,10 +19,26 @@ from typing import Any
 import pytest
 
 from runner.errors import JournalError, UsageError
-from runner.gateway.egress import BODY_HOLD, AllowRule, EgressProxy, forbidden_reason, parse_allow_host
+from runner.gateway import egress
+from runner.gateway.egress import (
+    BODY_HOLD,
+    AllowRule,
+    EgressProxy,
+    _ChunkLines,
+    forbidden_reason,
+    parse_allow_host,
+    system_resolver,
+)
 from runner.gateway.loop import ServerThread
 
 DEADLINE = 10.0
+
+
+@pytest.fixture(autouse=True)
+def no_unhandled_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """A connection handler that raises (instead of answering and logging) fails the test."""
+    yield
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR] == []
 
 
 @pytest.fixture
@@ -103,6 +121,8 @@ def test_parse_allow_host_rejects_junk(text: str) -> None:
         ("::ffff:127.0.0.1", "loopback (embedded in IPv6)"),
         ("64:ff9b::a9fe:a9fe", "cloud metadata (embedded in IPv6)"),
         ("240.0.0.1", "private"),
+        ("4000::1", "reserved"),
+        ("fec0::1", "site-local"),
         ("8.8.8.8", None),
         ("2606:4700:4700::1111", None),
     ],
@@ -258,18 +278,21 @@ def test_connect_to_a_listed_ip_port_is_tunnelled_and_logged(net_dir: Path) -> N
         async with upstream() as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
             reader, writer = await open_proxy(p)
             writer.write(f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\n\r\n".encode())
-            status, headers = await read_head(reader)
-            assert (status, headers["x-harness-egress"]) == (200, "allowed")
-            writer.write(b"ping through the tunnel")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+            assert head == b"HTTP/1.1 200 Connection established\r\nX-Harness-Egress: allowed\r\n\r\n"
+            writer.write(b"ping ")
+            assert await asyncio.wait_for(reader.readexactly(5), DEADLINE) == b"ping "  # a read of its own
+            writer.write(b"through the tunnel")
             writer.write_eof()  # half-close: the echo still comes back
-            assert await asyncio.wait_for(reader.read(), DEADLINE) == b"ping through the tunnel"
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b"through the tunnel"
             writer.close()
             [line] = await wait_for_log(net_dir, 1)
             assert up.received == [b"ping through the tunnel"]
-            assert line["decision"] == "allowed" and line["method"] == "CONNECT"
+            assert line["decision"] == "allowed" and line["method"] == "CONNECT" and line["reason"] == ""
             assert (line["host"], line["port"], line["ip"]) == ("127.0.0.1", up.port, "127.0.0.1")
             assert (line["bytes_up"], line["bytes_down"]) == (23, 23)
-            assert line["ts"].endswith("+00:00") and line["duration_s"] >= 0
+            assert line["ts"].endswith("+00:00") and isinstance(line["duration_s"], float)
+            assert 0 <= line["duration_s"] < DEADLINE and round(line["duration_s"], 3) == line["duration_s"]
 
     asyncio.run(scenario())
 
@@ -349,6 +372,7 @@ class Refusal:
     reason: str
     host: str
     resolve: dict[str, list[str]] = field(default_factory=dict)
+    ip: str | None = None  # the forbidden address a name resolved to, in the log
 
 
 REFUSALS = {
@@ -364,6 +388,7 @@ REFUSALS = {
         "example.test resolves to 127.0.0.1, a loopback address",
         "example.test",
         {"example.test": ["93.184.216.34", "127.0.0.1"]},
+        "127.0.0.1",
     ),
     "unlisted IP": Refusal(
         ["example.test:{port}", "127.0.0.2:{port}"],
@@ -403,6 +428,7 @@ REFUSALS = {
         "meta.test resolves to 169.254.169.254, a cloud metadata address",
         "meta.test",
         {"meta.test": ["169.254.169.254"]},
+        "169.254.169.254",
     ),
     "private address via a name, absolute-form": Refusal(
         ["lan.test:{port}"],
@@ -410,6 +436,7 @@ REFUSALS = {
         "lan.test resolves to 192.168.1.10, a private address",
         "lan.test",
         {"lan.test": ["192.168.1.10"]},
+        "192.168.1.10",
     ),
 }
 
@@ -437,7 +464,7 @@ def test_refused_with_a_structured_denial_and_logged(net_dir: Path, case: Refusa
                 case.host,
                 up.port,
             )
-            assert line["reason"].startswith(reason)
+            assert line["reason"].startswith(reason) and line["ip"] == case.ip
             assert up.connections == 0  # nothing reached the server the agent aimed at
             # A name that is not listed is never even looked up.
             assert all(h in {r.split(":")[0] for r in case.rules} for h in asked)
@@ -541,8 +568,14 @@ def test_the_log_is_capped(net_dir: Path) -> None:
             for _ in range(6):
                 assert (await ask(p, b"CONNECT 127.0.0.1:2 HTTP/1.1\r\n\r\n")).status == 403
         lines = log_lines(net_dir)
-        assert 1 < len(lines) < 6 and lines[-1]["decision"] == "log-capped"
+        assert 1 < len(lines) < 6 and {**lines[-1], "ts": ""} == {
+            "ts": "",
+            "decision": "log-capped",
+            "reason": "later connections are not logged",
+        }
+        assert lines[-1]["ts"].endswith("+00:00")
         assert all(ln["decision"] == "refused" for ln in lines[:-1])
+        assert (net_dir / "egress.jsonl").stat().st_mode & 0o777 == 0o600
 
     asyncio.run(scenario())
 
@@ -608,8 +641,12 @@ def test_a_log_path_that_is_a_symlink_is_refused(net_dir: Path) -> None:
     (net_dir / "elsewhere").write_text("")
     (net_dir / "egress.jsonl").symlink_to(net_dir / "elsewhere")
     p = EgressProxy(socket_path=net_dir / "egress.sock", rules=[], log_path=net_dir / "egress.jsonl")
-    with pytest.raises(JournalError):
+    with pytest.raises(JournalError) as info:
         asyncio.run(p.start())
+    assert (
+        info.value.message
+        == f"cannot open the egress log {net_dir / 'egress.jsonl'}: Too many levels of symbolic links"
+    )
     assert not (net_dir / "egress.sock").exists()
 
 
@@ -1077,3 +1114,415 @@ def test_an_answer_that_breaks_off_ends_the_connection_and_is_logged(net_dir: Pa
     assert got == b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nabc"
     assert (line["decision"], line["status"], line["bytes_down"]) == ("allowed", 200, len(got))
     assert line["reason"].startswith("the upstream's answer broke off: peer closed connection")
+
+
+# -- the rest of the policy, edge by edge -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[::1", "a bracketed host must be an IPv6 address"),
+        ("[notanip]:80", "[notanip] is not an IPv6 address"),
+        ("[::1]x", "junk after the IPv6 address"),
+        ("::1", "an IPv6 address needs brackets: [ADDRESS]:PORT"),
+        ("a:b:c", "an IPv6 address needs brackets: [ADDRESS]:PORT"),
+        ("*.example.com", "not a host name (letters, digits, '-', dots; no wildcards)"),
+        ("\u212aelvin.example", "not a host name"),  # the Kelvin sign lowercases to an ASCII 'k'
+        ("a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 62, "not a host name"),  # 254 bytes
+        ("example.0x10", "a numeric name that is not a plain IPv4 address"),
+        ("example.com:000080", "bad port '000080' (1-65535)"),
+        ("example.com:", "bad port '' (1-65535)"),
+    ],
+)
+def test_parse_allow_host_says_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_allow_host(text)
+    assert info.value.message.startswith(f"--allow-host {text!r}: {message}")
+
+
+def test_parse_allow_host_takes_a_253_byte_name_and_five_digit_ports() -> None:
+    name = "a" * 63 + "." + "b" * 63 + "." + "c" * 63 + "." + "d" * 61
+    assert parse_allow_host(f"{name}:00443") == AllowRule(name, 443)
+
+
+def test_an_allow_rule_prints_as_it_is_written() -> None:
+    assert (str(AllowRule("::1", 443)), str(AllowRule("example.com", 80))) == ("[::1]:443", "example.com:80")
+
+
+def test_the_system_resolver_finds_localhost() -> None:
+    found = asyncio.run(system_resolver("localhost", 443))
+    assert "127.0.0.1" in found and len(found) == len(set(found))
+    assert all(ipaddress.ip_address(address) for address in found)
+
+
+def test_a_listed_ip_literal_is_never_looked_up_and_connected_to_as_is(net_dir: Path) -> None:
+    async def scenario() -> None:
+        asked: list[str] = []
+        # 127.0.0.2 is loopback too: a connection that went to 'localhost' instead would not reach it.
+        up = Upstream()
+        server = await asyncio.start_server(up._handle, "127.0.0.2", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with proxy(net_dir, [f"127.0.0.2:{port}"], fixed_resolver({}, asked)) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"CONNECT 127.0.0.2:{port} HTTP/1.1\r\nHost: 127.0.0.2\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == 200  # a Host without a port names the CONNECT target
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        server.close()
+        assert asked == [] and (line["decision"], line["ip"]) == ("allowed", "127.0.0.2")
+
+    asyncio.run(scenario())
+
+
+def test_a_name_is_looked_up_with_its_port(net_dir: Path) -> None:
+    async def scenario() -> None:
+        asked: list[tuple[str, int]] = []
+
+        async def resolve(host: str, port: int) -> list[str]:
+            asked.append((host, port))
+            return ["127.0.0.1", "127.0.0.1"]
+
+        async with upstream() as up, proxy(net_dir, [f"a.test:{up.port}", f"127.0.0.1:{up.port}"], resolve) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"CONNECT a.test:{up.port} HTTP/1.1\r\nHost: a.test:{up.port}\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == 200
+            writer.close()
+        assert asked == [("a.test", up.port)]
+
+    asyncio.run(scenario())
+
+
+async def _never(host: str, port: int) -> list[str]:
+    await asyncio.Event().wait()
+    return []
+
+
+@pytest.mark.parametrize(
+    ("resolver", "status", "reason"),
+    [
+        (fixed_resolver({}), 502, "cannot resolve a.test: OSError"),
+        (_never, 502, "cannot resolve a.test: TimeoutError"),
+        (fixed_resolver({"a.test": []}), 502, "a.test has no address"),
+        (fixed_resolver({"a.test": ["x" * 80]}), 403, f"a.test resolves to an unreadable address {'x' * 64!r}"),
+    ],
+)
+def test_a_name_that_does_not_resolve_to_an_address_is_refused(
+    net_dir: Path, monkeypatch: pytest.MonkeyPatch, resolver: Any, status: int, reason: str
+) -> None:
+    monkeypatch.setattr(egress, "RESOLVE_TIMEOUT", 0.1)
+
+    async def scenario() -> None:
+        async with proxy(net_dir, ["a.test:443"], resolver) as p:
+            answer = await ask(p, b"CONNECT a.test:443 HTTP/1.1\r\n\r\n")
+            [line] = await wait_for_log(net_dir, 1)
+        kind = "failed" if status == 502 else "refused"
+        assert (answer.status, answer.headers["x-harness-egress"], answer.json()["error"]) == (
+            status,
+            kind,
+            f"egress-{kind}",
+        )
+        assert answer.json()["reason"] == line["reason"] == reason and line["status"] == status
+
+    asyncio.run(scenario())
+
+
+def test_a_listed_port_where_nothing_listens_is_a_502(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream() as up:
+            port = up.port
+        async with proxy(net_dir, [f"127.0.0.1:{port}"]) as p:  # the stand-in is gone: the port is closed
+            answer = await ask(p, f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            [line] = await wait_for_log(net_dir, 1)
+        reason = f"cannot connect to 127.0.0.1:{port}: Connect call failed ('127.0.0.1', {port})"
+        assert (answer.status, answer.json()["reason"], answer.json()["error"]) == (502, reason, "egress-failed")
+        assert (line["status"], line["reason"], line["ip"]) == (502, reason, "127.0.0.1")
+
+    asyncio.run(scenario())
+
+
+def test_an_ipv6_literal_is_bracketed_in_the_refusal(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with proxy(net_dir, ["[::1]:1"]) as p:
+            answer = await ask(p, b"CONNECT [::1]:2 HTTP/1.1\r\n\r\n")
+        assert answer.json()["reason"] == "port 2 is not allowed for [::1]"
+
+    asyncio.run(scenario())
+
+
+def test_a_refusal_is_exactly_this_answer(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with proxy(net_dir, ["127.0.0.1:1"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(b"CONNECT 127.0.0.1:2 HTTP/1.1\r\n\r\n")
+            got = await asyncio.wait_for(reader.read(), DEADLINE)
+            writer.close()
+        body = (
+            b'{"error": "egress-refused", "host": "127.0.0.1", "port": 2, '
+            b'"reason": "port 2 is not allowed for 127.0.0.1"}'
+        )
+        assert got == (
+            b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+            b"X-Harness-Egress: refused\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+        )
+
+    asyncio.run(scenario())
+
+
+def test_a_head_not_finished_in_time_is_a_408(net_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(egress, "HEADER_TIMEOUT", 0.2)
+
+    async def scenario() -> None:
+        async with proxy(net_dir, ["127.0.0.1:1"]) as p:
+            answer = await ask(p, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n")
+            [line] = await wait_for_log(net_dir, 1)
+        assert (answer.status, answer.json()["error"], answer.headers["x-harness-egress"]) == (
+            408,
+            "egress-bad-request",
+            "refused",
+        )
+        assert line["reason"] == answer.json()["reason"] == "no complete request head within 0.2s"
+
+    asyncio.run(scenario())
+
+
+def test_a_head_cut_short_is_a_400(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with proxy(net_dir, ["127.0.0.1:1"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n")
+            writer.write_eof()
+            status, _headers = await read_head(reader)
+            body = json.loads(await asyncio.wait_for(reader.read(), DEADLINE))
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        assert (status, body["reason"], line["status"]) == (400, "the request head ended early", 400)
+
+    asyncio.run(scenario())
+
+
+def test_exactly_100_headers_are_forwarded(net_dir: Path) -> None:
+    headers = "".join(f"X-{i}: {i}\r\n" for i in range(99))
+    answer, got = asyncio.run(forwarded(net_dir, GET + headers + "\r\n"))
+    assert answer.status == 200 and got.count(b"\r\nX-") == 99
+
+
+def test_http_port_80_is_the_default_and_left_out_of_host(net_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def scenario() -> bytes:
+        async with upstream(http=True) as up:
+            monkeypatch.setattr(egress, "HTTP_PORT", up.port)  # port 80 needs root: the stand-in's port plays it
+            async with proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+                answer = await ask(p, b"GET http://127.0.0.1?q HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                [got] = await up.all_received()
+        assert answer.status == 200
+        return got
+
+    assert asyncio.run(scenario()) == b"GET /?q HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+@pytest.mark.parametrize(
+    ("target", "path"),
+    [("/a/b://c", "/a/b://c"), ("?a=1?b/c", "/?a=1?b/c"), ("/x?y=/z", "/x?y=/z")],
+)
+def test_the_path_is_everything_after_the_authority(net_dir: Path, target: str, path: str) -> None:
+    answer, got = asyncio.run(forwarded(net_dir, f"GET http://127.0.0.1:{{port}}{target} HTTP/1.1\r\n\r\n"))
+    assert answer.status == 200 and got.startswith(f"GET {path} HTTP/1.1\r\n".encode())
+
+
+@pytest.mark.parametrize("target", ["/#frag", "/a\\b#", "\\@x/"])
+def test_fragments_and_backslashes_in_the_target_are_refused(net_dir: Path, target: str) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, f"GET http://127.0.0.1:{{port}}{target} HTTP/1.1\r\n\r\n"))
+    assert line["reason"] == "bad request target: user info, backslashes and fragments are not allowed"
+
+
+def test_a_long_mismatching_host_is_cut_to_100_characters_in_the_reason(net_dir: Path) -> None:
+    host = "a." * 60 + "test"
+
+    async def scenario() -> None:
+        async with proxy(net_dir, ["127.0.0.1:80"]) as p:
+            answer = await ask(p, f"GET http://127.0.0.1/ HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+        assert answer.json()["reason"] == f"the Host header names {host[:100]}, not the request's target"
+
+    asyncio.run(scenario())
+
+
+def test_a_long_line_is_cut_to_100_characters_in_the_reason(net_dir: Path) -> None:
+    value = "v" * 200
+    line = asyncio.run(refused_and_unseen(net_dir, GET + f"X-Long: {value}\x00\r\n\r\n"))
+    assert line["reason"] == f"a control character 0x00 in the header line {('X-Long: ' + value)[:100]!r}"
+
+
+@pytest.mark.parametrize(("byte", "kind"), [("\x80", "a non-ASCII byte 0x80"), ("\x7f", "a control character 0x7f")])
+def test_bytes_at_the_edge_of_ascii_are_named(net_dir: Path, byte: str, kind: str) -> None:
+    line = asyncio.run(refused_and_unseen(net_dir, GET + f"X: {byte}\r\n\r\n"))
+    assert line["reason"].startswith(f"{kind} in the header line")
+
+
+def test_an_answer_head_up_to_64_kib_is_relayed(net_dir: Path) -> None:
+    cookie = b"c" * 40000  # over h11's default 16 KiB, under the proxy's 64 KiB
+    got, line = asyncio.run(raw_answer(net_dir, b"HTTP/1.1 200 OK\r\nSet-Cookie: " + cookie + b"\r\n\r\n"))
+    assert got.startswith(b"HTTP/1.1 200 OK\r\nSet-Cookie: " + cookie + b"\r\n") and line["status"] == 200
+
+
+def test_expect_100_continue_is_counted_in_the_bytes_down(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            reader, writer = await open_proxy(p)
+            head = GET.replace("GET", "POST") + "Expect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+            writer.write(head.format(port=up.port).encode())
+            await read_head(reader)
+            writer.write(b"hi")
+            got = await asyncio.wait_for(reader.read(), DEADLINE)
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        assert line["bytes_down"] == len(b"HTTP/1.1 100 \r\n\r\n") + len(got)
+
+    asyncio.run(scenario())
+
+
+def test_an_agent_that_does_not_read_the_answer_is_let_go_after_the_idle_timeout(net_dir: Path) -> None:
+    async def scenario() -> None:
+        big = b"HTTP/1.1 200 OK\r\nContent-Length: 20000000\r\n\r\n" + b"z" * 20_000_000
+        async with (
+            upstream(http=True, answer=big) as up,
+            proxy(net_dir, [f"127.0.0.1:{up.port}"], idle_timeout=0.3) as p,
+        ):
+            _reader, writer = await open_proxy(p)
+            writer.write((GET + "\r\n").format(port=up.port).encode())
+            [line] = await wait_for_log(net_dir, 1)  # the agent never reads: the proxy must not wait forever
+            writer.close()
+        assert line["reason"] == "connection lost: TimeoutError" and 0 < line["bytes_down"] < len(big)
+
+    asyncio.run(scenario())
+
+
+def test_an_upstream_that_resets_ends_the_tunnel_at_once(net_dir: Path) -> None:
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        writer.transport.abort()  # an RST, not a FIN
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(reset, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with proxy(net_dir, [f"127.0.0.1:{port}"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == 200
+            writer.write(b"x")  # the agent keeps its side open
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b""
+            [line] = await wait_for_log(net_dir, 1)
+            writer.close()
+        server.close()
+        assert line["reason"] == "connection lost: ConnectionResetError"
+
+    asyncio.run(scenario())
+
+
+def test_a_download_is_not_idle_while_the_agent_only_listens(net_dir: Path) -> None:
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(8):  # 0.8 s of data, 0.1 s apart, through a tunnel idle after 0.3 s
+            writer.write(b"d" * 1000)
+            await writer.drain()
+            await asyncio.sleep(0.1)
+        writer.close()
+
+    async def scenario() -> None:
+        server = await asyncio.start_server(drip, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with proxy(net_dir, [f"127.0.0.1:{port}"], idle_timeout=0.3) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            assert (await read_head(reader))[0] == 200
+            assert await asyncio.wait_for(reader.read(), DEADLINE) == b"d" * 8000
+            writer.close()
+            [line] = await wait_for_log(net_dir, 1)
+        server.close()
+        assert (line["bytes_down"], line["reason"]) == (8000, "")
+
+    asyncio.run(scenario())
+
+
+def test_a_log_that_cannot_be_written_does_not_break_the_request(
+    net_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        p = EgressProxy(socket_path=net_dir / "egress.sock", rules=[], log_path=Path("/dev/full"))
+        await p.start()
+        try:
+            assert (await ask(p, b"CONNECT 127.0.0.1:1 HTTP/1.1\r\n\r\n")).status == 403
+        finally:
+            await p.close()
+
+    with caplog.at_level(logging.WARNING, logger="runner.gateway.egress"):
+        asyncio.run(scenario())
+    assert caplog.messages == ["egress log /dev/full: [Errno 28] No space left on device"]
+
+
+def test_close_is_safe_before_start_twice_and_without_its_socket(net_dir: Path) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+
+    async def scenario() -> None:
+        p = EgressProxy(socket_path=net_dir / "egress.sock", rules=[], log_path=net_dir / "egress.jsonl")
+        await p.close()  # never started
+        await p.start()
+        (net_dir / "egress.sock").unlink()  # someone removed it
+        await p.close()
+        await p.close()
+
+    asyncio.run(scenario())
+    assert len(os.listdir("/proc/self/fd")) == fds  # the log's descriptor is closed
+
+
+def test_a_socket_that_cannot_be_bound_leaves_no_open_log(net_dir: Path) -> None:
+    fds = len(os.listdir("/proc/self/fd"))
+    p = EgressProxy(socket_path=net_dir / "missing" / "egress.sock", rules=[], log_path=net_dir / "egress.jsonl")
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(p.start())
+    asyncio.run(p.close())
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
+# -- the chunk-line checker on its own: lines split across reads --------------------------------
+
+
+def test_chunk_lines_are_followed_across_any_split() -> None:
+    body = b"5;ext\r\nhello\r\n10\r\n" + b"x" * 16 + b"\r\n0\r\nTrailer: t\r\n\r\n"
+    for size in (1, 2, 3, 7, len(body)):
+        lines = _ChunkLines()
+        for at in range(0, len(body), size):
+            assert not lines.done
+            lines.feed(body[at : at + size])
+        assert lines.done
+        lines.feed(b"\x00 after the end is not looked at")
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_a_control_character_split_from_its_line_is_still_found(size: int) -> None:
+    body = b"5\r\nhello\r\n3;a\rb\r\nabc\r\n0\r\n\r\n"
+    lines = _ChunkLines()
+
+    def feed_all() -> None:
+        for at in range(0, len(body), size):
+            lines.feed(body[at : at + size])
+
+    with pytest.raises(egress._Denied) as info:
+        feed_all()
+    assert info.value.reason == "a control character 0x0d in a chunk line '3;a\\rb'"
+
+
+def test_a_chunk_line_may_be_16_kib_long_and_no_longer() -> None:
+    line = b"5;" + b"e" * (egress.MAX_HEADER_BYTES - 4) + b"\r\n"
+    assert len(line) == egress.MAX_HEADER_BYTES
+    _ChunkLines().feed(line)
+    with pytest.raises(egress._Denied):
+        _ChunkLines().feed(b"e" + line)
+
+
+def test_the_last_chunk_is_not_the_end_before_its_empty_line() -> None:
+    lines = _ChunkLines()
+    lines.feed(b"0\r\n")
+    assert not lines.done
+    lines.feed(b"\r\n")
+    assert lines.done
