@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,20 @@ _HARDENING = (
 
 Proc = subprocess.CompletedProcess[str]
 _OID = re.compile(r"[0-9a-f]{40}")
+
+
+@dataclass(frozen=True)
+class TreeEntry:
+    """One entry of a commit's tree: `mode` 100644/100755 (file), 120000 (link), 040000 (tree), 160000."""
+
+    mode: str
+    kind: str  # blob, tree, commit
+    sha: str
+    size: int | None  # blobs only
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "blob" and self.mode in {"100644", "100755"}
 
 
 @dataclass(frozen=True)
@@ -299,12 +314,59 @@ class HostGit:
         """Every file, symlink and submodule path of a commit's tree."""
         return {p for p in self.run("ls-tree", "-r", "-z", "--name-only", commit).stdout.split("\0") if p}
 
+    def tree_entry(self, commit: str, path: str) -> TreeEntry | None:
+        """What `path` is in a commit's tree (read from git, never from the disk): None when absent. A path
+        through a symbolic link is absent: git does not follow links inside a tree."""
+        if not path or path == ".":
+            sha = self.run("rev-parse", "--verify", "-q", f"{commit}^{{tree}}", check=False).stdout.strip()
+            return TreeEntry(mode="040000", kind="tree", sha=sha, size=None) if sha else None
+        proc = self.run("ls-tree", "-l", "-z", commit, "--", path.rstrip("/"), check=False)
+        for record in proc.stdout.split("\0"):
+            meta, _, name = record.partition("\t")
+            if name == path.rstrip("/"):
+                mode, kind, sha, size = meta.split()
+                return TreeEntry(mode=mode, kind=kind, sha=sha, size=None if size == "-" else int(size))
+        return None
+
+    def archive(self, tree: str, dest: Path) -> None:
+        """Extract the tree (a tree id or `commit:path`) into the directory `dest`, from git's own objects.
+        Only what stays inside `dest` is written: a link pointing out of it, a device or an absolute path
+        is left out (tarfile's data filter)."""
+        proc = subprocess.Popen(["git", *_HARDENING, "-C", str(self.repo), "archive", "--format=tar", tree],
+                                env=self._env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                stdin=subprocess.DEVNULL)  # fmt: skip
+        assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - both are pipes
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as tar:
+                tar.extractall(dest, filter=_inside)  # noqa: S202 - filtered: nothing lands outside dest
+            while proc.stdout.read(65536):  # the archive's end padding: git must not die writing it
+                pass
+        except tarfile.TarError as exc:
+            proc.kill()
+            raise WorkspaceError(f"git archive of {tree} in {self.repo} could not be read: {exc}") from None
+        finally:
+            proc.stdout.close()
+            err = proc.stderr.read().decode("utf-8", "replace")
+            proc.stderr.close()
+            code = proc.wait()
+        if code != 0:
+            detail = (err.strip().splitlines() or ["no output"])[-1]
+            raise WorkspaceError(f"git archive failed in {self.repo}: {detail}")
+
     def venvs(self, tree: set[str], dirs: set[str]) -> set[str]:
         """Those of `dirs` that hold a pyvenv.cfg on the disk or in `tree` (a commit's paths):
         virtualenvs, whatever their name."""
         top = self.info().top
         found = {d for d in dirs if os.path.lexists(top / d / "pyvenv.cfg")}
         return found | ({p.rsplit("/", 1)[0] for p in tree if p.endswith("/pyvenv.cfg")} & dirs)
+
+
+def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
+    """tarfile's data filter, skipping (not failing on) what it refuses: a link out of the tree."""
+    try:
+        return tarfile.data_filter(member, dest)
+    except tarfile.FilterError:
+        return None
 
 
 def _user_excludes_file() -> str | None:

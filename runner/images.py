@@ -36,6 +36,11 @@ def _contexts_root() -> Path:
     raise ImageMissingError("the harness's image build contexts are not installed")
 
 
+def context_dir(name: str) -> Path:
+    """The build context of the harness image `name` (images/NAME)."""
+    return _contexts_root() / name
+
+
 def image_names() -> list[str]:
     return sorted(p.name for p in _contexts_root().iterdir() if (p / "Dockerfile").is_file())
 

@@ -168,8 +168,18 @@ class Backend(ABC):
         """A label of a local image, None when the image or the label is absent."""
 
     @abstractmethod
-    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
-        """Build `tag` from the directory `context`. Raises ImageMissingError when the build fails."""
+    def image_id(self, image: str) -> str | None:
+        """The engine's id of a local image (its content, e.g. `sha256:...`), None when it is absent
+        or the engine cannot tell (a cluster pulls its images). Raises BackendError on engine faults."""
+
+    @abstractmethod
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
+        """Build `tag` from the directory `context`, nothing pulled: with `dockerfile` (a path inside
+        `context`, or an absolute one outside it; default `Dockerfile`), build arguments and the stage
+        `target`. Raises ImageMissingError when the build fails, with the build's last output line."""
 
     @abstractmethod
     def submission(self, spec: ContainerSpec) -> dict[str, object]:

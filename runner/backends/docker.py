@@ -129,6 +129,22 @@ def _last(lines: list[str]) -> str:
     return lines[-1] if lines else "the engine reported no output"
 
 
+# What the classic builder prints around a step's own output: not worth quoting in an error.
+_BUILDER_LINE = re.compile(r"^(Step \d+/\d+ : |---> |Removing intermediate container |Successfully )")
+_QUOTED_MAX = 300
+
+
+def _failure(detail: str, tail: list[str]) -> str:
+    """The engine's error for a failed build, with the last line the failing step printed (the reason,
+    usually: "E: Unable to locate package", a refusal), on one line."""
+    said = [line for line in tail if not _BUILDER_LINE.match(line)]
+    if not detail:
+        return _last(said or tail)
+    if said and said[-1] not in detail:
+        return f"{detail} (last output: {said[-1][:_QUOTED_MAX]})"
+    return detail
+
+
 def _mounts(spec: ContainerSpec) -> list[Mount]:
     """The spec's mounts, and the directory of its services' sockets, read-only (the agent connects,
     never creates or replaces a socket there)."""
@@ -200,11 +216,22 @@ class DockerBackend(Backend):
         value = labels.get(label)
         return str(value) if value is not None else None
 
-    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
+    def image_id(self, image: str) -> str | None:
+        try:
+            img = _call(f"inspect image {image}", lambda: self.client.images.get(image))
+        except ImageMissingError:
+            return None
+        return str(img.id)
+
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
         log.info("building image %s from %s", tag, context)
+        options: dict[str, Any] = {"dockerfile": dockerfile, "buildargs": buildargs or None, "target": target}
         for attempt in range(1, BUILD_ATTEMPTS + 1):
             try:
-                self._build(context, tag, labels)
+                self._build(context, tag, labels, {k: v for k, v in options.items() if v is not None})
             except _CacheRace as exc:
                 if attempt == BUILD_ATTEMPTS:
                     raise ImageMissingError(f"building image {tag} failed: {exc}") from None
@@ -212,7 +239,7 @@ class DockerBackend(Backend):
             else:
                 return
 
-    def _build(self, context: Path, tag: str, labels: dict[str, str]) -> None:
+    def _build(self, context: Path, tag: str, labels: dict[str, str], options: dict[str, Any]) -> None:
         progress = logging.getLogger(f"{__name__}.build")
         tail: list[str] = []  # the last lines, for the error of a failed build
         try:
@@ -220,14 +247,14 @@ class DockerBackend(Backend):
                 # The low-level API streams the build log; each line goes to the log as it comes.
                 chunks = self.client.api.build(
                     path=str(context), tag=tag, labels=labels, rm=True, forcerm=True,
-                    pull=False, network_mode="host", decode=True,
+                    pull=False, network_mode="host", decode=True, **options,
                 )  # fmt: skip
                 for chunk in chunks:
                     if "error" in chunk:
                         detail = _CONTROLS.sub("", str(chunk.get("error") or "")).strip()
                         if _CACHE_RACE.search(detail):
                             raise _CacheRace(detail)
-                        raise ImageMissingError(f"building image {tag} failed: {detail or _last(tail)}")
+                        raise ImageMissingError(f"building image {tag} failed: {_failure(detail, tail)}")
                     for raw in str(chunk.get("stream") or chunk.get("status") or "").splitlines():
                         line = _CONTROLS.sub("", raw).strip()
                         if line:

@@ -46,6 +46,17 @@ class _Container:
     exit_code: int | None = None
 
 
+@dataclass(frozen=True)
+class FakeBuild:
+    """One `build_image` call: what a test can check about it."""
+
+    tag: str
+    dockerfile: str  # the Dockerfile's text
+    labels: dict[str, str]
+    buildargs: dict[str, str]
+    target: str | None
+
+
 WAIT_SLICE = 0.05  # a hanging fake answers waits this often, so cancel checks stay quick
 
 
@@ -66,6 +77,9 @@ class FakeBackend(Backend):
     samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
     execs: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # id, command, env
     exec_exit: Callable[[list[str]], int | None] = lambda command: 0  # what an exec exits with (None: hangs)
+    image_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # tag -> labels (set by builds)
+    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> id (a new one per build)
+    builds: list[FakeBuild] = field(default_factory=list)  # every build_image call, in order
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _containers: dict[str, _Container] = field(default_factory=dict)
     name = "fake"
@@ -78,12 +92,26 @@ class FakeBackend(Backend):
         return image in self.images
 
     def image_label(self, image: str, label: str) -> str | None:
-        return None
+        return self.image_labels.get(image, {}).get(label) if image in self.images else None
 
-    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
-        if not (context / "Dockerfile").is_file():
+    def image_id(self, image: str) -> str | None:
+        if image not in self.images:
+            return None
+        return self.image_ids.setdefault(image, f"sha256:{next(self._ids):064x}")
+
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
+        given = Path(dockerfile or "Dockerfile")
+        path = given if given.is_absolute() else context / given
+        if not path.is_file():
             raise ImageMissingError(f"no Dockerfile in {context}")
+        self.builds.append(FakeBuild(tag=tag, dockerfile=path.read_text(), labels=dict(labels),
+                                     buildargs=dict(buildargs or {}), target=target))  # fmt: skip
         self.images.add(tag)
+        self.image_labels[tag] = dict(labels)
+        self.image_ids[tag] = f"sha256:{next(self._ids):064x}"  # a build makes a new image
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         return {"image": spec.image, "command": spec.command, "user": spec.user}

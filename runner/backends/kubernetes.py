@@ -296,7 +296,13 @@ class KubernetesBackend(Backend):
     def image_label(self, image: str, label: str) -> str | None:
         return None
 
-    def build_image(self, *, context: Path, tag: str, labels: dict[str, str]) -> None:
+    def image_id(self, image: str) -> str | None:
+        return None  # the cluster's nodes hold images; nothing here can tell
+
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
         raise ImageMissingError(
             f"the Kubernetes backend does not build images: build {tag} with Docker and push it to the "
             "cluster's registry (docs/kubernetes.md)"
