@@ -633,11 +633,11 @@ class EgressProxy:
                 "duration_s": round(time.monotonic() - rec.started, 3),
             }
         )
-        if self._log_fd is None or self._log_size >= self._log_cap:
+        if self._log_fd is None or self._log_size > self._log_cap:
             return
         if self._log_size + len(line) + 1 > self._log_cap:
             line = json.dumps({"ts": rec.ts, "decision": "log-capped", "reason": "later connections are not logged"})
-            self._log_size = self._log_cap  # the marker is the last line
+            self._log_size = self._log_cap + 1  # the marker is the last line, even in a log filled exactly
         else:
             self._log_size += len(line) + 1
         try:

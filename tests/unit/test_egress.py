@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import ipaddress
 import json
 import logging
@@ -10,6 +11,7 @@ import os
 import shutil
 import socket
 import tempfile
+import types
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -38,6 +40,7 @@ DEADLINE = 10.0
 def no_unhandled_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
     """A connection handler that raises (instead of answering and logging) fails the test."""
     yield
+    gc.collect()  # Python 3.11 reports a failed handler's task only when it is collected
     assert [r.getMessage() for r in caplog.records if r.name == "asyncio" and r.levelno >= logging.ERROR] == []
 
 
@@ -535,6 +538,7 @@ def test_connections_beyond_the_limit_get_503(net_dir: Path) -> None:
                 held.append(writer)
             answer = await ask(p, f"CONNECT 127.0.0.1:{up.port} HTTP/1.1\r\n\r\n".encode())
             assert answer.status == 503 and answer.json()["error"] == "egress-failed"
+            assert answer.json()["reason"] == "more than 2 connections at once"
             held.pop().close()
             lines = await wait_for_log(net_dir, 2)  # the 503, then the closed tunnel
             assert [ln["status"] for ln in lines] == [503, 200]
@@ -732,7 +736,8 @@ async def refused_and_unseen(net_dir: Path, request: str, status: int = 400) -> 
         answer = await ask(p, request.replace("{port}", str(up.port)).encode("latin-1"))
         [line] = await wait_for_log(net_dir, 1)
         assert (answer.status, answer.headers["x-harness-egress"]) == (status, "refused")
-        assert answer.json()["error"] == "egress-bad-request" and answer.json()["reason"] == line["reason"]
+        error = {400: "egress-bad-request", 403: "egress-refused"}[status]
+        assert answer.json()["error"] == error and answer.json()["reason"] == line["reason"]
         assert (line["decision"], line["status"], line["bytes_up"]) == ("refused", status, 0)
         assert (up.connections, up.received) == (0, [])
     return line
@@ -1421,11 +1426,14 @@ def test_an_upstream_that_resets_ends_the_tunnel_at_once(net_dir: Path) -> None:
 
 
 def test_a_download_is_not_idle_while_the_agent_only_listens(net_dir: Path) -> None:
+    early_eof: list[bool] = []
+
     async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for _ in range(8):  # 0.8 s of data, 0.1 s apart, through a tunnel idle after 0.3 s
             writer.write(b"d" * 1000)
             await writer.drain()
             await asyncio.sleep(0.1)
+        early_eof.append(reader.at_eof())  # the agent's side was not given up meanwhile
         writer.close()
 
     async def scenario() -> None:
@@ -1439,7 +1447,7 @@ def test_a_download_is_not_idle_while_the_agent_only_listens(net_dir: Path) -> N
             writer.close()
             [line] = await wait_for_log(net_dir, 1)
         server.close()
-        assert (line["bytes_down"], line["reason"]) == (8000, "")
+        assert (line["bytes_down"], line["reason"], early_eof) == (8000, "", [False])
 
     asyncio.run(scenario())
 
@@ -1526,3 +1534,103 @@ def test_the_last_chunk_is_not_the_end_before_its_empty_line() -> None:
     assert not lines.done
     lines.feed(b"\r\n")
     assert lines.done
+
+
+def test_the_system_resolver_asks_for_the_name_it_is_given() -> None:
+    assert asyncio.run(system_resolver("127.0.0.2", 443)) == ["127.0.0.2"]
+
+
+def test_a_name_resolving_twice_to_one_address_is_tried_once(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with upstream() as up:
+            port = up.port  # closed once the stand-in is gone
+        resolver = fixed_resolver({"a.test": ["127.0.0.1", "127.0.0.1"]})
+        async with proxy(net_dir, [f"a.test:{port}", f"127.0.0.1:{port}"], resolver) as p:
+            answer = await ask(p, f"CONNECT a.test:{port} HTTP/1.1\r\n\r\n".encode())
+        assert answer.json()["reason"] == f"cannot connect to a.test:{port}: Connect call failed ('127.0.0.1', {port})"
+
+    asyncio.run(scenario())
+
+
+def test_a_host_without_a_port_names_port_80_for_plain_http(net_dir: Path) -> None:
+    line = asyncio.run(
+        refused_and_unseen(net_dir, "GET http://127.0.0.1:{port}/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 403)
+    )
+    assert line["reason"] == "the Host header names 127.0.0.1, not the request's target"
+
+
+def test_an_answer_head_arriving_in_pieces_may_pass_16_kib(net_dir: Path) -> None:
+    head = b"HTTP/1.1 200 OK\r\nSet-Cookie: " + b"c" * 40000 + b"\r\nContent-Length: 2\r\n\r\nok"
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(head[:20000])  # the proxy reads an unfinished head of more than h11's default 16 KiB
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(head[20000:])
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> bytes:
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with proxy(net_dir, [f"127.0.0.1:{port}"]) as p:
+            reader, writer = await open_proxy(p)
+            writer.write(f"GET http://127.0.0.1:{port}/ HTTP/1.1\r\n\r\n".encode())
+            got = await asyncio.wait_for(reader.read(), DEADLINE)
+            writer.close()
+        server.close()
+        return got
+
+    got = asyncio.run(scenario())
+    assert got.startswith(b"HTTP/1.1 200 OK\r\nSet-Cookie: ccc") and got.endswith(b"\r\n\r\nok")
+
+
+def test_the_upstream_is_reached_once_the_hold_is_full(net_dir: Path) -> None:
+    # A body that fills the hold exactly and then stalls: the upstream gets those bytes, and waits for more.
+    async def scenario() -> None:
+        async with upstream(http=True) as up, proxy(net_dir, [f"127.0.0.1:{up.port}"]) as p:
+            up_head = (
+                f"PUT / HTTP/1.1\r\nHost: 127.0.0.1:{up.port}\r\nContent-Length: 100000\r\nConnection: close\r\n\r\n"
+            )
+            _reader, writer = await open_proxy(p)
+            head = f"PUT http://127.0.0.1:{up.port}/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n"
+            writer.write(head.encode() + b"b" * (BODY_HOLD - len(up_head)))
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + DEADLINE
+            while sum(map(len, up.received)) < BODY_HOLD and loop.time() < deadline:
+                await asyncio.sleep(0.01)
+            assert up.received == [up_head.encode() + b"b" * (BODY_HOLD - len(up_head))]
+            writer.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_agent_gone_before_its_refusal_is_only_logged(net_dir: Path) -> None:
+    async def scenario() -> None:
+        async with proxy(net_dir, ["127.0.0.1:1"]) as p:
+            _reader, writer = await open_proxy(p)
+            writer.write(b"CONNECT 127.0.0.1:2 HTTP/1.1\r\n\r\n")
+            writer.close()  # before the proxy has read a byte: its answer meets a closed socket
+            [line] = await wait_for_log(net_dir, 1)
+        assert (line["status"], line["decision"]) == (403, "refused")
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(("room", "refused_lines"), [(0, 2), (-1, 1)])
+def test_the_log_cap_is_exact(net_dir: Path, monkeypatch: pytest.MonkeyPatch, room: int, refused_lines: int) -> None:
+    # With a still clock every refusal's line has the same length: a cap of two lines (+ room) holds exactly so many.
+    monkeypatch.setattr(egress, "time", types.SimpleNamespace(time=lambda: 1e9, monotonic=lambda: 1.0))
+
+    async def refuse(cap: int) -> list[dict[str, Any]]:
+        sub = Path(tempfile.mkdtemp(dir=net_dir))
+        async with proxy(sub, ["127.0.0.1:1"], log_cap_bytes=cap) as p:
+            for _ in range(3):
+                assert (await ask(p, b"CONNECT 127.0.0.1:2 HTTP/1.1\r\n\r\n")).status == 403
+        return [json.loads(line) for line in (sub / "egress.jsonl").read_text().splitlines()]
+
+    [one, *_] = asyncio.run(refuse(1 << 20))
+    size = len(json.dumps(one)) + 1
+    lines = asyncio.run(refuse(2 * size + room))
+    assert [ln["decision"] for ln in lines] == ["refused"] * refused_lines + ["log-capped"]
