@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster
+.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster test-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,7 +28,13 @@ demo: images
 test-unit: install
 	$(BIN)/pytest -q tests/unit
 
-test: images test-cluster
+# The package index stand-in of the setup tests (tests/integration/test_setup.py) serves these on loopback.
+TEST_WHEELS := build/test-wheels
+test-wheels: install  ## wheels the setup tests install from a loopback index (fetched once from PyPI)
+	@test -f $(TEST_WHEELS)/.complete || { $(BIN)/pip download -q --disable-pip-version-check --only-binary=:all: \
+	  -d $(TEST_WHEELS) pip "pytest>=8" attrs "setuptools>=70" && touch $(TEST_WHEELS)/.complete; }
+
+test: images test-wheels test-cluster
 	$(BIN)/pytest -q
 	$(BIN)/ruff check -q .
 	$(BIN)/mypy

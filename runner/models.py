@@ -99,6 +99,7 @@ class StopReason(DescribedEnum):
     NO_PROGRESS = "no-progress"
     RATE_LIMITED = "rate-limited"
     MAX_COST = "max-cost"
+    SETUP_FAILED = "setup-failed"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -116,6 +117,8 @@ class StopReason(DescribedEnum):
             cls.NO_PROGRESS: "No change for --stuck-after iterations in a row: state `stuck`.",
             cls.RATE_LIMITED: "The agent's provider kept refusing (rate or usage limit) after `maxBackoffs` waits.",
             cls.MAX_COST: "The model gateway counted --max-cost spent.",
+            cls.SETUP_FAILED: "The setup command (--setup or the devcontainer's) failed: state `failed`. Resumable "
+            "after a fix (resume runs the setup again).",
         }
 
 
@@ -360,6 +363,30 @@ class KubernetesBackendConfig(JournalModel):
 BackendConfig = Annotated[DockerBackendConfig | KubernetesBackendConfig, Field(discriminator="type")]
 
 
+class SetupRecord(JournalModel):
+    """The session's setup phase: its command, run in the copy before the agent, without the model gateway."""
+
+    command: str = Field(description="The setup command (sh -c, in the copy, as the agent's uid).")
+    source: Literal["flag", "config", "devcontainer"] = Field(
+        description="Where the command came from: `flag` (--setup), `config` (a settings file or the environment) or "
+        "`devcontainer` (devcontainer.json's create commands)."
+    )
+    passed: bool = Field(description="Whether it exited 0 in time.")
+    exit_code: int | None = Field(description="Its exit code; null when it did not exit by itself.")
+    timed_out: bool = Field(default=False, description="Whether it ran out of time (--iteration-timeout).")
+    duration_seconds: float = Field(default=0.0, description="How long it ran.")
+    log_file: str = Field(description="Its output (redacted), in the journal directory.")
+    inputs_digest: str | None = Field(
+        default=None, description="Digest of the input files it ran with; a change runs it again on resume."
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="What it left in the copy outside git (a virtualenv, node_modules): never committed.",
+    )
+    runs: int = Field(default=1, ge=1, description="How many times the setup has run in this session.")
+    finished_at: datetime = Field(default_factory=utcnow, description="When it last ended (UTC).")
+
+
 class RunSummary(JournalModel):
     """run-summary.json: the current state and progress (written only by the supervisor)."""
 
@@ -412,6 +439,23 @@ class RunSummary(JournalModel):
         default=None, description="--check: must pass in the container before `done` completes the run."
     )
     limits: Limits = Field(description="The limits in force.")
+    setup_command: str | None = Field(
+        default=None, description="The setup command, run in the copy before the first iteration (null: none)."
+    )
+    setup_source: Literal["flag", "config", "devcontainer"] | None = Field(
+        default=None, description="Where the setup command came from: `flag`, `config` or `devcontainer`."
+    )
+    setup_allow_hosts: list[str] = Field(
+        default_factory=list, description="HOST:PORT the setup may reach through its own egress proxy."
+    )
+    setup_inputs: list[str] = Field(
+        default_factory=list, description="Files whose change runs the setup again on resume (lockfiles)."
+    )
+    setup: SetupRecord | None = Field(default=None, description="The last run of the setup; null before it ran.")
+    container_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables every container of the run gets (a devcontainer.json's containerEnv); not secrets.",
+    )
     head_commit: str | None = Field(default=None, description="The last commit harvested onto the branch.")
     usage: GatewayUsage = Field(
         default_factory=GatewayUsage, description="The model gateway's count over every request of the session."

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError
 from pydantic.alias_generators import to_camel
@@ -56,11 +56,12 @@ from runner.models import (
     WorktreeInfo,
 )
 from runner.names import branch_for, validate_session
-from runner.paths import home_key, journal_dir, repo_key, run_dir
+from runner.paths import data_home, home_key, journal_dir, repo_key, run_dir
 from runner.redact import MIN_SECRET_LENGTH
 from runner.sandbox import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
 from runner.seams import harness_env
 from runner.settings import RunOptions, resolve
+from runner.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
 from runner.supervisor import Supervisor, agent_spec
 from runner.workspace import RunDir, Workspace
 
@@ -129,6 +130,9 @@ class RunRequest:
     limits: LimitOptions = LimitOptions()
     network: str = "none"
     allow_hosts: tuple[str, ...] = ()
+    setup: str | None = None
+    setup_allow_hosts: tuple[str, ...] = ()
+    setup_inputs: tuple[str, ...] = ()
     model: str | None = None
     max_turns: int | None = None
     backend: BackendConfig = field(default_factory=DockerBackendConfig)
@@ -185,6 +189,7 @@ def run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model,
+        setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
         max_turns=s.max_turns, backend=backend_config(s),
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
@@ -217,6 +222,16 @@ class GatewayPlan(CamelModel):
     max_cost_usd: float | None
 
 
+class SetupPlan(CamelModel):
+    """The setup phase a run will have, and where its command came from."""
+
+    command: str
+    source: Literal["flag", "config", "devcontainer"]
+    allow_hosts: list[str]  # what its own egress proxy will allow (presets expanded); none: no network
+    inputs: list[str]  # files whose change runs it again on resume
+    cache: str  # the per-user package cache it may write
+
+
 class RunPlan(CamelModel):
     """What `run` will do; printed by `--dry-run --json` (nothing is created)."""
 
@@ -239,6 +254,7 @@ class RunPlan(CamelModel):
     runtime: str
     env_names: list[str]
     check: str | None
+    setup: SetupPlan | None = None
     backend: BackendConfig
     user: str = ""
     mounts: list[PlannedMount] = Field(default_factory=list)
@@ -309,6 +325,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         images.ensure(backend, image)  # raises ImageMissingError with the reason
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
+    setup = _setup_plan(request)
     upstreams = upstreams_from_env()
     rd = RunDir(run_dir(repo.top, session))
     plan = RunPlan(
@@ -337,6 +354,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         runtime=request.runtime,
         env_names=list(request.env_names),
         check=_check_command(request.check),
+        setup=setup,
         backend=request.backend,
         engine_version=engine.version,
         options=dict(request.options),
@@ -371,6 +389,25 @@ def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
         raise UsageError("--network allowlist needs at least one --allow-host HOST[:PORT]")
     rules = parse_allow_hosts(allow_hosts)
     return [f"[{r.host}]:{r.port}" if ":" in r.host else f"{r.host}:{r.port}" for r in rules]
+
+
+def _setup_plan(request: RunRequest) -> SetupPlan | None:
+    if request.setup is None:
+        if request.setup_allow_hosts:
+            raise UsageError("--setup-allow-host needs --setup CMD")
+        return None
+    if not request.setup.strip():
+        raise UsageError("--setup: the command is empty")
+    if isinstance(request.backend, KubernetesBackendConfig):
+        raise UsageError("--setup needs --backend docker for now (the setup's cache and network are host-side)")
+    source = request.sources.get("setup", "cli")
+    return SetupPlan(
+        command=request.setup,
+        source="flag" if source == "cli" else "config",
+        allow_hosts=allow_host_texts(setup_allow_rules(request.setup_allow_hosts)),
+        inputs=list(request.setup_inputs or DEFAULT_INPUTS),
+        cache=str(cache_root(data_home())),
+    )
 
 
 def _check_command(check: str | None) -> str | None:
@@ -435,6 +472,10 @@ def new_summary(plan: RunPlan) -> RunSummary:
         network=plan.network,
         allow_hosts=plan.allow_hosts,
         check_command=plan.check,
+        setup_command=plan.setup.command if plan.setup else None,
+        setup_source=plan.setup.source if plan.setup else None,
+        setup_allow_hosts=plan.setup.allow_hosts if plan.setup else [],
+        setup_inputs=plan.setup.inputs if plan.setup else [],
         limits=plan.limits,
         head_commit=plan.base_commit,
     )
@@ -471,6 +512,8 @@ class ResumeRequest:
     repo: Path = Path()
     max_iterations: int | None = None  # iterations to add
     check: str | None = None  # replaces the session's --check
+    setup: str | None = None  # replaces the session's setup command (and runs it again)
+    setup_allow_hosts: tuple[str, ...] | None = None  # replaces what the setup may reach
     limits: LimitOptions = LimitOptions()
 
 
@@ -488,6 +531,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             summary.limits = request.limits.apply(summary.limits)
             if request.check is not None:
                 summary.check_command = _check_command(request.check)
+            _resume_setup(summary, request)
             if request.max_iterations is not None:
                 if request.max_iterations < 1:
                     raise UsageError("--max-iterations must be at least 1")
@@ -515,6 +559,23 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             summary.consecutive_failures = 0
             journal.write_summary(summary)
             return summary
+
+
+def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
+    """A new setup command or allowlist from `resume`: the setup runs again at the next start."""
+    if request.setup is not None:
+        if not request.setup.strip():
+            raise UsageError("--setup: the command is empty")
+        summary.setup_command, summary.setup_source = request.setup, "flag"
+        if not summary.setup_inputs:
+            summary.setup_inputs = list(DEFAULT_INPUTS)
+        summary.setup = None
+    if request.setup_allow_hosts is not None:
+        if summary.setup_command is None:
+            raise UsageError("--setup-allow-host needs a setup (--setup CMD)")
+        summary.setup_allow_hosts = allow_host_texts(setup_allow_rules(request.setup_allow_hosts))
+        if summary.setup is not None and not summary.setup.passed:
+            summary.setup = summary.setup.model_copy(update={"inputs_digest": None})
 
 
 def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:

@@ -93,7 +93,13 @@ def hardened_spec(
 
 # One pipe for stdout and stderr: the output keeps the order it was written in, so a secret
 # printed in pieces across both streams still reaches the redactor in one piece.
-MERGE_OUTPUT = ("sh", "-c", 'exec "$@" 2>&1', "harness-agent")
+# HARNESS_PATH (the setup's tool directories, such as a virtualenv's bin) goes in front of the image's PATH.
+MERGE_OUTPUT = (
+    "sh",
+    "-c",
+    '[ -z "${HARNESS_PATH:-}" ] || export PATH="$HARNESS_PATH:$PATH"; exec "$@" 2>&1',
+    "harness-agent",
+)
 
 
 def with_merged_output(command: list[str]) -> list[str]:

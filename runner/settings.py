@@ -51,6 +51,7 @@ REPO_FORBIDDEN = frozenset(
         "env",
         "network",
         "allow_hosts",
+        "setup_allow_hosts",
         "runtime",
         "backend",
         "kubeconfig",
@@ -104,7 +105,8 @@ Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_names)]
 class RunOptions(BaseModel):
     """The options of `harness run` that have defaults. A field's TOML key is its name; its environment
     variable is `HARNESS_` and the name in capitals; its command-line option is `--` and the name with
-    dashes (`env` is `--env`, `allow_hosts` is `--allow-host`, each repeatable)."""
+    dashes (`env` is `--env`, `allow_hosts` is `--allow-host`, `setup_allow_hosts` is `--setup-allow-host`,
+    `setup_inputs` is `--setup-input`, each repeatable)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -170,6 +172,20 @@ class RunOptions(BaseModel):
     check: str | None = Field(
         default=None, description="A command (sh -c, in the container) that must pass before 'done' completes the run."
     )
+    setup: str | None = Field(
+        default=None,
+        description="A command (sh -c) run once in the copy before the first iteration, without the model gateway "
+        "or any key (install the project's dependencies); again on resume when its inputs changed.",
+    )
+    setup_allow_hosts: Names = Field(
+        default=(),
+        description="HOST[:PORT], or a preset (pypi, npm, crates, go), the setup may reach through its own egress "
+        "proxy (default: none). Not in a repository's files.",
+    )
+    setup_inputs: Names = Field(
+        default=(),
+        description="Files whose change runs the setup again on resume (default: the usual lockfiles and manifests).",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -217,7 +233,12 @@ def env_var(field: str) -> str:
 
 
 def cli_option(field: str) -> str:
-    return {"allow_hosts": "--allow-host"}.get(field, "--" + field.replace("_", "-"))
+    singular = {
+        "allow_hosts": "--allow-host",
+        "setup_allow_hosts": "--setup-allow-host",
+        "setup_inputs": "--setup-input",
+    }
+    return singular.get(field, "--" + field.replace("_", "-"))
 
 
 def user_config_file() -> Path:

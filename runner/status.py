@@ -37,6 +37,7 @@ from runner.models import (
     RunOwner,
     RunState,
     RunSummary,
+    SetupRecord,
     StopReason,
     utcnow,
 )
@@ -82,6 +83,7 @@ class SessionStatus(CamelModel):
     created_at: datetime
     updated_at: datetime
     finished_at: datetime | None
+    setup: SetupRecord | None = None  # the setup phase's last run, when the session has one
     reasons: dict[str, list[FlagReason]] = Field(default_factory=dict)  # why each flagged path is flagged
     would_overwrite: list[str] = Field(default_factory=list)  # untracked files a merge would replace: refused
     journal_paths: list[str] = Field(default_factory=list)  # paths in the journal root: a merge is refused
@@ -119,6 +121,10 @@ def verdict(st: SessionStatus) -> str:
     if st.flagged:
         facts.append(f"{len(st.flagged)} flagged")
     advice = ADVICE[st.status]
+    if st.setup is not None:
+        facts.insert(0, f"setup {'passed' if st.setup.passed else 'failed'} in {st.setup.duration_seconds:.0f}s")
+    if st.stop_reason is StopReason.SETUP_FAILED:
+        return f"{state}  {', '.join(facts)}: read setup.log, fix the setup (resume --setup or --setup-allow-host)"
     if st.status is RunState.RUNNING:
         return f"{state}  {', '.join(facts)}: {advice}"
     if st.head_commit is None:
@@ -387,6 +393,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         created_at=summary.created_at,
         updated_at=summary.updated_at,
         finished_at=summary.finished_at,
+        setup=summary.setup,
         reasons=seen.reasons if seen else {},
         would_overwrite=seen.would_overwrite if seen else [],
         journal_paths=seen.journal_paths if seen else [],

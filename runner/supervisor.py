@@ -25,7 +25,7 @@ from runner.agents import agent_env, agent_report
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
 from runner.backends.watchdog import run_container
 from runner.errors import HarnessError, JournalError, WorkspaceError
-from runner.gateway.services import RunNetwork, Wiring
+from runner.gateway.services import RunNetwork, Wiring, setup_network
 from runner.gitops import HostGit
 from runner.journal import Journal
 from runner.models import (
@@ -39,6 +39,7 @@ from runner.models import (
     Outcome,
     RunState,
     RunSummary,
+    SetupRecord,
     StatusReport,
     StopReason,
     SupervisorInfo,
@@ -46,6 +47,7 @@ from runner.models import (
 )
 from runner.names import branch_for
 from runner.output import CappedFile
+from runner.paths import data_home
 from runner.prompt import build_prompt
 from runner.redact import RedactingSink, Redactor
 from runner.sandbox import (
@@ -58,6 +60,7 @@ from runner.sandbox import (
     labels,
     with_merged_output,
 )
+from runner.setup import CACHE_DIR, CACHE_ENV, ensure_cache, inputs_digest, setup_allow_rules, tool_path
 from runner.workspace import RunDir, Workspace
 
 log = logging.getLogger(__name__)
@@ -70,6 +73,8 @@ FAILURE_OUTCOMES = frozenset(
      Outcome.NOT_STARTED}
 )  # fmt: skip
 CHECK_TAIL_LINES = 40
+SETUP_LOG = "setup.log"
+SETUP_EGRESS_LOG = "setup-egress.log"
 RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
 
 
@@ -232,7 +237,8 @@ class Supervisor:
         heart.start()
         try:
             last: IterationRecord | None = None
-            while True:
+            ready = self._set_up(summary)
+            while ready:
                 control = self.journal.read_control()
                 interrupted = self.stop_event.is_set()
                 with self._write_lock:
@@ -268,6 +274,67 @@ class Supervisor:
             summary.supervisor = None
         self._save(summary)
         return summary
+
+    def _set_up(self, summary: RunSummary) -> bool:
+        """Run the setup phase when it is due (never passed, or its inputs changed at the branch's head);
+        False when it failed, and the run has ended `setup-failed`."""
+        if summary.setup_command is None:
+            return True
+        digest = inputs_digest(self.git, summary.head_commit or summary.worktree.base_commit, summary.setup_inputs)
+        last = summary.setup
+        if last is not None and last.passed and last.inputs_digest == digest:
+            return True
+        record = self._run_setup(summary, digest, runs=last.runs + 1 if last is not None else 1)
+        with self._write_lock:
+            summary.setup = record
+            if not record.passed:
+                self._finish(summary, Decision(RunState.FAILED, StopReason.SETUP_FAILED))
+            self._save(summary)
+        return record.passed
+
+    def _run_setup(self, summary: RunSummary, digest: str, *, runs: int) -> SetupRecord:
+        """The setup in the copy: the agent's image, uid and hardening; its own egress proxy and the package
+        cache; no model gateway, no key and no --env value."""
+        assert summary.setup_command is not None  # noqa: S101 - only called with a setup
+        path = self.journal.dir / SETUP_LOG
+        run_dir = self.workspace.dir
+        rules = setup_allow_rules(summary.setup_allow_hosts)
+        cache = ensure_cache(data_home())
+        log.info("session %s: setting up: %s", summary.session_id, summary.setup_command)
+        with setup_network(run_dir.setup_net, rules, self.journal.dir / SETUP_EGRESS_LOG) as (services, proxy_env):
+            spec = hardened_spec(
+                image=summary.image,
+                command=with_merged_output(["sh", "-c", summary.setup_command]),
+                services=services,
+                limits=summary.limits,
+                mounts=(bind(run_dir.workspace, WORKSPACE, read_only=False), bind(cache, CACHE_DIR, read_only=False)),
+                labels=labels(summary.session_id, self.workspace.repo_key, "setup"),
+                env={
+                    **CACHE_ENV,
+                    **proxy_env,
+                    **summary.container_env,
+                    "HARNESS_SESSION": summary.session_id,
+                    "HARNESS_PHASE": "setup",
+                },
+                runtime=summary.runtime,
+            )
+            result, _ = self._run_captured(spec, path, summary, summary.limits.iteration_timeout_seconds)
+        passed = result.exit_code == 0 and not result.timed_out and not result.cancelled
+        outputs = self.workspace.outside_git()
+        log.info("session %s: setup %s in %.1fs", summary.session_id, "passed" if passed else "failed",
+                 result.duration_seconds)  # fmt: skip
+        return SetupRecord(
+            command=summary.setup_command,
+            source=summary.setup_source or "flag",
+            passed=passed,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=path.name,
+            inputs_digest=digest,
+            outputs=outputs,
+            runs=runs,
+        )
 
     def _save_after_fault(self, summary: RunSummary, beating: threading.Event) -> None:
         """Record how the run ended, if the journal still can: the first fault is the one reported
@@ -399,6 +466,7 @@ class Supervisor:
                 last=last,
                 dest_ref=branch_for(summary.session_id),
                 max_disk=summary.limits.max_disk_bytes,
+                keep_out=summary.setup.outputs if summary.setup is not None else (),
             )
         except WorkspaceError as exc:
             # The work stays in the copy; the next harvest brings it. Recorded, never hidden.
@@ -453,7 +521,13 @@ class Supervisor:
             limits=summary.limits,
             mounts=(bind(run_dir.workspace, WORKSPACE, read_only=True),),
             labels=labels(summary.session_id, self.workspace.repo_key, "check"),
-            env={"HARNESS_SESSION": summary.session_id, "HARNESS_ITERATION": str(n), **self.secrets},
+            env={
+                **summary.container_env,
+                **setup_env(summary),
+                "HARNESS_SESSION": summary.session_id,
+                "HARNESS_ITERATION": str(n),
+                **self.secrets,
+            },
             runtime=summary.runtime,
         )
         log.info("session %s: running the check: %s", summary.session_id, summary.check_command)
@@ -532,6 +606,12 @@ class Supervisor:
         )
 
 
+def setup_env(summary: RunSummary) -> dict[str, str]:
+    """What the setup's results add to the agent's and the check's environment: its tool directories."""
+    path = tool_path(summary.setup.outputs, WORKSPACE) if summary.setup is not None and summary.setup.passed else ""
+    return {"HARNESS_PATH": path} if path else {}
+
+
 def agent_spec(
     *, summary: RunSummary, iteration: int, run_dir: RunDir, repo_key: str, secrets: dict[str, str],
     wiring: Wiring | None,
@@ -551,6 +631,8 @@ def agent_spec(
         labels=labels(summary.session_id, repo_key, "agent"),
         disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
         env={
+            **summary.container_env,
+            **setup_env(summary),
             **secrets,
             **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
             **(wiring.proxy_env() if wiring is not None else {}),

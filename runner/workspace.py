@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +90,11 @@ if [ -n "${{HARNESS_MAX_DISK:-}}" ] && [ "$size" -gt "$HARNESS_MAX_DISK" ]; then
   echo "harness-export over $HARNESS_LAST"; exit 0
 fi
 $G add -A
+# What the setup left in the copy outside git (a virtualenv, node_modules) is never committed, whatever
+# .gitignore says now: one path per line, checked by the host when the setup ran.
+printf '%s\n' "${{HARNESS_KEEP_OUT:-}}" | while IFS= read -r path; do
+  if [ -n "$path" ]; then $G rm -r -q --cached --ignore-unmatch -- "$path" >/dev/null; fi
+done
 if ! $G diff --cached --quiet; then
   $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
 fi
@@ -104,6 +110,9 @@ git bundle create -q /export/export.bundle {EXPORT_REF} ${{not:+^$not}}
 echo "harness-export bundle $head"
 """
 )
+
+# What is in the copy outside git: untracked and ignored paths (NUL-separated, for the host to check).
+_OUTSIDE_GIT = _GIT_ENV + f"cd {WORKSPACE} && {_GIT} status --porcelain=v1 --ignored --untracked-files=normal -z"
 
 _DELETE = """set -u
 rm -rf /run-root/workspace /run-root/outbox /run-root/export
@@ -140,6 +149,11 @@ class RunDir:
     def net(self) -> Path:
         """The sockets of the model gateway and egress proxy (host-owned; mounted read-only)."""
         return self.root / "net"
+
+    @property
+    def setup_net(self) -> Path:
+        """The socket of the setup's own egress proxy (never mounted into the agent's containers)."""
+        return self.root / "setup-net"
 
 
 @dataclass
@@ -240,22 +254,35 @@ class Workspace:
             "making the isolated copy",
         )
 
+    def _copy_mounts(self) -> tuple[Mount, ...]:
+        """What the resident helper mounts (the same for every exec in it)."""
+        return (
+            bind(self.dir.workspace, WORKSPACE, read_only=False),
+            bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
+            bind(self.dir.export, "/export", read_only=False),
+        )
+
+    def outside_git(self) -> list[str]:
+        """The paths of the stopped copy that git does not track (untracked or ignored), checked."""
+        from runner.setup import parse_outputs
+
+        return parse_outputs(self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs",
+                                          resident=True))  # fmt: skip
+
     def checkpoint_and_harvest(
-        self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str, max_disk: int | None = None
-    ) -> Harvest:
-        """Commit everything in the stopped copy, bundle what is new, fetch it into `dest_ref`."""
+        self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str, max_disk: int | None = None,
+        keep_out: Sequence[str] = (),
+    ) -> Harvest:  # fmt: skip
+        """Commit everything in the stopped copy but `keep_out`, bundle what is new, fetch it into `dest_ref`."""
         text = self._helper(
             _CHECKPOINT,
-            (
-                bind(self.dir.workspace, WORKSPACE, read_only=False),
-                bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
-                bind(self.dir.export, "/export", read_only=False),
-            ),
+            self._copy_mounts(),
             {
                 "HARNESS_ITERATION": str(iteration),
                 "HARNESS_LAST": last,
                 "HARNESS_BASE": base,
                 "HARNESS_MAX_DISK": str(max_disk or ""),
+                "HARNESS_KEEP_OUT": "\n".join(keep_out),
             },
             "checkpointing the copy",
             resident=True,

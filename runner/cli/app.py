@@ -85,6 +85,16 @@ MaxCostOpt = Annotated[
     float | None,
     typer.Option("--max-cost", help="US dollars the session may spend on model calls; the gateway refuses past it."),
 ]
+SetupOpt = Annotated[
+    str | None,
+    typer.Option("--setup", help="Run this command (sh -c) in the copy before the first iteration, with no model "
+                 "gateway or key: install the project's dependencies (docs/environments.md)."),
+]  # fmt: skip
+SetupAllowOpt = Annotated[
+    list[str] | None,
+    typer.Option("--setup-allow-host", help="HOST[:PORT] or a preset (pypi, npm, crates, go) the setup may reach "
+                 "(default: none)."),
+]  # fmt: skip
 
 
 @app.callback()
@@ -185,6 +195,12 @@ def run(
         list[str] | None,
         typer.Option("--allow-host", help="HOST[:PORT] the agent may reach through the egress proxy (port 443)."),
     ] = None,
+    setup: SetupOpt = None,
+    setup_allow_host: SetupAllowOpt = None,
+    setup_input: Annotated[
+        list[str] | None,
+        typer.Option("--setup-input", help="A file whose change runs the setup again on resume (default: lockfiles)."),
+    ] = None,
     model: Annotated[str | None, typer.Option("--model", help="Model name passed to the agent.")] = None,
     max_turns: Annotated[
         int | None, typer.Option("--max-turns", help="Turns per iteration, for agents that take it.")
@@ -217,7 +233,8 @@ def run(
             "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
             "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
             "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
-            "kube_image_pull_policy": kube_image_pull_policy,
+            "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,
+            "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
         },
     )  # fmt: skip
     engine = backend_for(request.backend)
@@ -248,14 +265,20 @@ def resume(
     backoff_base: BackoffOpt = None,
     max_cost: MaxCostOpt = None,
     check: CheckOpt = None,
+    setup: SetupOpt = None,
+    setup_allow_host: SetupAllowOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
-    """Continue a stopped, blocked or interrupted session at its next iteration."""
+    """Continue a stopped, blocked or interrupted session at its next iteration.
+
+    The setup runs again first when it failed, when its input files changed, or when --setup or
+    --setup-allow-host gives it a new command or allowlist."""
     from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run, session_backend
 
     request = ResumeRequest(
-        session=session, repo=repo, max_iterations=max_iterations, check=check,
+        session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
+        setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
         limits=_limits(
             cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
         ),

@@ -8,8 +8,9 @@ them with it, and `resume` starts them again. The agent's container never gets a
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,3 +124,28 @@ class RunNetwork:
 
     def iteration_usage(self) -> GatewayUsage:
         return self.gateway.iteration_usage()
+
+
+@contextlib.contextmanager
+def setup_network(
+    net_dir: Path, rules: Sequence[AllowRule], log_path: Path
+) -> Iterator[tuple[tuple[Service, ...], dict[str, str]]]:
+    """The setup's own network while it runs: an egress proxy allowing only `rules`, in a directory of its
+    own (the agent's containers never mount it), and no model gateway. Yields the services and the proxy
+    environment for the setup's container; with no rules, none (the setup runs with no network at all)."""
+    if not rules:
+        yield (), {}
+        return
+    net_dir.mkdir(mode=0o755, exist_ok=True)
+    net_dir.chmod(0o755)  # host-owned: the setup's uid only connects
+    proxy = EgressProxy(socket_path=net_dir / EGRESS_SOCKET, rules=rules, log_path=log_path)
+    wiring = Wiring(net_dir, egress=True)
+    with ServerThread(name="harness-setup-net") as thread:
+        thread.serve(proxy)
+        try:
+            # No NO_PROXY: the setup has no gateway on its loopback, and a host it may reach by its IP
+            # literal (a package index on the host's loopback) is only reachable through the proxy.
+            env = {k: v for k, v in wiring.proxy_env().items() if k.lower() != "no_proxy"}
+            yield tuple(s for s in wiring.services() if s.name == "egress"), env
+        finally:
+            (net_dir / EGRESS_SOCKET).unlink(missing_ok=True)
