@@ -29,6 +29,7 @@ from runner.errors import (
 )
 from runner.flagged import FlagReason, classify, in_journal, journal_roots
 from runner.gitops import HostGit
+from runner.images import DEFAULT_IMAGE
 from runner.journal import Journal, save_model
 from runner.models import CamelModel, DiffStat, JournalModel, RunSummary
 from runner.names import branch_for, validate_session
@@ -342,7 +343,7 @@ def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) ->
         backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: ref.session, LABEL_REPO: repo_key(top)})
         run_dir = RunDir(Path(summary.run_dir))
         if run_dir.root.exists():
-            Workspace(backend=backend, run_dir=run_dir, image=summary.image, limits=summary.limits,
+            Workspace(backend=backend, run_dir=run_dir, image=DEFAULT_IMAGE, limits=summary.limits,
                       session=ref.session, repo_key=repo_key(top), runtime=None).delete()  # fmt: skip
             removed.append(str(run_dir.root))
         kept_ref = restore_command = None

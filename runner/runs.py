@@ -27,6 +27,7 @@ from runner._util.fdlimit import raise_open_file_limit
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import backend_for
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
+from runner.environment import EnvironmentPlan, prepare_environment, resolve_environment
 from runner.errors import (
     HarnessError,
     InvalidStateError,
@@ -255,6 +256,8 @@ class RunPlan(CamelModel):
     env_names: list[str]
     check: str | None
     setup: SetupPlan | None = None
+    # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
+    environment: EnvironmentPlan | None = None
     backend: BackendConfig
     user: str = ""
     mounts: list[PlannedMount] = Field(default_factory=list)
@@ -320,12 +323,26 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
             f"the Docker engine has no runtime {request.runtime!r} (it has {', '.join(engine.runtimes)}); "
             "register it in /etc/docker/daemon.json (see docs/security.md)"
         )
-    state = images.image_state(backend, image)
+    environment = None
+    state: str
+    if backend.local_images:
+        # --image (or the configuration), else the repository's devcontainer.json, else the agent's own image;
+        # a plain image becomes IMAGE + agent, derived by the harness (runner/environment.py).
+        environment = resolve_environment(
+            backend, repo=repo.top, base_commit=base_commit, agent=name, default_image=default_image,
+            image=request.image, image_source="flag" if request.sources.get("image", "cli") == "cli" else "config",
+        )  # fmt: skip
+        image, state = environment.image, environment.state
+        for note in environment.notes:
+            log.warning("%s", note)
+    else:
+        state = images.image_state(backend, image)
     if state == "missing":
-        images.ensure(backend, image)  # raises ImageMissingError with the reason
+        # Raises ImageMissingError with the reason, naming the image the user gave (not a derived tag).
+        images.ensure(backend, environment.base if environment is not None and environment.base else image)
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
-    setup = _setup_plan(request)
+    setup = _setup_plan(request, environment)
     upstreams = upstreams_from_env()
     rd = RunDir(run_dir(repo.top, session))
     plan = RunPlan(
@@ -355,6 +372,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         env_names=list(request.env_names),
         check=_check_command(request.check),
         setup=setup,
+        environment=environment,
         backend=request.backend,
         engine_version=engine.version,
         options=dict(request.options),
@@ -391,19 +409,24 @@ def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
     return [f"[{r.host}]:{r.port}" if ":" in r.host else f"{r.host}:{r.port}" for r in rules]
 
 
-def _setup_plan(request: RunRequest) -> SetupPlan | None:
-    if request.setup is None:
+def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None = None) -> SetupPlan | None:
+    """The setup: --setup (or the configuration's), else the devcontainer's create commands."""
+    command, source = request.setup, None
+    if command is None and environment is not None and environment.setup_commands:
+        command, source = " && ".join(f"( {c} )" for c in environment.setup_commands), "devcontainer"
+    if command is None:
         if request.setup_allow_hosts:
             raise UsageError("--setup-allow-host needs --setup CMD")
         return None
-    if not request.setup.strip():
+    if not command.strip():
         raise UsageError("--setup: the command is empty")
     if isinstance(request.backend, KubernetesBackendConfig):
         raise UsageError("--setup needs --backend docker for now (the setup's cache and network are host-side)")
-    source = request.sources.get("setup", "cli")
+    if source is None:
+        source = "flag" if request.sources.get("setup", "cli") == "cli" else "config"
     return SetupPlan(
-        command=request.setup,
-        source="flag" if source == "cli" else "config",
+        command=command,
+        source=source,
         allow_hosts=allow_host_texts(setup_allow_rules(request.setup_allow_hosts)),
         inputs=list(request.setup_inputs or DEFAULT_INPUTS),
         cache=str(cache_root(data_home())),
@@ -476,6 +499,7 @@ def new_summary(plan: RunPlan) -> RunSummary:
         setup_source=plan.setup.source if plan.setup else None,
         setup_allow_hosts=plan.setup.allow_hosts if plan.setup else [],
         setup_inputs=plan.setup.inputs if plan.setup else [],
+        container_env=plan.environment.container_env if plan.environment else {},
         limits=plan.limits,
         head_commit=plan.base_commit,
     )
@@ -484,7 +508,11 @@ def new_summary(plan: RunPlan) -> RunSummary:
 def create_session(backend: Backend, request: RunRequest) -> RunSummary:
     """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
     plan = plan_run(backend, request)
-    images.ensure(backend, plan.image)
+    if plan.environment is not None:
+        prepare_environment(backend, plan.environment, repo=Path(plan.repo))
+    else:
+        images.ensure(backend, plan.image)
+    images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
     top = Path(plan.repo)
     journal = Journal.for_repo(top, plan.session)
     with HostGit(top) as git:
@@ -553,6 +581,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                 )
             secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
+            images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
             backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0
@@ -670,7 +699,8 @@ def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
     return Workspace(
         backend=backend,
         run_dir=RunDir(Path(summary.run_dir)),
-        image=summary.image,
+        image=images.DEFAULT_IMAGE,  # the helpers need git and python3, whatever the agent's image holds
+        run_image=summary.image,
         limits=summary.limits,
         session=summary.session_id,
         repo_key=repo_key(Path(summary.repo)),

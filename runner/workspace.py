@@ -43,13 +43,14 @@ _DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 _GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
 _GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
 
-# The first container of a run in its image: an image that lacks what every container of the run needs
-# is refused here, in one line, rather than failing each iteration with "not found".
+# The first container of a run in its image: an image that lacks what the agent's containers need is refused
+# here, in one line, rather than failing each iteration with "not found". (The helpers run in harness-base.)
 _IMAGE_CHECK = f"""
-for tool in git {RELAY} python3; do
+for tool in git {RELAY}; do
   command -v "$tool" >/dev/null 2>&1 || {{
-    echo "the image has no $tool: a run's image needs git, python3 and {RELAY}" \
-      "(the agent's route to the model gateway): build it FROM harness-base"
+    echo "the image has no $tool: a run's image needs git and {RELAY}" \
+      "(the agent's route to the model gateway): build it FROM harness-base, or give --image a plain image" \
+      "and the harness derives one"
     exit 3
   }}
 done
@@ -57,7 +58,6 @@ done
 
 _CREATE = (
     _GIT_ENV
-    + _IMAGE_CHECK
     + f"""set -eu
 git config --global safe.directory '*'
 mkdir -p /run-root/workspace /run-root/outbox /run-root/export
@@ -178,10 +178,12 @@ class Workspace:
         session: str,
         repo_key: str,
         runtime: str | None = None,
+        run_image: str | None = None,
     ) -> None:
         self.backend = backend
         self.dir = run_dir
-        self.image = image
+        self.image = image  # the helpers' (harness-base: git, and python3 for the resident helper's init)
+        self.run_image = run_image  # the agent's, checked once when the copy is made
         self.session = session
         self.repo_key = repo_key
         self.runtime = runtime
@@ -247,6 +249,8 @@ class Workspace:
             raise WorkspaceError(f"{self.dir.root} already exists: remove it with 'harness discard'") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot create {self.dir.root}: {exc.strerror}") from None
+        if self.run_image is not None:
+            self._check_image(self.run_image)
         self._helper(
             _CREATE,
             (bind(source_git_dir, "/source", read_only=True), bind(self.dir.root, "/run-root", read_only=False)),
@@ -268,6 +272,21 @@ class Workspace:
 
         return parse_outputs(self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs",
                                           resident=True))  # fmt: skip
+
+    def _check_image(self, image: str) -> None:
+        """Refuse, in one line, a run image that lacks what every agent container needs."""
+        out = CappedBuffer()
+        spec = hardened_spec(
+            image=image, command=["sh", "-c", _IMAGE_CHECK], limits=self.limits, mounts=(),
+            labels=labels(self.session, self.repo_key, "helper"), runtime=self.runtime, workdir="/tmp",
+        )  # fmt: skip
+        try:
+            result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
+        except BackendError as exc:
+            raise WorkspaceError(f"checking the image {image}: {exc.message}") from None
+        if result.failure is not None or result.exit_code != 0:
+            tail = " | ".join(out.text().strip().splitlines()[-2:]) or result.failure or f"exit {result.exit_code}"
+            raise WorkspaceError(f"the image {image} cannot run the agent: {tail}")
 
     def checkpoint_and_harvest(
         self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str, max_disk: int | None = None,
