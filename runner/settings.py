@@ -119,8 +119,8 @@ class RunOptions(BaseModel):
     )
     image: str | None = Field(
         default=None,
-        description="Container image (default: the agent's own image); built FROM harness-base, which has git, "
-        "python3 and harness-relay.",
+        description="Container image (default: devcontainer.json's, else the agent's own); an image not built on "
+        "harness-base is derived as IMAGE + agent (docs/environments.md).",
     )
     model: str | None = Field(default=None, description="Model name passed to the agent.")
     max_turns: int | None = Field(default=None, ge=1, description="Turns per iteration, for agents that take it.")
