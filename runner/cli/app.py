@@ -450,21 +450,46 @@ def note(
 @command
 def images_build(
     name: Annotated[
-        str, typer.Argument(help="The image to build: base, claude-code, codex or aider (default: base).")
+        str,
+        typer.Argument(
+            help="The image to build: base, claude-code, codex or aider (default: base). With --from: "
+            "the agent to add to that image (base: git, the relay and the agent's user, for --agent-cmd)."
+        ),
     ] = "base",
+    from_image: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="IMG",
+            help="Derive from this local image (any, e.g. python:3.12-slim): "
+            "tagged harness-derived/NAME:..., reused while IMG and the agent's image are unchanged.",
+        ),
+    ] = None,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress on stderr; print only the image's tag.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Build a harness image (its base first when needed), with the host's extra CA certificates.
 
-    The build's progress goes to stderr; agent images fetch their CLI from npm or PyPI."""
-    from runner import images
+    The build's progress goes to stderr; agent images fetch their CLI from npm or PyPI (docs/agents.md).
+    With --from, the agent is added to an image of your own (docs/environments.md)."""
+    from runner import derive, images
     from runner.backends import default_backend
     from runner.cli import render
 
+    if quiet:
+        logging.getLogger("runner").setLevel(logging.WARNING)
     backend = default_backend()
     backend.check()
-    tag = images.build(backend, name)
-    return render.emit({"image": tag}, as_json, f"built {tag}")
+    if from_image is None:
+        tag = images.build(backend, name)
+        line = f"built {tag}"
+    else:
+        agent = derive.agent_for_image(name)
+        tag = derive.derive(backend, from_image, agent)
+        line = f"built {tag} ({from_image} + {agent})"
+    return render.emit({"image": tag}, as_json, tag if quiet else line)
 
 
 def main() -> None:

@@ -56,7 +56,7 @@ def test_the_tag_is_one_per_base_name_and_agent() -> None:
 def test_the_dockerfile_starts_from_the_bases_id_and_ends_as_the_agents_user() -> None:
     text = dockerfile(BASE, BASE_ID, "claude-code")
     lines = [line for line in text.splitlines() if not line.startswith("#")]
-    assert lines[0] == f"FROM {BASE_ID}" and lines[1] == "USER root"
+    assert lines[0] == f"FROM {BASE_ID}" and lines[1] == "USER 0:0"
     assert "COPY --from=harness-base:latest /usr/local/bin/harness-relay /usr/local/bin/harness-relay" in lines
     assert "COPY --from=harness-claude-code:latest /usr/local/bin/claude /usr/local/bin/claude" in lines
     version = derive.pinned_version("claude-code")
