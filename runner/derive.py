@@ -334,9 +334,11 @@ def derive(backend: Backend, base: str, agent: str) -> str:
         if backend.image_label(tag, LABEL_CONTEXT) == digest:
             log.info("image %s (%s + %s) is up to date", tag, base, agent)
             return tag
-        # Where the relay and the agent's CLI come from: built first when missing or out of date.
+        # Where the relay and the agent's CLI come from: built first when missing or out of date (aider's
+        # image is not: nothing is copied from it).
         images.ensure(backend, images.DEFAULT_IMAGE)
-        images.ensure(backend, images.tag_for(recipe(agent).image))
+        if recipe(agent).copies:
+            images.ensure(backend, images.tag_for(recipe(agent).image))
         log.info("deriving %s from %s for %s (progress follows)", tag, base, agent)
         labels = {
             LABEL_MANAGED: "1",

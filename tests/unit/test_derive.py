@@ -118,6 +118,11 @@ def test_derive_builds_the_harness_images_it_copies_from_then_the_derived_one(ba
     }
 
 
+def test_aider_is_installed_with_the_bases_python_so_its_harness_image_is_not_built(backend: FakeBackend) -> None:
+    tag = derive.derive(backend, BASE, "aider")
+    assert [b.tag for b in backend.builds] == ["harness-base:latest", tag]
+
+
 def test_an_up_to_date_derived_image_is_reused_and_a_changed_base_rebuilds_it(backend: FakeBackend) -> None:
     tag = derive.derive(backend, BASE, "codex")
     assert derive_state(backend, BASE, "codex") == "present"
