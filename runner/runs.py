@@ -22,7 +22,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from runner import images
+from runner import derive, images
 from runner._util.fdlimit import raise_open_file_limit
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import backend_for
@@ -338,8 +338,10 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     else:
         state = images.image_state(backend, image)
     if state == "missing":
-        # Raises ImageMissingError with the reason, naming the image the user gave (not a derived tag).
-        images.ensure(backend, environment.base if environment is not None and environment.base else image)
+        # The reason, naming the image the user gave (not a derived tag).
+        if environment is not None and environment.base is not None and not backend.image_exists(environment.base):
+            raise derive.missing_base(environment.base)
+        images.ensure(backend, image)
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
     setup = _setup_plan(request, environment)
