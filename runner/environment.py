@@ -6,6 +6,10 @@ the repository's devcontainer.json (its `image` or `build`), then the agent's ow
 image that is not a harness image is *derived* (`IMG + agent`, runner.derive). `prepare_environment`
 then builds what the decision needs (the devcontainer's image, the derived image) and returns the tag.
 
+On a backend whose cluster pulls the images (Kubernetes) nothing is derived or built: `--image` is run as
+named, and `refuse_plain_image` stops a run whose image this machine's engine shows to be an ordinary one
+(docs/kubernetes.md, "Images").
+
 The devcontainer's setup commands and `containerEnv` come with the decision whichever image wins: they
 describe the project, not the image.
 """
@@ -21,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from runner import derive, images
 from runner.backends.base import LABEL_CONTEXT, Backend
 from runner.devcontainer import Devcontainer, DevcontainerBuild, build_devcontainer_image, build_tag, find_devcontainer
+from runner.errors import ImageMissingError
 from runner.gitops import HostGit
 
 ImageSource = Literal["flag", "config", "devcontainer", "default"]
@@ -175,6 +180,46 @@ def _derived(
     return _Decision(tag, source, base, state, why)
 
 
+def local_engine() -> Backend | None:
+    """This machine's Docker engine, for a look at its images; None when there is none that answers."""
+    from runner.backends.docker import DockerBackend
+
+    local = DockerBackend()
+    try:
+        local.client.ping()  # once, without the retries of a run's calls: no engine is an answer here
+    except Exception:  # no socket, no daemon, no permission: nothing to look at
+        return None
+    return local
+
+
+def refuse_plain_image(
+    backend: Backend,
+    local: Backend | None,
+    image: str,
+    agent: str,
+    image_source: Literal["flag", "config"] = "flag",
+) -> None:
+    """On a backend whose cluster pulls the images, `image` runs as named: the harness derives nothing
+    there (a tag it built here is in no cluster). An image that `local` (this machine's engine) holds and
+    that is not a harness image, nor built on one, nor derived, cannot run as it is (no relay, maybe no
+    git, no agent user): ImageMissingError, in one line, naming the command that derives it. An image
+    `local` does not hold (a registry's) is taken as named: the cluster pulls it."""
+    if local is None or not local.image_exists(image) or _harness_ready(local, image):
+        return
+    named = "--image" if image_source == "flag" else "the configuration's image"
+    name = "base" if agent == derive.CUSTOM else agent  # what `harness images build NAME --from` derives
+    how = (
+        f"derive it here with 'harness images build {name} --from {image} -q' (it prints the tag)"
+        if name in images.image_names()
+        else f"build it FROM {images.DEFAULT_IMAGE} (the {agent} agent has no 'harness images build --from')"
+    )
+    raise ImageMissingError(
+        f"{named} {image} is not built on a harness image, and the {backend.name} backend derives nothing "
+        f"(the cluster pulls its images): {how}, push that to the registry the cluster pulls from or load it "
+        "into its nodes, and pass it with --image (docs/kubernetes.md, Images)"
+    )
+
+
 def prepare_environment(backend: Backend, plan: EnvironmentPlan, *, repo: Path) -> str:
     """Build what `plan` needs (the devcontainer's image, then the derived image; a missing or stale
     harness image) and return the image to run; what is up to date is reused.
@@ -195,6 +240,8 @@ __all__ = [
     "DevcontainerBuildPlan",
     "EnvironmentPlan",
     "ImageSource",
+    "local_engine",
     "prepare_environment",
+    "refuse_plain_image",
     "resolve_environment",
 ]

@@ -27,7 +27,13 @@ from runner._util.fdlimit import raise_open_file_limit
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import backend_for
 from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
-from runner.environment import EnvironmentPlan, prepare_environment, resolve_environment
+from runner.environment import (
+    EnvironmentPlan,
+    local_engine,
+    prepare_environment,
+    refuse_plain_image,
+    resolve_environment,
+)
 from runner.errors import (
     HarnessError,
     InvalidStateError,
@@ -325,18 +331,23 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         )
     environment = None
     state: str
+    image_source: Literal["flag", "config"] = "flag" if request.sources.get("image", "cli") == "cli" else "config"
     if backend.local_images:
         # --image (or the configuration), else the repository's devcontainer.json, else the agent's own image;
         # a plain image becomes IMAGE + agent, derived by the harness (runner/environment.py).
         environment = resolve_environment(
             backend, repo=repo.top, base_commit=base_commit, agent=name, default_image=default_image,
-            image=request.image, image_source="flag" if request.sources.get("image", "cli") == "cli" else "config",
+            image=request.image, image_source=image_source,
         )  # fmt: skip
         image, state = environment.image, environment.state
         for note in environment.notes:
             log.warning("%s", note)
     else:
-        state = images.image_state(backend, image)
+        state = images.image_state(backend, image)  # the cluster pulls it, as named
+        if request.image is not None:
+            # Derived images are built here and reach a cluster only as the user brings them (docs/kubernetes.md):
+            # an ordinary image this machine holds is refused, naming `harness images build ... --from`.
+            refuse_plain_image(backend, local_engine(), request.image, name, image_source)
     if state == "missing":
         # The reason, naming the image the user gave (not a derived tag).
         if environment is not None and environment.base is not None and not backend.image_exists(environment.base):
