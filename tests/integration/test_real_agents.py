@@ -7,6 +7,7 @@ harness's environment; the upstream must see it, and nothing the agent could tou
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,3 +143,37 @@ def test_claude_code_runs_under_gvisor(repo: GitRepo) -> None:
     _drive(repo, "claude-code", "--runtime", "runsc")
     summary = json.loads((repo.journal("real-claude-code") / "run-summary.json").read_text())
     assert summary["runtime"] == "runsc"
+
+
+@pytest.fixture
+def ordinary_image(tmp_path: Path) -> Iterator[str]:
+    """An image not built on harness-base and with no Python in it: debian:bookworm-slim with git (copied from
+    harness-base, so that building it reaches no package mirror). `--image` gets it as it is; the harness
+    derives IMAGE + claude-code itself."""
+    import subprocess
+    import uuid
+
+    from runner.derive import derived_tag
+    from tests.conftest import TEST_RUN_LABEL
+
+    tag = f"harness-test-ordinary:{uuid.uuid4().hex[:8]}"
+    copies = "".join(f"COPY --from=harness-base:latest {p} {p}\n"
+                     for p in ("/usr/bin/git", "/usr/lib/git-core", "/usr/share/git-core"))  # fmt: skip
+    (tmp_path / "Dockerfile").write_text(f"FROM debian:bookworm-slim\n{copies}")
+    subprocess.run(["docker", "build", "-q", "--network", "none", "--label", f"io.solo-harness.test={TEST_RUN_LABEL}",
+                    "-t", tag, str(tmp_path)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    try:
+        yield tag
+    finally:
+        subprocess.run(["docker", "rmi", "-f", derived_tag(tag, "claude-code"), tag], capture_output=True, check=False)
+
+
+def test_claude_code_runs_for_real_on_an_ordinary_image_without_python(repo: GitRepo, ordinary_image: str) -> None:
+    import subprocess
+
+    look = ["docker", "run", "--rm", "--network", "none", ordinary_image, "sh", "-c", "command -v python3 || echo no"]
+    probe = subprocess.run(look, capture_output=True, text=True, check=True)
+    assert probe.stdout.strip() == "no"  # the trap: nothing in the image could run a Python relay
+    _drive(repo, "claude-code", "--image", ordinary_image)
+    summary = json.loads((repo.journal("real-claude-code") / "run-summary.json").read_text())
+    assert summary["image"].startswith("harness-derived/claude-code:")
