@@ -29,12 +29,14 @@ from runner.models import (
     IterationRecord,
     Outcome,
     RunState,
+    SetupRecord,
     StopReason,
     utcnow,
 )
 from runner.names import branch_for, validate_session
 from runner.output import neutralise
 from runner.review import harness_command, review
+from runner.setup import describe as describe_setup
 from runner.status import session_status
 
 
@@ -90,6 +92,7 @@ class SessionReport(CamelModel):
     iterations: list[ReportIteration]
     check_command: str | None
     last_check: CheckResult | None
+    setup: SetupRecord | None = None  # the setup phase's last run, when the session has one
     branch: str
     base_commit: str
     head_commit: str | None
@@ -194,6 +197,7 @@ def build_report(request: ReportRequest) -> SessionReport:
             iterations=[_iteration(rec) for rec in records],
             check_command=journal.read_summary().check_command,
             last_check=checks[-1] if checks else None,
+            setup=st.setup,
             branch=st.branch,
             base_commit=st.base_commit,
             head_commit=head,
@@ -255,6 +259,7 @@ def _facts(r: SessionReport) -> list[tuple[str, str]]:
         ("commits", "-" if r.commits_ahead is None else str(r.commits_ahead)),
         ("diff", "-" if stat is None else f"{stat.files_changed} file{'s' if stat.files_changed != 1 else ''}, "
          f"+{stat.insertions} -{stat.deletions}"),
+        ("setup", describe_setup(r.setup) if r.setup else "-"),
         ("model use", _usage(r)),
         ("started", r.created_at.strftime("%Y-%m-%d %H:%M UTC")),
         ("finished", r.finished_at.strftime("%Y-%m-%d %H:%M UTC") if r.finished_at else "-"),

@@ -180,6 +180,10 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     grid.add_row("state", state)
     if detailed and st.verdict:
         grid.add_row("verdict", st.verdict.partition("  ")[2])
+    if st.setup is not None:
+        from runner.setup import describe
+
+        grid.add_row("setup", Text(describe(st.setup), style="" if st.setup.passed else "red"))
     grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
     if detailed and st.last_outcome:
         grid.add_row("last outcome", st.last_outcome.value)

@@ -178,7 +178,9 @@ def test_a_setup_without_its_network_fails_and_resume_runs_it_again(project: Git
     assert summary["status"] == "failed" and summary["stopReason"] == "setup-failed", summary
     assert summary["setup"]["passed"] is False and summary["iterationCount"] == 0
     status = harness("status", "--session", "nonet", cwd=project.path)
-    assert "setup" in status.stdout + status.stderr
+    assert "failed (exit " in status.stdout and "setup.log" in status.stdout, status.stdout
+    report = harness("report", "--session", "nonet", "--format", "md", cwd=project.path)
+    assert "setup" in report.stdout and "failed (exit " in report.stdout, report.stdout
     fixed = harness("resume", "--session", "nonet", "--setup-allow-host", f"127.0.0.1:{port}", "--json",
                     cwd=project.path, timeout=600)  # fmt: skip
     assert fixed.code == 0, fixed.stderr
