@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster test-wheels
+.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster test-wheels bench-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,28 @@ test-unit: install
 
 # The package index stand-in of the setup tests (tests/integration/test_setup.py) serves these on loopback.
 TEST_WHEELS := build/test-wheels
-test-wheels: install  ## wheels the setup tests install from a loopback index (fetched once from PyPI)
+test-wheels: install bench-wheels  ## wheels the setup tests install from a loopback index (fetched once from PyPI)
 	@test -f $(TEST_WHEELS)/.complete || { $(BIN)/pip download -q --disable-pip-version-check --only-binary=:all: \
 	  -d $(TEST_WHEELS) pip "pytest>=8" attrs "setuptools>=70" && touch $(TEST_WHEELS)/.complete; }
+
+# The loopback index of the setup-cache benchmark (bench/setup_cache.py): a web project's real dependencies
+# (flask, requests, pyyaml; pytest for tests), seven of them as sdists that pip must build (pure Python, or
+# with a pure fallback: the image has no compiler), the others and pip and the build backends as wheels;
+# and uv's wheel in tools/ (not served: the benchmark's image with uv is built from it). Pinned, so that the
+# backends fetched are the ones the sdists ask for.
+BENCH_WHEELS := build/bench-wheels
+BENCH_SDISTS := markupsafe==3.0.4 itsdangerous==2.2.0 blinker==1.9.0 certifi==2026.10.18 urllib3==2.8.0 \
+  idna==3.21 iniconfig==2.3.1
+BENCH_BACKENDS := pip==26.3 setuptools==84.2.1 flit_core==3.12.0 hatchling==1.33.0 hatch-vcs==0.5.0 \
+  setuptools-scm==10.3.4
+bench-wheels: install  ## the setup-cache benchmark's packages (fetched once from PyPI)
+	@test -f $(BENCH_WHEELS)/.complete || { \
+	  $(BIN)/pip download -q --disable-pip-version-check -d $(BENCH_WHEELS) \
+	    --no-binary $$(echo "$(BENCH_SDISTS)" | sed -E 's/==[^ ]+//g; s/ +/,/g') \
+	    flask==3.1.3 requests==2.34.2 pyyaml==6.0.4 pytest==9.2.0 $(BENCH_SDISTS) && \
+	  $(BIN)/pip download -q --disable-pip-version-check -d $(BENCH_WHEELS) --only-binary=:all: $(BENCH_BACKENDS) && \
+	  $(BIN)/pip download -q --disable-pip-version-check -d $(BENCH_WHEELS)/tools --only-binary=:all: --no-deps \
+	    uv==0.13.9 && touch $(BENCH_WHEELS)/.complete; }
 
 test: images test-wheels test-cluster
 	$(BIN)/pytest -q
@@ -52,10 +71,10 @@ docs: install  ## regenerate docs/cli.md, docs/journal.md and docs/schema/, then
 	$(BIN)/python scripts/gen_docs.py
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir build/site
 
-bench: images  ## every benchmark, full size (tens of minutes); rewrites docs/performance.md
+bench: images bench-wheels  ## every benchmark, full size (tens of minutes); rewrites docs/performance.md
 	$(BIN)/python -m bench.run_all --doc docs/performance.md
 
-bench-quick: images  ## the small versions of the benchmarks (a couple of minutes); writes nothing
+bench-quick: images bench-wheels  ## the small versions of the benchmarks (a couple of minutes); writes nothing
 	$(BIN)/python -m bench.run_all --quick
 
 k8s-lab: images  ## a one-node Kubernetes 1.20 on 127.0.0.1 with harness-base loaded (docs/k8s-lab.md)

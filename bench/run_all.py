@@ -20,6 +20,7 @@ from bench import (
     iteration_overhead,
     log_throughput,
     many_sessions,
+    setup_cache,
     setup_large_repo,
 )
 from bench._common import DOC, BenchError, Result, machine, write_section
@@ -32,6 +33,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     cli_startup.NAME: cli_startup.measure,
     many_sessions.NAME: many_sessions.measure,
     gateway_latency.NAME: gateway_latency.measure,
+    setup_cache.NAME: setup_cache.measure,
 }
 
 INTRO = """# Performance

@@ -4,6 +4,7 @@ raise BenchError otherwise). No timing is asserted: the machine is shared and no
 
 from __future__ import annotations
 
+import functools
 import math
 from pathlib import Path
 
@@ -19,10 +20,16 @@ pytestmark = pytest.mark.docker
 SIGNED = ("added at ",)
 
 
+@functools.cache
+def quick(name: str) -> Result:
+    """A quick benchmark's result, run once for the tests that read it (setup-cache takes minutes)."""
+    return run_all.BENCHMARKS[name](True)
+
+
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("name", list(run_all.BENCHMARKS))
 def test_quick_benchmark_runs(name: str, tmp_path: Path) -> None:
-    result: Result = run_all.BENCHMARKS[name](True)
+    result = quick(name)
     assert result.quick and result.name == name
     assert result.measures and result.ratios
     for measure in result.measures:
@@ -67,3 +74,25 @@ def test_gateway_latency_measures_every_path_against_its_goals() -> None:
     assert set(goals) == {"added at p50 / 2 ms", "through the relay / direct, 32 streams' throughput"}, goals
     assert goals["through the relay / direct, 32 streams' throughput"].at_least
     assert any("counted every one" in fact for fact in result.facts), result.facts
+
+
+@pytest.mark.timeout(600)
+def test_setup_cache_measures_each_setup_twice_and_says_where_the_time_goes() -> None:
+    from bench import setup_cache
+
+    result = quick(setup_cache.NAME)
+    titles = {m.title for m in result.measures}
+    for variant in setup_cache.VARIANTS:
+        for what in ("first session's setup, empty cache", "second session's setup, the first's cache",
+                     "first session, harness run wall time", "second session, harness run wall time"):  # fmt: skip
+            assert f"{variant.title}: {what}" in titles, (variant.key, what, sorted(titles))
+    goals = {r.title for r in result.ratios if r.goal == setup_cache.GOAL}
+    assert goals == {f"{v.title}: second / first setup" for v in setup_cache.VARIANTS}, goals
+    # The benchmark checked each pair itself (every sdist built once, by the first session; none fetched by
+    # the second): the second session of pip spends nothing on the sdists' builds.
+    phases = dict(result.breakdown)
+    pip = setup_cache.VARIANTS[0].title
+    assert phases[f"{pip}, first: {setup_cache.SDISTS}"] > 0
+    assert phases[f"{pip}, second: {setup_cache.SDISTS}"] == 0
+    assert phases[f"{pip}, second: {setup_cache.BOOTSTRAP}"] > 0
+    assert any("7 come as sdists" in fact for fact in result.facts), result.facts
