@@ -127,6 +127,9 @@ class Variant:
     title: str
     steps: tuple[tuple[str, str], ...]  # (mark, command): {index}, {find} and {pip} filled in
     uv: bool = False  # runs in the image with uv
+    # True: the second session may restore the first's setup snapshot (the harness's reuse of an identical
+    # setup); False: the snapshot is removed between the sessions, so only the package cache serves the second.
+    snapshot: bool = False
 
     def command(self, index: str, pip_wheel: str) -> tuple[str, str]:
         """(the command the harness runs, the same as a user would write it: without time stamps and log)."""
@@ -154,6 +157,11 @@ VARIANTS = (
         ("pip", _FETCH_PIP + " && .venv/bin/python /tmp/pip.whl/pip install -q --ignore-installed {find} pip"),
         ("install", ".venv/bin/pip install -q {find} -e '.[test]'"),
     )),
+    Variant("pip-restored", "pip, the identical setup restored", (
+        ("venv", "python3 -m venv --without-pip .venv"),
+        ("pip", _FETCH_PIP + " && .venv/bin/python /tmp/pip.whl/pip install -q --ignore-installed {find} pip"),
+        ("install", ".venv/bin/pip install -q {find} -e '.[test]'"),
+    ), snapshot=True),
     Variant("pip-no-compile", "pip --no-compile", (
         ("venv", "python3 -m venv --without-pip .venv"),
         ("pip", _FETCH_PIP + " && .venv/bin/python /tmp/pip.whl/pip install -q --no-compile --ignore-installed "
@@ -330,6 +338,9 @@ def run_session(home: Path, repo: Path, session: str, variant: Variant, setup: s
     if record.get("outcome") != "done":
         raise BenchError(f"{session}: the agent could not import the dependencies: {record.get('outcome')}")
     duration = float(setup_record["durationSeconds"])
+    if setup_record.get("restored"):
+        # The harness restored an identical setup's outputs: no pip ran, so there is no pip log to read.
+        return Session(duration, wall, {RESTORED: duration}, [], [], [], served)
     phases, built, cached, installed = parse_log(log, duration, variant)
     return Session(duration, wall, phases, built, cached, installed, served)
 
@@ -338,6 +349,7 @@ _SPIN = re.compile(r"^\s+(?P<what>.+): (?P<state>started|finished with status '\
 _BUILD = re.compile(r"^Building (?:wheel|editable) for (?P<name>\S+) ")
 
 VENV = "venv"
+RESTORED = "the setup's outputs restored from its snapshot"
 BOOTSTRAP = "pip bootstrap (its wheel fetched, installed into the venv)"
 PIP_START = "pip install: start-up to its first step"
 PROJECT = "pip install: the project's build environment, metadata and editable build"
@@ -459,6 +471,8 @@ def measure(quick: bool) -> Result:
                 s = samples[variant.key]
                 try:
                     first = run_session(home, repo, f"{variant.key}-first-{n}", variant, command, port, hits, image)
+                    if not variant.snapshot:  # the package cache alone serves the second session
+                        _remove_as_agent(env, home / "cache" / "packages" / "setups")
                     s.cache_mb.append(_cache_mb(home))
                     second = run_session(home, repo, f"{variant.key}-second-{n}", variant, command, port, hits, image)
                 finally:
@@ -493,6 +507,12 @@ def _check_pair(what: str, variant: Variant, first: Session, second: Session, pk
         raise BenchError(f"{what}: the first session fetched the sdists {first.sdists_fetched}, not {expected}")
     if second.sdists_fetched:
         raise BenchError(f"{what}: the second session fetched sdists again: {second.sdists_fetched}")
+    if variant.snapshot:
+        if list(second.phases) != [RESTORED]:
+            raise BenchError(f"{what}: the second session ran the setup again instead of restoring it")
+        return
+    if list(second.phases) == [RESTORED]:
+        raise BenchError(f"{what}: the second session restored a snapshot that was removed")
     if not variant.pip_log:
         return
     if first.built != expected:
@@ -522,7 +542,8 @@ def _result(quick: bool, pkgs: Packages, samples: dict[str, Samples], plain: dic
         result.ratios.append(Ratio(f"{v.title}: second / first setup", ratios[v.key], GOAL, why=_why(v, s)))
         result.ratios.append(Ratio(f"{v.title}: second / first, harness run wall time",
                                    second_wall.median / first_wall.median))  # fmt: skip
-    shown = {"pip": ("first", "second"), "pip-no-compile": ("second",), "uv": ("first", "second")}
+    shown = {"pip": ("first", "second"), "pip-restored": ("second",), "pip-no-compile": ("second",),
+             "uv": ("first", "second")}  # fmt: skip
     for v in VARIANTS:
         for label in shown[v.key]:
             sessions = samples[v.key].firsts if label == "first" else samples[v.key].seconds
@@ -542,8 +563,8 @@ def _facts(pkgs: Packages, samples: dict[str, Samples], plain: dict[str, str]) -
     facts = [
         f"goal (issue 17 item 4): a second session's setup of a project with real dependencies <= {GOAL:g}x the "
         "first's, with the package cache the first left",
-        f"{pairs} pair(s) of sessions for each of the three setups; each pair with a fresh HARNESS_HOME: a first "
-        "session of the project (empty package cache), then a second session of the same project in the same "
+        f"{pairs} pair(s) of sessions for each of the {len(VARIANTS)} setups; each pair with a fresh HARNESS_HOME: a "
+        "first session of the project (empty package cache), then a second session of the same project in the same "
         "home (the cache the first left); the setups' order rotates from pair to pair; medians. Each session is "
         "`harness run --setup CMD --setup-allow-host 127.0.0.1:PORT --max-iterations 1` (the real CLI; "
         "harness-base, or for uv an image built FROM it with uv's binary added; the default limits: 1 CPU) with "
@@ -578,6 +599,9 @@ def _facts(pkgs: Packages, samples: dict[str, Samples], plain: dict[str, str]) -
 
 def _why(v: Variant, s: Samples) -> str:
     second = statistics.median(x.setup_s for x in s.seconds)
+    if v.snapshot:
+        return (f"the harness restored the first session's setup outputs ({second:.1f} s): the same image, command, "
+                "network and inputs, so the setup did not run again")  # fmt: skip
     if not v.pip_log:
         return (f"the second setup still takes {second:.1f} s: "
                 + ", ".join(f"{p} {_median(s.seconds, p):.1f} s" for p in s.seconds[0].phases))  # fmt: skip
@@ -606,24 +630,19 @@ def _notes(samples: dict[str, Samples], ratios: dict[str, float]) -> list[str]:
         "its cache in milliseconds, copies the unpacked wheels from it into the venv (hard links fail: the cache "
         "and the copy are two mounts), writes no bytecode and makes the project's build environment from its "
         "cache; what is left is mostly the project's own editable build.",
-        "What in the harness would close the gap with pip (not changed here): (1) reuse the setup's result, not "
-        "only its downloads: the harness already knows the setup's command, its inputs' digest (the lockfiles "
-        "`resume` compares) and the image; after a passed setup, before the agent first runs, it could keep the "
-        "setup's outputs (`.venv`, `*.egg-info`, as recorded in `setup.outputs`) in the per-user cache under that "
-        "key, and give a new session of the same project with the same key a copy of them instead of running the "
-        "setup (every copy is /workspace, so a virtualenv and an editable install are valid as they are); the "
-        "setup would run when the key changes, as on resume. The second setup would then cost a copy of the "
-        "venv (tens of MB): not measured here, but a small fraction of either figure. (2) Put uv in harness-base "
-        "(and in derived images), where the setup's UV_CACHE_DIR already points into the cache: measured here, "
-        f"{uv:.2f}x against {pip_ratio:.2f}x for pip; the docs' setup example could then use uv. (3) pip or "
-        f"ensurepip in harness-base would save only the bootstrap ({bootstrap:.1f} s of the second setup with "
-        "pip): not enough on its own.",
-        "Found on the way: an sdist whose build needs a compiled build dependency cannot be built in a setup as "
-        "it is. PyYAML's sdist (it builds with Cython) fails with `failed to import Cython: ... failed to map "
-        "segment from shared object`: pip installs the build dependencies under /tmp, and /tmp is mounted noexec "
-        "in the harness's containers. `export TMPDIR=$PWD/.tmp` (a directory of the copy, which is not noexec) in "
-        "the setup works around it; the harness could give the setup a TMPDIR that allows exec. So pyyaml is "
-        "installed from its wheel here, and idna is the seventh sdist.",
+        "With pip alone the package cache cannot reach the goal; the harness closes it by reusing an identical "
+        "setup's result (the 'restored' rows): after a session's first setup passes, having changed no tracked "
+        "file, its outputs (`.venv`, `*.egg-info`: `setup.outputs`) are kept in the per-user cache under a key of "
+        "the image's id, the command, its network and its inputs' digest, and a new session with the same key gets "
+        "them back (every copy is /workspace, so a virtualenv and an editable install are valid as they are) "
+        f"instead of running the setup: {ratios['pip-restored']:.2f}x. The package-cache rows remove that "
+        f"snapshot between the two sessions. uv in the image would help too: {uv:.2f}x against {pip_ratio:.2f}x for "
+        f"pip with the package cache only; pip or ensurepip in harness-base would save only the bootstrap "
+        f"({bootstrap:.1f} s of the second setup with pip): not enough on its own.",
+        "Found on the way, and fixed: /tmp was mounted noexec in the harness's containers (Docker's tmpfs default, "
+        "against what runner/sandbox.py meant), so an sdist whose build needs a compiled build dependency "
+        "(PyYAML's, with Cython: `failed to map segment from shared object`) could not be built in a setup. /tmp "
+        "now allows exec. pyyaml is still installed from its wheel here, and idna is the seventh sdist.",
         "The stand-in index is plain HTTP on loopback: pip keeps no HTTP cache for it (it caches only https "
         "origins and --trusted-host ones), so the second session fetches the wheels again, a few MB over loopback "
         "in milliseconds. From PyPI the first session would also spend the network's time on every download and "

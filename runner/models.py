@@ -384,6 +384,11 @@ class SetupRecord(JournalModel):
         description="What it left in the copy outside git (a virtualenv, node_modules): never committed.",
     )
     runs: int = Field(default=1, ge=1, description="How many times the setup has run in this session.")
+    restored: bool = Field(
+        default=False,
+        description="Whether its outputs were restored from the package cache's snapshot of an identical setup "
+        "(same image, command, network and inputs) instead of running the command again.",
+    )
     finished_at: datetime = Field(default_factory=utcnow, description="When it last ended (UTC).")
 
 

@@ -81,7 +81,7 @@ def hardened_spec(
         labels=labels,
         # Writable scratch space lives in memory and is capped; /tmp allows exec for tools that need it.
         tmpfs={
-            "/tmp": f"rw,nosuid,nodev,size={tmp_size}",
+            "/tmp": f"rw,exec,nosuid,nodev,size={tmp_size}",  # Docker makes a tmpfs noexec unless told
             HOME: f"rw,nosuid,nodev,size={tmp_size},uid={AGENT_UID},gid={AGENT_UID},mode=0700",
         },
         network="none",

@@ -84,6 +84,22 @@ def inputs_digest(git: HostGit, commit: str, inputs: Sequence[str]) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()[:16]
 
 
+def snapshot_key(image_id: str, command: str, allow_hosts: Sequence[str], digest: str) -> str:
+    """What makes two setups identical: the image's content, the command, its network and its inputs."""
+    text = "\0".join([image_id, command, ",".join(sorted(allow_hosts)), digest])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def snapshot_path(cache: Path, key: str) -> Path:
+    """Where the outputs of a passed setup are kept for the next identical one (inside the package cache)."""
+    return cache / "setups" / f"{key}.tar"
+
+
+def changed_tracked(text: str) -> bool:
+    """Whether `git status --porcelain -z` output shows a tracked file changed (not just new paths)."""
+    return any(entry[:2].strip() and not entry.startswith(("?? ", "!! ")) for entry in text.split("\0") if entry)
+
+
 def parse_outputs(text: str) -> list[str]:
     """The setup's outputs from `git status --porcelain --ignored -z` (untracked and ignored entries),
     printed by a helper in the copy: untrusted, so each path is checked and the list is bounded."""

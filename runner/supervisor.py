@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from runner._util.atomic import write_atomic
 from runner._util.saferead import UnsafeFileError, read_untrusted
 from runner.agents import agent_env, agent_report
-from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch, Service
 from runner.backends.watchdog import run_container
 from runner.errors import HarnessError, JournalError, WorkspaceError
 from runner.gateway.services import RunNetwork, Wiring, setup_network
@@ -46,7 +46,7 @@ from runner.models import (
     utcnow,
 )
 from runner.names import branch_for
-from runner.output import CappedFile
+from runner.output import CappedBuffer, CappedFile
 from runner.paths import data_home
 from runner.prompt import build_prompt
 from runner.redact import RedactingSink, Redactor
@@ -60,7 +60,16 @@ from runner.sandbox import (
     labels,
     with_merged_output,
 )
-from runner.setup import CACHE_DIR, CACHE_ENV, ensure_cache, inputs_digest, setup_allow_rules, tool_path
+from runner.setup import (
+    CACHE_DIR,
+    CACHE_ENV,
+    ensure_cache,
+    inputs_digest,
+    setup_allow_rules,
+    snapshot_key,
+    snapshot_path,
+    tool_path,
+)
 from runner.workspace import RunDir, Workspace
 
 log = logging.getLogger(__name__)
@@ -294,46 +303,93 @@ class Supervisor:
 
     def _run_setup(self, summary: RunSummary, digest: str, *, runs: int) -> SetupRecord:
         """The setup in the copy: the agent's image, uid and hardening; its own egress proxy and the package
-        cache; no model gateway, no key and no --env value."""
+        cache; no model gateway, no key and no --env value.
+
+        A session's first setup is first looked up in the cache: when an identical one (same image content,
+        command, network and inputs) passed before, its outputs are restored instead of running it again;
+        when this one passes, its outputs are kept there for the next."""
         assert summary.setup_command is not None  # noqa: S101 - only called with a setup
         path = self.journal.dir / SETUP_LOG
-        run_dir = self.workspace.dir
-        rules = setup_allow_rules(summary.setup_allow_hosts)
         cache = ensure_cache(data_home())
+        image_id = self.backend.image_id(summary.image)
+        key = snapshot_key(image_id, summary.setup_command, summary.setup_allow_hosts, digest) if image_id else None
+        snapshot = snapshot_path(cache, key) if key else None
+        first = runs == 1 and summary.iteration_count == 0  # nothing of the agent's is in the copy yet
+        if first and snapshot is not None and snapshot.is_file():
+            log.info("session %s: restoring the setup's outputs from %s", summary.session_id, snapshot.name)
+            restore = f'tar -xf "{CACHE_DIR}/setups/{snapshot.name}" -C {WORKSPACE}'
+            result = self._setup_container(summary, restore, cache, path, (), {})
+            if result.exit_code == 0 and not result.timed_out and not result.cancelled:
+                outputs, _ = self.workspace.outside_git()
+                return self._setup_record(summary, digest, runs, result, outputs, restored=True)
+            log.warning("session %s: restoring the setup failed: running it", summary.session_id)
         log.info("session %s: setting up: %s", summary.session_id, summary.setup_command)
-        with setup_network(run_dir.setup_net, rules, self.journal.dir / SETUP_EGRESS_LOG) as (services, proxy_env):
-            spec = hardened_spec(
-                image=summary.image,
-                command=with_merged_output(["sh", "-c", summary.setup_command]),
-                services=services,
-                limits=summary.limits,
-                mounts=(bind(run_dir.workspace, WORKSPACE, read_only=False), bind(cache, CACHE_DIR, read_only=False)),
-                labels=labels(summary.session_id, self.workspace.repo_key, "setup"),
-                env={
-                    **CACHE_ENV,
-                    **proxy_env,
-                    **summary.container_env,
-                    "HARNESS_SESSION": summary.session_id,
-                    "HARNESS_PHASE": "setup",
-                },
-                runtime=summary.runtime,
-            )
-            result, _ = self._run_captured(spec, path, summary, summary.limits.iteration_timeout_seconds)
+        rules = setup_allow_rules(summary.setup_allow_hosts)
+        with setup_network(self.workspace.dir.setup_net, rules, self.journal.dir / SETUP_EGRESS_LOG) as net:
+            result = self._setup_container(summary, summary.setup_command, cache, path, *net)
+        outputs, tracked = self.workspace.outside_git()
+        record = self._setup_record(summary, digest, runs, result, outputs, restored=False)
+        if record.passed and first and snapshot is not None and outputs and not tracked:
+            # Only a setup that changed no tracked file is kept: its outputs are then all it did.
+            name = f"{CACHE_DIR}/setups/{snapshot.name}"
+            save = (f'mkdir -p {CACHE_DIR}/setups && cd {WORKSPACE} && printf \'%s\\n\' "$HARNESS_OUTPUTS" | '
+                    f'tar -cf "{name}.tmp" -T - && mv "{name}.tmp" "{name}"')  # fmt: skip
+            kept = self._setup_container(summary, save, cache, None, (), {"HARNESS_OUTPUTS": "\n".join(outputs)})
+            if kept.exit_code != 0:
+                log.warning(
+                    "session %s: the setup's outputs could not be kept for the next session", summary.session_id
+                )
+        return record
+
+    def _setup_container(
+        self, summary: RunSummary, script: str, cache: Path, log_path: Path | None, services: tuple[Service, ...],
+        env: dict[str, str],
+    ) -> ContainerResult:  # fmt: skip
+        """One container of the setup phase: the copy and the package cache writable, nothing else."""
+        spec = hardened_spec(
+            image=summary.image,
+            command=with_merged_output(["sh", "-c", script]),
+            services=services,
+            limits=summary.limits,
+            mounts=(
+                bind(self.workspace.dir.workspace, WORKSPACE, read_only=False),
+                bind(cache, CACHE_DIR, read_only=False),
+            ),
+            labels=labels(summary.session_id, self.workspace.repo_key, "setup"),
+            env={
+                **CACHE_ENV,
+                **env,
+                **summary.container_env,
+                "HARNESS_SESSION": summary.session_id,
+                "HARNESS_PHASE": "setup",
+            },
+            runtime=summary.runtime,
+        )
+        timeout = summary.limits.iteration_timeout_seconds
+        if log_path is None:
+            return run_container(self.backend, spec, timeout=timeout, output=CappedBuffer())
+        result, _ = self._run_captured(spec, log_path, summary, timeout)
+        return result
+
+    @staticmethod
+    def _setup_record(
+        summary: RunSummary, digest: str, runs: int, result: ContainerResult, outputs: list[str], *, restored: bool
+    ) -> SetupRecord:
         passed = result.exit_code == 0 and not result.timed_out and not result.cancelled
-        outputs = self.workspace.outside_git()
-        log.info("session %s: setup %s in %.1fs", summary.session_id, "passed" if passed else "failed",
-                 result.duration_seconds)  # fmt: skip
+        log.info("session %s: setup %s in %.1fs%s", summary.session_id, "passed" if passed else "failed",
+                 result.duration_seconds, " (restored)" if restored else "")  # fmt: skip
         return SetupRecord(
-            command=summary.setup_command,
+            command=summary.setup_command or "",
             source=summary.setup_source or "flag",
             passed=passed,
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             duration_seconds=round(result.duration_seconds, 3),
-            log_file=path.name,
+            log_file=SETUP_LOG,
             inputs_digest=digest,
             outputs=outputs,
             runs=runs,
+            restored=restored,
         )
 
     def _save_after_fault(self, summary: RunSummary, beating: threading.Event) -> None:

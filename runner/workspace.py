@@ -266,12 +266,13 @@ class Workspace:
             bind(self.dir.export, "/export", read_only=False),
         )
 
-    def outside_git(self) -> list[str]:
-        """The paths of the stopped copy that git does not track (untracked or ignored), checked."""
-        from runner.setup import parse_outputs
+    def outside_git(self) -> tuple[list[str], bool]:
+        """The paths of the stopped copy that git does not track (untracked or ignored), checked; and
+        whether a tracked file was changed too."""
+        from runner.setup import changed_tracked, parse_outputs
 
-        return parse_outputs(self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs",
-                                          resident=True))  # fmt: skip
+        text = self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs", resident=True)
+        return parse_outputs(text), changed_tracked(text)
 
     def _check_image(self, image: str) -> None:
         """Refuse, in one line, a run image that lacks what every agent container needs."""

@@ -96,3 +96,8 @@ def test_setup_cache_measures_each_setup_twice_and_says_where_the_time_goes() ->
     assert phases[f"{pip}, second: {setup_cache.SDISTS}"] == 0
     assert phases[f"{pip}, second: {setup_cache.BOOTSTRAP}"] > 0
     assert any("7 come as sdists" in fact for fact in result.facts), result.facts
+    # The identical setup restored: its second session ran no setup step at all.
+    restored = next(v for v in setup_cache.VARIANTS if v.snapshot).title
+    assert [k for k in phases if k.startswith(f"{restored}, second:")] == [
+        f"{restored}, second: {setup_cache.RESTORED}"
+    ]

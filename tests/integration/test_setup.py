@@ -204,3 +204,24 @@ def test_a_changed_lockfile_runs_the_setup_again_on_resume(project: GitRepo) -> 
     same = harness("resume", "--session", "lock", "--max-iterations", "1", "--json", cwd=project.path)
     assert same.json()["setup"]["runs"] == 2 and same.json()["iterationCount"] == 3
     assert (project.journal("lock") / "setup.log").read_text().count("SETUP-RAN") == 1  # the log is the last run's
+
+
+def test_a_second_identical_setup_is_restored_from_the_cache(project: GitRepo, index: str) -> None:
+    port = index.rsplit(":", 1)[1].strip("/")
+    args = ["--objective", "x", "--agent-cmd", _agent("python -m pytest -q -p no:cacheprovider"), "--setup",
+            _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}", "--max-iterations", "1",
+            "--json"]  # fmt: skip
+    first = harness("run", "--session", "first", *args, cwd=project.path, timeout=600)
+    assert first.code == 0 and first.json()["setup"]["restored"] is False, first.stderr
+    served = len(_Quiet.hits)
+    second = harness("run", "--session", "second", *args, cwd=project.path, timeout=600)
+    assert second.code == 0 and second.json()["status"] == "completed", second.stderr
+    setup = second.json()["setup"]
+    # The same image, command, network and inputs: the outputs come back from the cache, nothing is fetched,
+    # and the agent's tests run on them.
+    assert setup["restored"] is True and setup["passed"] and ".venv" in setup["outputs"]
+    assert len(_Quiet.hits) == served
+    assert "2 passed" in (project.journal("second") / "iteration-0001.log").read_text()
+    assert setup["durationSeconds"] < first.json()["setup"]["durationSeconds"]
+    files = project.git("ls-tree", "-r", "--name-only", "harness/second").splitlines()
+    assert not [f for f in files if f.startswith(".venv/")]
