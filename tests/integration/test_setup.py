@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import http.server
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -225,3 +226,27 @@ def test_a_second_identical_setup_is_restored_from_the_cache(project: GitRepo, i
     assert setup["durationSeconds"] < first.json()["setup"]["durationSeconds"]
     files = project.git("ls-tree", "-r", "--name-only", "harness/second").splitlines()
     assert not [f for f in files if f.startswith(".venv/")]
+
+
+def test_the_setup_given_by_a_devcontainer_installs_the_test_extra(project: GitRepo, index: str) -> None:
+    port = index.rsplit(":", 1)[1].strip("/")
+    devcontainer = {
+        "build": {"dockerfile": "Dockerfile"},  # built from the offline base, as every image here is
+        "containerEnv": {"CALC_MODE": "devcontainer"},
+        "postCreateCommand": _setup_command(index),
+    }
+    (project.path / ".devcontainer").mkdir()
+    (project.path / ".devcontainer/devcontainer.json").write_text(json.dumps(devcontainer))
+    (project.path / ".devcontainer/Dockerfile").write_text("FROM harness-base:latest\n")
+    project.git("add", "-A")
+    project.git("commit", "-q", "-m", "a devcontainer")
+    r = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", _agent('test "$CALC_MODE" = devcontainer'),
+                "--setup-allow-host", f"127.0.0.1:{port}", "--check", "python -m pytest -q -p no:cacheprovider",
+                "--max-iterations", "1", "--json", cwd=project.path, timeout=600)  # fmt: skip
+    image = json.loads((project.journal("dc") / "run-summary.json").read_text())["image"]
+    subprocess.run(["docker", "rmi", image], capture_output=True, check=False)  # built here for this test
+    assert r.code == 0 and r.json()["status"] == "completed", r.stderr
+    setup = r.json()["setup"]
+    assert setup["source"] == "devcontainer" and setup["passed"] and ".venv" in setup["outputs"]
+    check = json.loads((project.journal("dc") / "iteration-0001.json").read_text())["check"]
+    assert check["passed"] and "2 passed" in (project.journal("dc") / check["logFile"]).read_text()
