@@ -244,6 +244,7 @@ def test_a_stream_cut_by_the_upstream_is_charged_its_reservation_and_logged_with
     line = json.loads((tmp / "gateway.log").read_text().splitlines()[-1])
     assert line["error"] == "ClientPayloadError" and line["inputTokens"] == 10 and line["retryAfter"] == 5.0
     assert line["status"] == 200 and gw.spent_usd() == pytest.approx(estimate) and gw.budget.reserved_usd == 0.0
+    assert line["provider"] == "anthropic"
 
 
 def test_an_upstream_that_hangs_up_before_answering_is_charged_the_reservation(
@@ -271,6 +272,52 @@ def test_an_upstream_that_hangs_up_before_answering_is_charged_the_reservation(
     line = json.loads((tmp / "gateway.log").read_text().splitlines()[-1])
     assert status == 502 and line["status"] == 502 and line["error"] == "ServerDisconnectedError"
     assert gw.spent_usd() == pytest.approx(estimate) and line["costUsd"] == pytest.approx(estimate, abs=1e-6)
+
+
+def test_the_tls_context_given_is_the_one_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ssl
+
+    from tests.unit.test_gateway import _self_signed
+
+    monkeypatch.delenv("HARNESS_EXTRA_CA_CERTS", raising=False)
+    cert, key = _self_signed(tmp_path)
+    trusting = ssl.create_default_context(cafile=str(cert))  # trusts the stand-in; the system's trust does not
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response({"type": "message", "usage": {}})
+
+    upstream = ServerThread("tls-upstream")
+    upstream.start()
+    runner = web.AppRunner(web.Application())
+
+    async def serve() -> int:
+        runner.app.router.add_post("/v1/messages", answer)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls).start()
+        return int(runner.addresses[0][1])
+
+    try:
+        port = upstream.call(serve())
+        with ServerThread() as thread:
+            gw = _gateway(tmp_path, f"https://127.0.0.1:{port}", ssl_context=trusting)
+            thread.serve(gw)
+            status, _, _ = raw(tmp_path / "gateway.sock", _request("POST", "/v1/messages", [("Host", "g")], b"{}"))
+    finally:
+        upstream.call(runner.cleanup())
+        upstream.stop()
+    assert status == 200
+
+
+def test_a_gateway_never_started_closes_quietly_and_logs_iteration_zero_until_told(tmp_path: Path) -> None:
+    gw = _gateway(tmp_path, "http://127.0.0.1:9")
+    asyncio.run(gw.close())  # nothing to close: no error
+    assert not (tmp_path / "gateway.log").exists()
+    with ServerThread() as thread:
+        thread.serve(gw)
+        raw(tmp_path / "gateway.sock", get("/v1/files"))
+    assert json.loads((tmp_path / "gateway.log").read_text())["iteration"] == 0
 
 
 def test_without_a_key_on_the_host_the_agents_credential_is_still_dropped(served: tuple[ServerThread, Path]) -> None:
@@ -354,11 +401,12 @@ def test_the_chat_usage_option_is_added_only_when_missing(served: tuple[ServerTh
     with _Upstream(recorder.handle) as url:
         thread.serve(_gateway(tmp, url))
         for b in bodies:
-            data = json.dumps(b).encode()
+            data = json.dumps(b, separators=(",", ":")).encode()  # compact: a body rewritten would show it
             assert raw(tmp / "gateway.sock", _request("POST", "/v1/chat/completions", [("Host", "g")], data))[0] == 200
     sent = [json.loads(b) for b in recorder.bodies]
     assert sent[0]["stream_options"] == {"other": 1, "include_usage": True}
-    assert recorder.bodies[1] == json.dumps(bodies[1]).encode()  # already asked: the body is passed as it came
+    # Already asked: the body is passed byte for byte as it came.
+    assert recorder.bodies[1] == json.dumps(bodies[1], separators=(",", ":")).encode()
     assert sent[2]["stream_options"] == {"include_usage": True}
     assert "stream_options" not in sent[3] and "stream_options" not in sent[4]
 
@@ -436,27 +484,78 @@ def test_a_request_past_the_waiting_room_is_refused_at_once_and_its_connection_c
     thread, tmp = served
     held = _Held({"input_tokens": 1, "output_tokens": 1})
     with _Upstream(held.handle) as url:
-        gw = _gateway(tmp, url, max_active=1, max_waiting=0)
+        gw = _gateway(tmp, url, max_active=1, max_waiting=1)
         thread.serve(gw)
         gw.begin_iteration(5)
+        # A request refused while reading its body leaves the count of requests in hand where it was.
+        assert raw(tmp / "gateway.sock", _request("POST", "/v1/messages", [("Host", "g")], b"["))[0] == 400
         first: list[tuple[int, dict[str, str], bytes]] = []
         request = _request("POST", "/v1/messages", [("Host", "g"), ("Anthropic-Version", "1")], b"{}")
-        threading.Thread(target=lambda: first.append(raw(tmp / "gateway.sock", request)), daemon=True).start()
+        for _ in range(2):  # one upstream, one waiting for it
+            threading.Thread(target=lambda: first.append(raw(tmp / "gateway.sock", request)), daemon=True).start()
         try:
-            wait_for(lambda: held.entered == 1, what="one request upstream")
+            wait_for(lambda: held.entered == 1 and gw._pending == 2, what="one request upstream, one waiting")
             refused = raw(tmp / "gateway.sock", request)  # raw() reads until the gateway closes the connection
         finally:
             held.release_all()
-        wait_for(lambda: first, what="the held request's answer")
-    assert first[0][0] == 200 and refused[0] == 503 and refused[1]["x-harness-gateway"] == "too-many-requests"
+        wait_for(lambda: len(first) == 2, what="the held requests' answers")
+    assert [f[0] for f in first] == [200, 200] and refused[0] == 503
+    assert refused[1]["x-harness-gateway"] == "too-many-requests"
     error = json.loads(refused[2])
     assert error["type"] == "error" and error["error"]["type"] == "overloaded_error"
     assert "too many requests at once" in error["error"]["message"]
     lines = [json.loads(line) for line in (tmp / "gateway.log").read_text().splitlines()]
     assert {"iteration": 5, "refused": "too-many-requests", "status": 503, "provider": "anthropic"}.items() <= (
-        lines[0].items()
+        lines[1].items()
     )
-    assert held.entered == 1
+    assert held.entered == 2
+
+
+def test_bad_bodies_are_refused_in_the_providers_format_and_logged(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+    with _Upstream(_Recorder().handle) as url:
+        thread.serve(_gateway(tmp, url, max_body_bytes=1024, body_timeout=0.5))
+        sock = tmp / "gateway.sock"
+        too_large = raw(sock, b"POST /v1/messages HTTP/1.1\r\nHost: g\r\nContent-Length: 5000\r\n\r\n")
+        too_slow = raw(sock, b"POST /v1/messages HTTP/1.1\r\nHost: g\r\nContent-Length: 10\r\n\r\n{")
+        not_json = raw(sock, _request("POST", "/v1/messages", [("Host", "g")], b"[1]"))
+        chat = raw(sock, _request("POST", "/v1/chat/completions", [("Host", "g")], b"nope"))
+    expected = [(413, "body-too-large", "request_too_large"), (408, "body-timeout", "invalid_request_error"),
+                (400, "malformed-json", "invalid_request_error")]  # fmt: skip
+    for (status, headers, body), (code, reason, kind) in zip((too_large, too_slow, not_json), expected, strict=True):
+        error = json.loads(body)
+        assert (status, headers["x-harness-gateway"]) == (code, reason)
+        assert error["type"] == "error" and error["error"]["type"] == kind  # Anthropic's format on its route
+    assert chat[0] == 400 and json.loads(chat[2])["error"]["code"] == "invalid_request_error"  # OpenAI's on its
+    assert "not a JSON object" in json.loads(not_json[2])["error"]["message"]
+    logged = [(line["status"], line["refused"], line["provider"])
+              for line in map(json.loads, (tmp / "gateway.log").read_text().splitlines())]  # fmt: skip
+    assert logged == [(413, "body-too-large", "anthropic"), (408, "body-timeout", "anthropic"),
+                      (400, "malformed-json", "anthropic"), (400, "malformed-json", "openai")]  # fmt: skip
+
+
+def test_a_spent_budget_refuses_each_request_in_its_providers_terms(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+    with _Upstream(_Recorder().handle) as url:
+        gw = _gateway(tmp, url, max_cost_usd=1.0, spent_before_usd=1.0)
+        thread.serve(gw)
+        answers = [raw(tmp / "gateway.sock", _request("POST", path, [("Host", "g")], b"{}"))
+                   for path in ("/v1/chat/completions", "/v1/responses", "/v1/messages")]  # fmt: skip
+    assert [a[0] for a in answers] == [403] * 3 and all(a[1]["x-harness-gateway"] == "budget" for a in answers)
+    openai, _, anthropic = (json.loads(a[2]) for a in answers)
+    assert openai["error"]["code"] == "budget_exceeded" and "do not retry" in openai["error"]["message"]
+    assert anthropic["type"] == "error" and anthropic["error"]["type"] == "permission_error"
+    assert gw.total_usage().refused_budget == 3
+
+
+def test_a_large_body_reaches_the_upstream_whole(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+    recorder = _Recorder()
+    body = json.dumps({"model": "claude-haiku-4-5", "messages": [{"content": "x" * 600_000}]}).encode()
+    with _Upstream(recorder.handle) as url:
+        thread.serve(_gateway(tmp, url, max_body_bytes=len(body)))  # exactly the limit: still accepted
+        status, _, _ = raw(tmp / "gateway.sock", _request("POST", "/v1/messages", [("Host", "g")], body))
+    assert status == 200 and recorder.bodies == [body]
 
 
 def test_a_get_route_forwards_no_body_and_needs_none(served: tuple[ServerThread, Path]) -> None:
@@ -521,13 +620,14 @@ def test_an_answer_that_names_no_model_is_priced_as_the_request_asked(served: tu
     with _Upstream(recorder.handle) as url:
         gw = _gateway(tmp, url)
         thread.serve(gw)
-        for body in (b'{"model":"claude-opus-4-1"}', b'{"model":["claude-haiku-4-5"]}'):
+        for body in (b'{"model":"claude-opus-4-1"}', b'{"model":["claude-haiku-4-5"]}', b'{"model":"claude-next"}'):
             raw(tmp / "gateway.sock", _request("POST", "/v1/messages", [("Host", "g")], body))
     lines = [json.loads(line) for line in (tmp / "gateway.log").read_text().splitlines()]
-    assert [(line["model"], line["priced"]) for line in lines] == [("claude-opus-4-1", True), (None, False)]
+    assert [(line["model"], line["priced"]) for line in lines] == [
+        ("claude-opus-4-1", True), (None, False), ("claude-next", False)]  # fmt: skip
     opus = (1000 * 15 + 100 * 75) / 1e6  # claude-opus-4-1, also Anthropic's dearest row: what no name costs
-    assert [line["costUsd"] for line in lines] == [pytest.approx(opus), pytest.approx(opus)]
-    assert gw.total_usage().unpriced_requests == 1
+    assert [line["costUsd"] for line in lines] == [pytest.approx(opus)] * 3
+    assert gw.total_usage().unpriced_requests == 2
 
 
 def test_an_answer_without_usage_under_a_budget_is_charged_its_reservation(served: tuple[ServerThread, Path]) -> None:
@@ -906,11 +1006,25 @@ def test_a_long_crlf_stream_is_cut_into_events_as_it_comes() -> None:
     assert meter.final and meter.usage == TokenUsage(input_tokens=11, output_tokens=13)
 
 
+def test_many_events_in_one_large_chunk_are_all_read() -> None:
+    start = {"type": "message_start", "message": {"model": "claude-haiku-4-5", "usage": {"input_tokens": 11}}}
+    text = b'data: {"type":"content_block_delta","text":"' + b"x" * 60_000 + b'"}\n\n'
+    meter = UsageMeter("messages", streaming=True, request_model=None)
+    meter.feed(b"data: " + json.dumps(start).encode() + b"\n\n" + text * 100)  # 6 MB, no event over the limit
+    meter.feed(b'data: {"type":"message_delta","usage":{"output_tokens":13}}\n\n')
+    meter.finish()
+    assert meter.final and meter.usage == TokenUsage(input_tokens=11, output_tokens=13)
+
+
 def test_a_last_event_without_its_blank_line_is_still_read() -> None:
     meter = UsageMeter("messages", streaming=True, request_model=None)
     meter.feed(b'data: {"type":"message_delta","usage":{"output_tokens":2}}')
     meter.finish()
     assert meter.final and meter.usage.output_tokens == 2
+    lines = UsageMeter("messages", streaming=True, request_model=None)
+    lines.feed(b'event: message_delta\r\ndata: {"type": "message_delta",\r\n  \r\ndata: "usage": {"output_tokens": 3}}')
+    lines.finish()
+    assert lines.final and lines.usage.output_tokens == 3
 
 
 def test_an_over_long_line_ending_in_the_next_chunk_loses_only_its_own_event() -> None:
@@ -1322,6 +1436,65 @@ def test_the_server_thread_refuses_misuse() -> None:
             thread.call(slow(), timeout=0.2)
     with pytest.raises(RuntimeError, match="not running"):
         _ = thread.loop
+
+
+def test_serve_gives_up_on_a_server_that_does_not_start_in_time() -> None:
+    class Stuck:
+        async def start(self) -> None:
+            await asyncio.Event().wait()
+
+        async def close(self) -> None:
+            pass
+
+    with ServerThread() as thread, pytest.raises(TimeoutError, match=r"longer than 0\.2s"):
+        thread.serve(Stuck(), timeout=0.2)
+
+
+def test_closing_a_gateway_whose_socket_file_is_gone_is_quiet(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+    with _Upstream(_Recorder().handle) as url:
+        gw = _gateway(tmp, url)
+        thread.serve(gw)
+        (tmp / "gateway.sock").unlink()  # someone cleaned the directory first
+        thread.call(gw.close())
+    assert not (tmp / "gateway.sock").exists()
+
+
+def test_the_server_thread_is_a_named_daemon_and_keeps_loop_faults_out_of_the_output(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with ServerThread() as thread, caplog.at_level(logging.DEBUG):
+        assert [t.daemon for t in threading.enumerate() if t.name == "harness-servers"] == [True]
+        thread.loop.call_soon_threadsafe(thread.loop.call_exception_handler, {"message": "a connection broke"})
+        wait_for(lambda: any("a connection broke" in r.getMessage() for r in caplog.records), what="the fault")
+    fault = [r for r in caplog.records if "a connection broke" in r.getMessage()]
+    assert [(r.name, r.levelno, r.getMessage()) for r in fault] == [
+        ("runner.gateway.loop", logging.DEBUG, "server loop: a connection broke")]  # fmt: skip
+
+
+def test_stop_gives_up_on_a_server_that_does_not_close_and_cancels_what_is_left() -> None:
+    class Hanging:
+        async def start(self) -> None:
+            pass
+
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    async def leave_a_task() -> asyncio.Task[None]:
+        return asyncio.ensure_future(asyncio.Event().wait())
+
+    thread = ServerThread()
+    thread.start()
+    thread.serve(Hanging())
+    left = thread.call(leave_a_task())
+    thread.stop(timeout=0.5)  # returns: the close that hangs is cut at the timeout
+    with pytest.raises(RuntimeError, match="not running"):
+        _ = thread.loop
+    quiet = ServerThread()
+    quiet.start()
+    task = quiet.call(leave_a_task())
+    quiet.stop()
+    assert task.cancelled() and not left.done()  # the shutdown that hung never reached it
 
 
 def test_stop_closes_servers_newest_first_and_survives_a_failing_close(caplog: pytest.LogCaptureFixture) -> None:
