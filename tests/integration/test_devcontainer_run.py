@@ -67,8 +67,9 @@ def test_the_devcontainer_gives_the_image_the_env_and_the_setup(devrepo: GitRepo
     # The setup's files are outside git: never on the branch.
     files = devrepo.git("ls-tree", "-r", "--name-only", "harness/dc").splitlines()
     assert ".oncreate" not in files and ".postcreate" not in files and "seen.txt" in files
-    tag = environment["image"]
-    subprocess.run(["docker", "rmi", "-f", tag], capture_output=True, check=False)
+    built = [environment["image"], *([environment["devcontainer_build"]["tag"]] if environment.get("devcontainer_build")
+                                     else [])]  # fmt: skip
+    subprocess.run(["docker", "rmi", "-f", *built], capture_output=True, check=False)  # made for this test
 
 
 def test_image_wins_over_the_devcontainer(devrepo: GitRepo) -> None:

@@ -240,11 +240,13 @@ def test_the_setup_given_by_a_devcontainer_installs_the_test_extra(project: GitR
     (project.path / ".devcontainer/Dockerfile").write_text("FROM harness-base:latest\n")
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "a devcontainer")
+    plan = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", "true", "--dry-run", "--json",
+                   cwd=project.path).json()["environment"]  # fmt: skip
+    built = [plan["image"], *([plan["devcontainer_build"]["tag"]] if plan.get("devcontainer_build") else [])]
     r = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", _agent('test "$CALC_MODE" = devcontainer'),
                 "--setup-allow-host", f"127.0.0.1:{port}", "--check", "python -m pytest -q -p no:cacheprovider",
                 "--max-iterations", "1", "--json", cwd=project.path, timeout=600)  # fmt: skip
-    image = json.loads((project.journal("dc") / "run-summary.json").read_text())["image"]
-    subprocess.run(["docker", "rmi", image], capture_output=True, check=False)  # built here for this test
+    subprocess.run(["docker", "rmi", "-f", *built], capture_output=True, check=False)  # made for this test
     assert r.code == 0 and r.json()["status"] == "completed", r.stderr
     setup = r.json()["setup"]
     assert setup["source"] == "devcontainer" and setup["passed"] and ".venv" in setup["outputs"]
