@@ -137,6 +137,14 @@ def _error_body(provider: Provider, kind: str, message: str) -> bytes:
     return json.dumps({"error": {"message": message, "type": kind, "code": kind}}).encode()
 
 
+def forwarded_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """The agent's headers the upstream gets: no credential, no hop-by-hop header, and none that the agent's
+    own Connection header names (a proxy drops those too, RFC 9110 section 7.6.1)."""
+    listed = {token.strip().lower() for name, value in headers.items() if name.lower() == "connection"
+              for token in value.split(",")}  # fmt: skip
+    return {k: v for k, v in headers.items() if k.lower() not in _DROP_REQUEST and k.lower() not in listed}
+
+
 def output_tokens_asked(api: str, payload: Mapping[str, Any]) -> int:
     """The most output a request may produce: what it asks for, else (or above it) MAX_OUTPUT_TOKENS."""
     for name in _OUTPUT_FIELDS.get(api, ()):
@@ -422,7 +430,7 @@ class ModelGateway:
         route = matched.route
         upstream = self.upstreams[provider]
         request_model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _DROP_REQUEST}
+        headers = forwarded_headers(request.headers)
         headers.update(upstream.credential())
         headers["accept-encoding"] = "identity"
         started = time.monotonic()

@@ -573,3 +573,16 @@ def test_the_meter_reads_the_same_usage_however_the_stream_is_cut(size: int, crl
     meter.finish()
     assert meter.final and meter.model == "claude-haiku-4-5"
     assert meter.usage == TokenUsage(input_tokens=11, output_tokens=13)
+
+
+def test_headers_the_agent_names_in_connection_do_not_reach_the_upstream(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+    with ScriptedUpstream() as up:
+        thread.serve(_gateway(tmp, up.url))
+        request = get("/v1/models", extra="x-hop: secret-hop\r\nx-kept: kept\r\n").replace(
+            b"Connection: close", b"Connection: close, X-Hop"
+        )
+        status, _, _ = raw(tmp / "gateway.sock", request)
+        seen = up.seen("/v1/models")
+    assert status == 200 and len(seen) == 1
+    assert "x-hop" not in seen[0].headers and seen[0].headers["x-kept"] == "kept"  # the control passes
