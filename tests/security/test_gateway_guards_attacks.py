@@ -21,7 +21,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import pytest
 from aiohttp import web
 
 from runner.gateway.loop import ServerThread
-from tests.helpers import GitRepo, Result
+from tests.helpers import GitRepo, Result, wait_for
 from tests.security.conftest import journal_text, run_agent
 
 pytestmark = pytest.mark.docker
@@ -286,7 +286,12 @@ for _ in range(900):
         s.close()
         continue
     held.append(s)
-time.sleep(3)  # hold them while the host counts the supervisor's descriptors
+# Hold them until the host has counted the supervisor's descriptors: it says so with a file in /harness (the
+# prompt's directory, the host's to write), waited for with a deadline.
+print("FLOOD-HELD", flush=True)
+deadline = time.monotonic() + 120
+while not os.path.exists("/harness/release") and time.monotonic() < deadline:
+    time.sleep(0.05)
 for s in held:
     s.close()
 req = urllib.request.Request(os.environ["ANTHROPIC_BASE_URL"] + "/v1/models", headers={"x-api-key": "p"})
@@ -302,9 +307,16 @@ json.dump({"state": "done", "summary": "flood"}, open(os.environ["HARNESS_STATUS
 """
 
 
-def _supervised(repo: GitRepo, session: str, up: Upstream, env: dict[str, str]) -> tuple[Result, int]:
+def _text(path: Path) -> str:
+    return path.read_text(errors="replace") if path.is_file() else ""
+
+
+def _supervised(
+    repo: GitRepo, session: str, up: Upstream, env: dict[str, str], counted: Callable[[int], bool]
+) -> tuple[Result, int]:
     """`harness run` of the flood in the foreground (the supervisor is this child process), and the most
-    descriptors it held while running."""
+    descriptors it held while running. Once the probe holds its connections, `counted(pid)` is waited for;
+    then the probe is told to let them go."""
     args = [sys.executable, "-m", "runner", "run", "--objective", "flood", "--session", session, "--agent-cmd",
             "python3 flood.py", "--max-iterations", "1", "--json"]  # fmt: skip
     full_env = {**os.environ, "ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY, **env}
@@ -325,12 +337,24 @@ def _supervised(repo: GitRepo, session: str, up: Upstream, env: dict[str, str]) 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     try:
+        journal = repo.journal(session)
+        wait_for(lambda: "FLOOD-HELD" in _text(journal / "iteration-0001.log"), timeout=120, what="the flood")
+        wait_for(lambda: counted(proc.pid), timeout=60, what="the supervisor's descriptors to be counted")
+        run_dir = Path(json.loads((journal / "run-summary.json").read_text())["runDir"])
+        (run_dir / "prompt" / "release").write_text("")
         out, err = proc.communicate(timeout=240)
     finally:
         done.set()
         proc.kill() if proc.poll() is None else None
     sampler.join(5)
     return Result(proc.returncode, out, err), peak
+
+
+def _fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
 
 
 def _flood_report(result: Result, repo: GitRepo, session: str) -> dict[str, Any]:
@@ -343,11 +367,13 @@ def _flood_report(result: Result, repo: GitRepo, session: str) -> dict[str, Any]
 @ROW21
 def test_a_connection_flood_leaves_the_supervisor_its_descriptors(repo: GitRepo, upstream: Upstream) -> None:
     _commit(repo, "flood.py", FLOOD_PROBE)
-    control, control_peak = _supervised(repo, "flood-uncapped", upstream, {"HARNESS_GATEWAY_MAX_CONNECTIONS": "100000"})
+    uncapped = {"HARNESS_GATEWAY_MAX_CONNECTIONS": "100000"}
+    control, control_peak = _supervised(repo, "flood-uncapped", upstream, uncapped, lambda pid: _fds(pid) > 900)
     assert control.code == 0, control.stderr
     # The trap: without the cap, every connection of the flood is a descriptor of the supervisor's.
     assert control_peak > 900
-    r, peak = _supervised(repo, "flood", upstream, {})
+    capped = repo.journal("flood") / "gateway.log"
+    r, peak = _supervised(repo, "flood", upstream, {}, lambda pid: "connection-cap" in _text(capped))
     assert r.code == 0 and r.json()["status"] == "completed", r.stderr
     report = _flood_report(r, repo, "flood")
     assert report["held"] == 900 and report["failed"] == 0  # every connection was made (queued past the cap)
