@@ -222,7 +222,7 @@ def cleanup(env: BenchEnv) -> None:
 
 
 def _remove_as_agent(env: BenchEnv, path: Path) -> None:
-    from runner.sandbox import AGENT_UID
+    from runner.base.layout import AGENT_UID
 
     argv = env.docker_run("--user", f"{AGENT_UID}:{AGENT_UID}", "-v", f"{path}:/x", IMAGE, "sh", "-c",
                           "find /x -mindepth 1 -delete 2>/dev/null; true")  # fmt: skip

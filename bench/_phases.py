@@ -73,13 +73,13 @@ def _wrap(stack: ExitStack, owner: Any, attr: str, around: Callable[[Callable[..
 @contextmanager
 def instrument() -> Iterator[Phases]:
     """Time the supervisor's phases while the block runs (restored afterwards)."""
-    from runner import workspace as workspace_module
     from runner.backends import docker as docker_module
-    from runner.gitops import HostGit
-    from runner.journal import Journal
-    from runner.resident import ResidentHelper
-    from runner.supervisor import Supervisor
-    from runner.workspace import Workspace
+    from runner.loop import workspace as workspace_module
+    from runner.loop.resident import ResidentHelper
+    from runner.loop.supervisor import Supervisor
+    from runner.loop.workspace import Workspace
+    from runner.record.gitops import HostGit
+    from runner.record.journal import Journal
 
     phases = Phases()
 

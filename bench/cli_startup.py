@@ -1,7 +1,7 @@
 """CLI start-up: `harness status --json` on a 500-iteration journal and `harness list` with 50 sessions,
 against `python -c pass`.
 
-The sessions are real (`runner.runs.create_session`: journal, summary, branch) and their iteration
+The sessions are real (`runner.usecases.runs.create_session`: journal, summary, branch) and their iteration
 records are written with the journal's own pydantic models; each session gets the owner.json that
 `list` looks for. No container runs. Quick: 50 iterations and 5 sessions.
 
@@ -35,11 +35,11 @@ NAME = "cli-startup"
 
 def make_sessions(repo: Path, sessions: int, iterations: int) -> None:
     from runner.backends.docker import DockerBackend
-    from runner.journal import Journal
-    from runner.models import IterationRecord, Outcome, RunOwner, RunState, StopReason
-    from runner.paths import run_dir
-    from runner.runs import RunRequest, create_session
-    from runner.workspace import RunDir
+    from runner.base.paths import run_dir
+    from runner.loop.workspace import RunDir
+    from runner.record.journal import Journal
+    from runner.record.models import IterationRecord, Outcome, RunOwner, RunState, StopReason
+    from runner.usecases.runs import RunRequest, create_session
 
     backend = DockerBackend()
     for s in range(sessions):
@@ -119,8 +119,8 @@ def measure(quick: bool) -> Result:
             ("list-cold", listing, cold),
             ("help", harness_argv("--help"), None),
             ("pydantic", [sys.executable, "-c", "from pydantic import BaseModel"], None),
-            ("models", [sys.executable, "-c", "import runner.models"], None),
-            ("imports", [sys.executable, "-c", "import runner.status, runner.cli.render"], None),
+            ("models", [sys.executable, "-c", "import runner.record.models"], None),
+            ("imports", [sys.executable, "-c", "import runner.usecases.status, runner.cli.render"], None),
         ]
         samples: dict[str, list[float]] = {key: [] for key, _, _ in runs}
         for _ in range(repeat):  # interleaved: all of them see the same load
@@ -134,8 +134,10 @@ def measure(quick: bool) -> Result:
     lc = result.add(f"harness list --json, first look after all {sessions} branches moved", samples["list-cold"])
     result.add("harness --help (typer, rich: what status and list --json no longer load)", samples["help"])
     floor = result.add("python -c 'from pydantic import BaseModel'", samples["pydantic"])
-    models = result.add("python -c 'import runner.models' (the journal's pydantic models)", samples["models"])
-    imports = result.add("python -c 'import runner.status, runner.cli.render' (all they import)", samples["imports"])
+    models = result.add("python -c 'import runner.record.models' (the journal's pydantic models)", samples["models"])
+    imports = result.add(
+        "python -c 'import runner.usecases.status, runner.cli.render' (all they import)", samples["imports"]
+    )
     ratio = floor.median / p.median
     why = _WHY.format(
         floor=ratio,
@@ -167,9 +169,9 @@ _WHY = (
     "no command that reads the journal through its pydantic models can reach 4x. Of the {total:.0f} ms above "
     "`python -c pass`, the imports of `status` and `list` cost {imports:.0f} ms: pydantic's own import and plugin "
     "lookup, the journal's models (about {models:.0f} ms more than pydantic alone), the review and the renderer; "
-    "the rest is reading the journal and git once per repository. (runner/paths.py used to import "
+    "the rest is reading the journal and git once per repository. (runner/base/paths.py used to import "
     "pydantic-settings for two environment variables, about 40 ms more: the seams are now read from os.environ, "
-    "runner/seams.py.) Closing the goal would need a reader of the journal's JSON without pydantic for these two "
+    "runner/base/seams.py.) Closing the goal would need a reader of the journal's JSON without pydantic for these two "
     "commands, a second copy of the models' validation"
 )
 

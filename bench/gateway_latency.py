@@ -157,10 +157,10 @@ def upstream(env: BenchEnv) -> Iterator[int]:
 @contextlib.contextmanager
 def gateway(env: BenchEnv, port: int) -> Iterator[tuple[Any, Path]]:
     """The real model gateway on a Unix socket in a directory the containers mount read-only."""
+    from runner.base.layout import GATEWAY_SOCKET
     from runner.gateway.loop import ServerThread
     from runner.gateway.model import ModelGateway, Upstream
     from runner.gateway.prices import BUILTIN, PriceTable
-    from runner.sandbox import GATEWAY_SOCKET
 
     net = env.tmp / "net"
     net.mkdir(mode=0o755)
@@ -220,7 +220,7 @@ class Client:
     def __init__(
         self, env: BenchEnv, name: str, net: Path, *, network: str, relay: list[str], targets: list[str], cpus: float
     ) -> None:
-        from runner.sandbox import AGENT_UID, NET_DIR
+        from runner.base.layout import AGENT_UID, NET_DIR
 
         self.name = name
         self.stderr_path = env.tmp / f"client-{name}.err"
@@ -265,8 +265,8 @@ class Client:
 
 
 def measure(quick: bool) -> Result:
-    from runner.models import Limits
-    from runner.sandbox import GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, RELAY
+    from runner.base.layout import GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, RELAY
+    from runner.record.models import Limits
 
     plan = QUICK if quick else FULL
     cpus = Limits().cpus

@@ -44,8 +44,8 @@ def harness_harvest(env: BenchEnv, files: int, size: int, n: int) -> tuple[float
     import os
 
     from runner.backends.docker import DockerBackend
-    from runner.models import Outcome
-    from runner.runs import RunRequest, start_run
+    from runner.record.models import Outcome
+    from runner.usecases.runs import RunRequest, start_run
 
     repo = small_repo(env.tmp / f"repo-{n}")
     os.environ["BENCH_MAKE"] = MAKE_FILES
@@ -64,9 +64,9 @@ def harness_harvest(env: BenchEnv, files: int, size: int, n: int) -> tuple[float
 
 def _drop(env: BenchEnv, repo: Path) -> None:
     from runner.backends.docker import DockerBackend
-    from runner.models import Limits
-    from runner.paths import repo_key, run_dir
-    from runner.workspace import RunDir, Workspace
+    from runner.base.paths import repo_key, run_dir
+    from runner.loop.workspace import RunDir, Workspace
+    from runner.record.models import Limits
 
     Workspace(backend=DockerBackend(), run_dir=RunDir(run_dir(repo, "bench")), image="harness-base:latest",
               limits=Limits(), session="bench", repo_key=repo_key(repo)).delete()  # fmt: skip
@@ -128,7 +128,7 @@ def measure(quick: bool) -> Result:
 _WHY = (
     "both sides spend most of their time in `git bundle create` packing the change's loose objects (zlib at the "
     "default level); the harness's helper does it inside a container held to two cores (HELPER_CPU_BURST in "
-    "runner/workspace.py), after walking the copy (find for closed files, `du` for --max-disk, `git add -A` "
+    "runner/loop/workspace.py), after walking the copy (find for closed files, `du` for --max-disk, `git add -A` "
     "to checkpoint uncommitted work) and a container start. The host side is one `index-pack --strict` of the "
     "bundle's pack plus the install and the branch's commits and diff-stat. What would close it: a lower zlib "
     "level for the bundle (pack.compression), paid for in the size of the user's repository"

@@ -9,7 +9,7 @@ harness's own run so that both see the machine's current load:
   (as the harness's resident helper is) that commits and writes a `git bundle` (design §4 item 2),
   a second `docker exec` that kills what the first left, and a `git fetch` of the bundle on the host;
 - docker: a single `docker run --rm IMAGE true`;
-- harness: `Supervisor.iterate` of a real session driven in this process (`runner.runs.start_run`),
+- harness: `Supervisor.iterate` of a real session driven in this process (`runner.usecases.runs.start_run`),
   with every phase timed by wrapping the harness's functions (bench/_phases.py).
 
 Goals (issue 10): harness / floor <= 1.2x, harness / docker <= 2x.
@@ -57,8 +57,8 @@ def harness_iterations(
     env: BenchEnv, iterations: int, repo: Path | None = None, session: str = "bench"
 ) -> tuple[list[float], list[tuple[str, float]]]:
     from runner.backends.docker import DockerBackend
-    from runner.models import Outcome, StopReason
-    from runner.runs import LimitOptions, RunRequest, start_run
+    from runner.record.models import Outcome, StopReason
+    from runner.usecases.runs import LimitOptions, RunRequest, start_run
 
     repo = repo or small_repo(env.tmp / "harness-repo")
     request = RunRequest(
@@ -81,7 +81,7 @@ class Floor:
     """The same iteration's Docker and git work, by hand: agent run, two helper execs, host fetch."""
 
     def __init__(self, env: BenchEnv) -> None:
-        from runner.sandbox import AGENT_UID
+        from runner.base.layout import AGENT_UID
 
         self.env, self.user, self.n = env, f"{AGENT_UID}:{AGENT_UID}", 0
         self.repo = small_repo(env.tmp / "floor-repo")
@@ -127,9 +127,9 @@ def large_repo_iterations(env: BenchEnv, shape: RepoShape, iterations: int) -> l
     """Per-iteration seconds of the same agent on a large generated repository (the cached one is
     left as it was: journal in the temp dir, copy and branch removed)."""
     from runner.backends.docker import DockerBackend
-    from runner.models import Limits
-    from runner.paths import repo_key, run_dir
-    from runner.workspace import RunDir, Workspace
+    from runner.base.paths import repo_key, run_dir
+    from runner.loop.workspace import RunDir, Workspace
+    from runner.record.models import Limits
 
     repo = generate(shape)
     os.environ["HARNESS_JOURNAL_ROOT"] = str(env.tmp / "journals")
@@ -192,7 +192,7 @@ def measure(quick: bool) -> Result:
         "Each checkpoint used to start a helper container of its own: 435 ms an iteration, 2.56x `docker run "
         "true`, the floor 2.17x (docs/performance.md before the resident helper). A helper container now stays "
         "for the whole run and each checkpoint is an exec in it, followed by an exec that kills whatever the "
-        "checkpoint left (runner/resident.py says why that is safe; attack row 17 tests it)."
+        "checkpoint left (runner/loop/resident.py says why that is safe; attack row 17 tests it)."
     )
     result.notes.append(
         "The checkpoint used to `chmod -R` the whole copy before `git add -A`; the new ctime of every file made git "

@@ -49,7 +49,7 @@ def writer(size: int) -> str:
 
 def harness_once(env: BenchEnv, size: int, n: int) -> tuple[float, float, float, int, bool]:
     """(MB/s, peak tree RSS MB, peak single-process RSS MB, log bytes, truncated) of one run."""
-    from runner.paths import journal_dir
+    from runner.base.paths import journal_dir
 
     repo = small_repo(env.tmp / f"repo-{n}")
     cmd = writer(size) + '; printf \'{"state":"working"}\' > "$HARNESS_STATUS_FILE"'

@@ -125,8 +125,8 @@ def _alive(pid: int) -> bool:
 
 
 def _check_journal(repo: Path) -> None:
-    from runner.journal import Journal
-    from runner.models import Outcome, StopReason
+    from runner.record.journal import Journal
+    from runner.record.models import Outcome, StopReason
 
     journal = Journal.for_repo(repo, "many")
     summary = journal.read_summary()  # validated by the model

@@ -640,7 +640,7 @@ def _notes(samples: dict[str, Samples], ratios: dict[str, float]) -> list[str]:
         f"pip with the package cache only; pip or ensurepip in harness-base would save only the bootstrap "
         f"({bootstrap:.1f} s of the second setup with pip): not enough on its own.",
         "Found on the way, and fixed: /tmp was mounted noexec in the harness's containers (Docker's tmpfs default, "
-        "against what runner/sandbox.py meant), so an sdist whose build needs a compiled build dependency "
+        "against what runner/sandbox/container.py meant), so an sdist whose build needs a compiled build dependency "
         "(PyYAML's, with Cython: `failed to map segment from shared object`) could not be built in a setup. /tmp "
         "now allows exec. pyyaml is still installed from its wheel here, and idna is the seventh sdist.",
         "The stand-in index is plain HTTP on loopback: pip keeps no HTTP cache for it (it caches only https "

@@ -32,9 +32,9 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> tuple[float, float
     import time
 
     from runner.backends.docker import DockerBackend
-    from runner.runs import RunRequest, start_run
-    from runner.supervisor import Supervisor
-    from runner.workspace import Workspace
+    from runner.loop.supervisor import Supervisor
+    from runner.loop.workspace import Workspace
+    from runner.usecases.runs import RunRequest, start_run
 
     marks: dict[str, float] = {}
     real_run, real_create = Supervisor.run, Workspace.create
@@ -67,9 +67,9 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> tuple[float, float
 
 def _drop_session(env: BenchEnv, repo: Path, session: str) -> None:
     from runner.backends.docker import DockerBackend
-    from runner.models import Limits
-    from runner.paths import repo_key, run_dir
-    from runner.workspace import RunDir, Workspace
+    from runner.base.paths import repo_key, run_dir
+    from runner.loop.workspace import RunDir, Workspace
+    from runner.record.models import Limits
 
     root = run_dir(repo, session)
     Workspace(backend=DockerBackend(), run_dir=RunDir(root), image="harness-base:latest", limits=Limits(),

@@ -44,14 +44,14 @@ def fast_command(args: list[str]) -> Callable[[], int] | None:
 
 def _list() -> int:
     from runner.cli import render
-    from runner.status import list_all
+    from runner.usecases.status import list_all
 
     return render.sessions(list_all(), True, with_repo=True)
 
 
 def _status(repo: Path, session: str | None) -> int:
     from runner.cli import render
-    from runner.status import StatusRequest, get_status, list_statuses
+    from runner.usecases.status import StatusRequest, get_status, list_statuses
 
     if session is None:
         return render.sessions(list_statuses(repo), True)

@@ -1,5 +1,5 @@
 """Generate the references from the code: docs/cli.md (the typer app), docs/journal.md and docs/schema/ (the
-pydantic models of runner/models.py, with their field descriptions and enum meanings).
+pydantic models of runner/record/models.py, with their field descriptions and enum meanings).
 
 `python scripts/gen_docs.py` writes them; `--check` exits 1 when any is stale (a unit test runs it, so CI fails
 on a stale reference). Nothing here is hand-maintained per command or per field: a new command, option, field
@@ -23,11 +23,11 @@ import typer.main
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from runner.base.errors import ExitCode
 from runner.cli.app import app
-from runner.errors import ExitCode
-from runner.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
-from runner.review import DiscardedRepo
-from runner.status import ReviewCache
+from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
+from runner.usecases.review import DiscardedRepo
+from runner.usecases.status import ReviewCache
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
@@ -115,7 +115,7 @@ def exit_codes() -> list[str]:
     meanings = ExitCode.describe()
     missing = [code.name for code in ExitCode if not meanings.get(code)]
     if missing:
-        raise SystemExit(f"ExitCode without a description in runner/errors.py: {', '.join(missing)}")
+        raise SystemExit(f"ExitCode without a description in runner/base/errors.py: {', '.join(missing)}")
     return [
         "| code | name | meaning |",
         "|---|---|---|",
@@ -271,11 +271,11 @@ The directory is kept out of git by one line in `.git/info/exclude`
 replaces `<repo>/memory/context-db/sessions` (then no exclude line is written). The container never sees the
 journal: it is not inside any mount.
 
-Every JSON file is a pydantic model (`runner/models.py`) with a published JSON Schema in `docs/schema/`, written
+Every JSON file is a pydantic model (`runner/record/models.py`) with a published JSON Schema in `docs/schema/`, written
 atomically (temporary file in the same directory, fsync, rename, fsync of the directory), so a reader sees the
 old file or the new one, never half of one. Field names follow the original tool: camelCase, `schemaVersion`,
 `kind`. Readers ignore fields they do not know, and older schema versions are upgraded on read by named steps
-(`runner.journal.UPGRADES`). Writers of `control.json` hold an exclusive lock on `.control.lock` for each
+(`runner.record.journal.UPGRADES`). Writers of `control.json` hold an exclusive lock on `.control.lock` for each
 read-modify-write, so concurrent `stop` and `note` calls lose nothing. `harness status` reports a `running`
 session whose supervisor is gone (its lock is free) as `interrupted`.
 

@@ -17,7 +17,7 @@ import pytest
 from tests.helpers import GitRepo, make_repo, wait_for
 
 if TYPE_CHECKING:
-    from runner.models import KubernetesBackendConfig
+    from runner.record.models import KubernetesBackendConfig
 
 TEST_RUN_LABEL = f"harness-test-{uuid.uuid4().hex[:8]}"
 
@@ -75,7 +75,7 @@ def harness_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HARNESS_CONTAINER_LABELS", f"io.solo-harness.test={TEST_RUN_LABEL}")
     monkeypatch.delenv("HARNESS_JOURNAL_ROOT", raising=False)
     # `run`'s defaults come from the environment and the user's config file: neither is the developer's here.
-    from runner.settings import RunOptions, env_var
+    from runner.record.settings import RunOptions, env_var
 
     for name in RunOptions.model_fields:
         monkeypatch.delenv(env_var(name), raising=False)
@@ -118,7 +118,7 @@ def k8s_namespace() -> Iterator[str]:
 
 @pytest.fixture
 def k8s_config(k8s_namespace: str) -> KubernetesBackendConfig:
-    from runner.models import KubernetesBackendConfig
+    from runner.record.models import KubernetesBackendConfig
 
     # Never: the lab's engine must not look for a registry (these machines reach only loopback).
     return KubernetesBackendConfig(

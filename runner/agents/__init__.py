@@ -4,6 +4,9 @@ Every adapter reads the iteration's prompt from /harness/prompt.md and reports t
 $HARNESS_STATUS_FILE (the prompt tells it how). `--agent-cmd` runs any command with `sh -c` and gets
 the same SDK environment (gateway base URLs, placeholder keys). Rate limits are known from structured
 facts only: the gateway's, then `agent_report(...).rate_limited` from the agent's own events.
+
+The layer may import `runner.sandbox`, `runner.backends`, `runner.record` and `runner.base`; never `runner.gateway`
+(the two sit side by side).
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from runner.agents.base import (
 from runner.agents.claude_code import ClaudeCode
 from runner.agents.codex import Codex
 from runner.agents.demo import Demo
-from runner.errors import UsageError
-from runner.images import DEFAULT_IMAGE
-from runner.models import AgentInfo, AgentReport
+from runner.base.errors import UsageError
+from runner.record.models import AgentInfo, AgentReport
+from runner.sandbox.images import DEFAULT_IMAGE
 
 __all__ = [
     "ADAPTERS",

@@ -22,8 +22,8 @@ import re
 from pathlib import Path
 
 from runner.agents.base import PROMPT_FILE, AgentAdapter, AgentOptions, Endpoints, read_tail, sdk_env
-from runner.models import AgentReport, TokenUsage
-from runner.sandbox import HOME
+from runner.base.layout import HOME
+from runner.record.models import AgentReport, TokenUsage
 
 STATUS_IN_REPO = ".harness-status.json"
 MESSAGE_FILE = f"{HOME}/aider-message.md"

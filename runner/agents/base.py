@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runner.models import AgentReport
-from runner.sandbox import GATEWAY_PORT, PROMPT_DIR
+from runner.base.layout import GATEWAY_PORT, PROMPT_DIR
+from runner.record.models import AgentReport
 
 PROMPT_FILE = f"{PROMPT_DIR}/prompt.md"
 # A placeholder the SDKs accept as a key; the gateway swaps it for the real one on the host.

@@ -26,7 +26,7 @@ from runner.agents.base import (
     sdk_env,
     text,
 )
-from runner.models import AgentReport, TokenUsage
+from runner.record.models import AgentReport, TokenUsage
 
 RATE_LIMIT_STATUSES = {429, 529}
 RATE_LIMIT_TYPES = {"rate_limit_error", "overloaded_error"}

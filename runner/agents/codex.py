@@ -28,8 +28,8 @@ from runner.agents.base import (
     sdk_env,
     text,
 )
-from runner.models import AgentReport, TokenUsage
-from runner.sandbox import HOME
+from runner.base.layout import HOME
+from runner.record.models import AgentReport, TokenUsage
 
 CODEX_HOME = f"{HOME}/.codex"
 PROVIDER = "harness"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from runner.agents.base import AgentAdapter, AgentOptions, Endpoints
-from runner.images import DEFAULT_IMAGE
+from runner.sandbox.images import DEFAULT_IMAGE
 
 
 class Demo(AgentAdapter):

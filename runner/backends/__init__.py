@@ -1,9 +1,12 @@
-"""Container backends. The supervisor sees only `runner.backends.base.Backend`."""
+"""The engines: container backends behind one interface. The supervisor sees only `runner.backends.base.Backend`.
+
+An engine knows nothing of runs: it may import `runner.record` and `runner.base` only.
+"""
 
 from __future__ import annotations
 
 from runner.backends.base import Backend
-from runner.models import BackendConfig, DockerBackendConfig
+from runner.record.models import BackendConfig, DockerBackendConfig
 
 
 def default_backend() -> Backend:

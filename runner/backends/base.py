@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from runner.errors import BackendError
-from runner.output import OutputSink
+from runner.base.errors import BackendError
+from runner.base.output import OutputSink
 
 LABEL_PREFIX = "io.solo-harness"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
@@ -151,7 +151,7 @@ class Backend(ABC):
 
     name: str
     local_images: bool = True  # images are built and kept by this engine (not pulled by a cluster)
-    # `exec` works: a helper can stay for a whole run and take each checkpoint as an exec (runner.resident).
+    # `exec` works: a helper can stay for a whole run and take each checkpoint as an exec (runner.loop.resident).
     # False where the copy is not a mount but travels with each container (Kubernetes).
     resident: bool = False
 

@@ -25,15 +25,15 @@ from docker.types import Mount as DockerMount
 
 from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit, Mount
 from runner.backends.retry import retry_transient
-from runner.errors import (
+from runner.base.errors import (
     BackendError,
     DockerUnavailableError,
     HarnessError,
     ImageMissingError,
     TransientBackendError,
 )
-from runner.output import CappedBuffer, OutputSink
-from runner.sandbox import NET_DIR, RELAY
+from runner.base.layout import NET_DIR, RELAY
+from runner.base.output import CappedBuffer, OutputSink
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -22,9 +22,9 @@ from runner.backends.base import (
     EngineInfo,
     Exit,
 )
-from runner.errors import BackendError, ImageMissingError
-from runner.output import OutputSink
-from runner.sandbox import MERGE_OUTPUT
+from runner.base.errors import BackendError, ImageMissingError
+from runner.base.layout import MERGE_OUTPUT
+from runner.base.output import OutputSink
 
 
 @dataclass

@@ -38,10 +38,10 @@ from urllib3.exceptions import HTTPError
 
 from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
 from runner.backends.retry import retry_transient
-from runner.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
-from runner.models import KubernetesBackendConfig
-from runner.output import OutputSink
-from runner.sandbox import RELAY
+from runner.base.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
+from runner.base.layout import RELAY
+from runner.base.output import OutputSink
+from runner.record.models import KubernetesBackendConfig
 
 log = logging.getLogger(__name__)
 

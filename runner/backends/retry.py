@@ -14,7 +14,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from runner.errors import HarnessError, TransientBackendError
+from runner.base.errors import HarnessError, TransientBackendError
 
 log = logging.getLogger(__name__)
 

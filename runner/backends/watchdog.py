@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from runner.backends.base import Backend, ContainerResult, ContainerSpec
-from runner.errors import HarnessError
-from runner.output import OutputSink
+from runner.base.errors import HarnessError
+from runner.base.output import OutputSink
 
 log = logging.getLogger(__name__)
 

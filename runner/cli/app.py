@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 
 import typer
 
-from runner.errors import ExitCode
+from runner.base.errors import ExitCode
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from runner.runs import Detached, LimitOptions
+    from runner.usecases.runs import Detached, LimitOptions
 
 P = ParamSpec("P")
 
@@ -118,7 +118,7 @@ def _limits(
     backoff: str | None,
     cost: float | None,
 ) -> LimitOptions:
-    from runner.runs import LimitOptions
+    from runner.usecases.runs import LimitOptions
 
     return LimitOptions(
         cpus=cpus,
@@ -220,7 +220,7 @@ def run(
     An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
     from runner.backends import backend_for
-    from runner.runs import create_session, detach_session, plan_run, run_request, start_run
+    from runner.usecases.runs import create_session, detach_session, plan_run, run_request, start_run
 
     del worktree  # every run works on its own copy
     request = run_request(
@@ -274,7 +274,7 @@ def resume(
 
     The setup runs again first when it failed, when its input files changed, or when --setup or
     --setup-allow-host gives it a new command or allowlist."""
-    from runner.runs import ResumeRequest, detach_session, prepare_resume, resume_run, session_backend
+    from runner.usecases.runs import ResumeRequest, detach_session, prepare_resume, resume_run, session_backend
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
@@ -295,8 +295,8 @@ def resume(
 @command
 def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
     """Drive a session in this process (what --detach starts in the background)."""
-    from runner.runs import drive, session_backend
-    from runner.status import EXIT_FOR_STATE
+    from runner.usecases.runs import drive, session_backend
+    from runner.usecases.status import EXIT_FOR_STATE
 
     with graceful_interrupts() as stop_event:
         summary = drive(session_backend(repo, session), repo.resolve(), session, stop_event=stop_event)
@@ -338,15 +338,15 @@ def graceful_interrupts() -> Iterator[threading.Event]:
 
 def _report(repo: Path, session: str, as_json: bool) -> int:
     from runner.cli import render
-    from runner.status import StatusRequest, get_status
+    from runner.usecases.status import StatusRequest, get_status
 
     return render.session_status(get_status(StatusRequest(repo=repo, session=session)), as_json)
 
 
 def _render(result: BaseModel, as_json: bool) -> None:
     from runner.cli import render
-    from runner.runs import RunPlan
-    from runner.status import SessionStatus
+    from runner.usecases.runs import RunPlan
+    from runner.usecases.status import SessionStatus
 
     if as_json:
         render.print_json(result)
@@ -376,14 +376,14 @@ def status(
 def list_(as_json: JsonOpt = False) -> int:
     """List every session on this machine (any repository) with its state, iterations and age."""
     from runner.cli import render
-    from runner.status import list_all
+    from runner.usecases.status import list_all
 
     return render.sessions(list_all(), as_json, with_repo=True)
 
 
 def _list(repo: Path, as_json: bool) -> int:
     from runner.cli import render
-    from runner.status import list_statuses
+    from runner.usecases.status import list_statuses
 
     return render.sessions(list_statuses(repo), as_json)
 
@@ -399,9 +399,9 @@ def gc(
     """Remove containers, copies and images that no live session owns (resumable copies are kept),
     and discarded branch tips past --discarded-after."""
     from runner.backends import default_backend
+    from runner.base.limits import parse_duration
     from runner.cli import render
-    from runner.gc import collect_garbage
-    from runner.limits import parse_duration
+    from runner.usecases.gc import collect_garbage
 
     age = parse_duration(discarded_after, option="--discarded-after")
     result = collect_garbage(default_backend(), discarded_after_seconds=age)
@@ -424,7 +424,7 @@ def stop(
 ) -> int:
     """Ask a running session to stop at the end of its current iteration (or at once with --now)."""
     from runner.cli import render
-    from runner.control import StopRequest, request_stop
+    from runner.usecases.control import StopRequest, request_stop
 
     result = request_stop(StopRequest(repo=repo, session=session, note=note, now=now))
     return render.emit(result, as_json, f"stop requested for {session}: {result.message}")
@@ -440,7 +440,7 @@ def note(
 ) -> int:
     """Add a note that the agent's next iteration prompt carries."""
     from runner.cli import render
-    from runner.control import NoteRequest, add_note
+    from runner.usecases.control import NoteRequest, add_note
 
     added = add_note(NoteRequest(repo=repo, session=session, text=text))
     return render.emit(added, as_json, f"note {added.id} queued for the next iteration of {session}")
@@ -474,9 +474,9 @@ def images_build(
 
     The build's progress goes to stderr; agent images fetch their CLI from npm or PyPI (docs/agents.md).
     With --from, the agent is added to an image of your own (docs/environments.md)."""
-    from runner import derive, images
     from runner.backends import default_backend
     from runner.cli import render
+    from runner.sandbox import derive, images
 
     if quiet:
         logging.getLogger("runner").setLevel(logging.WARNING)
@@ -506,7 +506,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the session runs.")] = False,
 ) -> int:
     """Print an iteration's output (escape sequences neutralised)."""
-    from runner.logs import LogsRequest, read_logs
+    from runner.usecases.logs import LogsRequest, read_logs
 
     for piece in read_logs(LogsRequest(repo=repo, session=session, iteration=iteration, follow=follow)):
         sys.stdout.write(piece)
@@ -523,10 +523,10 @@ def diff(
     as_json: JsonOpt = False,
 ) -> int:
     """Show the session's branch against its base, flagging paths that could run code on this machine."""
+    from runner.base.output import neutralise
     from runner.cli import render
-    from runner.output import neutralise
-    from runner.review import SessionRef
-    from runner.review import diff as make_diff
+    from runner.usecases.review import SessionRef
+    from runner.usecases.review import diff as make_diff
 
     result = make_diff(SessionRef(repo=repo, session=session), stat_only=stat)
     if as_json:
@@ -554,8 +554,8 @@ def merge(
     always refused when it would replace a file git does not track in your tree or write the journal (exit 14).
     """
     from runner.cli import render
-    from runner.review import SessionRef
-    from runner.review import merge as do_merge
+    from runner.usecases.review import SessionRef
+    from runner.usecases.review import merge as do_merge
 
     result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
     how = "squashed" if squash else "merged"
@@ -577,9 +577,9 @@ def discard(
     The branch's tip is kept under refs/harness-discarded/SESSION/TIME until 'harness gc' expires it
     (14 days by default): 'harness restore --session SESSION' brings the branch back."""
     from runner.cli import render
-    from runner.review import SessionRef
-    from runner.review import discard as do_discard
-    from runner.runs import session_backend
+    from runner.usecases.review import SessionRef
+    from runner.usecases.review import discard as do_discard
+    from runner.usecases.runs import session_backend
 
     ref = SessionRef(repo=repo, session=session)
     result = do_discard(session_backend(repo, session), ref, keep_journal=keep_journal)
@@ -599,9 +599,9 @@ def report(
 ) -> int:
     """Everything needed to decide about a session, on one page: flagged paths first, iterations, the check,
     the diff stat, notes given, and the exact commands to merge, resume or discard (and restore)."""
+    from runner.base.errors import UsageError
     from runner.cli import render
-    from runner.errors import UsageError
-    from runner.report import ReportRequest, build_report
+    from runner.usecases.report import ReportRequest, build_report
 
     fmt = "json" if as_json else fmt
     if fmt not in {"md", "html", "json"}:
@@ -623,8 +623,8 @@ def restore(
 ) -> int:
     """Bring back the branch of a discarded session (refused while a branch of that name exists: exit 11)."""
     from runner.cli import render
-    from runner.review import SessionRef
-    from runner.review import restore as do_restore
+    from runner.usecases.review import SessionRef
+    from runner.usecases.review import restore as do_restore
 
     result = do_restore(SessionRef(repo=repo, session=session), which=ref)
     return render.emit(
@@ -647,9 +647,9 @@ def hud(
     from rich.live import Live
 
     from runner.cli import render
-    from runner.hud import HudRequest, snapshot
-    from runner.models import RunState
-    from runner.runs import session_backend
+    from runner.record.models import RunState
+    from runner.usecases.hud import HudRequest, snapshot
+    from runner.usecases.runs import session_backend
 
     request = HudRequest(repo=repo, session=session)
     backend = session_backend(repo, session)  # samples the agent container; the engine is reached only while it runs

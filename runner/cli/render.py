@@ -17,23 +17,23 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from runner.errors import ExitCode, HarnessError, UsageError
-from runner.limits import format_duration, format_size
-from runner.models import RunState
-from runner.output import neutralise
+from runner.base.errors import ExitCode, HarnessError, UsageError
+from runner.base.limits import format_duration, format_size
+from runner.base.output import neutralise
+from runner.record.models import RunState
 
 if TYPE_CHECKING:
     from rich.console import Console, Group
     from rich.table import Table
     from rich.text import Text
 
-    from runner.flagged import FlagReason
-    from runner.hud import HudSnapshot
-    from runner.models import GatewayUsage
-    from runner.report import SessionReport
-    from runner.review import DiscardResult
-    from runner.runs import RunPlan
-    from runner.status import SessionProblem, SessionStatus
+    from runner.loop.flagged import FlagReason
+    from runner.record.models import GatewayUsage
+    from runner.usecases.hud import HudSnapshot
+    from runner.usecases.report import SessionReport
+    from runner.usecases.review import DiscardResult
+    from runner.usecases.runs import RunPlan
+    from runner.usecases.status import SessionProblem, SessionStatus
 
     out: Console  # stdout, for results
     err: Console  # stderr, for people
@@ -139,8 +139,8 @@ def report(result: SessionReport, fmt: str, output: Path | None) -> int:
     """The session report as markdown, HTML or JSON; on stdout, or atomically into a file."""
     from rich.text import Text
 
-    from runner._util.atomic import write_atomic
-    from runner.report import to_html, to_markdown
+    from runner.base.atomic import write_atomic
+    from runner.usecases.report import to_html, to_markdown
 
     if fmt == "json":
         text = result.model_dump_json(by_alias=True, indent=2) + "\n"
@@ -181,7 +181,7 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     if detailed and st.verdict:
         grid.add_row("verdict", st.verdict.partition("  ")[2])
     if st.setup is not None:
-        from runner.setup import describe
+        from runner.loop.setup import describe
 
         grid.add_row("setup", Text(describe(st.setup), style="" if st.setup.passed else "red"))
     grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
@@ -238,7 +238,7 @@ def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: b
     """One line per session to scan in the morning (`list`: under a line naming each repository)."""
     from rich.text import Text
 
-    from runner.status import SessionProblem, SessionStatus
+    from runner.usecases.status import SessionProblem, SessionStatus
 
     if not items:
         _out().print("no sessions" if with_repo else "no sessions in this repository")
@@ -354,7 +354,7 @@ def flagged_warning(
     """The review warnings of `diff`, on stderr (the patch is on stdout)."""
     from rich.text import Text
 
-    from runner.flagged import REASON_TEXT
+    from runner.loop.flagged import REASON_TEXT
 
     if paths:
         _err().print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import h11
 
-from runner.errors import JournalError, UsageError
+from runner.base.errors import JournalError, UsageError
 from runner.gateway.loop import bind_unix_socket
 
 log = logging.getLogger(__name__)

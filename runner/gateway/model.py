@@ -28,14 +28,14 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runner.errors import UsageError
+from runner.base.errors import UsageError
+from runner.base.redact import RedactingSink, Redactor
 from runner.gateway.budget import Budget, Reservation
 from runner.gateway.loop import bind_unix_socket
 from runner.gateway.prices import PriceTable
 from runner.gateway.routes import Match, Provider, Route, match, parse_base_url, upstream_url
 from runner.gateway.usage import UsageMeter
-from runner.models import GatewayUsage, TokenUsage, utcnow
-from runner.redact import RedactingSink, Redactor
+from runner.record.models import GatewayUsage, TokenUsage, utcnow
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -588,7 +588,7 @@ def _guess_provider(headers: Mapping[str, str]) -> Provider:
 
 def default_ssl_context() -> ssl.SSLContext:
     """System trust plus the host's extra CA certificates (a corporate TLS proxy)."""
-    from runner.images import extra_ca_files
+    from runner.sandbox.images import extra_ca_files
 
     context = ssl.create_default_context()
     for cert in extra_ca_files():

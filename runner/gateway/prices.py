@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runner.errors import UsageError
-from runner.models import TokenUsage
-from runner.seams import harness_env
+from runner.base.errors import UsageError
+from runner.base.seams import harness_env
+from runner.record.models import TokenUsage
 
 log = logging.getLogger(__name__)
 

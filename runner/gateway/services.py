@@ -15,14 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.backends.base import Service
-from runner.errors import UsageError
+from runner.base.errors import UsageError
+from runner.base.layout import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET
+from runner.base.seams import harness_env
 from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
 from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, secret_keys, upstreams_from_env
 from runner.gateway.prices import load_prices
-from runner.models import GatewayUsage, RunSummary
-from runner.sandbox import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET
-from runner.seams import harness_env
+from runner.record.models import GatewayUsage, RunSummary
 
 log = logging.getLogger(__name__)
 

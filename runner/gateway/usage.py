@@ -13,7 +13,7 @@ import contextlib
 import json
 from typing import Any, Literal
 
-from runner.models import TokenUsage
+from runner.record.models import TokenUsage
 
 Api = Literal["messages", "responses", "chat"]
 MAX_JSON_BODY = 16 * 1024**2  # a non-streamed body larger than this is forwarded but not parsed

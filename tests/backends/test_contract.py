@@ -21,10 +21,10 @@ import pytest
 from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch, Service
 from runner.backends.fake import FakeBackend, FakeRun
 from runner.backends.watchdog import run_container
-from runner.errors import ImageMissingError
-from runner.models import KubernetesBackendConfig, Limits
-from runner.output import CappedBuffer
-from runner.sandbox import hardened_spec, labels
+from runner.base.errors import ImageMissingError
+from runner.base.output import CappedBuffer
+from runner.record.models import KubernetesBackendConfig, Limits
+from runner.sandbox.container import hardened_spec, labels
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import wait_for
 

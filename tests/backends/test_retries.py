@@ -14,8 +14,8 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from runner.backends.kubernetes import KubernetesBackend
-from runner.errors import BackendError, DockerUnavailableError
-from runner.models import KubernetesBackendConfig
+from runner.base.errors import BackendError, DockerUnavailableError
+from runner.record.models import KubernetesBackendConfig
 
 ANSWERS = {
     "/version/": {

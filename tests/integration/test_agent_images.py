@@ -19,13 +19,14 @@ from pathlib import Path
 import pytest
 
 import runner
-from runner import images
 from runner.backends.base import LABEL_CONTEXT, Backend
 from runner.backends.watchdog import run_container
-from runner.errors import ImageMissingError
-from runner.models import Limits
-from runner.output import CappedBuffer
-from runner.sandbox import AGENT_UID, hardened_spec, labels
+from runner.base.errors import ImageMissingError
+from runner.base.layout import AGENT_UID
+from runner.base.output import CappedBuffer
+from runner.record.models import Limits
+from runner.sandbox import images
+from runner.sandbox.container import hardened_spec, labels
 from tests.helpers import GitRepo, harness
 
 pytestmark = pytest.mark.docker
@@ -46,7 +47,7 @@ QUIET_ENV = {
 
 
 def pinned_version(name: str) -> str:
-    dockerfile = (Path(images.__file__).resolve().parent.parent / "images" / name / "Dockerfile").read_text()
+    dockerfile = (Path(images.__file__).resolve().parents[2] / "images" / name / "Dockerfile").read_text()
     match = re.search(rf"^ARG {AGENTS[name][1]}=(\S+)$", dockerfile, re.MULTILINE)
     assert match, f"images/{name}/Dockerfile pins no {AGENTS[name][1]}"
     return match.group(1)

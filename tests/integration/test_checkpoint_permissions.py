@@ -11,7 +11,7 @@ import os
 
 import pytest
 
-from runner.paths import run_dir
+from runner.base.paths import run_dir
 from tests.helpers import GitRepo, harness
 
 pytestmark = pytest.mark.docker

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import ExitCode
-from runner.settings import RunOptions
+from runner.base.errors import ExitCode
+from runner.record.settings import RunOptions
 from tests.helpers import GitRepo, harness
 
 pytestmark = pytest.mark.docker

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from runner import images
+from runner.sandbox import images
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
 

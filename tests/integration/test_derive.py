@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from runner import images
 from runner.backends.docker import DockerBackend
-from runner.derive import LABEL_AGENT_DIGEST, LABEL_BASE_ID, derive, derive_state, derived_tag
-from runner.environment import prepare_environment, resolve_environment
-from runner.errors import ImageMissingError
+from runner.base.errors import ImageMissingError
+from runner.sandbox import images
+from runner.sandbox.derive import LABEL_AGENT_DIGEST, LABEL_BASE_ID, derive, derive_state, derived_tag
+from runner.sandbox.environment import prepare_environment, resolve_environment
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.docker
 
 BUILD_TIMEOUT = 600
 TEST_LABEL = f"io.solo-harness.test={TEST_RUN_LABEL}"
-# How the harness starts every container (runner/sandbox.py): a derived image must work under all of it.
+# How the harness starts every container (runner/sandbox/container.py): a derived image must work under all of it.
 HARDENED = [
     "--network", "none", "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
     "--security-opt", "no-new-privileges", "--init", "--tmpfs", "/tmp:rw,nosuid,nodev,size=64m",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.journal import load_model
-from runner.models import ControlFile, IterationRecord, RunSummary
+from runner.record.journal import load_model
+from runner.record.models import ControlFile, IterationRecord, RunSummary
 from tests.helpers import GitRepo, harness
 from tests.integration.test_night import COMMIT_EACH, report, session_containers, wait_for
 

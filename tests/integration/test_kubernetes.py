@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from runner.journal import load_model
-from runner.models import IterationRecord, KubernetesBackendConfig
+from runner.record.journal import load_model
+from runner.record.models import IterationRecord, KubernetesBackendConfig
 from tests.helpers import GitRepo, harness, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
@@ -245,10 +245,10 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
 
     from runner.backends.kubernetes import KubernetesBackend
     from runner.backends.watchdog import run_container
-    from runner.errors import BackendError
-    from runner.models import Limits
-    from runner.output import CappedBuffer
-    from runner.sandbox import hardened_spec, labels
+    from runner.base.errors import BackendError
+    from runner.base.output import CappedBuffer
+    from runner.record.models import Limits
+    from runner.sandbox.container import hardened_spec, labels
 
     core = client.CoreV1Api(loader.new_client_from_config(config_file=k8s_config.kubeconfig))
     namespace = f"{k8s_config.namespace}-quota"
@@ -278,10 +278,10 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
     from dataclasses import replace
 
     from runner.backends.kubernetes import KubernetesBackend
-    from runner.errors import BackendError
-    from runner.models import Limits
-    from runner.output import CappedBuffer
-    from runner.sandbox import hardened_spec, labels
+    from runner.base.errors import BackendError
+    from runner.base.output import CappedBuffer
+    from runner.record.models import Limits
+    from runner.sandbox.container import hardened_spec, labels
 
     backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout_seconds": 2}))
     backend.transfer_allowance = 0  # the Job's deadline: the run's 8 s + 2 s pending

@@ -20,14 +20,14 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from runner import images
-from runner.derive import LABEL_BASE_ID, LABEL_DERIVED_AGENT, LABEL_DERIVED_FROM, derived_tag
+from runner.sandbox import images
+from runner.sandbox.derive import LABEL_BASE_ID, LABEL_DERIVED_AGENT, LABEL_DERIVED_FROM, derived_tag
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
 from tests.integration.test_kubernetes import cluster_jobs, k8s
 
 if TYPE_CHECKING:
-    from runner.models import KubernetesBackendConfig
+    from runner.record.models import KubernetesBackendConfig
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
 

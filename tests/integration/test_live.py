@@ -18,8 +18,8 @@ import pytest
 
 from runner.backends.base import LABEL_ROLE, LABEL_SESSION
 from runner.backends.docker import DockerBackend
-from runner.journal import Journal, load_model
-from runner.models import ControlFile, RunSummary
+from runner.record.journal import Journal, load_model
+from runner.record.models import ControlFile, RunSummary
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness, make_repo, wait_for
 
@@ -109,7 +109,7 @@ BUSY = "already driven by another harness process"  # SessionBusyError's message
 PROBE = """
 import sys, time
 from pathlib import Path
-from runner.journal import Journal
+from runner.record.journal import Journal
 journal, stop = Journal(Path(sys.argv[1]), "probe"), Path(sys.argv[2])
 deadline = time.monotonic() + 300
 while not stop.exists() and time.monotonic() < deadline:

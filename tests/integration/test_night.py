@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.journal import load_model
-from runner.models import IterationRecord, RunSummary
-from runner.paths import repo_key
-from runner.sandbox import labels
+from runner.base.paths import repo_key
+from runner.record.journal import load_model
+from runner.record.models import IterationRecord, RunSummary
+from runner.sandbox.container import labels
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, containers, harness, make_repo, wait_for
 

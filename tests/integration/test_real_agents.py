@@ -153,7 +153,7 @@ def ordinary_image(tmp_path: Path) -> Iterator[str]:
     import subprocess
     import uuid
 
-    from runner.derive import derived_tag
+    from runner.sandbox.derive import derived_tag
     from tests.conftest import TEST_RUN_LABEL
 
     tag = f"harness-test-ordinary:{uuid.uuid4().hex[:8]}"

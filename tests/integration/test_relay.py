@@ -24,21 +24,12 @@ from typing import Any
 import pytest
 
 from runner.backends.watchdog import run_container
+from runner.base.layout import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY_SOCKET, NET_DIR, RELAY
+from runner.base.output import CappedBuffer
 from runner.gateway.egress import EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
-from runner.models import Limits
-from runner.output import CappedBuffer
-from runner.sandbox import (
-    EGRESS_PORT,
-    EGRESS_SOCKET,
-    GATEWAY_PORT,
-    GATEWAY_SOCKET,
-    NET_DIR,
-    RELAY,
-    bind,
-    hardened_spec,
-    labels,
-)
+from runner.record.models import Limits
+from runner.sandbox.container import bind, hardened_spec, labels
 
 RELAY_SOURCE = Path(__file__).resolve().parents[2] / "images" / "base" / f"{RELAY}.c"
 RELAY_CFLAGS = ["-static", "-O2", "-Wall", "-Wextra", "-Werror"]  # as images/base/Dockerfile builds it

@@ -32,8 +32,8 @@ from typing import Any
 import pytest
 
 from runner.backends.kubernetes import CLOSE, DATA, EOF, HEADER, OPEN, READY, _Tunnel
+from runner.base.layout import GATEWAY_SOCKET, NET_DIR, RELAY
 from runner.gateway.loop import ServerThread
-from runner.sandbox import GATEWAY_SOCKET, NET_DIR, RELAY
 from tests.helpers import wait_for
 from tests.integration.test_relay import (
     IMAGE,

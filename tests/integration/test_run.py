@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.journal import load_model
-from runner.models import ControlFile, IterationRecord, RunSummary
-from runner.paths import EXCLUDE_LINE
+from runner.base.paths import EXCLUDE_LINE
+from runner.record.journal import load_model
+from runner.record.models import ControlFile, IterationRecord, RunSummary
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, containers, harness
 

@@ -20,9 +20,10 @@ import pytest
 
 from runner.backends.base import Backend
 from runner.backends.watchdog import run_container
-from runner.models import Limits
-from runner.output import CappedBuffer
-from runner.sandbox import AGENT_UID, NET_DIR, WORKSPACE, bind, hardened_spec, labels
+from runner.base.layout import AGENT_UID, NET_DIR, WORKSPACE
+from runner.base.output import CappedBuffer
+from runner.record.models import Limits
+from runner.sandbox.container import bind, hardened_spec, labels
 
 pytestmark = pytest.mark.docker
 

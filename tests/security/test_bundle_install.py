@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import WorkspaceError
-from runner.gitops import HostGit
+from runner.base.errors import WorkspaceError
+from runner.record.gitops import HostGit
 from tests.helpers import GIT_ID, GitRepo, make_repo
 
 SRC = "refs/harness/export"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.flagged import flagged
+from runner.loop.flagged import flagged
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, Result, harness, make_repo
 

@@ -1,4 +1,4 @@
-"""The resident helper (runner/resident.py): one container per run takes every checkpoint as an exec, and
+"""The resident helper (runner/loop/resident.py): one container per run takes every checkpoint as an exec, and
 a checkpoint runs the agent's git filters in it. Nothing they start may outlive the checkpoint, reach the
 container's init, or leave state for the next checkpoint.
 
@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from runner.backends.docker import DockerBackend
-from runner.models import Limits
-from runner.output import CappedBuffer
-from runner.resident import ResidentHelper
-from runner.sandbox import bind, hardened_spec, labels
+from runner.base.output import CappedBuffer
+from runner.loop.resident import ResidentHelper
+from runner.record.models import Limits
+from runner.sandbox.container import bind, hardened_spec, labels
 from tests.helpers import GitRepo, containers
 from tests.security.conftest import run_agent
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from runner.sandbox import host_task_limit
+from runner.sandbox.container import host_task_limit
 from tests.helpers import GitRepo, Result, containers
 from tests.security.conftest import iteration, run_agent
 

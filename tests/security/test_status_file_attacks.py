@@ -1,7 +1,7 @@
 """Attack row 3: turn the status file against the host that reads it (symlink, FIFO, huge file).
 
 The host reads $HARNESS_STATUS_FILE from the outbox after the agent's container has ended
-(runner/supervisor.py `read_report`, runner/_util/saferead.py). Whatever the agent leaves there, the
+(runner/loop/supervisor.py `read_report`, runner/base/saferead.py). Whatever the agent leaves there, the
 host must neither follow it, block on it nor load it: the iteration is recorded as `no-report` with a
 `reportError` saying why, promptly. The positive control is a valid report in the same setup.
 """

@@ -28,8 +28,8 @@ from runner.agents import (
 )
 from runner.agents.base import read_tail
 from runner.agents.codex import config_toml
-from runner.errors import UsageError
-from runner.models import AgentInfo, TokenUsage
+from runner.base.errors import UsageError
+from runner.record.models import AgentInfo, TokenUsage
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "agents"
 ENDS = Endpoints("http://127.0.0.1:8787", "http://127.0.0.1:8787/v1", PLACEHOLDER_KEY)

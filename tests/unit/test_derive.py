@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from runner import derive, images
 from runner.agents import ADAPTERS
 from runner.backends.fake import FakeBackend
-from runner.derive import CUSTOM, RECIPES, SETUP_SCRIPT, derive_state, derived_tag, dockerfile, recipe
-from runner.errors import ImageMissingError, UsageError
+from runner.base.errors import ImageMissingError, UsageError
+from runner.sandbox import derive, images
+from runner.sandbox.derive import CUSTOM, RECIPES, SETUP_SCRIPT, derive_state, derived_tag, dockerfile, recipe
 
 BASE = "python:3.12-slim"
 BASE_ID = "sha256:" + "ab" * 32

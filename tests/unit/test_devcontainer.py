@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from runner.devcontainer import (
+from runner.base.errors import UsageError
+from runner.record.gitops import HostGit
+from runner.sandbox.devcontainer import (
     Devcontainer,
     DevcontainerBuild,
     build_devcontainer_image,
@@ -18,8 +20,6 @@ from runner.devcontainer import (
     parse_devcontainer,
     strip_jsonc,
 )
-from runner.errors import UsageError
-from runner.gitops import HostGit
 from tests.helpers import GitRepo
 
 PATH = ".devcontainer/devcontainer.json"

@@ -17,9 +17,9 @@ import typer
 import typer.main
 from pydantic import BaseModel, Field
 
+from runner.base.errors import ExitCode
 from runner.cli.app import app
-from runner.errors import ExitCode
-from runner.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
+from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from runner.errors import JournalError, UsageError
+from runner.base.errors import JournalError, UsageError
 from runner.gateway import egress
 from runner.gateway.egress import (
     BODY_HOLD,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.backends.fake import FakeBackend
-from runner.derive import derived_tag
-from runner.environment import prepare_environment, resolve_environment
+from runner.sandbox.derive import derived_tag
+from runner.sandbox.environment import prepare_environment, resolve_environment
 from tests.helpers import GitRepo
 
 DC = ".devcontainer/devcontainer.json"
@@ -142,7 +142,7 @@ def test_a_devcontainer_build_is_planned_then_built_from_the_commit_then_derived
 
 
 def test_a_malformed_devcontainer_stops_the_decision(repo: GitRepo, backend: FakeBackend) -> None:
-    from runner.errors import UsageError
+    from runner.base.errors import UsageError
 
     commit = _commit(repo, {DC: '{"image": }'})
     with pytest.raises(UsageError, match=r"^\.devcontainer/devcontainer\.json: not valid JSON"):

@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.flagged import FlagReason, classify, flagged, in_journal, in_tool_dir, is_flagged, journal_roots
-from runner.gitops import HostGit
+from runner.loop.flagged import FlagReason, classify, flagged, in_journal, in_tool_dir, is_flagged, journal_roots
+from runner.record.gitops import HostGit
 from tests.helpers import GIT_ID, make_repo
 
 
@@ -140,7 +140,7 @@ PYPROJECT_BASE = '[project]\nname = "app"\nversion = "1"\n\n[tool.harness]\nmax_
     ],
 )
 def test_a_change_to_the_tool_harness_table_of_pyproject_is_flagged(tmp_path: Path, new: str, flag: bool) -> None:
-    from runner.review import review
+    from runner.usecases.review import review
 
     repo = make_repo(tmp_path / "repo")
     (repo.path / "pyproject.toml").write_text(PYPROJECT_BASE)

@@ -15,7 +15,7 @@ from aiohttp import web
 from runner.gateway.loop import ServerThread
 from runner.gateway.model import ModelGateway, Upstream, parse_retry_after
 from runner.gateway.prices import BUILTIN, PriceTable, load_prices
-from runner.models import TokenUsage
+from runner.record.models import TokenUsage
 from tests.upstreams import Error, Reply, ScriptedUpstream, Usage
 
 REAL_ANTHROPIC = "sk-ant-real-key-0123456789abcdef"
@@ -251,7 +251,7 @@ def test_prices_match_dated_names_fall_back_dearly_and_take_user_rows(tmp_path: 
     monkeypatch.setenv("HARNESS_PRICES", str(path))
     assert load_prices().lookup("claude-future-9-latest", "anthropic")[1]
     path.write_text('[models."x"]\ninput = -1\noutput = 2\n')
-    from runner.errors import UsageError
+    from runner.base.errors import UsageError
 
     with pytest.raises(UsageError, match=r"models\.x\.input"):
         load_prices()

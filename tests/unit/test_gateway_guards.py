@@ -26,7 +26,7 @@ from runner.gateway.model import MAX_OUTPUT_TOKENS, ModelGateway, Upstream, outp
 from runner.gateway.prices import BUILTIN, PriceTable, canonical_model
 from runner.gateway.routes import match, parse_base_url, upstream_url
 from runner.gateway.usage import MAX_SSE_EVENT, UsageMeter
-from runner.models import TokenUsage
+from runner.record.models import TokenUsage
 from tests.helpers import wait_for
 from tests.upstreams import ScriptedUpstream
 
@@ -126,7 +126,7 @@ def test_the_routes_match_exactly_and_the_upstream_url_is_built_from_parts() -> 
 
 
 def test_a_base_url_with_credentials_or_a_query_is_a_usage_error() -> None:
-    from runner.errors import UsageError
+    from runner.base.errors import UsageError
 
     for bad in ("ftp://h", "http://u:p@h", "http://h/v1?x=1", "http://h/#f", "not a url"):
         with pytest.raises(UsageError, match="BASE_URL"):
@@ -549,7 +549,7 @@ def test_the_supervisor_raises_its_open_file_limit(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    code = ("import resource; from runner._util.fdlimit import raise_open_file_limit as r; "
+    code = ("import resource; from runner.base.fdlimit import raise_open_file_limit as r; "
             "soft = lambda: resource.getrlimit(resource.RLIMIT_NOFILE)[0]; print(soft(), r(), soft())")  # fmt: skip
     out = subprocess.run(["prlimit", "--nofile=64:4096", sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.split()  # fmt: skip

@@ -22,7 +22,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from runner.errors import UsageError
+from runner.base.errors import UsageError
 from runner.gateway.budget import Budget
 from runner.gateway.loop import ServerThread, bind_unix_socket
 from runner.gateway.model import (
@@ -48,7 +48,7 @@ from runner.gateway.services import (
     parse_allow_hosts,
 )
 from runner.gateway.usage import MAX_JSON_BODY, MAX_SSE_EVENT, UsageMeter
-from runner.models import AgentInfo, Limits, RunSummary, TokenUsage, WorktreeInfo
+from runner.record.models import AgentInfo, Limits, RunSummary, TokenUsage, WorktreeInfo
 from tests.helpers import wait_for
 from tests.unit.test_gateway_guards import KEY, OPENAI_KEY, _gateway, _Held, _Upstream, get, raw
 

@@ -14,9 +14,9 @@ from runner.backends.base import ContainerSpec
 from runner.backends.docker import DockerBackend
 from runner.backends.fake import FakeBackend
 from runner.backends.kubernetes import KubernetesBackend
-from runner.models import KubernetesBackendConfig, Limits
-from runner.sandbox import hardened_spec, labels
-from runner.workspace import HELPER_CPU_BURST, RunDir, Workspace
+from runner.loop.workspace import HELPER_CPU_BURST, RunDir, Workspace
+from runner.record.models import KubernetesBackendConfig, Limits
+from runner.sandbox.container import hardened_spec, labels
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: there is nothing to burst to")
 

@@ -11,13 +11,12 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from runner import hud as hud_core
 from runner.backends.base import ContainerStats
 from runner.backends.fake import FakeBackend
+from runner.base.paths import repo_key
 from runner.cli import render
-from runner.hud import HudRequest, HudSnapshot, snapshot
-from runner.journal import Journal
-from runner.models import (
+from runner.record.journal import Journal
+from runner.record.models import (
     GatewayUsage,
     IterationRecord,
     Limits,
@@ -28,8 +27,9 @@ from runner.models import (
     TokenUsage,
     utcnow,
 )
-from runner.paths import repo_key
-from runner.sandbox import labels
+from runner.sandbox.container import labels
+from runner.usecases import hud as hud_core
+from runner.usecases.hud import HudRequest, HudSnapshot, snapshot
 from tests.helpers import GitRepo
 from tests.unit.test_readers import record_session
 
@@ -117,7 +117,7 @@ def test_the_cpu_rate_is_measured_between_two_frames(repo: GitRepo, held: ExitSt
 
 
 def test_an_unreachable_engine_leaves_the_rest_of_the_hud(repo: GitRepo, held: ExitStack) -> None:
-    from runner.errors import DockerUnavailableError
+    from runner.base.errors import DockerUnavailableError
 
     _, backend = running_session(repo, held)
 
@@ -189,7 +189,7 @@ def test_agent_text_in_the_hud_is_never_markup_or_escapes(repo: GitRepo, held: E
 
 def test_status_says_one_commit(repo: GitRepo, tmp_path: Path) -> None:
     record_session(repo, "h3")
-    from runner.status import StatusRequest, get_status
+    from runner.usecases.status import StatusRequest, get_status
 
     console = Console(record=True, width=120, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
     console.print(render._session_grid(get_status(StatusRequest(repo=repo.path, session="h3")), detailed=True))

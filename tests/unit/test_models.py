@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from runner.errors import JournalError
-from runner.journal import Journal, load_model
-from runner.models import (
+from runner.base.errors import JournalError
+from runner.record.journal import Journal, load_model
+from runner.record.models import (
     AgentInfo,
     ControlFile,
     IterationRecord,
@@ -146,7 +146,7 @@ def test_state_values_are_stable() -> None:
 
 
 def test_sessions_of_a_repository_are_found_by_their_summaries(tmp_path: Path) -> None:
-    from runner.journal import list_sessions
+    from runner.record.journal import list_sessions
 
     for session in ("b-night", "a-night"):
         journal = Journal.for_repo(tmp_path, session)

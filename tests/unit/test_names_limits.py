@@ -1,8 +1,8 @@
 import pytest
 
-from runner.errors import UsageError
-from runner.limits import parse_duration, parse_size
-from runner.names import validate_session
+from runner.base.errors import UsageError
+from runner.base.limits import parse_duration, parse_size
+from runner.base.names import validate_session
 
 
 @pytest.mark.parametrize(

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.output import TRUNCATION_MARKER, CappedFile, neutralise
-from runner.redact import RedactingSink, Redactor
+from runner.base.output import TRUNCATION_MARKER, CappedFile, neutralise
+from runner.base.redact import RedactingSink, Redactor
 
 
 @pytest.mark.parametrize(

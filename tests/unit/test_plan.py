@@ -3,8 +3,8 @@
 import pytest
 
 from runner.backends.fake import FakeBackend
-from runner.errors import RuntimeUnavailableError, UsageError
-from runner.runs import RunRequest, plan_run
+from runner.base.errors import RuntimeUnavailableError, UsageError
+from runner.usecases.runs import RunRequest, plan_run
 from tests.helpers import GitRepo
 
 
@@ -40,7 +40,7 @@ def test_the_hosts_extra_ca_certificates_go_into_the_build_context(
 ) -> None:
     from pathlib import Path
 
-    from runner import images
+    from runner.sandbox import images
 
     monkeypatch.setattr(images, "HOST_EXTRA_CA_DIR", Path(str(tmp_path)) / "none")
     before = images.context_digest("base")

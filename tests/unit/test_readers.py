@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from runner.backends.fake import FakeBackend
-from runner.journal import Journal, ensure_excluded, load_model
-from runner.models import (
+from runner.base.paths import run_dir
+from runner.record.journal import Journal, ensure_excluded, load_model
+from runner.record.models import (
     AgentInfo,
     ControlFile,
     IterationRecord,
@@ -31,8 +32,7 @@ from runner.models import (
     WorktreeInfo,
     utcnow,
 )
-from runner.paths import run_dir
-from runner.runs import RunRequest, create_session
+from runner.usecases.runs import RunRequest, create_session
 from tests.helpers import GitRepo, harness
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -141,7 +141,7 @@ def test_status_tells_a_live_supervisor_from_a_dead_one(repo: GitRepo, alive: Ex
 PROBE = """
 import sys, time
 from pathlib import Path
-from runner.journal import Journal
+from runner.record.journal import Journal
 journal, ready, stop = Journal(Path(sys.argv[1]), "lock1"), Path(sys.argv[2]), Path(sys.argv[3])
 ready.touch()
 deadline = time.monotonic() + 60

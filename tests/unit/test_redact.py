@@ -3,8 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from runner.output import CappedFile
-from runner.redact import RedactingSink, Redactor
+from runner.base.output import CappedFile
+from runner.base.redact import RedactingSink, Redactor
 
 SECRET = "sk-canary-4f1d9a7c2b"
 

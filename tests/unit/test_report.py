@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from runner.journal import Journal, ensure_excluded
-from runner.models import (
+from runner.record.journal import Journal, ensure_excluded
+from runner.record.models import (
     AgentInfo,
     AgentReport,
     CheckResult,
@@ -24,7 +24,7 @@ from runner.models import (
     WorktreeInfo,
     utcnow,
 )
-from runner.report import ReportRequest, SessionReport, build_report, to_html, to_markdown
+from runner.usecases.report import ReportRequest, SessionReport, build_report, to_html, to_markdown
 from tests.helpers import GitRepo, harness
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x9b31m<script>alert(1)</script><img src=x onerror=alert(2)>|*[x](javascript:y)"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 from runner.backends.fake import FakeBackend
-from runner.errors import BackendError
-from runner.models import Limits
-from runner.output import CappedBuffer
-from runner.resident import ResidentHelper
-from runner.sandbox import hardened_spec, labels
-from runner.workspace import RunDir, Workspace
+from runner.base.errors import BackendError
+from runner.base.output import CappedBuffer
+from runner.loop.resident import ResidentHelper
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.models import Limits
+from runner.sandbox.container import hardened_spec, labels
 
 
 def _helper(backend: FakeBackend) -> ResidentHelper:

@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from runner._util.atomic import write_atomic
-from runner._util.saferead import UnsafeFileError, read_untrusted
+from runner.base.atomic import write_atomic
+from runner.base.saferead import UnsafeFileError, read_untrusted
 
 
 def test_reads_a_regular_file(tmp_path: Path) -> None:

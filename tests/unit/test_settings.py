@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from runner.errors import UsageError
-from runner.models import Limits
-from runner.paths import data_home, sessions_root
-from runner.runs import LimitOptions
-from runner.sandbox import labels
-from runner.seams import HarnessEnv
-from runner.settings import RunOptions, env_var, resolve
+from runner.base.errors import UsageError
+from runner.base.paths import data_home, sessions_root
+from runner.base.seams import HarnessEnv
+from runner.record.models import Limits
+from runner.record.settings import RunOptions, env_var, resolve
+from runner.sandbox.container import labels
+from runner.usecases.runs import LimitOptions
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

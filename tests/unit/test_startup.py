@@ -6,14 +6,15 @@ import sys
 from pathlib import Path
 
 from runner.__main__ import fast_command
-from runner.models import RunState
+from runner.record.models import RunState
 from tests.helpers import GitRepo
 from tests.unit.test_readers import record_session
 
 
 def test_status_and_the_cli_do_not_import_the_docker_sdk() -> None:
     code = (
-        "import sys, runner.cli.app, runner.cli.render, runner.status, runner.gc, runner.logs, runner.hud;"
+        "import sys, runner.cli.app, runner.cli.render;"
+        "import runner.usecases.status, runner.usecases.gc, runner.usecases.logs, runner.usecases.hud;"
         "print(sorted(m for m in ('docker', 'requests', 'urllib3') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

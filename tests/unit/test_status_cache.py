@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from runner.gitops import HostGit
-from runner.models import RunState
-from runner.review import review
-from runner.status import SessionStatus, StatusRequest, get_status, list_all, list_statuses
+from runner.record.gitops import HostGit
+from runner.record.models import RunState
+from runner.usecases.review import review
+from runner.usecases.status import SessionStatus, StatusRequest, get_status, list_all, list_statuses
 from tests.helpers import GitRepo, make_repo
 from tests.unit.test_readers import record_session
 

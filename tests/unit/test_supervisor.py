@@ -10,9 +10,12 @@ import pytest
 
 from runner.backends.base import ContainerSpec
 from runner.backends.fake import FakeBackend, FakeRun, mount_source
-from runner.gitops import HostGit
-from runner.journal import Journal
-from runner.models import (
+from runner.base.layout import OUTBOX_DIR, PROMPT_DIR
+from runner.loop.supervisor import Supervisor, decide, rate_limit
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal
+from runner.record.models import (
     AgentInfo,
     ControlFile,
     FailureClass,
@@ -25,9 +28,6 @@ from runner.models import (
     StopReason,
     WorktreeInfo,
 )
-from runner.sandbox import OUTBOX_DIR, PROMPT_DIR
-from runner.supervisor import Supervisor, decide, rate_limit
-from runner.workspace import RunDir, Workspace
 from tests.helpers import GitRepo
 
 
@@ -251,7 +251,7 @@ def test_agent_containers_get_the_protocol_environment(tmp_path: Path, repo: Git
 
 
 def test_the_summary_is_saved_when_the_backend_breaks(tmp_path: Path, repo: GitRepo) -> None:
-    from runner.errors import TransientBackendError
+    from runner.base.errors import TransientBackendError
 
     def broken(spec: ContainerSpec) -> FakeRun:
         raise TransientBackendError("lost the Docker engine")
@@ -321,7 +321,7 @@ def test_text_that_mentions_429_is_a_failure_never_a_backoff(tmp_path: Path, rep
 
 
 def test_rate_limit_facts_come_from_the_gateway_first_then_structured_events() -> None:
-    from runner.models import AgentReport, GatewayUsage
+    from runner.record.models import AgentReport, GatewayUsage
 
     seen = GatewayUsage(rate_limited=1, retry_after_seconds=7.0)
     assert rate_limit(Outcome.AGENT_ERROR, seen, 429, None) == (True, 7.0)
@@ -335,7 +335,7 @@ def test_rate_limit_facts_come_from_the_gateway_first_then_structured_events() -
 
 
 def test_max_cost_spent_stops_the_run_before_another_iteration(tmp_path: Path, repo: GitRepo) -> None:
-    from runner.models import GatewayUsage
+    from runner.record.models import GatewayUsage
 
     h = Harness(tmp_path, repo, report("working"), max_iterations=5, max_cost_usd=1.0)
     h.summary.usage = GatewayUsage(requests=3, cost_usd=1.25)
@@ -383,7 +383,7 @@ def test_the_heartbeat_advances_during_a_long_iteration(tmp_path: Path, repo: Gi
 
 
 def test_gvisor_gets_a_host_task_cap_scaled_from_pids() -> None:
-    from runner.sandbox import hardened_spec, host_task_limit
+    from runner.sandbox.container import hardened_spec, host_task_limit
 
     lim = Limits(pids=100)
     runc = hardened_spec(image="i", command=["x"], limits=lim, mounts=(), labels={})

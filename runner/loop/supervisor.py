@@ -1,0 +1,698 @@
+"""The iteration loop: prompt, agent container with a watchdog, report, harvest, journal.
+
+Agent outcomes are data (recorded per iteration); only infrastructure faults raise. The summary
+is saved after every iteration and in a `finally`, so a crash leaves a resumable journal.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from runner.agents import agent_env, agent_report
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch, Service
+from runner.backends.watchdog import run_container
+from runner.base.atomic import write_atomic
+from runner.base.errors import HarnessError, JournalError, WorkspaceError
+from runner.base.layout import OUTBOX_DIR, PROMPT_DIR, STATUS_FILE, WORKSPACE, with_merged_output
+from runner.base.names import branch_for
+from runner.base.output import CappedBuffer, CappedFile
+from runner.base.paths import data_home
+from runner.base.redact import RedactingSink, Redactor
+from runner.base.saferead import UnsafeFileError, read_untrusted
+from runner.gateway.services import RunNetwork, Wiring, setup_network
+from runner.loop.prompt import build_prompt
+from runner.loop.setup import (
+    CACHE_DIR,
+    CACHE_ENV,
+    ensure_cache,
+    inputs_digest,
+    setup_allow_rules,
+    snapshot_key,
+    snapshot_path,
+    tool_path,
+)
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal
+from runner.record.models import (
+    AgentReport,
+    CheckResult,
+    ControlFile,
+    FailureClass,
+    GatewayUsage,
+    IterationRecord,
+    Note,
+    Outcome,
+    RunState,
+    RunSummary,
+    SetupRecord,
+    StatusReport,
+    StopReason,
+    SupervisorInfo,
+    utcnow,
+)
+from runner.sandbox.container import bind, hardened_spec, labels
+
+log = logging.getLogger(__name__)
+
+MAX_REPORT_BYTES = 64 * 1024
+HEARTBEAT_SECONDS = 10.0
+STOP_GRACE_SECONDS = 10.0
+FAILURE_OUTCOMES = frozenset(
+    {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED,
+     Outcome.NOT_STARTED}
+)  # fmt: skip
+CHECK_TAIL_LINES = 40
+SETUP_LOG = "setup.log"
+SETUP_EGRESS_LOG = "setup-egress.log"
+RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: RunState
+    reason: StopReason
+
+
+def decide(
+    summary: RunSummary,
+    control: ControlFile,
+    elapsed: float,
+    last: IterationRecord | None,
+    *,
+    interrupted: bool = False,
+) -> Decision | None:
+    """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
+    limits = summary.limits
+    if last is not None:
+        if last.disk_exceeded:  # even a "done": its work was not harvested
+            return Decision(RunState.STOPPED, StopReason.MAX_DISK)
+        if last.outcome is Outcome.DONE:
+            return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
+        if last.outcome is Outcome.BLOCKED:
+            return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
+        if summary.consecutive_failures >= limits.max_consecutive_failures:
+            return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
+        if summary.unchanged_iterations >= limits.stuck_after:
+            return Decision(RunState.STUCK, StopReason.NO_PROGRESS)
+        if summary.backoff.consecutive > limits.max_backoffs:
+            return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
+        if last.outcome is Outcome.BUDGET:
+            return Decision(RunState.STOPPED, StopReason.MAX_COST)
+    if limits.max_cost_usd is not None and summary.usage.cost_usd >= limits.max_cost_usd:
+        return Decision(RunState.STOPPED, StopReason.MAX_COST)
+    if interrupted:
+        return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
+    if control.stop_requested:
+        return Decision(RunState.STOPPED, StopReason.STOP_REQUESTED)
+    if summary.counted_iterations >= summary.max_iterations:
+        return Decision(RunState.STOPPED, StopReason.MAX_ITERATIONS)
+    max_time = summary.limits.max_time_seconds
+    if max_time is not None and elapsed >= max_time:
+        return Decision(RunState.STOPPED, StopReason.MAX_TIME)
+    return None
+
+
+def classify(
+    result: ContainerResult, report: StatusReport | None, report_error: str | None
+) -> tuple[Outcome, FailureClass | None]:
+    """The outcome of one iteration from how the container ended and what the agent reported."""
+    if result.failure is not None:
+        return Outcome.NOT_STARTED, FailureClass.NOT_STARTED
+    if result.cancelled:
+        return Outcome.INTERRUPTED, FailureClass.INTERRUPTED
+    if result.timed_out:
+        return Outcome.TIMED_OUT, FailureClass.TIMEOUT
+    if result.disk_exceeded:
+        return Outcome.DISK_EXCEEDED, FailureClass.DISK
+    if result.oom_killed:
+        return Outcome.OOM_KILLED, FailureClass.OOM
+    if result.exit_code != 0:
+        return Outcome.AGENT_ERROR, FailureClass.EXIT_NONZERO
+    if report is None:
+        missing = report_error is None or "does not exist" in report_error
+        return Outcome.NO_REPORT, FailureClass.MISSING_REPORT if missing else FailureClass.INVALID_REPORT
+    return Outcome(report.state), None
+
+
+def rate_limit(
+    outcome: Outcome, usage: GatewayUsage | None, last_status: int | None, report: AgentReport | None
+) -> tuple[bool, float | None]:
+    """(rate limited, the wait the provider asked for) from structured facts only: what the gateway
+    saw last from the upstream, then the agent's own structured events. Never from free text."""
+    if outcome not in {Outcome.AGENT_ERROR, Outcome.NO_REPORT}:
+        return False, None
+    if last_status in RATE_LIMIT_STATUSES:
+        return True, usage.retry_after_seconds if usage else None
+    if report is not None and report.rate_limited:
+        return True, report.retry_after_seconds
+    return False, None
+
+
+def read_report(outbox: Path) -> tuple[StatusReport | None, str | None]:
+    """The agent's status report, read as untrusted data; (None, why) when unusable."""
+    name = Path(STATUS_FILE).name
+    try:
+        raw = read_untrusted(outbox, name, max_bytes=MAX_REPORT_BYTES)
+        return StatusReport.model_validate(json.loads(raw.decode("utf-8"))), None
+    except UnsafeFileError as exc:
+        return None, str(exc)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return None, f"status file is not valid JSON: {exc}"
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        return None, f"status report rejected: {'.'.join(map(str, err['loc']))}: {err['msg']}"
+
+
+class Supervisor:
+    """Drives one session's iterations until a stop decision. One per session (journal lock)."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        journal: Journal,
+        workspace: Workspace,
+        git: HostGit,
+        secrets: dict[str, str] | None = None,
+        stop_event: threading.Event | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        network: RunNetwork | None = None,
+    ) -> None:
+        self.backend = backend
+        self.journal = journal
+        self.workspace = workspace
+        self.git = git
+        self.secrets = secrets or {}
+        self.network = network  # None only in unit tests on the fake backend
+        # The real model keys never enter a container; redacting them anyway keeps a key that
+        # leaks some other way (an upstream echoing it) out of every log.
+        self.redactor = Redactor({**self.secrets, **(network.secrets if network else {})})
+        # Set by the first Ctrl-C or SIGTERM: stop the running container, record, end resumable.
+        self.stop_event = stop_event or threading.Event()
+        self.clock = clock
+        self.heartbeat_seconds = heartbeat_seconds
+        # Every change of the summary and every write of it holds this lock: the heartbeat thread
+        # saves the same object while the loop changes it.
+        self._write_lock = threading.RLock()
+
+    def _save(self, summary: RunSummary) -> None:
+        with self._write_lock:
+            self.journal.write_summary(summary)
+
+    def _heartbeat(self, summary: RunSummary, done: threading.Event) -> None:
+        # Proves to `status` that this supervisor lives, even during a long iteration.
+        while not done.wait(self.heartbeat_seconds):
+            with self._write_lock:
+                if summary.supervisor is None:
+                    return
+                summary.supervisor.heartbeat_at = utcnow()
+                try:
+                    self.journal.write_summary(summary)
+                except HarnessError as exc:
+                    log.warning("heartbeat: %s", exc.message)
+
+    def run(self, summary: RunSummary) -> RunSummary:
+        """Iterate until done; the journal holds the result. Raises only infrastructure faults."""
+        started = self.clock()
+        summary.status = RunState.RUNNING
+        summary.stop_reason = None
+        summary.error = None
+        summary.finished_at = None
+        summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+        self._save(summary)
+        beating = threading.Event()
+        heart = threading.Thread(target=self._heartbeat, args=(summary, beating), daemon=True)
+        heart.start()
+        try:
+            last: IterationRecord | None = None
+            ready = self._set_up(summary)
+            while ready:
+                control = self.journal.read_control()
+                interrupted = self.stop_event.is_set()
+                with self._write_lock:
+                    decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
+                    if decision is not None:
+                        self._finish(summary, decision)
+                if decision is not None:
+                    break
+                if last is not None and last.backoff_seconds:
+                    self._wait_out(last.backoff_seconds)
+                    last = last.model_copy(update={"backoff_seconds": None})
+                    continue  # decide again: a stop request or Ctrl-C may have come meanwhile
+                remaining = None
+                if summary.limits.max_time_seconds is not None:
+                    remaining = summary.limits.max_time_seconds - (self.clock() - started)
+                last = self.iterate(summary, control, remaining)
+                with self._write_lock:
+                    self._absorb(summary, last)
+                    self._save(summary)
+        except KeyboardInterrupt:
+            with self._write_lock:
+                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
+            self._save_after_fault(summary, beating)
+            raise
+        except HarnessError as exc:
+            with self._write_lock:
+                summary.error = exc.message
+                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
+            self._save_after_fault(summary, beating)
+            raise
+        beating.set()
+        with self._write_lock:
+            summary.supervisor = None
+        self._save(summary)
+        return summary
+
+    def _set_up(self, summary: RunSummary) -> bool:
+        """Run the setup phase when it is due (never passed, or its inputs changed at the branch's head);
+        False when it failed, and the run has ended `setup-failed`."""
+        if summary.setup_command is None:
+            return True
+        digest = inputs_digest(self.git, summary.head_commit or summary.worktree.base_commit, summary.setup_inputs)
+        last = summary.setup
+        if last is not None and last.passed and last.inputs_digest == digest:
+            return True
+        record = self._run_setup(summary, digest, runs=last.runs + 1 if last is not None else 1)
+        with self._write_lock:
+            summary.setup = record
+            if not record.passed:
+                self._finish(summary, Decision(RunState.FAILED, StopReason.SETUP_FAILED))
+            self._save(summary)
+        return record.passed
+
+    def _run_setup(self, summary: RunSummary, digest: str, *, runs: int) -> SetupRecord:
+        """The setup in the copy: the agent's image, uid and hardening; its own egress proxy and the package
+        cache; no model gateway, no key and no --env value.
+
+        A session's first setup is first looked up in the cache: when an identical one (same image content,
+        command, network and inputs) passed before, its outputs are restored instead of running it again;
+        when this one passes, its outputs are kept there for the next."""
+        assert summary.setup_command is not None  # noqa: S101 - only called with a setup
+        path = self.journal.dir / SETUP_LOG
+        cache = ensure_cache(data_home())
+        image_id = self.backend.image_id(summary.image)
+        key = snapshot_key(image_id, summary.setup_command, summary.setup_allow_hosts, digest) if image_id else None
+        snapshot = snapshot_path(cache, key) if key else None
+        first = runs == 1 and summary.iteration_count == 0  # nothing of the agent's is in the copy yet
+        if first and snapshot is not None and snapshot.is_file():
+            log.info("session %s: restoring the setup's outputs from %s", summary.session_id, snapshot.name)
+            restore = f'tar -xf "{CACHE_DIR}/setups/{snapshot.name}" -C {WORKSPACE}'
+            result = self._setup_container(summary, restore, cache, path, (), {})
+            if result.exit_code == 0 and not result.timed_out and not result.cancelled:
+                outputs, _ = self.workspace.outside_git()
+                return self._setup_record(summary, digest, runs, result, outputs, restored=True)
+            log.warning("session %s: restoring the setup failed: running it", summary.session_id)
+        log.info("session %s: setting up: %s", summary.session_id, summary.setup_command)
+        rules = setup_allow_rules(summary.setup_allow_hosts)
+        with setup_network(self.workspace.dir.setup_net, rules, self.journal.dir / SETUP_EGRESS_LOG) as net:
+            result = self._setup_container(summary, summary.setup_command, cache, path, *net)
+        outputs, tracked = self.workspace.outside_git()
+        record = self._setup_record(summary, digest, runs, result, outputs, restored=False)
+        if record.passed and first and snapshot is not None and outputs and not tracked:
+            # Only a setup that changed no tracked file is kept: its outputs are then all it did.
+            name = f"{CACHE_DIR}/setups/{snapshot.name}"
+            save = (f'mkdir -p {CACHE_DIR}/setups && cd {WORKSPACE} && printf \'%s\\n\' "$HARNESS_OUTPUTS" | '
+                    f'tar -cf "{name}.tmp" -T - && mv "{name}.tmp" "{name}"')  # fmt: skip
+            kept = self._setup_container(summary, save, cache, None, (), {"HARNESS_OUTPUTS": "\n".join(outputs)})
+            if kept.exit_code != 0:
+                log.warning(
+                    "session %s: the setup's outputs could not be kept for the next session", summary.session_id
+                )
+        return record
+
+    def _setup_container(
+        self, summary: RunSummary, script: str, cache: Path, log_path: Path | None, services: tuple[Service, ...],
+        env: dict[str, str],
+    ) -> ContainerResult:  # fmt: skip
+        """One container of the setup phase: the copy and the package cache writable, nothing else."""
+        spec = hardened_spec(
+            image=summary.image,
+            command=with_merged_output(["sh", "-c", script]),
+            services=services,
+            limits=summary.limits,
+            mounts=(
+                bind(self.workspace.dir.workspace, WORKSPACE, read_only=False),
+                bind(cache, CACHE_DIR, read_only=False),
+            ),
+            labels=labels(summary.session_id, self.workspace.repo_key, "setup"),
+            env={
+                **CACHE_ENV,
+                **env,
+                **summary.container_env,
+                "HARNESS_SESSION": summary.session_id,
+                "HARNESS_PHASE": "setup",
+            },
+            runtime=summary.runtime,
+        )
+        timeout = summary.limits.iteration_timeout_seconds
+        if log_path is None:
+            return run_container(self.backend, spec, timeout=timeout, output=CappedBuffer())
+        result, _ = self._run_captured(spec, log_path, summary, timeout)
+        return result
+
+    @staticmethod
+    def _setup_record(
+        summary: RunSummary, digest: str, runs: int, result: ContainerResult, outputs: list[str], *, restored: bool
+    ) -> SetupRecord:
+        passed = result.exit_code == 0 and not result.timed_out and not result.cancelled
+        log.info("session %s: setup %s in %.1fs%s", summary.session_id, "passed" if passed else "failed",
+                 result.duration_seconds, " (restored)" if restored else "")  # fmt: skip
+        return SetupRecord(
+            command=summary.setup_command or "",
+            source=summary.setup_source or "flag",
+            passed=passed,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=SETUP_LOG,
+            inputs_digest=digest,
+            outputs=outputs,
+            runs=runs,
+            restored=restored,
+        )
+
+    def _save_after_fault(self, summary: RunSummary, beating: threading.Event) -> None:
+        """Record how the run ended, if the journal still can: the first fault is the one reported
+        (on a full disk the summary keeps its last good version, and `status` sees no supervisor)."""
+        beating.set()
+        with self._write_lock:
+            summary.supervisor = None
+        try:
+            self._save(summary)
+        except HarnessError as exc:
+            log.warning("could not record the end of the run: %s", exc.message)
+
+    def _wait_out(self, seconds: float) -> None:
+        """Sleep through a backoff, waking early for Ctrl-C or a stop request."""
+        deadline = self.clock() + seconds
+        while (left := deadline - self.clock()) > 0:
+            if self.stop_event.wait(min(left, 1.0)):
+                return
+            try:
+                if self.journal.read_control().stop_requested:
+                    return
+            except HarnessError:
+                continue
+
+    def _finish(self, summary: RunSummary, decision: Decision) -> None:
+        summary.status = decision.state
+        summary.stop_reason = decision.reason
+        summary.stop_requested = decision.reason is StopReason.STOP_REQUESTED
+        summary.finished_at = utcnow()
+        log.info("session %s ends: %s (%s)", summary.session_id, decision.state.value, decision.reason.value)
+
+    @staticmethod
+    def _absorb(summary: RunSummary, record: IterationRecord) -> None:
+        summary.iteration_count = record.iteration
+        summary.last_iteration = record.iteration
+        summary.last_outcome = record.outcome
+        summary.last_summary = record.summary or None
+        if record.head_commit:
+            summary.head_commit = record.head_commit
+        if record.usage is not None:
+            summary.usage = summary.usage + record.usage
+        if record.outcome is Outcome.BACKOFF:
+            return  # neither progress nor failure: the provider said "later"
+        summary.backoff.consecutive = 0
+        summary.backoff.until = None
+        failed = record.outcome in FAILURE_OUTCOMES
+        summary.consecutive_failures = summary.consecutive_failures + 1 if failed else 0
+        if record.outcome is Outcome.NOT_STARTED:
+            return  # the agent never ran: neither progress nor being stuck, only a failure
+        changed = bool(record.commits) or record.harvest_error is not None
+        summary.unchanged_iterations = 0 if changed else summary.unchanged_iterations + 1
+
+    def iterate(self, summary: RunSummary, control: ControlFile, remaining: float | None) -> IterationRecord:
+        n = summary.iteration_count + 1
+        started_at = utcnow()
+        notes = [note for note in control.notes if note.consumed_at is None]
+        self._write_prompt(summary, n, notes)
+        timeout = summary.limits.iteration_timeout_seconds
+        if remaining is not None:
+            timeout = max(1.0, min(timeout, remaining))
+        log.info("session %s: iteration %d of %d", summary.session_id, n, summary.max_iterations)
+        if self.network is not None:
+            self.network.gateway.begin_iteration(n)
+
+        result, log_file = self._run_captured(self._agent_spec(summary, n), self.journal.log_path(n), summary, timeout)
+        report, report_error = read_report(self.workspace.dir.outbox)
+        outcome, failure = classify(result, report, report_error)
+        usage = self.network.iteration_usage() if self.network else None
+        agent = agent_report(summary.agent.name, self.journal.log_path(n))
+        if usage is not None and usage.refused_budget and outcome is not Outcome.DONE:
+            outcome, failure = Outcome.BUDGET, None  # the gateway refused: --max-cost is spent
+        wait = None
+        last_status = self.network.gateway.last_upstream_status() if self.network else None
+        limited, retry_after = rate_limit(outcome, usage, last_status, agent)
+        if limited:
+            outcome, failure = Outcome.BACKOFF, None
+            with self._write_lock:
+                wait = self._schedule_backoff(summary, retry_after)
+        redact = self.redactor.text
+
+        record = IterationRecord(
+            session_id=summary.session_id,
+            iteration=n,
+            outcome=outcome,
+            summary=redact(report.summary) if report else "",
+            next_action=redact(report.next) if report else "",
+            should_stop=outcome in {Outcome.DONE, Outcome.BLOCKED},
+            failure_class=failure,
+            report_error=redact(report_error) if report_error else None,
+            container_id=result.container_id,
+            exit_code=result.exit_code,
+            backend_error=redact(result.failure) if result.failure else None,
+            timed_out=result.timed_out,
+            oom_killed=result.oom_killed,
+            disk_exceeded=result.disk_exceeded,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=self.journal.log_path(n).name,
+            log_bytes=log_file.written,
+            log_truncated=log_file.truncated,
+            notes_delivered=[note.id for note in notes],
+            backoff_seconds=wait,
+            usage=usage,
+            agent_report=agent,
+            limits=summary.limits,
+            started_at=started_at,
+        )
+        if outcome is Outcome.DONE and summary.check_command:
+            record.check = self._check(summary, n, timeout)
+            if not record.check.passed:
+                record.outcome, record.failure_class, record.should_stop = (
+                    Outcome.CHECK_FAILED,
+                    FailureClass.CHECK,
+                    False,
+                )
+        if record.outcome is not Outcome.NOT_STARTED:  # the agent never ran: the copy is as it was
+            self._harvest(summary, record)
+        self.journal.write_iteration(record)
+        if notes:
+            self._consume_notes({note.id for note in notes}, n)
+        return record
+
+    def _harvest(self, summary: RunSummary, record: IterationRecord) -> None:
+        last = summary.head_commit or summary.worktree.base_commit
+        try:
+            harvest = self.workspace.checkpoint_and_harvest(
+                git=self.git,
+                iteration=record.iteration,
+                base=summary.worktree.base_commit,
+                last=last,
+                dest_ref=branch_for(summary.session_id),
+                max_disk=summary.limits.max_disk_bytes,
+                keep_out=summary.setup.outputs if summary.setup is not None else (),
+            )
+        except WorkspaceError as exc:
+            # The work stays in the copy; the next harvest brings it. Recorded, never hidden.
+            log.warning("harvest after iteration %d failed: %s", record.iteration, exc.message)
+            record.harvest_error = exc.message
+            return
+        record.head_commit = harvest.head
+        record.commits = harvest.commits
+        record.diff_stat = harvest.diff_stat
+        record.disk_bytes = harvest.disk_bytes
+        limit = summary.limits.max_disk_bytes
+        if harvest.over_limit or (limit is not None and harvest.disk_bytes is not None and harvest.disk_bytes > limit):
+            record.disk_exceeded = True
+        if harvest.over_limit:
+            record.harvest_error = (
+                f"the copy holds {harvest.disk_bytes} bytes, over --max-disk: not harvested "
+                "(free space in the copy or raise --max-disk, then resume)"
+            )
+
+    def _run_captured(
+        self, spec: ContainerSpec, path: Path, summary: RunSummary, timeout: float
+    ) -> tuple[ContainerResult, CappedFile]:
+        """Run a container with its output redacted and capped into `path` of the journal."""
+        log_file = CappedFile(path, summary.limits.output_cap_bytes)
+        sink = RedactingSink(self.redactor, log_file)
+        try:
+            result = run_container(
+                self.backend,
+                spec,
+                timeout=timeout,
+                output=sink,
+                stop_grace=STOP_GRACE_SECONDS,
+                cancel=self._cancel_requested,
+            )
+        finally:
+            sink.flush()
+            log_file.close()
+        if log_file.error is not None:
+            # The journal's disk is full or failing: stop before recording half the truth. The work
+            # stays in the copy and is harvested by the next iteration after `resume`.
+            raise JournalError(f"{path}: cannot write ({log_file.error.strerror or log_file.error})")
+        return result, log_file
+
+    def _check(self, summary: RunSummary, n: int, timeout: float) -> CheckResult:
+        """Run --check on the copy as the agent left it: read-only, same sandbox, its own log."""
+        assert summary.check_command is not None  # noqa: S101 - only called with a check
+        path = self.journal.dir / f"iteration-{n:04d}.check.log"
+        run_dir = self.workspace.dir
+        spec = hardened_spec(
+            image=summary.image,
+            command=with_merged_output(["sh", "-c", summary.check_command]),
+            limits=summary.limits,
+            mounts=(bind(run_dir.workspace, WORKSPACE, read_only=True),),
+            labels=labels(summary.session_id, self.workspace.repo_key, "check"),
+            env={
+                **summary.container_env,
+                **setup_env(summary),
+                "HARNESS_SESSION": summary.session_id,
+                "HARNESS_ITERATION": str(n),
+                **self.secrets,
+            },
+            runtime=summary.runtime,
+        )
+        log.info("session %s: running the check: %s", summary.session_id, summary.check_command)
+        result, _ = self._run_captured(spec, path, summary, timeout)
+        with path.open("rb") as handle:
+            handle.seek(max(0, path.stat().st_size - 8192))
+            tail = "\n".join(handle.read().decode("utf-8", "replace").splitlines()[-CHECK_TAIL_LINES:])
+        return CheckResult(
+            command=summary.check_command,
+            passed=result.exit_code == 0 and not result.timed_out and not result.cancelled,
+            exit_code=result.exit_code,
+            timed_out=result.timed_out,
+            duration_seconds=round(result.duration_seconds, 3),
+            log_file=path.name,
+            output_tail=tail,
+        )
+
+    def _cancel_requested(self) -> bool:
+        if self.stop_event.is_set():
+            return True
+        if self.network is not None and self.network.gateway.iteration_usage().refused_budget:
+            return True  # --max-cost is spent: every further model call would be refused
+        try:
+            return self.journal.read_control().stop_mode == "now"
+        except HarnessError:
+            return False  # a control file being replaced: look again at the next poll
+
+    @staticmethod
+    def _schedule_backoff(summary: RunSummary, retry_after: float | None = None) -> float:
+        """The provider's own Retry-After when it gave one (a usage limit resets at a known time),
+        else an exponential, bounded wait; recorded in the summary."""
+        state = summary.backoff
+        state.consecutive += 1
+        state.total += 1
+        limits = summary.limits
+        wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.consecutive - 1), limits.backoff_max_seconds))
+        if retry_after is not None:
+            wait = max(1.0, retry_after)
+        state.last_wait_seconds = wait
+        state.total_wait_seconds += wait
+        state.until = utcnow() + timedelta(seconds=wait)
+        log.warning("session %s: the agent is rate limited; waiting %.0fs", summary.session_id, wait)
+        return wait
+
+    def _consume_notes(self, ids: set[str], iteration: int) -> None:
+        def mark(control: ControlFile) -> None:
+            for note in control.notes:
+                if note.id in ids and note.consumed_at is None:
+                    note.consumed_at = utcnow()
+                    note.consumed_iteration = iteration
+
+        self.journal.update_control(mark)
+
+    def _write_prompt(self, summary: RunSummary, n: int, notes: list[Note]) -> None:
+        prompt = build_prompt(
+            objective=summary.objective,
+            session=summary.session_id,
+            iteration=n,
+            max_iterations=summary.max_iterations,
+            branch=f"harness/{summary.session_id}",
+            history=self.journal.iterations(),
+            notes=notes,
+            check=summary.check_command,
+        )
+        write_atomic(self.workspace.dir.prompt / "prompt.md", prompt)
+        write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)
+
+    def _agent_spec(self, summary: RunSummary, n: int) -> ContainerSpec:
+        return agent_spec(
+            summary=summary,
+            iteration=n,
+            run_dir=self.workspace.dir,
+            repo_key=self.workspace.repo_key,
+            secrets=self.secrets,
+            wiring=self.network.wiring if self.network is not None else None,
+        )
+
+
+def setup_env(summary: RunSummary) -> dict[str, str]:
+    """What the setup's results add to the agent's and the check's environment: its tool directories."""
+    path = tool_path(summary.setup.outputs, WORKSPACE) if summary.setup is not None and summary.setup.passed else ""
+    return {"HARNESS_PATH": path} if path else {}
+
+
+def agent_spec(
+    *, summary: RunSummary, iteration: int, run_dir: RunDir, repo_key: str, secrets: dict[str, str],
+    wiring: Wiring | None,
+) -> ContainerSpec:  # fmt: skip
+    """The agent's container for one iteration (also what `run --dry-run` shows the backend would submit)."""
+    mounts = [
+        bind(run_dir.workspace, WORKSPACE, read_only=False),
+        bind(run_dir.prompt, PROMPT_DIR, read_only=True),
+        bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
+    ]
+    return hardened_spec(
+        image=summary.image,
+        command=with_merged_output(summary.agent.command),
+        services=wiring.services() if wiring is not None else (),
+        limits=summary.limits,
+        mounts=tuple(mounts),
+        labels=labels(summary.session_id, repo_key, "agent"),
+        disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
+        env={
+            **summary.container_env,
+            **setup_env(summary),
+            **secrets,
+            **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
+            **(wiring.proxy_env() if wiring is not None else {}),
+            "HARNESS_SESSION": summary.session_id,
+            "HARNESS_ITERATION": str(iteration),
+            "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),
+            "HARNESS_OBJECTIVE_FILE": f"{PROMPT_DIR}/objective.md",
+            "HARNESS_STATUS_FILE": STATUS_FILE,
+            "GIT_AUTHOR_NAME": "harness-agent",
+            "GIT_AUTHOR_EMAIL": "agent@harness.invalid",
+            "GIT_COMMITTER_NAME": "harness-agent",
+            "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
+        },
+        runtime=summary.runtime,
+    )

@@ -1,0 +1,347 @@
+"""The isolated copy: make it, checkpoint and harvest it, delete it (design §4 items 1-2).
+
+Whatever must happen as the agent uid runs in a short helper container (same image, no network,
+same hardening), because an ordinary host user in the docker group cannot chown. The host only
+ever reads a bundle (copied defensively to a private file) and fetches it into the user's repo.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.backends.base import Backend, Mount
+from runner.backends.watchdog import run_container
+from runner.base.atomic import write_atomic
+from runner.base.errors import BackendError, WorkspaceError
+from runner.base.layout import OUTBOX_DIR, RELAY, WORKSPACE
+from runner.base.output import CappedBuffer
+from runner.base.saferead import UnsafeFileError, copy_untrusted
+from runner.loop.resident import ResidentHelper
+from runner.record.gitops import HostGit
+from runner.record.models import DiffStat, Limits, RunOwner
+from runner.sandbox.container import bind, hardened_spec, labels
+
+log = logging.getLogger(__name__)
+
+HELPER_TIMEOUT = 900.0
+HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the agent gets
+# pack-objects compresses on as many threads as it has cores, and a helper only runs while the agent is
+# stopped: it may burst to two cores even under --cpus 1 (the harvest of a large change, docs/performance.md),
+# while it asks a cluster's scheduler for no more than the agent's --cpus.
+HELPER_CPU_BURST = float(min(2, os.cpu_count() or 1))
+MAX_BUNDLE_BYTES = 8 * 1024**3
+EXPORT_REF = "refs/harness/export"
+_EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
+_DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
+
+_GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
+_GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
+
+# The first container of a run in its image: an image that lacks what the agent's containers need is refused
+# here, in one line, rather than failing each iteration with "not found". (The helpers run in harness-base.)
+_IMAGE_CHECK = f"""
+for tool in git {RELAY}; do
+  command -v "$tool" >/dev/null 2>&1 || {{
+    echo "the image has no $tool: a run's image needs git and {RELAY}" \
+      "(the agent's route to the model gateway): build it FROM harness-base, or give --image a plain image" \
+      "and the harness derives one"
+    exit 3
+  }}
+done
+"""
+
+_CREATE = (
+    _GIT_ENV
+    + f"""set -eu
+git config --global safe.directory '*'
+mkdir -p /run-root/workspace /run-root/outbox /run-root/export
+{_GIT} clone --quiet --no-local --no-hardlinks --no-checkout /source /run-root/workspace
+cd /run-root/workspace
+git remote remove origin
+{_GIT} checkout --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
+"""
+)
+
+# Runs with the agent's copy, whose .git/config the agent controls: that is why it runs in a
+# sandbox like the agent's own, and why the host verifies everything it prints.
+_CHECKPOINT = (
+    _GIT_ENV
+    + f"""set -eu
+cd {WORKSPACE}
+find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
+rm -f /export/export.bundle
+G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
+# The copy is the agent's: make all of it readable to measure it and commit it. Only what lacks
+# the bits is changed: a chmod of every file would change every ctime and make `git add` hash the
+# whole tree again. Directories one at a time (a closed one is opened before find looks inside),
+# unreadable files in batches (git's own read-only objects are left alone).
+find . \\( -type d ! -perm -u=rwx -exec chmod u+rwx {{}} \\; \\) \\
+  -o \\( ! -type d ! -perm -u=r -exec chmod u+rw {{}} + \\) 2>/dev/null || true
+size=$(du -sxb . | cut -f1)
+echo "harness-disk $size"
+# Over --max-disk: neither commit nor bundle it, so it cannot fill the user's disk through the harvest.
+if [ -n "${{HARNESS_MAX_DISK:-}}" ] && [ "$size" -gt "$HARNESS_MAX_DISK" ]; then
+  echo "harness-export over $HARNESS_LAST"; exit 0
+fi
+$G add -A
+# What the setup left in the copy outside git (a virtualenv, node_modules) is never committed, whatever
+# .gitignore says now: one path per line, checked by the host when the setup ran.
+printf '%s\n' "${{HARNESS_KEEP_OUT:-}}" | while IFS= read -r path; do
+  if [ -n "$path" ]; then $G rm -r -q --cached --ignore-unmatch -- "$path" >/dev/null; fi
+done
+if ! $G diff --cached --quiet; then
+  $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
+fi
+head=$(git rev-parse --verify 'HEAD^{{commit}}')
+if [ "$head" = "$HARNESS_LAST" ]; then echo "harness-export none $head"; exit 0; fi
+if git merge-base --is-ancestor "$head" "$HARNESS_LAST" || git merge-base --is-ancestor "$head" "$HARNESS_BASE"
+then echo "harness-export known $head"; exit 0; fi
+git update-ref {EXPORT_REF} "$head"
+if git merge-base --is-ancestor "$HARNESS_LAST" "$head"; then not="$HARNESS_LAST"
+elif git merge-base --is-ancestor "$HARNESS_BASE" "$head"; then not="$HARNESS_BASE"
+else not=""; fi
+git bundle create -q /export/export.bundle {EXPORT_REF} ${{not:+^$not}}
+echo "harness-export bundle $head"
+"""
+)
+
+# What is in the copy outside git: untracked and ignored paths (NUL-separated, for the host to check).
+_OUTSIDE_GIT = _GIT_ENV + f"cd {WORKSPACE} && {_GIT} status --porcelain=v1 --ignored --untracked-files=normal -z"
+
+_DELETE = """set -u
+rm -rf /run-root/workspace /run-root/outbox /run-root/export
+"""
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """The host layout of one session's copy (outside any repository)."""
+
+    root: Path
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / "workspace"
+
+    @property
+    def outbox(self) -> Path:
+        return self.root / "outbox"
+
+    @property
+    def export(self) -> Path:
+        return self.root / "export"
+
+    @property
+    def prompt(self) -> Path:
+        return self.root / "prompt"
+
+    @property
+    def owner(self) -> Path:
+        return self.root / "owner.json"
+
+    @property
+    def net(self) -> Path:
+        """The sockets of the model gateway and egress proxy (host-owned; mounted read-only)."""
+        return self.root / "net"
+
+    @property
+    def setup_net(self) -> Path:
+        """The socket of the setup's own egress proxy (never mounted into the agent's containers)."""
+        return self.root / "setup-net"
+
+
+@dataclass
+class Harvest:
+    head: str  # the branch's commit after the harvest
+    disk_bytes: int | None = None  # the copy's size, as the helper measured it
+    over_limit: bool = False  # the copy was over --max-disk: nothing was harvested
+    commits: list[str] = field(default_factory=list)
+    diff_stat: DiffStat = field(default_factory=DiffStat)
+
+
+class Workspace:
+    """One session's isolated copy, driven through helper containers."""
+
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        run_dir: RunDir,
+        image: str,
+        limits: Limits,
+        session: str,
+        repo_key: str,
+        runtime: str | None = None,
+        run_image: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.dir = run_dir
+        self.image = image  # the helpers' (harness-base: git, and python3 for the resident helper's init)
+        self.run_image = run_image  # the agent's, checked once when the copy is made
+        self.session = session
+        self.repo_key = repo_key
+        self.runtime = runtime
+        self._resident: ResidentHelper | None = None
+        # Helpers get the run's limits, but enough memory and processes for git on a large repository.
+        self.limits = limits.model_copy(
+            update={"memory_bytes": max(limits.memory_bytes, 1024**3), "pids": max(limits.pids, HELPER_PIDS)}
+        )
+
+    def _helper(
+        self, script: str, mounts: tuple[Mount, ...], env: dict[str, str], what: str, *, resident: bool = False
+    ) -> str:
+        """Run `script` in a helper as the agent uid; its output. `resident`: as an exec in the session's
+        resident helper (same mounts every time), where the backend can."""
+        out = CappedBuffer()
+        resident = resident and self.backend.resident
+        spec = hardened_spec(
+            image=self.image,
+            command=["sh", "-c", script],
+            limits=self.limits,
+            mounts=mounts,
+            labels=labels(self.session, self.repo_key, "helper"),
+            env=None if resident else env,
+            runtime=self.runtime,
+            workdir="/tmp",
+            cpu_burst=HELPER_CPU_BURST if self.limits.cpus < HELPER_CPU_BURST else None,
+        )
+        try:
+            if resident:
+                if self._resident is None:
+                    self._resident = ResidentHelper(self.backend, spec)
+                code = self._resident.run(script, env, out, HELPER_TIMEOUT)
+                timed_out, failure = code is None, None
+            else:
+                result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
+                code, timed_out, failure = result.exit_code, result.timed_out, result.failure
+        except BackendError as exc:
+            raise WorkspaceError(f"{what}: {exc.message}") from None
+        if failure is not None:
+            raise WorkspaceError(f"{what}: the backend could not start the helper: {failure}")
+        if timed_out or code != 0:
+            tail = " | ".join(out.text().strip().splitlines()[-3:]) or "no output"
+            why = "timed out" if timed_out else f"exit {code}"
+            raise WorkspaceError(f"{what} failed ({why}): {tail}")
+        return out.text()
+
+    def close(self) -> None:
+        """Remove the resident helper, if one was started (the end of a run)."""
+        if self._resident is not None:
+            self._resident.close()
+
+    def create(self, *, source_git_dir: Path, base_commit: str, branch: str, owner: RunOwner) -> None:
+        """Clone the user's repository (its .git mounted read-only) into a fresh copy."""
+        try:
+            self.dir.root.mkdir(parents=True, exist_ok=False)
+            # The helper runs as the agent uid and must create the copy inside; only this
+            # directory is opened up, and its parent is private to the host user.
+            self.dir.root.parent.chmod(0o700)
+            self.dir.root.chmod(0o777)
+            self.dir.prompt.mkdir(mode=0o755)
+            write_atomic(self.dir.owner, owner.dump_json())  # first, so `gc` can tell whose it is
+        except FileExistsError:
+            raise WorkspaceError(f"{self.dir.root} already exists: remove it with 'harness discard'") from None
+        except OSError as exc:
+            raise WorkspaceError(f"cannot create {self.dir.root}: {exc.strerror}") from None
+        if self.run_image is not None:
+            self._check_image(self.run_image)
+        self._helper(
+            _CREATE,
+            (bind(source_git_dir, "/source", read_only=True), bind(self.dir.root, "/run-root", read_only=False)),
+            {"HARNESS_BRANCH": branch, "HARNESS_BASE": base_commit},
+            "making the isolated copy",
+        )
+
+    def _copy_mounts(self) -> tuple[Mount, ...]:
+        """What the resident helper mounts (the same for every exec in it)."""
+        return (
+            bind(self.dir.workspace, WORKSPACE, read_only=False),
+            bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
+            bind(self.dir.export, "/export", read_only=False),
+        )
+
+    def outside_git(self) -> tuple[list[str], bool]:
+        """The paths of the stopped copy that git does not track (untracked or ignored), checked; and
+        whether a tracked file was changed too."""
+        from runner.loop.setup import changed_tracked, parse_outputs
+
+        text = self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs", resident=True)
+        return parse_outputs(text), changed_tracked(text)
+
+    def _check_image(self, image: str) -> None:
+        """Refuse, in one line, a run image that lacks what every agent container needs."""
+        out = CappedBuffer()
+        spec = hardened_spec(
+            image=image, command=["sh", "-c", _IMAGE_CHECK], limits=self.limits, mounts=(),
+            labels=labels(self.session, self.repo_key, "helper"), runtime=self.runtime, workdir="/tmp",
+        )  # fmt: skip
+        try:
+            result = run_container(self.backend, spec, timeout=HELPER_TIMEOUT, output=out)
+        except BackendError as exc:
+            raise WorkspaceError(f"checking the image {image}: {exc.message}") from None
+        if result.failure is not None or result.exit_code != 0:
+            tail = " | ".join(out.text().strip().splitlines()[-2:]) or result.failure or f"exit {result.exit_code}"
+            raise WorkspaceError(f"the image {image} cannot run the agent: {tail}")
+
+    def checkpoint_and_harvest(
+        self, *, git: HostGit, iteration: int, base: str, last: str, dest_ref: str, max_disk: int | None = None,
+        keep_out: Sequence[str] = (),
+    ) -> Harvest:  # fmt: skip
+        """Commit everything in the stopped copy but `keep_out`, bundle what is new, fetch it into `dest_ref`."""
+        text = self._helper(
+            _CHECKPOINT,
+            self._copy_mounts(),
+            {
+                "HARNESS_ITERATION": str(iteration),
+                "HARNESS_LAST": last,
+                "HARNESS_BASE": base,
+                "HARNESS_MAX_DISK": str(max_disk or ""),
+                "HARNESS_KEEP_OUT": "\n".join(keep_out),
+            },
+            "checkpointing the copy",
+            resident=True,
+        )
+        found = _EXPORT_LINE.findall(text)
+        if not found:
+            raise WorkspaceError("checkpointing the copy: the helper did not report the copy's head")
+        kind, claimed = found[-1]
+        sizes = _DISK_LINE.findall(text)
+        disk = int(sizes[0]) if sizes else None  # the first: printed before any agent-controlled git ran
+        if kind in {"none", "over"}:
+            return Harvest(head=last, disk_bytes=disk, over_limit=kind == "over")
+        if kind == "known":
+            # Only a commit the user's repository already has, on the run's own history.
+            if not (git.is_ancestor(claimed, last) or git.is_ancestor(claimed, base)):
+                raise WorkspaceError(f"harvest refused: {claimed[:12]} is not on the run's history")
+            git.run("update-ref", dest_ref, claimed)
+        else:
+            self._fetch_bundle(git, dest_ref)
+        head = git.ref_commit(dest_ref)
+        if head is None:
+            raise WorkspaceError(f"harvest: {dest_ref} is missing after the fetch")
+        commits = git.commits_between(last, head) if git.is_ancestor(last, head) else git.commits_between(base, head)
+        return Harvest(head=head, disk_bytes=disk, commits=commits, diff_stat=git.diff_stat(last, head))
+
+    def _fetch_bundle(self, git: HostGit, dest_ref: str) -> None:
+        with tempfile.TemporaryDirectory(prefix="harness-harvest-") as tmp:
+            private = Path(tmp) / "export.bundle"
+            try:
+                copy_untrusted(self.dir.export, "export.bundle", private, max_bytes=MAX_BUNDLE_BYTES)
+            except UnsafeFileError as exc:
+                raise WorkspaceError(f"harvest refused: the bundle is unsafe to read ({exc})") from None
+            git.fetch_bundle(private, EXPORT_REF, dest_ref)
+
+    def delete(self) -> None:
+        """Remove the copy (files owned by the agent uid go in a helper), then the run directory."""
+        if not self.dir.root.exists():
+            return
+        if os.geteuid() != 0:
+            self._helper(_DELETE, (bind(self.dir.root, "/run-root", read_only=False),), {}, "deleting the copy")
+        shutil.rmtree(self.dir.root)

@@ -1,0 +1,260 @@
+"""The journal of design §3: reading and writing its files atomically, and the session locks."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import struct
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from runner.base.atomic import write_atomic
+from runner.base.errors import JournalError, SessionBusyError, SessionNotFoundError
+from runner.base.paths import EXCLUDE_LINE, JOURNAL_LEAF, journal_dir, sessions_root
+from runner.record.models import (
+    SCHEMA_VERSION,
+    ControlFile,
+    IterationRecord,
+    JournalModel,
+    RunSummary,
+    utcnow,
+)
+
+M = TypeVar("M", bound=JournalModel)
+
+# Named upgrade steps, keyed by the version they upgrade from: each takes the raw JSON object of
+# that version and returns the next. Empty while schema 1 is the only one written.
+UPGRADES: dict[int, Callable[[dict[str, object]], dict[str, object]]] = {}
+
+
+def upgrade(data: dict[str, object]) -> dict[str, object]:
+    version = data.get("schemaVersion", SCHEMA_VERSION)
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise ValueError(f"unsupported schemaVersion {version!r} (this harness reads up to {SCHEMA_VERSION})")
+    while version < SCHEMA_VERSION:
+        step = UPGRADES.get(version)
+        if step is None:
+            raise ValueError(f"no upgrade from schemaVersion {version}")
+        data = step(data)
+        version += 1
+        data["schemaVersion"] = version
+    return data
+
+
+def load_model(path: Path, model: type[M]) -> M:
+    """Read and validate one journal file; every failure names the file."""
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise JournalError(f"{path}: missing") from None
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise JournalError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise JournalError(f"{path}: not a JSON object")
+    try:
+        return model.model_validate(upgrade(data))
+    except ValidationError as exc:
+        raise JournalError(f"{path}: invalid {model.__name__} ({_first_error(exc)})") from None
+    except ValueError as exc:  # from upgrade()
+        raise JournalError(f"{path}: {exc}") from None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"]) or "<root>"
+    return f"{where}: {err['msg']}"
+
+
+def save_model(path: Path, model: JournalModel) -> None:
+    try:
+        write_atomic(path, model.dump_json())
+    except OSError as exc:
+        raise JournalError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+class Journal:
+    """One session's journal directory."""
+
+    def __init__(self, directory: Path, session: str) -> None:
+        self.dir = directory
+        self.session = session
+
+    @classmethod
+    def for_repo(cls, repo: Path, session: str) -> Journal:
+        return cls(journal_dir(repo, session), session)
+
+    @classmethod
+    def under(cls, root: Path, session: str) -> Journal:
+        """The journal of `session` below a sessions root already looked up (see paths.sessions_root)."""
+        return cls(root / session / JOURNAL_LEAF, session)
+
+    @property
+    def objective_path(self) -> Path:
+        return self.dir / "objective.md"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.dir / "run-summary.json"
+
+    @property
+    def review_cache_path(self) -> Path:
+        """The last review of the branch that status showed (runner.usecases.status.ReviewCache)."""
+        return self.dir / ".review-cache.json"
+
+    @property
+    def control_path(self) -> Path:
+        return self.dir / "control.json"
+
+    def iteration_path(self, n: int) -> Path:
+        return self.dir / f"iteration-{n:04d}.json"
+
+    def log_path(self, n: int) -> Path:
+        return self.dir / f"iteration-{n:04d}.log"
+
+    def exists(self) -> bool:
+        return self.summary_path.exists()
+
+    def require(self) -> None:
+        if not self.exists():
+            raise SessionNotFoundError(f"no session {self.session!r} (looked in {self.dir})")
+
+    def create(self, objective: str) -> None:
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.objective_path, objective if objective.endswith("\n") else objective + "\n")
+        except OSError as exc:
+            raise JournalError(f"{self.dir}: cannot create the journal ({exc.strerror})") from None
+
+    def read_summary(self) -> RunSummary:
+        self.require()
+        return load_model(self.summary_path, RunSummary)
+
+    def write_summary(self, summary: RunSummary) -> None:
+        summary.updated_at = utcnow()
+        save_model(self.summary_path, summary)
+
+    def read_iteration(self, n: int) -> IterationRecord:
+        return load_model(self.iteration_path(n), IterationRecord)
+
+    def write_iteration(self, record: IterationRecord) -> None:
+        save_model(self.iteration_path(record.iteration), record)
+
+    def iterations(self) -> list[IterationRecord]:
+        numbers = sorted(
+            int(p.name[len("iteration-") : -len(".json")]) for p in self.dir.glob("iteration-[0-9][0-9][0-9][0-9].json")
+        )
+        return [self.read_iteration(n) for n in numbers]
+
+    # control.json is written by `stop`/`note` and read-modified by the supervisor: every
+    # read-modify-write holds an exclusive lock on a sidecar file so no update is lost.
+    def read_control(self) -> ControlFile:
+        if not self.control_path.exists():
+            return ControlFile(session_id=self.session)
+        return load_model(self.control_path, ControlFile)
+
+    def update_control(self, change: Callable[[ControlFile], None]) -> ControlFile:
+        with self._flock(self.dir / ".control.lock", blocking=True):
+            control = self.read_control()
+            change(control)
+            control.updated_at = utcnow()
+            save_model(self.control_path, control)
+            return control
+
+    # The supervisor lock is an open-file-description record lock (F_OFD_SETLK), not a flock: the
+    # kernel answers "is it held?" (F_OFD_GETLK) without the asker taking it, so a reader polling
+    # while a supervisor starts can never make that supervisor find its own session busy. The
+    # kernel drops the lock with the last descriptor, i.e. when the supervisor dies.
+    @property
+    def _supervisor_lock_path(self) -> Path:
+        return self.dir / ".supervisor.lock"
+
+    @contextlib.contextmanager
+    def supervisor_lock(self) -> Iterator[None]:
+        """Held for as long as a supervisor drives this session: a second one is refused."""
+        path = self._supervisor_lock_path
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            try:
+                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+            except OSError as exc:
+                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                    raise SessionBusyError(
+                        f"session {self.session!r} is already driven by another harness process"
+                    ) from None
+                raise JournalError(f"{path}: cannot lock ({exc.strerror})") from None
+            yield
+        finally:
+            os.close(fd)
+
+    def supervisor_alive(self) -> bool:
+        """True when some process holds the supervisor lock of this session. Only asks the kernel:
+        never takes the lock, so it cannot disturb a supervisor that is starting."""
+        path = self._supervisor_lock_path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            answer = fcntl.fcntl(fd, fcntl.F_OFD_GETLK, _whole_file(fcntl.F_WRLCK))
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot query lock ({exc.strerror})") from None
+        finally:
+            os.close(fd)
+        return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _flock(path: Path, *, blocking: bool) -> Iterator[None]:
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+            yield
+        finally:
+            os.close(fd)
+
+
+# struct flock (Linux, 64-bit off_t): l_type, l_whence, l_start, l_len, l_pid, padding.
+_FLOCK = struct.Struct("hhqqi4x")
+
+
+def _whole_file(lock_type: int) -> bytes:
+    return _FLOCK.pack(lock_type, os.SEEK_SET, 0, 0, 0)  # l_len 0: to the end; l_pid must be 0 (OFD)
+
+
+def list_sessions(repo: Path) -> list[str]:
+    root = sessions_root(repo)
+    if not root.is_dir():
+        return []
+    return sorted(p.parents[2].name for p in root.glob("*/artifacts/solo-harness/run-summary.json"))
+
+
+def ensure_excluded(git_common_dir: Path) -> None:
+    """Keep journals out of git through .git/info/exclude (one line, added once)."""
+    exclude = git_common_dir / "info" / "exclude"
+    try:
+        current = exclude.read_text(encoding="utf-8") if exclude.exists() else ""
+        if EXCLUDE_LINE in current.splitlines():
+            return
+        exclude.parent.mkdir(parents=True, exist_ok=True)
+        sep = "" if not current or current.endswith("\n") else "\n"
+        write_atomic(exclude, f"{current}{sep}{EXCLUDE_LINE}\n")
+    except OSError as exc:
+        raise JournalError(f"{exclude}: cannot add the journal's exclude entry ({exc.strerror})") from None

@@ -1,0 +1,614 @@
+"""Pydantic models of every file the harness persists (the journal of design §3).
+
+Field names follow the original Solo Harness (camelCase, `schemaVersion`, `kind`) so its readers keep
+working; ours add what a container run needs. Old schema versions are upgraded on read by named steps
+in `runner.record.journal`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
+from pydantic.alias_generators import to_camel
+from pydantic_core import CoreSchema
+
+SCHEMA_VERSION = 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CamelModel(BaseModel):
+    """camelCase in JSON (on disk and in `--json` output), snake_case in code."""
+
+    model_config = ConfigDict(
+        alias_generator=AliasGenerator(alias=to_camel),
+        populate_by_name=True,
+        extra="ignore",  # newer writers may add fields; old readers keep working
+        validate_assignment=True,
+        defer_build=True,
+    )
+
+    def dump_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"
+
+
+class JournalModel(CamelModel):
+    """Base of every persisted model."""
+
+
+class DescribedEnum(StrEnum):
+    """A StrEnum whose every value has a meaning, given by `describe()`: docs/journal.md renders them and the
+    JSON Schema carries them as `enumDescriptions` (in the order of `enum`)."""
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        """The meaning of each value (a subclass defines it; a unit test checks that none is missing)."""
+        raise NotImplementedError
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        schema = handler(core_schema)
+        meanings = cls.describe()
+        handler.resolve_ref_schema(schema)["enumDescriptions"] = [meanings.get(value, "") for value in cls]
+        return schema
+
+
+class RunState(DescribedEnum):
+    """The state of a session (`status` in run-summary.json)."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    BLOCKED = "blocked"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    STUCK = "stuck"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.RUNNING: "A supervisor is iterating (`status` shows `interrupted` when its lock is free).",
+            cls.COMPLETED: "The agent reported done and the --check command, if any, passed.",
+            cls.BLOCKED: "The agent reported blocked: it needs a human. Resumable.",
+            cls.STOPPED: "A limit or a stop request ended the run. Resumable.",
+            cls.FAILED: "The agent failed `maxConsecutiveFailures` iterations in a row. Resumable.",
+            cls.INTERRUPTED: "The supervisor died, was interrupted twice, or hit an infrastructure fault. Resumable.",
+            cls.STUCK: "The agent changed nothing for `stuckAfter` iterations in a row. Resumable.",
+        }
+
+
+class StopReason(DescribedEnum):
+    """Why a run ended (`stopReason` in run-summary.json)."""
+
+    AGENT_DONE = "agent-done"
+    AGENT_BLOCKED = "agent-blocked"
+    MAX_ITERATIONS = "max-iterations"
+    MAX_TIME = "max-time"
+    MAX_DISK = "max-disk"
+    STOP_REQUESTED = "stop-requested"
+    REPEATED_FAILURES = "repeated-failures"
+    SUPERVISOR_GONE = "supervisor-gone"
+    INTERRUPTED = "interrupted"
+    INFRASTRUCTURE = "infrastructure-error"
+    NO_PROGRESS = "no-progress"
+    RATE_LIMITED = "rate-limited"
+    MAX_COST = "max-cost"
+    SETUP_FAILED = "setup-failed"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.AGENT_DONE: "The agent reported done (and the --check command passed): state `completed`.",
+            cls.AGENT_BLOCKED: "The agent reported blocked: state `blocked`.",
+            cls.MAX_ITERATIONS: "--max-iterations counted iterations ran (backoff iterations do not count).",
+            cls.MAX_TIME: "--max-time elapsed.",
+            cls.MAX_DISK: "The copy grew past --max-disk; that iteration's work was not harvested.",
+            cls.STOP_REQUESTED: "`harness stop` asked for it.",
+            cls.REPEATED_FAILURES: "`maxConsecutiveFailures` failed iterations in a row: state `failed`.",
+            cls.SUPERVISOR_GONE: "Shown by `status` for a `running` session whose supervisor no longer holds its lock.",
+            cls.INTERRUPTED: "Ctrl-C or SIGTERM reached the supervisor.",
+            cls.INFRASTRUCTURE: "A fault outside the agent (engine, copy, journal) ended it; `error` says which.",
+            cls.NO_PROGRESS: "No change for --stuck-after iterations in a row: state `stuck`.",
+            cls.RATE_LIMITED: "The agent's provider kept refusing (rate or usage limit) after `maxBackoffs` waits.",
+            cls.MAX_COST: "The model gateway counted --max-cost spent.",
+            cls.SETUP_FAILED: "The setup command (--setup or the devcontainer's) failed: state `failed`. Resumable "
+            "after a fix (resume runs the setup again).",
+        }
+
+
+class Outcome(DescribedEnum):
+    """What one iteration came to (`outcome` of an iteration, `lastOutcome` of the run)."""
+
+    WORKING = "working"
+    DONE = "done"
+    BLOCKED = "blocked"
+    TIMED_OUT = "timed-out"
+    OOM_KILLED = "oom-killed"
+    AGENT_ERROR = "agent-error"
+    NO_REPORT = "no-report"
+    DISK_EXCEEDED = "disk-exceeded"
+    BACKOFF = "backoff"
+    BUDGET = "budget"
+    CHECK_FAILED = "check-failed"
+    INTERRUPTED = "interrupted"
+    NOT_STARTED = "not-started"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.WORKING: "The agent reported progress; the run goes on.",
+            cls.DONE: "The agent reported done (and the --check command, if any, passed).",
+            cls.BLOCKED: "The agent reported that it needs a human.",
+            cls.TIMED_OUT: "The iteration ran past --iteration-timeout; its container was stopped. A failure.",
+            cls.OOM_KILLED: "The container hit its --memory cap and was killed. A failure.",
+            cls.AGENT_ERROR: "The agent exited non-zero. A failure.",
+            cls.NO_REPORT: "The agent exited 0 without a valid status report. A failure.",
+            cls.DISK_EXCEEDED: "The copy grew past --max-disk; the run stops `max-disk`.",
+            cls.BACKOFF: "The agent hit a rate or usage limit; retried after a wait, not counted as an iteration.",
+            cls.BUDGET: "The model gateway refused a request because --max-cost is spent; the run stops `max-cost`.",
+            cls.CHECK_FAILED: "The agent reported done but the --check command did not pass. A failure.",
+            cls.INTERRUPTED: "Ctrl-C, SIGTERM or `stop --now` stopped the container mid-iteration.",
+            cls.NOT_STARTED: "The backend could not start the agent (on Kubernetes: no node fits its limits); "
+            "`backendError` says why. A failure.",
+        }
+
+
+class FailureClass(DescribedEnum):
+    """Why an iteration counts as failed (`failureClass` of an iteration)."""
+
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    EXIT_NONZERO = "exit-nonzero"
+    MISSING_REPORT = "missing-report"
+    INVALID_REPORT = "invalid-report"
+    DISK = "disk"
+    CHECK = "check"
+    INTERRUPTED = "interrupted"
+    NOT_STARTED = "not-started"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.TIMEOUT: "The wall-clock watchdog stopped the container (--iteration-timeout).",
+            cls.OOM: "The kernel killed the agent at the memory cap.",
+            cls.EXIT_NONZERO: "The agent's command exited with a non-zero code.",
+            cls.MISSING_REPORT: "The agent wrote no status file.",
+            cls.INVALID_REPORT: "The status file was unsafe, too large or not valid JSON of the expected shape.",
+            cls.DISK: "The copy grew past --max-disk.",
+            cls.CHECK: "The --check command failed, timed out or could not run.",
+            cls.INTERRUPTED: "The iteration was stopped by Ctrl-C, SIGTERM or `stop --now`.",
+            cls.NOT_STARTED: "The backend could not start the container (the scheduler's reason is recorded).",
+        }
+
+
+class TokenUsage(JournalModel):
+    """Tokens of one or more model requests, as the provider's usage fields report them."""
+
+    input_tokens: int = Field(default=0, ge=0, description="Input tokens, not counting cache reads and writes.")
+    output_tokens: int = Field(default=0, ge=0, description="Output tokens.")
+    cache_read_tokens: int = Field(default=0, ge=0, description="Input tokens read from the provider's cache.")
+    cache_write_tokens: int = Field(default=0, ge=0, description="Input tokens written to the provider's cache.")
+    reasoning_tokens: int = Field(
+        default=0, ge=0, description="Reasoning tokens, part of outputTokens where a provider says so."
+    )
+
+    def __add__(self, other: TokenUsage) -> TokenUsage:
+        return TokenUsage(**{k: getattr(self, k) + getattr(other, k) for k in TokenUsage.model_fields})
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+
+class AgentReport(JournalModel):
+    """What the agent's own structured output said about its run (never free text)."""
+
+    usage: TokenUsage | None = Field(default=None, description="Tokens as the agent counted them.")
+    cost_usd: float | None = Field(
+        default=None, description="Cost as the agent computed it (Claude Code's total_cost_usd, aider's Cost)."
+    )
+    num_turns: int | None = Field(default=None, description="Model turns the agent took.")
+    is_error: bool | None = Field(default=None, description="Whether the agent's result event said it failed.")
+    subtype: str | None = Field(
+        default=None, description="Claude Code's result subtype (success, error_max_turns, ...)."
+    )
+    model: str | None = Field(default=None, description="The model the agent said it used.")
+    rate_limited: bool = Field(
+        default=False, description="A structured rate-limit or usage-limit error event was seen."
+    )
+    retry_after_seconds: float | None = Field(default=None, description="The wait that event asked for, if it did.")
+
+
+class GatewayUsage(JournalModel):
+    """What the model gateway counted (the authoritative figures: it saw every request)."""
+
+    requests: int = Field(default=0, ge=0, description="Model requests the agent made.")
+    refused_budget: int = Field(default=0, ge=0, description="Requests refused because --max-cost was spent.")
+    rate_limited: int = Field(default=0, ge=0, description="Requests the upstream answered with 429 or 529.")
+    errors: int = Field(default=0, ge=0, description="Other upstream or gateway errors.")
+    unpriced_requests: int = Field(
+        default=0, ge=0, description="Requests for a model missing from the price table (priced by the fallback)."
+    )
+    tokens: TokenUsage = Field(default_factory=TokenUsage, description="Tokens of all those requests.")
+    cost_usd: float = Field(default=0.0, ge=0, description="Their cost in US dollars.")
+    retry_after_seconds: float | None = Field(
+        default=None, description="Retry-After of the last upstream 429/529 that sent one."
+    )
+
+    def __add__(self, other: GatewayUsage) -> GatewayUsage:
+        return GatewayUsage(
+            requests=self.requests + other.requests,
+            refused_budget=self.refused_budget + other.refused_budget,
+            rate_limited=self.rate_limited + other.rate_limited,
+            errors=self.errors + other.errors,
+            unpriced_requests=self.unpriced_requests + other.unpriced_requests,
+            tokens=self.tokens + other.tokens,
+            cost_usd=round(self.cost_usd + other.cost_usd, 6),
+            retry_after_seconds=other.retry_after_seconds,
+        )
+
+
+class Limits(JournalModel):
+    """Hard limits of the agent container and of the run."""
+
+    cpus: float = Field(default=1.0, gt=0, le=512, description="CPUs of the agent container (--cpus).")
+    memory_bytes: int = Field(
+        default=2 * 1024**3, ge=6 * 1024**2, description="Memory cap of the container, swap included (--memory)."
+    )
+    pids: int = Field(default=512, ge=16, description="Process cap of the container (--pids).")
+    iteration_timeout_seconds: float = Field(
+        default=1800.0, gt=0, description="Wall clock of one iteration (--iteration-timeout)."
+    )
+    max_time_seconds: float | None = Field(
+        default=None, gt=0, description="Wall clock of the whole run (--max-time); null for none."
+    )
+    max_disk_bytes: int | None = Field(
+        default=10 * 1024**3, ge=1024**2, description="Size the copy may grow to (--max-disk); null for none."
+    )
+    max_iterations: int = Field(default=10, ge=1, description="Counted iterations allowed (--max-iterations).")
+    max_consecutive_failures: int = Field(
+        default=3, ge=1, description="Failed iterations in a row that end the run `failed`."
+    )
+    stuck_after: int = Field(
+        default=3, ge=1, description="Iterations in a row without any change that end the run `stuck` (--stuck-after)."
+    )
+    backoff_base_seconds: float = Field(
+        default=60.0, gt=0, description="First wait after a rate limit without Retry-After (--backoff-base)."
+    )
+    backoff_max_seconds: float = Field(default=1800.0, gt=0, description="Longest wait after a rate limit.")
+    max_backoffs: int = Field(
+        default=8, ge=1, description="Rate-limited iterations in a row before the run stops `rate-limited`."
+    )
+    output_cap_bytes: int = Field(
+        default=8 * 1024**2, ge=1024, description="Bytes of output kept per iteration log (then a truncation marker)."
+    )
+    max_cost_usd: float | None = Field(
+        default=None, gt=0, description="US dollars of model calls allowed (--max-cost); the gateway refuses past it."
+    )
+
+
+class WorktreeInfo(JournalModel):
+    """The run's isolated copy of the repository and the branch its work is harvested onto."""
+
+    enabled: bool = Field(default=True, description="Always true: every run works on its own copy.")
+    base_ref: str = Field(description="The ref the copy started from (--base).")
+    base_commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="The commit that ref named when the run began.")
+    path: str = Field(description="The isolated copy on the host (owned by the agent's uid).")
+    branch: str = Field(description="The branch in the user's repository that receives the harvested commits.")
+
+
+class AgentInfo(JournalModel):
+    """The agent that runs in the container."""
+
+    name: str = Field(description='Adapter name (--agent), or "custom" for --agent-cmd.')
+    command: list[str] = Field(description="The command run in the container each iteration.")
+    model: str | None = Field(default=None, description="--model, passed to the agent.")
+    max_turns: int | None = Field(default=None, description="--max-turns, passed to the agent.")
+
+
+class SupervisorInfo(JournalModel):
+    """The process that drives the session (null in run-summary.json when none runs)."""
+
+    pid: int = Field(description="Its process id.")
+    host: str = Field(description="The host it runs on.")
+    started_at: datetime = Field(default_factory=utcnow, description="When it started.")
+    heartbeat_at: datetime = Field(
+        default_factory=utcnow, description="Its last sign of life (every 10 s), for readers on other hosts."
+    )
+
+
+class BackoffState(JournalModel):
+    """Waiting out a usage or rate limit of the agent's provider."""
+
+    consecutive: int = Field(default=0, description="Rate-limited iterations in a row.")
+    total: int = Field(default=0, description="Backoff iterations so far; they do not count against --max-iterations.")
+    last_wait_seconds: float | None = Field(default=None, description="The last wait.")
+    total_wait_seconds: float = Field(default=0.0, description="All waits added up.")
+    until: datetime | None = Field(default=None, description="When the current wait ends; null when not waiting.")
+
+
+class DockerBackendConfig(JournalModel):
+    """Containers on the local Docker engine (the default)."""
+
+    type: Literal["docker"] = Field(default="docker", description="Always `docker`.")
+
+
+class KubernetesBackendConfig(JournalModel):
+    """Each container as a `batch/v1` Job on a Kubernetes cluster (docs/kubernetes.md)."""
+
+    type: Literal["kubernetes"] = Field(default="kubernetes", description="Always `kubernetes`.")
+    kubeconfig: str | None = Field(
+        default=None, description="The kubeconfig file (--kubeconfig); null: $KUBECONFIG or ~/.kube/config."
+    )
+    context: str | None = Field(default=None, description="The kubeconfig context (--kube-context); null: current.")
+    namespace: str = Field(default="default", description="The namespace of the Jobs (--kube-namespace).")
+    pending_timeout_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="How long a pod may stay unschedulable before the iteration ends `not-started`.",
+    )
+    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
+        default="IfNotPresent",
+        description="The pods' imagePullPolicy (--kube-image-pull-policy): `IfNotPresent`, `Always`, or `Never` "
+        "(only images the nodes hold).",
+    )
+
+
+BackendConfig = Annotated[DockerBackendConfig | KubernetesBackendConfig, Field(discriminator="type")]
+
+
+class SetupRecord(JournalModel):
+    """The session's setup phase: its command, run in the copy before the agent, without the model gateway."""
+
+    command: str = Field(description="The setup command (sh -c, in the copy, as the agent's uid).")
+    source: Literal["flag", "config", "devcontainer"] = Field(
+        description="Where the command came from: `flag` (--setup), `config` (a settings file or the environment) or "
+        "`devcontainer` (devcontainer.json's create commands)."
+    )
+    passed: bool = Field(description="Whether it exited 0 in time.")
+    exit_code: int | None = Field(description="Its exit code; null when it did not exit by itself.")
+    timed_out: bool = Field(default=False, description="Whether it ran out of time (--iteration-timeout).")
+    duration_seconds: float = Field(default=0.0, description="How long it ran.")
+    log_file: str = Field(description="Its output (redacted), in the journal directory.")
+    inputs_digest: str | None = Field(
+        default=None, description="Digest of the input files it ran with; a change runs it again on resume."
+    )
+    outputs: list[str] = Field(
+        default_factory=list,
+        description="What it left in the copy outside git (a virtualenv, node_modules): never committed.",
+    )
+    runs: int = Field(default=1, ge=1, description="How many times the setup has run in this session.")
+    restored: bool = Field(
+        default=False,
+        description="Whether its outputs were restored from the package cache's snapshot of an identical setup "
+        "(same image, command, network and inputs) instead of running the command again.",
+    )
+    finished_at: datetime = Field(default_factory=utcnow, description="When it last ended (UTC).")
+
+
+class RunSummary(JournalModel):
+    """run-summary.json: the current state and progress (written only by the supervisor)."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.run-summary"] = Field(
+        default="solo-harness.run-summary", description="Always `solo-harness.run-summary`."
+    )
+    session_id: str = Field(description="The session id (--session).")
+    objective: str = Field(description="What the agent was asked to achieve.")
+    status: RunState = Field(default=RunState.RUNNING, description="The state of the run.")
+    stop_reason: StopReason | None = Field(default=None, description="Why the run ended; null while it runs.")
+    iteration_count: int = Field(default=0, ge=0, description="Iterations run, backoff iterations included.")
+    max_iterations: int = Field(ge=1, description="Counted iterations allowed (resume adds to it).")
+    last_iteration: int | None = Field(default=None, description="Number of the last iteration.")
+    last_outcome: Outcome | None = Field(default=None, description="Outcome of the last iteration.")
+    last_summary: str | None = Field(default=None, description="The agent's summary in the last iteration.")
+    stop_requested: bool = Field(default=False, description="Whether the run ended because of `harness stop`.")
+    consecutive_failures: int = Field(
+        default=0, ge=0, description="Failed iterations in a row (the run fails at `limits.maxConsecutiveFailures`)."
+    )
+    unchanged_iterations: int = Field(
+        default=0,
+        ge=0,
+        description="Iterations in a row that changed nothing (the run is stuck at `limits.stuckAfter`).",
+    )
+    backoff: BackoffState = Field(default_factory=BackoffState, description="Waits for rate and usage limits.")
+    worktree: WorktreeInfo = Field(description="The isolated copy and the branch.")
+    repo: str = Field(description="The user's repository (its top directory).")
+    run_dir: str = Field(description="The run's directory on the host (the copy and its working files).")
+    image: str = Field(description="The agent's container image.")
+    backend: BackendConfig = Field(
+        default_factory=DockerBackendConfig, description="Where the containers run (--backend)."
+    )
+    runtime: Literal["runc", "runsc"] = Field(
+        default="runc", description="Container runtime: `runc` (Docker's default) or `runsc` (gVisor)."
+    )
+    network: Literal["none", "allowlist"] = Field(
+        default="none",
+        description="`none`: no network but the model gateway; `allowlist`: also the --allow-host targets, "
+        "through the egress proxy.",
+    )
+    allow_hosts: list[str] = Field(
+        default_factory=list, description="HOST[:PORT] the agent may reach (--allow-host, with --network allowlist)."
+    )
+    agent: AgentInfo = Field(description="The agent and its command.")
+    env_names: list[str] = Field(
+        default_factory=list, description="Variables passed with --env (names only: values are never stored)."
+    )
+    check_command: str | None = Field(
+        default=None, description="--check: must pass in the container before `done` completes the run."
+    )
+    limits: Limits = Field(description="The limits in force.")
+    setup_command: str | None = Field(
+        default=None, description="The setup command, run in the copy before the first iteration (null: none)."
+    )
+    setup_source: Literal["flag", "config", "devcontainer"] | None = Field(
+        default=None, description="Where the setup command came from: `flag`, `config` or `devcontainer`."
+    )
+    setup_allow_hosts: list[str] = Field(
+        default_factory=list, description="HOST:PORT the setup may reach through its own egress proxy."
+    )
+    setup_inputs: list[str] = Field(
+        default_factory=list, description="Files whose change runs the setup again on resume (lockfiles)."
+    )
+    setup: SetupRecord | None = Field(default=None, description="The last run of the setup; null before it ran.")
+    container_env: dict[str, str] = Field(
+        default_factory=dict,
+        description="Variables every container of the run gets (a devcontainer.json's containerEnv); not secrets.",
+    )
+    head_commit: str | None = Field(default=None, description="The last commit harvested onto the branch.")
+    usage: GatewayUsage = Field(
+        default_factory=GatewayUsage, description="The model gateway's count over every request of the session."
+    )
+    supervisor: SupervisorInfo | None = Field(default=None, description="The live supervisor; null when none runs.")
+    error: str | None = Field(default=None, description="The infrastructure fault that ended the run, if one did.")
+    created_at: datetime = Field(default_factory=utcnow, description="When the session was created (UTC).")
+    updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
+    finished_at: datetime | None = Field(default=None, description="When the run last ended (UTC).")
+
+    @property
+    def counted_iterations(self) -> int:
+        """Iterations that count against max_iterations (backoff retries do not)."""
+        return self.iteration_count - self.backoff.total
+
+
+class RunOwner(JournalModel):
+    """owner.json in a run directory: which session a copy belongs to (for `list` and `gc`)."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.run-owner"] = Field(
+        default="solo-harness.run-owner", description="Always `solo-harness.run-owner`."
+    )
+    session_id: str = Field(description="The session that owns the run directory.")
+    repo: str = Field(description="That session's repository.")
+    journal_dir: str = Field(description="That session's journal directory.")
+    backend: BackendConfig = Field(
+        default_factory=DockerBackendConfig, description="Where that session's containers run (for `gc`)."
+    )
+    created_at: datetime = Field(default_factory=utcnow, description="When the run directory was made (UTC).")
+
+
+class StatusReport(BaseModel):
+    """What the agent writes to $HARNESS_STATUS_FILE (untrusted input)."""
+
+    model_config = ConfigDict(extra="ignore", str_max_length=16_384)
+
+    state: Literal["working", "done", "blocked"] = Field(
+        description="`working`: progress, go on; `done`: the objective is met; `blocked`: a human is needed."
+    )
+    summary: str = Field(default="", description="What the agent did in this iteration.")
+    next: str = Field(default="", description="What it means to do next.")
+
+
+class DiffStat(JournalModel):
+    """What the harvested commits changed."""
+
+    files_changed: int = Field(default=0, description="Files changed.")
+    insertions: int = Field(default=0, description="Lines added.")
+    deletions: int = Field(default=0, description="Lines removed.")
+
+
+class CheckResult(JournalModel):
+    """The --check command, run after the agent reported done (in a container like the agent's)."""
+
+    command: str = Field(description="The --check command.")
+    passed: bool = Field(description="Whether it exited 0 in time.")
+    exit_code: int | None = Field(description="Its exit code; null when it did not exit by itself.")
+    timed_out: bool = Field(default=False, description="Whether it ran out of time.")
+    duration_seconds: float = Field(default=0.0, description="How long it ran.")
+    log_file: str = Field(description="Its full output, in the journal directory.")
+    output_tail: str = Field(
+        default="", description="The end of its output (redacted), also handed to the next prompt."
+    )
+
+
+class IterationRecord(JournalModel):
+    """iteration-NNNN.json: what happened in one iteration."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.iteration"] = Field(
+        default="solo-harness.iteration", description="Always `solo-harness.iteration`."
+    )
+    session_id: str = Field(description="The session id.")
+    iteration: int = Field(ge=1, description="The iteration's number, from 1.")
+    outcome: Outcome = Field(description="What the iteration came to.")
+    summary: str = Field(default="", description="The agent's summary, from its status report.")
+    next_action: str = Field(default="", description="What the agent means to do next, from its status report.")
+    should_stop: bool = Field(default=False, description="Whether this outcome ends the run.")
+    failure_class: FailureClass | None = Field(
+        default=None, description="Why the iteration counts as failed; null when it did not fail."
+    )
+    report_error: str | None = Field(default=None, description="Why the status report was not accepted.")
+    container_id: str | None = Field(default=None, description="The agent's container.")
+    exit_code: int | None = Field(default=None, description="The agent's exit code.")
+    timed_out: bool = Field(default=False, description="Whether the watchdog stopped it (--iteration-timeout).")
+    oom_killed: bool = Field(default=False, description="Whether it was killed at the memory cap.")
+    disk_exceeded: bool = Field(default=False, description="Whether the copy grew past --max-disk.")
+    disk_bytes: int | None = Field(default=None, description="Size of the copy after the iteration.")
+    duration_seconds: float = Field(default=0.0, ge=0, description="Wall-clock time of the iteration.")
+    log_file: str = Field(description="The iteration's output, in the journal directory.")
+    log_bytes: int = Field(default=0, description="Bytes of output kept in it.")
+    log_truncated: bool = Field(default=False, description="Whether the output passed `limits.outputCapBytes`.")
+    commits: list[str] = Field(
+        default_factory=list, description="Commits harvested onto the branch in this iteration, oldest first."
+    )
+    head_commit: str | None = Field(default=None, description="The branch's commit after the harvest.")
+    diff_stat: DiffStat = Field(default_factory=DiffStat, description="What those commits changed.")
+    harvest_error: str | None = Field(default=None, description="Why the harvest failed, if it did.")
+    backend_error: str | None = Field(
+        default=None, description="Why the backend could not start the agent (outcome `not-started`)."
+    )
+    backoff_seconds: float | None = Field(
+        default=None, description="How long the supervisor waited after a rate limit."
+    )
+    check: CheckResult | None = Field(default=None, description="The --check command's result, when it ran.")
+    usage: GatewayUsage | None = Field(default=None, description="The model gateway's count for this iteration.")
+    agent_report: AgentReport | None = Field(default=None, description="What the agent's own structured output said.")
+    notes_delivered: list[str] = Field(
+        default_factory=list, description="Ids of the user's notes this iteration's prompt carried."
+    )
+    limits: Limits = Field(description="The limits in force.")
+    started_at: datetime = Field(description="When the iteration started (UTC).")
+    created_at: datetime = Field(default_factory=utcnow, description="When this record was written (UTC).")
+
+
+class Note(JournalModel):
+    """A note from the user to the agent (`harness note`)."""
+
+    id: str = Field(description="The note's id.")
+    text: str = Field(max_length=65_536, description="What the note says.")
+    created_at: datetime = Field(default_factory=utcnow, description="When it was given (UTC).")
+    consumed_at: datetime | None = Field(default=None, description="When a prompt carried it; null until then.")
+    consumed_iteration: int | None = Field(default=None, description="The iteration whose prompt carried it.")
+
+
+class ControlFile(JournalModel):
+    """control.json: stop requests and notes (written when the session is created, then by `stop` and
+    `note`; read by the supervisor)."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.control"] = Field(
+        default="solo-harness.control", description="Always `solo-harness.control`."
+    )
+    session_id: str = Field(description="The session id.")
+    stop_requested: bool = Field(default=False, description="Whether `harness stop` asked the run to stop.")
+    stop_mode: Literal["graceful", "now"] | None = Field(
+        default=None,
+        description="`graceful`: at the end of the current iteration; `now`: stop the running container (--now).",
+    )
+    stop_note: str | None = Field(default=None, description="Why (stop --note).")
+    stop_requested_at: datetime | None = Field(default=None, description="When the stop was asked (UTC).")
+    notes: list[Note] = Field(default_factory=list, description="The user's notes, in the order given.")
+    updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
+
+
+JOURNAL_MODELS: dict[str, type[JournalModel]] = {
+    "run-summary": RunSummary,
+    "iteration": IterationRecord,
+    "control": ControlFile,
+}

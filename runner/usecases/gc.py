@@ -1,0 +1,119 @@
+"""Core of `harness list` (every session on this machine) and `harness gc` (what no live session owns).
+
+Every copy carries an owner.json (written by the host before the copy is made) naming its session,
+repository and journal; containers carry labels with the session and a key of the repository.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+from runner.backends import backend_for
+from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
+from runner.base.errors import HarnessError, NotARepositoryError
+from runner.base.paths import data_home, home_key, repo_key
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal, load_model
+from runner.record.models import CamelModel, DockerBackendConfig, Limits, RunOwner
+from runner.sandbox.images import DEFAULT_IMAGE
+from runner.usecases.review import DISCARDED_PREFIX, DiscardedRepo, discarded_repos_dir, expire_discarded
+from runner.usecases.status import supervisor_alive
+
+log = logging.getLogger(__name__)
+
+HALF_MADE_GRACE_SECONDS = 3600.0  # a copy without owner.json younger than this may be being made
+
+
+def _run_dirs() -> list[Path]:
+    runs = data_home() / "runs"
+    return sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+
+
+def _owner(run_dir: Path) -> RunOwner | None:
+    try:
+        return load_model(run_dir / "owner.json", RunOwner)
+    except HarnessError:
+        return None
+
+
+class GcResult(CamelModel):
+    containers: list[str]
+    copies: list[str]
+    images: list[str]
+    kept: list[str]  # sessions whose copies stay: they can still be resumed
+    expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
+
+
+DISCARDED_AFTER_SECONDS = 14 * 86400.0  # how long `harness restore` can undo a discard
+
+
+def expire_discarded_refs(older_than_seconds: float) -> list[str]:
+    """Delete discarded branch tips older than the given age in every repository a discard recorded;
+    a repository with none left (or gone) is forgotten."""
+    expired: list[str] = []
+    folder = discarded_repos_dir()
+    for record in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            repo = Path(load_model(record, DiscardedRepo).repo)
+            with HostGit(repo) as git:
+                git.info()
+                expired += [f"{repo}:{ref}" for ref in expire_discarded(git, older_than_seconds=older_than_seconds)]
+                left = git.refs_under(DISCARDED_PREFIX)
+        except NotARepositoryError:
+            left = {}  # the repository is gone: so are its refs
+        except HarnessError as exc:
+            log.warning("gc: discarded refs of %s left alone: %s", record, exc.message)
+            continue
+        if not left:
+            record.unlink(missing_ok=True)
+    return expired
+
+
+def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCARDED_AFTER_SECONDS) -> GcResult:
+    """Remove containers of sessions no supervisor drives, copies of sessions that no longer exist,
+    superseded harness images, and discarded branch tips older than `discarded_after_seconds`.
+    Copies of resumable sessions are kept."""
+    live: set[tuple[str, str]] = set()
+    kept: list[str] = []
+    copies: list[str] = []
+    engines = {DockerBackendConfig().model_dump_json(): backend}  # and each cluster a copy names
+    for run_dir in _run_dirs():
+        owner = _owner(run_dir)
+        if owner is None:
+            if time.time() - run_dir.stat().st_mtime > HALF_MADE_GRACE_SECONDS:
+                _delete_copy(backend, run_dir, run_dir.name, "unknown")
+                copies.append(str(run_dir))
+            continue
+        own = engines.setdefault(owner.backend.model_dump_json(), backend_for(owner.backend))
+        journal = Journal(Path(owner.journal_dir), owner.session_id)
+        if journal.exists():
+            kept.append(f"{owner.repo}:{owner.session_id}")
+            try:
+                if supervisor_alive(journal.read_summary(), journal):
+                    live.add((repo_key(Path(owner.repo)), owner.session_id))
+            except HarnessError:
+                live.add((repo_key(Path(owner.repo)), owner.session_id))  # unreadable: leave it alone
+            continue
+        _delete_copy(own, run_dir, owner.session_id, repo_key(Path(owner.repo)))  # discarded, or repo gone
+        copies.append(str(run_dir))
+    containers: list[str] = []
+    mine = {LABEL_MANAGED: "1", LABEL_HOME: home_key()}  # never another user's or home's containers
+    for engine in engines.values():
+        for labels in engine.list_containers(mine).values():
+            owner_key = (labels.get(LABEL_REPO), labels.get(LABEL_SESSION))
+            if None in owner_key or owner_key in live:
+                continue
+            containers += engine.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
+    images = backend.prune_images({LABEL_MANAGED: "1"})
+    expired = expire_discarded_refs(discarded_after_seconds)
+    return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
+                    expired_refs=expired)  # fmt: skip
+
+
+def _delete_copy(backend: Backend, run_dir: Path, session: str, key: str) -> None:
+    # The session's own image may be gone with it: the base image can delete any copy.
+    Workspace(backend=backend, run_dir=RunDir(run_dir), image=DEFAULT_IMAGE, limits=Limits(), session=session,
+              repo_key=key).delete()  # fmt: skip

@@ -1,0 +1,87 @@
+"""The layers of docs/architecture.md are the code's: every import of `runner` obeys the table there."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGE = ROOT / "runner"
+DOC = ROOT / "docs" / "architecture.md"
+
+
+def layer_rules() -> dict[str, set[str]]:
+    """package -> the packages it may import, read from the table in docs/architecture.md."""
+    rules: dict[str, set[str]] = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[1].startswith("`runner."):
+            continue
+        package = cells[1].strip("`")
+        allowed = set(re.findall(r"`(runner\.[a-z_]+)`", cells[3]))
+        if cells[3].startswith("every layer below"):
+            allowed = {"*below*"}
+        rules[package] = allowed
+    return rules
+
+
+def imports_of(path: Path) -> list[tuple[int, str]]:
+    """Every `runner...` module a file imports, lazily or not, with its line."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "runner"]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "runner":
+            found.append((node.lineno, str(node.module)))
+    return found
+
+
+def package_of(module: str) -> str:
+    parts = module.split(".")
+    return ".".join(parts[:2]) if len(parts) > 1 else module
+
+
+def violations(rules: dict[str, set[str]]) -> list[str]:
+    order = list(rules)  # the table runs from the top layer down
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = path.relative_to(ROOT).with_suffix("")
+        own = package_of(".".join(rel.parts))
+        if own not in rules:
+            continue  # runner/__init__.py and runner/__main__.py sit above every layer
+        allowed = rules[own]
+        if allowed == {"*below*"}:
+            allowed = set(order[order.index(own) + 1 :])
+        for line, module in imports_of(path):
+            target = package_of(module)
+            if target != own and target not in allowed:
+                found.append(f"{path.relative_to(ROOT)}:{line} imports {module} ({own} may not import {target})")
+    return found
+
+
+def test_the_table_names_every_package_of_runner() -> None:
+    rules = layer_rules()
+    packages = {f"runner.{p.name}" for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
+    assert packages == set(rules), "docs/architecture.md's table and runner/'s packages differ"
+    assert not [p for p in PACKAGE.glob("*.py") if p.name not in {"__init__.py", "__main__.py"}], (
+        "a module outside the layers"
+    )
+
+
+def test_every_import_obeys_the_layers() -> None:
+    assert violations(layer_rules()) == []
+
+
+def test_the_check_sees_an_import_that_runs_back_up(tmp_path: Path) -> None:
+    """Control: the rules, with the engines allowed less, find the engines' imports of the record."""
+    rules = layer_rules()
+    rules["runner.backends"] = {"runner.base"}
+    assert any(" imports runner.record." in v for v in violations(rules))
+
+
+def test_each_package_says_what_it_may_import() -> None:
+    for init in PACKAGE.glob("*/__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert "import" in doc, f"{init.relative_to(ROOT)}: the docstring does not say what the layer may import"
