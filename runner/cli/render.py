@@ -140,7 +140,7 @@ def report(result: SessionReport, fmt: str, output: Path | None) -> int:
     from rich.text import Text
 
     from runner.base.atomic import write_atomic
-    from runner.usecases.report import to_html, to_markdown
+    from runner.cli.report_render import to_html, to_markdown
 
     if fmt == "json":
         text = result.model_dump_json(by_alias=True, indent=2) + "\n"

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from runner.cli.report_render import to_html, to_markdown
 from runner.record.journal import Journal, ensure_excluded
 from runner.record.models import (
     AgentInfo,
@@ -24,7 +25,7 @@ from runner.record.models import (
     WorktreeInfo,
     utcnow,
 )
-from runner.usecases.report import ReportRequest, SessionReport, build_report, to_html, to_markdown
+from runner.usecases.report import ReportRequest, SessionReport, build_report
 from tests.helpers import GitRepo, harness
 
 EVIL = "\x1b]0;pwned\x07\x1b[2J\x9b31m<script>alert(1)</script><img src=x onerror=alert(2)>|*[x](javascript:y)"
