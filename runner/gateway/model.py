@@ -35,7 +35,8 @@ from runner.gateway.loop import bind_unix_socket
 from runner.gateway.prices import PriceTable
 from runner.gateway.routes import Match, Provider, Route, match, parse_base_url, upstream_url
 from runner.gateway.usage import UsageMeter
-from runner.record.models import GatewayUsage, TokenUsage, utcnow
+from runner.gateway.usage_limits import MAX_ERROR_BODY, UsageLimit, usage_limit
+from runner.record.models import GatewayUsage, TokenUsage, UsageLimitFact, utcnow
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -454,17 +455,21 @@ class ModelGateway:
                 await response.prepare(request)
                 out = _Buffer()
                 sink = RedactingSink(self.redactor, out) if self.redactor else out
+                refusal = bytearray()  # a 429's body, read for a usage limit
                 async for chunk in upstream_response.content.iter_any():
                     if route.api is not None and status < 400:
                         meter.feed(chunk)
+                    if status == 429 and len(refusal) <= MAX_ERROR_BODY:
+                        refusal += chunk[: MAX_ERROR_BODY + 1 - len(refusal)]
                     sink.write(chunk)
                     if data := out.take():
                         await response.write(data)  # as it comes: SSE is never buffered here
                 sink.flush()
                 if data := out.take():
                     await response.write(data)
+                limit = usage_limit(provider, status, upstream_response.headers, bytes(refusal))
                 # Counted before the agent sees the end, so the totals never lag its last answer.
-                self._count(request, provider, route, status, meter, started, retry_after, None, reservation)
+                self._count(request, provider, route, status, meter, started, retry_after, None, reservation, limit)
                 reservation = None
                 await response.write_eof()
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
@@ -483,7 +488,7 @@ class ModelGateway:
     def _count(
         self, request: web.BaseRequest, provider: Provider, route: Route, status: int | None,
         meter: UsageMeter | None, started: float, retry_after: float | None, error: str | None,
-        reservation: Reservation | None,
+        reservation: Reservation | None, limit: UsageLimit | None = None,
     ) -> None:  # fmt: skip
         """Record one forwarded request and settle its reservation.
 
@@ -504,7 +509,7 @@ class ModelGateway:
             self.budget.settle(reservation, charge)
             cost = charge
         self._record(request, provider, route, status or 502, model, usage, cost, known, started, retry_after,
-                     error=error)  # fmt: skip
+                     error=error, limit=limit)  # fmt: skip
 
     def _record(
         self,
@@ -520,8 +525,10 @@ class ModelGateway:
         retry_after: float | None = None,
         *,
         error: str | None = None,
+        limit: UsageLimit | None = None,
     ) -> None:
         rate_limited = status in {429, 529}
+        fact = None if limit is None else UsageLimitFact(resets_at=limit.resets_at, window=limit.window)
         with self._lock:
             for counters in (self._total, self._iteration):
                 u = counters.usage
@@ -533,6 +540,9 @@ class ModelGateway:
                 u.errors += 1 if status >= 400 and not rate_limited else 0
                 if rate_limited:
                     u.retry_after_seconds = retry_after
+                if fact is not None:
+                    u.usage_limited += 1
+                    u.usage_limit = fact
                 counters.last_status = status
         self._log({
             "ts": utcnow().isoformat(), "iteration": self._iteration_number, "method": request.method,
@@ -541,6 +551,7 @@ class ModelGateway:
             "cacheReadTokens": usage.cache_read_tokens, "cacheWriteTokens": usage.cache_write_tokens,
             "costUsd": round(cost, 6), "priced": known, "spentUsd": round(self.budget.spent_usd, 6),
             "latencyMs": round((time.monotonic() - started) * 1000), "retryAfter": retry_after, "error": error,
+            **({} if fact is None else {"usageLimit": fact.model_dump(mode="json", by_alias=True)}),
         })  # fmt: skip
 
     def _refuse(

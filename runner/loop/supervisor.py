@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
 import socket
 import threading
 import time
@@ -60,6 +61,7 @@ from runner.record.models import (
     StatusReport,
     StopReason,
     SupervisorInfo,
+    UsageLimitFact,
     utcnow,
 )
 from runner.sandbox.container import bind, hardened_spec, labels
@@ -76,6 +78,7 @@ FAILURE_OUTCOMES = frozenset(
 CHECK_TAIL_LINES = 40
 SETUP_LOG = "setup.log"
 SETUP_EGRESS_LOG = "setup-egress.log"
+LIMIT_JITTER_SECONDS = 15.0  # most added to a usage limit's reset, so that many sessions do not restart at once
 RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
 
 
@@ -110,6 +113,8 @@ def decide(
             return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
         if last.outcome is Outcome.BUDGET:
             return Decision(RunState.STOPPED, StopReason.MAX_COST)
+        if last.outcome is Outcome.USAGE_LIMIT and last.backoff_seconds is None and summary.usage_limit.until is None:
+            return Decision(RunState.STOPPED, StopReason.USAGE_LIMIT)  # it reopens later than the run may wait
     if limits.max_cost_usd is not None and summary.usage.cost_usd >= limits.max_cost_usd:
         return Decision(RunState.STOPPED, StopReason.MAX_COST)
     if interrupted:
@@ -238,6 +243,7 @@ class Supervisor:
         heart.start()
         try:
             last: IterationRecord | None = None
+            self._resume_limit_wait(summary, started)
             ready = self._set_up(summary)
             while ready:
                 control = self.journal.read_control()
@@ -249,8 +255,13 @@ class Supervisor:
                 if decision is not None:
                     break
                 if last is not None and last.backoff_seconds:
-                    self._wait_out(last.backoff_seconds)
-                    last = last.model_copy(update={"backoff_seconds": None})
+                    if self._wait_out(last.backoff_seconds) and last.outcome is Outcome.USAGE_LIMIT:
+                        with self._write_lock:
+                            summary.usage_limit.until = None  # the window has reopened
+                            self._save(summary)
+                        last = None  # nothing to decide from a refusal that is over
+                    else:
+                        last = last.model_copy(update={"backoff_seconds": None})
                     continue  # decide again: a stop request or Ctrl-C may have come meanwhile
                 remaining = None
                 if summary.limits.max_time_seconds is not None:
@@ -395,17 +406,37 @@ class Supervisor:
         except HarnessError as exc:
             log.warning("could not record the end of the run: %s", exc.message)
 
-    def _wait_out(self, seconds: float) -> None:
-        """Sleep through a backoff, waking early for Ctrl-C or a stop request."""
+    def _wait_out(self, seconds: float) -> bool:
+        """Sleep through a backoff, waking early for Ctrl-C or a stop request; True when it slept it all."""
         deadline = self.clock() + seconds
         while (left := deadline - self.clock()) > 0:
             if self.stop_event.wait(min(left, 1.0)):
-                return
+                return False
             try:
                 if self.journal.read_control().stop_requested:
-                    return
+                    return False
             except HarnessError:
                 continue
+        return True
+
+    def _resume_limit_wait(self, summary: RunSummary, started: float) -> None:
+        """A wait for a usage window that a stopped or killed supervisor left: go on waiting for what is left of
+        it, when the run may wait that long; otherwise try now (the next refusal decides again)."""
+        until = summary.usage_limit.until
+        if until is None:
+            return
+        left = (until - utcnow()).total_seconds()
+        limits = summary.limits
+        cap = limits.wait_on_limit_seconds
+        if cap is None and limits.max_time_seconds is not None:
+            cap = limits.max_time_seconds - (self.clock() - started)
+        if left > 0 and (cap is None or left <= cap):
+            log.info("session %s: still waiting for the usage limit to reset", summary.session_id)
+            if not self._wait_out(left):
+                return
+        with self._write_lock:
+            summary.usage_limit.until = None
+            self._save(summary)
 
     def _finish(self, summary: RunSummary, decision: Decision) -> None:
         summary.status = decision.state
@@ -424,7 +455,7 @@ class Supervisor:
             summary.head_commit = record.head_commit
         if record.usage is not None:
             summary.usage = summary.usage + record.usage
-        if record.outcome is Outcome.BACKOFF:
+        if record.outcome in {Outcome.BACKOFF, Outcome.USAGE_LIMIT}:
             return  # neither progress nor failure: the provider said "later"
         summary.backoff.consecutive = 0
         summary.backoff.until = None
@@ -457,7 +488,13 @@ class Supervisor:
         wait = None
         last_status = self.network.gateway.last_upstream_status() if self.network else None
         limited, retry_after = rate_limit(outcome, usage, last_status, agent)
-        if limited:
+        if usage is not None and usage.usage_limited and outcome not in {Outcome.DONE, Outcome.BUDGET}:
+            # The provider said the subscription's window is spent: wait for it to reopen, whatever the agent
+            # made of the refusal (it may have exited 0 with a report, or not at all).
+            outcome, failure = Outcome.USAGE_LIMIT, None
+            with self._write_lock:
+                wait = self._schedule_limit_wait(summary, usage.usage_limit or UsageLimitFact(), remaining)
+        elif limited:
             outcome, failure = Outcome.BACKOFF, None
             with self._write_lock:
                 wait = self._schedule_backoff(summary, retry_after)
@@ -602,6 +639,34 @@ class Supervisor:
             return self.journal.read_control().stop_mode == "now"
         except HarnessError:
             return False  # a control file being replaced: look again at the next poll
+
+    @staticmethod
+    def _schedule_limit_wait(summary: RunSummary, fact: UsageLimitFact, remaining: float | None) -> float | None:
+        """The wait for a spent usage window: until its reset and a little jitter, or (no reset given) a bounded
+        backoff; None when that is longer than --wait-on-limit (default: the rest of --max-time) allows.
+        Recorded in the summary, so that a restarted supervisor goes on waiting."""
+        state, limits = summary.usage_limit, summary.limits
+        state.total += 1
+        state.resets_at, state.window = fact.resets_at, fact.window
+        now = utcnow()
+        if fact.resets_at is not None:
+            state.probes = 0
+            wait = max(1.0, (fact.resets_at - now).total_seconds())
+            wait += random.uniform(0.0, min(LIMIT_JITTER_SECONDS, wait * 0.05))  # noqa: S311 - spreads the restarts
+        else:
+            state.probes += 1
+            wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.probes - 1), limits.backoff_max_seconds))
+        cap = limits.wait_on_limit_seconds if limits.wait_on_limit_seconds is not None else remaining
+        if cap is not None and wait > cap:
+            state.until = None
+            log.warning("session %s: the %s usage limit reopens later than the run may wait: stopping",
+                        summary.session_id, fact.window or "provider's")  # fmt: skip
+            return None
+        state.until = now + timedelta(seconds=wait)
+        state.total_wait_seconds += wait
+        log.warning("session %s: usage limit (%s window): waiting until %s", summary.session_id,
+                    fact.window or "unnamed", state.until.isoformat(timespec="seconds"))  # fmt: skip
+        return wait
 
     @staticmethod
     def _schedule_backoff(summary: RunSummary, retry_after: float | None = None) -> float:

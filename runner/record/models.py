@@ -100,6 +100,7 @@ class StopReason(DescribedEnum):
     RATE_LIMITED = "rate-limited"
     MAX_COST = "max-cost"
     SETUP_FAILED = "setup-failed"
+    USAGE_LIMIT = "usage-limit"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -119,6 +120,8 @@ class StopReason(DescribedEnum):
             cls.MAX_COST: "The model gateway counted --max-cost spent.",
             cls.SETUP_FAILED: "The setup command (--setup or the devcontainer's) failed: state `failed`. Resumable "
             "after a fix (resume runs the setup again).",
+            cls.USAGE_LIMIT: "A subscription's usage window is spent and reopens later than --wait-on-limit allows "
+            "(or --no-wait-on-limit): resumable.",
         }
 
 
@@ -138,6 +141,7 @@ class Outcome(DescribedEnum):
     CHECK_FAILED = "check-failed"
     INTERRUPTED = "interrupted"
     NOT_STARTED = "not-started"
+    USAGE_LIMIT = "usage-limit"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -156,6 +160,8 @@ class Outcome(DescribedEnum):
             cls.INTERRUPTED: "Ctrl-C, SIGTERM or `stop --now` stopped the container mid-iteration.",
             cls.NOT_STARTED: "The backend could not start the agent (on Kubernetes: no node fits its limits); "
             "`backendError` says why. A failure.",
+            cls.USAGE_LIMIT: "The provider said a subscription's usage window is spent; the run waits for it to "
+            "reopen. Neither a failure nor counted against --max-iterations.",
         }
 
 
@@ -225,6 +231,15 @@ class AgentReport(JournalModel):
     retry_after_seconds: float | None = Field(default=None, description="The wait that event asked for, if it did.")
 
 
+class UsageLimitFact(JournalModel):
+    """A subscription's usage window the provider said is spent (issue: usage limits are facts, not guesses)."""
+
+    resets_at: datetime | None = Field(
+        default=None, description="When the provider said the window reopens; null when it did not say."
+    )
+    window: str | None = Field(default=None, description="Which window, as a person reads it (`5-hour`, `weekly`).")
+
+
 class GatewayUsage(JournalModel):
     """What the model gateway counted (the authoritative figures: it saw every request)."""
 
@@ -240,6 +255,13 @@ class GatewayUsage(JournalModel):
     retry_after_seconds: float | None = Field(
         default=None, description="Retry-After of the last upstream 429/529 that sent one."
     )
+    usage_limited: int = Field(
+        default=0,
+        ge=0,
+        description="Requests refused because a subscription's usage window is spent (a 429 that "
+        "says so in its structured answer; also counted in rateLimited).",
+    )
+    usage_limit: UsageLimitFact | None = Field(default=None, description="The last of those refusals.")
 
     def __add__(self, other: GatewayUsage) -> GatewayUsage:
         return GatewayUsage(
@@ -251,6 +273,8 @@ class GatewayUsage(JournalModel):
             tokens=self.tokens + other.tokens,
             cost_usd=round(self.cost_usd + other.cost_usd, 6),
             retry_after_seconds=other.retry_after_seconds,
+            usage_limited=self.usage_limited + other.usage_limited,
+            usage_limit=other.usage_limit or self.usage_limit,
         )
 
 
@@ -290,6 +314,12 @@ class Limits(JournalModel):
     )
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="US dollars of model calls allowed (--max-cost); the gateway refuses past it."
+    )
+    wait_on_limit_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="Longest wait for a spent usage window to reopen (--wait-on-limit); null: "
+        "the rest of --max-time (no bound without it); 0: never wait (--no-wait-on-limit).",
     )
 
 
@@ -331,6 +361,21 @@ class BackoffState(JournalModel):
     last_wait_seconds: float | None = Field(default=None, description="The last wait.")
     total_wait_seconds: float = Field(default=0.0, description="All waits added up.")
     until: datetime | None = Field(default=None, description="When the current wait ends; null when not waiting.")
+
+
+class UsageLimitWait(JournalModel):
+    """Waiting for a subscription's usage window to reopen (`usage-limit` iterations)."""
+
+    total: int = Field(default=0, ge=0, description="Iterations that ended `usage-limit`; not counted as iterations.")
+    probes: int = Field(
+        default=0, ge=0, description="Waits in a row for a window whose reset the provider did not give."
+    )
+    resets_at: datetime | None = Field(default=None, description="When the provider said the window reopens.")
+    window: str | None = Field(default=None, description="Which window is spent (`5-hour`, `weekly`, ...).")
+    until: datetime | None = Field(
+        default=None, description="When the run goes on (the reset and a little jitter); null when not waiting."
+    )
+    total_wait_seconds: float = Field(default=0.0, ge=0, description="All these waits added up.")
 
 
 class DockerBackendConfig(JournalModel):
@@ -418,6 +463,9 @@ class RunSummary(JournalModel):
         description="Iterations in a row that changed nothing (the run is stuck at `limits.stuckAfter`).",
     )
     backoff: BackoffState = Field(default_factory=BackoffState, description="Waits for rate and usage limits.")
+    usage_limit: UsageLimitWait = Field(
+        default_factory=UsageLimitWait, description="Waits for a subscription's usage window to reopen."
+    )
     worktree: WorktreeInfo = Field(description="The isolated copy and the branch.")
     repo: str = Field(description="The user's repository (its top directory).")
     run_dir: str = Field(description="The run's directory on the host (the copy and its working files).")
@@ -473,8 +521,8 @@ class RunSummary(JournalModel):
 
     @property
     def counted_iterations(self) -> int:
-        """Iterations that count against max_iterations (backoff retries do not)."""
-        return self.iteration_count - self.backoff.total
+        """Iterations that count against max_iterations (backoff retries and usage-limit waits do not)."""
+        return self.iteration_count - self.backoff.total - self.usage_limit.total
 
 
 class RunOwner(JournalModel):

@@ -41,6 +41,7 @@ from runner.record.models import (
     RunSummary,
     SetupRecord,
     StopReason,
+    UsageLimitWait,
     utcnow,
 )
 from runner.usecases.review import DISCARDED_PREFIX, branch_changes, judge, newest_first
@@ -84,6 +85,7 @@ class SessionStatus(CamelModel):
     updated_at: datetime
     finished_at: datetime | None
     setup: SetupRecord | None = None  # the setup phase's last run, when the session has one
+    usage_limit: UsageLimitWait | None = None  # waiting for a subscription's usage window to reopen
     reasons: dict[str, list[FlagReason]] = Field(default_factory=dict)  # why each flagged path is flagged
     would_overwrite: list[str] = Field(default_factory=list)  # untracked files a merge would replace: refused
     journal_paths: list[str] = Field(default_factory=list)  # paths in the journal root: a merge is refused
@@ -93,6 +95,21 @@ class SessionStatus(CamelModel):
     @property
     def exit_code(self) -> ExitCode:
         return EXIT_FOR_STATE[self.status]
+
+
+def _clock(at: datetime) -> str:
+    """A moment as the user's clock shows it: the time, and the day when it is not today."""
+    local = at.astimezone()
+    return local.strftime("%H:%M") if local.date() == datetime.now().astimezone().date() else local.strftime("%a %H:%M")
+
+
+def limit_wait_text(wait: UsageLimitWait) -> str:
+    """'waiting for the limit to reset at 04:10 (5-hour window)'."""
+    window = f" ({wait.window} window)" if wait.window else ""
+    if wait.resets_at is None:
+        until = f" (next try at {_clock(wait.until)})" if wait.until else ""
+        return f"waiting for room under the usage limit{window}{until}"
+    return f"waiting for the limit to reset at {_clock(wait.resets_at)}{window}"
 
 
 ADVICE = {
@@ -123,6 +140,15 @@ def verdict(st: SessionStatus) -> str:
     advice = ADVICE[st.status]
     if st.setup is not None:
         facts.insert(0, f"setup {'passed' if st.setup.passed else 'failed'} in {st.setup.duration_seconds:.0f}s")
+    if st.usage_limit is not None and st.usage_limit.until is not None:
+        advice = limit_wait_text(st.usage_limit)
+        if st.status is not RunState.RUNNING:
+            advice += ": resume then (it goes on waiting)"
+        return f"{state}  {', '.join(facts)}: {advice}"
+    if st.stop_reason is StopReason.USAGE_LIMIT:
+        at = st.usage_limit.resets_at if st.usage_limit is not None else None
+        when = f"at {_clock(at)}" if at is not None else "later"
+        return f"{state}  {', '.join(facts)}: the usage limit resets {when}: resume then"
     if st.stop_reason is StopReason.SETUP_FAILED:
         return f"{state}  {', '.join(facts)}: read setup.log, fix the setup (resume --setup or --setup-allow-host)"
     if st.status is RunState.RUNNING:
@@ -394,6 +420,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         updated_at=summary.updated_at,
         finished_at=summary.finished_at,
         setup=summary.setup,
+        usage_limit=summary.usage_limit if summary.usage_limit.until or summary.usage_limit.total else None,
         reasons=seen.reasons if seen else {},
         would_overwrite=seen.would_overwrite if seen else [],
         journal_paths=seen.journal_paths if seen else [],
