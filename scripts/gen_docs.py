@@ -26,8 +26,8 @@ from pydantic.fields import FieldInfo
 from runner.base.errors import ExitCode
 from runner.cli.app import app
 from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
-from runner.usecases.review import DiscardedRepo
-from runner.usecases.status import ReviewCache
+from runner.usecases.discard import DiscardedRepo
+from runner.usecases.review.cache import ReviewCache
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

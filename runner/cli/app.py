@@ -525,8 +525,8 @@ def diff(
     """Show the session's branch against its base, flagging paths that could run code on this machine."""
     from runner.base.output import neutralise
     from runner.cli import render
-    from runner.usecases.review import SessionRef
-    from runner.usecases.review import diff as make_diff
+    from runner.usecases.merge import diff as make_diff
+    from runner.usecases.repository import SessionRef
 
     result = make_diff(SessionRef(repo=repo, session=session), stat_only=stat)
     if as_json:
@@ -554,8 +554,8 @@ def merge(
     always refused when it would replace a file git does not track in your tree or write the journal (exit 14).
     """
     from runner.cli import render
-    from runner.usecases.review import SessionRef
-    from runner.usecases.review import merge as do_merge
+    from runner.usecases.merge import merge as do_merge
+    from runner.usecases.repository import SessionRef
 
     result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
     how = "squashed" if squash else "merged"
@@ -577,8 +577,8 @@ def discard(
     The branch's tip is kept under refs/harness-discarded/SESSION/TIME until 'harness gc' expires it
     (14 days by default): 'harness restore --session SESSION' brings the branch back."""
     from runner.cli import render
-    from runner.usecases.review import SessionRef
-    from runner.usecases.review import discard as do_discard
+    from runner.usecases.discard import discard as do_discard
+    from runner.usecases.repository import SessionRef
     from runner.usecases.runs import session_backend
 
     ref = SessionRef(repo=repo, session=session)
@@ -623,8 +623,8 @@ def restore(
 ) -> int:
     """Bring back the branch of a discarded session (refused while a branch of that name exists: exit 11)."""
     from runner.cli import render
-    from runner.usecases.review import SessionRef
-    from runner.usecases.review import restore as do_restore
+    from runner.usecases.discard import restore as do_restore
+    from runner.usecases.repository import SessionRef
 
     result = do_restore(SessionRef(repo=repo, session=session), which=ref)
     return render.emit(

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
     from runner.loop.flagged import FlagReason
     from runner.record.models import GatewayUsage
+    from runner.usecases.discard import DiscardResult
     from runner.usecases.hud import HudSnapshot
     from runner.usecases.report import SessionReport
-    from runner.usecases.review import DiscardResult
     from runner.usecases.runs import RunPlan
     from runner.usecases.status import SessionProblem, SessionStatus
 

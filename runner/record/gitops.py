@@ -251,7 +251,7 @@ class HostGit:
         global excludes file. By pattern (--no-index): a path need not exist, nor be untracked."""
         if not paths:
             return set()
-        excludes = _user_excludes_file()
+        excludes = user_excludes_file()
         extra = ["-c", f"core.excludesFile={excludes}"] if excludes else []
         proc = subprocess.run(
             ["git", *_HARDENING, *extra, "-C", str(self.repo), "check-ignore", "--no-index", "--stdin", "-z"],
@@ -369,7 +369,7 @@ def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         return None
 
 
-def _user_excludes_file() -> str | None:
+def user_excludes_file() -> str | None:
     """The user's global excludes file (core.excludesFile, else git's default), which the sanitized
     environment hides: a path read from the user's config, nothing executed."""
     proc = subprocess.run(

@@ -108,7 +108,7 @@ class Journal:
 
     @property
     def review_cache_path(self) -> Path:
-        """The last review of the branch that status showed (runner.usecases.status.ReviewCache)."""
+        """The last review of the branch that status showed (runner.usecases.review.cache.ReviewCache)."""
         return self.dir / ".review-cache.json"
 
     @property

@@ -19,7 +19,8 @@ from runner.record.gitops import HostGit
 from runner.record.journal import Journal, load_model
 from runner.record.models import CamelModel, DockerBackendConfig, Limits, RunOwner
 from runner.sandbox.images import DEFAULT_IMAGE
-from runner.usecases.review import DISCARDED_PREFIX, DiscardedRepo, discarded_repos_dir, expire_discarded
+from runner.usecases.discard import DiscardedRepo, discarded_repos_dir, expire_discarded
+from runner.usecases.repository import DISCARDED_PREFIX
 from runner.usecases.status import supervisor_alive
 
 log = logging.getLogger(__name__)

@@ -30,7 +30,8 @@ from runner.record.models import (
     StopReason,
     utcnow,
 )
-from runner.usecases.review import harness_command, review
+from runner.usecases.repository import harness_command
+from runner.usecases.review.findings import review
 from runner.usecases.status import session_status
 
 

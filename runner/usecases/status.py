@@ -1,40 +1,29 @@
 """Core of `status` and `list`: what each session of a repository (or of this machine) has come to.
 
-The review of a session's branch (its flagged paths, what a merge would overwrite, the commits ahead)
-takes a dozen host git commands. The result is kept in the session's journal (.review-cache.json,
-hidden like its locks) with what it was computed from (the commits, and a digest of every other input:
-the review's code, the journal roots, and the state of each path of the user's tree and .git that the
-review reads), and it is used only while all of that is unchanged. So `list` runs git once per
-repository, not per session. `diff` and `merge` always review afresh: nothing is ever refused or
-allowed on a cached review.
+The review of each session's branch (its flagged paths, what a merge would overwrite, the commits ahead)
+comes from the journal's cache while its inputs are unchanged (runner/usecases/review/cache.py), and one
+look at the repository serves all of its sessions: `list` runs git once per repository, not per session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import hashlib
-import os
 import socket
-import stat
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field
 
-from runner.base.errors import ExitCode, HarnessError, JournalError, NotARepositoryError
-from runner.base.names import branch_for, validate_session
-from runner.base.paths import data_home, sessions_root
-from runner.loop.flagged import FlagReason, journal_roots
-from runner.record.gitops import HostGit, _user_excludes_file
-from runner.record.journal import Journal, list_sessions, load_model, save_model
+from runner.base.errors import ExitCode, HarnessError
+from runner.base.names import validate_session
+from runner.base.paths import data_home
+from runner.loop.flagged import FlagReason
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal, list_sessions, load_model
 from runner.record.models import (
     CamelModel,
     GatewayUsage,
-    JournalModel,
     Outcome,
     RunOwner,
     RunState,
@@ -44,7 +33,8 @@ from runner.record.models import (
     UsageLimitWait,
     utcnow,
 )
-from runner.usecases.review import DISCARDED_PREFIX, branch_changes, judge, newest_first
+from runner.usecases.repository import RepoState, repo_state
+from runner.usecases.review.cache import branch_review
 
 EXIT_FOR_STATE = {
     RunState.COMPLETED: ExitCode.OK,
@@ -189,199 +179,6 @@ def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bo
     if summary.status is RunState.RUNNING and not alive:
         return RunState.INTERRUPTED, alive
     return summary.status, alive
-
-
-@dataclass(frozen=True)
-class RepoState:
-    """One look at a repository, shared by all of its sessions in one command."""
-
-    top: Path
-    common_dir: Path
-    git_dir: Path  # this working tree's own (its index), which differs from common_dir in a linked worktree
-    head: str | None  # HEAD's commit, where a merge would go (None: unborn)
-    sessions_root: Path  # where its sessions' journals are (read from the environment once)
-    refs: dict[str, str] = field(default_factory=dict)  # the harness's branches and discarded tips -> object
-    _asked: dict[str, str | None] = field(default_factory=dict, compare=False, repr=False)
-
-    def journal(self, session: str) -> Journal:
-        return Journal.under(self.sessions_root, session)
-
-    def excludes_in_config(self, git: HostGit) -> str | None:
-        """core.excludesFile of the repository's own config, which check-ignore reads when the user's
-        global config names none (asked once, and only then)."""
-        if "excludes" not in self._asked:
-            proc = git.run("config", "--path", "--get", "core.excludesFile", check=False)
-            self._asked["excludes"] = proc.stdout.strip() or None
-        return self._asked["excludes"]
-
-    def branch_commit(self, git: HostGit, session: str) -> str | None:
-        ref = branch_for(session)
-        found = self.refs.get(ref)
-        if found is None or found.startswith("commit "):
-            return found.removeprefix("commit ") if found else None
-        return git.ref_commit(ref)  # a tag object (or worse) where a commit should be: git peels it
-
-    def discarded(self, session: str) -> str | None:
-        """The newest discarded tip of the session's branch."""
-        prefix = f"{DISCARDED_PREFIX}/{session}/"
-        mine = {ref: obj.split(" ", 1)[1] for ref, obj in self.refs.items() if ref.startswith(prefix)}
-        return next(iter(newest_first(mine)), None)
-
-
-_REV_PARSE = ("rev-parse", "--path-format=absolute", "--show-toplevel", "--git-common-dir", "--absolute-git-dir")
-
-
-def repo_state(git: HostGit) -> RepoState:
-    """Three git commands: the repository's directories and HEAD, then the harness's refs."""
-    proc = git.run(*_REV_PARSE, "HEAD^{commit}", check=False)
-    lines = proc.stdout.splitlines()
-    if proc.returncode != 0:  # an unborn HEAD (or a file of that name), or not a repository at all
-        proc = git.run(*_REV_PARSE, check=False)
-        if proc.returncode != 0:
-            raise NotARepositoryError(f"{git.repo} is not a git repository (or has no working tree)")
-        lines = [*proc.stdout.splitlines()[:3], git.ref_commit("HEAD") or ""]
-    top, common, git_dir, head = lines[:4]
-    out = git.run("for-each-ref", "--format=%(refname) %(objecttype) %(objectname)", "refs/heads/harness/",
-                  f"{DISCARDED_PREFIX}/").stdout  # fmt: skip
-    refs = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
-    root = Path(top).resolve()
-    return RepoState(top=root, common_dir=Path(common).resolve(), git_dir=Path(git_dir).resolve(), head=head or None,
-                     sessions_root=sessions_root(root), refs=refs)  # fmt: skip
-
-
-class ReviewCache(JournalModel):
-    """.review-cache.json in a session's journal: the last review of its branch shown by `status`, `list`,
-    `hud` or `report`, with what it was computed from. Used only while every input is unchanged; written
-    by whichever of those commands reviewed the branch last."""
-
-    schema_version: int = Field(default=1, description="Version of this file's schema.")
-    kind: Literal["solo-harness.review-cache"] = Field(
-        default="solo-harness.review-cache", description="Always `solo-harness.review-cache`."
-    )
-    base_commit: str = Field(description="The run's base commit.")
-    head_commit: str = Field(description="The branch's commit that was reviewed.")
-    onto_commit: str | None = Field(description="The user's HEAD then (a merge goes there); null: unborn.")
-    inputs: str = Field(
-        description="SHA-256 of the review's other inputs: its code, the journal roots, and the state (type, "
-        "and for files read: inode, size, times) of the index, config, exclude files, every .gitignore and "
-        "pyvenv.cfg on the way to a changed path, and each changed path and its parents in the working tree."
-    )
-    files: list[str] = Field(description="The changed paths (from the base, and from the merge base with HEAD).")
-    commits_ahead: int = Field(description="Commits from the base to the branch's head.")
-    reasons: dict[str, list[FlagReason]] = Field(description="Flagged paths and why each is flagged.")
-    links: dict[str, str] = Field(description="Symlinks and submodules in any commit of the branch.")
-    would_overwrite: list[str] = Field(description="Files git does not track that a merge would replace.")
-    journal_paths: list[str] = Field(description="Changed paths under the harness journal root.")
-
-    @property
-    def flagged(self) -> list[str]:
-        return list(self.reasons)
-
-
-REVIEW_CODE = ("runner.loop.flagged", "runner.usecases.review", "runner.record.gitops", __name__)
-
-
-@functools.cache
-def _code_digest() -> bytes | None:
-    """The review's own code: a harness with other rules must not show the old verdicts."""
-    h = hashlib.sha256()
-    for name in REVIEW_CODE:
-        source = getattr(sys.modules.get(name), "__file__", None)
-        if source is None:
-            return None
-        h.update(Path(source).read_bytes())
-    return h.digest()
-
-
-_EXCLUDES: dict[tuple[str, ...], str | None] = {}
-
-
-def _excludes_file() -> str | None:
-    """The user's global excludes file, as the review's check-ignore finds it (one `git config --global`
-    per process), asked again when a file it comes from changes (the hud lives long)."""
-    home, xdg = os.environ.get("HOME", ""), os.environ.get("XDG_CONFIG_HOME", "")
-    config_dir = Path(xdg) if xdg else Path(home or "/nonexistent") / ".config"
-    sources = [
-        Path(home or "/nonexistent") / ".gitconfig",
-        config_dir / "git" / "config",
-        config_dir / "git" / "ignore",
-    ]
-    if os.environ.get("GIT_CONFIG_GLOBAL"):
-        sources.append(Path(os.environ["GIT_CONFIG_GLOBAL"]))
-    key = (home, xdg, os.environ.get("GIT_CONFIG_GLOBAL", ""), *(_state(p, content=True) for p in sources))
-    if key not in _EXCLUDES:
-        _EXCLUDES[key] = _user_excludes_file()
-    return _EXCLUDES[key]
-
-
-def _state(path: Path, *, content: bool) -> str:
-    """A path's type, and for a file whose content is read its identity, size and times."""
-    try:
-        st = os.lstat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return "-"
-    kind = f"{stat.S_IFMT(st.st_mode):o}"
-    return f"{kind} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}" if content else kind
-
-
-def review_inputs(git: HostGit, repo: RepoState, files: list[str]) -> str | None:
-    """The digest of what the review reads besides commits (see review.judge), for these changed paths.
-    None when it cannot be summed up by a few stats: a changed path that is a directory on the disk (the
-    review looks at every untracked file below it)."""
-    code = _code_digest()
-    if code is None:
-        return None
-    top = repo.top
-    excludes = _excludes_file() or repo.excludes_in_config(git)
-    lines = [code.hex(), *journal_roots(top, repo.sessions_root), f"excludes {excludes}"]
-    for path in (repo.git_dir / "index", repo.git_dir / "config.worktree", repo.common_dir / "config",
-                 repo.common_dir / "info" / "exclude", *([top / excludes] if excludes else [])):  # fmt: skip
-        lines.append(f"{path} {_state(path, content=True)}")
-    dirs = {"/".join(p.split("/")[:i]) for p in files for i in range(p.count("/") + 1)}
-    for d in sorted(dirs):
-        lines.append(f"{d}/.gitignore {_state(top / d / '.gitignore', content=True)}")
-        lines.append(f"{d}/pyvenv.cfg {_state(top / d / 'pyvenv.cfg', content=False)}")
-    for p in files:
-        parts = p.split("/")
-        for depth in range(1, len(parts) + 1):
-            rel = "/".join(parts[:depth])
-            kind = _state(top / rel, content=False)
-            lines.append(f"{rel} {kind}")
-            if depth == len(parts) and kind == f"{stat.S_IFDIR:o}":
-                return None
-            if kind != f"{stat.S_IFDIR:o}":
-                break
-    return hashlib.sha256("\0".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-
-
-def branch_review(git: HostGit, repo: RepoState, journal: Journal, base: str, head: str) -> ReviewCache:
-    """The same review as `diff` and `merge` (ignored paths, the journal root, tool scripts, links), from
-    the journal's cache while its inputs are unchanged."""
-    path = journal.review_cache_path
-    try:
-        cached: ReviewCache | None = load_model(path, ReviewCache)
-    except JournalError:
-        cached = None
-    key = (base, head, repo.head)
-    # The commits first: the working tree is looked at only when they match.
-    if (
-        cached
-        and (cached.base_commit, cached.head_commit, cached.onto_commit) == key
-        and cached.inputs == review_inputs(git, repo, cached.files)
-    ):
-        return cached
-    changes = branch_changes(git, base, head, onto=repo.head)
-    inputs = review_inputs(git, repo, changes.files)  # before the tree is read: a change meanwhile shows next time
-    seen = judge(git, repo.top, changes)
-    fresh = ReviewCache(
-        base_commit=base, head_commit=head, onto_commit=repo.head, inputs=inputs or "", files=changes.files,
-        commits_ahead=len(git.commits_between(base, head)), reasons=seen.reasons, links=seen.links,
-        would_overwrite=seen.would_overwrite, journal_paths=seen.journal_paths,
-    )  # fmt: skip
-    if inputs is not None:
-        with contextlib.suppress(JournalError):  # a journal that cannot be written is still shown
-            save_model(path, fresh)
-    return fresh
 
 
 def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None = None) -> SessionStatus:

@@ -140,7 +140,7 @@ PYPROJECT_BASE = '[project]\nname = "app"\nversion = "1"\n\n[tool.harness]\nmax_
     ],
 )
 def test_a_change_to_the_tool_harness_table_of_pyproject_is_flagged(tmp_path: Path, new: str, flag: bool) -> None:
-    from runner.usecases.review import review
+    from runner.usecases.review.findings import review
 
     repo = make_repo(tmp_path / "repo")
     (repo.path / "pyproject.toml").write_text(PYPROJECT_BASE)

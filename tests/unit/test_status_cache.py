@@ -11,7 +11,7 @@ import pytest
 
 from runner.record.gitops import HostGit
 from runner.record.models import RunState
-from runner.usecases.review import review
+from runner.usecases.review.findings import review
 from runner.usecases.status import SessionStatus, StatusRequest, get_status, list_all, list_statuses
 from tests.helpers import GitRepo, make_repo
 from tests.unit.test_readers import record_session
