@@ -1,5 +1,6 @@
-"""The session's `--max-cost` as a reservation: a request is admitted only with a worst-case estimate
-of its cost set aside, and settled with what its usage says once it ends.
+"""A session's budget (`--max-cost` in dollars, `--max-tokens` in tokens) as a reservation: a request is
+admitted only with a worst-case estimate of what it uses set aside, and settled with what its usage says
+once it ends. The amounts are in the budget's own unit; the gateway keeps one budget per unit.
 
 Checking the spend alone lets every request sent at once through while none has finished (41 of 41
 were forwarded under a budget worth two). Here admission and reservation happen in one step under one
@@ -27,13 +28,13 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class Reservation:
-    estimate_usd: float
+    estimate: float
 
 
 class Budget:
-    def __init__(self, cap_usd: float | None, spent_usd: float = 0.0) -> None:
-        self.cap_usd = cap_usd
-        self._spent = spent_usd
+    def __init__(self, cap: float | None, spent: float = 0.0) -> None:
+        self.cap = cap
+        self._spent = spent
         self._reserved = 0.0
         self._in_flight = 0
         self._waiting = 0
@@ -41,12 +42,12 @@ class Budget:
         self._settled: asyncio.Event | None = None  # set (and replaced) whenever a reservation settles
 
     @property
-    def spent_usd(self) -> float:
+    def spent(self) -> float:
         with self._lock:
             return self._spent
 
     @property
-    def reserved_usd(self) -> float:
+    def reserved(self) -> float:
         with self._lock:
             return self._reserved
 
@@ -59,11 +60,11 @@ class Budget:
     def exhausted(self) -> bool:
         """The settled spend has reached the cap: no request will be admitted any more."""
         with self._lock:
-            return self.cap_usd is not None and self._spent >= self.cap_usd
+            return self.cap is not None and self._spent >= self.cap
 
     def _try(self, estimate: float) -> Reservation | Literal["refused", "wait"]:
         with self._lock:
-            cap = self.cap_usd
+            cap = self.cap
             if cap is not None:
                 if self._spent >= cap:
                     return "refused"
@@ -73,9 +74,9 @@ class Budget:
             self._in_flight += 1
             return Reservation(estimate)
 
-    async def reserve(self, estimate_usd: float) -> Reservation | None:
-        """Set `estimate_usd` aside for one request; None when the budget is spent. Call in the loop."""
-        while (got := self._try(estimate_usd)) == "wait":
+    async def reserve(self, estimate: float) -> Reservation | None:
+        """Set `estimate` aside for one request; None when the budget is spent. Call in the loop."""
+        while (got := self._try(estimate)) == "wait":
             if self._settled is None:
                 self._settled = asyncio.Event()
             with self._lock:
@@ -87,12 +88,12 @@ class Budget:
                     self._waiting -= 1
         return None if got == "refused" else got
 
-    def settle(self, reservation: Reservation, cost_usd: float) -> None:
-        """The request ended and cost `cost_usd`: release its reservation, add its cost. Call in the loop."""
+    def settle(self, reservation: Reservation, used: float) -> None:
+        """The request ended and used `used`: release its reservation, add what it used. Call in the loop."""
         with self._lock:
-            self._reserved = max(0.0, self._reserved - reservation.estimate_usd)
+            self._reserved = max(0.0, self._reserved - reservation.estimate)
             self._in_flight -= 1
-            self._spent += cost_usd
+            self._spent += used
         if self._settled is not None:
             self._settled.set()
             self._settled = None

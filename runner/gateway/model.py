@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from runner.base.errors import UsageError
 from runner.base.redact import RedactingSink, Redactor
@@ -155,6 +155,14 @@ def output_tokens_asked(api: str, payload: Mapping[str, Any]) -> int:
     return MAX_OUTPUT_TOKENS
 
 
+@dataclass(frozen=True)
+class Reservations:
+    """What one request holds of each budget until it settles."""
+
+    dollars: Reservation
+    tokens: Reservation
+
+
 @dataclass
 class _Counters:
     usage: GatewayUsage = field(default_factory=GatewayUsage)
@@ -191,6 +199,8 @@ class ModelGateway:
         prices: PriceTable,
         max_cost_usd: float | None = None,
         spent_before_usd: float = 0.0,
+        max_tokens: int | None = None,
+        spent_before_tokens: int = 0,
         max_body_bytes: int = MAX_BODY_BYTES,
         max_active: int = MAX_ACTIVE,
         max_waiting: int = MAX_WAITING,
@@ -206,6 +216,8 @@ class ModelGateway:
         self.prices = prices
         self.max_cost_usd = max_cost_usd
         self.budget = Budget(max_cost_usd, spent_before_usd)
+        self.max_tokens = max_tokens
+        self.token_budget = Budget(max_tokens, spent_before_tokens)  # a subscriber's budget: tokens, not dollars
         self.max_body_bytes = max_body_bytes
         self.max_active = max_active
         self.max_waiting = max_waiting
@@ -251,10 +263,10 @@ class ModelGateway:
             return self._iteration.last_status
 
     def spent_usd(self) -> float:
-        return self.budget.spent_usd
+        return self.budget.spent
 
     def budget_spent(self) -> bool:
-        return self.budget.exhausted()
+        return self.budget.exhausted() or self.token_budget.exhausted()
 
     # ---- lifecycle, in the server thread's loop ---------------------------------------------
 
@@ -383,13 +395,16 @@ class ModelGateway:
                 body = json.dumps(payload).encode()
         reservation = None
         if route.api is not None:
-            reservation = await self.budget.reserve(self._estimate(route, provider, payload, len(body)))
+            reservation, spent = await self._reserve(route, provider, payload, len(body))
             if reservation is None:
                 with self._lock:
                     for counters in (self._total, self._iteration):
                         counters.usage.refused_budget += 1
+                        counters.usage.refused_tokens += 1 if spent == "tokens" else 0
+                what = f"--max-cost of ${self.max_cost_usd or 0:.2f}" if spent == "cost" else (
+                    f"--max-tokens of {self.max_tokens or 0:,} tokens")  # fmt: skip
                 return self._refuse(provider, 403, "permission_error" if provider == "anthropic" else "budget_exceeded",
-                                    f"harness gateway: the session's --max-cost of ${self.max_cost_usd:.2f} is spent "
+                                    f"harness gateway: the session's {what} is spent "
                                     "(not a transient error; do not retry)", request, reason="budget")  # fmt: skip
         assert self._active is not None  # noqa: S101 - set by start()
         async with self._active:
@@ -413,6 +428,20 @@ class ModelGateway:
             return 408
         return b"".join(parts)
 
+    async def _reserve(
+        self, route: Route, provider: Provider, payload: Mapping[str, Any], body_bytes: int
+    ) -> tuple[Reservations | None, Literal["cost", "tokens"] | None]:
+        """Both budgets' reservations for one request, dollars first (every request takes them in this order, so
+        none holds one while waiting for another that a waiter holds); (None, which) when one is spent."""
+        dollars = await self.budget.reserve(self._estimate(route, provider, payload, body_bytes))
+        if dollars is None:
+            return None, "cost"
+        tokens = await self.token_budget.reserve(body_bytes + output_tokens_asked(route.api or "", payload))
+        if tokens is None:
+            self.budget.settle(dollars, 0.0)
+            return None, "tokens"
+        return Reservations(dollars, tokens), None
+
     def _estimate(self, route: Route, provider: Provider, payload: Mapping[str, Any], body_bytes: int) -> float:
         """A request's worst-case cost: one input token per byte of its body (no tokenizer makes more
         tokens than bytes of text), and all the output it may ask for, at its model's price (or the
@@ -423,7 +452,7 @@ class ModelGateway:
 
     async def _forward(
         self, request: web.BaseRequest, matched: Match, provider: Provider, payload: dict[str, Any], body: bytes,
-        reservation: Reservation | None,
+        reservation: Reservations | None,
     ) -> web.StreamResponse:  # fmt: skip
         import aiohttp
         from aiohttp import web
@@ -488,7 +517,7 @@ class ModelGateway:
     def _count(
         self, request: web.BaseRequest, provider: Provider, route: Route, status: int | None,
         meter: UsageMeter | None, started: float, retry_after: float | None, error: str | None,
-        reservation: Reservation | None, limit: UsageLimit | None = None,
+        reservation: Reservations | None, limit: UsageLimit | None = None,
     ) -> None:  # fmt: skip
         """Record one forwarded request and settle its reservation.
 
@@ -503,13 +532,17 @@ class ModelGateway:
             # never arrived (the agent hung up, the stream was cut, no answer), what it cost is unknown:
             # the reservation is its charge.
             unknown = status is None or (status < 400 and not final)
-            charge = max(cost, reservation.estimate_usd) if unknown else cost
+            charge = max(cost, reservation.dollars.estimate) if unknown else cost
+            tokens = int(max(usage.total, reservation.tokens.estimate)) if unknown else usage.total
             if unknown:
                 error = error or "no final usage"
-            self.budget.settle(reservation, charge)
+            self.budget.settle(reservation.dollars, charge)
+            self.token_budget.settle(reservation.tokens, tokens)
             cost = charge
+        else:
+            tokens = usage.total
         self._record(request, provider, route, status or 502, model, usage, cost, known, started, retry_after,
-                     error=error, limit=limit)  # fmt: skip
+                     error=error, limit=limit, budget_tokens=tokens)  # fmt: skip
 
     def _record(
         self,
@@ -526,6 +559,7 @@ class ModelGateway:
         *,
         error: str | None = None,
         limit: UsageLimit | None = None,
+        budget_tokens: int = 0,
     ) -> None:
         rate_limited = status in {429, 529}
         fact = None if limit is None else UsageLimitFact(resets_at=limit.resets_at, window=limit.window)
@@ -534,6 +568,7 @@ class ModelGateway:
                 u = counters.usage
                 u.requests += 1
                 u.tokens = u.tokens + usage
+                u.budget_tokens += budget_tokens
                 u.cost_usd = round(u.cost_usd + cost, 6)
                 u.unpriced_requests += 0 if known else 1
                 u.rate_limited += 1 if rate_limited else 0
@@ -549,7 +584,7 @@ class ModelGateway:
             "path": request.path, "provider": provider, "api": route.api, "model": model, "status": status,
             "inputTokens": usage.input_tokens, "outputTokens": usage.output_tokens,
             "cacheReadTokens": usage.cache_read_tokens, "cacheWriteTokens": usage.cache_write_tokens,
-            "costUsd": round(cost, 6), "priced": known, "spentUsd": round(self.budget.spent_usd, 6),
+            "costUsd": round(cost, 6), "priced": known, "spentUsd": round(self.budget.spent, 6),
             "latencyMs": round((time.monotonic() - started) * 1000), "retryAfter": retry_after, "error": error,
             **({} if fact is None else {"usageLimit": fact.model_dump(mode="json", by_alias=True)}),
         })  # fmt: skip

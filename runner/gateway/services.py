@@ -90,6 +90,8 @@ class RunNetwork:
             prices=load_prices(),
             max_cost_usd=summary.limits.max_cost_usd,
             spent_before_usd=summary.usage.cost_usd,
+            max_tokens=summary.limits.max_tokens,
+            spent_before_tokens=summary.usage.budget_tokens,
             max_connections=gateway_max_connections(),
             secrets=secrets,  # the values of --env NAME: redacted from the answers too
         )

@@ -112,11 +112,14 @@ def decide(
         if summary.backoff.consecutive > limits.max_backoffs:
             return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
         if last.outcome is Outcome.BUDGET:
-            return Decision(RunState.STOPPED, StopReason.MAX_COST)
+            tokens = last.usage is not None and last.usage.refused_tokens > 0
+            return Decision(RunState.STOPPED, StopReason.MAX_TOKENS if tokens else StopReason.MAX_COST)
         if last.outcome is Outcome.USAGE_LIMIT and last.backoff_seconds is None and summary.usage_limit.until is None:
             return Decision(RunState.STOPPED, StopReason.USAGE_LIMIT)  # it reopens later than the run may wait
     if limits.max_cost_usd is not None and summary.usage.cost_usd >= limits.max_cost_usd:
         return Decision(RunState.STOPPED, StopReason.MAX_COST)
+    if limits.max_tokens is not None and summary.usage.budget_tokens >= limits.max_tokens:
+        return Decision(RunState.STOPPED, StopReason.MAX_TOKENS)
     if interrupted:
         return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
     if control.stop_requested:

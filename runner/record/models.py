@@ -99,6 +99,7 @@ class StopReason(DescribedEnum):
     NO_PROGRESS = "no-progress"
     RATE_LIMITED = "rate-limited"
     MAX_COST = "max-cost"
+    MAX_TOKENS = "max-tokens"
     SETUP_FAILED = "setup-failed"
     USAGE_LIMIT = "usage-limit"
 
@@ -118,6 +119,7 @@ class StopReason(DescribedEnum):
             cls.NO_PROGRESS: "No change for --stuck-after iterations in a row: state `stuck`.",
             cls.RATE_LIMITED: "The agent's provider kept refusing (rate or usage limit) after `maxBackoffs` waits.",
             cls.MAX_COST: "The model gateway counted --max-cost spent.",
+            cls.MAX_TOKENS: "The model gateway counted --max-tokens spent.",
             cls.SETUP_FAILED: "The setup command (--setup or the devcontainer's) failed: state `failed`. Resumable "
             "after a fix (resume runs the setup again).",
             cls.USAGE_LIMIT: "A subscription's usage window is spent and reopens later than --wait-on-limit allows "
@@ -155,7 +157,8 @@ class Outcome(DescribedEnum):
             cls.NO_REPORT: "The agent exited 0 without a valid status report. A failure.",
             cls.DISK_EXCEEDED: "The copy grew past --max-disk; the run stops `max-disk`.",
             cls.BACKOFF: "The agent hit a rate or usage limit; retried after a wait, not counted as an iteration.",
-            cls.BUDGET: "The model gateway refused a request because --max-cost is spent; the run stops `max-cost`.",
+            cls.BUDGET: "The model gateway refused a request because --max-cost or --max-tokens is spent; the run "
+            "stops `max-cost` or `max-tokens`.",
             cls.CHECK_FAILED: "The agent reported done but the --check command did not pass. A failure.",
             cls.INTERRUPTED: "Ctrl-C, SIGTERM or `stop --now` stopped the container mid-iteration.",
             cls.NOT_STARTED: "The backend could not start the agent (on Kubernetes: no node fits its limits); "
@@ -244,13 +247,22 @@ class GatewayUsage(JournalModel):
     """What the model gateway counted (the authoritative figures: it saw every request)."""
 
     requests: int = Field(default=0, ge=0, description="Model requests the agent made.")
-    refused_budget: int = Field(default=0, ge=0, description="Requests refused because --max-cost was spent.")
+    refused_budget: int = Field(
+        default=0, ge=0, description="Requests refused because --max-cost or --max-tokens was spent."
+    )
+    refused_tokens: int = Field(default=0, ge=0, description="Of those, the ones refused for --max-tokens.")
     rate_limited: int = Field(default=0, ge=0, description="Requests the upstream answered with 429 or 529.")
     errors: int = Field(default=0, ge=0, description="Other upstream or gateway errors.")
     unpriced_requests: int = Field(
         default=0, ge=0, description="Requests for a model missing from the price table (priced by the fallback)."
     )
     tokens: TokenUsage = Field(default_factory=TokenUsage, description="Tokens of all those requests.")
+    budget_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="Tokens counted against --max-tokens: each request's total, or what it "
+        "reserved when its usage never arrived.",
+    )
     cost_usd: float = Field(default=0.0, ge=0, description="Their cost in US dollars.")
     retry_after_seconds: float | None = Field(
         default=None, description="Retry-After of the last upstream 429/529 that sent one."
@@ -267,6 +279,8 @@ class GatewayUsage(JournalModel):
         return GatewayUsage(
             requests=self.requests + other.requests,
             refused_budget=self.refused_budget + other.refused_budget,
+            refused_tokens=self.refused_tokens + other.refused_tokens,
+            budget_tokens=self.budget_tokens + other.budget_tokens,
             rate_limited=self.rate_limited + other.rate_limited,
             errors=self.errors + other.errors,
             unpriced_requests=self.unpriced_requests + other.unpriced_requests,
@@ -314,6 +328,10 @@ class Limits(JournalModel):
     )
     max_cost_usd: float | None = Field(
         default=None, gt=0, description="US dollars of model calls allowed (--max-cost); the gateway refuses past it."
+    )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Tokens of model calls allowed (--max-tokens: a subscriber's budget, whose "
+        "dollars are not metered); reserved and counted at the gateway like --max-cost."
     )
     wait_on_limit_seconds: float | None = Field(
         default=None,

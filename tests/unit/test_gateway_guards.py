@@ -243,7 +243,7 @@ def test_an_echoing_upstream_cannot_hand_the_key_back(served: tuple[ServerThread
 
 def test_budget_reservations_hold_under_concurrency() -> None:
     async def scenario() -> tuple[int, int, float]:
-        budget = Budget(cap_usd=1.0)
+        budget = Budget(cap=1.0)
         admitted = refused = 0
         release = asyncio.Event()
 
@@ -263,7 +263,7 @@ def test_budget_reservations_hold_under_concurrency() -> None:
         during = admitted
         release.set()
         await asyncio.gather(*tasks)
-        return during, refused, budget.spent_usd
+        return during, refused, budget.spent
 
     during, refused, spent = asyncio.run(scenario())
     # Two fit at once; the third waits, is judged again once they settle, and runs alone (0.8 < 1.0):
@@ -273,7 +273,7 @@ def test_budget_reservations_hold_under_concurrency() -> None:
 
 def test_a_lone_request_runs_under_a_budget_smaller_than_its_estimate() -> None:
     async def scenario() -> tuple[bool, bool]:
-        budget = Budget(cap_usd=0.1)
+        budget = Budget(cap=0.1)
         first = await budget.reserve(5.0)
         assert first is not None
         budget.settle(first, 0.05)
@@ -586,3 +586,44 @@ def test_headers_the_agent_names_in_connection_do_not_reach_the_upstream(served:
         seen = up.seen("/v1/models")
     assert status == 200 and len(seen) == 1
     assert "x-hop" not in seen[0].headers and seen[0].headers["x-kept"] == "kept"  # the control passes
+
+
+def test_max_tokens_is_counted_and_refuses_once_spent(served: tuple[ServerThread, Path]) -> None:
+    """A subscriber's budget in tokens: each answer's reported total is counted, and once the total reaches
+    --max-tokens the next request is refused without reaching the upstream (dollars are not capped here)."""
+    thread, tmp = served
+    calls: list[int] = []
+
+    async def answer(request: web.Request) -> web.Response:
+        calls.append(1)
+        usage = {"input_tokens": 600, "output_tokens": 300, "cache_read_input_tokens": 100}
+        return web.json_response({"type": "message", "model": "claude-sonnet-4-5", "usage": usage})
+
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 1000}
+    with _Upstream(answer) as url:
+        gw = _gateway(tmp, url, max_tokens=1500)
+        thread.serve(gw)
+        statuses = [raw(tmp / "gateway.sock", post("/v1/messages", body))[0] for _ in range(3)]
+        refused = raw(tmp / "gateway.sock", post("/v1/messages", body))
+    assert statuses == [200, 200, 403] and len(calls) == 2  # 1000 counted, then 2000: the third never left
+    assert b"--max-tokens of 1,500 tokens is spent" in refused[2]
+    usage = gw.total_usage()
+    assert (usage.budget_tokens, usage.refused_budget, usage.refused_tokens) == (2000, 2, 2)
+    assert gw.budget_spent() and gw.spent_usd() > 0  # the dollars are still counted
+
+
+def test_without_max_tokens_the_same_requests_all_pass(served: tuple[ServerThread, Path]) -> None:
+    """Control for the test above: no token cap, no refusal."""
+    thread, tmp = served
+
+    async def answer(request: web.Request) -> web.Response:
+        usage = {"input_tokens": 600, "output_tokens": 300, "cache_read_input_tokens": 100}
+        return web.json_response({"type": "message", "model": "claude-sonnet-4-5", "usage": usage})
+
+    with _Upstream(answer) as url:
+        gw = _gateway(tmp, url)
+        thread.serve(gw)
+        statuses = [
+            raw(tmp / "gateway.sock", post("/v1/messages", {"model": "claude-sonnet-4-5"}))[0] for _ in range(4)
+        ]
+    assert statuses == [200] * 4 and gw.total_usage().budget_tokens == 4000 and not gw.budget_spent()

@@ -243,7 +243,7 @@ def test_a_stream_cut_by_the_upstream_is_charged_its_reservation_and_logged_with
     estimate = (len(body) * 1.25 + 100 * 5) / 1e6
     line = json.loads((tmp / "gateway.log").read_text().splitlines()[-1])
     assert line["error"] == "ClientPayloadError" and line["inputTokens"] == 10 and line["retryAfter"] == 5.0
-    assert line["status"] == 200 and gw.spent_usd() == pytest.approx(estimate) and gw.budget.reserved_usd == 0.0
+    assert line["status"] == 200 and gw.spent_usd() == pytest.approx(estimate) and gw.budget.reserved == 0.0
     assert line["provider"] == "anthropic"
 
 
@@ -608,7 +608,7 @@ def test_a_json_answer_is_metered_and_charged(
     usage = gw.iteration_usage()
     assert usage.tokens == tokens and usage.requests == 1 and usage.unpriced_requests == 0
     assert usage.cost_usd == pytest.approx(cost, abs=1e-6) and gw.spent_usd() == pytest.approx(cost)
-    assert gw.budget.reserved_usd == 0.0
+    assert gw.budget.reserved == 0.0
     line = json.loads((tmp / "gateway.log").read_text().splitlines()[-1])
     assert line["model"] == answer["model"] and line["costUsd"] == pytest.approx(cost, abs=1e-6)
     assert line["iteration"] == 4 and line["priced"] is True and line["error"] is None and line["status"] == 200
@@ -657,7 +657,7 @@ def test_an_upstream_that_cannot_be_reached_is_a_502_and_costs_nothing(tmp_path:
     assert status == 502 and headers["x-harness-gateway"] == "upstream-error"
     assert error["type"] == "error" and error["error"]["type"] == "api_error"  # Anthropic's format, as asked
     assert "the upstream failed (ClientConnectorError)" in error["error"]["message"]
-    assert gw.spent_usd() == 0.0 and gw.budget.reserved_usd == 0.0
+    assert gw.spent_usd() == 0.0 and gw.budget.reserved == 0.0
     usage = gw.total_usage()
     assert usage.requests == 1 and usage.errors == 1 and usage.cost_usd == 0.0 and usage.unpriced_requests == 0
     assert gw.last_upstream_status() == 502
@@ -821,27 +821,27 @@ def test_the_connection_cap_is_logged_once_when_first_reached_and_totalled_at_cl
 
 def test_a_request_that_fits_the_budget_exactly_is_admitted_at_once() -> None:
     async def scenario() -> tuple[bool, bool, float]:
-        budget = Budget(cap_usd=1.0)
+        budget = Budget(cap=1.0)
         first = await asyncio.wait_for(budget.reserve(0.5), 5)
         second = await asyncio.wait_for(budget.reserve(0.5), 5)  # 0.5 + 0.5 == the cap: it fits, no waiting
-        reserved = budget.reserved_usd
+        reserved = budget.reserved
         assert first is not None and second is not None
         budget.settle(first, 0.25)
         budget.settle(second, 0.25)
-        return budget.exhausted(), budget.reserved_usd == 0.0, reserved
+        return budget.exhausted(), budget.reserved == 0.0, reserved
 
     exhausted, released, reserved = asyncio.run(scenario())
     assert not exhausted and released and reserved == pytest.approx(1.0)
 
 
 def test_the_budget_is_exhausted_exactly_at_the_cap_and_never_without_one() -> None:
-    assert Budget(cap_usd=1.0, spent_usd=1.0).exhausted()
-    assert not Budget(cap_usd=1.0, spent_usd=0.999).exhausted()
-    assert not Budget(cap_usd=None, spent_usd=10**6).exhausted()
+    assert Budget(cap=1.0, spent=1.0).exhausted()
+    assert not Budget(cap=1.0, spent=0.999).exhausted()
+    assert not Budget(cap=None, spent=10**6).exhausted()
 
     async def refused_at_the_cap() -> tuple[bool, bool]:
-        at_cap = await Budget(cap_usd=1.0, spent_usd=1.0).reserve(0.0)
-        no_cap = await Budget(cap_usd=None, spent_usd=10**6).reserve(10**6)
+        at_cap = await Budget(cap=1.0, spent=1.0).reserve(0.0)
+        no_cap = await Budget(cap=None, spent=10**6).reserve(10**6)
         return at_cap is None, no_cap is not None
 
     assert asyncio.run(refused_at_the_cap()) == (True, True)
@@ -849,7 +849,7 @@ def test_the_budget_is_exhausted_exactly_at_the_cap_and_never_without_one() -> N
 
 def test_a_settled_reservation_releases_its_estimate_and_wakes_the_waiters() -> None:
     async def scenario() -> tuple[float, float, int, bool]:
-        budget = Budget(cap_usd=1.0)
+        budget = Budget(cap=1.0)
         first = await budget.reserve(0.75)
         assert first is not None
         waiter = asyncio.create_task(budget.reserve(0.5))  # 0.75 + 0.5 > 1.0 with one in flight: it waits
@@ -858,7 +858,7 @@ def test_a_settled_reservation_releases_its_estimate_and_wakes_the_waiters() -> 
         budget.settle(first, 0.125)
         second = await asyncio.wait_for(waiter, 5)
         assert second is not None
-        reserved, spent = budget.reserved_usd, budget.spent_usd
+        reserved, spent = budget.reserved, budget.spent
         budget.settle(second, 0.125)
         third = await asyncio.wait_for(budget.reserve(0.5), 5)  # nothing in flight: admitted under the cap
         return reserved, spent, budget.waiting, third is not None
@@ -1339,7 +1339,7 @@ def test_a_run_network_serves_its_gateway_with_the_runs_budget_and_cleans_up(
             network.stop()
     assert status == 200 and recorder.seen[0][1]["x-api-key"] == "sk-run-network-key"
     assert usage.cost_usd == pytest.approx(2.0)  # the user's price row
-    assert network.gateway.spent_usd() == pytest.approx(3.5) and network.gateway.budget.cap_usd == 5.0
+    assert network.gateway.spent_usd() == pytest.approx(3.5) and network.gateway.budget.cap == 5.0
     assert network.gateway.redactor.text("tok-123456789") == "[REDACTED:MY_TOKEN]"
     assert not (net / "gateway.sock").exists() and (journal / GATEWAY_LOG).exists()
     assert any("model gateway on" in r.getMessage() for r in caplog.records)

@@ -11,7 +11,7 @@ import pytest
 from runner.backends.base import ContainerSpec
 from runner.backends.fake import FakeBackend, FakeRun, mount_source
 from runner.base.layout import OUTBOX_DIR, PROMPT_DIR
-from runner.loop.supervisor import Supervisor, decide, rate_limit
+from runner.loop.supervisor import Decision, Supervisor, decide, rate_limit
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
@@ -343,6 +343,27 @@ def test_max_cost_spent_stops_the_run_before_another_iteration(tmp_path: Path, r
     assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.MAX_COST, 0)
     h.summary.limits = h.summary.limits.model_copy(update={"max_cost_usd": 2.0})
     assert decide(h.summary, ControlFile(session_id="s"), 0.0, None) is None  # resume with more continues
+
+
+def test_max_tokens_spent_stops_the_run_and_a_token_refusal_is_named_max_tokens(tmp_path: Path, repo: GitRepo) -> None:
+    from runner.record.models import GatewayUsage
+
+    h = Harness(tmp_path, repo, report("working"), max_iterations=5, max_tokens=10_000)
+    h.summary.usage = GatewayUsage(requests=3, budget_tokens=10_000)
+    result = h.run()
+    assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.MAX_TOKENS, 0)
+    h.summary.usage = GatewayUsage(requests=3, budget_tokens=9_999)
+    assert decide(h.summary, ControlFile(session_id="s"), 0.0, None) is None  # under the cap: it goes on
+    refused = GatewayUsage(refused_budget=1, refused_tokens=1)
+    last = IterationRecord(session_id="s", iteration=1, outcome=Outcome.BUDGET, usage=refused, limits=h.summary.limits,
+                           log_file="iteration-0001.log", started_at=h.summary.created_at)  # fmt: skip
+    assert decide(h.summary, ControlFile(session_id="s"), 0.0, last) == Decision(
+        RunState.STOPPED, StopReason.MAX_TOKENS
+    )
+    dollars = last.model_copy(update={"usage": GatewayUsage(refused_budget=1)})
+    assert decide(h.summary, ControlFile(session_id="s"), 0.0, dollars) == Decision(
+        RunState.STOPPED, StopReason.MAX_COST
+    )
 
 
 def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Path, repo: GitRepo) -> None:
