@@ -1,7 +1,7 @@
 """CLI start-up: `harness status --json` on a 500-iteration journal and `harness list` with 50 sessions,
 against `python -c pass`.
 
-The sessions are real (`runner.usecases.runs.create_session`: journal, summary, branch) and their iteration
+The sessions are real (`runner.usecases.sessions.create_session`: journal, summary, branch) and their iteration
 records are written with the journal's own pydantic models; each session gets the owner.json that
 `list` looks for. No container runs. Quick: 50 iterations and 5 sessions.
 
@@ -39,7 +39,8 @@ def make_sessions(repo: Path, sessions: int, iterations: int) -> None:
     from runner.loop.workspace import RunDir
     from runner.record.journal import Journal
     from runner.record.models import IterationRecord, Outcome, RunOwner, RunState, StopReason
-    from runner.usecases.runs import RunRequest, create_session
+    from runner.usecases.plan import RunRequest
+    from runner.usecases.sessions import create_session
 
     backend = DockerBackend()
     for s in range(sessions):

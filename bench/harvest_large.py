@@ -45,7 +45,8 @@ def harness_harvest(env: BenchEnv, files: int, size: int, n: int) -> tuple[float
 
     from runner.backends.docker import DockerBackend
     from runner.record.models import Outcome
-    from runner.usecases.runs import RunRequest, start_run
+    from runner.usecases.plan import RunRequest
+    from runner.usecases.sessions import start_run
 
     repo = small_repo(env.tmp / f"repo-{n}")
     os.environ["BENCH_MAKE"] = MAKE_FILES

@@ -9,7 +9,7 @@ harness's own run so that both see the machine's current load:
   (as the harness's resident helper is) that commits and writes a `git bundle` (design §4 item 2),
   a second `docker exec` that kills what the first left, and a `git fetch` of the bundle on the host;
 - docker: a single `docker run --rm IMAGE true`;
-- harness: `Supervisor.iterate` of a real session driven in this process (`runner.usecases.runs.start_run`),
+- harness: `Supervisor.iterate` of a real session driven in this process (`runner.usecases.sessions.start_run`),
   with every phase timed by wrapping the harness's functions (bench/_phases.py).
 
 Goals (issue 10): harness / floor <= 1.2x, harness / docker <= 2x.
@@ -58,7 +58,9 @@ def harness_iterations(
 ) -> tuple[list[float], list[tuple[str, float]]]:
     from runner.backends.docker import DockerBackend
     from runner.record.models import Outcome, StopReason
-    from runner.usecases.runs import LimitOptions, RunRequest, start_run
+    from runner.usecases.options import LimitOptions
+    from runner.usecases.plan import RunRequest
+    from runner.usecases.sessions import start_run
 
     repo = repo or small_repo(env.tmp / "harness-repo")
     request = RunRequest(

@@ -34,7 +34,8 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> tuple[float, float
     from runner.backends.docker import DockerBackend
     from runner.loop.supervisor import Supervisor
     from runner.loop.workspace import Workspace
-    from runner.usecases.runs import RunRequest, start_run
+    from runner.usecases.plan import RunRequest
+    from runner.usecases.sessions import start_run
 
     marks: dict[str, float] = {}
     real_run, real_create = Supervisor.run, Workspace.create

@@ -19,7 +19,8 @@ from runner.base.errors import ExitCode
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from runner.usecases.runs import Detached, LimitOptions
+    from runner.usecases.detach import Detached
+    from runner.usecases.options import LimitOptions
 
 P = ParamSpec("P")
 
@@ -118,7 +119,7 @@ def _limits(
     backoff: str | None,
     cost: float | None,
 ) -> LimitOptions:
-    from runner.usecases.runs import LimitOptions
+    from runner.usecases.options import LimitOptions
 
     return LimitOptions(
         cpus=cpus,
@@ -220,7 +221,9 @@ def run(
     An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
     from runner.backends import backend_for
-    from runner.usecases.runs import create_session, detach_session, plan_run, run_request, start_run
+    from runner.usecases.detach import detach_session
+    from runner.usecases.plan import plan_run, run_request
+    from runner.usecases.sessions import create_session, start_run
 
     del worktree  # every run works on its own copy
     request = run_request(
@@ -274,7 +277,8 @@ def resume(
 
     The setup runs again first when it failed, when its input files changed, or when --setup or
     --setup-allow-host gives it a new command or allowlist."""
-    from runner.usecases.runs import ResumeRequest, detach_session, prepare_resume, resume_run, session_backend
+    from runner.usecases.detach import detach_session
+    from runner.usecases.sessions import ResumeRequest, prepare_resume, resume_run, session_backend
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
@@ -295,7 +299,7 @@ def resume(
 @command
 def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
     """Drive a session in this process (what --detach starts in the background)."""
-    from runner.usecases.runs import drive, session_backend
+    from runner.usecases.sessions import drive, session_backend
     from runner.usecases.status import EXIT_FOR_STATE
 
     with graceful_interrupts() as stop_event:
@@ -345,7 +349,7 @@ def _report(repo: Path, session: str, as_json: bool) -> int:
 
 def _render(result: BaseModel, as_json: bool) -> None:
     from runner.cli import render
-    from runner.usecases.runs import RunPlan
+    from runner.usecases.plan import RunPlan
     from runner.usecases.status import SessionStatus
 
     if as_json:
@@ -579,7 +583,7 @@ def discard(
     from runner.cli import render
     from runner.usecases.discard import discard as do_discard
     from runner.usecases.repository import SessionRef
-    from runner.usecases.runs import session_backend
+    from runner.usecases.sessions import session_backend
 
     ref = SessionRef(repo=repo, session=session)
     result = do_discard(session_backend(repo, session), ref, keep_journal=keep_journal)
@@ -649,7 +653,7 @@ def hud(
     from runner.cli import render
     from runner.record.models import RunState
     from runner.usecases.hud import HudRequest, snapshot
-    from runner.usecases.runs import session_backend
+    from runner.usecases.sessions import session_backend
 
     request = HudRequest(repo=repo, session=session)
     backend = session_backend(repo, session)  # samples the agent container; the engine is reached only while it runs

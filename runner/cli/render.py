@@ -31,8 +31,8 @@ if TYPE_CHECKING:
     from runner.record.models import GatewayUsage
     from runner.usecases.discard import DiscardResult
     from runner.usecases.hud import HudSnapshot
+    from runner.usecases.plan import RunPlan
     from runner.usecases.report import SessionReport
-    from runner.usecases.runs import RunPlan
     from runner.usecases.status import SessionProblem, SessionStatus
 
     out: Console  # stdout, for results

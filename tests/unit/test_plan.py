@@ -4,7 +4,7 @@ import pytest
 
 from runner.backends.fake import FakeBackend
 from runner.base.errors import RuntimeUnavailableError, UsageError
-from runner.usecases.runs import RunRequest, plan_run
+from runner.usecases.plan import RunRequest, plan_run
 from tests.helpers import GitRepo
 
 

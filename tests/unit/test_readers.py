@@ -32,7 +32,8 @@ from runner.record.models import (
     WorktreeInfo,
     utcnow,
 )
-from runner.usecases.runs import RunRequest, create_session
+from runner.usecases.plan import RunRequest
+from runner.usecases.sessions import create_session
 from tests.helpers import GitRepo, harness
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ from runner.base.seams import HarnessEnv
 from runner.record.models import Limits
 from runner.record.settings import RunOptions, env_var, resolve
 from runner.sandbox.container import labels
-from runner.usecases.runs import LimitOptions
+from runner.usecases.options import LimitOptions
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 

@@ -1,123 +1,50 @@
-"""Core of `run` and `resume`: plan a session, create it, and hand it to the supervisor.
-
-The CLI builds a request, calls one function here and renders the typed result.
-"""
+"""Plan `run`: the request from the options and the settings, every check, and the plan it prints with
+`--dry-run` (nothing is created here; runner/usecases/sessions.py creates and drives the session)."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import re
-import socket
-import subprocess
-import sys
-import threading
-import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field
 from pydantic.alias_generators import to_camel
 
 from runner.agents import AgentOptions, resolve_agent
-from runner.backends import backend_for
-from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
-from runner.base.errors import (
-    HarnessError,
-    InvalidStateError,
-    RuntimeUnavailableError,
-    SessionExistsError,
-    UsageError,
-    WorkspaceError,
-)
-from runner.base.fdlimit import raise_open_file_limit
+from runner.backends.base import Backend
+from runner.base.errors import RuntimeUnavailableError, SessionExistsError, UsageError
 from runner.base.layout import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
-from runner.base.limits import parse_duration, parse_size
+from runner.base.limits import parse_duration
 from runner.base.names import branch_for, validate_session
-from runner.base.paths import data_home, home_key, journal_dir, repo_key, run_dir
-from runner.base.redact import MIN_SECRET_LENGTH
-from runner.base.seams import harness_env
+from runner.base.paths import data_home, journal_dir, repo_key, run_dir
 from runner.gateway.model import upstreams_from_env
-from runner.gateway.services import RunNetwork, Wiring, parse_allow_hosts
+from runner.gateway.services import Wiring, parse_allow_hosts
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
-from runner.loop.supervisor import Supervisor, agent_spec
-from runner.loop.workspace import RunDir, Workspace
+from runner.loop.supervisor import agent_spec
+from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
-from runner.record.journal import Journal, ensure_excluded
+from runner.record.journal import Journal
 from runner.record.models import (
     AgentInfo,
     BackendConfig,
     CamelModel,
-    ControlFile,
     DockerBackendConfig,
     KubernetesBackendConfig,
     Limits,
-    RunOwner,
-    RunState,
     RunSummary,
-    StopReason,
-    SupervisorInfo,
     WorktreeInfo,
 )
 from runner.record.settings import RunOptions, resolve
 from runner.sandbox import derive, images
-from runner.sandbox.environment import (
-    EnvironmentPlan,
-    local_engine,
-    prepare_environment,
-    refuse_plain_image,
-    resolve_environment,
-)
+from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
+from runner.usecases.options import LimitOptions, check_command, secret_values
 
 log = logging.getLogger(__name__)
 
 MAX_OBJECTIVE_BYTES = 256 * 1024
-
-
-@dataclass(frozen=True)
-class LimitOptions:
-    """Limit options as the user typed them (None: keep the default or the session's value)."""
-
-    cpus: float | None = None
-    memory: str | None = None
-    pids: int | None = None
-    iteration_timeout: str | None = None
-    max_time: str | None = None
-    max_disk: str | None = None
-    stuck_after: int | None = None
-    backoff_base: str | None = None
-    max_cost: float | None = None  # USD
-
-    def apply(self, base: Limits) -> Limits:
-        update: dict[str, object] = {}
-        if self.cpus is not None:
-            update["cpus"] = self.cpus
-        if self.memory is not None:
-            update["memory_bytes"] = parse_size(self.memory, option="--memory")
-        if self.pids is not None:
-            update["pids"] = self.pids
-        if self.iteration_timeout is not None:
-            update["iteration_timeout_seconds"] = parse_duration(self.iteration_timeout, option="--iteration-timeout")
-        if self.max_time is not None:
-            update["max_time_seconds"] = parse_duration(self.max_time, option="--max-time")
-        if self.backoff_base is not None:
-            update["backoff_base_seconds"] = parse_duration(self.backoff_base, option="--backoff-base")
-        if self.stuck_after is not None:
-            update["stuck_after"] = self.stuck_after
-        if self.max_disk is not None:
-            update["max_disk_bytes"] = parse_size(self.max_disk, option="--max-disk")
-        if self.max_cost is not None:
-            if not self.max_cost > 0 or self.max_cost != self.max_cost:
-                raise UsageError("--max-cost must be a positive number of US dollars")
-            update["max_cost_usd"] = self.max_cost
-        try:
-            return Limits.model_validate({**base.model_dump(), **update})
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise UsageError(f"invalid limit {err['loc'][0]}: {err['msg']}") from None
 
 
 @dataclass(frozen=True)
@@ -134,7 +61,7 @@ class RunRequest:
     runtime: str = "runc"
     env_names: tuple[str, ...] = ()
     check: str | None = None
-    limits: LimitOptions = LimitOptions()
+    limits: LimitOptions = field(default_factory=LimitOptions)
     network: str = "none"
     allow_hosts: tuple[str, ...] = ()
     setup: str | None = None
@@ -164,17 +91,6 @@ def backend_config(options: RunOptions) -> BackendConfig:
             "--kubeconfig, --kube-context, --kube-namespace and --kube-image-pull-policy need --backend kubernetes"
         )
     return DockerBackendConfig()
-
-
-def session_backend(repo: Path, session: str) -> Backend:
-    """The backend a session was created with (Docker for a session whose summary cannot be read)."""
-    with HostGit(repo.resolve()) as git:
-        journal = Journal.for_repo(git.info().top, validate_session(session))
-    try:
-        config: BackendConfig = journal.read_summary().backend
-    except HarnessError:
-        config = DockerBackendConfig()
-    return backend_for(config)
 
 
 def run_request(
@@ -383,7 +299,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         ),
         runtime=request.runtime,
         env_names=list(request.env_names),
-        check=_check_command(request.check),
+        check=check_command(request.check),
         setup=setup,
         environment=environment,
         backend=request.backend,
@@ -446,37 +362,6 @@ def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None = None)
     )
 
 
-def _check_command(check: str | None) -> str | None:
-    if check is not None and not check.strip():
-        raise UsageError("--check: the command is empty")
-    return check
-
-
-# Never into a container: the gateway holds them (an SDK's own base URL and placeholder key are set instead).
-GATEWAY_KEYS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
-
-
-def secret_values(names: tuple[str, ...] | list[str]) -> dict[str, str]:
-    """The values of the `--env` variables, from the harness's own environment."""
-    values = {}
-    for name in names:
-        if not _ENV_NAME.fullmatch(name) or name.startswith("HARNESS_"):
-            raise UsageError(f"--env: {name!r} is not a variable name the harness passes on")
-        if name in GATEWAY_KEYS:
-            raise UsageError(
-                f"--env {name}: model API keys stay on the host; the model gateway adds them to each request "
-                "(leave it set in this environment and drop --env)"
-            )
-        value = os.environ.get(name)
-        if value is None:
-            raise UsageError(f"--env {name}: the variable is not set in this environment")
-        if len(value.encode()) < MIN_SECRET_LENGTH:
-            raise UsageError(f"--env {name}: the value is too short to be redacted reliably")
-        values[name] = value
-    return values
-
-
 def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
     journal = Journal.for_repo(top, session)
     if journal.dir.exists() and any(journal.dir.iterdir()):
@@ -516,223 +401,3 @@ def new_summary(plan: RunPlan) -> RunSummary:
         limits=plan.limits,
         head_commit=plan.base_commit,
     )
-
-
-def create_session(backend: Backend, request: RunRequest) -> RunSummary:
-    """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
-    plan = plan_run(backend, request)
-    if plan.environment is not None:
-        prepare_environment(backend, plan.environment, repo=Path(plan.repo))
-    else:
-        images.ensure(backend, plan.image)
-    images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
-    top = Path(plan.repo)
-    journal = Journal.for_repo(top, plan.session)
-    with HostGit(top) as git:
-        if harness_env().journal_root is None:
-            ensure_excluded(git.info().common_dir)
-        journal.create(plan.objective)
-        with journal.supervisor_lock():
-            # The original tool writes control.json at creation and its readers expect it.
-            journal.update_control(lambda control: None)
-            summary = new_summary(plan)
-            journal.write_summary(summary)
-            git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
-    return summary
-
-
-def start_run(backend: Backend, request: RunRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
-    """Create the session and run it to its end in this process."""
-    summary = create_session(backend, request)
-    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
-
-
-@dataclass(frozen=True)
-class ResumeRequest:
-    session: str
-    repo: Path = Path()
-    max_iterations: int | None = None  # iterations to add
-    check: str | None = None  # replaces the session's --check
-    setup: str | None = None  # replaces the session's setup command (and runs it again)
-    setup_allow_hosts: tuple[str, ...] | None = None  # replaces what the setup may reach
-    limits: LimitOptions = LimitOptions()
-
-
-def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
-    """Give a session that is not running its new limits and iterations, and clear what a dead
-    supervisor left behind (its containers, a stop request). Refused while a supervisor runs."""
-    session = validate_session(request.session)
-    with HostGit(request.repo.resolve()) as git:
-        top = git.info().top
-        journal = Journal.for_repo(top, session)
-        journal.require()
-        backend.check()
-        with journal.supervisor_lock():
-            summary = journal.read_summary()
-            summary.limits = request.limits.apply(summary.limits)
-            if request.check is not None:
-                summary.check_command = _check_command(request.check)
-            _resume_setup(summary, request)
-            if request.max_iterations is not None:
-                if request.max_iterations < 1:
-                    raise UsageError("--max-iterations must be at least 1")
-                summary.max_iterations = summary.counted_iterations + request.max_iterations
-            elif summary.status is RunState.COMPLETED:
-                raise InvalidStateError(
-                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
-                )
-            elif summary.counted_iterations >= summary.max_iterations:
-                raise InvalidStateError(
-                    f"session {session!r} has used all {summary.max_iterations} iterations: "
-                    "pass --max-iterations N to add N more"
-                )
-            cap = summary.limits.max_cost_usd
-            if cap is not None and summary.usage.cost_usd >= cap:
-                raise InvalidStateError(
-                    f"session {session!r} has spent ${summary.usage.cost_usd:.4f} of its --max-cost ${cap:.2f}: "
-                    "pass a higher --max-cost to continue"
-                )
-            secret_values(summary.env_names)  # refuse now, not in a detached process
-            images.ensure(backend, summary.image)
-            images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
-            backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
-            journal.update_control(_clear_stop)
-            summary.unchanged_iterations = 0
-            summary.consecutive_failures = 0
-            journal.write_summary(summary)
-            return summary
-
-
-def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
-    """A new setup command or allowlist from `resume`: the setup runs again at the next start."""
-    if request.setup is not None:
-        if not request.setup.strip():
-            raise UsageError("--setup: the command is empty")
-        summary.setup_command, summary.setup_source = request.setup, "flag"
-        if not summary.setup_inputs:
-            summary.setup_inputs = list(DEFAULT_INPUTS)
-        summary.setup = None
-    if request.setup_allow_hosts is not None:
-        if summary.setup_command is None:
-            raise UsageError("--setup-allow-host needs a setup (--setup CMD)")
-        summary.setup_allow_hosts = allow_host_texts(setup_allow_rules(request.setup_allow_hosts))
-        if summary.setup is not None and not summary.setup.passed:
-            summary.setup = summary.setup.model_copy(update={"inputs_digest": None})
-
-
-def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
-    """Continue a session at its next iteration, on the same copy and branch, in this process."""
-    summary = prepare_resume(backend, request)
-    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
-
-
-def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
-    """Take the session's supervisor lock and iterate until the run ends."""
-    raise_open_file_limit()
-    with HostGit(repo) as git:
-        journal = Journal.for_repo(git.info().top, validate_session(session))
-        with journal.supervisor_lock():
-            summary = journal.read_summary()
-            # Who drives the session, in the journal from the moment the lock is held (making the copy
-            # can take a while): the pid `status` and `stop` then find is this process's.
-            summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-            journal.write_summary(summary)
-            secrets = secret_values(summary.env_names)
-            workspace = _workspace(backend, summary)
-            try:
-                _ensure_copy(workspace, git, summary, journal)
-            except HarnessError as exc:
-                summary.status = RunState.INTERRUPTED
-                summary.stop_reason = StopReason.INFRASTRUCTURE
-                summary.error = exc.message
-                summary.supervisor = None
-                journal.write_summary(summary)
-                raise
-            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
-            network.start()
-            try:
-                supervisor = Supervisor(
-                    backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
-                    stop_event=stop_event, network=network,
-                )  # fmt: skip
-                return supervisor.run(summary)
-            finally:
-                workspace.close()
-                network.stop()
-
-
-class Detached(CamelModel):
-    """What `--detach` returns at once: the session keeps running in its own process."""
-
-    session_id: str
-    pid: int
-    journal_dir: str
-    supervisor_log: str
-
-
-DETACH_START_SECONDS = 30.0
-
-
-def detach_session(summary: RunSummary) -> Detached:
-    """Drive the session in a new process (own session and process group, output to the journal)
-    and return once that process holds the session's lock."""
-    journal = Journal.for_repo(Path(summary.repo), summary.session_id)
-    log_path = journal.dir / "supervisor.log"
-    with log_path.open("ab") as out:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "runner", "_supervise", "--repo", summary.repo, "--session", summary.session_id],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            cwd=summary.repo,
-            start_new_session=True,  # survives the terminal: no SIGHUP, no Ctrl-C of the shell
-            close_fds=True,
-        )
-    deadline = time.monotonic() + DETACH_START_SECONDS
-    while not journal.supervisor_alive():
-        if child.poll() is not None:
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-            raise InvalidStateError(f"the detached supervisor exited at once: {tail[0]}")
-        if time.monotonic() > deadline:
-            break  # still starting (a slow engine): it holds the lock soon; status will tell
-        time.sleep(0.05)
-    return Detached(
-        session_id=summary.session_id, pid=child.pid, journal_dir=str(journal.dir), supervisor_log=str(log_path)
-    )
-
-
-def _clear_stop(control: ControlFile) -> None:
-    control.stop_requested = False
-    control.stop_mode = None
-    control.stop_note = None
-    control.stop_requested_at = None
-
-
-def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
-    return Workspace(
-        backend=backend,
-        run_dir=RunDir(Path(summary.run_dir)),
-        image=images.DEFAULT_IMAGE,  # the helpers need git and python3, whatever the agent's image holds
-        run_image=summary.image,
-        limits=summary.limits,
-        session=summary.session_id,
-        repo_key=repo_key(Path(summary.repo)),
-        runtime=summary.runtime,
-    )
-
-
-def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary, journal: Journal) -> None:
-    """Make the copy if it does not exist (a new run, or a lost copy rebuilt from the branch)."""
-    # Only the copy's own directory is looked at: never anything the agent can write inside it.
-    if workspace.dir.workspace.is_dir():
-        return
-    start = git.ref_commit(branch_for(summary.session_id)) or summary.worktree.base_commit
-    with contextlib.suppress(WorkspaceError):
-        workspace.delete()  # a half-made copy
-    owner = RunOwner(
-        session_id=summary.session_id, repo=summary.repo, journal_dir=str(journal.dir), backend=summary.backend
-    )
-    workspace.create(
-        source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}", owner=owner
-    )
-    summary.head_commit = start

@@ -1,0 +1,230 @@
+"""Create, start, resume and drive a session in this process: the supervisor's lock, the copy, the
+network, then the supervisor's iterations until the run ends."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runner.backends import backend_for
+from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
+from runner.base.errors import HarnessError, InvalidStateError, UsageError, WorkspaceError
+from runner.base.fdlimit import raise_open_file_limit
+from runner.base.names import branch_for, validate_session
+from runner.base.paths import home_key, repo_key
+from runner.base.seams import harness_env
+from runner.gateway.services import RunNetwork
+from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
+from runner.loop.supervisor import Supervisor
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal, ensure_excluded
+from runner.record.models import (
+    BackendConfig,
+    ControlFile,
+    DockerBackendConfig,
+    RunOwner,
+    RunState,
+    RunSummary,
+    StopReason,
+    SupervisorInfo,
+)
+from runner.sandbox import images
+from runner.sandbox.environment import prepare_environment
+from runner.usecases.options import LimitOptions, check_command, secret_values
+from runner.usecases.plan import RunRequest, new_summary, plan_run
+
+
+def session_backend(repo: Path, session: str) -> Backend:
+    """The backend a session was created with (Docker for a session whose summary cannot be read)."""
+    with HostGit(repo.resolve()) as git:
+        journal = Journal.for_repo(git.info().top, validate_session(session))
+    try:
+        config: BackendConfig = journal.read_summary().backend
+    except HarnessError:
+        config = DockerBackendConfig()
+    return backend_for(config)
+
+
+def create_session(backend: Backend, request: RunRequest) -> RunSummary:
+    """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
+    plan = plan_run(backend, request)
+    if plan.environment is not None:
+        prepare_environment(backend, plan.environment, repo=Path(plan.repo))
+    else:
+        images.ensure(backend, plan.image)
+    images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
+    top = Path(plan.repo)
+    journal = Journal.for_repo(top, plan.session)
+    with HostGit(top) as git:
+        if harness_env().journal_root is None:
+            ensure_excluded(git.info().common_dir)
+        journal.create(plan.objective)
+        with journal.supervisor_lock():
+            # The original tool writes control.json at creation and its readers expect it.
+            journal.update_control(lambda control: None)
+            summary = new_summary(plan)
+            journal.write_summary(summary)
+            git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
+    return summary
+
+
+def start_run(backend: Backend, request: RunRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Create the session and run it to its end in this process."""
+    summary = create_session(backend, request)
+    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
+
+
+@dataclass(frozen=True)
+class ResumeRequest:
+    session: str
+    repo: Path = Path()
+    max_iterations: int | None = None  # iterations to add
+    check: str | None = None  # replaces the session's --check
+    setup: str | None = None  # replaces the session's setup command (and runs it again)
+    setup_allow_hosts: tuple[str, ...] | None = None  # replaces what the setup may reach
+    limits: LimitOptions = field(default_factory=LimitOptions)
+
+
+def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
+    """Give a session that is not running its new limits and iterations, and clear what a dead
+    supervisor left behind (its containers, a stop request). Refused while a supervisor runs."""
+    session = validate_session(request.session)
+    with HostGit(request.repo.resolve()) as git:
+        top = git.info().top
+        journal = Journal.for_repo(top, session)
+        journal.require()
+        backend.check()
+        with journal.supervisor_lock():
+            summary = journal.read_summary()
+            summary.limits = request.limits.apply(summary.limits)
+            if request.check is not None:
+                summary.check_command = check_command(request.check)
+            _resume_setup(summary, request)
+            if request.max_iterations is not None:
+                if request.max_iterations < 1:
+                    raise UsageError("--max-iterations must be at least 1")
+                summary.max_iterations = summary.counted_iterations + request.max_iterations
+            elif summary.status is RunState.COMPLETED:
+                raise InvalidStateError(
+                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
+                )
+            elif summary.counted_iterations >= summary.max_iterations:
+                raise InvalidStateError(
+                    f"session {session!r} has used all {summary.max_iterations} iterations: "
+                    "pass --max-iterations N to add N more"
+                )
+            cap = summary.limits.max_cost_usd
+            if cap is not None and summary.usage.cost_usd >= cap:
+                raise InvalidStateError(
+                    f"session {session!r} has spent ${summary.usage.cost_usd:.4f} of its --max-cost ${cap:.2f}: "
+                    "pass a higher --max-cost to continue"
+                )
+            secret_values(summary.env_names)  # refuse now, not in a detached process
+            images.ensure(backend, summary.image)
+            images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
+            backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
+            journal.update_control(_clear_stop)
+            summary.unchanged_iterations = 0
+            summary.consecutive_failures = 0
+            journal.write_summary(summary)
+            return summary
+
+
+def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
+    """A new setup command or allowlist from `resume`: the setup runs again at the next start."""
+    if request.setup is not None:
+        if not request.setup.strip():
+            raise UsageError("--setup: the command is empty")
+        summary.setup_command, summary.setup_source = request.setup, "flag"
+        if not summary.setup_inputs:
+            summary.setup_inputs = list(DEFAULT_INPUTS)
+        summary.setup = None
+    if request.setup_allow_hosts is not None:
+        if summary.setup_command is None:
+            raise UsageError("--setup-allow-host needs a setup (--setup CMD)")
+        summary.setup_allow_hosts = allow_host_texts(setup_allow_rules(request.setup_allow_hosts))
+        if summary.setup is not None and not summary.setup.passed:
+            summary.setup = summary.setup.model_copy(update={"inputs_digest": None})
+
+
+def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Continue a session at its next iteration, on the same copy and branch, in this process."""
+    summary = prepare_resume(backend, request)
+    return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
+
+
+def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
+    """Take the session's supervisor lock and iterate until the run ends."""
+    raise_open_file_limit()
+    with HostGit(repo) as git:
+        journal = Journal.for_repo(git.info().top, validate_session(session))
+        with journal.supervisor_lock():
+            summary = journal.read_summary()
+            # Who drives the session, in the journal from the moment the lock is held (making the copy
+            # can take a while): the pid `status` and `stop` then find is this process's.
+            summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+            journal.write_summary(summary)
+            secrets = secret_values(summary.env_names)
+            workspace = _workspace(backend, summary)
+            try:
+                _ensure_copy(workspace, git, summary, journal)
+            except HarnessError as exc:
+                summary.status = RunState.INTERRUPTED
+                summary.stop_reason = StopReason.INFRASTRUCTURE
+                summary.error = exc.message
+                summary.supervisor = None
+                journal.write_summary(summary)
+                raise
+            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
+            network.start()
+            try:
+                supervisor = Supervisor(
+                    backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
+                    stop_event=stop_event, network=network,
+                )  # fmt: skip
+                return supervisor.run(summary)
+            finally:
+                workspace.close()
+                network.stop()
+
+
+def _clear_stop(control: ControlFile) -> None:
+    control.stop_requested = False
+    control.stop_mode = None
+    control.stop_note = None
+    control.stop_requested_at = None
+
+
+def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
+    return Workspace(
+        backend=backend,
+        run_dir=RunDir(Path(summary.run_dir)),
+        image=images.DEFAULT_IMAGE,  # the helpers need git and python3, whatever the agent's image holds
+        run_image=summary.image,
+        limits=summary.limits,
+        session=summary.session_id,
+        repo_key=repo_key(Path(summary.repo)),
+        runtime=summary.runtime,
+    )
+
+
+def _ensure_copy(workspace: Workspace, git: HostGit, summary: RunSummary, journal: Journal) -> None:
+    """Make the copy if it does not exist (a new run, or a lost copy rebuilt from the branch)."""
+    # Only the copy's own directory is looked at: never anything the agent can write inside it.
+    if workspace.dir.workspace.is_dir():
+        return
+    start = git.ref_commit(branch_for(summary.session_id)) or summary.worktree.base_commit
+    with contextlib.suppress(WorkspaceError):
+        workspace.delete()  # a half-made copy
+    owner = RunOwner(
+        session_id=summary.session_id, repo=summary.repo, journal_dir=str(journal.dir), backend=summary.backend
+    )
+    workspace.create(
+        source_git_dir=git.info().common_dir, base_commit=start, branch=f"harness/{summary.session_id}", owner=owner
+    )
+    summary.head_commit = start
