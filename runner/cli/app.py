@@ -15,12 +15,24 @@ from typing import TYPE_CHECKING, Annotated, ParamSpec
 import typer
 
 from runner.base.errors import ExitCode
+from runner.cli.options import (
+    NO_LIMIT_FLAGS,
+    CheckOpt,
+    DetachOpt,
+    JsonOpt,
+    LimitFlags,
+    MaxIterOpt,
+    RepoOpt,
+    SessionOpt,
+    SetupAllowOpt,
+    SetupOpt,
+    with_limit_flags,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from runner.usecases.detach import Detached
-    from runner.usecases.options import LimitOptions
 
 P = ParamSpec("P")
 
@@ -56,48 +68,6 @@ def command(fn: Callable[P, int]) -> Callable[P, None]:
     return wrapper
 
 
-RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
-SessionOpt = Annotated[str, typer.Option("--session", help="The session id.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-MaxIterOpt = Annotated[int | None, typer.Option("--max-iterations", help="Iterations allowed (resume: added).")]
-CpusOpt = Annotated[float | None, typer.Option("--cpus", help="CPUs for the agent container (default 1).")]
-MemoryOpt = Annotated[str | None, typer.Option("--memory", help="Memory cap, no swap (default 2g).")]
-PidsOpt = Annotated[int | None, typer.Option("--pids", help="Process cap (default 512).")]
-IterTimeoutOpt = Annotated[
-    str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
-]
-MaxTimeOpt = Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")]
-CheckOpt = Annotated[
-    str | None,
-    typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
-]
-BackoffOpt = Annotated[
-    str | None,
-    typer.Option("--backoff-base", help="First wait after a rate limit (default 60s; doubles, up to 30m)."),
-]
-StuckOpt = Annotated[
-    int | None, typer.Option("--stuck-after", help="End as stuck after N iterations without a change (default 3).")
-]
-DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
-MaxDiskOpt = Annotated[
-    str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
-]
-MaxCostOpt = Annotated[
-    float | None,
-    typer.Option("--max-cost", help="US dollars the session may spend on model calls; the gateway refuses past it."),
-]
-SetupOpt = Annotated[
-    str | None,
-    typer.Option("--setup", help="Run this command (sh -c) in the copy before the first iteration, with no model "
-                 "gateway or key: install the project's dependencies (docs/environments.md)."),
-]  # fmt: skip
-SetupAllowOpt = Annotated[
-    list[str] | None,
-    typer.Option("--setup-allow-host", help="HOST[:PORT] or a preset (pypi, npm, crates, go) the setup may reach "
-                 "(default: none)."),
-]  # fmt: skip
-
-
 @app.callback()
 def _setup(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log more to stderr.")] = False,
@@ -108,34 +78,9 @@ def _setup(
     render.setup_logging(verbose=verbose, quiet=quiet)
 
 
-def _limits(
-    cpus: float | None,
-    memory: str | None,
-    pids: int | None,
-    it: str | None,
-    mt: str | None,
-    disk: str | None,
-    stuck: int | None,
-    backoff: str | None,
-    cost: float | None,
-) -> LimitOptions:
-    from runner.usecases.options import LimitOptions
-
-    return LimitOptions(
-        cpus=cpus,
-        memory=memory,
-        pids=pids,
-        iteration_timeout=it,
-        max_time=mt,
-        max_disk=disk,
-        stuck_after=stuck,
-        backoff_base=backoff,
-        max_cost=cost,
-    )
-
-
 @app.command()
 @command
+@with_limit_flags
 def run(
     session: SessionOpt,
     objective: Annotated[str | None, typer.Option("--objective", help="What the agent should achieve.")] = None,
@@ -153,15 +98,7 @@ def run(
     ] = None,
     agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="Run this command with sh -c instead.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image (default: the agent's).")] = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    pids: PidsOpt = None,
-    iteration_timeout: IterTimeoutOpt = None,
-    max_time: MaxTimeOpt = None,
-    max_disk: MaxDiskOpt = None,
-    stuck_after: StuckOpt = None,
-    backoff_base: BackoffOpt = None,
-    max_cost: MaxCostOpt = None,
+    limits: LimitFlags = NO_LIMIT_FLAGS,
     runtime: Annotated[
         str | None,
         typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
@@ -231,9 +168,7 @@ def run(
         options={
             "max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
             "runtime": runtime, "env": tuple(env or ()), "check": check, "network": network,
-            "allow_hosts": tuple(allow_host or ()), "model": model, "max_turns": max_turns, "cpus": cpus,
-            "memory": memory, "pids": pids, "iteration_timeout": iteration_timeout, "max_time": max_time,
-            "max_disk": max_disk, "stuck_after": stuck_after, "backoff_base": backoff_base, "max_cost": max_cost,
+            "allow_hosts": tuple(allow_host or ()), "model": model, "max_turns": max_turns, **limits.given(),
             "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
             "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
             "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,
@@ -254,19 +189,12 @@ def run(
 
 @app.command()
 @command
+@with_limit_flags
 def resume(
     session: SessionOpt,
     repo: RepoOpt = Path(),
     max_iterations: MaxIterOpt = None,
-    cpus: CpusOpt = None,
-    memory: MemoryOpt = None,
-    pids: PidsOpt = None,
-    iteration_timeout: IterTimeoutOpt = None,
-    max_time: MaxTimeOpt = None,
-    max_disk: MaxDiskOpt = None,
-    stuck_after: StuckOpt = None,
-    backoff_base: BackoffOpt = None,
-    max_cost: MaxCostOpt = None,
+    limits: LimitFlags = NO_LIMIT_FLAGS,
     check: CheckOpt = None,
     setup: SetupOpt = None,
     setup_allow_host: SetupAllowOpt = None,
@@ -283,9 +211,7 @@ def resume(
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
-        limits=_limits(
-            cpus, memory, pids, iteration_timeout, max_time, max_disk, stuck_after, backoff_base, max_cost
-        ),
+        limits=limits.options(),
     )  # fmt: skip
     engine = session_backend(repo, session)
     if detach:

@@ -1,0 +1,104 @@
+"""The options that several commands share, each declared once: its flag, its help, its type.
+
+`run` and `resume` take the nine limit options as one LimitFlags parameter: typer reads a command's options
+from its signature, so with_limit_flags shows it LimitFlags's fields in that parameter's place (same flags,
+help and order in --help as if each command listed them).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from runner.usecases.options import LimitOptions
+
+RepoOpt = Annotated[Path, typer.Option("--repo", help="The git repository (default: the current directory).")]
+SessionOpt = Annotated[str, typer.Option("--session", help="The session id.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+MaxIterOpt = Annotated[int | None, typer.Option("--max-iterations", help="Iterations allowed (resume: added).")]
+CheckOpt = Annotated[
+    str | None,
+    typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
+]
+DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
+SetupOpt = Annotated[
+    str | None,
+    typer.Option("--setup", help="Run this command (sh -c) in the copy before the first iteration, with no model "
+                 "gateway or key: install the project's dependencies (docs/environments.md)."),
+]  # fmt: skip
+SetupAllowOpt = Annotated[
+    list[str] | None,
+    typer.Option("--setup-allow-host", help="HOST[:PORT] or a preset (pypi, npm, crates, go) the setup may reach "
+                 "(default: none)."),
+]  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitFlags:
+    """The limit options of `run` and `resume` as the user typed them (None: not given)."""
+
+    cpus: Annotated[float | None, typer.Option("--cpus", help="CPUs for the agent container (default 1).")] = None
+    memory: Annotated[str | None, typer.Option("--memory", help="Memory cap, no swap (default 2g).")] = None
+    pids: Annotated[int | None, typer.Option("--pids", help="Process cap (default 512).")] = None
+    iteration_timeout: Annotated[
+        str | None, typer.Option("--iteration-timeout", help="Wall clock per iteration (default 30m).")
+    ] = None
+    max_time: Annotated[str | None, typer.Option("--max-time", help="Wall clock for the whole run.")] = None
+    max_disk: Annotated[
+        str | None, typer.Option("--max-disk", help="Size the copy may grow to; the run stops past it (default 10g).")
+    ] = None
+    stuck_after: Annotated[
+        int | None, typer.Option("--stuck-after", help="End as stuck after N iterations without a change (default 3).")
+    ] = None
+    backoff_base: Annotated[
+        str | None,
+        typer.Option("--backoff-base", help="First wait after a rate limit (default 60s; doubles, up to 30m)."),
+    ] = None
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            "--max-cost", help="US dollars the session may spend on model calls; the gateway refuses past it."
+        ),
+    ] = None
+
+    def given(self) -> dict[str, Any]:
+        """Option name -> value, as the settings name them."""
+        return dataclasses.asdict(self)
+
+    def options(self) -> LimitOptions:
+        from runner.usecases.options import LimitOptions
+
+        return LimitOptions(**self.given())
+
+
+NO_LIMIT_FLAGS = LimitFlags()
+
+
+def with_limit_flags(fn: Callable[..., int]) -> Callable[..., int]:
+    """`fn` with LimitFlags's fields, for typer, in place of its LimitFlags parameter; called with them, `fn`
+    gets the LimitFlags they make."""
+    own = inspect.signature(fn, eval_str=True)
+    (name,) = [p.name for p in own.parameters.values() if p.annotation is LimitFlags]
+    hints = typing.get_type_hints(LimitFlags, include_extras=True)
+    flags = [
+        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=hints[f.name])
+        for f in dataclasses.fields(LimitFlags)
+    ]
+    params = [q for p in own.parameters.values() for q in (flags if p.name == name else [p])]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs: Any) -> int:
+        limits = LimitFlags(**{f.name: kwargs.pop(f.name, f.default) for f in flags})
+        return fn(**kwargs, **{name: limits})
+
+    wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": own.return_annotation}
+    return wrapper
