@@ -36,21 +36,26 @@ class Endpoints:
     anthropic_base_url: str
     openai_base_url: str
     placeholder_key: str  # never the real key
+    subscriptions: frozenset[str] = frozenset()  # providers the gateway serves with a subscription token
 
 
-def default_endpoints() -> Endpoints:
+def default_endpoints(subscriptions: frozenset[str] = frozenset()) -> Endpoints:
     base = f"http://127.0.0.1:{GATEWAY_PORT}"
-    return Endpoints(anthropic_base_url=base, openai_base_url=f"{base}/v1", placeholder_key=PLACEHOLDER_KEY)
+    return Endpoints(anthropic_base_url=base, openai_base_url=f"{base}/v1", placeholder_key=PLACEHOLDER_KEY,
+                     subscriptions=subscriptions)  # fmt: skip
 
 
 def sdk_env(endpoints: Endpoints) -> dict[str, str]:
     """Base URLs and placeholder keys for Anthropic- and OpenAI-style SDKs (and `--agent-cmd` scripts)."""
-    return {
+    env = {
         "ANTHROPIC_BASE_URL": endpoints.anthropic_base_url,
         "ANTHROPIC_API_KEY": endpoints.placeholder_key,
         "OPENAI_BASE_URL": endpoints.openai_base_url,
         "OPENAI_API_KEY": endpoints.placeholder_key,
     }
+    if "anthropic" in endpoints.subscriptions:
+        env["CLAUDE_CODE_OAUTH_TOKEN"] = endpoints.placeholder_key  # the gateway puts the real token on
+    return env
 
 
 class AgentAdapter(ABC):

@@ -50,8 +50,13 @@ class ClaudeCode(AgentAdapter):
         return ["sh", "-c", f'exec claude -p "$(cat {PROMPT_FILE})" "$@"', "claude", *args]
 
     def env(self, options: AgentOptions, endpoints: Endpoints) -> dict[str, str]:
+        sdk = sdk_env(endpoints)
+        if "anthropic" in endpoints.subscriptions:
+            # With an API key set the CLI ignores its subscription token: leave only the token's placeholder, so
+            # that it runs as a subscriber does (its model, its limits and their events).
+            sdk.pop("ANTHROPIC_API_KEY")
         return {
-            **sdk_env(endpoints),
+            **sdk,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",  # no telemetry, error reports or update checks
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from rich.text import Text
 
     from runner.loop.flagged import FlagReason
-    from runner.record.models import GatewayUsage
+    from runner.record.models import GatewayUsage, Limits
     from runner.usecases.discard import DiscardResult
     from runner.usecases.hud import HudSnapshot
     from runner.usecases.plan import RunPlan
@@ -374,6 +374,12 @@ def flagged_warning(
             _err().print(Text(f"  {neutralise(path)}", style="red"))
 
 
+def _budget(lim: Limits) -> str:
+    parts = [f"${lim.max_cost_usd:.2f}" if lim.max_cost_usd is not None else "",
+             f"{lim.max_tokens:,} tokens" if lim.max_tokens is not None else ""]  # fmt: skip
+    return " and ".join(p for p in parts if p) or "none (--max-cost USD, --max-tokens N)"
+
+
 def _tokens(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 1000 else str(n)
 
@@ -418,7 +424,8 @@ def plan(p: RunPlan) -> None:
             f"{p.gateway.in_container} in the container; host keys for "
             + (", ".join(p.gateway.keys_present) or "no provider (set ANTHROPIC_API_KEY or OPENAI_API_KEY)"),
         ),
-        ("budget", f"${lim.max_cost_usd:.2f}" if lim.max_cost_usd is not None else "none (--max-cost USD)"),
+        *[(f"{provider} credential", used) for provider, used in sorted(p.gateway.credentials.items())],
+        ("budget", _budget(lim)),
         (
             "limits",
             f"{lim.cpus:g} cpus, {format_size(lim.memory_bytes)} memory (no swap), {lim.pids} pids, "

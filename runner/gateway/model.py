@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from runner.base.errors import UsageError
 from runner.base.redact import RedactingSink, Redactor
 from runner.gateway.budget import Budget, Reservation
+from runner.gateway.credentials import OAUTH_BETA, Credential, CredentialKind, host_credentials, with_beta
 from runner.gateway.loop import bind_unix_socket
 from runner.gateway.prices import PriceTable
 from runner.gateway.routes import Match, Provider, Route, match, parse_base_url, upstream_url
@@ -79,14 +80,28 @@ class Upstream:
     provider: Provider
     base_url: str  # Anthropic's without /v1, OpenAI's with it (as their SDKs take them)
     key: str | None = field(repr=False)
+    kind: CredentialKind = "api-key"
+    variable: str = ""  # where the key was read
 
     def url(self, matched: Match) -> URL:
         return upstream_url(parse_base_url(self.base_url), self.provider, matched)
 
+    def as_credential(self) -> Credential | None:
+        return Credential(self.provider, self.kind, self.variable, self.key) if self.key else None
+
     def credential(self) -> dict[str, str]:
-        if not self.key:
-            return {}
-        return {"x-api-key": self.key} if self.provider == "anthropic" else {"authorization": f"Bearer {self.key}"}
+        found = self.as_credential()
+        return found.headers() if found is not None else {}
+
+    def request_headers(self, agent_headers: Mapping[str, str]) -> dict[str, str]:
+        """What the upstream gets: the agent's headers without its credential, then the real one; a
+        subscription token also needs its beta flag, whatever the agent sent."""
+        headers = forwarded_headers(agent_headers)
+        headers.update(self.credential())
+        if self.key and self.kind == "subscription" and self.provider == "anthropic":
+            sent = [k for k in headers if k.lower() == "anthropic-beta"]
+            headers["anthropic-beta"] = with_beta(",".join(headers.pop(k) for k in sent), OAUTH_BETA)
+        return headers
 
 
 def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, Upstream]:
@@ -94,14 +109,14 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, U
 
     Raises UsageError for a base URL the gateway cannot use."""
     env = os.environ if env is None else env
-    upstreams: dict[Provider, Upstream] = {
-        "anthropic": Upstream(
-            "anthropic",
-            env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT,
-            env.get("ANTHROPIC_API_KEY") or env.get("ANTHROPIC_AUTH_TOKEN") or None,
-        ),
-        "openai": Upstream("openai", env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT, env.get("OPENAI_API_KEY") or None),
-    }
+    found = host_credentials(env)
+    bases: dict[Provider, str] = {"anthropic": env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT,
+                                  "openai": env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT}  # fmt: skip
+    upstreams: dict[Provider, Upstream] = {}
+    for provider, base in bases.items():
+        c = found.get(provider)
+        upstreams[provider] = Upstream(provider, base, c.secret if c else None, c.kind if c else "api-key",
+                                       c.variable if c else "")  # fmt: skip
     for name, upstream in upstreams.items():
         try:
             parse_base_url(upstream.base_url)
@@ -112,7 +127,7 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, U
 
 def secret_keys(upstreams: Mapping[Provider, Upstream]) -> dict[str, str]:
     """The real keys by name, for the redactor: they must never appear in any log or response."""
-    return {f"{u.provider.upper()}_API_KEY": u.key for u in upstreams.values() if u.key}
+    return {u.variable or f"{u.provider.upper()}_API_KEY": u.key for u in upstreams.values() if u.key}
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -460,8 +475,7 @@ class ModelGateway:
         route = matched.route
         upstream = self.upstreams[provider]
         request_model = payload.get("model") if isinstance(payload.get("model"), str) else None
-        headers = forwarded_headers(request.headers)
-        headers.update(upstream.credential())
+        headers = upstream.request_headers(request.headers)
         headers["accept-encoding"] = "identity"
         started = time.monotonic()
         meter: UsageMeter | None = None

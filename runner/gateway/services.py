@@ -20,8 +20,9 @@ from runner.base.layout import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY
 from runner.base.seams import harness_env
 from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
-from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, secret_keys, upstreams_from_env
+from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, Upstream, secret_keys, upstreams_from_env
 from runner.gateway.prices import load_prices
+from runner.gateway.routes import Provider
 from runner.record.models import GatewayUsage, RunSummary
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Wiring:
 
     net_dir: Path
     egress: bool
+    subscriptions: frozenset[str] = frozenset()  # providers whose credential is a subscription token
 
     def services(self) -> tuple[Service, ...]:
         gateway = Service("gateway", GATEWAY_PORT, self.net_dir / GATEWAY_SOCKET)
@@ -69,6 +71,11 @@ class Wiring:
             "HTTPS_PROXY": PROXY_URL, "HTTP_PROXY": PROXY_URL, "https_proxy": PROXY_URL, "http_proxy": PROXY_URL,
             "NO_PROXY": no_proxy, "no_proxy": no_proxy,
         }  # fmt: skip
+
+
+def subscriptions(upstreams: Mapping[Provider, Upstream]) -> frozenset[str]:
+    """The providers the gateway serves with a subscription token (the agent then runs in that mode)."""
+    return frozenset(p for p, u in upstreams.items() if u.key and u.kind == "subscription")
 
 
 class RunNetwork:
@@ -101,7 +108,7 @@ class RunNetwork:
             else None
         )
         self._thread = ServerThread(name=f"harness-net-{summary.session_id}")
-        self.wiring = Wiring(net_dir, egress=self.egress is not None)
+        self.wiring = Wiring(net_dir, egress=self.egress is not None, subscriptions=subscriptions(upstreams))
 
     def start(self) -> None:
         # Host-owned and not writable by the agent's uid; the sockets in it are (to connect).

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from runner.agents import agent_env, agent_report
+from runner.agents import agent_env, agent_report, default_endpoints
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch, Service
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
@@ -750,7 +750,8 @@ def agent_spec(
             **summary.container_env,
             **setup_env(summary),
             **secrets,
-            **agent_env(summary.agent),  # base URLs of the gateway and placeholder keys, never real ones
+            # Base URLs of the gateway and placeholder keys, never real ones.
+            **agent_env(summary.agent, default_endpoints(wiring.subscriptions if wiring is not None else frozenset())),
             **(wiring.proxy_env() if wiring is not None else {}),
             "HARNESS_SESSION": summary.session_id,
             "HARNESS_ITERATION": str(iteration),

@@ -330,8 +330,10 @@ class Limits(JournalModel):
         default=None, gt=0, description="US dollars of model calls allowed (--max-cost); the gateway refuses past it."
     )
     max_tokens: int | None = Field(
-        default=None, gt=0, description="Tokens of model calls allowed (--max-tokens: a subscriber's budget, whose "
-        "dollars are not metered); reserved and counted at the gateway like --max-cost."
+        default=None,
+        gt=0,
+        description="Tokens of model calls allowed (--max-tokens: a subscriber's budget, whose "
+        "dollars are not metered); reserved and counted at the gateway like --max-cost.",
     )
     wait_on_limit_seconds: float | None = Field(
         default=None,

@@ -21,7 +21,7 @@ from runner.base.limits import parse_duration
 from runner.base.names import branch_for, validate_session
 from runner.base.paths import data_home, journal_dir, repo_key, run_dir
 from runner.gateway.model import upstreams_from_env
-from runner.gateway.services import Wiring, parse_allow_hosts
+from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
 from runner.loop.supervisor import agent_spec
 from runner.loop.workspace import RunDir
@@ -40,6 +40,7 @@ from runner.record.models import (
 from runner.record.settings import RunOptions, resolve
 from runner.sandbox import derive, images
 from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
+from runner.usecases.credentials import choose_credentials
 from runner.usecases.options import LimitOptions, check_command, secret_values
 
 log = logging.getLogger(__name__)
@@ -142,7 +143,9 @@ class GatewayPlan(CamelModel):
     in_container: str  # the base URL the agent uses
     upstreams: dict[str, str]  # provider -> where requests go
     keys_present: list[str]  # providers whose key the host's environment holds
+    credentials: dict[str, str] = Field(default_factory=dict)  # provider -> the credential the run uses: kind, variable
     max_cost_usd: float | None
+    max_tokens: int | None = None
 
 
 class SetupPlan(CamelModel):
@@ -226,7 +229,12 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         limits = limits.model_copy(update={"max_iterations": request.max_iterations})
     if request.max_turns is not None and request.max_turns < 1:
         raise UsageError("--max-turns must be at least 1")
-    options = AgentOptions(model=request.model, max_turns=request.max_turns)
+    upstreams = upstreams_from_env()
+    found = {p: c for p, u in upstreams.items() if (c := u.as_credential()) is not None}
+    model, credentials = choose_credentials(
+        request.agent or ("custom" if request.agent_cmd is not None else "demo"), request.model, found
+    )
+    options = AgentOptions(model=model, max_turns=request.max_turns)
     name, command, default_image = resolve_agent(request.agent, request.agent_cmd, options)
     image = request.image or default_image
     if os.getuid() == AGENT_UID:
@@ -272,7 +280,6 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
     setup = _setup_plan(request, environment)
-    upstreams = upstreams_from_env()
     rd = RunDir(run_dir(repo.top, session))
     plan = RunPlan(
         session=session,
@@ -286,7 +293,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         base_commit=base_commit,
         image=image,
         image_state=state,
-        agent=AgentInfo(name=name, command=command, model=request.model, max_turns=request.max_turns),
+        agent=AgentInfo(name=name, command=command, model=model, max_turns=request.max_turns),
         limits=limits,
         network=request.network,
         allow_hosts=allow_hosts,
@@ -295,7 +302,9 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
             in_container=f"http://127.0.0.1:{GATEWAY_PORT}",
             upstreams={name: u.base_url for name, u in upstreams.items()},
             keys_present=sorted(name for name, u in upstreams.items() if u.key),
+            credentials={c.provider: c.describe() for c in credentials},
             max_cost_usd=limits.max_cost_usd,
+            max_tokens=limits.max_tokens,
         ),
         runtime=request.runtime,
         env_names=list(request.env_names),
@@ -310,7 +319,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     spec = agent_spec(
         summary=new_summary(plan), iteration=1, run_dir=rd, repo_key=repo_key(repo.top),
         secrets={name: f"<the value of ${name} here>" for name in request.env_names},
-        wiring=Wiring(rd.net, egress=request.network == "allowlist"),
+        wiring=Wiring(rd.net, egress=request.network == "allowlist", subscriptions=subscriptions(upstreams)),
     )  # fmt: skip
     plan.user = spec.user
     plan.mounts = [PlannedMount(source=str(m.source), target=m.target, read_only=m.read_only) for m in spec.mounts]

@@ -164,3 +164,39 @@ def test_the_base_image_trusts_the_hosts_extra_ca_certificates() -> None:
     for cert in certs:  # `make images` built it with `harness images build`, which adds them
         body = "".join(line for line in cert.read_text().splitlines() if not line.startswith("-----"))
         assert body[:200] in bundle.replace("\n", ""), cert
+
+
+NO_CREDENTIALS = {
+    "ANTHROPIC_API_KEY": "",
+    "ANTHROPIC_AUTH_TOKEN": "",
+    "CLAUDE_CODE_OAUTH_TOKEN": "",
+    "OPENAI_API_KEY": "",
+}
+
+
+def test_an_agent_without_a_credential_on_the_host_does_not_start(repo: GitRepo, harness_home: Path) -> None:
+    args = ["run", "--objective", "x", "--session", "nokey", "--agent", "claude-code", "--json"]
+    r = harness(*args, cwd=repo.path, env=NO_CREDENTIALS)
+    assert r.code == ExitCode.USAGE and r.stdout == ""
+    line = r.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line
+    assert "ANTHROPIC_API_KEY" in line and "CLAUDE_CODE_OAUTH_TOKEN" in line and "claude setup-token" in line
+    assert not repo.journal("nokey").exists() and "harness/nokey" not in repo.git("branch", "--list")
+    # Control: the same command with a subscription token plans; the plan names the credential, never its value.
+    token = "sk-ant-oat01-dry-run-token-9f8e7d"
+    planned = harness(*args, "--dry-run", cwd=repo.path, env={**NO_CREDENTIALS, "CLAUDE_CODE_OAUTH_TOKEN": token})
+    assert planned.code == 0, planned.stderr
+    plan = planned.json()
+    assert plan["gateway"]["credentials"] == {"anthropic": "subscription token (CLAUDE_CODE_OAUTH_TOKEN)"}
+    assert token not in planned.stdout + planned.stderr
+    assert "CLAUDE_CODE_OAUTH_TOKEN" in plan["submission"]["environment"]
+    assert "ANTHROPIC_API_KEY" not in plan["submission"]["environment"]
+
+
+def test_aider_without_a_model_follows_an_openai_key_alone(repo: GitRepo, harness_home: Path) -> None:
+    args = ["run", "--objective", "x", "--session", "ai", "--agent", "aider", "--dry-run", "--json"]
+    r = harness(*args, cwd=repo.path, env={**NO_CREDENTIALS, "OPENAI_API_KEY": "sk-proj-dry-run"})
+    assert r.code == 0, r.stderr
+    plan = r.json()
+    assert plan["agent"]["model"] == "gpt-4o" and "openai/gpt-4o" in plan["agent"]["command"]
+    assert plan["gateway"]["credentials"] == {"openai": "API key (OPENAI_API_KEY)"}

@@ -16,6 +16,7 @@ import pytest
 from runner.gateway.prices import BUILTIN
 from tests.helpers import GitRepo, harness
 from tests.upstreams import (
+    Recorded,
     Reply,
     ScriptedUpstream,
     Step,
@@ -30,6 +31,7 @@ pytestmark = pytest.mark.docker
 
 ANTHROPIC_KEY = "sk-ant-REAL-host-key-31c9d0a7e4b2f6"
 OPENAI_KEY = "sk-proj-REAL-host-key-8e2a6c4f1b9d07"
+CLAUDE_TOKEN = "sk-ant-oat01-REAL-subscription-token-5d1e7a"  # as `claude setup-token` mints them
 USAGE = Usage(input_tokens=2000, output_tokens=300, cache_read_tokens=4000)
 # Every process's environment inside the agent's sandbox, into the copy for the host to read.
 DUMP_ENV = "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done > env-seen.txt 2>/dev/null; true"
@@ -61,6 +63,9 @@ def _cases(url_of: str) -> dict[str, Case]:
         "claude-code": Case("claude-code", "claude-sonnet-4-5", "/v1/messages", _claude(),
                             {"ANTHROPIC_BASE_URL": url_of, "ANTHROPIC_API_KEY": ANTHROPIC_KEY},
                             "x-api-key", ANTHROPIC_KEY),
+        "claude-code-subscription": Case("claude-code", "claude-sonnet-4-5", "/v1/messages", _claude(),
+                                         {"ANTHROPIC_BASE_URL": url_of, "CLAUDE_CODE_OAUTH_TOKEN": CLAUDE_TOKEN},
+                                         "authorization", f"Bearer {CLAUDE_TOKEN}"),
         "codex": Case("codex", "gpt-5", "/v1/responses", _codex(),
                       {"OPENAI_BASE_URL": url_of + "/v1", "OPENAI_API_KEY": OPENAI_KEY},
                       "authorization", f"Bearer {OPENAI_KEY}"),
@@ -74,13 +79,14 @@ def _texts(path: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file())
 
 
-def _drive(repo: GitRepo, agent: str, *extra: str) -> None:
-    session = f"real-{agent}"
+def _drive(repo: GitRepo, name: str, *extra: str) -> list[Recorded]:
+    session = f"real-{name}"
     with ScriptedUpstream() as up:
-        case = _cases(up.url)[agent]
+        case = _cases(up.url)[name]
+        agent = case.agent
         up.scripts[{"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(case.path, "chat")] = case.steps
         env = {"ANTHROPIC_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
-               "ANTHROPIC_AUTH_TOKEN": "", **case.env}  # fmt: skip
+               "ANTHROPIC_AUTH_TOKEN": "", "CLAUDE_CODE_OAUTH_TOKEN": "", **case.env}  # fmt: skip
         r = harness("run", "--objective", "Add hello.txt and commit it", "--session", session, "--agent", agent,
                     "--model", case.model, "--max-iterations", "2", "--iteration-timeout", "5m", *extra, "--json",
                     cwd=repo.path, env=env, timeout=900)  # fmt: skip
@@ -117,6 +123,7 @@ def _drive(repo: GitRepo, agent: str, *extra: str) -> None:
     if agent != "aider":
         env_seen = repo.git("show", f"harness/{session}:env-seen.txt")
         assert "sk-harness-placeholder-not-a-key" in env_seen and bare not in env_seen
+    return seen
 
 
 def test_claude_code_runs_for_real_through_the_gateway(repo: GitRepo) -> None:
@@ -125,6 +132,17 @@ def test_claude_code_runs_for_real_through_the_gateway(repo: GitRepo) -> None:
     report = record["agentReport"]
     assert report["subtype"] == "success" and report["isError"] is False and report["numTurns"] >= 4
     assert report["costUsd"] > 0 and report["usage"]["outputTokens"] > 0
+
+
+def test_claude_code_runs_on_a_subscription_token_it_never_holds(repo: GitRepo) -> None:
+    """A subscriber's night: only CLAUDE_CODE_OAUTH_TOKEN on the host. The CLI runs in its subscription mode on a
+    placeholder token, and the upstream sees the real token as bearer auth with its beta flag."""
+    seen = _drive(repo, "claude-code-subscription")
+    assert all("x-api-key" not in s.headers for s in seen)
+    assert all("oauth-2025-04-20" in s.headers["anthropic-beta"].split(",") for s in seen)
+    env_seen = repo.git("show", "harness/real-claude-code-subscription:env-seen.txt")
+    assert "CLAUDE_CODE_OAUTH_TOKEN=sk-harness-placeholder-not-a-key" in env_seen
+    assert "ANTHROPIC_API_KEY=" not in env_seen  # with a key set, the CLI would ignore its token
 
 
 def test_codex_runs_for_real_through_the_gateway(repo: GitRepo) -> None:

@@ -72,7 +72,8 @@ def iteration(repo: GitRepo, session: str, n: int) -> dict[str, Any]:
 
 
 def test_a_spent_window_is_waited_out_and_the_run_goes_on_without_using_an_iteration(agent_repo: GitRepo) -> None:
-    with ScriptedUpstream(anthropic=[spent_window(6), Reply(text="room again")]) as up:
+    # Far enough ahead that the wait is still on when the container has started on a loaded machine.
+    with ScriptedUpstream(anthropic=[spent_window(25), Reply(text="room again")]) as up:
         r = run(agent_repo, "lim", up, "python3 agent.py", "--max-iterations", "1", "--detach")
         assert r.code == 0, r.stderr
 

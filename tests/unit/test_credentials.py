@@ -1,0 +1,60 @@
+"""Which host credential serves each provider, how the upstream gets it, and which a run will use."""
+
+from __future__ import annotations
+
+import pytest
+
+from runner.base.errors import UsageError
+from runner.gateway.credentials import OAUTH_BETA, host_credentials
+from runner.gateway.model import Upstream, upstreams_from_env
+from runner.usecases.credentials import AIDER_OPENAI_DEFAULT, choose_credentials
+
+TOKEN = "sk-ant-oat01-subscription-token"
+
+
+def test_an_api_key_wins_over_a_subscription_token_as_the_cli_chooses() -> None:
+    both = host_credentials({"ANTHROPIC_API_KEY": "sk-ant-key", "CLAUDE_CODE_OAUTH_TOKEN": TOKEN})
+    assert (both["anthropic"].kind, both["anthropic"].variable) == ("api-key", "ANTHROPIC_API_KEY")
+    token = host_credentials({"CLAUDE_CODE_OAUTH_TOKEN": TOKEN, "ANTHROPIC_API_KEY": "  "})
+    assert (token["anthropic"].kind, token["anthropic"].variable) == ("subscription", "CLAUDE_CODE_OAUTH_TOKEN")
+    assert host_credentials({}) == {}
+    assert TOKEN not in repr(token) and token["anthropic"].describe() == "subscription token (CLAUDE_CODE_OAUTH_TOKEN)"
+
+
+def test_a_subscription_token_goes_upstream_as_bearer_with_its_beta_flag_whatever_the_agent_sent() -> None:
+    upstream = upstreams_from_env({"CLAUDE_CODE_OAUTH_TOKEN": TOKEN})["anthropic"]
+    sent = {"x-api-key": "placeholder", "Authorization": "Bearer placeholder", "Anthropic-Beta": "fine-grained-x",
+            "anthropic-version": "2023-06-01"}  # fmt: skip
+    headers = upstream.request_headers(sent)
+    assert headers["authorization"] == f"Bearer {TOKEN}"
+    assert not {"x-api-key", "Authorization", "Anthropic-Beta"} & set(headers)
+    assert headers["anthropic-beta"] == f"fine-grained-x,{OAUTH_BETA}" and headers["anthropic-version"] == "2023-06-01"
+    already = upstream.request_headers({"anthropic-beta": f"{OAUTH_BETA},other"})
+    assert already["anthropic-beta"] == f"{OAUTH_BETA},other"  # not added twice
+    # Control: an API key goes as x-api-key, and the agent's betas pass as they are.
+    key = Upstream("anthropic", "http://h", "sk-ant-key", "api-key", "ANTHROPIC_API_KEY")
+    plain = key.request_headers({"x-api-key": "placeholder", "anthropic-beta": "fine-grained-x"})
+    assert plain == {"anthropic-beta": "fine-grained-x", "x-api-key": "sk-ant-key"}
+
+
+def test_no_credential_no_start_naming_what_would_serve() -> None:
+    with pytest.raises(UsageError, match=r"ANTHROPIC_API_KEY .* or CLAUDE_CODE_OAUTH_TOKEN .*claude setup-token"):
+        choose_credentials("claude-code", None, {})
+    with pytest.raises(UsageError, match="--agent codex needs a model credential on the host: set OPENAI_API_KEY"):
+        choose_credentials("codex", None, host_credentials({"CLAUDE_CODE_OAUTH_TOKEN": TOKEN}))
+    with pytest.raises(UsageError, match=r"--agent aider .* ANTHROPIC_API_KEY or OPENAI_API_KEY"):
+        choose_credentials("aider", None, {})
+    with pytest.raises(UsageError, match="OPENAI_API_KEY"):
+        choose_credentials("aider", "gpt-5", host_credentials({"ANTHROPIC_API_KEY": "k"}))
+    assert choose_credentials("demo", None, {}) == (None, [])
+    assert choose_credentials("custom", None, {}) == (None, [])
+
+
+def test_aiders_default_model_follows_the_hosts_credentials() -> None:
+    openai_only = host_credentials({"OPENAI_API_KEY": "sk-proj"})
+    model, used = choose_credentials("aider", None, openai_only)
+    assert model == AIDER_OPENAI_DEFAULT and [c.provider for c in used] == ["openai"]
+    both = host_credentials({"OPENAI_API_KEY": "sk-proj", "ANTHROPIC_API_KEY": "sk-ant"})
+    assert choose_credentials("aider", None, both)[0] is None  # aider's own default: an Anthropic model
+    assert choose_credentials("aider", "anthropic/claude-sonnet-4-5", both)[1][0].provider == "anthropic"
+    assert choose_credentials("aider", "gpt-4.1", both)[1][0].provider == "openai"
