@@ -1,6 +1,6 @@
 """The options that several commands share, each declared once: its flag, its help, its type.
 
-`run` and `resume` take the nine limit options as one LimitFlags parameter: typer reads a command's options
+`run` and `resume` take the twelve limit options as one LimitFlags parameter: typer reads a command's options
 from its signature, so with_limit_flags shows it LimitFlags's fields in that parameter's place (same flags,
 help and order in --help as if each command listed them).
 """
@@ -68,10 +68,30 @@ class LimitFlags:
             "--max-cost", help="US dollars the session may spend on model calls; the gateway refuses past it."
         ),
     ] = None
+    max_tokens: Annotated[
+        int | None,
+        typer.Option("--max-tokens", help="Tokens the session may use on model calls (a subscriber's budget); the "
+                     "gateway refuses past it."),
+    ] = None  # fmt: skip
+    wait_on_limit: Annotated[
+        str | None,
+        typer.Option("--wait-on-limit", help="Longest wait for a spent usage window to reopen (default: the rest of "
+                     "--max-time); 0: never wait."),
+    ] = None  # fmt: skip
+    no_wait_on_limit: Annotated[
+        bool, typer.Option("--no-wait-on-limit", help="End the run (resumable) at a usage limit instead of waiting.")
+    ] = False
 
     def given(self) -> dict[str, Any]:
-        """Option name -> value, as the settings name them."""
-        return dataclasses.asdict(self)
+        """Option name -> value, as the settings name them (--no-wait-on-limit is a wait of 0)."""
+        given = dataclasses.asdict(self)
+        if given.pop("no_wait_on_limit"):
+            if self.wait_on_limit is not None:
+                from runner.base.errors import UsageError
+
+                raise UsageError("give either --wait-on-limit or --no-wait-on-limit, not both")
+            given["wait_on_limit"] = NO_WAIT
+        return given
 
     def options(self) -> LimitOptions:
         from runner.usecases.options import LimitOptions
@@ -79,6 +99,7 @@ class LimitFlags:
         return LimitOptions(**self.given())
 
 
+NO_WAIT = "0"
 NO_LIMIT_FLAGS = LimitFlags()
 
 

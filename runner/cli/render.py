@@ -288,6 +288,8 @@ def _hud_rows(snap: HudSnapshot, grid: Table) -> None:
     if snap.backoff_until is not None:
         wait = (snap.backoff_until - snap.taken_at).total_seconds()
         grid.add_row("rate limited", f"next iteration in {format_duration(max(0.0, wait))}")
+    if snap.usage_limit is not None:
+        grid.add_row("usage limit", snap.usage_limit)
     if snap.container is not None:
         c = snap.container
         cpu = _of(f"{c.cpus:.2f} CPU", f"{c.cpus_limit:g}" if c.cpus_limit else None)

@@ -258,6 +258,8 @@ class Supervisor:
                 if decision is not None:
                     break
                 if last is not None and last.backoff_seconds:
+                    if last.outcome is Outcome.USAGE_LIMIT:
+                        self.workspace.close()  # a wait of hours holds no container (the next checkpoint starts one)
                     if self._wait_out(last.backoff_seconds) and last.outcome is Outcome.USAGE_LIMIT:
                         with self._write_lock:
                             summary.usage_limit.until = None  # the window has reopened

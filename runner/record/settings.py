@@ -134,6 +134,13 @@ class RunOptions(BaseModel):
     max_cost: float | None = Field(
         default=None, gt=0, allow_inf_nan=False, description="US dollars the run may spend on model calls."
     )
+    max_tokens: int | None = Field(
+        default=None, gt=0, description="Tokens the run may use on model calls (a subscriber's budget)."
+    )
+    wait_on_limit: Duration | None = Field(
+        default=None,
+        description="Longest wait for a spent usage window to reopen (default: the rest of max_time); 0: never wait.",
+    )
     stuck_after: int = Field(default=3, ge=1, description="End as stuck after this many iterations without a change.")
     backoff_base: Duration = Field(
         default="60s", description="First wait after a rate limit (doubles each time, up to 30m)."

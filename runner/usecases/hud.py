@@ -18,7 +18,7 @@ from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import CamelModel, IterationRecord, Note, Outcome, RunState, RunSummary, utcnow
-from runner.usecases.status import SessionStatus, session_status
+from runner.usecases.status import SessionStatus, limit_wait_text, session_status
 
 LOG_TAIL_BYTES = 16 * 1024
 # The supervisor writes an iteration's record, then the summary, then (at the end) the final
@@ -56,6 +56,7 @@ class HudSnapshot(CamelModel):
     iteration_elapsed_seconds: float | None = None
     iteration_timeout_seconds: float | None = None  # the running iteration's own wall clock
     backoff_until: datetime | None = None  # waiting out a rate limit until then
+    usage_limit: str | None = None  # 'waiting for the limit to reset at 04:10 (5-hour window)'
     container: ContainerUse | None = None
     container_error: str | None = None  # why the container's use is not known
     notes_waiting: list[Note] = Field(default_factory=list)  # queued for the next iteration's prompt
@@ -170,6 +171,8 @@ def snapshot(request: HudRequest, backend: Backend | None = None, previous: HudS
         return snap
     until = summary.backoff.until
     snap.backoff_until = until if until is not None and until > now else None
+    if summary.usage_limit.until is not None and summary.usage_limit.until > now:
+        snap.usage_limit = limit_wait_text(summary.usage_limit)
     n = summary.iteration_count + 1
     if current != n:
         return snap  # between iterations (or waiting out a rate limit): no agent runs

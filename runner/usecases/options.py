@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from runner.base.errors import UsageError
 from runner.base.limits import parse_duration, parse_size
 from runner.base.redact import MIN_SECRET_LENGTH
+from runner.gateway.credentials import SOURCES
 from runner.record.models import Limits
 
 
@@ -28,6 +29,8 @@ class LimitOptions:
     stuck_after: int | None = None
     backoff_base: str | None = None
     max_cost: float | None = None  # USD
+    max_tokens: int | None = None
+    wait_on_limit: str | None = None  # a duration; "0": never wait
 
     def apply(self, base: Limits) -> Limits:
         update: dict[str, object] = {}
@@ -51,6 +54,15 @@ class LimitOptions:
             if not self.max_cost > 0 or self.max_cost != self.max_cost:
                 raise UsageError("--max-cost must be a positive number of US dollars")
             update["max_cost_usd"] = self.max_cost
+        if self.max_tokens is not None:
+            if self.max_tokens < 1:
+                raise UsageError("--max-tokens must be a positive number of tokens")
+            update["max_tokens"] = self.max_tokens
+        if self.wait_on_limit is not None:
+            never = self.wait_on_limit.strip() in {"0", "0s"}
+            update["wait_on_limit_seconds"] = (
+                0.0 if never else parse_duration(self.wait_on_limit, option="--wait-on-limit")
+            )
         try:
             return Limits.model_validate({**base.model_dump(), **update})
         except ValidationError as exc:
@@ -65,7 +77,7 @@ def check_command(check: str | None) -> str | None:
 
 
 # Never into a container: the gateway holds them (an SDK's own base URL and placeholder key are set instead).
-GATEWAY_KEYS = frozenset({"ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "OPENAI_API_KEY"})
+GATEWAY_KEYS = frozenset(source.variable for sources in SOURCES.values() for source in sources)
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
 

@@ -118,6 +118,7 @@ def run_request(
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
+            max_tokens=s.max_tokens, wait_on_limit=s.wait_on_limit,
         ),
         options=s.model_dump(mode="json"),
         sources=resolved.sources,

@@ -7,6 +7,9 @@ container, against a scripted upstream on loopback that answers as Anthropic doe
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 import time
 from datetime import datetime
 from typing import Any
@@ -130,3 +133,53 @@ def test_an_agent_that_only_prints_usage_limit_is_not_waited_for(agent_repo: Git
     st = r.json()
     assert iteration(agent_repo, "says", 1)["outcome"] == "agent-error"
     assert st["status"] != "running" and st.get("usageLimit") is None and st["stopReason"] != "usage-limit"
+
+
+def test_a_reset_beyond_wait_on_limit_ends_the_run_resumable_and_no_wait_on_limit_ends_it_at_once(
+    agent_repo: GitRepo,
+) -> None:
+    with ScriptedUpstream(anthropic=[spent_window(90), Reply(text="resumed")]) as up:
+        r = run(agent_repo, "cap", up, "python3 agent.py", "--wait-on-limit", "20s")
+        st = r.json()
+        assert (st["status"], st["stopReason"]) == ("stopped", "usage-limit"), st
+        # Resumed (the user's choice, here with no cap): the window is tried again at once, and it has room.
+        env = {"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY}
+        resumed = harness("resume", "--session", "cap", "--json", cwd=agent_repo.path, env=env)
+        assert resumed.json()["status"] == "completed", resumed.stderr
+    with ScriptedUpstream(anthropic=[spent_window(5), Reply(text="unused")]) as up:
+        r = run(agent_repo, "now", up, "python3 agent.py", "--no-wait-on-limit")
+    st = r.json()
+    assert (st["status"], st["stopReason"], st["iterationCount"]) == ("stopped", "usage-limit", 1), st
+    both = harness("run", "--objective", "x", "--session", "both", "--agent-cmd", "true", "--no-wait-on-limit",
+                   "--wait-on-limit", "1h", cwd=agent_repo.path)  # fmt: skip
+    assert both.code == 2 and "not both" in both.stderr
+
+
+def test_a_waiting_session_survives_a_killed_supervisor_and_goes_on_waiting_after_resume(agent_repo: GitRepo) -> None:
+    with ScriptedUpstream(anthropic=[spent_window(30), Reply(text="room again")]) as up:
+        r = run(agent_repo, "k9", up, "python3 agent.py", "--detach")
+        pid = r.json()["pid"]
+
+        def status() -> dict[str, Any]:
+            return harness("status", "--session", "k9", "--json", cwd=agent_repo.path).json()
+
+        wait_for(lambda: (status().get("usageLimit") or {}).get("until"), 120, "the wait for the limit")
+        until = status()["usageLimit"]["until"]
+        # Nothing runs while it waits: no container of the session, only the supervisor asleep.
+        containers = subprocess.run(["docker", "ps", "-q", "--filter", "label=io.solo-harness.session=k9"],
+                                    capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+        assert containers == []
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: status()["status"] != "running", 30, "status to see the supervisor gone")
+        env = {"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY}
+        resumed = harness("resume", "--session", "k9", "--detach", "--json", cwd=agent_repo.path, env=env)
+        assert resumed.code == 0, resumed.stderr
+        wait_for(lambda: status()["status"] == "running" and (status().get("usageLimit") or {}).get("until"), 60,
+                 "the resumed supervisor to wait again")  # fmt: skip
+        assert status()["usageLimit"]["until"] == until and len(up.seen("/v1/messages")) == 1  # no early retry
+        wait_for(lambda: status()["status"] != "running", 120, "the run to go on after the reset")
+        assert len(up.seen("/v1/messages")) == 2
+    final = status()
+    assert (final["status"], final["iterationCount"]) == ("completed", 2), final
+    second = iteration(agent_repo, "k9", 2)
+    assert datetime.fromisoformat(second["startedAt"]) >= datetime.fromisoformat(until)

@@ -58,3 +58,29 @@ def test_aiders_default_model_follows_the_hosts_credentials() -> None:
     assert choose_credentials("aider", None, both)[0] is None  # aider's own default: an Anthropic model
     assert choose_credentials("aider", "anthropic/claude-sonnet-4-5", both)[1][0].provider == "anthropic"
     assert choose_credentials("aider", "gpt-4.1", both)[1][0].provider == "openai"
+
+
+def test_a_subscription_token_cannot_be_passed_into_the_container_with_env() -> None:
+    from runner.usecases.options import secret_values
+
+    for name in ("CLAUDE_CODE_OAUTH_TOKEN", "ANTHROPIC_API_KEY", "OPENAI_API_KEY"):
+        with pytest.raises(UsageError, match="stay on the host"):
+            secret_values([name])
+
+
+def test_wait_on_limit_and_max_tokens_become_limits() -> None:
+    from runner.cli.options import LimitFlags
+    from runner.record.models import Limits
+
+    assert LimitFlags(wait_on_limit="2h", max_tokens=5000).options().apply(Limits()).wait_on_limit_seconds == 7200
+    never = LimitFlags(no_wait_on_limit=True).options().apply(Limits())
+    assert never.wait_on_limit_seconds == 0.0
+    assert LimitFlags(wait_on_limit="0").options().apply(Limits()).wait_on_limit_seconds == 0.0
+    assert LimitFlags(max_tokens=5000).options().apply(Limits()).max_tokens == 5000
+    assert Limits().wait_on_limit_seconds is None  # default: the rest of --max-time
+    with pytest.raises(UsageError, match="not both"):
+        LimitFlags(wait_on_limit="1h", no_wait_on_limit=True).given()
+    with pytest.raises(UsageError, match="--wait-on-limit"):
+        LimitFlags(wait_on_limit="soon").options().apply(Limits())
+    with pytest.raises(UsageError, match="--max-tokens"):
+        LimitFlags(max_tokens=0).options().apply(Limits())

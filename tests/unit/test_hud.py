@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -194,3 +194,27 @@ def test_status_says_one_commit(repo: GitRepo, tmp_path: Path) -> None:
     console = Console(record=True, width=120, file=open(os.devnull, "w"), color_system=None)  # noqa: SIM115
     console.print(render._session_grid(get_status(StatusRequest(repo=repo.path, session="h3")), detailed=True))
     assert "(1 commit ahead of" in console.export_text()
+
+
+def test_a_session_waiting_for_a_usage_limit_says_until_when_in_the_hud_and_status(
+    repo: GitRepo, held: ExitStack
+) -> None:
+    from runner.record.models import UsageLimitWait
+
+    journal, backend = running_session(repo, held)
+    summary = journal.read_summary()
+    resets = (utcnow() + timedelta(hours=2)).replace(microsecond=0)
+    summary.usage_limit = UsageLimitWait(total=1, resets_at=resets, window="5-hour", until=resets)
+    journal.write_summary(summary)
+    snap = snapshot(HudRequest(repo=repo.path, session="h1"), backend)
+    local = resets.astimezone()
+    when = local.strftime("%H:%M") if local.date() == datetime.now().astimezone().date() else local.strftime("%a %H:%M")
+    expected = f"waiting for the limit to reset at {when} (5-hour window)"
+    assert snap.usage_limit == expected
+    assert any(line.strip("│ ").startswith("usage limit") and expected in line for line in text_of(snap).splitlines())
+    assert expected in snap.status.verdict
+    # Control: once the wait is over, neither says it.
+    summary.usage_limit = summary.usage_limit.model_copy(update={"until": None})
+    journal.write_summary(summary)
+    after = snapshot(HudRequest(repo=repo.path, session="h1"), backend)
+    assert after.usage_limit is None and "waiting for the limit" not in after.status.verdict
