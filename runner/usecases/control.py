@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.base.errors import UsageError
-from runner.base.names import validate_session
-from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import CamelModel, ControlFile, Note, utcnow
+from runner.usecases.repository import open_session
 from runner.usecases.status import effective_state
 
 
@@ -30,9 +29,8 @@ class StopResult(CamelModel):
 
 
 def _journal(repo: Path, session: str) -> Journal:
-    with HostGit(repo.resolve()) as git:
-        top = git.info().top
-    journal = Journal.for_repo(top, validate_session(session))
+    with open_session(repo, session) as opened:
+        journal = opened.journal
     journal.require()
     return journal
 

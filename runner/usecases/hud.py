@@ -18,6 +18,7 @@ from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import CamelModel, IterationRecord, Note, Outcome, RunState, RunSummary, utcnow
+from runner.usecases.repository import open_session
 from runner.usecases.status import SessionStatus, limit_wait_text, session_status
 
 LOG_TAIL_BYTES = 16 * 1024
@@ -143,10 +144,9 @@ def snapshot(request: HudRequest, backend: Backend | None = None, previous: HudS
     """One frame of the hud. `backend` samples the agent container (None: no sample); `previous`
     is the last frame, for the CPU rate between the two."""
     session = validate_session(request.session)
-    with HostGit(request.repo.resolve()) as git:
-        top = git.info().top
-        journal = Journal.for_repo(top, session)
-        summary, status, iterations = _read(top, session, git, journal)
+    with open_session(request.repo, session) as opened:
+        top, journal = opened.top, opened.journal
+        summary, status, iterations = _read(top, session, opened.git, journal)
     now = utcnow()
     logs = sorted(journal.dir.glob("iteration-[0-9][0-9][0-9][0-9].log"))
     current = int(logs[-1].name[10:14]) if logs else None

@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.base.errors import UsageError
-from runner.base.names import validate_session
 from runner.base.output import neutralise
-from runner.record.gitops import HostGit
 from runner.record.journal import Journal
+from runner.usecases.repository import open_session
 
 FOLLOW_POLL_SECONDS = 0.5
 
@@ -32,9 +31,8 @@ def _latest(journal: Journal) -> int | None:
 def read_logs(request: LogsRequest) -> Iterator[str]:
     """Yield the log text in pieces; with `follow`, keep yielding new output (and new iterations)
     for as long as a supervisor drives the session."""
-    with HostGit(request.repo.resolve()) as git:
-        top = git.info().top
-    journal = Journal.for_repo(top, validate_session(request.session))
+    with open_session(request.repo, request.session) as opened:
+        journal = opened.journal
     journal.require()
     n = request.iteration if request.iteration is not None else _latest(journal)
     if n is None:

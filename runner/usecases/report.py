@@ -16,8 +16,6 @@ from pydantic import Field
 
 from runner.base.names import branch_for, validate_session
 from runner.loop.flagged import REASON_TEXT, FlagReason
-from runner.record.gitops import HostGit
-from runner.record.journal import Journal
 from runner.record.models import (
     CamelModel,
     CheckResult,
@@ -30,7 +28,7 @@ from runner.record.models import (
     StopReason,
     utcnow,
 )
-from runner.usecases.repository import harness_command
+from runner.usecases.repository import harness_command, open_session
 from runner.usecases.review.findings import review
 from runner.usecases.status import session_status
 
@@ -161,10 +159,9 @@ def _commands(report: SessionReport, top: Path) -> list[ReportCommand]:
 def build_report(request: ReportRequest) -> SessionReport:
     """The report of one session (read-only: nothing is written anywhere)."""
     session = validate_session(request.session)
-    with HostGit(request.repo.resolve()) as git:
-        top = git.info().top
+    with open_session(request.repo, session) as opened:
+        git, top, journal = opened.git, opened.top, opened.journal
         st = session_status(top, session, git)
-        journal = Journal.for_repo(top, session)
         records = journal.iterations()
         control = journal.read_control()
         head = git.ref_commit(branch_for(session))
