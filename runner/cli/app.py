@@ -462,7 +462,7 @@ def diff(
     if as_json:
         render.print_json(result)
         return ExitCode.OK
-    render.flagged_warning(result.flagged, result.reasons, result.links, result.would_overwrite, result.journal_paths)
+    render.flagged_warning(result.findings)
     sys.stdout.write(neutralise(result.patch))
     return ExitCode.OK
 

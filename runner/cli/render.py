@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,12 +27,12 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from runner.loop.flagged import FlagReason
     from runner.record.models import GatewayUsage, Limits
     from runner.usecases.discard import DiscardResult
     from runner.usecases.hud import HudSnapshot
     from runner.usecases.plan import RunPlan
     from runner.usecases.report import SessionReport
+    from runner.usecases.review.findings import Findings
     from runner.usecases.status import SessionProblem, SessionStatus
 
     out: Console  # stdout, for results
@@ -195,8 +195,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     grid.add_row("branch", f"{st.branch}{ahead}")
     if st.usage.requests or st.max_cost_usd is not None:
         grid.add_row("model use", usage_line(st.usage, st.max_cost_usd))
-    if st.flagged:
-        grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.flagged), style="bold yellow"))
+    if st.findings.flagged:
+        grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.findings.flagged), style="bold yellow"))
     if st.error:
         grid.add_row("error", Text(st.error, style="red"))
     if detailed:
@@ -346,29 +346,23 @@ def hud(snap: HudSnapshot) -> Group:
     return Group(Panel(head, title="harness hud", title_align="left"), table, tail)
 
 
-def flagged_warning(
-    paths: list[str],
-    reasons: Mapping[str, Sequence[FlagReason]] | None = None,
-    links: Mapping[str, str] | None = None,
-    would_overwrite: Sequence[str] = (),
-    journal_paths: Sequence[str] = (),
-) -> None:
+def flagged_warning(seen: Findings) -> None:
     """The review warnings of `diff`, on stderr (the patch is on stdout)."""
     from rich.text import Text
 
     from runner.loop.flagged import REASON_TEXT
 
-    if paths:
+    if seen.flagged:
         _err().print(Text("These changed paths can run code on this machine; review them first:", style="bold yellow"))
-        for path in paths:
+        for path, reasons in seen.reasons.items():
             line = Text(f"  {neutralise(path)}", style="yellow")
-            why = [REASON_TEXT[r] for r in (reasons or {}).get(path, [])]
-            if path in (links or {}):
-                why.append(f"link to {neutralise((links or {})[path])!r}")
+            why = [REASON_TEXT[r] for r in reasons]
+            if path in seen.links:
+                why.append(f"link to {neutralise(seen.links[path])!r}")
             if why:
                 line.append(f"  ({'; '.join(why)})", style="dim")
             _err().print(line)
-    blocked = [*would_overwrite, *(p for p in journal_paths if p not in would_overwrite)]
+    blocked = [*seen.would_overwrite, *(p for p in seen.journal_paths if p not in seen.would_overwrite)]
     if blocked:
         _err().print(Text("'harness merge' refuses this branch: it would replace files git does not track here, "
                        "or write into the harness journal:", style="bold red"))  # fmt: skip

@@ -89,10 +89,10 @@ def to_markdown(r: SessionReport) -> str:
             why = "; ".join(f.why) + (f"; link to {f.link_target!r}" if f.link_target else "")
             lines.append(f"| {_md(f.path)} | {_md(why)} |")
         lines.append("")
-    if r.would_overwrite or r.journal_paths:
+    if r.findings.would_overwrite or r.findings.journal_paths:
         lines += ["## Merge is refused", "", "The branch would replace files git does not track here, "
                   "or write into the harness journal:", ""]  # fmt: skip
-        lines += [f"- {_md(p)}" for p in [*r.would_overwrite, *r.journal_paths]] + [""]
+        lines += [f"- {_md(p)}" for p in [*r.findings.would_overwrite, *r.findings.journal_paths]] + [""]
     lines += ["## What to do", ""]
     for c in r.commands:
         lines += [f"{_md(c.label)}:", "", "    " + c.command, ""]
@@ -125,8 +125,8 @@ def to_markdown(r: SessionReport) -> str:
         if r.stop_note:
             lines.append(f"- stop note: {_md(r.stop_note)}")
         lines.append("")
-    if r.files:
-        lines += [f"## Files changed ({len(r.files)})", ""] + [f"- {_md(p)}" for p in r.files] + [""]
+    if r.findings.files:
+        lines += [f"## Files changed ({len(r.findings.files)})", ""] + [f"- {_md(p)}" for p in r.findings.files] + [""]
     lines.append(f"Generated {r.generated_at.strftime('%Y-%m-%d %H:%M UTC')} by harness report.")
     return "\n".join(lines) + "\n"
 
@@ -187,10 +187,10 @@ def to_html(r: SessionReport) -> str:
             why = "; ".join(f.why) + (f"; link to {f.link_target!r}" if f.link_target else "")
             parts.append(f"<tr><td><code>{_h(f.path)}</code></td><td>{_h(why)}</td></tr>")
         parts.append("</table></section>")
-    if r.would_overwrite or r.journal_paths:
+    if r.findings.would_overwrite or r.findings.journal_paths:
         parts.append('<section class="refused" id="refused"><h2>Merge is refused</h2><p>The branch would replace '
                      "files git does not track here, or write into the harness journal:</p><ul>")  # fmt: skip
-        parts += [f"<li><code>{_h(p)}</code></li>" for p in [*r.would_overwrite, *r.journal_paths]]
+        parts += [f"<li><code>{_h(p)}</code></li>" for p in [*r.findings.would_overwrite, *r.findings.journal_paths]]
         parts.append("</ul></section>")
     parts.append('<h2>What to do</h2><div id="commands">')
     for c in r.commands:
@@ -233,9 +233,9 @@ def to_html(r: SessionReport) -> str:
         if r.stop_note:
             parts.append(f'<li>stop note: <span class="summary">{_h(r.stop_note)}</span></li>')
         parts.append("</ul>")
-    if r.files:
-        parts.append(f"<h2>Files changed ({len(r.files)})</h2><ul>")
-        parts += [f"<li><code>{_h(p)}</code></li>" for p in r.files]
+    if r.findings.files:
+        parts.append(f"<h2>Files changed ({len(r.findings.files)})</h2><ul>")
+        parts += [f"<li><code>{_h(p)}</code></li>" for p in r.findings.files]
         parts.append("</ul>")
     parts.append(f'<p class="dim">Generated {r.generated_at.strftime("%Y-%m-%d %H:%M UTC")} by harness report.</p>')
     parts.append("</body></html>")

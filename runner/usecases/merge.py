@@ -9,28 +9,27 @@ git does not track in the user's tree or write into the journal root (issue 8).
 from __future__ import annotations
 
 import subprocess
+from typing import ClassVar
 
 from runner.base.errors import InvalidStateError, MergeWouldOverwriteError, UnsafeToProceedError, WorkspaceError
 from runner.base.names import branch_for
 from runner.base.output import neutralise
-from runner.loop.flagged import FlagReason
 from runner.record.gitops import HostGit
-from runner.record.models import CamelModel, DiffStat
+from runner.record.models import DiffStat
 from runner.usecases.repository import SessionRef, open_session, refuse_if_running
-from runner.usecases.review.findings import Review, review
+from runner.usecases.review.findings import Findings, ShowsFindings, review
 
 
-class DiffResult(CamelModel):
+class DiffResult(ShowsFindings):
+    SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {
+        "files": ("flagged", "reasons", "links", "would_overwrite", "journal_paths")
+    }
+
     session_id: str
     branch: str
     base_commit: str
     head_commit: str
-    files: list[str]
-    flagged: list[str]  # paths that could run code on the host later: review them first
-    reasons: dict[str, list[FlagReason]]  # why each flagged path is flagged
-    links: dict[str, str]  # symlinks (their targets) and submodules in any commit of the branch
-    would_overwrite: list[str]  # untracked or ignored files of the working tree a merge would replace
-    journal_paths: list[str]  # paths under the harness journal root: a merge never writes them
+    files: list[str]  # base..head, as in the patch (the findings' files add what merging into HEAD writes)
     diff_stat: DiffStat
     patch: str
 
@@ -62,27 +61,23 @@ def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
             base_commit=base,
             head_commit=head,
             files=files,
-            flagged=seen.flagged,
-            reasons=seen.reasons,
-            links=seen.links,
-            would_overwrite=seen.would_overwrite,
-            journal_paths=seen.journal_paths,
+            findings=seen,
             diff_stat=git.diff_stat(base, head),
             patch=git.patch(base, head, stat_only=stat_only),
         )
 
 
-class MergeResult(CamelModel):
+class MergeResult(ShowsFindings):
+    SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {"merged_commit": ("flagged", "reasons")}
+
     session_id: str
     branch: str
     into: str  # the branch that was checked out (or "detached HEAD"): the merge goes there
     squash: bool
     merged_commit: str  # the user's HEAD after the merge
-    flagged: list[str]
-    reasons: dict[str, list[FlagReason]]
 
 
-def _refuse_overwrites(seen: Review) -> None:
+def _refuse_overwrites(seen: Findings) -> None:
     """Never, not even with --accept-flagged: git replaces ignored files when it merges, and the journal
     is the harness's record of every session."""
     parts = []
@@ -118,7 +113,7 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
     branch = summary.worktree.branch
     message = f"Merge harness session {ref.session} ({branch})"
     # The reviewed commit, not the branch name: what was checked is what is merged. --no-overwrite-ignore
-    # is a second guard only: git 2.39 replaces ignored files even with it (see Review.would_overwrite).
+    # is a second guard only: git 2.39 replaces ignored files even with it (see Findings.would_overwrite).
     steps = [["merge", "--squash", "--no-overwrite-ignore", head], ["commit", "-q", "-m", message]] if squash else [
         ["merge", "--no-ff", "--no-overwrite-ignore", "-q", "-m", message, head]
     ]  # fmt: skip
@@ -136,4 +131,4 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
     with HostGit(top) as git:
         merged = git.ref_commit("HEAD") or ""
     return MergeResult(session_id=ref.session, branch=branch, into=into, squash=squash, merged_commit=merged,
-                       flagged=seen.flagged, reasons=seen.reasons)  # fmt: skip
+                       findings=seen)  # fmt: skip

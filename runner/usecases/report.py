@@ -10,7 +10,7 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -29,7 +29,7 @@ from runner.record.models import (
     utcnow,
 )
 from runner.usecases.repository import harness_command, open_session
-from runner.usecases.review.findings import review
+from runner.usecases.review.findings import Findings, ShowsFindings, review
 from runner.usecases.status import session_status
 
 
@@ -64,8 +64,13 @@ class ReportCommand(CamelModel):
     command: str  # a complete command line, quoted for a POSIX shell
 
 
-class SessionReport(CamelModel):
+class SessionReport(ShowsFindings):
     """Everything about one session needed to decide: merge, resume or discard."""
+
+    SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {
+        "flagged": ("would_overwrite", "journal_paths"),  # a merge is refused over these
+        "diff_stat": ("files",),
+    }
 
     kind: Literal["solo-harness.report"] = "solo-harness.report"
     session_id: str
@@ -76,9 +81,7 @@ class SessionReport(CamelModel):
     verdict: str  # the one line `status` shows
     error: str | None
     # Flagged paths come first: they are what needs a careful look before anything else.
-    flagged: list[FlaggedPath]
-    would_overwrite: list[str]  # a merge is refused over these (untracked files it would replace)
-    journal_paths: list[str]  # ...and over these (the harness journal)
+    flagged: list[FlaggedPath]  # the findings' flagged paths, with their reasons in words
     commands: list[ReportCommand]  # what to type next
     iteration_count: int
     max_iterations: int
@@ -92,7 +95,6 @@ class SessionReport(CamelModel):
     commits_ahead: int | None
     discarded_ref: str | None
     diff_stat: DiffStat | None
-    files: list[str]
     notes: list[ReportNote]
     stop_note: str | None
     usage: GatewayUsage
@@ -142,7 +144,7 @@ def _commands(report: SessionReport, top: Path) -> list[ReportCommand]:
             found.append(cmd("bring the discarded branch back", "restore"))
         return found
     found.append(cmd("read the whole change", "diff"))
-    if report.would_overwrite or report.journal_paths:
+    if report.findings.would_overwrite or report.findings.journal_paths:
         by_hand = shlex.join(["git", "-C", str(top), "log", "-p", f"HEAD..{report.branch}"])
         label = "merge is refused (it would overwrite files git does not track): take what you want by hand"
         found.append(ReportCommand(label=label, command=by_hand))
@@ -165,11 +167,10 @@ def build_report(request: ReportRequest) -> SessionReport:
         records = journal.iterations()
         control = journal.read_control()
         head = git.ref_commit(branch_for(session))
-        seen = review(git, top, st.base_commit, head, onto=git.ref_commit("HEAD")) if head else None
-        links = seen.links if seen else {}
+        seen = review(git, top, st.base_commit, head, onto=git.ref_commit("HEAD")) if head else Findings.none()
         flagged = [
-            FlaggedPath(path=p, reasons=why, why=[REASON_TEXT[r] for r in why], link_target=links.get(p))
-            for p, why in (seen.reasons.items() if seen else [])
+            FlaggedPath(path=p, reasons=why, why=[REASON_TEXT[r] for r in why], link_target=seen.links.get(p))
+            for p, why in seen.reasons.items()
         ]
         checks = [rec.check for rec in records if rec.check is not None]
         report = SessionReport(
@@ -181,8 +182,6 @@ def build_report(request: ReportRequest) -> SessionReport:
             verdict=st.verdict,
             error=st.error,
             flagged=flagged,
-            would_overwrite=seen.would_overwrite if seen else [],
-            journal_paths=seen.journal_paths if seen else [],
             commands=[],
             iteration_count=st.iteration_count,
             max_iterations=st.max_iterations,
@@ -196,7 +195,7 @@ def build_report(request: ReportRequest) -> SessionReport:
             commits_ahead=st.commits_ahead,
             discarded_ref=st.discarded_ref,
             diff_stat=git.diff_stat(st.base_commit, head) if head else None,
-            files=seen.files if seen else [],
+            findings=seen,
             notes=[
                 ReportNote(id=n.id, text=n.text, created_at=n.created_at, delivered_in_iteration=n.consumed_iteration)
                 for n in control.notes

@@ -12,13 +12,11 @@ import socket
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-
-from pydantic import Field
+from typing import ClassVar
 
 from runner.base.errors import ExitCode, HarnessError
 from runner.base.names import validate_session
 from runner.base.paths import data_home
-from runner.loop.flagged import FlagReason
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, list_sessions, load_model
 from runner.record.models import (
@@ -35,6 +33,7 @@ from runner.record.models import (
 )
 from runner.usecases.repository import RepoState, repo_state
 from runner.usecases.review.cache import branch_review
+from runner.usecases.review.findings import Findings, ShowsFindings
 
 EXIT_FOR_STATE = {
     RunState.COMPLETED: ExitCode.OK,
@@ -47,8 +46,13 @@ EXIT_FOR_STATE = {
 }
 
 
-class SessionStatus(CamelModel):
+class SessionStatus(ShowsFindings):
     """The morning report of one session (field names as in run-summary.json)."""
+
+    SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {
+        "commits_ahead": ("flagged",),
+        "usage_limit": ("reasons", "would_overwrite", "journal_paths"),
+    }
 
     session_id: str
     repo: str
@@ -63,7 +67,6 @@ class SessionStatus(CamelModel):
     base_commit: str
     head_commit: str | None
     commits_ahead: int | None
-    flagged: list[str]  # changed paths that could run code on the host later
     objective: str
     journal_dir: str
     workspace: str
@@ -76,9 +79,6 @@ class SessionStatus(CamelModel):
     finished_at: datetime | None
     setup: SetupRecord | None = None  # the setup phase's last run, when the session has one
     usage_limit: UsageLimitWait | None = None  # waiting for a subscription's usage window to reopen
-    reasons: dict[str, list[FlagReason]] = Field(default_factory=dict)  # why each flagged path is flagged
-    would_overwrite: list[str] = Field(default_factory=list)  # untracked files a merge would replace: refused
-    journal_paths: list[str] = Field(default_factory=list)  # paths in the journal root: a merge is refused
     discarded_ref: str | None = None  # the newest discarded tip of the branch ('harness restore' brings it back)
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
@@ -125,8 +125,8 @@ def verdict(st: SessionStatus) -> str:
         facts.append(f"{st.commits_ahead} commit{'s' if st.commits_ahead != 1 else ''}")
     if st.usage.requests or st.usage.cost_usd:
         facts.append(f"${st.usage.cost_usd:.2f}")
-    if st.flagged:
-        facts.append(f"{len(st.flagged)} flagged")
+    if st.findings.flagged:
+        facts.append(f"{len(st.findings.flagged)} flagged")
     advice = ADVICE[st.status]
     if st.setup is not None:
         facts.insert(0, f"setup {'passed' if st.setup.passed else 'failed'} in {st.setup.duration_seconds:.0f}s")
@@ -145,11 +145,11 @@ def verdict(st: SessionStatus) -> str:
         return f"{state}  {', '.join(facts)}: {advice}"
     if st.head_commit is None:
         advice = "branch discarded: 'harness restore' brings it back" if st.discarded_ref else "no branch to merge"
-    elif st.would_overwrite or st.journal_paths:
+    elif st.findings.would_overwrite or st.findings.journal_paths:
         advice = "merge refused (it would overwrite files git does not track): see 'harness diff'"
     elif st.commits_ahead == 0:
         advice = "nothing to merge: discard" if st.status is RunState.COMPLETED else advice
-    elif st.flagged and st.status is RunState.COMPLETED:
+    elif st.findings.flagged and st.status is RunState.COMPLETED:
         advice = "review the flagged paths, then merge"
     return f"{state}  {', '.join(facts)}: {advice}"
 
@@ -205,7 +205,6 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         base_commit=summary.worktree.base_commit,
         head_commit=head,
         commits_ahead=seen.commits_ahead if seen else None,
-        flagged=seen.flagged if seen else [],
         objective=summary.objective,
         journal_dir=str(journal.dir),
         workspace=summary.worktree.path,
@@ -218,9 +217,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         finished_at=summary.finished_at,
         setup=summary.setup,
         usage_limit=summary.usage_limit if summary.usage_limit.until or summary.usage_limit.total else None,
-        reasons=seen.reasons if seen else {},
-        would_overwrite=seen.would_overwrite if seen else [],
-        journal_paths=seen.journal_paths if seen else [],
+        findings=seen or Findings.none(),
         discarded_ref=None if head else repo.discarded(session),
     )
     st.verdict = verdict(st)

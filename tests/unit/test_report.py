@@ -94,7 +94,7 @@ def test_the_report_holds_every_fact_with_flagged_paths_first(repo: GitRepo) -> 
     ]  # fmt: skip
     assert r.last_check is not None and r.last_check.passed and r.check_command == "make test"
     assert r.diff_stat is not None and (r.diff_stat.files_changed, r.diff_stat.insertions) == (2, 2)
-    assert sorted(r.files) == [".envrc", "app.py"]
+    assert sorted(r.findings.files) == [".envrc", "app.py"]
     assert [(n.id, n.delivered_in_iteration) for n in r.notes] == [("n1", 2), ("n2", None)]
     assert [c.command for c in r.commands] == [
         f"harness diff --session night --repo {repo.path}",

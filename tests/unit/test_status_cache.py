@@ -62,14 +62,15 @@ def fresh(repo: GitRepo, st: SessionStatus) -> tuple[list[str], dict[str, list[s
 
 
 def as_shown(st: SessionStatus) -> tuple[list[str], dict[str, list[str]], list[str], list[str]]:
-    return st.flagged, {k: list(v) for k, v in st.reasons.items()}, st.would_overwrite, st.journal_paths
+    f = st.findings
+    return f.flagged, {k: list(v) for k, v in f.reasons.items()}, f.would_overwrite, f.journal_paths
 
 
 def test_a_second_look_runs_no_review_and_shows_the_same(repo: GitRepo, git_calls: list[tuple[str, ...]]) -> None:
     record_session(repo, "c1")
     branch_commit(repo, "c1", {".vscode/tasks.json": "{}\n", "src/app.py": "x = 1\n"})
     first = shown(repo, "c1")
-    assert first.flagged == [".vscode/tasks.json"] and first.commits_ahead == 2
+    assert first.findings.flagged == [".vscode/tasks.json"] and first.commits_ahead == 2
     assert (repo.journal("c1") / ".review-cache.json").is_file()
     reviewing = len(git_calls)
     git_calls.clear()
@@ -129,9 +130,9 @@ def test_a_changed_path_that_is_a_directory_here_is_never_cached(repo: GitRepo) 
     branch_commit(repo, "c1", {"data": "a file in the branch\n"})
     (repo.path / "data").mkdir()
     first = shown(repo, "c1")
-    assert first.would_overwrite == []  # an empty directory is in nobody's way
+    assert first.findings.would_overwrite == []  # an empty directory is in nobody's way
     (repo.path / "data" / "mine.txt").write_text("untracked\n")
-    assert shown(repo, "c1").would_overwrite == ["data"]
+    assert shown(repo, "c1").findings.would_overwrite == ["data"]
     assert not (repo.journal("c1") / ".review-cache.json").exists()
 
 
@@ -174,10 +175,10 @@ def test_staging_the_file_in_the_way_clears_it(repo: GitRepo) -> None:
     branch_commit(repo, "c1", {"src/app.py": "x = 1\n"})
     (repo.path / "src").mkdir()
     (repo.path / "src" / "app.py").write_text("mine\n")
-    assert shown(repo, "c1").would_overwrite == ["src/app.py"]
+    assert shown(repo, "c1").findings.would_overwrite == ["src/app.py"]
     repo.git("add", "src/app.py")
     st = shown(repo, "c1")
-    assert st.would_overwrite == [] and as_shown(st) == fresh(repo, st)
+    assert st.findings.would_overwrite == [] and as_shown(st) == fresh(repo, st)
 
 
 def test_the_excludes_file_of_the_repositorys_config_is_an_input(repo: GitRepo, tmp_path: Path) -> None:
@@ -187,7 +188,7 @@ def test_the_excludes_file_of_the_repositorys_config_is_an_input(repo: GitRepo, 
     excludes = tmp_path / "excludes"
     excludes.write_text("# nothing yet\n")
     repo.git("config", "core.excludesFile", str(excludes))
-    assert shown(repo, "c1").flagged == []
+    assert shown(repo, "c1").findings.flagged == []
     excludes.write_text("*.py\n")  # the file changes, the config does not
     st = shown(repo, "c1")
-    assert st.flagged == ["src/app.py"] and as_shown(st) == fresh(repo, st)
+    assert st.findings.flagged == ["src/app.py"] and as_shown(st) == fresh(repo, st)

@@ -22,18 +22,16 @@ from typing import Literal
 from pydantic import Field
 
 from runner.base.errors import JournalError
-from runner.loop.flagged import FlagReason, journal_roots
+from runner.loop.flagged import journal_roots
 from runner.record.gitops import HostGit, user_excludes_file
 from runner.record.journal import Journal, load_model, save_model
 from runner.record.models import JournalModel
 from runner.usecases.repository import RepoState
-from runner.usecases.review.findings import branch_changes, judge
+from runner.usecases.review.findings import Findings, branch_changes, judge
 
 
-class ReviewCache(JournalModel):
-    """.review-cache.json in a session's journal: the last review of its branch shown by `status`, `list`,
-    `hud` or `report`, with what it was computed from. Used only while every input is unchanged; written
-    by whichever of those commands reviewed the branch last."""
+class _ReviewedCommits(JournalModel):
+    """What a cached review was computed from: the first keys of .review-cache.json."""
 
     schema_version: int = Field(default=1, description="Version of this file's schema.")
     kind: Literal["solo-harness.review-cache"] = Field(
@@ -47,16 +45,14 @@ class ReviewCache(JournalModel):
         "and for files read: inode, size, times) of the index, config, exclude files, every .gitignore and "
         "pyvenv.cfg on the way to a changed path, and each changed path and its parents in the working tree."
     )
-    files: list[str] = Field(description="The changed paths (from the base, and from the merge base with HEAD).")
-    commits_ahead: int = Field(description="Commits from the base to the branch's head.")
-    reasons: dict[str, list[FlagReason]] = Field(description="Flagged paths and why each is flagged.")
-    links: dict[str, str] = Field(description="Symlinks and submodules in any commit of the branch.")
-    would_overwrite: list[str] = Field(description="Files git does not track that a merge would replace.")
-    journal_paths: list[str] = Field(description="Changed paths under the harness journal root.")
 
-    @property
-    def flagged(self) -> list[str]:
-        return list(self.reasons)
+
+class ReviewCache(Findings, _ReviewedCommits):
+    """.review-cache.json in a session's journal: the last review of its branch shown by `status`, `list`,
+    `hud` or `report`, with what it was computed from. Used only while every input is unchanged; written
+    by whichever of those commands reviewed the branch last."""
+
+    commits_ahead: int = Field(description="Commits from the base to the branch's head.")
 
 
 REVIEW_CODE = (
@@ -161,9 +157,8 @@ def branch_review(git: HostGit, repo: RepoState, journal: Journal, base: str, he
     inputs = review_inputs(git, repo, changes.files)  # before the tree is read: a change meanwhile shows next time
     seen = judge(git, repo.top, changes)
     fresh = ReviewCache(
-        base_commit=base, head_commit=head, onto_commit=repo.head, inputs=inputs or "", files=changes.files,
-        commits_ahead=len(git.commits_between(base, head)), reasons=seen.reasons, links=seen.links,
-        would_overwrite=seen.would_overwrite, journal_paths=seen.journal_paths,
+        base_commit=base, head_commit=head, onto_commit=repo.head, inputs=inputs or "",
+        commits_ahead=len(git.commits_between(base, head)), **dict(seen),
     )  # fmt: skip
     if inputs is not None:
         with contextlib.suppress(JournalError):  # a journal that cannot be written is still shown

@@ -11,25 +11,59 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic.alias_generators import to_camel
 
 from runner.base.paths import PYPROJECT, PYPROJECT_TABLE, sessions_root
 from runner.loop.flagged import FlagReason, classify, in_journal, journal_roots
 from runner.record.gitops import HostGit
+from runner.record.models import CamelModel
 
 
-@dataclass(frozen=True)
-class Review:
-    """What the branch would change in the user's tree, and what of it needs care."""
+class Findings(CamelModel):
+    """What a branch would change in the user's tree, and what of it needs care: the review's result."""
 
-    files: list[str]  # changed from the base (and from the merge base with `onto`)
-    reasons: dict[str, list[FlagReason]]
-    links: dict[str, str]
-    would_overwrite: list[str]
-    journal_paths: list[str]
+    files: list[str] = Field(description="The changed paths (from the base, and from the merge base with HEAD).")
+    reasons: dict[str, list[FlagReason]] = Field(description="Flagged paths and why each is flagged.")
+    links: dict[str, str] = Field(description="Symlinks and submodules in any commit of the branch.")
+    would_overwrite: list[str] = Field(description="Files git does not track that a merge would replace.")
+    journal_paths: list[str] = Field(description="Changed paths under the harness journal root.")
 
     @property
     def flagged(self) -> list[str]:
+        """The changed paths that could run code on the host later: to review first."""
         return list(self.reasons)
+
+    @classmethod
+    def none(cls) -> Findings:
+        """Nothing to review: the session has no branch."""
+        return cls(files=[], reasons={}, links={}, would_overwrite=[], journal_paths=[])
+
+
+class ShowsFindings(CamelModel):
+    """A command's result that embeds the review's findings. Its JSON shows some of them as keys of its
+    own, the flat shape the commands have always printed: SHOWN names, for a field of the result, the
+    findings shown right after it (`flagged` included)."""
+
+    SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {}
+    findings: Findings = Field(exclude=True)
+
+    @model_serializer(mode="wrap")
+    def _flat(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        own: dict[str, Any] = handler(self)
+        found = self.findings.model_dump(mode=info.mode, by_alias=info.by_alias)
+        found["flagged"] = self.findings.flagged
+        out: dict[str, Any] = {}
+        for name, spec in type(self).model_fields.items():
+            key = (spec.alias or name) if info.by_alias else name
+            if key in own:
+                out[key] = own[key]
+            for shown in self.SHOWN.get(name, ()):
+                shown_key = to_camel(shown) if info.by_alias else shown
+                out[shown_key] = found[shown_key]
+        return out
 
 
 @dataclass(frozen=True)
@@ -82,7 +116,7 @@ def _harness_table(data: bytes | None) -> object:
     return table
 
 
-def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
+def judge(git: HostGit, top: Path, changes: BranchChanges) -> Findings:
     """What of `changes` needs care, given the user's working tree as it is now: its ignore rules, the
     virtualenvs on its disk and the files git does not track there (cache.review_inputs names all of
     what this reads)."""
@@ -97,7 +131,7 @@ def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
         venvs=git.venvs(changes.tree, changes.dirs),
         harness_config=changes.harness_config,
     )
-    return Review(
+    return Findings(
         files=files,
         reasons=reasons,
         links=changes.history,
@@ -106,6 +140,6 @@ def judge(git: HostGit, top: Path, changes: BranchChanges) -> Review:
     )
 
 
-def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Review:
+def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Findings:
     """Review base..head (and what merging it into `onto` writes) against the user's working tree."""
     return judge(git, top, branch_changes(git, base, head, onto=onto))
