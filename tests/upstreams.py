@@ -119,6 +119,7 @@ class ScriptedUpstream:
         anthropic: list[Step] | None = None,
         responses: list[Step] | None = None,
         chat: list[Step] | None = None,
+        untaken: dict[Provider, list[Step]] | None = None,
     ) -> None:
         self.scripts: dict[Provider, list[Step]] = {
             "anthropic": list(anthropic or []),
@@ -126,6 +127,8 @@ class ScriptedUpstream:
             "chat": list(chat or []),
         }
         self.taken: dict[Provider, int] = {"anthropic": 0, "responses": 0, "chat": 0}
+        # Answers, in order, for the API requests that take no script step (side calls, usage-limit probes).
+        self.untaken: dict[Provider, list[Step]] = {k: list(v) for k, v in (untaken or {}).items()}
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -197,6 +200,8 @@ class ScriptedUpstream:
                     self.taken[provider] += 1
                 else:
                     index = None
+            elif provider is not None and self.untaken.get(provider):
+                step = self.untaken[provider].pop(0)
             self.requests.append(
                 Recorded(request.method, path, request.query_string,
                          {k.lower(): v for k, v in request.headers.items()}, body, index)

@@ -60,6 +60,12 @@ BACKLOG = 2048  # connections that may wait to be accepted (no descriptor of our
 # What a request may produce when it does not say (max_tokens & co.), and the most it is ever estimated at:
 # the largest output of current models. A larger `max_tokens` is refused by the provider anyway.
 MAX_OUTPUT_TOKENS = 128_000
+# The cheapest request each provider serves, to ask whether a spent usage window has room again.
+PROBES: dict[Provider, tuple[str, dict[str, Any]]] = {
+    "anthropic": ("/v1/messages", {"model": "claude-haiku-4-5", "max_tokens": 1,
+                                   "messages": [{"role": "user", "content": "."}]}),
+    "openai": ("/v1/responses", {"model": "gpt-5-nano", "input": ".", "max_output_tokens": 16}),
+}  # fmt: skip
 _OUTPUT_FIELDS = {"messages": ("max_tokens",), "chat": ("max_completion_tokens", "max_tokens"),
                   "responses": ("max_output_tokens",)}  # fmt: skip
 
@@ -528,6 +534,39 @@ class ModelGateway:
                                 reason="upstream-error")  # fmt: skip
         return response
 
+    async def probe(self, provider: Provider) -> UsageLimit | None:
+        """Whether `provider` has room again, by the cheapest request it serves (one output token of its
+        smallest model): the usage limit it still reports, or None (room, or an answer that is not a limit:
+        the next iteration will tell). Counted as a request; never raises for the upstream's faults."""
+        import aiohttp
+
+        upstream = self.upstreams[provider]
+        path, body = PROBES[provider]
+        matched = match("POST", path)
+        assert matched is not None  # noqa: S101 - PROBES are routes of the table
+        headers = upstream.request_headers({"content-type": "application/json", "anthropic-version": "2023-06-01"})
+        started = time.monotonic()
+        try:
+            async with self._session.post(upstream.url(matched), json=body, headers=headers,
+                                          allow_redirects=False) as answer:  # fmt: skip
+                data = await answer.content.read(MAX_ERROR_BODY + 1)
+                status, limit = answer.status, usage_limit(provider, answer.status, answer.headers, data)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            log.warning("usage-limit probe of %s failed: %s", provider, type(exc).__name__)
+            return None
+        fact = None if limit is None else UsageLimitFact(resets_at=limit.resets_at, window=limit.window,
+                                                         provider=provider)  # fmt: skip
+        with self._lock:
+            for counters in (self._total, self._iteration):
+                counters.usage.requests += 1
+        self._log({
+            "ts": utcnow().isoformat(), "iteration": self._iteration_number, "method": "POST", "path": path,
+            "provider": provider, "probe": True, "status": status,
+            "latencyMs": round((time.monotonic() - started) * 1000),
+            **({} if fact is None else {"usageLimit": fact.model_dump(mode="json", by_alias=True)}),
+        })  # fmt: skip
+        return limit
+
     def _count(
         self, request: web.BaseRequest, provider: Provider, route: Route, status: int | None,
         meter: UsageMeter | None, started: float, retry_after: float | None, error: str | None,
@@ -541,12 +580,15 @@ class ModelGateway:
             meter.finish()
             usage, model, counted, final = meter.usage, meter.model, meter.seen, meter.final
         cost, known = self.prices.cost(model, provider, usage) if counted else (0.0, True)
+        subscription = self.upstreams[provider].kind == "subscription"
+        if subscription:
+            cost, known = 0.0, True  # a subscription is not billed per token: --max-tokens is its budget
         if reservation is not None:
             # The provider bills what it produced; an error answer is not billed. Where the closing usage
             # never arrived (the agent hung up, the stream was cut, no answer), what it cost is unknown:
             # the reservation is its charge.
             unknown = status is None or (status < 400 and not final)
-            charge = max(cost, reservation.dollars.estimate) if unknown else cost
+            charge = max(cost, reservation.dollars.estimate) if unknown and not subscription else cost
             tokens = int(max(usage.total, reservation.tokens.estimate)) if unknown else usage.total
             if unknown:
                 error = error or "no final usage"
@@ -576,7 +618,8 @@ class ModelGateway:
         budget_tokens: int = 0,
     ) -> None:
         rate_limited = status in {429, 529}
-        fact = None if limit is None else UsageLimitFact(resets_at=limit.resets_at, window=limit.window)
+        fact = None if limit is None else UsageLimitFact(resets_at=limit.resets_at, window=limit.window,
+                                                         provider=provider)  # fmt: skip
         with self._lock:
             for counters in (self._total, self._iteration):
                 u = counters.usage

@@ -23,6 +23,7 @@ from runner.gateway.loop import ServerThread
 from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, Upstream, secret_keys, upstreams_from_env
 from runner.gateway.prices import load_prices
 from runner.gateway.routes import Provider
+from runner.gateway.usage_limits import UsageLimit
 from runner.record.models import GatewayUsage, RunSummary
 
 log = logging.getLogger(__name__)
@@ -76,6 +77,9 @@ class Wiring:
 def subscriptions(upstreams: Mapping[Provider, Upstream]) -> frozenset[str]:
     """The providers the gateway serves with a subscription token (the agent then runs in that mode)."""
     return frozenset(p for p, u in upstreams.items() if u.key and u.kind == "subscription")
+
+
+PROBE_TIMEOUT = 120.0
 
 
 class RunNetwork:
@@ -133,6 +137,10 @@ class RunNetwork:
 
     def iteration_usage(self) -> GatewayUsage:
         return self.gateway.iteration_usage()
+
+    def probe(self, provider: Provider) -> UsageLimit | None:
+        """The usage limit `provider` still reports (None: room), by its cheapest request (model.PROBES)."""
+        return self._thread.call(self.gateway.probe(provider), timeout=PROBE_TIMEOUT)
 
 
 @contextlib.contextmanager

@@ -261,17 +261,21 @@ class Supervisor:
                     if last.outcome is Outcome.USAGE_LIMIT:
                         self.workspace.close()  # a wait of hours holds no container (the next checkpoint starts one)
                     if self._wait_out(last.backoff_seconds) and last.outcome is Outcome.USAGE_LIMIT:
+                        still = self._probe(summary, last)
                         with self._write_lock:
+                            if still is not None:  # no room yet: wait again, without an iteration
+                                wait = self._schedule_limit_wait(summary, still, self._remaining(summary, started),
+                                                                 iteration=False)  # fmt: skip
+                                self._save(summary)
+                                last = last.model_copy(update={"backoff_seconds": wait})
+                                continue
                             summary.usage_limit.until = None  # the window has reopened
                             self._save(summary)
                         last = None  # nothing to decide from a refusal that is over
                     else:
                         last = last.model_copy(update={"backoff_seconds": None})
                     continue  # decide again: a stop request or Ctrl-C may have come meanwhile
-                remaining = None
-                if summary.limits.max_time_seconds is not None:
-                    remaining = summary.limits.max_time_seconds - (self.clock() - started)
-                last = self.iterate(summary, control, remaining)
+                last = self.iterate(summary, control, self._remaining(summary, started))
                 with self._write_lock:
                     self._absorb(summary, last)
                     self._save(summary)
@@ -423,6 +427,28 @@ class Supervisor:
             except HarnessError:
                 continue
         return True
+
+    def _remaining(self, summary: RunSummary, started: float) -> float | None:
+        """Seconds left of --max-time, None without one."""
+        max_time = summary.limits.max_time_seconds
+        return None if max_time is None else max_time - (self.clock() - started)
+
+    def _probe(self, summary: RunSummary, last: IterationRecord) -> UsageLimitFact | None:
+        """After a wait for a window whose reset was not given: whether it is still spent, asked with the
+        provider's cheapest request rather than a whole iteration (None: room, or nothing to ask)."""
+        fact = last.usage.usage_limit if last.usage is not None else None
+        if self.network is None or summary.usage_limit.resets_at is not None or fact is None:
+            return None
+        if fact.provider not in {"anthropic", "openai"}:
+            return None
+        try:
+            limit = self.network.probe("anthropic" if fact.provider == "anthropic" else "openai")
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("session %s: the usage-limit probe failed: %s", summary.session_id, exc)
+            return None
+        if limit is None:
+            return None
+        return UsageLimitFact(resets_at=limit.resets_at, window=limit.window, provider=fact.provider)
 
     def _resume_limit_wait(self, summary: RunSummary, started: float) -> None:
         """A wait for a usage window that a stopped or killed supervisor left: go on waiting for what is left of
@@ -646,12 +672,14 @@ class Supervisor:
             return False  # a control file being replaced: look again at the next poll
 
     @staticmethod
-    def _schedule_limit_wait(summary: RunSummary, fact: UsageLimitFact, remaining: float | None) -> float | None:
+    def _schedule_limit_wait(
+        summary: RunSummary, fact: UsageLimitFact, remaining: float | None, *, iteration: bool = True
+    ) -> float | None:
         """The wait for a spent usage window: until its reset and a little jitter, or (no reset given) a bounded
         backoff; None when that is longer than --wait-on-limit (default: the rest of --max-time) allows.
         Recorded in the summary, so that a restarted supervisor goes on waiting."""
         state, limits = summary.usage_limit, summary.limits
-        state.total += 1
+        state.total += 1 if iteration else 0  # a probe's answer is not an iteration
         state.resets_at, state.window = fact.resets_at, fact.window
         now = utcnow()
         if fact.resets_at is not None:

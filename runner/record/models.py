@@ -241,6 +241,7 @@ class UsageLimitFact(JournalModel):
         default=None, description="When the provider said the window reopens; null when it did not say."
     )
     window: str | None = Field(default=None, description="Which window, as a person reads it (`5-hour`, `weekly`).")
+    provider: str | None = Field(default=None, description="The provider that said so (`anthropic`, `openai`).")
 
 
 class GatewayUsage(JournalModel):

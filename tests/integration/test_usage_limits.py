@@ -183,3 +183,23 @@ def test_a_waiting_session_survives_a_killed_supervisor_and_goes_on_waiting_afte
     assert (final["status"], final["iterationCount"]) == ("completed", 2), final
     second = iteration(agent_repo, "k9", 2)
     assert datetime.fromisoformat(second["startedAt"]) >= datetime.fromisoformat(until)
+
+
+NO_RESET = Error(429, body=anthropic_error(429, "usage limit reached"),
+                 headers={"anthropic-ratelimit-unified-status": "rejected"})  # fmt: skip
+
+
+def test_without_a_reset_the_cheapest_request_probes_for_room_instead_of_an_iteration(agent_repo: GitRepo) -> None:
+    with ScriptedUpstream(anthropic=[NO_RESET, Reply(text="room again")], untaken={"anthropic": [NO_RESET]}) as up:
+        r = run(agent_repo, "probe", up, "python3 agent.py", "--backoff-base", "1s", "--max-iterations", "1")
+        seen = up.seen("/v1/messages")
+    st = r.json()
+    assert (st["status"], st["iterationCount"]) == ("completed", 2), st
+    # The agent's refused call, two probes (still spent, then room), the agent's call that went through.
+    probes = [s for s in seen if s.step is None]
+    assert len(seen) == 4 and len(probes) == 2
+    assert all(p.body["max_tokens"] == 1 and "tools" not in p.body for p in probes)
+    assert all(p.headers["x-api-key"] == KEY for p in probes)
+    lines = [json.loads(line) for line in (agent_repo.journal("probe") / "gateway.log").read_text().splitlines()]
+    assert [line.get("usageLimit") is not None for line in lines if line.get("probe")] == [True, False]
+    assert st["usageLimit"]["probes"] == 2 and st["usageLimit"]["total"] == 1  # one iteration, not three

@@ -627,3 +627,23 @@ def test_without_max_tokens_the_same_requests_all_pass(served: tuple[ServerThrea
             raw(tmp / "gateway.sock", post("/v1/messages", {"model": "claude-sonnet-4-5"}))[0] for _ in range(4)
         ]
     assert statuses == [200] * 4 and gw.total_usage().budget_tokens == 4000 and not gw.budget_spent()
+
+
+def test_a_subscription_is_not_billed_in_dollars_but_its_tokens_count(served: tuple[ServerThread, Path]) -> None:
+    thread, tmp = served
+
+    async def answer(request: web.Request) -> web.Response:
+        usage = {"input_tokens": 600, "output_tokens": 300}
+        return web.json_response({"type": "message", "model": "claude-sonnet-4-5", "usage": usage})
+
+    with _Upstream(answer) as url:
+        subscription = Upstream("anthropic", url, "sk-ant-oat01-sub", "subscription", "CLAUDE_CODE_OAUTH_TOKEN")
+        gw = ModelGateway(socket_path=tmp / "gateway.sock", log_path=tmp / "gateway.log", prices=PriceTable(BUILTIN),
+                          upstreams={"anthropic": subscription}, max_cost_usd=0.000001)  # fmt: skip
+        thread.serve(gw)
+        statuses = [
+            raw(tmp / "gateway.sock", post("/v1/messages", {"model": "claude-sonnet-4-5"}))[0] for _ in range(3)
+        ]
+    usage = gw.total_usage()
+    assert statuses == [200] * 3 and usage.cost_usd == 0.0 and gw.spent_usd() == 0.0  # a tiny --max-cost never bites
+    assert usage.budget_tokens == 2700 and usage.tokens.output_tokens == 900
