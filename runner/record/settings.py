@@ -43,6 +43,7 @@ from runner.base.seams import ENV_PREFIX, SEAMS
 RUNTIMES = ("runc", "runsc")
 NETWORKS = ("none", "allowlist")
 BACKENDS = ("docker", "kubernetes")
+CHOICES = {"runtime": RUNTIMES, "network": NETWORKS, "backend": BACKENDS}
 
 # A repository's files are written by the agents the harness runs (and merged by the user): they may not
 # widen what leaves the sandbox (secrets in, traffic out) or pick the weaker runtime.
@@ -209,21 +210,22 @@ class RunOptions(BaseModel):
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration(value)
 
-    @field_validator("runtime", "backend")
+    @field_validator("runtime", "network", "backend")
     @classmethod
     def _choice(cls, value: str, info: ValidationInfo) -> str:
-        allowed = {"runtime": RUNTIMES, "backend": BACKENDS}[str(info.field_name)]
-        if value not in allowed:
-            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        problem = choice_problem(str(info.field_name), value)
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
-    @field_validator("network")
-    @classmethod
-    def _network(cls, value: str) -> str:
-        if value not in NETWORKS:
-            hint = " (host networking is not offered: use allowlist)" if value == "host" else ""
-            raise ValueError(f"{value!r} is not one of {', '.join(NETWORKS)}{hint}")
-        return value
+
+def choice_problem(option: str, value: str) -> str | None:
+    """Why `value` is not one of the choices of `option` (runtime, network, backend); None when it is."""
+    allowed = CHOICES[option]
+    if value in allowed:
+        return None
+    hint = " (host networking is not offered: use allowlist)" if option == "network" and value == "host" else ""
+    return f"{value!r} is not one of {', '.join(allowed)}{hint}"
 
 
 class RunSettings(BaseSettings, RunOptions):

@@ -27,16 +27,17 @@ POSTURE = Posture(uid=AGENT_UID, gid=AGENT_UID)  # every container of the harnes
 EXTRA_LABELS_ENV = "HARNESS_CONTAINER_LABELS"  # "k=v,k2=v2": the user's own labels (accounting, reaping)
 
 
+def session_labels(session: str, repo_key: str, role: str | None = None) -> dict[str, str]:
+    """The labels that tell this harness home's containers of one session (of one role, when given): what
+    `resume` and `discard` reap, what `hud` samples, and part of every container's labels."""
+    found = {LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key}
+    return found if role is None else {**found, LABEL_ROLE: role}
+
+
 def labels(session: str, repo_key: str, role: str) -> dict[str, str]:
+    """Every label of a container of the session: the user's own, the harness's mark, the session's."""
     extra = dict(item.split("=", 1) for item in harness_env().container_labels.split(",") if "=" in item)
-    return {
-        **extra,
-        LABEL_MANAGED: "1",
-        LABEL_HOME: home_key(),
-        LABEL_SESSION: session,
-        LABEL_REPO: repo_key,
-        LABEL_ROLE: role,
-    }
+    return {**extra, LABEL_MANAGED: "1", **session_labels(session, repo_key, role)}
 
 
 def hardened_spec(

@@ -17,7 +17,7 @@ from pydantic import Field
 from runner.base.errors import InvalidStateError, SessionNotFoundError, UsageError
 from runner.base.names import branch_for, validate_session
 from runner.base.output import neutralise
-from runner.base.paths import data_home, home_key, repo_key
+from runner.base.paths import data_home, repo_key
 from runner.record.gitops import HostGit
 from runner.record.journal import save_model
 from runner.record.models import CamelModel, JournalModel
@@ -68,8 +68,8 @@ class DiscardResult(CamelModel):
 def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) -> DiscardResult:
     """Throw the run away: its copy, its containers and (unless kept) its journal. The branch goes too,
     but its tip is kept under refs/harness-discarded/ so `restore` can undo this until `gc` expires it."""
-    from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION
     from runner.loop.workspace import RunDir, Workspace
+    from runner.sandbox.container import session_labels
 
     with open_session(ref.repo, ref.session) as opened:
         git, top, journal = opened.git, opened.top, opened.journal
@@ -85,7 +85,7 @@ def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) ->
                 "check out another branch there first, then discard"
             )
         removed = []
-        backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: ref.session, LABEL_REPO: repo_key(top)})
+        backend.reap(session_labels(ref.session, repo_key(top)))
         run_dir = RunDir(Path(summary.run_dir))
         if run_dir.root.exists():
             Workspace(backend=backend, run_dir=run_dir, image=DEFAULT_IMAGE, limits=summary.limits,

@@ -9,15 +9,16 @@ from pathlib import Path
 
 from pydantic import Field
 
-from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_ROLE, LABEL_SESSION, Backend, ContainerStats
+from runner.backends.base import Backend, ContainerStats
 from runner.base.errors import HarnessError
 from runner.base.names import validate_session
 from runner.base.output import neutralise
-from runner.base.paths import home_key, repo_key
+from runner.base.paths import repo_key
 from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import CamelModel, IterationRecord, Note, Outcome, RunState, RunSummary, utcnow
+from runner.sandbox.container import session_labels
 from runner.usecases.repository import open_session
 from runner.usecases.status import SessionStatus, limit_wait_text, session_status
 
@@ -125,8 +126,7 @@ def _use(sample: ContainerStats, previous: ContainerUse | None) -> ContainerUse:
 
 def _agent_sample(backend: Backend, top: Path, session: str) -> ContainerStats | None:
     """The session's running agent container, found by its labels, sampled once."""
-    labels = {LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top), LABEL_ROLE: "agent"}
-    for container_id in sorted(backend.list_containers(labels)):
+    for container_id in sorted(backend.list_containers(session_labels(session, repo_key(top), "agent"))):
         sample = backend.stats(container_id)
         if sample is not None:
             return sample

@@ -14,6 +14,7 @@ from runner.base.limits import parse_duration, parse_size
 from runner.base.redact import MIN_SECRET_LENGTH
 from runner.gateway.credentials import SOURCES
 from runner.record.models import Limits
+from runner.record.settings import choice_problem, cli_option
 
 
 @dataclass(frozen=True)
@@ -70,10 +71,25 @@ class LimitOptions:
             raise UsageError(f"invalid limit {err['loc'][0]}: {err['msg']}") from None
 
 
-def check_command(check: str | None) -> str | None:
-    if check is not None and not check.strip():
-        raise UsageError("--check: the command is empty")
-    return check
+def check_command(command: str | None, *, option: str) -> str | None:
+    """A command given with `option` (`--check`, `--setup`); an empty one is refused."""
+    if command is not None and not command.strip():
+        raise UsageError(f"{option}: the command is empty")
+    return command
+
+
+def check_iterations(iterations: int) -> int:
+    """`--max-iterations` of `run` (iterations in all) and of `resume` (iterations to add)."""
+    if iterations < 1:
+        raise UsageError("--max-iterations must be at least 1")
+    return iterations
+
+
+def check_choice(option: str, value: str) -> None:
+    """`--runtime` or `--network` of a request not made from the settings (which check them as they are read)."""
+    problem = choice_problem(option, value)
+    if problem is not None:
+        raise UsageError(f"{cli_option(option)}: {problem}")
 
 
 # Never into a container: the gateway holds them (an SDK's own base URL and placeholder key are set instead).

@@ -41,7 +41,7 @@ from runner.record.settings import RunOptions, resolve
 from runner.sandbox import derive, images
 from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
 from runner.usecases.credentials import choose_credentials
-from runner.usecases.options import LimitOptions, check_command, secret_values
+from runner.usecases.options import LimitOptions, check_choice, check_command, check_iterations, secret_values
 
 log = logging.getLogger(__name__)
 
@@ -225,9 +225,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     objective = _read_objective(request)
     limits = request.limits.apply(Limits())
     if request.max_iterations is not None:
-        if request.max_iterations < 1:
-            raise UsageError("--max-iterations must be at least 1")
-        limits = limits.model_copy(update={"max_iterations": request.max_iterations})
+        limits = limits.model_copy(update={"max_iterations": check_iterations(request.max_iterations)})
     if request.max_turns is not None and request.max_turns < 1:
         raise UsageError("--max-turns must be at least 1")
     upstreams = upstreams_from_env()
@@ -247,8 +245,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         _refuse_existing(repo.top, session, git)
     secret_values(request.env_names)
     engine = backend.check()
-    if request.runtime not in RUNTIMES:
-        raise UsageError(f"--runtime: {request.runtime!r} is not one of {', '.join(RUNTIMES)}")
+    check_choice("runtime", request.runtime)
     if request.runtime not in engine.runtimes:
         raise RuntimeUnavailableError(
             f"the Docker engine has no runtime {request.runtime!r} (it has {', '.join(engine.runtimes)}); "
@@ -309,7 +306,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         ),
         runtime=request.runtime,
         env_names=list(request.env_names),
-        check=check_command(request.check),
+        check=check_command(request.check, option="--check"),
         setup=setup,
         environment=environment,
         backend=request.backend,
@@ -331,15 +328,9 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     return plan
 
 
-RUNTIMES = ("runc", "runsc")
-NETWORKS = ("none", "allowlist")
-
-
 def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
     """The allowlist as it will be enforced (normalised), after checking the options agree."""
-    if network not in NETWORKS:
-        hint = " (host networking is not offered: use --network allowlist)" if network == "host" else ""
-        raise UsageError(f"--network: {network!r} is not one of {', '.join(NETWORKS)}{hint}")
+    check_choice("network", network)
     if network == "none" and allow_hosts:
         raise UsageError("--allow-host needs --network allowlist")
     if network == "allowlist" and not allow_hosts:
@@ -357,8 +348,7 @@ def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None = None)
         if request.setup_allow_hosts:
             raise UsageError("--setup-allow-host needs --setup CMD")
         return None
-    if not command.strip():
-        raise UsageError("--setup: the command is empty")
+    check_command(command, option="--setup")
     if isinstance(request.backend, KubernetesBackendConfig):
         raise UsageError("--setup needs --backend docker for now (the setup's cache and network are host-side)")
     if source is None:

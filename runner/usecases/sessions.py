@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.backends import backend_for
-from runner.backends.base import LABEL_HOME, LABEL_REPO, LABEL_SESSION, Backend
+from runner.backends.base import Backend
 from runner.base.errors import HarnessError, InvalidStateError, UsageError, WorkspaceError
 from runner.base.fdlimit import raise_open_file_limit
 from runner.base.names import branch_for, validate_session
-from runner.base.paths import home_key, repo_key
+from runner.base.paths import repo_key
 from runner.base.seams import harness_env
 from runner.gateway.services import RunNetwork
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
@@ -34,8 +34,9 @@ from runner.record.models import (
     SupervisorInfo,
 )
 from runner.sandbox import images
+from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
-from runner.usecases.options import LimitOptions, check_command, secret_values
+from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunRequest, new_summary, plan_run
 
 
@@ -103,12 +104,10 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             summary = journal.read_summary()
             summary.limits = request.limits.apply(summary.limits)
             if request.check is not None:
-                summary.check_command = check_command(request.check)
+                summary.check_command = check_command(request.check, option="--check")
             _resume_setup(summary, request)
             if request.max_iterations is not None:
-                if request.max_iterations < 1:
-                    raise UsageError("--max-iterations must be at least 1")
-                summary.max_iterations = summary.counted_iterations + request.max_iterations
+                summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
                 raise InvalidStateError(
                     f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
@@ -127,7 +126,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
             images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
-            backend.reap({LABEL_HOME: home_key(), LABEL_SESSION: session, LABEL_REPO: repo_key(top)})
+            backend.reap(session_labels(session, repo_key(top)))
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0
             summary.consecutive_failures = 0
@@ -138,8 +137,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
 def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
     """A new setup command or allowlist from `resume`: the setup runs again at the next start."""
     if request.setup is not None:
-        if not request.setup.strip():
-            raise UsageError("--setup: the command is empty")
+        check_command(request.setup, option="--setup")
         summary.setup_command, summary.setup_source = request.setup, "flag"
         if not summary.setup_inputs:
             summary.setup_inputs = list(DEFAULT_INPUTS)

@@ -22,6 +22,17 @@ def test_an_unknown_runtime_is_a_usage_error(repo: GitRepo) -> None:
         plan_run(FakeBackend(), request(repo, runtime="kata"))
 
 
+def test_a_request_made_without_the_settings_meets_their_rules(repo: GitRepo) -> None:
+    """A RunRequest built directly (bench, tests) is refused as the settings refuse the same values."""
+    with pytest.raises(UsageError, match=r"^--network: 'host' is not one of none, allowlist \(host networking"):
+        plan_run(FakeBackend(), request(repo, network="host"))
+    with pytest.raises(UsageError, match=r"^--max-iterations must be at least 1$"):
+        plan_run(FakeBackend(), request(repo, max_iterations=0))
+    with pytest.raises(UsageError, match=r"^--setup: the command is empty$"):
+        plan_run(FakeBackend(), request(repo, setup=" "))
+    assert plan_run(FakeBackend(), request(repo, max_iterations=1)).limits.max_iterations == 1  # control
+
+
 def test_env_values_must_exist_and_be_redactable(repo: GitRepo, monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(UsageError, match="not set"):
         plan_run(FakeBackend(), request(repo, env_names=("NOT_SET_ANYWHERE_123",)))

@@ -13,7 +13,7 @@ from runner.base.paths import data_home, sessions_root
 from runner.base.seams import HarnessEnv
 from runner.record.models import Limits
 from runner.record.settings import RunOptions, env_var, resolve
-from runner.sandbox.container import labels
+from runner.sandbox.container import labels, session_labels
 from runner.usecases.options import LimitOptions
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
@@ -186,6 +186,8 @@ def test_the_seams_come_from_the_environment(tmp_path: Path, monkeypatch: pytest
     assert sessions_root(tmp_path) == tmp_path / "journals"
     got = labels("s", "k", "agent")
     assert got["team"] == "night" and got["cost"] == "42" and "bad" not in got
+    # What finds the session's containers (resume and discard reap, hud samples) is part of every label set.
+    assert session_labels("s", "k", "agent").items() <= got.items() and "team" not in session_labels("s", "k")
     monkeypatch.setenv("HARNESS_HOME", "")  # empty: the default, as before
     assert data_home() != tmp_path / "home"
 
