@@ -267,17 +267,20 @@ def write_section(name: str, text: str, doc: Path = DOC) -> None:
     doc.write_text(new)
 
 
-def parser(doc: str | None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=(doc or "").splitlines()[0] if doc else None)
+def main(measure: Callable[[bool], Result], doc: str | None, argv: list[str] | None = None) -> None:
+    """Every benchmark run alone, `python -m bench.NAME [--quick] [--doc FILE]`: its figures on stdout and,
+    with --doc, its section of FILE rewritten; a BenchError ends it with one line on stderr (exit status 1)."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
     p.add_argument("--quick", action="store_true", help="the small version CI runs for correctness")
     p.add_argument("--doc", type=Path, help="write this benchmark's section of this markdown file")
-    return p
-
-
-def finish(result: Result, doc: Path | None) -> None:
+    args = p.parse_args(argv)
+    try:
+        result = measure(args.quick)
+    except BenchError as exc:
+        sys.exit(f"bench: error: {exc}")
     print(result.text(), flush=True)
-    if doc is not None:
-        write_section(result.name, result.markdown(), doc)
+    if args.doc is not None:
+        write_section(result.name, result.markdown(), args.doc)
 
 
 def proc_tree(pid: int) -> list[int]:

@@ -23,9 +23,8 @@ from bench._common import (
     Ratio,
     Result,
     bench_env,
-    finish,
     harness_argv,
-    parser,
+    main,
     small_repo,
     timed,
 )
@@ -177,15 +176,5 @@ _WHY = (
 )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import _gateway_client
-from bench._common import IMAGE, BenchEnv, BenchError, Ratio, Result, bench_env, finish, parser
+from bench._common import IMAGE, BenchEnv, BenchError, Ratio, Result, bench_env, main
 
 NAME = "gateway-latency"
 MANAGED = "io.solo-harness.managed=1"
@@ -458,15 +458,5 @@ def _why_throughput(
     return why
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from bench._common import GIT, BenchEnv, BenchError, Ratio, Result, bench_env, finish, git, parser, run, small_repo
+from bench._common import GIT, BenchEnv, BenchError, Ratio, Result, bench_env, git, main, run, small_repo
 from bench._phases import HARVEST_TOTAL, instrument
 
 NAME = "harvest-large"
@@ -147,15 +147,5 @@ _NOTE = (
 )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

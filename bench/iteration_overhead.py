@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 from bench._common import (
@@ -31,9 +30,8 @@ from bench._common import (
     Result,
     agent_dir,
     bench_env,
-    finish,
     git,
-    parser,
+    main,
     run,
     small_repo,
     timed,
@@ -224,15 +222,5 @@ def _why_docker(floor_ratio: float) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

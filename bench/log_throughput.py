@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 
@@ -28,9 +27,8 @@ from bench._common import (
     Ratio,
     Result,
     bench_env,
-    finish,
     harness_argv,
-    parser,
+    main,
     proc_tree,
     rss_mb,
     run,
@@ -167,15 +165,5 @@ _WHY = (
 )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

@@ -16,7 +16,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +28,8 @@ from bench._common import (
     Result,
     bench_env,
     cpu_seconds,
-    finish,
     harness_argv,
-    parser,
+    main,
     proc_tree,
     rss_mb,
     run,
@@ -197,15 +195,5 @@ def _cpu_reach(cpu_each: float) -> str:
     )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

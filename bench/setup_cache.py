@@ -56,10 +56,9 @@ from bench._common import (
     Result,
     _remove_as_agent,
     bench_env,
-    finish,
     git,
     harness_argv,
-    parser,
+    main,
     run,
 )
 
@@ -650,15 +649,5 @@ def _notes(samples: dict[str, Samples], ratios: dict[str, float]) -> list[str]:
     ]
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)

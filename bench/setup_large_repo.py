@@ -12,10 +12,9 @@ Goal (issue 10): harness / worktree add <= 1.5x on the 50k-file repository.
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
-from bench._common import BenchEnv, BenchError, Ratio, Result, bench_env, finish, git, parser, timed
+from bench._common import BenchEnv, BenchError, Ratio, Result, bench_env, git, main, timed
 from bench._repos import RepoShape, generate, pack_mb
 
 NAME = "setup-large-repo"
@@ -151,15 +150,5 @@ _WHY_LONG = (
 )
 
 
-def main(argv: list[str] | None = None) -> Result:
-    args = parser(__doc__).parse_args(argv)
-    result = measure(args.quick)
-    finish(result, args.doc)
-    return result
-
-
 if __name__ == "__main__":
-    try:
-        main()
-    except BenchError as exc:
-        sys.exit(f"bench: error: {exc}")
+    main(measure, __doc__)
