@@ -38,12 +38,13 @@ from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunRequest, new_summary, plan_run
+from runner.usecases.repository import open_session
 
 
 def session_backend(repo: Path, session: str) -> Backend:
     """The backend a session was created with (Docker for a session whose summary cannot be read)."""
-    with HostGit(repo.resolve()) as git:
-        journal = Journal.for_repo(git.info().top, validate_session(session))
+    with open_session(repo, session) as opened:
+        journal = opened.journal
     try:
         config: BackendConfig = journal.read_summary().backend
     except HarnessError:
@@ -95,9 +96,8 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
     """Give a session that is not running its new limits and iterations, and clear what a dead
     supervisor left behind (its containers, a stop request). Refused while a supervisor runs."""
     session = validate_session(request.session)
-    with HostGit(request.repo.resolve()) as git:
-        top = git.info().top
-        journal = Journal.for_repo(top, session)
+    with open_session(request.repo, session) as opened:
+        top, journal = opened.top, opened.journal
         journal.require()
         backend.check()
         with journal.supervisor_lock():
@@ -159,8 +159,8 @@ def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threadin
 def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
     """Take the session's supervisor lock and iterate until the run ends."""
     raise_open_file_limit()
-    with HostGit(repo) as git:
-        journal = Journal.for_repo(git.info().top, validate_session(session))
+    with open_session(repo, session) as opened:
+        git, journal = opened.git, opened.journal
         with journal.supervisor_lock():
             summary = journal.read_summary()
             # Who drives the session, in the journal from the moment the lock is held (making the copy
