@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from rich.table import Table
     from rich.text import Text
 
-    from runner.record.models import GatewayUsage, Limits
+    from runner.record.models import GatewayUsage, Limits, SetupRecord
     from runner.usecases.discard import DiscardResult
     from runner.usecases.hud import HudSnapshot
     from runner.usecases.plan import RunPlan
@@ -181,9 +181,7 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     if detailed and st.verdict:
         grid.add_row("verdict", st.verdict.partition("  ")[2])
     if st.setup is not None:
-        from runner.loop.setup import describe
-
-        grid.add_row("setup", Text(describe(st.setup), style="" if st.setup.passed else "red"))
+        grid.add_row("setup", Text(setup_line(st.setup), style="" if st.setup.passed else "red"))
     grid.add_row("iterations", f"{st.iteration_count} of {st.max_iterations}")
     if detailed and st.last_outcome:
         grid.add_row("last outcome", st.last_outcome.value)
@@ -374,6 +372,13 @@ def _budget(lim: Limits) -> str:
     parts = [f"${lim.max_cost_usd:.2f}" if lim.max_cost_usd is not None else "",
              f"{lim.max_tokens:,} tokens" if lim.max_tokens is not None else ""]  # fmt: skip
     return " and ".join(p for p in parts if p) or "none (--max-cost USD, --max-tokens N)"
+
+
+def setup_line(record: SetupRecord) -> str:
+    """The setup phase's last run in one line, for `status`, `hud` and the report: facts only (no command text)."""
+    how = "passed" if record.passed else "timed out" if record.timed_out else f"failed (exit {record.exit_code})"
+    runs = "" if record.runs == 1 else f", ran {record.runs} times"
+    return f"{how} in {record.duration_seconds:.1f}s ({record.source}{runs}; log: {record.log_file})"
 
 
 def _tokens(n: int) -> str:

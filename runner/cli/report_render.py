@@ -11,7 +11,7 @@ import re
 
 from runner.base.limits import format_duration
 from runner.base.output import neutralise
-from runner.loop.setup import describe as describe_setup
+from runner.cli.render import setup_line
 from runner.record.models import Outcome, RunState
 from runner.usecases.report import SessionReport
 
@@ -55,7 +55,7 @@ def _facts(r: SessionReport) -> list[tuple[str, str]]:
         ("commits", "-" if r.commits_ahead is None else str(r.commits_ahead)),
         ("diff", "-" if stat is None else f"{stat.files_changed} file{'s' if stat.files_changed != 1 else ''}, "
          f"+{stat.insertions} -{stat.deletions}"),
-        ("setup", describe_setup(r.setup) if r.setup else "-"),
+        ("setup", setup_line(r.setup) if r.setup else "-"),
         ("model use", _usage(r)),
         ("started", r.created_at.strftime("%Y-%m-%d %H:%M UTC")),
         ("finished", r.finished_at.strftime("%Y-%m-%d %H:%M UTC") if r.finished_at else "-"),

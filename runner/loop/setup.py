@@ -22,7 +22,6 @@ from pathlib import Path
 from runner.base.errors import UsageError, WorkspaceError
 from runner.gateway.egress import AllowRule, parse_allow_host
 from runner.record.gitops import HostGit
-from runner.record.models import SetupRecord
 
 log = logging.getLogger(__name__)
 
@@ -149,10 +148,3 @@ def ensure_cache(home: Path) -> Path:
     except OSError as exc:
         raise WorkspaceError(f"cannot prepare the package cache {root}: {exc.strerror}") from None
     return root
-
-
-def describe(record: SetupRecord) -> str:
-    """One line for `status`, `hud` and the report: facts only (no command text, no paths)."""
-    how = "passed" if record.passed else "timed out" if record.timed_out else f"failed (exit {record.exit_code})"
-    runs = "" if record.runs == 1 else f", ran {record.runs} times"
-    return f"{how} in {record.duration_seconds:.1f}s ({record.source}{runs}; log: {record.log_file})"
