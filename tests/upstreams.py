@@ -120,6 +120,7 @@ class ScriptedUpstream:
         responses: list[Step] | None = None,
         chat: list[Step] | None = None,
         untaken: dict[Provider, list[Step]] | None = None,
+        token_answer: dict[str, Any] | None = None,
     ) -> None:
         self.scripts: dict[Provider, list[Step]] = {
             "anthropic": list(anthropic or []),
@@ -129,6 +130,7 @@ class ScriptedUpstream:
         self.taken: dict[Provider, int] = {"anthropic": 0, "responses": 0, "chat": 0}
         # Answers, in order, for the API requests that take no script step (side calls, usage-limit probes).
         self.untaken: dict[Provider, list[Step]] = {k: list(v) for k, v in (untaken or {}).items()}
+        self.token_answer = token_answer  # what POST /oauth/token answers (an OAuth refresh), else 404
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -190,6 +192,8 @@ class ScriptedUpstream:
             "/v1/responses": "responses",
             "/v1/chat/completions": "chat",
         }.get(path.rstrip("/"))  # type: ignore[assignment]
+        if path.rstrip("/") == "/backend-api/codex/responses":  # a ChatGPT plan's backend (Codex signed in)
+            provider = "responses"
         step: Step | None = None
         index: int | None = None
         with self._lock:
@@ -224,6 +228,8 @@ class ScriptedUpstream:
 
     def _side(self, request: web.Request, body: Any) -> web.Response:
         path = request.path.rstrip("/")
+        if path == "/oauth/token" and request.method == "POST" and self.token_answer is not None:
+            return web.json_response(self.token_answer)
         if path == "/v1/messages/count_tokens":
             return web.json_response({"input_tokens": len(json.dumps(body or {})) // 4})
         if path == "/v1/models" and request.method == "GET":

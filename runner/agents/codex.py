@@ -13,11 +13,13 @@ only place the status appears.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from pathlib import Path
 
 from runner.agents.base import (
+    PLACEHOLDER_KEY,
     PROMPT_FILE,
     AgentAdapter,
     AgentOptions,
@@ -32,6 +34,7 @@ from runner.base.layout import HOME
 from runner.record.models import AgentReport, TokenUsage
 
 CODEX_HOME = f"{HOME}/.codex"
+PLACEHOLDER = PLACEHOLDER_KEY
 PROVIDER = "harness"
 # Matched only inside Codex's own `turn.failed` error message, never in the agent's or tools' output.
 RATE_LIMIT_MESSAGE = re.compile(
@@ -41,24 +44,53 @@ RATE_LIMIT_MESSAGE = re.compile(
 MAX_RETRIES = 1
 
 
-def config_toml(endpoints: Endpoints) -> str:
+def config_toml(endpoints: Endpoints, *, signed_in: bool = False) -> str:
+    """Codex's config: its provider is the gateway. Signed in with ChatGPT (`signed_in`), the provider takes
+    the sign-in's tokens from auth.json instead of a key, and the ChatGPT backend's side calls (plugins, model
+    list, account checks) also go to the gateway, which answers them 404 (measured: Codex goes on)."""
     q = json.dumps  # a JSON string is a TOML basic string
+    gateway = endpoints.openai_base_url.removesuffix("/v1")
+    top = [f"model_provider = {q(PROVIDER)}", "check_for_update_on_startup = false"]
+    if signed_in:
+        top.append(f"chatgpt_base_url = {q(gateway + '/backend-api/')}")
+    auth = ["requires_openai_auth = true"] if signed_in else [f"env_key = {q('OPENAI_API_KEY')}"]
     return "\n".join([
-        f"model_provider = {q(PROVIDER)}",
-        "check_for_update_on_startup = false",
+        *top,
         "",
         "[analytics]",
         "enabled = false",
         "",
+        "[otel]",
+        f"metrics_exporter = {q('none')}",
+        "",
         f"[model_providers.{PROVIDER}]",
         f"name = {q('harness model gateway')}",
         f"base_url = {q(endpoints.openai_base_url)}",
-        f"env_key = {q('OPENAI_API_KEY')}",
+        *auth,
         f"wire_api = {q('responses')}",
         f"request_max_retries = {MAX_RETRIES}",
         f"stream_max_retries = {MAX_RETRIES}",
         "",
     ])  # fmt: skip
+
+
+def placeholder_auth_json() -> str:
+    """A ChatGPT sign-in as Codex reads it, holding placeholders only (the gateway has the real tokens).
+
+    Codex needs JWT-shaped tokens (it drops a sign-in whose id_token is not one, silently); the access token
+    expires in 2100, so that Codex never tries to refresh it (its refresh URL points at the gateway anyway)."""
+
+    def jwt(claims: dict[str, object]) -> str:
+        def part(data: dict[str, object]) -> str:
+            return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+        return f"{part({'alg': 'none', 'typ': 'JWT'})}.{part(claims)}.{PLACEHOLDER}"
+
+    auth = {"chatgpt_account_id": PLACEHOLDER, "chatgpt_plan_type": "plus", "chatgpt_user_id": PLACEHOLDER}
+    claims = {"exp": 4102444800, "email": "agent@harness.invalid", "https://api.openai.com/auth": auth}
+    tokens = {"id_token": jwt(claims), "access_token": jwt(claims), "refresh_token": PLACEHOLDER,
+              "account_id": PLACEHOLDER}  # fmt: skip
+    return json.dumps({"OPENAI_API_KEY": None, "tokens": tokens, "last_refresh": "2026-01-01T00:00:00Z"})
 
 
 class Codex(AgentAdapter):
@@ -70,14 +102,26 @@ class Codex(AgentAdapter):
         args = ["--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"]
         if options.model:
             args += ["--model", options.model]
+        # $1: the config for an API key, $2: for a ChatGPT sign-in (chosen by the iteration's environment, which
+        # follows the credential the gateway holds now, not the one the session began with).
         script = (
-            'mkdir -p "$CODEX_HOME" && printf "%s" "$1" > "$CODEX_HOME/config.toml" && shift && '
+            'mkdir -p "$CODEX_HOME" && if [ -n "${HARNESS_CODEX_AUTH:-}" ]; then '
+            'printf "%s" "$2" > "$CODEX_HOME/config.toml" && '
+            'printf "%s" "$HARNESS_CODEX_AUTH" > "$CODEX_HOME/auth.json"; '
+            'else printf "%s" "$1" > "$CODEX_HOME/config.toml"; fi && shift 2 && '
             f'exec codex exec "$@" "$(cat {PROMPT_FILE})" </dev/null'
         )
-        return ["sh", "-c", script, "codex", config_toml(endpoints), *args]
+        configs = (config_toml(endpoints), config_toml(endpoints, signed_in=True))
+        return ["sh", "-c", script, "codex", *configs, *args]
 
     def env(self, options: AgentOptions, endpoints: Endpoints) -> dict[str, str]:
-        return {**sdk_env(endpoints), "CODEX_HOME": CODEX_HOME}
+        env = {**sdk_env(endpoints), "CODEX_HOME": CODEX_HOME}
+        if "openai" in endpoints.subscriptions:
+            env.pop("OPENAI_API_KEY")  # a key would win over the sign-in
+            env["HARNESS_CODEX_AUTH"] = placeholder_auth_json()
+            # Codex's own refresh, should it try one, reaches the gateway (a 404), never OpenAI with a placeholder.
+            env["CODEX_REFRESH_TOKEN_URL_OVERRIDE"] = endpoints.openai_base_url.removesuffix("/v1") + "/oauth/token"
+        return env
 
     def parse_output(self, log_path: Path) -> AgentReport | None:
         return parse_codex_events(read_tail(log_path))

@@ -5,7 +5,8 @@ billed per token (its dollars are metered, `--max-cost`); a subscription token (
 `claude setup-token`) is not (`--max-tokens` is its budget), and its windows end in usage limits.
 
 Order, per provider (the first set wins, as the agents' own CLIs choose): Anthropic's `ANTHROPIC_API_KEY`,
-then `ANTHROPIC_AUTH_TOKEN`, then `CLAUDE_CODE_OAUTH_TOKEN`; OpenAI's `OPENAI_API_KEY`.
+then `ANTHROPIC_AUTH_TOKEN`, then `CLAUDE_CODE_OAUTH_TOKEN`; OpenAI's `OPENAI_API_KEY`, then Codex's ChatGPT
+sign-in (`auth.json`, chatgpt.py).
 """
 
 from __future__ import annotations
@@ -54,12 +55,16 @@ class Credential:
 
     def describe(self) -> str:
         """'subscription token (CLAUDE_CODE_OAUTH_TOKEN)': its kind and where it comes from, never its value."""
+        if self.kind == "subscription" and self.provider == "openai":
+            return f"ChatGPT sign-in ({self.variable})"
         what = "subscription token" if self.kind == "subscription" else "API key"
         return f"{what} ({self.variable})"
 
 
 def host_credentials(env: Mapping[str, str] | None = None) -> dict[Provider, Credential]:
     """The credential that serves each provider, from the host's environment (never the container's)."""
+    from runner.gateway.chatgpt import chatgpt_auth
+
     env = os.environ if env is None else env
     found: dict[Provider, Credential] = {}
     for provider, sources in SOURCES.items():
@@ -67,12 +72,17 @@ def host_credentials(env: Mapping[str, str] | None = None) -> dict[Provider, Cre
             if value := env.get(source.variable, "").strip():
                 found[provider] = Credential(provider, source.kind, source.variable, value)
                 break
+    if "openai" not in found and (signed_in := chatgpt_auth(env)) is not None:
+        found["openai"] = Credential("openai", "subscription", str(signed_in.path), signed_in.tokens.access_token)
     return found
 
 
 def sources_text(provider: Provider) -> str:
     """'ANTHROPIC_API_KEY (an Anthropic API key) or CLAUDE_CODE_OAUTH_TOKEN (...)', for a refusal."""
-    return " or ".join(f"{s.variable} ({s.hint})" for s in SOURCES[provider])
+    text = " or ".join(f"{s.variable} ({s.hint})" for s in SOURCES[provider])
+    if provider == "openai":
+        text += " or a ChatGPT sign-in (`codex login`: $CODEX_HOME/auth.json, else ~/.codex/auth.json)"
+    return text
 
 
 def with_beta(value: str | None, beta: str) -> str:

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from runner.base.errors import UsageError
 from runner.base.redact import RedactingSink, Redactor
 from runner.gateway.budget import Budget, Reservation
+from runner.gateway.chatgpt import BASE_URL as CHATGPT_BASE_URL
+from runner.gateway.chatgpt import ChatGPTAuth, chatgpt_auth
 from runner.gateway.credentials import OAUTH_BETA, Credential, CredentialKind, host_credentials, with_beta
 from runner.gateway.loop import bind_unix_socket
 from runner.gateway.prices import PriceTable
@@ -72,7 +74,7 @@ _OUTPUT_FIELDS = {"messages": ("max_tokens",), "chat": ("max_completion_tokens",
 # Credentials and hop-by-hop headers never cross the gateway; every other header passes untouched.
 _DROP_REQUEST = frozenset({
     "host", "content-length", "transfer-encoding", "connection", "keep-alive", "te", "trailer", "upgrade",
-    "proxy-authorization", "proxy-connection", "x-api-key", "authorization", "api-key", "cookie",
+    "proxy-authorization", "proxy-connection", "x-api-key", "authorization", "api-key", "cookie", "chatgpt-account-id",
     "accept-encoding",
 })  # fmt: skip
 _DROP_RESPONSE = frozenset({
@@ -88,6 +90,7 @@ class Upstream:
     key: str | None = field(repr=False)
     kind: CredentialKind = "api-key"
     variable: str = ""  # where the key was read
+    chatgpt: ChatGPTAuth | None = field(default=None, compare=False)  # a ChatGPT sign-in: tokens that refresh
 
     def url(self, matched: Match) -> URL:
         return upstream_url(parse_base_url(self.base_url), self.provider, matched)
@@ -96,6 +99,8 @@ class Upstream:
         return Credential(self.provider, self.kind, self.variable, self.key) if self.key else None
 
     def credential(self) -> dict[str, str]:
+        if self.chatgpt is not None:
+            return self.chatgpt.headers()
         found = self.as_credential()
         return found.headers() if found is not None else {}
 
@@ -119,10 +124,14 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, U
     bases: dict[Provider, str] = {"anthropic": env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT,
                                   "openai": env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT}  # fmt: skip
     upstreams: dict[Provider, Upstream] = {}
+    signed_in = chatgpt_auth(env) if found.get("openai") and found["openai"].kind == "subscription" else None
+    if signed_in is not None and not env.get("OPENAI_BASE_URL"):
+        bases["openai"] = CHATGPT_BASE_URL  # a ChatGPT plan is served by its own backend
     for provider, base in bases.items():
         c = found.get(provider)
+        chatgpt = signed_in if provider == "openai" else None
         upstreams[provider] = Upstream(provider, base, c.secret if c else None, c.kind if c else "api-key",
-                                       c.variable if c else "")  # fmt: skip
+                                       c.variable if c else "", chatgpt)  # fmt: skip
     for name, upstream in upstreams.items():
         try:
             parse_base_url(upstream.base_url)
@@ -133,7 +142,10 @@ def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, U
 
 def secret_keys(upstreams: Mapping[Provider, Upstream]) -> dict[str, str]:
     """The real keys by name, for the redactor: they must never appear in any log or response."""
-    return {u.variable or f"{u.provider.upper()}_API_KEY": u.key for u in upstreams.values() if u.key}
+    keys = {u.variable or f"{u.provider.upper()}_API_KEY": u.key for u in upstreams.values() if u.key}
+    for u in upstreams.values():
+        keys.update(u.chatgpt.secrets() if u.chatgpt is not None else {})
+    return keys
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -246,7 +258,8 @@ class ModelGateway:
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         # Every key, and every value the user marked secret, is taken out of what goes back to the agent.
-        self.redactor = Redactor({**secret_keys(self.upstreams), **(secrets or {})})
+        self._secrets = {**secret_keys(self.upstreams), **(secrets or {})}
+        self.redactor = Redactor(self._secrets)
         self._ssl = ssl_context
         self._lock = threading.Lock()
         self._total = _Counters()
@@ -481,6 +494,9 @@ class ModelGateway:
         route = matched.route
         upstream = self.upstreams[provider]
         request_model = payload.get("model") if isinstance(payload.get("model"), str) else None
+        if upstream.chatgpt is not None and upstream.chatgpt.stale() and await upstream.chatgpt.fresh(self._session):
+            self._secrets.update(upstream.chatgpt.secrets())  # the new tokens are redacted too
+            self.redactor = Redactor(self._secrets)
         headers = upstream.request_headers(request.headers)
         headers["accept-encoding"] = "identity"
         started = time.monotonic()
@@ -493,6 +509,8 @@ class ModelGateway:
                 request.method, upstream.url(matched), data=body or None, headers=headers, allow_redirects=False,
             ) as upstream_response:  # fmt: skip
                 status = upstream_response.status
+                if status == 401 and upstream.chatgpt is not None:
+                    upstream.chatgpt.expire()  # refreshed before the agent's retry
                 retry_after = parse_retry_after(upstream_response.headers.get("retry-after"))
                 # The answer's own framing says whether it streams, not the request's `stream` field.
                 streaming = upstream_response.content_type == "text/event-stream"

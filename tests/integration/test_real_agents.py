@@ -6,9 +6,12 @@ harness's environment; the upstream must see it, and nothing the agent could tou
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -32,6 +35,32 @@ pytestmark = pytest.mark.docker
 ANTHROPIC_KEY = "sk-ant-REAL-host-key-31c9d0a7e4b2f6"
 OPENAI_KEY = "sk-proj-REAL-host-key-8e2a6c4f1b9d07"
 CLAUDE_TOKEN = "sk-ant-oat01-REAL-subscription-token-5d1e7a"  # as `claude setup-token` mints them
+CHATGPT_ACCOUNT = "acct-REAL-4b8e1f"
+
+
+def _jwt(exp: float, marker: str) -> str:
+    """A JWT as ChatGPT's sign-in holds them (unsigned here: only its claims are read)."""
+
+    def part(data: dict[str, object]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    return f"{part({'alg': 'RS256'})}.{part({'exp': int(exp), 'jti': marker})}.c2lnbmF0dXJl"
+
+
+CHATGPT_ACCESS = _jwt(time.time() + 30 * 86400, "REAL-access-7c2d")
+
+
+def signed_in_home(root: Path, access: str, refresh: str = "rt-REAL-refresh-91ab") -> Path:
+    """A host's Codex home holding a ChatGPT sign-in (what `codex login` leaves)."""
+    home = root / "codex-home"
+    home.mkdir()
+    tokens = {"id_token": _jwt(time.time() + 3600, "REAL-id"), "access_token": access, "refresh_token": refresh,
+              "account_id": CHATGPT_ACCOUNT}  # fmt: skip
+    (home / "auth.json").write_text(json.dumps({"OPENAI_API_KEY": None, "tokens": tokens, "last_refresh": "x"}))
+    (home / "auth.json").chmod(0o600)
+    return home
+
+
 USAGE = Usage(input_tokens=2000, output_tokens=300, cache_read_tokens=4000)
 # Every process's environment inside the agent's sandbox, into the copy for the host to read.
 DUMP_ENV = "for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f; done > env-seen.txt 2>/dev/null; true"
@@ -66,6 +95,9 @@ def _cases(url_of: str) -> dict[str, Case]:
         "claude-code-subscription": Case("claude-code", "claude-sonnet-4-5", "/v1/messages", _claude(),
                                          {"ANTHROPIC_BASE_URL": url_of, "CLAUDE_CODE_OAUTH_TOKEN": CLAUDE_TOKEN},
                                          "authorization", f"Bearer {CLAUDE_TOKEN}"),
+        "codex-chatgpt": Case("codex", "gpt-5", "/backend-api/codex/responses", _codex(),
+                              {"OPENAI_BASE_URL": url_of + "/backend-api/codex"},
+                              "authorization", f"Bearer {CHATGPT_ACCESS}"),
         "codex": Case("codex", "gpt-5", "/v1/responses", _codex(),
                       {"OPENAI_BASE_URL": url_of + "/v1", "OPENAI_API_KEY": OPENAI_KEY},
                       "authorization", f"Bearer {OPENAI_KEY}"),
@@ -79,18 +111,26 @@ def _texts(path: Path) -> str:
     return "".join(p.read_text(errors="replace") for p in path.rglob("*") if p.is_file())
 
 
-def _drive(repo: GitRepo, name: str, *extra: str) -> list[Recorded]:
+def _drive(repo: GitRepo, name: str, *extra: str, host_env: dict[str, str] | None = None,
+           upstream: ScriptedUpstream | None = None, key: str | None = None) -> list[Recorded]:  # fmt: skip
     session = f"real-{name}"
-    with ScriptedUpstream() as up:
+    with contextlib.nullcontext(upstream) if upstream is not None else ScriptedUpstream() as up:
         case = _cases(up.url)[name]
+        case = replace(case, key=key) if key is not None else case  # the credential the upstream must see
         agent = case.agent
-        up.scripts[{"/v1/messages": "anthropic", "/v1/responses": "responses"}.get(case.path, "chat")] = case.steps
+        api = (
+            "anthropic" if case.path == "/v1/messages" else "responses" if case.path.endswith("/responses") else "chat"
+        )
+        up.scripts[api] = case.steps  # type: ignore[index]
         env = {"ANTHROPIC_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
-               "ANTHROPIC_AUTH_TOKEN": "", "CLAUDE_CODE_OAUTH_TOKEN": "", **case.env}  # fmt: skip
+               "ANTHROPIC_AUTH_TOKEN": "", "CLAUDE_CODE_OAUTH_TOKEN": "", "CODEX_HOME": "", **case.env,
+               **(host_env or {})}  # fmt: skip
         r = harness("run", "--objective", "Add hello.txt and commit it", "--session", session, "--agent", agent,
                     "--model", case.model, "--max-iterations", "2", "--iteration-timeout", "5m", *extra, "--json",
                     cwd=repo.path, env=env, timeout=900)  # fmt: skip
         seen = up.seen(case.path)
+        # The model calls and any other route the gateway passes (a model listing); not its own token refresh.
+        forwarded = len([r for r in up.requests if r.path != "/oauth/token"])
     log = (repo.journal(session) / "iteration-0001.log").read_text(errors="replace")
     assert r.code == 0 and r.json()["status"] == "completed", (r.stderr[-2000:], log[-3000:])
 
@@ -106,12 +146,16 @@ def _drive(repo: GitRepo, name: str, *extra: str) -> list[Recorded]:
     # Tokens and cost as the gateway counted them, per iteration and for the session.
     record = json.loads((repo.journal(session) / "iteration-0001.json").read_text())
     usage = record["usage"]
-    assert usage["requests"] == len(seen) and usage["unpricedRequests"] == 0
+    assert usage["requests"] == forwarded and usage["unpricedRequests"] == 0
     assert usage["tokens"]["outputTokens"] == USAGE.output_tokens * len(seen)
     price = BUILTIN[case.model]
     per_call = (USAGE.input_tokens * price.input + USAGE.output_tokens * price.output
                 + USAGE.cache_read_tokens * (price.cache_read or price.input)) / 1e6  # fmt: skip
-    assert usage["costUsd"] == pytest.approx(per_call * len(seen), rel=1e-3)
+    # A subscription (a token or a sign-in in the host's environment) is not billed per token.
+    billed = not {"CLAUDE_CODE_OAUTH_TOKEN", "CODEX_HOME"} & {
+        k for k, v in {**case.env, **(host_env or {})}.items() if v
+    }
+    assert usage["costUsd"] == pytest.approx(per_call * len(seen) if billed else 0.0, rel=1e-3)
     assert r.json()["usage"]["costUsd"] == pytest.approx(usage["costUsd"])
     assert record["agentReport"] is not None
 
@@ -143,6 +187,41 @@ def test_claude_code_runs_on_a_subscription_token_it_never_holds(repo: GitRepo) 
     env_seen = repo.git("show", "harness/real-claude-code-subscription:env-seen.txt")
     assert "CLAUDE_CODE_OAUTH_TOKEN=sk-harness-placeholder-not-a-key" in env_seen
     assert "ANTHROPIC_API_KEY=" not in env_seen  # with a key set, the CLI would ignore its token
+
+
+def test_codex_runs_on_a_chatgpt_sign_in_it_never_holds(repo: GitRepo, tmp_path: Path) -> None:
+    """A ChatGPT plan's night: Codex signed in on the host, no API key. The container holds a placeholder
+    sign-in; the ChatGPT backend sees the real access token and account, and nothing else of the sign-in leaks."""
+    home = signed_in_home(tmp_path, CHATGPT_ACCESS)
+    seen = _drive(repo, "codex-chatgpt", host_env={"CODEX_HOME": str(home)})
+    assert all(s.headers["chatgpt-account-id"] == CHATGPT_ACCOUNT for s in seen)
+    env_seen = repo.git("show", "harness/real-codex-chatgpt:env-seen.txt")
+    assert "HARNESS_CODEX_AUTH=" in env_seen and "OPENAI_API_KEY=" not in env_seen
+    assert CHATGPT_ACCOUNT not in env_seen and "rt-REAL-refresh-91ab" not in env_seen
+    journal = _texts(repo.journal("real-codex-chatgpt"))
+    assert "rt-REAL-refresh-91ab" not in journal and CHATGPT_ACCESS not in journal
+    record = json.loads((repo.journal("real-codex-chatgpt") / "iteration-0001.json").read_text())
+    assert record["usage"]["costUsd"] == 0.0  # a plan is not billed per token
+
+
+def test_an_expired_chatgpt_token_is_refreshed_by_the_gateway_and_written_back(repo: GitRepo, tmp_path: Path) -> None:
+    expired = _jwt(time.time() - 60, "REAL-expired")
+    home = signed_in_home(tmp_path, expired, refresh="rt-REAL-old")
+    fresh = _jwt(time.time() + 30 * 86400, "REAL-fresh")
+    answer = {"access_token": fresh, "refresh_token": "rt-REAL-rotated", "id_token": _jwt(time.time() + 3600, "id2")}
+    with ScriptedUpstream(token_answer=answer) as up:
+        env = {"CODEX_HOME": str(home), "CODEX_REFRESH_TOKEN_URL_OVERRIDE": up.url + "/oauth/token"}
+        seen = _drive(repo, "codex-chatgpt", host_env=env, upstream=up, key=f"Bearer {fresh}")
+        refreshes = up.seen("/oauth/token")
+    assert seen and all(s.headers["authorization"] == f"Bearer {fresh}" for s in seen)
+    assert len(refreshes) == 1 and refreshes[0].body["refresh_token"] == "rt-REAL-old"
+    assert refreshes[0].body["grant_type"] == "refresh_token" and refreshes[0].body["client_id"].startswith("app_")
+    written = json.loads((home / "auth.json").read_text())
+    assert written["tokens"]["access_token"] == fresh and written["tokens"]["refresh_token"] == "rt-REAL-rotated"
+    assert written["tokens"]["account_id"] == CHATGPT_ACCOUNT and (home / "auth.json").stat().st_mode & 0o777 == 0o600
+    assert repo.git("show", "harness/real-codex-chatgpt:hello.txt") == "hello from the scripted model"
+    journal = _texts(repo.journal("real-codex-chatgpt"))
+    assert "rt-REAL-rotated" not in journal and fresh not in journal and expired not in journal
 
 
 def test_codex_runs_for_real_through_the_gateway(repo: GitRepo) -> None:

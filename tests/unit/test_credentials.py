@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from runner.base.errors import UsageError
@@ -84,3 +87,36 @@ def test_wait_on_limit_and_max_tokens_become_limits() -> None:
         LimitFlags(wait_on_limit="soon").options().apply(Limits())
     with pytest.raises(UsageError, match="--max-tokens"):
         LimitFlags(max_tokens=0).options().apply(Limits())
+
+
+def test_a_chatgpt_sign_in_serves_openai_when_no_key_is_set(tmp_path: Path) -> None:
+    from runner.gateway.chatgpt import BASE_URL, jwt_expiry, read_tokens
+
+    home = tmp_path / "codex"
+    home.mkdir()
+    auth = {"OPENAI_API_KEY": None, "tokens": {"id_token": "a.b.c", "access_token": "at-1", "refresh_token": "rt-1",
+                                                "account_id": "acct-1"}}  # fmt: skip
+    (home / "auth.json").write_text(json.dumps(auth))
+    env = {"CODEX_HOME": str(home)}
+    found = host_credentials(env)["openai"]
+    assert found.kind == "subscription" and found.describe() == f"ChatGPT sign-in ({home / 'auth.json'})"
+    upstream = upstreams_from_env(env)["openai"]
+    assert upstream.base_url == BASE_URL and upstream.chatgpt is not None
+    assert upstream.request_headers({"chatgpt-account-id": "placeholder", "authorization": "Bearer placeholder"}) == {
+        "authorization": "Bearer at-1", "chatgpt-account-id": "acct-1"}  # fmt: skip
+    # An API key wins, as in Codex; an auth.json that holds a key is not a sign-in.
+    assert host_credentials({**env, "OPENAI_API_KEY": "sk-proj"})["openai"].kind == "api-key"
+    (home / "auth.json").write_text(json.dumps({**auth, "OPENAI_API_KEY": "sk-in-file"}))
+    assert read_tokens(home / "auth.json") is None and "openai" not in host_credentials(env)
+    assert jwt_expiry("not-a-jwt") is None
+
+
+def test_the_containers_sign_in_is_a_placeholder_codex_accepts() -> None:
+    from runner.agents.codex import placeholder_auth_json
+    from runner.gateway.chatgpt import jwt_expiry
+
+    auth = json.loads(placeholder_auth_json())
+    tokens = auth["tokens"]
+    assert auth["OPENAI_API_KEY"] is None and len(tokens["id_token"].split(".")) == 3  # JWT-shaped, or Codex drops it
+    assert (jwt_expiry(tokens["access_token"]) or 0) > 4e9  # never stale: Codex does not try to refresh it
+    assert all("placeholder" in v or v.count(".") == 2 for v in tokens.values())
