@@ -147,6 +147,14 @@ def run(
         list[str] | None,
         typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
     ] = None,
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            "--auth",
+            help="Which host credential serves the model calls: api-key, or subscription (a "
+            "Claude token, a ChatGPT sign-in); default: an API key when there is one.",
+        ),
+    ] = None,
     detach: DetachOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
@@ -168,7 +176,8 @@ def run(
         options={
             "max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
             "runtime": runtime, "env": tuple(env or ()), "check": check, "network": network,
-            "allow_hosts": tuple(allow_host or ()), "model": model, "max_turns": max_turns, **limits.given(),
+            "allow_hosts": tuple(allow_host or ()), "model": model, "auth": auth, "max_turns": max_turns,
+            **limits.given(),
             "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
             "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
             "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,

@@ -61,18 +61,23 @@ class Credential:
         return f"{what} ({self.variable})"
 
 
-def host_credentials(env: Mapping[str, str] | None = None) -> dict[Provider, Credential]:
-    """The credential that serves each provider, from the host's environment (never the container's)."""
+def host_credentials(
+    env: Mapping[str, str] | None = None, prefer: CredentialKind | None = None
+) -> dict[Provider, Credential]:
+    """The credential that serves each provider, from the host's environment (never the container's);
+    `prefer` (--auth) keeps only credentials of that kind (a subscriber's night never bills an API key)."""
     from runner.gateway.chatgpt import chatgpt_auth
 
     env = os.environ if env is None else env
     found: dict[Provider, Credential] = {}
     for provider, sources in SOURCES.items():
         for source in sources:
+            if prefer is not None and source.kind != prefer:
+                continue
             if value := env.get(source.variable, "").strip():
                 found[provider] = Credential(provider, source.kind, source.variable, value)
                 break
-    if "openai" not in found and (signed_in := chatgpt_auth(env)) is not None:
+    if "openai" not in found and prefer != "api-key" and (signed_in := chatgpt_auth(env)) is not None:
         found["openai"] = Credential("openai", "subscription", str(signed_in.path), signed_in.tokens.access_token)
     return found
 

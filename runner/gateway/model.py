@@ -115,12 +115,14 @@ class Upstream:
         return headers
 
 
-def upstreams_from_env(env: Mapping[str, str] | None = None) -> dict[Provider, Upstream]:
+def upstreams_from_env(
+    env: Mapping[str, str] | None = None, prefer: CredentialKind | None = None
+) -> dict[Provider, Upstream]:
     """The real endpoints and keys, from the host's environment (never the container's).
 
     Raises UsageError for a base URL the gateway cannot use."""
     env = os.environ if env is None else env
-    found = host_credentials(env)
+    found = host_credentials(env, prefer)
     bases: dict[Provider, str] = {"anthropic": env.get("ANTHROPIC_BASE_URL") or ANTHROPIC_DEFAULT,
                                   "openai": env.get("OPENAI_BASE_URL") or OPENAI_DEFAULT}  # fmt: skip
     upstreams: dict[Provider, Upstream] = {}

@@ -91,7 +91,7 @@ class RunNetwork:
         self.net_dir = net_dir
         self.network = summary.network
         self.rules = parse_allow_hosts(summary.allow_hosts)
-        upstreams = upstreams_from_env()
+        upstreams = upstreams_from_env(prefer=summary.auth)
         self.secrets = secret_keys(upstreams)
         self.needs_model = summary.agent.name != "demo"  # the offline demo agent calls no model
         self.gateway = ModelGateway(

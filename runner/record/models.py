@@ -505,6 +505,11 @@ class RunSummary(JournalModel):
     allow_hosts: list[str] = Field(
         default_factory=list, description="HOST[:PORT] the agent may reach (--allow-host, with --network allowlist)."
     )
+    auth: Literal["api-key", "subscription"] | None = Field(
+        default=None,
+        description="Which kind of the host's model credentials serves the run (--auth): `api-key` or "
+        "`subscription`; null: an API key when the host has one, else a subscription.",
+    )
     agent: AgentInfo = Field(description="The agent and its command.")
     env_names: list[str] = Field(
         default_factory=list, description="Variables passed with --env (names only: values are never stored)."

@@ -124,6 +124,11 @@ class RunOptions(BaseModel):
         "harness-base is derived as IMAGE + agent (docs/environments.md).",
     )
     model: str | None = Field(default=None, description="Model name passed to the agent.")
+    auth: Literal["api-key", "subscription"] | None = Field(
+        default=None,
+        description="Which host credential serves the model calls: api-key, or subscription (a Claude token, a "
+        "ChatGPT sign-in); default: an API key when there is one.",
+    )
     max_turns: int | None = Field(default=None, ge=1, description="Turns per iteration, for agents that take it.")
     max_iterations: int = Field(default=10, ge=1, description="Iterations the run may use.")
     cpus: float = Field(default=1.0, gt=0, le=512, description="CPUs of the agent container.")

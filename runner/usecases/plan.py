@@ -69,6 +69,7 @@ class RunRequest:
     setup_allow_hosts: tuple[str, ...] = ()
     setup_inputs: tuple[str, ...] = ()
     model: str | None = None
+    auth: Literal["api-key", "subscription"] | None = None
     max_turns: int | None = None
     backend: BackendConfig = field(default_factory=DockerBackendConfig)
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
@@ -112,7 +113,7 @@ def run_request(
     return RunRequest(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
-        env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model,
+        env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
         max_turns=s.max_turns, backend=backend_config(s),
         limits=LimitOptions(
@@ -177,6 +178,7 @@ class RunPlan(CamelModel):
     limits: Limits
     network: str
     allow_hosts: list[str]
+    auth: Literal["api-key", "subscription"] | None = None
     gateway: GatewayPlan
     runtime: str
     env_names: list[str]
@@ -228,7 +230,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         limits = limits.model_copy(update={"max_iterations": check_iterations(request.max_iterations)})
     if request.max_turns is not None and request.max_turns < 1:
         raise UsageError("--max-turns must be at least 1")
-    upstreams = upstreams_from_env()
+    upstreams = upstreams_from_env(prefer=request.auth)
     found = {p: c for p, u in upstreams.items() if (c := u.as_credential()) is not None}
     model, credentials = choose_credentials(
         request.agent or ("custom" if request.agent_cmd is not None else "demo"), request.model, found
@@ -294,6 +296,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         agent=AgentInfo(name=name, command=command, model=model, max_turns=request.max_turns),
         limits=limits,
         network=request.network,
+        auth=request.auth,
         allow_hosts=allow_hosts,
         gateway=GatewayPlan(
             socket=str(rd.net / GATEWAY_SOCKET),
@@ -392,6 +395,7 @@ def new_summary(plan: RunPlan) -> RunSummary:
         env_names=plan.env_names,
         network=plan.network,
         allow_hosts=plan.allow_hosts,
+        auth=plan.auth,
         check_command=plan.check,
         setup_command=plan.setup.command if plan.setup else None,
         setup_source=plan.setup.source if plan.setup else None,

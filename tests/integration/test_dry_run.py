@@ -200,3 +200,20 @@ def test_aider_without_a_model_follows_an_openai_key_alone(repo: GitRepo, harnes
     plan = r.json()
     assert plan["agent"]["model"] == "gpt-4o" and "openai/gpt-4o" in plan["agent"]["command"]
     assert plan["gateway"]["credentials"] == {"openai": "API key (OPENAI_API_KEY)"}
+
+
+def test_auth_subscription_picks_the_token_over_a_key_and_a_bad_value_is_one_line(
+    repo: GitRepo, harness_home: Path
+) -> None:
+    args = ["run", "--objective", "x", "--session", "both", "--agent", "claude-code", "--dry-run", "--json"]
+    env = {**NO_CREDENTIALS, "ANTHROPIC_API_KEY": "sk-ant-api-key-dry", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-dry"}
+    default = harness(*args, cwd=repo.path, env=env).json()
+    assert default["gateway"]["credentials"] == {"anthropic": "API key (ANTHROPIC_API_KEY)"}
+    chosen = harness(*args, "--auth", "subscription", cwd=repo.path, env=env).json()
+    assert chosen["gateway"]["credentials"] == {"anthropic": "subscription token (CLAUDE_CODE_OAUTH_TOKEN)"}
+    assert chosen["auth"] == "subscription" and "CLAUDE_CODE_OAUTH_TOKEN" in chosen["submission"]["environment"]
+    keyless = harness(*args, "--auth", "subscription", cwd=repo.path,
+                      env={**NO_CREDENTIALS, "ANTHROPIC_API_KEY": "sk-ant-api-key-dry"})  # fmt: skip
+    assert keyless.code == ExitCode.USAGE and "CLAUDE_CODE_OAUTH_TOKEN" in keyless.stderr  # the key is not used
+    bad = harness(*args, "--auth", "password", cwd=repo.path, env=env)
+    assert bad.code == ExitCode.USAGE and bad.stderr.count("\n") == 1 and "auth" in bad.stderr

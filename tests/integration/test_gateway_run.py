@@ -311,3 +311,17 @@ def test_the_gateway_lives_with_a_detached_supervisor_dies_with_kill_9_and_resum
         assert resumed.json()["status"] == "completed", resumed.stderr
         assert [s.headers["x-api-key"] for s in up.seen("/v1/messages")] == [REAL_KEY, REAL_KEY]
         assert "second" in agent_repo.git("show", "harness/k9gw:answer.txt")
+
+
+def test_auth_subscription_serves_the_run_with_the_token_though_a_key_is_set(agent_repo: GitRepo) -> None:
+    token = "sk-ant-oat01-REAL-night-token-3e9f"
+    with ScriptedUpstream(anthropic=[Reply(text="on the plan")]) as up:
+        env = {**_env(up), "CLAUDE_CODE_OAUTH_TOKEN": token}  # and the API key of _env
+        r = harness("run", "--objective", "x", "--session", "sub", "--agent-cmd", "python3 agent.py", "--auth",
+                    "subscription", "--json", cwd=agent_repo.path, env=env)  # fmt: skip
+        seen = up.seen("/v1/messages")
+    assert r.json()["status"] == "completed", r.stderr
+    assert [s.headers.get("authorization") for s in seen] == [f"Bearer {token}"]
+    assert all("x-api-key" not in s.headers for s in seen)  # the key the host also holds is never used
+    summary = json.loads((agent_repo.journal("sub") / "run-summary.json").read_text())
+    assert summary["auth"] == "subscription" and token not in _all_text_under(agent_repo.journal("sub"))

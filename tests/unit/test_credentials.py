@@ -120,3 +120,11 @@ def test_the_containers_sign_in_is_a_placeholder_codex_accepts() -> None:
     assert auth["OPENAI_API_KEY"] is None and len(tokens["id_token"].split(".")) == 3  # JWT-shaped, or Codex drops it
     assert (jwt_expiry(tokens["access_token"]) or 0) > 4e9  # never stale: Codex does not try to refresh it
     assert all("placeholder" in v or v.count(".") == 2 for v in tokens.values())
+
+
+def test_auth_keeps_only_the_kind_asked_for() -> None:
+    env = {"ANTHROPIC_API_KEY": "sk-ant", "CLAUDE_CODE_OAUTH_TOKEN": TOKEN, "OPENAI_API_KEY": "sk-proj"}
+    assert host_credentials(env, "subscription")["anthropic"].variable == "CLAUDE_CODE_OAUTH_TOKEN"
+    assert "openai" not in host_credentials(env, "subscription")  # a key is never used for a subscriber's night
+    assert host_credentials(env, "api-key")["anthropic"].variable == "ANTHROPIC_API_KEY"
+    assert host_credentials({"CLAUDE_CODE_OAUTH_TOKEN": TOKEN}, "api-key") == {}
