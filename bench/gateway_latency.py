@@ -159,8 +159,9 @@ def gateway(env: BenchEnv, port: int) -> Iterator[tuple[Any, Path]]:
     """The real model gateway on a Unix socket in a directory the containers mount read-only."""
     from runner.base.layout import GATEWAY_SOCKET
     from runner.gateway.loop import ServerThread
-    from runner.gateway.model import ModelGateway, Upstream
+    from runner.gateway.model import ModelGateway
     from runner.gateway.prices import BUILTIN, PriceTable
+    from runner.gateway.upstreams import Upstream
 
     net = env.tmp / "net"
     net.mkdir(mode=0o755)

@@ -20,9 +20,10 @@ from runner.base.layout import EGRESS_PORT, EGRESS_SOCKET, GATEWAY_PORT, GATEWAY
 from runner.base.seams import harness_env
 from runner.gateway.egress import AllowRule, EgressProxy, parse_allow_host
 from runner.gateway.loop import ServerThread
-from runner.gateway.model import MAX_CONNECTIONS, ModelGateway, Upstream, secret_keys, upstreams_from_env
+from runner.gateway.model import MAX_CONNECTIONS, ModelGateway
 from runner.gateway.prices import load_prices
 from runner.gateway.routes import Provider
+from runner.gateway.upstreams import Upstream, secret_keys, upstreams_from_env
 from runner.gateway.usage_limits import UsageLimit
 from runner.record.models import GatewayUsage, RunSummary
 

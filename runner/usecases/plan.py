@@ -20,8 +20,8 @@ from runner.base.layout import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
 from runner.base.limits import parse_duration
 from runner.base.names import branch_for, validate_session
 from runner.base.paths import data_home, journal_dir, repo_key, run_dir
-from runner.gateway.model import upstreams_from_env
 from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
+from runner.gateway.upstreams import upstreams_from_env
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
 from runner.loop.supervisor import agent_spec
 from runner.loop.workspace import RunDir

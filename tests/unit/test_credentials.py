@@ -9,7 +9,7 @@ import pytest
 
 from runner.base.errors import UsageError
 from runner.gateway.credentials import OAUTH_BETA, host_credentials
-from runner.gateway.model import Upstream, upstreams_from_env
+from runner.gateway.upstreams import Upstream, upstreams_from_env
 from runner.usecases.credentials import AIDER_OPENAI_DEFAULT, choose_credentials
 
 TOKEN = "sk-ant-oat01-subscription-token"

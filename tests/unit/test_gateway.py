@@ -13,8 +13,9 @@ import pytest
 from aiohttp import web
 
 from runner.gateway.loop import ServerThread
-from runner.gateway.model import ModelGateway, Upstream, parse_retry_after
+from runner.gateway.model import ModelGateway, parse_retry_after
 from runner.gateway.prices import BUILTIN, PriceTable, load_prices
+from runner.gateway.upstreams import Upstream
 from runner.record.models import TokenUsage
 from tests.upstreams import Error, Reply, ScriptedUpstream, Usage
 

@@ -22,9 +22,10 @@ from aiohttp import web
 
 from runner.gateway.budget import Budget
 from runner.gateway.loop import ServerThread
-from runner.gateway.model import MAX_OUTPUT_TOKENS, ModelGateway, Upstream, output_tokens_asked, upstreams_from_env
+from runner.gateway.model import MAX_OUTPUT_TOKENS, ModelGateway, output_tokens_asked
 from runner.gateway.prices import BUILTIN, PriceTable, canonical_model
 from runner.gateway.routes import match, parse_base_url, upstream_url
+from runner.gateway.upstreams import Upstream, upstreams_from_env
 from runner.gateway.usage import MAX_SSE_EVENT, UsageMeter
 from runner.record.models import TokenUsage
 from tests.helpers import wait_for
