@@ -25,12 +25,11 @@ from runner.gateway.prices import load_prices
 from runner.gateway.routes import Provider
 from runner.gateway.upstreams import Upstream, secret_keys, upstreams_from_env
 from runner.gateway.usage_limits import UsageLimit
+from runner.record.journal import EGRESS_LOG, GATEWAY_LOG
 from runner.record.models import GatewayUsage, RunSummary
 
 log = logging.getLogger(__name__)
 
-GATEWAY_LOG = "gateway.log"
-EGRESS_LOG = "egress.log"
 LOOPBACK = "127.0.0.1"
 GATEWAY_URL = f"http://{LOOPBACK}:{GATEWAY_PORT}"
 PROXY_URL = f"http://{LOOPBACK}:{EGRESS_PORT}"

@@ -45,7 +45,7 @@ from runner.loop.setup import (
 )
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
-from runner.record.journal import Journal
+from runner.record.journal import SETUP_LOG, Journal
 from runner.record.models import (
     AgentReport,
     CheckResult,
@@ -76,8 +76,6 @@ FAILURE_OUTCOMES = frozenset(
      Outcome.NOT_STARTED}
 )  # fmt: skip
 CHECK_TAIL_LINES = 40
-SETUP_LOG = "setup.log"
-SETUP_EGRESS_LOG = "setup-egress.log"
 LIMIT_JITTER_SECONDS = 15.0  # most added to a usage limit's reset, so that many sessions do not restart at once
 RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
 
@@ -321,7 +319,7 @@ class Supervisor:
         command, network and inputs) passed before, its outputs are restored instead of running it again;
         when this one passes, its outputs are kept there for the next."""
         assert summary.setup_command is not None  # noqa: S101 - only called with a setup
-        path = self.journal.dir / SETUP_LOG
+        path = self.journal.setup_log_path
         cache = ensure_cache(data_home())
         image_id = self.backend.image_id(summary.image)
         key = snapshot_key(image_id, summary.setup_command, summary.setup_allow_hosts, digest) if image_id else None
@@ -337,7 +335,7 @@ class Supervisor:
             log.warning("session %s: restoring the setup failed: running it", summary.session_id)
         log.info("session %s: setting up: %s", summary.session_id, summary.setup_command)
         rules = setup_allow_rules(summary.setup_allow_hosts)
-        with setup_network(self.workspace.dir.setup_net, rules, self.journal.dir / SETUP_EGRESS_LOG) as net:
+        with setup_network(self.workspace.dir.setup_net, rules, self.journal.setup_egress_log_path) as net:
             result = self._setup_container(summary, summary.setup_command, cache, path, *net)
         outputs, tracked = self.workspace.outside_git()
         record = self._setup_record(summary, digest, runs, result, outputs, restored=False)
@@ -629,7 +627,7 @@ class Supervisor:
     def _check(self, summary: RunSummary, n: int, timeout: float) -> CheckResult:
         """Run --check on the copy as the agent left it: read-only, same sandbox, its own log."""
         assert summary.check_command is not None  # noqa: S101 - only called with a check
-        path = self.journal.dir / f"iteration-{n:04d}.check.log"
+        path = self.journal.check_log_path(n)
         run_dir = self.workspace.dir
         spec = hardened_spec(
             image=summary.image,

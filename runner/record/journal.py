@@ -28,6 +28,22 @@ from runner.record.models import (
 
 M = TypeVar("M", bound=JournalModel)
 
+# The files of a session's journal directory (design §3, docs/journal.md). Only this module names them:
+# the other modules ask a Journal for their paths, or take these names.
+OBJECTIVE = "objective.md"
+SUMMARY = "run-summary.json"
+CONTROL = "control.json"
+REVIEW_CACHE = ".review-cache.json"
+SUPERVISOR_LOG = "supervisor.log"  # a detached supervisor's own output
+SETUP_LOG = "setup.log"
+SETUP_EGRESS_LOG = "setup-egress.log"  # what the setup's egress proxy let through or refused
+GATEWAY_LOG = "gateway.log"  # the model gateway's requests
+EGRESS_LOG = "egress.log"  # the agent's egress proxy's connections
+_CONTROL_LOCK = ".control.lock"
+_SUPERVISOR_LOCK = ".supervisor.lock"
+_ITERATION = "iteration-{:04d}"  # then .json (its record), .log (its output) or .check.log (--check's output)
+_ITERATION_GLOB = "iteration-[0-9][0-9][0-9][0-9]"
+
 # Named upgrade steps, keyed by the version they upgrade from: each takes the raw JSON object of
 # that version and returns the next. Empty while schema 1 is the only one written.
 UPGRADES: dict[int, Callable[[dict[str, object]], dict[str, object]]] = {}
@@ -100,26 +116,49 @@ class Journal:
 
     @property
     def objective_path(self) -> Path:
-        return self.dir / "objective.md"
+        return self.dir / OBJECTIVE
 
     @property
     def summary_path(self) -> Path:
-        return self.dir / "run-summary.json"
+        return self.dir / SUMMARY
 
     @property
     def review_cache_path(self) -> Path:
         """The last review of the branch that status showed (runner.usecases.review.cache.ReviewCache)."""
-        return self.dir / ".review-cache.json"
+        return self.dir / REVIEW_CACHE
 
     @property
     def control_path(self) -> Path:
-        return self.dir / "control.json"
+        return self.dir / CONTROL
+
+    @property
+    def supervisor_log_path(self) -> Path:
+        return self.dir / SUPERVISOR_LOG
+
+    @property
+    def setup_log_path(self) -> Path:
+        return self.dir / SETUP_LOG
+
+    @property
+    def setup_egress_log_path(self) -> Path:
+        return self.dir / SETUP_EGRESS_LOG
 
     def iteration_path(self, n: int) -> Path:
-        return self.dir / f"iteration-{n:04d}.json"
+        return self.dir / f"{_ITERATION.format(n)}.json"
 
     def log_path(self, n: int) -> Path:
-        return self.dir / f"iteration-{n:04d}.log"
+        return self.dir / f"{_ITERATION.format(n)}.log"
+
+    def check_log_path(self, n: int) -> Path:
+        return self.dir / f"{_ITERATION.format(n)}.check.log"
+
+    def logged_iterations(self) -> list[int]:
+        """The iterations that have an output log, in order (the last may still be running)."""
+        return self._numbered(".log")
+
+    def _numbered(self, suffix: str) -> list[int]:
+        start = _ITERATION.index("{")
+        return sorted(int(p.name[start : -len(suffix)]) for p in self.dir.glob(_ITERATION_GLOB + suffix))
 
     def exists(self) -> bool:
         return self.summary_path.exists()
@@ -150,10 +189,7 @@ class Journal:
         save_model(self.iteration_path(record.iteration), record)
 
     def iterations(self) -> list[IterationRecord]:
-        numbers = sorted(
-            int(p.name[len("iteration-") : -len(".json")]) for p in self.dir.glob("iteration-[0-9][0-9][0-9][0-9].json")
-        )
-        return [self.read_iteration(n) for n in numbers]
+        return [self.read_iteration(n) for n in self._numbered(".json")]
 
     # control.json is written by `stop`/`note` and read-modified by the supervisor: every
     # read-modify-write holds an exclusive lock on a sidecar file so no update is lost.
@@ -163,7 +199,7 @@ class Journal:
         return load_model(self.control_path, ControlFile)
 
     def update_control(self, change: Callable[[ControlFile], None]) -> ControlFile:
-        with self._flock(self.dir / ".control.lock", blocking=True):
+        with self._flock(self.dir / _CONTROL_LOCK, blocking=True):
             control = self.read_control()
             change(control)
             control.updated_at = utcnow()
@@ -176,7 +212,7 @@ class Journal:
     # kernel drops the lock with the last descriptor, i.e. when the supervisor dies.
     @property
     def _supervisor_lock_path(self) -> Path:
-        return self.dir / ".supervisor.lock"
+        return self.dir / _SUPERVISOR_LOCK
 
     @contextlib.contextmanager
     def supervisor_lock(self) -> Iterator[None]:
@@ -243,7 +279,7 @@ def list_sessions(repo: Path) -> list[str]:
     root = sessions_root(repo)
     if not root.is_dir():
         return []
-    return sorted(p.parents[2].name for p in root.glob("*/artifacts/solo-harness/run-summary.json"))
+    return sorted(p.parents[2].name for p in root.glob(f"*/{JOURNAL_LEAF}/{SUMMARY}"))
 
 
 def ensure_excluded(git_common_dir: Path) -> None:

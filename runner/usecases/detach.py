@@ -28,7 +28,7 @@ def detach_session(summary: RunSummary) -> Detached:
     """Drive the session in a new process (own session and process group, output to the journal)
     and return once that process holds the session's lock."""
     journal = Journal.for_repo(Path(summary.repo), summary.session_id)
-    log_path = journal.dir / "supervisor.log"
+    log_path = journal.supervisor_log_path
     with log_path.open("ab") as out:
         child = subprocess.Popen(
             [sys.executable, "-m", "runner", "_supervise", "--repo", summary.repo, "--session", summary.session_id],

@@ -24,7 +24,7 @@ class LogsRequest:
 
 
 def _latest(journal: Journal) -> int | None:
-    numbers = sorted(int(p.name[10:14]) for p in journal.dir.glob("iteration-[0-9][0-9][0-9][0-9].log"))
+    numbers = journal.logged_iterations()
     return numbers[-1] if numbers else None
 
 

@@ -18,7 +18,7 @@ from runner.base.errors import ExitCode, HarnessError
 from runner.base.names import validate_session
 from runner.base.paths import data_home
 from runner.record.gitops import HostGit
-from runner.record.journal import Journal, list_sessions, load_model
+from runner.record.journal import SETUP_LOG, Journal, list_sessions, load_model
 from runner.record.models import (
     CamelModel,
     GatewayUsage,
@@ -140,7 +140,7 @@ def verdict(st: SessionStatus) -> str:
         when = f"at {_clock(at)}" if at is not None else "later"
         return f"{state}  {', '.join(facts)}: the usage limit resets {when}: resume then"
     if st.stop_reason is StopReason.SETUP_FAILED:
-        return f"{state}  {', '.join(facts)}: read setup.log, fix the setup (resume --setup or --setup-allow-host)"
+        return f"{state}  {', '.join(facts)}: read {SETUP_LOG}, fix the setup (resume --setup or --setup-allow-host)"
     if st.status is RunState.RUNNING:
         return f"{state}  {', '.join(facts)}: {advice}"
     if st.head_commit is None:

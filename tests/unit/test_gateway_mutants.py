@@ -39,8 +39,6 @@ from runner.gateway.model import (
 )
 from runner.gateway.prices import BUILTIN, Price, PriceTable, _p, canonical_model, load_prices
 from runner.gateway.services import (
-    EGRESS_LOG,
-    GATEWAY_LOG,
     PROXY_URL,
     RunNetwork,
     Wiring,
@@ -48,6 +46,7 @@ from runner.gateway.services import (
     parse_allow_hosts,
 )
 from runner.gateway.usage import MAX_JSON_BODY, MAX_SSE_EVENT, UsageMeter
+from runner.record.journal import EGRESS_LOG, GATEWAY_LOG
 from runner.record.models import AgentInfo, Limits, RunSummary, TokenUsage, WorktreeInfo
 from tests.helpers import wait_for
 from tests.unit.test_gateway_guards import KEY, OPENAI_KEY, _gateway, _Held, _Upstream, get, raw

@@ -88,6 +88,27 @@ def test_iteration_record_round_trips(tmp_path: Path) -> None:
     assert journal.read_iteration(3) == record
 
 
+def test_the_journal_names_its_files(tmp_path: Path) -> None:
+    """The names of design §3 and docs/journal.md, which the original tool's readers know."""
+    journal = Journal(tmp_path, "s")
+    named = {
+        journal.objective_path: "objective.md",
+        journal.summary_path: "run-summary.json",
+        journal.control_path: "control.json",
+        journal.iteration_path(12): "iteration-0012.json",
+        journal.log_path(12): "iteration-0012.log",
+        journal.check_log_path(12): "iteration-0012.check.log",
+        journal.setup_log_path: "setup.log",
+        journal.supervisor_log_path: "supervisor.log",
+    }
+    assert all(path == tmp_path / name for path, name in named.items())
+    for n in (10, 2):
+        journal.log_path(n).write_text("")
+    journal.check_log_path(11).write_text("")  # a check's log is not an iteration's
+    (tmp_path / "iteration-0003.log.tmp").write_text("")
+    assert journal.logged_iterations() == [2, 10]  # in order of iteration
+
+
 def test_control_round_trips(tmp_path: Path) -> None:
     journal = Journal(tmp_path, "s")
     journal.update_control(lambda c: c.notes.append(Note(id="n1", text="use pytest")))
