@@ -26,16 +26,11 @@ from runner.base.errors import UsageError
 from runner.gateway.budget import Budget
 from runner.gateway.loop import ServerThread, bind_unix_socket
 from runner.gateway.model import (
-    ANTHROPIC_DEFAULT,
     MAX_CONNECTIONS,
     MAX_OUTPUT_TOKENS,
-    OPENAI_DEFAULT,
     ModelGateway,
-    Upstream,
     output_tokens_asked,
     parse_retry_after,
-    secret_keys,
-    upstreams_from_env,
 )
 from runner.gateway.prices import BUILTIN, Price, PriceTable, _p, canonical_model, load_prices
 from runner.gateway.services import (
@@ -45,6 +40,7 @@ from runner.gateway.services import (
     gateway_max_connections,
     parse_allow_hosts,
 )
+from runner.gateway.upstreams import ANTHROPIC_DEFAULT, OPENAI_DEFAULT, Upstream, secret_keys, upstreams_from_env
 from runner.gateway.usage import MAX_JSON_BODY, MAX_SSE_EVENT, UsageMeter
 from runner.record.journal import EGRESS_LOG, GATEWAY_LOG
 from runner.record.models import AgentInfo, Limits, RunSummary, TokenUsage, WorktreeInfo
