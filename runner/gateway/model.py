@@ -32,6 +32,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from runner.base import trust
 from runner.base.redact import RedactingSink, Redactor
 from runner.gateway.budget import Budget, Reservation
 from runner.gateway.loop import bind_unix_socket
@@ -238,7 +239,7 @@ class ModelGateway:
 
         self._active = asyncio.Semaphore(self.max_active)
         self._room = asyncio.Event()
-        context = self._ssl or default_ssl_context()
+        context = self._ssl or trust.ssl_context()
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=context, limit=self.max_active),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=900),
@@ -624,16 +625,3 @@ class ModelGateway:
 
 def _guess_provider(headers: Mapping[str, str]) -> Provider:
     return "anthropic" if "anthropic-version" in headers or "x-api-key" in headers else "openai"
-
-
-def default_ssl_context() -> ssl.SSLContext:
-    """System trust plus the host's extra CA certificates (a corporate TLS proxy)."""
-    from runner.sandbox.images import extra_ca_files
-
-    context = ssl.create_default_context()
-    for cert in extra_ca_files():
-        try:
-            context.load_verify_locations(cafile=str(cert))
-        except (OSError, ssl.SSLError) as exc:
-            log.warning("extra CA certificate %s not loaded: %s", cert, exc)
-    return context

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, LABEL_PREFIX, Backend
+from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
 from runner.base.layout import AGENT_UID, HOME, OUTBOX_DIR, PROMPT_DIR, RELAY, WORKSPACE
 from runner.sandbox import images
@@ -268,7 +269,7 @@ def _prepare(base: str, base_id: str, agent: str, dest: Path) -> str:
     setup = dest / "harness-derive"
     (setup / "extra-ca").mkdir(parents=True)
     (setup / "setup.sh").write_text(SETUP_SCRIPT)
-    for i, cert in enumerate(images.extra_ca_files()):
+    for i, cert in enumerate(trust.extra_ca_files()):
         shutil.copyfile(cert, setup / "extra-ca" / f"{i:02d}-{cert.stem}.crt")
     digest = hashlib.sha256()
     digest.update(f"{base_id}\0{agent_digest(agent)}\0".encode())

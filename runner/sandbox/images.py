@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, Backend
+from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
-from runner.base.seams import harness_env
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "harness-base:latest"
 IMAGE_PREFIX = "harness-"
-# Locally added CA certificates (a corporate TLS proxy): Debian's place for them, plus one env var.
-HOST_EXTRA_CA_DIR = Path("/usr/local/share/ca-certificates")
-EXTRA_CA_ENV = "HARNESS_EXTRA_CA_CERTS"
 
 
 def _contexts_root() -> Path:
@@ -74,14 +70,6 @@ def base_image(name: str) -> str:
     return froms[-1]
 
 
-def extra_ca_files() -> list[Path]:
-    files = sorted(HOST_EXTRA_CA_DIR.glob("*.crt")) if HOST_EXTRA_CA_DIR.is_dir() else []
-    extra = harness_env().extra_ca_certs
-    if extra:
-        files += [Path(p) for p in extra.split(os.pathsep) if p]
-    return [f for f in files if f.is_file()]
-
-
 def harness_base(name: str) -> str | None:
     """The harness image `name` is layered on (its FROM is a harness image), None for the root."""
     return name_for_tag(base_image(name))
@@ -94,7 +82,7 @@ def _prepare_context(name: str, dest: Path) -> str:
     shutil.copytree(src, dest, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     ca_dir = dest / "extra-ca"
     ca_dir.mkdir(exist_ok=True)
-    for i, cert in enumerate(extra_ca_files()):
+    for i, cert in enumerate(trust.extra_ca_files()):
         shutil.copyfile(cert, ca_dir / f"{i:02d}-{cert.stem}.crt")
     digest = hashlib.sha256()
     for path in sorted(p for p in dest.rglob("*") if p.is_file()):

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.base import trust
 from runner.sandbox import images
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
@@ -34,7 +35,7 @@ def _socket() -> str:
 @pytest.fixture(scope="module")
 def runner_image() -> Iterator[str]:
     tag = f"harness-runner-test-{uuid.uuid4().hex[:8]}:latest"
-    extra_ca = "\n".join(p.read_text() for p in images.extra_ca_files())  # the host's proxy CA, for pip
+    extra_ca = "\n".join(p.read_text() for p in trust.extra_ca_files())  # the host's proxy CA, for pip
     build = subprocess.run(
         ["docker", "build", "-q", "--network", "host", "--label", f"io.solo-harness.test={TEST_RUN_LABEL}",
          "--build-arg", f"EXTRA_CA={extra_ca}", "-t", tag, str(ROOT)],

@@ -141,7 +141,7 @@ def test_objective_options_are_exclusive(repo: GitRepo, tmp_path: Path) -> None:
 def test_the_base_image_trusts_the_hosts_extra_ca_certificates() -> None:
     import subprocess
 
-    from runner.sandbox.images import extra_ca_files
+    from runner.base.trust import extra_ca_files
 
     certs = extra_ca_files()
     if not certs:

@@ -11,6 +11,7 @@ import pytest
 
 from runner.agents import ADAPTERS
 from runner.backends.fake import FakeBackend
+from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
 from runner.sandbox import derive, images
 from runner.sandbox.derive import CUSTOM, RECIPES, SETUP_SCRIPT, derive_state, derived_tag, dockerfile, recipe
@@ -199,5 +200,5 @@ def test_the_host_extra_cas_go_into_the_context_and_the_digest(
     before = derive.expected_digest(BASE, base_id, "codex")
     cert = tmp_path / "corp.crt"
     cert.write_text("-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n")
-    monkeypatch.setattr(images, "extra_ca_files", lambda: [cert])
+    monkeypatch.setattr(trust, "extra_ca_files", lambda: [cert])
     assert derive.expected_digest(BASE, base_id, "codex") != before

@@ -283,7 +283,7 @@ def test_tls_to_the_upstream_is_verified_and_the_hosts_extra_cas_are_trusted(
 ) -> None:
     import ssl
 
-    from runner.gateway.model import default_ssl_context
+    from runner.base.trust import ssl_context
 
     cert, key = _self_signed(tmp_path)
 
@@ -305,7 +305,7 @@ def test_tls_to_the_upstream_is_verified_and_the_hosts_extra_cas_are_trusted(
             monkeypatch.delenv("HARNESS_EXTRA_CA_CERTS", raising=False)
         sock_dir = tmp_path / ("trusted" if trust else "untrusted")
         sock_dir.mkdir()
-        gw = _gateway(sock_dir, f"https://127.0.0.1:{port}", ssl_context=default_ssl_context())
+        gw = _gateway(sock_dir, f"https://127.0.0.1:{port}", ssl_context=ssl_context())
         await gw.start()
         status, _, _ = await _post(sock_dir / "gateway.sock", "/v1/messages", {"model": "m"}, ANTHROPIC_HEADERS)
         await gw.close()

@@ -51,13 +51,14 @@ def test_the_hosts_extra_ca_certificates_go_into_the_build_context(
 ) -> None:
     from pathlib import Path
 
+    from runner.base import trust
     from runner.sandbox import images
 
-    monkeypatch.setattr(images, "HOST_EXTRA_CA_DIR", Path(str(tmp_path)) / "none")
+    monkeypatch.setattr(trust, "HOST_EXTRA_CA_DIR", Path(str(tmp_path)) / "none")
     before = images.context_digest("base")
     cert = Path(str(tmp_path)) / "corp-proxy.crt"
     cert.write_text("-----BEGIN CERTIFICATE-----\nMIIBcorp\n-----END CERTIFICATE-----\n")
-    monkeypatch.setenv(images.EXTRA_CA_ENV, str(cert))
+    monkeypatch.setenv(trust.EXTRA_CA_ENV, str(cert))
     context = Path(str(tmp_path)) / "ctx"
     after = images._prepare_context("base", context)
     assert after != before  # a new CA rebuilds the image
