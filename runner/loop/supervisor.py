@@ -2,36 +2,44 @@
 
 Agent outcomes are data (recorded per iteration); only infrastructure faults raise. The summary
 is saved after every iteration and in a `finally`, so a crash leaves a resumable journal.
+
+Why one module of this size: the Supervisor is one object whose methods share its write lock, journal, copy
+and stop event (the loop, an iteration, the setup phase, the check, the waits); its rules are pure functions
+in decisions.py and the agent's container is built in agent_container.py.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import random
 import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
-from pydantic import ValidationError
-
-from runner.agents import agent_env, agent_report, default_endpoints
-from runner.backends.base import Backend, ContainerResult, ContainerSpec, DiskWatch, Service
+from runner.agents import agent_report
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, Service
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import HarnessError, JournalError, WorkspaceError
-from runner.base.layout import OUTBOX_DIR, PROMPT_DIR, STATUS_FILE, WORKSPACE, with_merged_output
+from runner.base.layout import WORKSPACE, with_merged_output
 from runner.base.names import branch_for
 from runner.base.output import CappedBuffer, CappedFile
 from runner.base.paths import data_home
 from runner.base.redact import RedactingSink, Redactor
-from runner.base.saferead import UnsafeFileError, read_untrusted
-from runner.gateway.services import RunNetwork, Wiring, setup_network
+from runner.gateway.services import RunNetwork, setup_network
+from runner.loop.agent_container import agent_spec, setup_env
+from runner.loop.decisions import (
+    Decision,
+    absorb,
+    classify,
+    decide,
+    rate_limit,
+    read_report,
+    schedule_backoff,
+    schedule_limit_wait,
+)
 from runner.loop.prompt import build_prompt
 from runner.loop.setup import (
     CACHE_DIR,
@@ -41,24 +49,20 @@ from runner.loop.setup import (
     setup_allow_rules,
     snapshot_key,
     snapshot_path,
-    tool_path,
 )
-from runner.loop.workspace import RunDir, Workspace
+from runner.loop.workspace import Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import SETUP_LOG, Journal
 from runner.record.models import (
-    AgentReport,
     CheckResult,
     ControlFile,
     FailureClass,
-    GatewayUsage,
     IterationRecord,
     Note,
     Outcome,
     RunState,
     RunSummary,
     SetupRecord,
-    StatusReport,
     StopReason,
     SupervisorInfo,
     UsageLimitFact,
@@ -68,117 +72,9 @@ from runner.sandbox.container import bind, hardened_spec, labels
 
 log = logging.getLogger(__name__)
 
-MAX_REPORT_BYTES = 64 * 1024
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0
-FAILURE_OUTCOMES = frozenset(
-    {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_REPORT, Outcome.CHECK_FAILED,
-     Outcome.NOT_STARTED}
-)  # fmt: skip
 CHECK_TAIL_LINES = 40
-LIMIT_JITTER_SECONDS = 15.0  # most added to a usage limit's reset, so that many sessions do not restart at once
-RATE_LIMIT_STATUSES = frozenset({429, 529})  # 529: Anthropic's "overloaded"
-
-
-@dataclass(frozen=True)
-class Decision:
-    state: RunState
-    reason: StopReason
-
-
-def decide(
-    summary: RunSummary,
-    control: ControlFile,
-    elapsed: float,
-    last: IterationRecord | None,
-    *,
-    interrupted: bool = False,
-) -> Decision | None:
-    """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
-    limits = summary.limits
-    if last is not None:
-        if last.disk_exceeded:  # even a "done": its work was not harvested
-            return Decision(RunState.STOPPED, StopReason.MAX_DISK)
-        if last.outcome is Outcome.DONE:
-            return Decision(RunState.COMPLETED, StopReason.AGENT_DONE)
-        if last.outcome is Outcome.BLOCKED:
-            return Decision(RunState.BLOCKED, StopReason.AGENT_BLOCKED)
-        if summary.consecutive_failures >= limits.max_consecutive_failures:
-            return Decision(RunState.FAILED, StopReason.REPEATED_FAILURES)
-        if summary.unchanged_iterations >= limits.stuck_after:
-            return Decision(RunState.STUCK, StopReason.NO_PROGRESS)
-        if summary.backoff.consecutive > limits.max_backoffs:
-            return Decision(RunState.STOPPED, StopReason.RATE_LIMITED)
-        if last.outcome is Outcome.BUDGET:
-            tokens = last.usage is not None and last.usage.refused_tokens > 0
-            return Decision(RunState.STOPPED, StopReason.MAX_TOKENS if tokens else StopReason.MAX_COST)
-        if last.outcome is Outcome.USAGE_LIMIT and last.backoff_seconds is None and summary.usage_limit.until is None:
-            return Decision(RunState.STOPPED, StopReason.USAGE_LIMIT)  # it reopens later than the run may wait
-    if limits.max_cost_usd is not None and summary.usage.cost_usd >= limits.max_cost_usd:
-        return Decision(RunState.STOPPED, StopReason.MAX_COST)
-    if limits.max_tokens is not None and summary.usage.budget_tokens >= limits.max_tokens:
-        return Decision(RunState.STOPPED, StopReason.MAX_TOKENS)
-    if interrupted:
-        return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
-    if control.stop_requested:
-        return Decision(RunState.STOPPED, StopReason.STOP_REQUESTED)
-    if summary.counted_iterations >= summary.max_iterations:
-        return Decision(RunState.STOPPED, StopReason.MAX_ITERATIONS)
-    max_time = summary.limits.max_time_seconds
-    if max_time is not None and elapsed >= max_time:
-        return Decision(RunState.STOPPED, StopReason.MAX_TIME)
-    return None
-
-
-def classify(
-    result: ContainerResult, report: StatusReport | None, report_error: str | None
-) -> tuple[Outcome, FailureClass | None]:
-    """The outcome of one iteration from how the container ended and what the agent reported."""
-    if result.failure is not None:
-        return Outcome.NOT_STARTED, FailureClass.NOT_STARTED
-    if result.cancelled:
-        return Outcome.INTERRUPTED, FailureClass.INTERRUPTED
-    if result.timed_out:
-        return Outcome.TIMED_OUT, FailureClass.TIMEOUT
-    if result.disk_exceeded:
-        return Outcome.DISK_EXCEEDED, FailureClass.DISK
-    if result.oom_killed:
-        return Outcome.OOM_KILLED, FailureClass.OOM
-    if result.exit_code != 0:
-        return Outcome.AGENT_ERROR, FailureClass.EXIT_NONZERO
-    if report is None:
-        missing = report_error is None or "does not exist" in report_error
-        return Outcome.NO_REPORT, FailureClass.MISSING_REPORT if missing else FailureClass.INVALID_REPORT
-    return Outcome(report.state), None
-
-
-def rate_limit(
-    outcome: Outcome, usage: GatewayUsage | None, last_status: int | None, report: AgentReport | None
-) -> tuple[bool, float | None]:
-    """(rate limited, the wait the provider asked for) from structured facts only: what the gateway
-    saw last from the upstream, then the agent's own structured events. Never from free text."""
-    if outcome not in {Outcome.AGENT_ERROR, Outcome.NO_REPORT}:
-        return False, None
-    if last_status in RATE_LIMIT_STATUSES:
-        return True, usage.retry_after_seconds if usage else None
-    if report is not None and report.rate_limited:
-        return True, report.retry_after_seconds
-    return False, None
-
-
-def read_report(outbox: Path) -> tuple[StatusReport | None, str | None]:
-    """The agent's status report, read as untrusted data; (None, why) when unusable."""
-    name = Path(STATUS_FILE).name
-    try:
-        raw = read_untrusted(outbox, name, max_bytes=MAX_REPORT_BYTES)
-        return StatusReport.model_validate(json.loads(raw.decode("utf-8"))), None
-    except UnsafeFileError as exc:
-        return None, str(exc)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        return None, f"status file is not valid JSON: {exc}"
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        return None, f"status report rejected: {'.'.join(map(str, err['loc']))}: {err['msg']}"
 
 
 class Supervisor:
@@ -262,7 +158,7 @@ class Supervisor:
                         still = self._probe(summary, last)
                         with self._write_lock:
                             if still is not None:  # no room yet: wait again, without an iteration
-                                wait = self._schedule_limit_wait(summary, still, self._remaining(summary, started),
+                                wait = schedule_limit_wait(summary, still, self._remaining(summary, started),
                                                                  iteration=False)  # fmt: skip
                                 self._save(summary)
                                 last = last.model_copy(update={"backoff_seconds": wait})
@@ -275,7 +171,7 @@ class Supervisor:
                     continue  # decide again: a stop request or Ctrl-C may have come meanwhile
                 last = self.iterate(summary, control, self._remaining(summary, started))
                 with self._write_lock:
-                    self._absorb(summary, last)
+                    absorb(summary, last)
                     self._save(summary)
         except KeyboardInterrupt:
             with self._write_lock:
@@ -474,27 +370,6 @@ class Supervisor:
         summary.finished_at = utcnow()
         log.info("session %s ends: %s (%s)", summary.session_id, decision.state.value, decision.reason.value)
 
-    @staticmethod
-    def _absorb(summary: RunSummary, record: IterationRecord) -> None:
-        summary.iteration_count = record.iteration
-        summary.last_iteration = record.iteration
-        summary.last_outcome = record.outcome
-        summary.last_summary = record.summary or None
-        if record.head_commit:
-            summary.head_commit = record.head_commit
-        if record.usage is not None:
-            summary.usage = summary.usage + record.usage
-        if record.outcome in {Outcome.BACKOFF, Outcome.USAGE_LIMIT}:
-            return  # neither progress nor failure: the provider said "later"
-        summary.backoff.consecutive = 0
-        summary.backoff.until = None
-        failed = record.outcome in FAILURE_OUTCOMES
-        summary.consecutive_failures = summary.consecutive_failures + 1 if failed else 0
-        if record.outcome is Outcome.NOT_STARTED:
-            return  # the agent never ran: neither progress nor being stuck, only a failure
-        changed = bool(record.commits) or record.harvest_error is not None
-        summary.unchanged_iterations = 0 if changed else summary.unchanged_iterations + 1
-
     def iterate(self, summary: RunSummary, control: ControlFile, remaining: float | None) -> IterationRecord:
         n = summary.iteration_count + 1
         started_at = utcnow()
@@ -522,11 +397,11 @@ class Supervisor:
             # made of the refusal (it may have exited 0 with a report, or not at all).
             outcome, failure = Outcome.USAGE_LIMIT, None
             with self._write_lock:
-                wait = self._schedule_limit_wait(summary, usage.usage_limit or UsageLimitFact(), remaining)
+                wait = schedule_limit_wait(summary, usage.usage_limit or UsageLimitFact(), remaining)
         elif limited:
             outcome, failure = Outcome.BACKOFF, None
             with self._write_lock:
-                wait = self._schedule_backoff(summary, retry_after)
+                wait = schedule_backoff(summary, retry_after)
         redact = self.redactor.text
 
         record = IterationRecord(
@@ -669,53 +544,6 @@ class Supervisor:
         except HarnessError:
             return False  # a control file being replaced: look again at the next poll
 
-    @staticmethod
-    def _schedule_limit_wait(
-        summary: RunSummary, fact: UsageLimitFact, remaining: float | None, *, iteration: bool = True
-    ) -> float | None:
-        """The wait for a spent usage window: until its reset and a little jitter, or (no reset given) a bounded
-        backoff; None when that is longer than --wait-on-limit (default: the rest of --max-time) allows.
-        Recorded in the summary, so that a restarted supervisor goes on waiting."""
-        state, limits = summary.usage_limit, summary.limits
-        state.total += 1 if iteration else 0  # a probe's answer is not an iteration
-        state.resets_at, state.window = fact.resets_at, fact.window
-        now = utcnow()
-        if fact.resets_at is not None:
-            state.probes = 0
-            wait = max(1.0, (fact.resets_at - now).total_seconds())
-            wait += random.uniform(0.0, min(LIMIT_JITTER_SECONDS, wait * 0.05))  # noqa: S311 - spreads the restarts
-        else:
-            state.probes += 1
-            wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.probes - 1), limits.backoff_max_seconds))
-        cap = limits.wait_on_limit_seconds if limits.wait_on_limit_seconds is not None else remaining
-        if cap is not None and wait > cap:
-            state.until = None
-            log.warning("session %s: the %s usage limit reopens later than the run may wait: stopping",
-                        summary.session_id, fact.window or "provider's")  # fmt: skip
-            return None
-        state.until = now + timedelta(seconds=wait)
-        state.total_wait_seconds += wait
-        log.warning("session %s: usage limit (%s window): waiting until %s", summary.session_id,
-                    fact.window or "unnamed", state.until.isoformat(timespec="seconds"))  # fmt: skip
-        return wait
-
-    @staticmethod
-    def _schedule_backoff(summary: RunSummary, retry_after: float | None = None) -> float:
-        """The provider's own Retry-After when it gave one (a usage limit resets at a known time),
-        else an exponential, bounded wait; recorded in the summary."""
-        state = summary.backoff
-        state.consecutive += 1
-        state.total += 1
-        limits = summary.limits
-        wait = float(min(limits.backoff_base_seconds * 2.0 ** (state.consecutive - 1), limits.backoff_max_seconds))
-        if retry_after is not None:
-            wait = max(1.0, retry_after)
-        state.last_wait_seconds = wait
-        state.total_wait_seconds += wait
-        state.until = utcnow() + timedelta(seconds=wait)
-        log.warning("session %s: the agent is rate limited; waiting %.0fs", summary.session_id, wait)
-        return wait
-
     def _consume_notes(self, ids: set[str], iteration: int) -> None:
         def mark(control: ControlFile) -> None:
             for note in control.notes:
@@ -748,48 +576,3 @@ class Supervisor:
             secrets=self.secrets,
             wiring=self.network.wiring if self.network is not None else None,
         )
-
-
-def setup_env(summary: RunSummary) -> dict[str, str]:
-    """What the setup's results add to the agent's and the check's environment: its tool directories."""
-    path = tool_path(summary.setup.outputs, WORKSPACE) if summary.setup is not None and summary.setup.passed else ""
-    return {"HARNESS_PATH": path} if path else {}
-
-
-def agent_spec(
-    *, summary: RunSummary, iteration: int, run_dir: RunDir, repo_key: str, secrets: dict[str, str],
-    wiring: Wiring | None,
-) -> ContainerSpec:  # fmt: skip
-    """The agent's container for one iteration (also what `run --dry-run` shows the backend would submit)."""
-    mounts = [
-        bind(run_dir.workspace, WORKSPACE, read_only=False),
-        bind(run_dir.prompt, PROMPT_DIR, read_only=True),
-        bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
-    ]
-    return hardened_spec(
-        image=summary.image,
-        command=with_merged_output(summary.agent.command),
-        services=wiring.services() if wiring is not None else (),
-        limits=summary.limits,
-        mounts=tuple(mounts),
-        labels=labels(summary.session_id, repo_key, "agent"),
-        disk_watch=DiskWatch(WORKSPACE, summary.limits.max_disk_bytes) if summary.limits.max_disk_bytes else None,
-        env={
-            **summary.container_env,
-            **setup_env(summary),
-            **secrets,
-            # Base URLs of the gateway and placeholder keys, never real ones.
-            **agent_env(summary.agent, default_endpoints(wiring.subscriptions if wiring is not None else frozenset())),
-            **(wiring.proxy_env() if wiring is not None else {}),
-            "HARNESS_SESSION": summary.session_id,
-            "HARNESS_ITERATION": str(iteration),
-            "HARNESS_MAX_ITERATIONS": str(summary.max_iterations),
-            "HARNESS_OBJECTIVE_FILE": f"{PROMPT_DIR}/objective.md",
-            "HARNESS_STATUS_FILE": STATUS_FILE,
-            "GIT_AUTHOR_NAME": "harness-agent",
-            "GIT_AUTHOR_EMAIL": "agent@harness.invalid",
-            "GIT_COMMITTER_NAME": "harness-agent",
-            "GIT_COMMITTER_EMAIL": "agent@harness.invalid",
-        },
-        runtime=summary.runtime,
-    )

@@ -22,8 +22,8 @@ from runner.base.names import branch_for, validate_session
 from runner.base.paths import data_home, journal_dir, repo_key, run_dir
 from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
 from runner.gateway.upstreams import upstreams_from_env
+from runner.loop.agent_container import agent_spec
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
-from runner.loop.supervisor import agent_spec
 from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal

@@ -11,7 +11,8 @@ import pytest
 from runner.backends.base import ContainerSpec
 from runner.backends.fake import FakeBackend, FakeRun, mount_source
 from runner.base.layout import OUTBOX_DIR, PROMPT_DIR
-from runner.loop.supervisor import Decision, Supervisor, decide, rate_limit
+from runner.loop.decisions import Decision, decide, rate_limit
+from runner.loop.supervisor import Supervisor
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
