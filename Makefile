@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install docker images demo test test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster test-wheels bench-wheels
+.PHONY: install docker test-tools images demo test test-quick test-unit lint bench bench-quick clean docs security k8s-lab k8s-lab-stop test-cluster test-wheels bench-wheels
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,9 @@ install: $(STAMP)
 docker:  ## a running Docker engine and the offline base image (installs docker.io as root)
 	bash scripts/ensure-docker.sh
 
+test-tools:  ## what only the tests use: tmux and chromium (installed as root; `make demo` does without)
+	bash scripts/ensure-test-tools.sh
+
 AGENT_IMAGES := claude-code codex aider
 IMAGES ?= base
 images: install docker  ## build harness images: IMAGES="base $(AGENT_IMAGES)" for all (agents need npm/PyPI)
@@ -25,8 +28,17 @@ images: install docker  ## build harness images: IMAGES="base $(AGENT_IMAGES)" f
 demo: images
 	bash scripts/demo.sh
 
+# The suite runs on parallel workers (pytest-xdist): most of a test's time is spent waiting on containers and
+# agents, not on a core, so more workers than cores pay. `--dist loadgroup` keeps a group (the k8s lab's tests:
+# its one node holds one agent pod at a time) on one worker. TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 4
+PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test-unit: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/pytest -q -n auto tests/unit
+
+test-quick: install  ## the inner loop: unit and contract tests (the fake and Docker engines), a few minutes
+	$(BIN)/pytest -q $(PARALLEL) -m 'not kubernetes' tests/unit tests/backends
 
 # The package index stand-in of the setup tests (tests/integration/test_setup.py) serves these on loopback.
 TEST_WHEELS := build/test-wheels
@@ -53,8 +65,10 @@ bench-wheels: install  ## the setup-cache benchmark's packages (fetched once fro
 	  $(BIN)/pip download -q --disable-pip-version-check -d $(BENCH_WHEELS)/tools --only-binary=:all: --no-deps \
 	    uv==0.13.9 && touch $(BENCH_WHEELS)/.complete; }
 
-test: images test-wheels test-cluster
-	$(BIN)/pytest -q
+# The `alone` tests run after the others, by themselves (one restarts the Docker engine); both parts always run.
+test: images test-tools test-wheels test-cluster
+	status=0; $(BIN)/pytest -q $(PARALLEL) -m 'not alone' || status=$$?; \
+	  $(BIN)/pytest -q -m alone || status=$$?; exit $$status
 	$(BIN)/ruff check -q .
 	$(BIN)/mypy
 

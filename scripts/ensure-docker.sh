@@ -25,16 +25,14 @@ engine_up() { docker info >/dev/null 2>&1; }
 
 install_engine() {
   if command -v dockerd >/dev/null 2>&1 && [ -x "$(command -v dockerd)" ] \
-     && command -v debootstrap >/dev/null 2>&1 && command -v tmux >/dev/null 2>&1 \
-     && command -v chromium >/dev/null 2>&1; then
+     && command -v debootstrap >/dev/null 2>&1; then
     return
   fi
-  # tmux: the hud's test drives `harness hud` in a real terminal.
-  log "installing docker.io, debootstrap, tmux and chromium from Debian's packages"
+  # Only what a run needs: the test suite's own tools (tmux, chromium) are scripts/ensure-test-tools.sh's.
+  log "installing docker.io and debootstrap from Debian's packages"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  # chromium: the report's test looks at its HTML page in a headless browser.
-  apt-get install -y -qq --no-install-recommends docker.io debootstrap tini iproute2 tmux chromium >&2
+  apt-get install -y -qq --no-install-recommends docker.io debootstrap tini iproute2 >&2
 }
 
 runsc_current() {
@@ -161,35 +159,9 @@ bootstrap_base() {
   log "imported $BASE_IMAGE"
 }
 
-# The hud's test drives `harness hud` in a real terminal (tmux); it skips without it, except under CI.
-ensure_tmux() {
-  command -v tmux >/dev/null 2>&1 && return
-  if [ "$(id -u)" != 0 ]; then
-    log "tmux is missing (the hud's terminal test skips without it): run 'sudo make docker' once"
-    return
-  fi
-  log "installing tmux from Debian's packages"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >&2 \
-    || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tmux >&2; }
-}
-
-# The report's test opens its HTML page in headless Chromium; it skips without it, except under CI.
-ensure_chromium() {
-  command -v chromium >/dev/null 2>&1 && return
-  if [ "$(id -u)" != 0 ]; then
-    log "chromium is missing (the report's browser test skips without it): run 'sudo make docker' once"
-    return
-  fi
-  log "installing chromium from Debian's packages"
-  apt-get update -qq >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
-}
-
 if ! engine_up; then
   getent group docker >/dev/null 2>&1 || { [ "$(id -u)" = 0 ] && groupadd -r docker; } || true
   start_engine
 fi
 ensure_runsc
-ensure_tmux
-ensure_chromium
 bootstrap_base

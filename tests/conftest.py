@@ -1,6 +1,10 @@
 """Shared fixtures: every test's harness state lives in a temp dir; Docker tests are marked.
 
 Under CI (CI=true) a missing Docker engine fails the Docker tests instead of skipping them.
+
+The suite runs in parallel (pytest-xdist, `make test`): each worker is its own process that imports this
+module, so its label (its containers, images and k8s namespace) and its temp dirs (every test's HARNESS_HOME)
+are its own, and one worker's reaping or "no container left" never sees another's.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from tests.helpers import GitRepo, make_repo, wait_for
 if TYPE_CHECKING:
     from runner.record.models import KubernetesBackendConfig
 
-TEST_RUN_LABEL = f"harness-test-{uuid.uuid4().hex[:8]}"
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, ... under xdist
+TEST_RUN_LABEL = f"harness-test-{WORKER}-{uuid.uuid4().hex[:8]}"
 
 
 def _engine_available() -> bool:
@@ -49,7 +54,13 @@ def _cluster_available() -> bool:
     return any(c.type == "Ready" and c.status == "True" for n in nodes for c in n.status.conditions or [])
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # The k8s lab's one node (2 CPUs) holds one agent pod at a time: its tests run one after another, on one
+    # worker (`--dist loadgroup`), in one namespace.
+    for item in items:
+        if item.get_closest_marker("kubernetes"):
+            item.add_marker(pytest.mark.xdist_group("kubernetes"))
     _skip_without("kubernetes", _cluster_available, "no k8s lab (run 'make k8s-lab')", items)
     _skip_without("docker", _engine_available, "no Docker engine (run 'make docker')", items)
 

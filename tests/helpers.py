@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pytest
 
 GIT_ID = ["-c", "user.name=Test User", "-c", "user.email=test@example.invalid"]
 
@@ -75,3 +80,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.1)
+
+
+@contextlib.contextmanager
+def one_worker_at_a_time(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """A lock shared by the xdist workers of this run (a file in their common temp root): the first to take it
+    builds, say, an image; the others wait, then find it present instead of building it again at once."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # each worker's basetemp is a child of the run's
+    with (root / f"{name}.lock").open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -27,7 +27,7 @@ from runner.base.output import CappedBuffer
 from runner.record.models import Limits
 from runner.sandbox import images
 from runner.sandbox.container import hardened_spec, labels
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, one_worker_at_a_time
 
 pytestmark = pytest.mark.docker
 
@@ -65,12 +65,14 @@ def agent_image(request: pytest.FixtureRequest, backend: Backend, tmp_path_facto
     """The agent's image, built through the CLI unless its label says it is current."""
     name = str(request.param)
     tag = images.tag_for(name)
-    if images.image_state(backend, tag) != "present":
-        started = time.monotonic()
-        r = harness("images", "build", name, "--json", cwd=tmp_path_factory.mktemp("build"), timeout=BUILD_TIMEOUT)
-        assert r.code == 0, r.stderr[-3000:]
-        assert r.json() == {"image": tag}
-        print(f"built {tag} in {time.monotonic() - started:.0f} s")  # shown with -s: the first-build cost
+    with one_worker_at_a_time(f"image-{name}", tmp_path_factory):  # one build, whichever worker asks first
+        if images.image_state(backend, tag) != "present":
+            started = time.monotonic()
+            r = harness("images", "build", name, "--json", cwd=tmp_path_factory.mktemp("build"),
+                        timeout=BUILD_TIMEOUT)  # fmt: skip
+            assert r.code == 0, r.stderr[-3000:]
+            assert r.json() == {"image": tag}
+            print(f"built {tag} in {time.monotonic() - started:.0f} s")  # shown with -s: the first-build cost
     assert backend.image_label(tag, LABEL_CONTEXT) == images.context_digest(name)
     return name
 
@@ -131,11 +133,14 @@ class PrivateHarness:
 
 
 @pytest.fixture
-def private_harness(backend: Backend, tmp_path: Path) -> Iterator[PrivateHarness]:
+def private_harness(
+    backend: Backend, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PrivateHarness]:
     tag = images.tag_for("aider")
-    if images.image_state(backend, tag) != "present":  # the rebuild below is then served from the cache
-        r = harness("images", "build", "aider", cwd=tmp_path, timeout=BUILD_TIMEOUT)
-        assert r.code == 0, r.stderr[-3000:]
+    with one_worker_at_a_time("image-aider", tmp_path_factory):
+        if images.image_state(backend, tag) != "present":  # the rebuild below is then served from the cache
+            r = harness("images", "build", "aider", cwd=tmp_path, timeout=BUILD_TIMEOUT)
+            assert r.code == 0, r.stderr[-3000:]
     source = Path(runner.__file__).resolve().parent
     lib = tmp_path / "lib"
     shutil.copytree(source, lib / "runner", ignore=shutil.ignore_patterns("__pycache__"))

@@ -20,7 +20,8 @@ from runner.sandbox import images
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
 
-pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
+# One worker builds the runner image and runs both tests (`make test` runs the suite on parallel workers).
+pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), pytest.mark.xdist_group("containerised")]
 
 ROOT = Path(__file__).resolve().parents[2]
 CA_DIR = "/usr/local/share/ca-certificates"

@@ -146,6 +146,7 @@ def _dockerd_pid() -> int | None:
 
 
 @needs_root
+@pytest.mark.alone  # every container of the engine, other tests' too, goes down with it
 @pytest.mark.skipif(
     os.environ.get("CI", "").lower() not in {"1", "true", "yes"} and not os.environ.get("HARNESS_TEST_RESTART_DOCKER"),
     reason="restarts the machine's Docker daemon: runs under CI=true or HARNESS_TEST_RESTART_DOCKER=1",

@@ -208,7 +208,7 @@ def test_every_file_the_seed_lists_exists_after_a_plain_run(repo: GitRepo) -> No
 
 needs_tmux = pytest.mark.skipif(
     shutil.which("tmux") is None and os.environ.get("CI", "").lower() not in {"1", "true", "yes"},
-    reason="tmux is not installed ('make docker' installs it as root; CI=true turns this into a failure)",
+    reason="tmux is not installed ('make test-tools' installs it as root; CI=true turns this into a failure)",
 )
 
 

@@ -42,7 +42,7 @@ def browse(page: Path, tmp_path: Path, *args: str) -> subprocess.CompletedProces
     browser = chromium()
     if browser is None:
         if os.environ.get("CI", "").lower() in {"1", "true", "yes"}:
-            pytest.fail("chromium is missing under CI ('make test' installs it through scripts/ensure-docker.sh)")
+            pytest.fail("chromium is missing under CI ('make test' installs it through scripts/ensure-test-tools.sh)")
         pytest.skip("no chromium on this machine (apt-get install chromium)")
     profile = tmp_path / f"chromium-profile-{len(list(tmp_path.glob('chromium-profile-*')))}"
     profile.mkdir()

@@ -27,7 +27,8 @@ from runner.loop.flagged import flagged
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, Result, harness, make_repo
 
-pytestmark = pytest.mark.docker
+# One worker makes the module's runs (its `world`) and checks them all (`make test` runs on parallel workers).
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("merge-overwrite")]
 
 UNSAFE = 13  # ExitCode.UNSAFE_TO_PROCEED: flagged paths, needs --accept-flagged
 OVERWRITE = 14  # ExitCode.MERGE_WOULD_OVERWRITE: refused even with --accept-flagged
