@@ -38,6 +38,16 @@ def cluster_jobs(config: KubernetesBackendConfig, session: str) -> tuple[list[st
     return [j.metadata.name for j in jobs], [p.metadata.name for p in pods]
 
 
+def deadline_exceeded(config: KubernetesBackendConfig, job: str) -> bool:
+    """Whether the job controller has failed the Job for its activeDeadlineSeconds."""
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    batch = client.BatchV1Api(loader.new_client_from_config(config_file=config.kubeconfig))
+    conditions = batch.read_namespaced_job_status(job, config.namespace).status.conditions or []
+    return any(c.type == "Failed" and c.reason == "DeadlineExceeded" for c in conditions)
+
+
 def record(repo: GitRepo, session: str, n: int) -> IterationRecord:
     return load_model(repo.journal(session) / f"iteration-{n:04d}.json", IterationRecord)
 
@@ -272,6 +282,7 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
         core.delete_namespace(namespace, propagation_policy="Background")
 
 
+@pytest.mark.timeout(900)  # the two waits below, on a loaded machine
 def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: KubernetesBackendConfig) -> None:
     """The backstop for a lost supervisor: at activeDeadlineSeconds Kubernetes deletes the pod, so the
     iteration is lost, and the error says that deadline took it (not some eviction)."""
@@ -290,7 +301,13 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
     job = backend.start(replace(spec, deadline_seconds=8), CappedBuffer())  # no watchdog: as if it were gone
     try:
         assert not backend.wait(job, 0)  # control: the agent runs, its pod is there
-        assert backend.wait(job, 120)
+        # Two controllers act in turn, each as fast as the machine lets it: the job controller fails the Job at
+        # its deadline (10 s) and deletes the pod, then the kubelet ends it (SIGKILL after the 5 s grace). Each
+        # condition is polled in turn, with bounds far past an idle machine's seconds (120 s in all was once too
+        # short on a busy one); the deadline's condition first, so that `finish` never reads the Job before the
+        # controller has written why it failed.
+        wait_for(lambda: deadline_exceeded(k8s_config, job), timeout=360, what="the Job's DeadlineExceeded")
+        wait_for(lambda: backend.wait(job, 0), timeout=360, what="Kubernetes to end the pod")
         with pytest.raises(BackendError, match=r"reached its own deadline \(activeDeadlineSeconds 10"):
             backend.finish(job)
     finally:

@@ -27,6 +27,27 @@ def report(state: str = "working") -> str:
 
 
 COMMIT_EACH = 'echo "$HARNESS_ITERATION" >> progress.txt; git add -A; git commit -qm "step $HARNESS_ITERATION"'
+# The agent holds its iteration until the test has looked: the test says so with a file in /harness (the prompt's
+# directory, the host's to write), polled with a deadline. A fixed sleep was either slow or, on a busy machine,
+# over before the test looked.
+HOLD = "i=0; while [ ! -e /harness/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done"
+
+
+def release(repo: GitRepo, session: str) -> None:
+    """Let the session's held agents go on (this iteration's and every later one)."""
+    wait_for((repo.journal(session) / "run-summary.json").is_file, 60, "the session's journal")
+    (Path(summary_of(repo, session).run_dir) / "prompt" / "release").write_text("")
+
+
+def committed_in_copy(repo: GitRepo, session: str, subject: str) -> bool:
+    """Whether the agent has made the commit `subject` in the session's copy (not yet harvested)."""
+    journal = repo.journal(session) / "run-summary.json"
+    if not journal.is_file():
+        return False
+    workspace = Path(summary_of(repo, session).run_dir) / "workspace"
+    log = subprocess.run(["git", "-c", "safe.directory=*", "-C", str(workspace), "log", "--format=%s"],
+                         capture_output=True, text=True, check=False)  # fmt: skip
+    return subject in log.stdout.splitlines()
 
 
 def summary_of(repo: GitRepo, session: str) -> RunSummary:
@@ -74,7 +95,7 @@ def test_detach_returns_at_once_and_the_run_goes_on(repo: GitRepo) -> None:
 
 
 def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) -> None:
-    agent = f"{COMMIT_EACH}; sleep 5; {report()}"
+    agent = f'{COMMIT_EACH}; [ "$HARNESS_ITERATION" != 2 ] || {{ {HOLD}; }}; {report()}'
     r = harness(
         "run",
         "--objective",
@@ -91,14 +112,15 @@ def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) 
     )
     assert r.code == 0, r.stderr
     pid = r.json()["pid"]
-    wait_for((repo.journal("k9") / "iteration-0002.log").exists, 120, "iteration 2")
-    time.sleep(1)  # inside iteration 2: its agent has committed "step 2" in the copy and sleeps
+    # Inside iteration 2: its agent has committed "step 2" in the copy and holds.
+    wait_for(lambda: committed_in_copy(repo, "k9", "step 2"), 120, "step 2 in the copy")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
     st = harness("status", "--session", "k9", "--json", cwd=repo.path)
     assert st.code == 21 and st.json()["status"] == "interrupted" and st.json()["stopReason"] == "supervisor-gone"
     assert repo.git("log", "--format=%s", "harness/k9").splitlines()[0] == "step 1"  # harvested before the kill
 
+    release(repo, "k9")  # the orphan, if it still runs, and any later iteration 2 go on
     resumed = harness("resume", "--session", "k9", "--json", cwd=repo.path)
     assert resumed.code == 21, resumed.stderr
     assert resumed.json()["iterationCount"] == 3 and resumed.json()["stopReason"] == "max-iterations"
@@ -112,8 +134,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
             "--max-iterations", "3", "--json"]  # fmt: skip
     once = subprocess.Popen([*args, "--session", "c1"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)  # fmt: skip
-    wait_for(lambda: bool(session_containers("c1", "agent")), 60, "the agent container")
-    time.sleep(1)
+    wait_for(lambda: committed_in_copy(repo, "c1", "step 1"), 60, "the agent's commit")  # then it sleeps
     once.send_signal(signal.SIGINT)
     out, err = once.communicate(timeout=60)
     assert once.returncode == 21, err
@@ -125,8 +146,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
 
     twice = subprocess.Popen([*args, "--session", "c2"], cwd=repo.path, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
-    wait_for(lambda: bool(session_containers("c2", "agent")), 60)
-    time.sleep(1)
+    wait_for(lambda: committed_in_copy(repo, "c2", "step 1"), 60, "the agent's commit")
     twice.send_signal(signal.SIGINT)
     time.sleep(0.3)
     twice.send_signal(signal.SIGINT)
@@ -217,7 +237,8 @@ def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: 
 
     # An orphan: a container of a session no supervisor drives, and a copy whose session was deleted by hand.
     orphan = labels("keep", repo_key(repo.path), "agent")
-    foreign = {**orphan, "io.solo-harness.home": "another-user"}  # must survive: not this home's
+    # Another user's home (named for this test run: no other run's leftovers can answer to it) must survive.
+    foreign = {**orphan, "io.solo-harness.home": f"another-user-{TEST_RUN_LABEL}"}
     for lab in (orphan, foreign):
         args = [a for k, v in lab.items() for a in ("--label", f"{k}={v}")]
         subprocess.run(["docker", "create", *args, "harness-base:latest", "true"], check=True, capture_output=True)
@@ -232,7 +253,7 @@ def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: 
     assert len(result["containers"]) == 1 and len(session_containers("keep")) == 1  # the foreign one stays
     assert Path(summary_of(repo, "keep").run_dir).exists()  # resumable: kept
     assert any(k.endswith(":keep") for k in result["kept"])
-    assert containers("io.solo-harness.home=another-user") == session_containers("keep")
+    assert containers(f"io.solo-harness.home=another-user-{TEST_RUN_LABEL}") == session_containers("keep")
     subprocess.run(["docker", "rm", "-f", *session_containers("keep")], check=True, capture_output=True)
 
 
@@ -272,11 +293,12 @@ def test_a_corrupt_journal_file_is_named_and_other_sessions_still_report(repo: G
 
 
 def test_discard_throws_the_whole_run_away_but_not_while_it_runs(repo: GitRepo) -> None:
-    r = harness("run", "--objective", "x", "--session", "gone", "--agent-cmd", f"{COMMIT_EACH}; sleep 3; {report()}",
+    r = harness("run", "--objective", "x", "--session", "gone", "--agent-cmd", f"{COMMIT_EACH}; {HOLD}; {report()}",
                 "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
     assert r.code == 0, r.stderr
     busy = harness("discard", "--session", "gone", cwd=repo.path)
     assert busy.code == 11 and "is running" in busy.stderr  # INVALID_STATE: stop it first
+    release(repo, "gone")
     wait_for(lambda: summary_of(repo, "gone").status.value != "running", 60, "the run to end")
     copy = Path(summary_of(repo, "gone").run_dir)
     assert copy.exists() and repo.git("rev-parse", "--verify", "-q", "harness/gone", check=False)

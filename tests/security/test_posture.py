@@ -25,7 +25,12 @@ from tests.security.conftest import iteration, run_agent
 pytestmark = pytest.mark.docker
 
 AGENT_UID = "10001"
-SLEEPER = 'sleep 20\nprintf \'{"state": "done", "summary": "slept"}\' > "$HARNESS_STATUS_FILE"\n'
+# The agent runs until the test has inspected its container: the test says so with a file in /harness (the
+# prompt's directory, the host's to write), polled here with a deadline (a fixed sleep was 20 s, or too short).
+SLEEPER = (
+    "i=0; while [ ! -e /harness/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n"
+    'printf \'{"state": "done", "summary": "slept"}\' > "$HARNESS_STATUS_FILE"\n'
+)
 
 
 def _docker(*args: str) -> str:
@@ -112,7 +117,9 @@ def test_agent_container_posture_in_docker_inspect(repo: GitRepo, runtime: str, 
         assert {m["Destination"] for m in mounts} >= {"/workspace", "/harness", "/harness-out"}, mounts
         assert {m["Destination"]: m["RW"] for m in mounts}["/harness"] is False, mounts
 
-        # The run then ends by itself and leaves no container of the session behind.
+        # Inspected: the agent may end. The run then ends by itself and leaves no container of the session behind.
+        run_dir = Path(json.loads((repo.journal(session) / "run-summary.json").read_text())["runDir"])
+        (run_dir / "prompt" / "release").write_text("")
         try:
             code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
