@@ -48,10 +48,13 @@ while True:
 """
 
 # As the agent uid: every process but pid 1 and this shell is the agent's (or the checkpoint's, which
-# ran the agent's git config). /proc also lists the killed ones until the init has reaped them.
+# ran the agent's git config). /proc also lists the killed ones until the init has reaped them; after
+# the first tries the loop sleeps a little, so that on a loaded machine the init gets the CPU to reap
+# them (a loop that only spins starved it: the sweep then failed and the container was replaced).
 _SWEEP = f"""
 n=0
-while [ $n -lt 500 ]; do
+while [ $n -lt 600 ]; do
+  [ $n -lt 100 ] || sleep 0.02
   kill -9 -1 2>/dev/null
   left=0
   for p in /proc/[0-9]*; do left=$((left + 1)); done
