@@ -57,10 +57,37 @@ class Result:
         return json.loads(self.stdout)
 
 
+HARNESS = [sys.executable, "-m", "runner"]  # the real CLI, as a subprocess's argv starts
+
+
+def run_args(
+    session: str,
+    *extra: str,
+    cmd: str | None = None,
+    agent: str | None = None,
+    objective: str | None = "x",
+    iterations: int | None = None,
+    as_json: bool = True,
+) -> list[str]:
+    """The arguments of `harness run`, for `harness(*run_args(...))` or `[*HARNESS, *run_args(...)]`:
+    `--objective` (none when `objective` is None: `extra` has `--objective-file`), `--session`, the agent
+    (`--agent-cmd CMD` or the built-in `--agent NAME`), `--max-iterations` when given (else the run's own
+    default), `extra` as written, then `--json` unless `as_json` is false."""
+    args = ["run", *(["--objective", objective] if objective is not None else []), "--session", session]
+    if cmd is not None:
+        args += ["--agent-cmd", cmd]
+    if agent is not None:
+        args += ["--agent", agent]
+    if iterations is not None:
+        args += ["--max-iterations", str(iterations)]
+    args += extra
+    return [*args, "--json"] if as_json else args
+
+
 def harness(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | None = None) -> Result:
     """Run the real CLI (`python -m runner`) as a subprocess."""
     proc = subprocess.run(
-        [sys.executable, "-m", "runner", *args],
+        [*HARNESS, *args],
         cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
         stdin=subprocess.DEVNULL, check=False,
     )  # fmt: skip

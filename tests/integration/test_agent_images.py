@@ -27,7 +27,7 @@ from runner.base.output import CappedBuffer
 from runner.record.models import Limits
 from runner.sandbox import images
 from runner.sandbox.container import hardened_spec, labels
-from tests.helpers import GitRepo, harness, one_worker_at_a_time
+from tests.helpers import GitRepo, harness, one_worker_at_a_time, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -162,11 +162,8 @@ def test_run_with_a_missing_agent_image_builds_it_first(
     tag, name = private_harness.tag, private_harness.name
     assert not backend.image_exists(tag)
     report = 'echo \'{"state": "done", "summary": "nothing to do"}\' > "$HARNESS_STATUS_FILE"'
-    r = harness(
-        "run", "--objective", "x", "--session", "missing-image", "--agent-cmd", report,
-        "--image", tag, "--max-iterations", "1", "--json",
-        cwd=repo.path, timeout=BUILD_TIMEOUT, env={"PYTHONPATH": str(private_harness.lib)},
-    )  # fmt: skip
+    r = harness(*run_args("missing-image", "--image", tag, cmd=report, iterations=1), cwd=repo.path,
+                timeout=BUILD_TIMEOUT, env={"PYTHONPATH": str(private_harness.lib)})  # fmt: skip
     assert f"image {tag} is missing; building it now, as 'harness images build {name}' does" in r.stderr, r.stderr
     assert f"{tag}: Step 1/" in r.stderr
     assert r.code == 0, r.stderr[-3000:]

@@ -12,7 +12,7 @@ import os
 import pytest
 
 from runner.base.paths import run_dir
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -24,8 +24,7 @@ def test_closed_files_and_directories_are_committed(repo: GitRepo) -> None:
         "mkdir -p closed/inner && echo deep > closed/inner/f.txt && echo locked > locked.txt"
         " && chmod 000 locked.txt closed/inner/f.txt && chmod 000 closed/inner && chmod 000 closed && " + STATUS
     )
-    result = harness("run", "--session", "perms", "--objective", "x", "--agent-cmd", agent, "--max-iterations", "1",
-                     "--json", cwd=repo.path)  # fmt: skip
+    result = harness(*run_args("perms", cmd=agent, iterations=1), cwd=repo.path)
     assert result.code == 21, result.stderr
     assert repo.git("show", "harness/perms:closed/inner/f.txt") == "deep"
     assert repo.git("show", "harness/perms:locked.txt") == "locked"
@@ -33,8 +32,7 @@ def test_closed_files_and_directories_are_committed(repo: GitRepo) -> None:
 
 def test_checkpoint_leaves_untouched_files_alone(repo: GitRepo) -> None:
     agent = '[ -e keep.txt ] || echo keep > keep.txt; echo "$HARNESS_ITERATION" > turn.txt; ' + STATUS
-    first = harness("run", "--session", "ctime", "--objective", "x", "--agent-cmd", agent, "--max-iterations", "1",
-                    "--json", cwd=repo.path)  # fmt: skip
+    first = harness(*run_args("ctime", cmd=agent, iterations=1), cwd=repo.path)
     assert first.code == 21, first.stderr
     keep = run_dir(repo.path, "ctime") / "workspace" / "keep.txt"
     turn = keep.with_name("turn.txt")

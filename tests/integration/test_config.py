@@ -9,11 +9,11 @@ import pytest
 
 from runner.base.errors import ExitCode
 from runner.record.settings import RunOptions
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
-RUN = ["run", "--objective", "write tests", "--session", "configured", "--dry-run", "--json"]
+RUN = run_args("configured", "--dry-run", objective="write tests")
 
 
 def _user_config(text: str) -> Path:

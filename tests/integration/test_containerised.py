@@ -18,7 +18,7 @@ import pytest
 from runner.base import trust
 from runner.sandbox import images
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 # One worker builds the runner image and runs both tests (`make test` runs the suite on parallel workers).
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900), pytest.mark.xdist_group("containerised")]
@@ -83,8 +83,7 @@ def test_a_demo_session_through_the_containerised_runner(runner_image: str, repo
 
     r = _run_in_container(
         runner_image, repo.path, harness_home,
-        "run", "--objective", "Record two steps", "--session", "boxed", "--agent", "demo",
-        "--max-iterations", "3", "--json",
+        *run_args("boxed", agent="demo", objective="Record two steps", iterations=3),
         workdir=repo.path / "src",  # the repository is found from a subdirectory, as on the host
     )  # fmt: skip
 
@@ -106,6 +105,6 @@ def test_a_demo_session_through_the_containerised_runner(runner_image: str, repo
 
 
 def test_a_harness_home_that_is_not_mounted_is_refused(runner_image: str, repo: GitRepo) -> None:
-    r = _run_in_container(runner_image, repo.path, None, "run", "--objective", "x", "--session", "s", "--dry-run")
+    r = _run_in_container(runner_image, repo.path, None, *run_args("s", "--dry-run", as_json=False))
     assert r.returncode == 2 and "HARNESS_HOME must name a host directory mounted at the same path" in r.stderr
     assert repo.git("for-each-ref", "refs/heads/harness") == ""

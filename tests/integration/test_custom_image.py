@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -36,8 +36,8 @@ def test_an_image_without_harness_relay_is_refused_before_the_first_iteration(
                             "command -v git python3 && ! command -v harness-relay"], capture_output=True, text=True,
                            check=False)  # fmt: skip
     assert probe.returncode == 0, probe
-    r = harness("run", "--objective", "x", "--session", "norelay", "--agent-cmd", "true", "--image",
-                image_without_relay, "--max-iterations", "1", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("norelay", "--image", image_without_relay, cmd="true", iterations=1, as_json=False),
+                cwd=repo.path)  # fmt: skip
     assert r.code == 9, r.stderr
     assert "the image has no harness-relay" in r.stderr and "build it FROM harness-base" in r.stderr, r.stderr
     assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr, r.stderr

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -49,8 +49,7 @@ def devrepo(repo: GitRepo) -> GitRepo:
 
 
 def test_the_devcontainer_gives_the_image_the_env_and_the_setup(devrepo: GitRepo) -> None:
-    plan = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", AGENT, "--dry-run", "--json",
-                   cwd=devrepo.path)  # fmt: skip
+    plan = harness(*run_args("dc", "--dry-run", cmd=AGENT), cwd=devrepo.path)
     assert plan.code == 0, plan.stderr
     environment = json.loads(plan.stdout)["environment"]
     assert environment["source"] == "devcontainer" and environment["devcontainer"].endswith("devcontainer.json")
@@ -58,8 +57,7 @@ def test_the_devcontainer_gives_the_image_the_env_and_the_setup(devrepo: GitRepo
     # What cannot work here is named, one line each (features, ports), not silently skipped.
     notes = [line for line in plan.stderr.splitlines() if "devcontainer.json" in line]
     assert any("features" in n for n in notes) and any("forwardPorts" in n for n in notes), plan.stderr
-    r = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", AGENT, "--max-iterations", "1",
-                "--json", cwd=devrepo.path, timeout=600)  # fmt: skip
+    r = harness(*run_args("dc", cmd=AGENT, iterations=1), cwd=devrepo.path, timeout=600)
     assert r.code == 0 and r.json()["status"] == "completed", r.stderr
     seen = devrepo.git("show", "harness/dc:seen.txt").splitlines()
     assert seen == ["from-devcontainer", "on-create", "post-create:devcontainer-env", "env:devcontainer-env"]
@@ -73,8 +71,7 @@ def test_the_devcontainer_gives_the_image_the_env_and_the_setup(devrepo: GitRepo
 
 
 def test_image_wins_over_the_devcontainer(devrepo: GitRepo) -> None:
-    r = harness("run", "--objective", "x", "--session", "flag", "--agent-cmd", "true", "--image",
-                "harness-base:latest", "--dry-run", "--json", cwd=devrepo.path)  # fmt: skip
+    r = harness(*run_args("flag", "--image", "harness-base:latest", "--dry-run", cmd="true"), cwd=devrepo.path)
     assert r.code == 0, r.stderr
     plan = json.loads(r.stdout)
     assert plan["image"] == "harness-base:latest" and plan["environment"]["source"] == "flag"

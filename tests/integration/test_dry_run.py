@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 
 from runner.base.errors import ExitCode
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
-RUN = ["run", "--objective", "write tests", "--session", "nightly", "--worktree", "--agent", "demo"]
+RUN = run_args("nightly", "--worktree", agent="demo", objective="write tests", as_json=False)
 
 
 def test_dry_run_prints_the_plan_and_creates_nothing(repo: GitRepo, harness_home: Path) -> None:
@@ -120,21 +120,10 @@ def test_a_base_that_names_no_commit(repo: GitRepo) -> None:
 
 def test_objective_options_are_exclusive(repo: GitRepo, tmp_path: Path) -> None:
     (tmp_path / "obj.md").write_text("from a file")
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--objective-file",
-        str(tmp_path / "obj.md"),
-        "--session",
-        "s",
-        "--dry-run",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("s", "--objective-file", str(tmp_path / "obj.md"), "--dry-run", as_json=False), cwd=repo.path)
     _fails(r, ExitCode.USAGE, "exactly one")
-    ok = harness(
-        "run", "--objective-file", str(tmp_path / "obj.md"), "--session", "s", "--dry-run", "--json", cwd=repo.path
-    )
+    ok = harness(*run_args("s", "--objective-file", str(tmp_path / "obj.md"), "--dry-run", objective=None),
+                 cwd=repo.path)  # fmt: skip
     assert ok.code == 0 and ok.json()["objective"] == "from a file"
 
 
@@ -175,7 +164,7 @@ NO_CREDENTIALS = {
 
 
 def test_an_agent_without_a_credential_on_the_host_does_not_start(repo: GitRepo, harness_home: Path) -> None:
-    args = ["run", "--objective", "x", "--session", "nokey", "--agent", "claude-code", "--json"]
+    args = run_args("nokey", agent="claude-code")
     r = harness(*args, cwd=repo.path, env=NO_CREDENTIALS)
     assert r.code == ExitCode.USAGE and r.stdout == ""
     line = r.stderr.strip()
@@ -194,7 +183,7 @@ def test_an_agent_without_a_credential_on_the_host_does_not_start(repo: GitRepo,
 
 
 def test_aider_without_a_model_follows_an_openai_key_alone(repo: GitRepo, harness_home: Path) -> None:
-    args = ["run", "--objective", "x", "--session", "ai", "--agent", "aider", "--dry-run", "--json"]
+    args = run_args("ai", "--dry-run", agent="aider")
     r = harness(*args, cwd=repo.path, env={**NO_CREDENTIALS, "OPENAI_API_KEY": "sk-proj-dry-run"})
     assert r.code == 0, r.stderr
     plan = r.json()
@@ -205,7 +194,7 @@ def test_aider_without_a_model_follows_an_openai_key_alone(repo: GitRepo, harnes
 def test_auth_subscription_picks_the_token_over_a_key_and_a_bad_value_is_one_line(
     repo: GitRepo, harness_home: Path
 ) -> None:
-    args = ["run", "--objective", "x", "--session", "both", "--agent", "claude-code", "--dry-run", "--json"]
+    args = run_args("both", "--dry-run", agent="claude-code")
     env = {**NO_CREDENTIALS, "ANTHROPIC_API_KEY": "sk-ant-api-key-dry", "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-dry"}
     default = harness(*args, cwd=repo.path, env=env).json()
     assert default["gateway"]["credentials"] == {"anthropic": "API key (ANTHROPIC_API_KEY)"}

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 
 from runner.record.journal import load_model
 from runner.record.models import ControlFile, IterationRecord, RunSummary
-from tests.helpers import GitRepo, harness
+from tests.helpers import HARNESS, GitRepo, harness, run_args
 from tests.integration.test_night import COMMIT_EACH, report, session_containers, wait_for
 
 pytestmark = pytest.mark.docker
@@ -23,7 +22,7 @@ needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a filesystem
 
 
 def popen_harness(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, stdout=subprocess.PIPE,
+    return subprocess.Popen([*HARNESS, *args], cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})  # fmt: skip
 
 
@@ -43,8 +42,7 @@ def test_a_full_journal_disk_ends_the_run_clearly_and_resume_works_after(repo: G
         # Iteration 1 is small; iteration 2 prints 2 MB into a journal filesystem of 256 KB.
         agent = (f'{COMMIT_EACH}; if [ "$HARNESS_ITERATION" = 2 ]; then head -c 2000000 /dev/zero | tr "\\0" x; fi; '
                  f"{report()}")  # fmt: skip
-        r = harness("run", "--objective", "x", "--session", "full", "--agent-cmd", agent, "--max-iterations", "3",
-                    "--json", cwd=repo.path, env=env)  # fmt: skip
+        r = harness(*run_args("full", cmd=agent, iterations=3), cwd=repo.path, env=env)
         assert r.code == 8, r.stderr  # JOURNAL_ERROR
         lines = [ln for ln in r.stderr.splitlines() if ln.startswith("harness: error:")]
         assert len(lines) == 1 and "No space left on device" in lines[0] and "iteration-0002.log" in lines[0]
@@ -66,19 +64,7 @@ def test_a_full_journal_disk_ends_the_run_clearly_and_resume_works_after(repo: G
 
 
 def test_twenty_racing_stops_and_notes_lose_nothing(repo: GitRepo) -> None:
-    run = popen_harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "race",
-        "--agent-cmd",
-        f"{COMMIT_EACH}; sleep 0.5; {report()}",
-        "--max-iterations",
-        "30",
-        "--json",
-        cwd=repo.path,
-    )
+    run = popen_harness(*run_args("race", cmd=f"{COMMIT_EACH}; sleep 0.5; {report()}", iterations=30), cwd=repo.path)
     try:
         wait_for((repo.journal("race") / "iteration-0001.log").exists, 60, "iteration 1")
         calls = [popen_harness("note", "--session", "race", f"note number {i}", "--json", cwd=repo.path)
@@ -108,8 +94,7 @@ def test_twenty_racing_stops_and_notes_lose_nothing(repo: GitRepo) -> None:
 def test_two_resumes_at_once_run_exactly_one(repo: GitRepo) -> None:
     # Resumed iterations last 3 s, so the two resumes surely overlap.
     agent = f'{COMMIT_EACH}; [ "$HARNESS_ITERATION" = 1 ] || sleep 3; {report()}'
-    first = harness("run", "--objective", "x", "--session", "twice", "--agent-cmd", agent, "--max-iterations", "1",
-                    "--json", cwd=repo.path)  # fmt: skip
+    first = harness(*run_args("twice", cmd=agent, iterations=1), cwd=repo.path)
     assert first.code == 21, first.stderr
     resumes = [popen_harness("resume", "--session", "twice", "--max-iterations", "2", "--json", cwd=repo.path)
                for _ in range(2)]  # fmt: skip
@@ -123,8 +108,8 @@ def test_two_resumes_at_once_run_exactly_one(repo: GitRepo) -> None:
 
 
 def test_four_sessions_at_once_on_one_repository(repo: GitRepo) -> None:
-    runs = {s: popen_harness("run", "--objective", "x", "--session", s, "--agent", "demo", "--json", cwd=repo.path)
-            for s in ("four-a", "four-b", "four-c", "four-d")}  # fmt: skip
+    runs = {s: popen_harness(*run_args(s, agent="demo"), cwd=repo.path) for s in ("four-a", "four-b", "four-c",
+                                                                                  "four-d")}  # fmt: skip
     for session, proc in runs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (session, err)
@@ -154,19 +139,7 @@ def _dockerd_pid() -> int | None:
 def test_a_docker_daemon_restart_mid_run_is_survived_or_resumable(repo: GitRepo) -> None:
     pid = _dockerd_pid()
     assert pid is not None, "no dockerd pid file: the engine was not started by scripts/ensure-docker.sh"
-    run = popen_harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "restart",
-        "--agent-cmd",
-        f"{COMMIT_EACH}; sleep 4; {report()}",
-        "--max-iterations",
-        "3",
-        "--json",
-        cwd=repo.path,
-    )
+    run = popen_harness(*run_args("restart", cmd=f"{COMMIT_EACH}; sleep 4; {report()}", iterations=3), cwd=repo.path)
     try:
         wait_for((repo.journal("restart") / "iteration-0002.log").exists, 120, "iteration 2")
         time.sleep(1)

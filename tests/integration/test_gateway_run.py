@@ -7,14 +7,13 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness, wait_for
+from tests.helpers import HARNESS, GitRepo, harness, run_args, wait_for
 from tests.upstreams import Error, Reply, ScriptedUpstream, Usage
 
 pytestmark = pytest.mark.docker
@@ -66,8 +65,8 @@ def _env(up: ScriptedUpstream) -> dict[str, str]:
 
 
 def _run(repo: GitRepo, session: str, up: ScriptedUpstream, *extra: str, agent_env: str = "") -> dict:
-    r = harness("run", "--objective", "talk to the model", "--session", session, "--agent-cmd",
-                f"{agent_env} python3 agent.py", *extra, "--json", cwd=repo.path, env=_env(up))  # fmt: skip
+    r = harness(*run_args(session, *extra, cmd=f"{agent_env} python3 agent.py", objective="talk to the model"),
+                cwd=repo.path, env=_env(up))  # fmt: skip
     assert r.stdout, r.stderr
     return r.json()
 
@@ -84,11 +83,9 @@ def test_an_agent_reaches_the_model_only_through_the_gateway_and_never_holds_the
     usage = Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=2000)
     with ScriptedUpstream(anthropic=[Reply(text="scripted answer", usage=usage, model="claude-sonnet-4-5")]) as up:
         # The container is inspected while the agent lingers: its configuration holds no key.
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "gw", "--agent-cmd",
-             "LINGER=4 python3 agent.py", "--json"], cwd=agent_repo.path, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, env={**os.environ, **_env(up)},
-        )  # fmt: skip
+        proc = subprocess.Popen([*HARNESS, *run_args("gw", cmd="LINGER=4 python3 agent.py")], cwd=agent_repo.path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, **_env(up)})  # fmt: skip
         inspected = ""
         deadline = time.monotonic() + 120
         while not inspected and time.monotonic() < deadline and proc.poll() is None:
@@ -174,9 +171,8 @@ def test_a_429_without_retry_after_backs_off_exponentially_from_backoff_base(age
 
 def test_an_agent_that_prints_429_and_fails_is_a_failure_not_a_backoff(repo: GitRepo) -> None:
     with ScriptedUpstream() as up:
-        r = harness("run", "--objective", "x", "--session", "tests429", "--agent-cmd",
-                    "echo 'all 429 tests passed'; echo 'HTTP 429 Too Many Requests'; exit 1",
-                    "--max-iterations", "1", "--json", cwd=repo.path, env=_env(up))  # fmt: skip
+        r = harness(*run_args("tests429", cmd="echo 'all 429 tests passed'; echo 'HTTP 429 Too Many Requests'; exit 1",
+                              iterations=1), cwd=repo.path, env=_env(up))  # fmt: skip
     record = _iteration(repo, "tests429", 1)
     assert record["outcome"] == "agent-error" and record["backoffSeconds"] is None
     assert r.json()["status"] == "stopped"
@@ -224,9 +220,8 @@ def test_network_allowlist_reaches_only_listed_hosts_and_logs_each(repo: GitRepo
     repo.git("commit", "-q", "-m", "egress agent")
     try:
         with ScriptedUpstream() as up:
-            r = harness("run", "--objective", "x", "--session", "egress", "--network", "allowlist",
-                        "--allow-host", f"127.0.0.1:{listed}", "--agent-cmd",
-                        f"TARGETS='127.0.0.1:{listed} 127.0.0.1:{unlisted}' python3 egress.py", "--json",
+            r = harness(*run_args("egress", "--network", "allowlist", "--allow-host", f"127.0.0.1:{listed}",
+                                  cmd=f"TARGETS='127.0.0.1:{listed} 127.0.0.1:{unlisted}' python3 egress.py"),
                         cwd=repo.path, env=_env(up))  # fmt: skip
     finally:
         for server in servers:
@@ -250,14 +245,12 @@ def test_network_options_are_checked_before_anything_is_created(repo: GitRepo) -
         (["--network", "allowlist", "--allow-host", "exa mple.com"], "--allow-host"),
         (["--max-cost", "-1"], "--max-cost"),
     ):
-        r = harness("run", "--objective", "x", "--session", "opts", "--agent-cmd", "true", *args, "--dry-run",
-                    "--json", cwd=repo.path)  # fmt: skip
+        r = harness(*run_args("opts", *args, "--dry-run", cmd="true"), cwd=repo.path)
         assert r.code == 2 and needle in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert not repo.journal("opts").exists()
-    plan = harness("run", "--objective", "x", "--session", "opts", "--agent-cmd", "true", "--network", "allowlist",
-                   "--allow-host", "API.example.com", "--max-cost", "3", "--dry-run", "--json",
-                   cwd=repo.path, env={"ANTHROPIC_API_KEY": REAL_KEY, "ANTHROPIC_AUTH_TOKEN": "", "OPENAI_API_KEY": ""},
-                   ).json()  # fmt: skip
+    keys = {"ANTHROPIC_API_KEY": REAL_KEY, "ANTHROPIC_AUTH_TOKEN": "", "OPENAI_API_KEY": ""}
+    plan = harness(*run_args("opts", "--network", "allowlist", "--allow-host", "API.example.com", "--max-cost", "3",
+                             "--dry-run", cmd="true"), cwd=repo.path, env=keys).json()  # fmt: skip
     assert plan["network"] == "allowlist" and plan["allowHosts"] == ["api.example.com:443"]
     assert plan["gateway"]["keysPresent"] == ["anthropic"] and plan["gateway"]["maxCostUsd"] == 3.0
     assert REAL_KEY not in json.dumps(plan)
@@ -296,8 +289,7 @@ def test_the_gateway_lives_with_a_detached_supervisor_dies_with_kill_9_and_resum
     with ScriptedUpstream(anthropic=[Reply(text="first"), Reply(text="second")]) as up:
         # The first attempt lingers after its call (answer.txt is then in the copy); the resumed one does not.
         linger_first = "LINGER=$([ -e answer.txt ] && echo 0 || echo 120) python3 agent.py"
-        r = harness("run", "--objective", "x", "--session", "k9gw", "--agent-cmd", linger_first, "--detach",
-                    "--json", cwd=agent_repo.path, env=_env(up))  # fmt: skip
+        r = harness(*run_args("k9gw", "--detach", cmd=linger_first), cwd=agent_repo.path, env=_env(up))
         pid = r.json()["pid"]
         summary_path = agent_repo.journal("k9gw") / "run-summary.json"
         sock = Path(json.loads(summary_path.read_text())["runDir"]) / "net" / "gateway.sock"
@@ -317,8 +309,7 @@ def test_auth_subscription_serves_the_run_with_the_token_though_a_key_is_set(age
     token = "sk-ant-oat01-REAL-night-token-3e9f"
     with ScriptedUpstream(anthropic=[Reply(text="on the plan")]) as up:
         env = {**_env(up), "CLAUDE_CODE_OAUTH_TOKEN": token}  # and the API key of _env
-        r = harness("run", "--objective", "x", "--session", "sub", "--agent-cmd", "python3 agent.py", "--auth",
-                    "subscription", "--json", cwd=agent_repo.path, env=env)  # fmt: skip
+        r = harness(*run_args("sub", "--auth", "subscription", cmd="python3 agent.py"), cwd=agent_repo.path, env=env)
         seen = up.seen("/v1/messages")
     assert r.json()["status"] == "completed", r.stderr
     assert [s.headers.get("authorization") for s in seen] == [f"Bearer {token}"]

@@ -10,7 +10,7 @@ import pytest
 
 from runner.record.journal import load_model
 from runner.record.models import IterationRecord, KubernetesBackendConfig
-from tests.helpers import GitRepo, harness, wait_for
+from tests.helpers import HARNESS, GitRepo, harness, run_args, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
 
@@ -55,8 +55,8 @@ def record(repo: GitRepo, session: str, n: int) -> IterationRecord:
 def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
     repo: GitRepo, k8s_config: KubernetesBackendConfig
 ) -> None:
-    r = harness("run", "--objective", "Record two steps", "--session", "kdemo", "--agent", "demo",
-                "--max-iterations", "3", "--json", *k8s(k8s_config), cwd=repo.path, timeout=600)  # fmt: skip
+    r = harness(*run_args("kdemo", *k8s(k8s_config), agent="demo", objective="Record two steps", iterations=3),
+                cwd=repo.path, timeout=600)  # fmt: skip
     assert r.code == 0, r.stderr
     st = r.json()
     assert st["status"] == "completed" and st["iterationCount"] == 2 and st["commitsAhead"] == 2
@@ -75,15 +75,14 @@ def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
 
 
 def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: KubernetesBackendConfig) -> None:
-    slow = harness("run", "--objective", "x", "--session", "kslow", "--agent-cmd", "sleep 300",
-                   "--iteration-timeout", "5s", "--max-iterations", "1", "--json", *k8s(k8s_config),
+    slow = harness(*run_args("kslow", "--iteration-timeout", "5s", *k8s(k8s_config), cmd="sleep 300", iterations=1),
                    cwd=repo.path, timeout=600)  # fmt: skip
     assert slow.json()["lastOutcome"] == "timed-out", slow.stderr
     assert record(repo, "kslow", 1).timed_out and record(repo, "kslow", 1).exit_code in (137, 143)
 
-    hog = harness("run", "--objective", "x", "--session", "khog", "--memory", "64m", "--max-iterations", "1",
-                  "--agent-cmd", "head -c 1000m /dev/zero | tail -c 900m > /dev/null", "--json", *k8s(k8s_config),
-                  cwd=repo.path, timeout=600)  # fmt: skip
+    hog = harness(*run_args("khog", "--memory", "64m", *k8s(k8s_config),
+                            cmd="head -c 1000m /dev/zero | tail -c 900m > /dev/null", iterations=1), cwd=repo.path,
+                  timeout=600)  # fmt: skip
     assert hog.json()["lastOutcome"] == "oom-killed", hog.stderr
     assert record(repo, "khog", 1).oom_killed
     assert cluster_jobs(k8s_config, "kslow") == ([], []) and cluster_jobs(k8s_config, "khog") == ([], [])
@@ -92,9 +91,8 @@ def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: Kub
 def test_an_agent_no_node_can_take_ends_failed_with_the_schedulers_reason(
     repo: GitRepo, k8s_config: KubernetesBackendConfig
 ) -> None:
-    ok = harness("run", "--objective", "x", "--session", "kbig", "--agent-cmd", report("working", "first"),
-                 "--max-iterations", "1", "--json", *k8s(k8s_config, pending="20s"), cwd=repo.path,
-                 timeout=600)  # fmt: skip
+    ok = harness(*run_args("kbig", *k8s(k8s_config, pending="20s"), cmd=report("working", "first"), iterations=1),
+                 cwd=repo.path, timeout=600)  # fmt: skip
     assert ok.json()["lastOutcome"] == "working", ok.stderr
     # The lab's one node has 2 CPUs: 64 fit nowhere. Each iteration ends at once, never a hang.
     big = harness("resume", "--session", "kbig", "--cpus", "64", "--max-iterations", "5", "--json",
@@ -115,8 +113,7 @@ def test_a_vanished_pod_is_a_lost_iteration_and_resume_works(
 
     core = client.CoreV1Api(loader.new_client_from_config(config_file=k8s_config.kubeconfig))
     agent = f"if grep -q go-on /harness/prompt.md; then {report('done', 'resumed')}; else echo agent-up; sleep 300; fi"
-    r = harness("run", "--objective", "x", "--session", "kgone", "--agent-cmd", agent, "--max-iterations", "2",
-                "--detach", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("kgone", "--detach", *k8s(k8s_config), cmd=agent, iterations=2), cwd=repo.path)
     assert r.code == 0, r.stderr
     selector = "io.solo-harness.session=kgone,io.solo-harness.role=agent"
 
@@ -146,8 +143,7 @@ def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: Kubern
     from kubernetes import client
     from kubernetes import config as loader
 
-    r = harness("run", "--objective", "x", "--session", "kleft", "--agent-cmd", "sleep 300", "--max-iterations",
-                "1", "--detach", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("kleft", "--detach", *k8s(k8s_config), cmd="sleep 300", iterations=1), cwd=repo.path)
     assert r.code == 0, r.stderr
     wait_for(lambda: any("agent" in j for j in cluster_jobs(k8s_config, "kleft")[0]), timeout=180, what="a Job")
     # The supervisor dies without cleaning up (kill -9): its Job stays in the cluster.
@@ -175,7 +171,6 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
 ) -> None:
     import os
     import subprocess
-    import sys
 
     from kubernetes import client
     from kubernetes import config as loader
@@ -189,12 +184,10 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
     api = loader.new_client_from_config(config_file=k8s_config.kubeconfig)
     usage = Usage(input_tokens=1000, output_tokens=500, cache_read_tokens=2000)
     with ScriptedUpstream(anthropic=[Reply(text="scripted answer", usage=usage, model="claude-sonnet-4-5")]) as up:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "kgw", "--agent-cmd",
-             "LINGER=4 python3 agent.py", "--json", *k8s(k8s_config)], cwd=repo.path, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True,
-            env={**os.environ, "ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": REAL_KEY},
-        )  # fmt: skip
+        proc = subprocess.Popen([*HARNESS, *run_args("kgw", *k8s(k8s_config), cmd="LINGER=4 python3 agent.py")],
+                                cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env={**os.environ, "ANTHROPIC_BASE_URL": up.url,
+                                     "ANTHROPIC_API_KEY": REAL_KEY})  # fmt: skip
         # While the agent lingers, everything the cluster holds of its Job and pod is read back.
         seen: list[str] = []
         selector = "io.solo-harness.session=kgw,io.solo-harness.role=agent"
@@ -228,8 +221,8 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
 def test_dry_run_prints_the_job_it_would_submit_and_creates_nothing(
     repo: GitRepo, k8s_config: KubernetesBackendConfig
 ) -> None:
-    r = harness("run", "--objective", "x", "--session", "kdry", "--agent", "demo", "--cpus", "1.5", "--memory", "1g",
-                "--iteration-timeout", "10m", "--dry-run", "--json", *k8s(k8s_config), cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("kdry", "--cpus", "1.5", "--memory", "1g", "--iteration-timeout", "10m", "--dry-run",
+                          *k8s(k8s_config), agent="demo"), cwd=repo.path)  # fmt: skip
     assert r.code == 0, r.stderr
     plan = r.json()
     job = plan["submission"]

@@ -23,7 +23,7 @@ import pytest
 from runner.sandbox import images
 from runner.sandbox.derive import LABEL_BASE_ID, LABEL_DERIVED_AGENT, LABEL_DERIVED_FROM, derived_tag
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 from tests.integration.test_kubernetes import cluster_jobs, k8s
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def test_an_ordinary_image_is_refused_on_kubernetes_naming_how_to_derive_it(
 ) -> None:
     derived = derived_tag(plain_image, "custom")
     before = _docker("images", "-q", derived)
-    r = harness("run", "--objective", "x", "--session", "kplain", "--agent-cmd", AGENT, "--image", plain_image,
-                "--max-iterations", "1", *k8s(k8s_config), cwd=repo.path, timeout=120)  # fmt: skip
+    r = harness(*run_args("kplain", "--image", plain_image, *k8s(k8s_config), cmd=AGENT, iterations=1, as_json=False),
+                cwd=repo.path, timeout=120)  # fmt: skip
     assert r.code == 4, r.stderr  # IMAGE_MISSING
     errors = [line for line in r.stderr.splitlines() if line.startswith("harness: error:")]
     assert len(errors) == 1, r.stderr
@@ -96,8 +96,8 @@ def test_an_ordinary_image_is_refused_on_kubernetes_naming_how_to_derive_it(
     assert cluster_jobs(k8s_config, "kplain") == ([], [])
     assert _docker("images", "-q", derived) == before
     # So does --dry-run, which shows what a run would do.
-    dry = harness("run", "--objective", "x", "--session", "kplain", "--agent-cmd", AGENT, "--image", plain_image,
-                  "--dry-run", "--json", *k8s(k8s_config), cwd=repo.path, timeout=120)  # fmt: skip
+    dry = harness(*run_args("kplain", "--image", plain_image, "--dry-run", *k8s(k8s_config), cmd=AGENT), cwd=repo.path,
+                  timeout=120)  # fmt: skip
     assert dry.code == 4 and "harness images build base --from" in dry.stderr, dry.stderr
 
 
@@ -120,9 +120,8 @@ def test_a_derived_image_loaded_into_the_node_runs_a_session_on_kubernetes(
         "image", "inspect", "-f", "{{.Id}}", tag
     )
 
-    r = harness("run", "--objective", "Record what you see", "--session", "kderived", "--agent-cmd", AGENT,
-                "--image", tag, "--max-iterations", "2", "--json", *k8s(k8s_config), cwd=repo.path,
-                timeout=600)  # fmt: skip
+    r = harness(*run_args("kderived", "--image", tag, *k8s(k8s_config), cmd=AGENT, objective="Record what you see",
+                          iterations=2), cwd=repo.path, timeout=600)  # fmt: skip
     assert r.code == 0, r.stderr
     st = r.json()
     assert (st["status"], st["iterationCount"], st["commitsAhead"]) == ("completed", 1, 1), r.stderr

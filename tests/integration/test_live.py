@@ -21,7 +21,7 @@ from runner.backends.docker import DockerBackend
 from runner.record.journal import Journal, load_model
 from runner.record.models import ControlFile, RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness, make_repo, wait_for
+from tests.helpers import GitRepo, harness, make_repo, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -50,10 +50,8 @@ def test_the_agents_lines_are_in_the_log_while_its_container_runs(repo: GitRepo)
         'for i in 1 2 3 4 5 6 7 8; do echo "line $i"; [ $i = 2 ] && echo "key $LIVE_SECRET"; sleep 1; done; '
         + REPORT.replace('"$1"', "done")
     )
-    r = harness(
-        "run", "--objective", "print slowly", "--session", "slow", "--agent-cmd", agent, "--env", "LIVE_SECRET",
-        "--max-iterations", "1", "--detach", "--json", cwd=repo.path, env={"LIVE_SECRET": secret},
-    )  # fmt: skip
+    r = harness(*run_args("slow", "--env", "LIVE_SECRET", "--detach", cmd=agent, objective="print slowly",
+                          iterations=1), cwd=repo.path, env={"LIVE_SECRET": secret})  # fmt: skip
     assert r.code == 0, r.stderr
     seen: list[str] = []
 
@@ -153,10 +151,7 @@ def test_status_hammered_while_sessions_start_disturbs_none(tmp_path: Path) -> N
         agent = f"{COMMIT}; " + REPORT.replace('"$1"', "done")
 
         def start(session: str) -> None:
-            starts[session] = harness(
-                "run", "--objective", "x", "--session", session, "--agent-cmd", agent, "--max-iterations", "2",
-                "--detach", "--json", cwd=repos[session].path,
-            )  # fmt: skip
+            starts[session] = harness(*run_args(session, "--detach", cmd=agent, iterations=2), cwd=repos[session].path)
 
         starters = [threading.Thread(target=start, args=(s,)) for s in sessions]
         for t in starters:
@@ -190,10 +185,7 @@ def test_status_hammered_while_sessions_start_disturbs_none(tmp_path: Path) -> N
 
 
 def test_every_file_the_seed_lists_exists_after_a_plain_run(repo: GitRepo) -> None:
-    r = harness(
-        "run", "--objective", "one step", "--session", "seed", "--agent", "demo", "--max-iterations", "1",
-        "--json", cwd=repo.path,
-    )  # fmt: skip
+    r = harness(*run_args("seed", agent="demo", objective="one step", iterations=1), cwd=repo.path)
     assert r.code in {0, 21}, r.stderr
     journal = repo.journal("seed")
     for name in ("objective.md", "run-summary.json", "control.json", "iteration-0001.json", "iteration-0001.log"):
@@ -242,10 +234,7 @@ def test_the_hud_in_a_real_terminal_follows_the_run_and_leaves_at_its_end(
     agent = f'for i in 1 2 3 4; do echo "it $HARNESS_ITERATION line $i"; sleep 1; done; {COMMIT}; ' + REPORT.replace(
         '"$1"', "working"
     )
-    r = harness(
-        "run", "--objective", "x", "--session", "tv", "--agent-cmd", agent, "--max-iterations", "3",
-        "--max-time", "10m", "--detach", "--json", cwd=repo.path,
-    )  # fmt: skip
+    r = harness(*run_args("tv", "--max-time", "10m", "--detach", cmd=agent, iterations=3), cwd=repo.path)
     assert r.code == 0, r.stderr
     env = " ".join(
         f"{k}={shlex.quote(v)}" for k, v in os.environ.items() if k.startswith("HARNESS_") or k in {"PATH", "HOME"}

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from runner.record.journal import load_model
 from runner.record.models import IterationRecord, RunSummary
 from runner.sandbox.container import labels
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, containers, harness, make_repo, wait_for
+from tests.helpers import HARNESS, GitRepo, containers, harness, make_repo, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -64,20 +63,7 @@ def session_containers(session: str, role: str | None = None) -> list[str]:
 
 def test_detach_returns_at_once_and_the_run_goes_on(repo: GitRepo) -> None:
     started = time.monotonic()
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "bg",
-        "--agent-cmd",
-        f"sleep 2; {COMMIT_EACH}; {report()}",
-        "--max-iterations",
-        "2",
-        "--detach",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("bg", "--detach", cmd=f"sleep 2; {COMMIT_EACH}; {report()}", iterations=2), cwd=repo.path)
     assert r.code == 0, r.stderr
     assert time.monotonic() - started < 30
     detached = r.json()
@@ -96,20 +82,7 @@ def test_detach_returns_at_once_and_the_run_goes_on(repo: GitRepo) -> None:
 
 def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) -> None:
     agent = f'{COMMIT_EACH}; [ "$HARNESS_ITERATION" != 2 ] || {{ {HOLD}; }}; {report()}'
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "k9",
-        "--agent-cmd",
-        agent,
-        "--max-iterations",
-        "3",
-        "--detach",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("k9", "--detach", cmd=agent, iterations=3), cwd=repo.path)
     assert r.code == 0, r.stderr
     pid = r.json()["pid"]
     # Inside iteration 2: its agent has committed "step 2" in the copy and holds.
@@ -130,10 +103,10 @@ def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) 
 
 
 def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
-    args = [sys.executable, "-m", "runner", "run", "--objective", "x", "--agent-cmd", f"{COMMIT_EACH}; sleep 60",
-            "--max-iterations", "3", "--json"]  # fmt: skip
-    once = subprocess.Popen([*args, "--session", "c1"], cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)  # fmt: skip
+    def args(session: str) -> list[str]:
+        return [*HARNESS, *run_args(session, cmd=f"{COMMIT_EACH}; sleep 60", iterations=3)]
+
+    once = subprocess.Popen(args("c1"), cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: committed_in_copy(repo, "c1", "step 1"), 60, "the agent's commit")  # then it sleeps
     once.send_signal(signal.SIGINT)
     out, err = once.communicate(timeout=60)
@@ -144,8 +117,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
     assert record.outcome.value == "interrupted" and record.commits  # the work was still harvested
     assert session_containers("c1") == []
 
-    twice = subprocess.Popen([*args, "--session", "c2"], cwd=repo.path, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    twice = subprocess.Popen(args("c2"), cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     wait_for(lambda: committed_in_copy(repo, "c2", "step 1"), 60, "the agent's commit")
     twice.send_signal(signal.SIGINT)
     time.sleep(0.3)
@@ -162,8 +134,7 @@ def test_ctrl_c_once_stops_gracefully_and_twice_at_once(repo: GitRepo) -> None:
 
 
 def test_stop_now_stops_the_running_container(repo: GitRepo) -> None:
-    run = subprocess.Popen([sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "now",
-                            "--agent-cmd", "sleep 300", "--max-iterations", "5", "--json"], cwd=repo.path,
+    run = subprocess.Popen([*HARNESS, *run_args("now", cmd="sleep 300", iterations=5)], cwd=repo.path,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         wait_for(lambda: bool(session_containers("now", "agent")), 60, "the agent container")
@@ -181,40 +152,14 @@ def test_stop_now_stops_the_running_container(repo: GitRepo) -> None:
 
 
 def test_an_agent_that_changes_nothing_is_stuck(repo: GitRepo) -> None:
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "idle",
-        "--agent-cmd",
-        report(),
-        "--stuck-after",
-        "2",
-        "--max-iterations",
-        "10",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("idle", "--stuck-after", "2", cmd=report(), iterations=10), cwd=repo.path)
     assert r.code == 21, r.stderr
     st = r.json()
     assert st["status"] == "stuck" and st["stopReason"] == "no-progress" and st["iterationCount"] == 2
 
 
 def test_an_agent_that_cannot_start_fails_after_bounded_tries(repo: GitRepo) -> None:
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "nostart",
-        "--agent-cmd",
-        "no-such-agent-binary",
-        "--max-iterations",
-        "10",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("nostart", cmd="no-such-agent-binary", iterations=10), cwd=repo.path)
     assert r.code == 22, r.stderr
     st = r.json()
     assert st["status"] == "failed" and st["stopReason"] == "repeated-failures" and st["iterationCount"] == 3
@@ -225,8 +170,7 @@ def test_an_agent_that_cannot_start_fails_after_bounded_tries(repo: GitRepo) -> 
 def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: Path, repo: GitRepo) -> None:
     other = make_repo(tmp_path / "other")
     for target, session in ((repo, "keep"), (other, "gone")):
-        r = harness("run", "--objective", "x", "--session", session, "--agent-cmd", f"{COMMIT_EACH}; {report('done')}",
-                    "--json", cwd=target.path)  # fmt: skip
+        r = harness(*run_args(session, cmd=f"{COMMIT_EACH}; {report('done')}"), cwd=target.path)
         assert r.code == 0, r.stderr
     listed = harness("list", "--json", cwd=tmp_path)
     assert listed.code == 0
@@ -258,8 +202,7 @@ def test_list_shows_sessions_of_every_repository_and_gc_reaps_orphans(tmp_path: 
 
 
 def test_hud_follows_a_running_session_and_leaves_when_it_ends(repo: GitRepo) -> None:
-    r = harness("run", "--objective", "x", "--session", "hud", "--agent-cmd", f"{COMMIT_EACH}; sleep 2; {report()}",
-                "--max-iterations", "2", "--detach", "--json", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("hud", "--detach", cmd=f"{COMMIT_EACH}; sleep 2; {report()}", iterations=2), cwd=repo.path)
     assert r.code == 0, r.stderr
     live = harness("hud", "--session", "hud", "--interval", "0.3", cwd=repo.path, timeout=120)
     assert live.code == 0, live.stderr
@@ -274,7 +217,7 @@ def test_hud_follows_a_running_session_and_leaves_when_it_ends(repo: GitRepo) ->
 
 def test_a_corrupt_journal_file_is_named_and_other_sessions_still_report(repo: GitRepo) -> None:
     for session in ("good", "bad"):
-        r = harness("run", "--objective", "x", "--session", session, "--agent", "demo", "--json", cwd=repo.path)
+        r = harness(*run_args(session, agent="demo"), cwd=repo.path)
         assert r.code == 0, r.stderr
     summary = repo.journal("bad") / "run-summary.json"
     summary.write_text(summary.read_text()[:100])  # cut short, as a crash of a non-atomic writer would
@@ -293,8 +236,7 @@ def test_a_corrupt_journal_file_is_named_and_other_sessions_still_report(repo: G
 
 
 def test_discard_throws_the_whole_run_away_but_not_while_it_runs(repo: GitRepo) -> None:
-    r = harness("run", "--objective", "x", "--session", "gone", "--agent-cmd", f"{COMMIT_EACH}; {HOLD}; {report()}",
-                "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("gone", "--detach", cmd=f"{COMMIT_EACH}; {HOLD}; {report()}", iterations=1), cwd=repo.path)
     assert r.code == 0, r.stderr
     busy = harness("discard", "--session", "gone", cwd=repo.path)
     assert busy.code == 11 and "is running" in busy.stderr  # INVALID_STATE: stop it first
@@ -312,8 +254,7 @@ def test_discard_throws_the_whole_run_away_but_not_while_it_runs(repo: GitRepo) 
 
 def test_logs_follow_a_detached_run_across_iterations_until_it_ends(repo: GitRepo) -> None:
     agent = f'echo "out of $HARNESS_ITERATION"; sleep 2; echo "end of $HARNESS_ITERATION"; {COMMIT_EACH}; {report()}'
-    r = harness("run", "--objective", "x", "--session", "tail", "--agent-cmd", agent, "--max-iterations", "2",
-                "--detach", "--json", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("tail", "--detach", cmd=agent, iterations=2), cwd=repo.path)
     assert r.code == 0, r.stderr
     followed = harness("logs", "--session", "tail", "--follow", cwd=repo.path, timeout=120)
     assert followed.code == 0, followed.stderr

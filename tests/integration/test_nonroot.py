@@ -15,6 +15,7 @@ import pytest
 
 import runner
 from tests.conftest import TEST_RUN_LABEL
+from tests.helpers import run_args
 
 pytestmark = [
     pytest.mark.docker,
@@ -75,27 +76,9 @@ def test_demo_run_as_a_non_root_user_in_the_docker_group() -> None:
             assert _as_user(user, ["git", *ident, *args], cwd=repo, env={}).returncode == 0
 
         py = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
-        r = _as_user(
-            user,
-            [
-                py,
-                "-m",
-                "runner",
-                "run",
-                "--objective",
-                "demo",
-                "--session",
-                "demo",
-                "--worktree",
-                "--agent",
-                "demo",
-                "--max-iterations",
-                "3",
-                "--json",
-            ],
-            cwd=repo,
-            env=env,
-        )
+        r = _as_user(user, [py, "-m", "runner",
+                            *run_args("demo", "--worktree", agent="demo", objective="demo", iterations=3)], cwd=repo,
+                     env=env)  # fmt: skip
         assert r.returncode == 0, r.stderr
         st = json.loads(r.stdout)
         assert st["status"] == "completed" and st["iterationCount"] == 2 and st["commitsAhead"] == 2

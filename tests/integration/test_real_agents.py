@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.gateway.prices import BUILTIN
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 from tests.upstreams import (
     Recorded,
     Reply,
@@ -125,9 +125,9 @@ def _drive(repo: GitRepo, name: str, *extra: str, host_env: dict[str, str] | Non
         env = {"ANTHROPIC_BASE_URL": "", "ANTHROPIC_API_KEY": "", "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "",
                "ANTHROPIC_AUTH_TOKEN": "", "CLAUDE_CODE_OAUTH_TOKEN": "", "CODEX_HOME": "", **case.env,
                **(host_env or {})}  # fmt: skip
-        r = harness("run", "--objective", "Add hello.txt and commit it", "--session", session, "--agent", agent,
-                    "--model", case.model, "--max-iterations", "2", "--iteration-timeout", "5m", *extra, "--json",
-                    cwd=repo.path, env=env, timeout=900)  # fmt: skip
+        r = harness(*run_args(session, "--model", case.model, "--iteration-timeout", "5m", *extra, agent=agent,
+                              objective="Add hello.txt and commit it", iterations=2), cwd=repo.path, env=env,
+                    timeout=900)  # fmt: skip
         seen = up.seen(case.path)
         # The model calls and any other route the gateway passes (a model listing); not its own token refresh.
         forwarded = len([r for r in up.requests if r.path != "/oauth/token"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -61,8 +61,8 @@ def finished(repo: GitRepo) -> GitRepo:
     (repo.path / "agent.py").write_text(AGENT)
     repo.git("add", "agent.py")
     repo.git("commit", "-q", "-m", "the agent script")
-    first = harness("run", "--objective", "Write progress <b>now</b>", "--session", "rep",
-                    "--agent-cmd", "python3 agent.py", "--check", "test -s progress.txt", "--max-iterations", "1",
+    first = harness(*run_args("rep", "--check", "test -s progress.txt", cmd="python3 agent.py",
+                              objective="Write progress <b>now</b>", iterations=1, as_json=False),
                     cwd=repo.path)  # fmt: skip
     assert first.code == 21, first.stderr  # stopped: max-iterations
     assert harness("note", "--session", "rep", "please add <em>tests</em>", cwd=repo.path).code == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from runner.base.paths import EXCLUDE_LINE
 from runner.record.journal import load_model
 from runner.record.models import ControlFile, IterationRecord, RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, containers, harness
+from tests.helpers import HARNESS, GitRepo, containers, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -27,20 +26,8 @@ def agent_cmd(body: str, state: str = "done", summary: str = "ok") -> str:
 
 
 def test_demo_run_end_to_end(repo: GitRepo) -> None:
-    r = harness(
-        "run",
-        "--objective",
-        "Record two steps",
-        "--session",
-        "demo",
-        "--worktree",
-        "--agent",
-        "demo",
-        "--max-iterations",
-        "3",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("demo", "--worktree", agent="demo", objective="Record two steps", iterations=3),
+                cwd=repo.path)  # fmt: skip
     assert r.code == 0, r.stderr
     st = r.json()
     assert st["status"] == "completed" and st["stopReason"] == "agent-done"
@@ -83,7 +70,7 @@ def test_agent_cmd_runs_a_shell_command_in_the_container(repo: GitRepo) -> None:
         'echo "from the agent as $(id -u)"; echo "$HARNESS_SESSION $HARNESS_ITERATION" > where.txt',
         summary="wrote where.txt",
     )
-    r = harness("run", "--objective", "x", "--session", "cmd", "--agent-cmd", cmd, "--json", cwd=repo.path)
+    r = harness(*run_args("cmd", cmd=cmd), cwd=repo.path)
     assert r.code == 0, r.stderr
     assert r.json()["status"] == "completed"
     log = (repo.journal("cmd") / "iteration-0001.log").read_text()
@@ -96,21 +83,8 @@ def test_agent_cmd_runs_a_shell_command_in_the_container(repo: GitRepo) -> None:
 
 def test_an_agent_past_its_iteration_timeout_is_stopped(repo: GitRepo) -> None:
     started = time.monotonic()
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "slow",
-        "--agent-cmd",
-        "echo started; sleep 600",
-        "--iteration-timeout",
-        "3s",
-        "--max-iterations",
-        "1",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("slow", "--iteration-timeout", "3s", cmd="echo started; sleep 600", iterations=1),
+                cwd=repo.path)  # fmt: skip
     assert time.monotonic() - started < 120
     assert r.code == 21, r.stderr  # needs attention: stopped at the iteration limit
     assert r.json()["stopReason"] == "max-iterations"
@@ -121,21 +95,7 @@ def test_an_agent_past_its_iteration_timeout_is_stopped(repo: GitRepo) -> None:
 
 def test_an_agent_over_its_memory_limit_is_recorded_as_oom_killed(repo: GitRepo) -> None:
     hog = "python3 -c 'b = bytearray(1); b = b\"x\" * (512 * 1024 * 1024); print(len(b))'"
-    r = harness(
-        "run",
-        "--objective",
-        "x",
-        "--session",
-        "hog",
-        "--agent-cmd",
-        hog,
-        "--memory",
-        "64m",
-        "--max-iterations",
-        "1",
-        "--json",
-        cwd=repo.path,
-    )
+    r = harness(*run_args("hog", "--memory", "64m", cmd=hog, iterations=1), cwd=repo.path)
     assert r.code == 21, r.stderr
     record = json.loads((repo.journal("hog") / "iteration-0001.json").read_text())
     assert record["oomKilled"] is True and record["outcome"] == "oom-killed" and record["failureClass"] == "oom"
@@ -143,11 +103,8 @@ def test_an_agent_over_its_memory_limit_is_recorded_as_oom_killed(repo: GitRepo)
 
 def test_stop_then_resume_continues_the_numbering(repo: GitRepo) -> None:
     body = 'echo "$HARNESS_ITERATION" >> progress.txt; sleep 3'
-    run = subprocess.Popen(
-        [sys.executable, "-m", "runner", "run", "--objective", "x", "--session", "sr", "--max-iterations", "5",
-         "--agent-cmd", agent_cmd(body, state="working"), "--json"],
-        cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    run = subprocess.Popen([*HARNESS, *run_args("sr", cmd=agent_cmd(body, state="working"), iterations=5)],
+                           cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while not (repo.journal("sr") / "iteration-0001.log").exists():
@@ -206,7 +163,7 @@ def test_the_users_repository_is_unchanged_but_for_the_branch_and_exclude_entry(
     before = _snapshot(repo)
 
     cmd = agent_cmd("echo changed > app.py; git add -A; git commit -qm 'agent commit'; git branch side")
-    r = harness("run", "--objective", "x", "--session", "clean", "--agent-cmd", cmd, "--json", cwd=repo.path)
+    r = harness(*run_args("clean", cmd=cmd), cwd=repo.path)
     assert r.code == 0, r.stderr
 
     after = _snapshot(repo)
@@ -219,9 +176,7 @@ def test_the_users_repository_is_unchanged_but_for_the_branch_and_exclude_entry(
 
 
 def test_the_copy_is_a_no_local_clone_owned_by_the_agent_uid(repo: GitRepo, harness_home: Path) -> None:
-    r = harness(
-        "run", "--objective", "x", "--session", "own", "--agent-cmd", agent_cmd("true"), "--json", cwd=repo.path
-    )
+    r = harness(*run_args("own", cmd=agent_cmd("true")), cwd=repo.path)
     assert r.code == 0, r.stderr
     summary = load_model(repo.journal("own") / "run-summary.json", RunSummary)
     workspace = Path(summary.worktree.path)
@@ -237,8 +192,7 @@ def test_the_copy_is_a_no_local_clone_owned_by_the_agent_uid(repo: GitRepo, harn
 def test_check_must_pass_in_the_container_before_done_completes(repo: GitRepo) -> None:
     cmd = agent_cmd("echo ready > ok.txt", summary="wrote ok.txt")
     check = "test -f ok.txt && echo CHECKED as $(id -u) && ! touch /workspace/probe 2>/dev/null"
-    r = harness("run", "--objective", "x", "--session", "chk", "--agent-cmd", cmd, "--check", check, "--json",
-                cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("chk", "--check", check, cmd=cmd), cwd=repo.path)
     assert r.code == 0, r.stderr
     assert r.json()["status"] == "completed"
     record = json.loads((repo.journal("chk") / "iteration-0001.json").read_text())
@@ -247,8 +201,7 @@ def test_check_must_pass_in_the_container_before_done_completes(repo: GitRepo) -
     assert "CHECKED as 10001" in (repo.journal("chk") / record["check"]["logFile"]).read_text()
 
     cmd = agent_cmd('grep -c "The check failed" /harness/prompt.md || true', summary="claims done")
-    r = harness("run", "--objective", "x", "--session", "chk-fail", "--agent-cmd", cmd, "--check",
-                "echo 3 tests failed; exit 1", "--max-iterations", "2", "--json", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args("chk-fail", "--check", "echo 3 tests failed; exit 1", cmd=cmd, iterations=2), cwd=repo.path)
     assert r.code == 21, r.stderr
     assert r.json()["stopReason"] == "max-iterations" and r.json()["lastOutcome"] == "check-failed"
     second = json.loads((repo.journal("chk-fail") / "iteration-0002.json").read_text())

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 from tests.upstreams import Reply, ScriptedUpstream
 
 pytestmark = pytest.mark.docker
@@ -124,11 +124,10 @@ def test_setup_installs_the_test_extra_and_the_check_runs_in_that_environment(pr
     port = index.rsplit(":", 1)[1].strip("/")
     with ScriptedUpstream(anthropic=[Reply(text="x")] * 4) as up:
         env = {"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY, "SETUP_SECRET": KEY}
-        r = harness("run", "--objective", "x", "--session", "setup", "--agent-cmd",
-                    _agent("python -c 'import pytest, attrs' && echo agent-sees-the-venv"),
-                    "--setup", _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}",
-                    "--env", "SETUP_SECRET", "--check", "python -m pytest -q -p no:cacheprovider",
-                    "--max-iterations", "1", "--json", cwd=project.path, env=env, timeout=600)  # fmt: skip
+        r = harness(*run_args("setup", "--setup", _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}",
+                              "--env", "SETUP_SECRET", "--check", "python -m pytest -q -p no:cacheprovider",
+                              cmd=_agent("python -c 'import pytest, attrs' && echo agent-sees-the-venv"), iterations=1),
+                    cwd=project.path, env=env, timeout=600)  # fmt: skip
         gateway_seen = list(up.requests)
     assert r.code == 0, r.stderr
     summary = r.json()
@@ -160,9 +159,8 @@ def test_setup_installs_the_test_extra_and_the_check_runs_in_that_environment(pr
 def test_a_failing_test_fails_the_check(project: GitRepo, index: str) -> None:
     port = index.rsplit(":", 1)[1].strip("/")
     breaking = "sed -i 's/a + b/a - b/' calc/__init__.py && git commit -qam 'break add'"
-    r = harness("run", "--objective", "x", "--session", "broken", "--agent-cmd", _agent(breaking),
-                "--setup", _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}",
-                "--check", "python -m pytest -q -p no:cacheprovider", "--max-iterations", "1", "--json",
+    r = harness(*run_args("broken", "--setup", _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}",
+                          "--check", "python -m pytest -q -p no:cacheprovider", cmd=_agent(breaking), iterations=1),
                 cwd=project.path, timeout=600)  # fmt: skip
     assert r.code != 0 or r.json()["status"] != "completed", r.stdout
     record = json.loads((project.journal("broken") / "iteration-0001.json").read_text())
@@ -172,8 +170,8 @@ def test_a_failing_test_fails_the_check(project: GitRepo, index: str) -> None:
 
 def test_a_setup_without_its_network_fails_and_resume_runs_it_again(project: GitRepo, index: str) -> None:
     port = index.rsplit(":", 1)[1].strip("/")
-    args = ["--objective", "x", "--session", "nonet", "--agent-cmd", _agent("true"), "--max-iterations", "1"]
-    r = harness("run", *args, "--setup", _setup_command(index), "--json", cwd=project.path, timeout=600)
+    r = harness(*run_args("nonet", "--setup", _setup_command(index), cmd=_agent("true"), iterations=1),
+                cwd=project.path, timeout=600)  # fmt: skip
     summary = r.json()
     # No --setup-allow-host: the index is out of reach, the setup fails and the session says so.
     assert summary["status"] == "failed" and summary["stopReason"] == "setup-failed", summary
@@ -193,8 +191,7 @@ def test_a_changed_lockfile_runs_the_setup_again_on_resume(project: GitRepo) -> 
     # The agent adds a lockfile once (committed, so harvested onto the branch); the setup only counts.
     lock = ("[ -f requirements.txt ] || { echo attrs > requirements.txt && git add requirements.txt && "
             "git commit -qm 'pin attrs'; }")  # fmt: skip
-    first = harness("run", "--objective", "x", "--session", "lock", "--agent-cmd", _agent(lock), "--setup",
-                    "echo SETUP-RAN", "--max-iterations", "1", "--json", cwd=project.path)  # fmt: skip
+    first = harness(*run_args("lock", "--setup", "echo SETUP-RAN", cmd=_agent(lock), iterations=1), cwd=project.path)
     assert first.json()["setup"]["runs"] == 1, first.stderr
     assert first.json()["status"] == "completed"
     # The branch's head now has a requirements.txt that the setup never saw: it runs again first.
@@ -209,13 +206,12 @@ def test_a_changed_lockfile_runs_the_setup_again_on_resume(project: GitRepo) -> 
 
 def test_a_second_identical_setup_is_restored_from_the_cache(project: GitRepo, index: str) -> None:
     port = index.rsplit(":", 1)[1].strip("/")
-    args = ["--objective", "x", "--agent-cmd", _agent("python -m pytest -q -p no:cacheprovider"), "--setup",
-            _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}", "--max-iterations", "1",
-            "--json"]  # fmt: skip
-    first = harness("run", "--session", "first", *args, cwd=project.path, timeout=600)
+    agent = _agent("python -m pytest -q -p no:cacheprovider")
+    setup = ["--setup", _setup_command(index), "--setup-allow-host", f"127.0.0.1:{port}"]
+    first = harness(*run_args("first", *setup, cmd=agent, iterations=1), cwd=project.path, timeout=600)
     assert first.code == 0 and first.json()["setup"]["restored"] is False, first.stderr
     served = len(_Quiet.hits)
-    second = harness("run", "--session", "second", *args, cwd=project.path, timeout=600)
+    second = harness(*run_args("second", *setup, cmd=agent, iterations=1), cwd=project.path, timeout=600)
     assert second.code == 0 and second.json()["status"] == "completed", second.stderr
     setup = second.json()["setup"]
     # The same image, command, network and inputs: the outputs come back from the cache, nothing is fetched,
@@ -240,12 +236,11 @@ def test_the_setup_given_by_a_devcontainer_installs_the_test_extra(project: GitR
     (project.path / ".devcontainer/Dockerfile").write_text("FROM harness-base:latest\n")
     project.git("add", "-A")
     project.git("commit", "-q", "-m", "a devcontainer")
-    plan = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", "true", "--dry-run", "--json",
-                   cwd=project.path).json()["environment"]  # fmt: skip
+    plan = harness(*run_args("dc", "--dry-run", cmd="true"), cwd=project.path).json()["environment"]
     built = [plan["image"], *([plan["devcontainer_build"]["tag"]] if plan.get("devcontainer_build") else [])]
-    r = harness("run", "--objective", "x", "--session", "dc", "--agent-cmd", _agent('test "$CALC_MODE" = devcontainer'),
-                "--setup-allow-host", f"127.0.0.1:{port}", "--check", "python -m pytest -q -p no:cacheprovider",
-                "--max-iterations", "1", "--json", cwd=project.path, timeout=600)  # fmt: skip
+    r = harness(*run_args("dc", "--setup-allow-host", f"127.0.0.1:{port}", "--check",
+                          "python -m pytest -q -p no:cacheprovider", cmd=_agent('test "$CALC_MODE" = devcontainer'),
+                          iterations=1), cwd=project.path, timeout=600)  # fmt: skip
     subprocess.run(["docker", "rmi", "-f", *built], capture_output=True, check=False)  # made for this test
     assert r.code == 0 and r.json()["status"] == "completed", r.stderr
     setup = r.json()["setup"]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GitRepo, Result, harness
+from tests.helpers import GitRepo, Result, harness, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -17,8 +17,7 @@ PREFIX = "refs/harness-discarded"
 
 def demo_run(repo: GitRepo, session: str) -> str:
     """A finished demo run (two commits on harness/<session>); returns the branch tip."""
-    r = harness("run", "--objective", "two steps", "--session", session, "--agent", "demo",
-                "--max-iterations", "3", "--json", cwd=repo.path)  # fmt: skip
+    r = harness(*run_args(session, agent="demo", objective="two steps", iterations=3), cwd=repo.path)
     assert r.code == 0, r.stderr
     return repo.git("rev-parse", f"harness/{session}")
 

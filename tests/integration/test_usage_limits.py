@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import GitRepo, harness, wait_for
+from tests.helpers import GitRepo, harness, run_args, wait_for
 from tests.upstreams import Error, Reply, ScriptedUpstream, anthropic_error
 
 pytestmark = pytest.mark.docker
@@ -64,8 +64,8 @@ def spent_window(seconds_ahead: float, *, window: str = "5h") -> Error:
 
 
 def run(repo: GitRepo, session: str, up: ScriptedUpstream, agent: str, *extra: str) -> Any:
-    r = harness("run", "--objective", "talk to the model", "--session", session, "--agent-cmd", agent, *extra,
-                "--json", cwd=repo.path, env={"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY})  # fmt: skip
+    r = harness(*run_args(session, *extra, cmd=agent, objective="talk to the model"), cwd=repo.path,
+                env={"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY})  # fmt: skip
     assert r.stdout, r.stderr
     return r
 
@@ -150,8 +150,8 @@ def test_a_reset_beyond_wait_on_limit_ends_the_run_resumable_and_no_wait_on_limi
         r = run(agent_repo, "now", up, "python3 agent.py", "--no-wait-on-limit")
     st = r.json()
     assert (st["status"], st["stopReason"], st["iterationCount"]) == ("stopped", "usage-limit", 1), st
-    both = harness("run", "--objective", "x", "--session", "both", "--agent-cmd", "true", "--no-wait-on-limit",
-                   "--wait-on-limit", "1h", cwd=agent_repo.path)  # fmt: skip
+    both = harness(*run_args("both", "--no-wait-on-limit", "--wait-on-limit", "1h", cmd="true", as_json=False),
+                   cwd=agent_repo.path)  # fmt: skip
     assert both.code == 2 and "not both" in both.stderr
 
 

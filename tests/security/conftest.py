@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import GitRepo, Result, harness
+from tests.helpers import GitRepo, Result, harness, run_args
 
 RESULTS: list[dict[str, object]] = []
 
@@ -39,7 +39,7 @@ def runtime(request: pytest.FixtureRequest) -> str:
 def run_agent(repo: GitRepo, session: str, script: str, runtime: str = "runc", *extra: str,
               timeout: float = 240) -> Result:  # fmt: skip
     """`harness run --agent-cmd SCRIPT` on `repo`, one iteration unless `extra` says otherwise."""
-    args = ["run", "--objective", "attack", "--session", session, "--agent-cmd", script, "--runtime", runtime]
+    args = run_args(session, "--runtime", runtime, cmd=script, objective="attack", as_json=False)
     if "--max-iterations" not in extra:
         args += ["--max-iterations", "1"]
     return harness(*args, *extra, "--json", cwd=repo.path, timeout=timeout)

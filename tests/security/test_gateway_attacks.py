@@ -19,7 +19,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 from tests.security.conftest import journal_text, run_agent
 from tests.upstreams import Reply, ScriptedUpstream
 
@@ -70,8 +70,8 @@ def _hunt(repo: GitRepo, session: str, runtime: str, *extra: str, env: dict[str,
     (repo.path / "hunt.py").write_text(HUNT)
     repo.git("add", "hunt.py")
     repo.git("commit", "-q", "-m", "hunt", check=False)
-    r = harness("run", "--objective", "attack", "--session", session, "--agent-cmd", "python3 hunt.py",
-                "--runtime", runtime, "--max-iterations", "1", *extra, "--json", cwd=repo.path, env=env)  # fmt: skip
+    r = harness(*run_args(session, "--runtime", runtime, *extra, cmd="python3 hunt.py", objective="attack",
+                          iterations=1), cwd=repo.path, env=env)  # fmt: skip
     assert r.code == 0 and r.json()["status"] == "completed", r.stderr
     return repo.git("show", f"harness/{session}:hunt.txt")
 
@@ -93,8 +93,8 @@ def test_the_agent_cannot_find_the_model_key(repo: GitRepo, runtime: str) -> Non
 
 
 def test_model_keys_are_refused_as_env(repo: GitRepo) -> None:
-    r = harness("run", "--objective", "x", "--session", "envkey", "--agent-cmd", "true", "--env",
-                "ANTHROPIC_API_KEY", "--dry-run", cwd=repo.path, env={"ANTHROPIC_API_KEY": KEY})  # fmt: skip
+    r = harness(*run_args("envkey", "--env", "ANTHROPIC_API_KEY", "--dry-run", cmd="true", as_json=False),
+                cwd=repo.path, env={"ANTHROPIC_API_KEY": KEY})  # fmt: skip
     assert r.code == 2 and "gateway" in r.stderr and KEY not in r.stderr + r.stdout
 
 

@@ -19,7 +19,6 @@ import contextlib
 import json
 import os
 import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ import pytest
 from aiohttp import web
 
 from runner.gateway.loop import ServerThread
-from tests.helpers import GitRepo, Result, wait_for
+from tests.helpers import HARNESS, GitRepo, Result, run_args, wait_for
 from tests.security.conftest import journal_text, run_agent
 
 pytestmark = pytest.mark.docker
@@ -317,8 +316,7 @@ def _supervised(
     """`harness run` of the flood in the foreground (the supervisor is this child process), and the most
     descriptors it held while running. Once the probe holds its connections, `counted(pid)` is waited for;
     then the probe is told to let them go."""
-    args = [sys.executable, "-m", "runner", "run", "--objective", "flood", "--session", session, "--agent-cmd",
-            "python3 flood.py", "--max-iterations", "1", "--json"]  # fmt: skip
+    args = [*HARNESS, *run_args(session, cmd="python3 flood.py", objective="flood", iterations=1)]
     full_env = {**os.environ, "ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": KEY, **env}
     proc = subprocess.Popen(args, cwd=repo.path, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL, text=True)  # fmt: skip

@@ -25,7 +25,7 @@ import pytest
 
 from runner.loop.flagged import flagged
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, Result, harness, make_repo
+from tests.helpers import GitRepo, Result, harness, make_repo, run_args
 
 # One worker makes the module's runs (its `world`) and checks them all (`make test` runs on parallel workers).
 pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("merge-overwrite")]
@@ -112,8 +112,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     }
     w = World(repo=repo, base=repo.git("rev-parse", "HEAD"), env=env, tmp=tmp)
     for session, script in SCRIPTS.items():
-        r = w.cli("run", "--objective", "attack", "--session", session, "--agent-cmd", f"set -eu\n{script}\n{DONE}",
-                  "--max-iterations", "1", "--iteration-timeout", "2m", "--json")  # fmt: skip
+        r = w.cli(*run_args(session, "--iteration-timeout", "2m", cmd=f"set -eu\n{script}\n{DONE}", objective="attack",
+                            iterations=1))  # fmt: skip
         assert r.code == 0, (session, r.stdout, r.stderr)
     for rel, data in USER_FILES.items():  # after the runs: nothing of it reached a copy
         (repo.path / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo
+from tests.helpers import HARNESS, GitRepo, run_args
 from tests.security.conftest import iteration, run_agent
 
 pytestmark = pytest.mark.docker
@@ -54,10 +53,8 @@ def _under(path: str, parent: Path) -> bool:
 @pytest.mark.attack(row=0, name="container posture in docker inspect")
 def test_agent_container_posture_in_docker_inspect(repo: GitRepo, runtime: str, tmp_path: Path) -> None:
     session = f"posture-{runtime}-{uuid.uuid4().hex[:8]}"
-    args = [
-        sys.executable, "-m", "runner", "run", "--objective", "posture", "--session", session,
-        "--agent-cmd", SLEEPER, "--runtime", runtime, "--max-iterations", "1", "--iteration-timeout", "2m", "--json",
-    ]  # fmt: skip
+    args = [*HARNESS, *run_args(session, "--runtime", runtime, "--iteration-timeout", "2m", cmd=SLEEPER,
+                                objective="posture", iterations=1)]  # fmt: skip
     out, err = tmp_path / "run.out", tmp_path / "run.err"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(args, cwd=repo.path, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import GitRepo, harness, run_args
 from tests.security.conftest import iteration, journal_text
 
 pytestmark = pytest.mark.docker
@@ -84,11 +84,8 @@ def run_and_check_everywhere(repo: GitRepo, session: str, runtime: str, value: s
     """Run the agent with the secret; assert no form of it is in the journal or any command's output.
 
     Returns the iteration's log."""
-    r = harness(
-        "run", "--objective", "attack", "--session", session, "--agent-cmd", script, "--runtime", runtime,
-        "--max-iterations", "1", "--env", NAME, "--iteration-timeout", "2m", "--json",
-        cwd=repo.path, env={NAME: value}, timeout=240,
-    )  # fmt: skip
+    r = harness(*run_args(session, "--runtime", runtime, "--env", NAME, "--iteration-timeout", "2m", cmd=script,
+                          objective="attack", iterations=1), cwd=repo.path, env={NAME: value}, timeout=240)  # fmt: skip
     assert r.code == 0, r.stderr
     log = (repo.journal(session) / "iteration-0001.log").read_text()
     assert "VALUE-SEEN" in log, log  # positive control: the real value did reach the container
