@@ -13,7 +13,8 @@ import pytest
 from bench import run_all
 from bench._common import Result, write_section
 
-pytestmark = pytest.mark.docker
+# One worker: the two setup-cache tests share one run of it (quick() caches it in the process).
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("bench-quick")]
 
 # A difference between two paths measured in the same run (the gateway's added latency): noise may
 # make it negative, and that is not a fault.

@@ -23,7 +23,8 @@ from runner.sandbox.environment import prepare_environment, resolve_environment
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness
 
-pytestmark = pytest.mark.docker
+# One worker builds the module's bases once and removes what the module made (`made`) at its end.
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("derive")]
 
 BUILD_TIMEOUT = 600
 TEST_LABEL = f"io.solo-harness.test={TEST_RUN_LABEL}"
