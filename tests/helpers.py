@@ -94,6 +94,19 @@ def harness(*args: str, cwd: Path, timeout: float = 240, env: dict[str, str] | N
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+# An agent under test holds its iteration with HOLD until the test has looked, and the test says so with
+# release(): a file in /harness, the prompt's directory (the host's to write), polled with a deadline. A fixed
+# sleep instead is slow, or, on a busy machine, over before the test looks.
+HOLD = "i=0; while [ ! -e /harness/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done"
+
+
+def release(repo: GitRepo, session: str) -> None:
+    """Let the session's held agents go on: this iteration's and every later one's."""
+    summary = repo.journal(session) / "run-summary.json"
+    wait_for(summary.is_file, 60, "the session's journal")
+    (Path(json.loads(summary.read_text())["runDir"]) / "prompt" / "release").write_text("")
+
+
 def containers(label: str) -> list[str]:
     out = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=True

@@ -13,7 +13,7 @@ import pytest
 
 from runner.record.journal import load_model
 from runner.record.models import ControlFile, IterationRecord, RunSummary
-from tests.helpers import HARNESS, GitRepo, harness, run_args
+from tests.helpers import HARNESS, HOLD, GitRepo, harness, release, run_args
 from tests.integration.test_night import COMMIT_EACH, report, session_containers, wait_for
 
 pytestmark = pytest.mark.docker
@@ -92,12 +92,17 @@ def test_twenty_racing_stops_and_notes_lose_nothing(repo: GitRepo) -> None:
 
 
 def test_two_resumes_at_once_run_exactly_one(repo: GitRepo) -> None:
-    # Resumed iterations last 3 s, so the two resumes surely overlap.
-    agent = f'{COMMIT_EACH}; [ "$HARNESS_ITERATION" = 1 ] || sleep 3; {report()}'
+    # Resumed iterations hold until the test releases them, so the two resumes surely overlap.
+    agent = f'{COMMIT_EACH}; [ "$HARNESS_ITERATION" = 1 ] || {{ {HOLD}; }}; {report()}'
     first = harness(*run_args("twice", cmd=agent, iterations=1), cwd=repo.path)
     assert first.code == 21, first.stderr
     resumes = [popen_harness("resume", "--session", "twice", "--max-iterations", "2", "--json", cwd=repo.path)
                for _ in range(2)]  # fmt: skip
+    # One drives the session (its iteration holds), the other gives way at once: wait for that, then release.
+    deadline = time.monotonic() + 180
+    while all(p.poll() is None for p in resumes) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    release(repo, "twice")
     results = [(p.communicate(timeout=180), p.returncode) for p in resumes]
     codes = sorted(code for _, code in results)
     assert codes == [10, 21], results  # SESSION_BUSY for one, the run's own result for the other
@@ -108,8 +113,8 @@ def test_two_resumes_at_once_run_exactly_one(repo: GitRepo) -> None:
 
 
 def test_four_sessions_at_once_on_one_repository(repo: GitRepo) -> None:
-    runs = {s: popen_harness(*run_args(s, agent="demo"), cwd=repo.path) for s in ("four-a", "four-b", "four-c",
-                                                                                  "four-d")}  # fmt: skip
+    sessions = ("four-a", "four-b", "four-c", "four-d")
+    runs = {s: popen_harness(*run_args(s, agent="demo"), cwd=repo.path) for s in sessions}
     for session, proc in runs.items():
         out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, (session, err)

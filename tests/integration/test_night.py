@@ -16,7 +16,7 @@ from runner.record.journal import load_model
 from runner.record.models import IterationRecord, RunSummary
 from runner.sandbox.container import labels
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HARNESS, GitRepo, containers, harness, make_repo, run_args, wait_for
+from tests.helpers import HARNESS, HOLD, GitRepo, containers, harness, make_repo, release, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -26,16 +26,6 @@ def report(state: str = "working") -> str:
 
 
 COMMIT_EACH = 'echo "$HARNESS_ITERATION" >> progress.txt; git add -A; git commit -qm "step $HARNESS_ITERATION"'
-# The agent holds its iteration until the test has looked: the test says so with a file in /harness (the prompt's
-# directory, the host's to write), polled with a deadline. A fixed sleep was either slow or, on a busy machine,
-# over before the test looked.
-HOLD = "i=0; while [ ! -e /harness/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done"
-
-
-def release(repo: GitRepo, session: str) -> None:
-    """Let the session's held agents go on (this iteration's and every later one)."""
-    wait_for((repo.journal(session) / "run-summary.json").is_file, 60, "the session's journal")
-    (Path(summary_of(repo, session).run_dir) / "prompt" / "release").write_text("")
 
 
 def committed_in_copy(repo: GitRepo, session: str, subject: str) -> bool:

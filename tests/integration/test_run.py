@@ -13,7 +13,7 @@ from runner.base.paths import EXCLUDE_LINE
 from runner.record.journal import load_model
 from runner.record.models import ControlFile, IterationRecord, RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HARNESS, GitRepo, containers, harness, run_args
+from tests.helpers import HARNESS, HOLD, GitRepo, containers, harness, release, run_args
 
 pytestmark = pytest.mark.docker
 
@@ -102,7 +102,7 @@ def test_an_agent_over_its_memory_limit_is_recorded_as_oom_killed(repo: GitRepo)
 
 
 def test_stop_then_resume_continues_the_numbering(repo: GitRepo) -> None:
-    body = 'echo "$HARNESS_ITERATION" >> progress.txt; sleep 3'
+    body = f'echo "$HARNESS_ITERATION" >> progress.txt; {HOLD}'  # iteration 1 still runs when stopped
     run = subprocess.Popen([*HARNESS, *run_args("sr", cmd=agent_cmd(body, state="working"), iterations=5)],
                            cwd=repo.path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
@@ -112,6 +112,7 @@ def test_stop_then_resume_continues_the_numbering(repo: GitRepo) -> None:
             time.sleep(0.1)
         stop = harness("stop", "--session", "sr", "--note", "bedtime", cwd=repo.path)
         assert stop.code == 0, stop.stderr
+        release(repo, "sr")  # this iteration and the resumed ones go on
         out, err = run.communicate(timeout=120)
     finally:
         if run.poll() is None:

@@ -18,18 +18,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HARNESS, GitRepo, run_args
+from tests.helpers import HARNESS, HOLD, GitRepo, release, run_args
 from tests.security.conftest import iteration, run_agent
 
 pytestmark = pytest.mark.docker
 
 AGENT_UID = "10001"
-# The agent runs until the test has inspected its container: the test says so with a file in /harness (the
-# prompt's directory, the host's to write), polled here with a deadline (a fixed sleep was 20 s, or too short).
-SLEEPER = (
-    "i=0; while [ ! -e /harness/release ] && [ $i -lt 1200 ]; do sleep 0.1; i=$((i+1)); done\n"
-    'printf \'{"state": "done", "summary": "slept"}\' > "$HARNESS_STATUS_FILE"\n'
-)
+# The agent runs until the test has inspected its container (a fixed sleep was 20 s, or too short).
+SLEEPER = f'{HOLD}\nprintf \'{{"state": "done", "summary": "slept"}}\' > "$HARNESS_STATUS_FILE"\n'
 
 
 def _docker(*args: str) -> str:
@@ -115,8 +111,7 @@ def test_agent_container_posture_in_docker_inspect(repo: GitRepo, runtime: str, 
         assert {m["Destination"]: m["RW"] for m in mounts}["/harness"] is False, mounts
 
         # Inspected: the agent may end. The run then ends by itself and leaves no container of the session behind.
-        run_dir = Path(json.loads((repo.journal(session) / "run-summary.json").read_text())["runDir"])
-        (run_dir / "prompt" / "release").write_text("")
+        release(repo, session)
         try:
             code = proc.wait(timeout=90)
         except subprocess.TimeoutExpired:
