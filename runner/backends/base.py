@@ -1,8 +1,38 @@
-"""The backend interface: container lifecycle, independent of the engine.
+"""The engine interface: what the harness asks of a container engine, split by capability.
 
-A backend only translates: a `ContainerSpec` (with its security posture as data) into what its
-engine runs, and the engine's answers back. The policy of a run (deadline, cancel, disk watch,
-stop grace) lives once above every backend, in `runner.backends.watchdog`.
+Every engine is a `Backend`: it has the two capabilities the loop cannot do without,
+
+- `Lifecycle`: reach the engine, start a container from a `ContainerSpec`, wait for it, measure its disk,
+  stop it, say how it ended and remove it;
+- `Inventory`: find the containers that carry some labels (the harness's own, after a crash) and reap them;
+
+and may have more, which the code above asks for with `isinstance`:
+
+- `ImageStore`: images are built and kept by this engine, on this machine (Docker; a cluster pulls its own);
+- `Exec`: a command can be run in a running container (the resident helper's checkpoints: runner.loop.resident);
+- `Stats`: a running container's CPU, memory and pids can be sampled (the hud).
+
+An engine only translates: a `ContainerSpec` (its security posture as data) into what its engine runs, and
+the engine's answers back. The policy of a run (deadline, cancel, disk watch, stop grace) lives once above
+every engine, in `runner.backends.watchdog`.
+
+The contract every engine keeps (tests/backends/test_contract.py proves it against each one):
+
+1. `start` returns once the command runs, or once the engine has said that it cannot run it (then `finish`
+   reports `Exit.failure`); a container that could not be started is removed again.
+2. The command's output (stdout and stderr, in the order written) reaches the `OutputSink` given to `start`,
+   all of it by the time `finish` returns. A full sink drops output; it never blocks the container.
+3. A read-only mount shows the contents of its host directory as they were at `start`. A writable mount's
+   host directory holds what the container left in it once `finish()` has returned — not necessarily
+   before: an engine whose mounts are copies (Kubernetes) brings them back in `finish`. So the host reads a
+   writable mount only after `finish()` (the agent's report, the checkpoint's bundle).
+4. `wait(timeout)` returns within about `timeout`; `stop(grace)` sends SIGTERM and SIGKILL after `grace`;
+   `finish` reports the exit code (137 after a SIGKILL) and an OOM kill; `remove` takes the container and
+   whatever the engine made for it. Stopping or removing a container that is gone is not an error.
+5. A container carries the spec's labels from `start` until `remove`: `Inventory.list_containers` finds it.
+6. Faults are the harness's own exceptions, translated at this boundary: `DockerUnavailableError` when the
+   engine does not answer, `ImageMissingError` for an image it does not have, `TransientBackendError` for
+   what is worth retrying (runner.backends.retry), `BackendError` for the rest.
 """
 
 from __future__ import annotations
@@ -12,6 +42,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Literal
 
 from runner.base.errors import BackendError
 from runner.base.output import OutputSink
@@ -61,13 +92,26 @@ class Posture:
     read_only_root: bool = True
     drop_capabilities: tuple[str, ...] = ("ALL",)
     no_new_privileges: bool = True
-    seccomp: str = "runtime-default"  # the engine's default profile, never unconfined
+    seccomp: Literal["runtime-default"] = "runtime-default"  # the engine's default profile, never unconfined
     init: bool = True  # a reaper as pid 1: an agent's zombies do not fill --pids
     private_ipc: bool = True
 
     @property
     def user(self) -> str:
         return f"{self.uid}:{self.gid}"
+
+
+@dataclass(frozen=True)
+class Tmpfs:
+    """Scratch space in memory at `target`, capped at `size_bytes`, writable, never with setuid programs or
+    device files. `exec`: programs must be able to run from it (an engine may allow that without it: Docker
+    does not, Kubernetes does). `owner` (uid, gid) and `mode` of its top directory (None: the engine's own)."""
+
+    target: str
+    size_bytes: int
+    exec: bool = False
+    owner: tuple[int, int] | None = None
+    mode: int | None = None
 
 
 @dataclass(frozen=True)
@@ -84,11 +128,12 @@ class ContainerSpec:
     env: dict[str, str] = field(default_factory=dict)
     mounts: tuple[Mount, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
-    tmpfs: dict[str, str] = field(default_factory=dict)
-    network: str = "none"
+    tmpfs: tuple[Tmpfs, ...] = ()
+    # A harness container has no network: what it reaches of the host comes as `services`, on its own loopback.
+    network: Literal["none"] = "none"
     services: tuple[Service, ...] = ()
-    runtime: str | None = None
-    log_max_size: str = "10m"
+    runtime: str | None = None  # the engine's name of a runtime (`runsc`: gVisor); None: its default
+    log_max_bytes: int = 10 * 1024**2  # what the engine itself keeps of the output (the sink has all of it)
     disk_watch: DiskWatch | None = None
     # The run's deadline, set by the watchdog: a backend whose engine can enforce one as a backstop
     # (Kubernetes' activeDeadlineSeconds) uses it; the watchdog stops the container first.
@@ -146,40 +191,15 @@ class EngineInfo:
     runtimes: tuple[str, ...]
 
 
-class Backend(ABC):
-    """Create, run, stop and reap containers. Engine errors are translated into HarnessErrors."""
+class Lifecycle(ABC):
+    """Start, wait for, measure, stop, report and remove containers: what every engine does (the watchdog
+    drives these; the contract is the module's docstring)."""
 
-    name: str
-    local_images: bool = True  # images are built and kept by this engine (not pulled by a cluster)
-    # `exec` works: a helper can stay for a whole run and take each checkpoint as an exec (runner.loop.resident).
-    # False where the copy is not a mount but travels with each container (Kubernetes).
-    resident: bool = False
+    name: str  # the engine's name in messages and the journal: `docker`, `kubernetes`
 
     @abstractmethod
     def check(self) -> EngineInfo:
         """Reach the engine. Raises DockerUnavailableError when it does not answer."""
-
-    @abstractmethod
-    def image_exists(self, image: str) -> bool:
-        """True when `image` is present locally. Raises BackendError on engine faults."""
-
-    @abstractmethod
-    def image_label(self, image: str, label: str) -> str | None:
-        """A label of a local image, None when the image or the label is absent."""
-
-    @abstractmethod
-    def image_id(self, image: str) -> str | None:
-        """The engine's id of a local image (its content, e.g. `sha256:...`), None when it is absent
-        or the engine cannot tell (a cluster pulls its images). Raises BackendError on engine faults."""
-
-    @abstractmethod
-    def build_image(
-        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
-        buildargs: dict[str, str] | None = None, target: str | None = None,
-    ) -> None:  # fmt: skip
-        """Build `tag` from the directory `context`, nothing pulled: with `dockerfile` (a path inside
-        `context`, or an absolute one outside it; default `Dockerfile`), build arguments and the stage
-        `target`. Raises ImageMissingError when the build fails, with the build's last output line."""
 
     @abstractmethod
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
@@ -198,34 +218,31 @@ class Backend(ABC):
     def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
         """Bytes under `path` inside the running container; None when it cannot tell."""
 
-    def exec(
-        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
-        timeout: float,
-    ) -> int | None:  # fmt: skip
-        """Run `command` in the running container, its output (stdout and stderr as written) into `output`;
-        its exit code, or None when it did not end within `timeout` (the caller removes the container)."""
-        raise BackendError(f"the {self.name} backend cannot run a command in a running container")
-
-    @abstractmethod
-    def finish(self, container_id: str) -> Exit:
-        """After the container ended (or was stopped): how it ended, with its output fully drained."""
-
-    @abstractmethod
-    def remove(self, container_id: str) -> None:
-        """Remove a container and whatever the engine made for it. Missing is not an error."""
-
     @abstractmethod
     def stop(self, container_id: str, *, grace: float) -> None:
         """Stop a running container (SIGTERM, then SIGKILL after `grace`). Missing is not an error."""
 
     @abstractmethod
+    def finish(self, container_id: str) -> Exit:
+        """After the container ended (or was stopped): how it ended, with its output fully drained and its
+        writable mounts' host directories holding what it left there."""
+
+    @abstractmethod
+    def remove(self, container_id: str) -> None:
+        """Remove a container and whatever the engine made for it. Missing is not an error."""
+
+
+class Inventory(ABC):
+    """Find the harness's containers by label, running or not (`gc`, `resume`, `discard`, the hud)."""
+
+    @abstractmethod
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         """The containers (running or not) carrying all `labels`: id -> all their labels."""
 
-    @abstractmethod
-    def stats(self, container_id: str) -> ContainerStats | None:
-        """One sample of a container's CPU, memory and pids against its limits, without streaming;
-        None when the container is gone or not running. Raises BackendError for engine faults."""
+
+class Backend(Lifecycle, Inventory, ABC):
+    """An engine: lifecycle and inventory, and whichever of `ImageStore`, `Exec` and `Stats` it also is.
+    Engine errors are translated into HarnessErrors."""
 
     def reap(self, labels: dict[str, str]) -> list[str]:
         """Force-remove every container carrying all `labels`; return their ids."""
@@ -236,6 +253,57 @@ class Backend(ABC):
                 removed.append(container_id)
         return removed
 
+
+class ImageStore(ABC):
+    """Images built and kept by the engine on this machine (Docker). An engine without it runs images that
+    something else holds (a cluster pulls them): the harness builds and derives nothing for it."""
+
+    @abstractmethod
+    def image_exists(self, image: str) -> bool:
+        """True when `image` is present locally. Raises BackendError on engine faults."""
+
+    @abstractmethod
+    def image_label(self, image: str, label: str) -> str | None:
+        """A label of a local image, None when the image or the label is absent."""
+
+    @abstractmethod
+    def image_id(self, image: str) -> str | None:
+        """The engine's id of a local image (its content, e.g. `sha256:...`), None when it is absent.
+        Raises BackendError on engine faults."""
+
+    @abstractmethod
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
+        """Build `tag` from the directory `context`, nothing pulled: with `dockerfile` (a path inside
+        `context`, or an absolute one outside it; default `Dockerfile`), build arguments and the stage
+        `target`. Raises ImageMissingError when the build fails, with the build's last output line."""
+
     @abstractmethod
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         """Remove dangling (untagged, superseded) images carrying all `labels`; return their ids."""
+
+
+class Exec(ABC):
+    """A command run in a running container: a helper can stay for a whole run and take each checkpoint as an
+    exec (runner.loop.resident). An engine whose mounts are copies that travel with each container
+    (Kubernetes) has no use for it."""
+
+    @abstractmethod
+    def exec(
+        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
+        timeout: float,
+    ) -> int | None:  # fmt: skip
+        """Run `command` in the running container, its output (stdout and stderr as written) into `output`;
+        its exit code, or None when it did not end within `timeout` (the caller removes the container).
+        Raises BackendError when the container is gone or the engine refuses."""
+
+
+class Stats(ABC):
+    """Samples of a running container's resource use (the hud)."""
+
+    @abstractmethod
+    def stats(self, container_id: str) -> ContainerStats | None:
+        """One sample of a container's CPU, memory and pids against its limits, without streaming;
+        None when the container is gone or not running. Raises BackendError for engine faults."""

@@ -23,7 +23,18 @@ import requests.exceptions
 from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 
-from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit, Mount
+from runner.backends.base import (
+    Backend,
+    ContainerSpec,
+    ContainerStats,
+    EngineInfo,
+    Exec,
+    Exit,
+    ImageStore,
+    Mount,
+    Stats,
+    Tmpfs,
+)
 from runner.backends.retry import retry_transient
 from runner.base.errors import (
     BackendError,
@@ -154,6 +165,28 @@ def _mounts(spec: ContainerSpec) -> list[Mount]:
     return [*spec.mounts, *(Mount(source=d, target=NET_DIR, read_only=True) for d in dirs)]
 
 
+def _size(n: int) -> str:
+    """A size as the engine's options write it: `512m`, `1g`."""
+    for suffix, unit in (("g", 1024**3), ("m", 1024**2), ("k", 1024)):
+        if n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
+def _tmpfs(tmpfs: Tmpfs) -> str:
+    """A tmpfs's mount options (the engine makes one noexec unless told `exec`)."""
+    options = ["rw", *(["exec"] if tmpfs.exec else []), "nosuid", "nodev", f"size={_size(tmpfs.size_bytes)}"]
+    if tmpfs.owner is not None:
+        options += [f"uid={tmpfs.owner[0]}", f"gid={tmpfs.owner[1]}"]
+    if tmpfs.mode is not None:
+        options.append(f"mode={tmpfs.mode:04o}")
+    return ",".join(options)
+
+
+def _log_config(spec: ContainerSpec) -> dict[str, Any]:
+    return {"type": "json-file", "config": {"max-size": _size(spec.log_max_bytes), "max-file": "1"}}
+
+
 def _command(spec: ContainerSpec) -> list[str]:
     """The command behind `harness-relay`, which gives it a loopback port for each service's socket."""
     if not spec.services:
@@ -168,9 +201,8 @@ class _Running:
     drain: threading.Thread
 
 
-class DockerBackend(Backend):
+class DockerBackend(Backend, ImageStore, Exec, Stats):
     name = "docker"
-    resident = True
 
     def __init__(self) -> None:
         self._client: Any = None
@@ -270,7 +302,7 @@ class DockerBackend(Backend):
             {"type": "bind", "source": str(m.source), "target": m.target, "readOnly": m.read_only}
             for m in _mounts(spec)
         ]
-        kwargs["log_config"] = {"type": "json-file", "config": {"max-size": spec.log_max_size, "max-file": "1"}}
+        kwargs["log_config"] = _log_config(spec)
         return kwargs
 
     @staticmethod
@@ -283,7 +315,7 @@ class DockerBackend(Backend):
             "working_dir": spec.workdir,
             "environment": spec.env,
             "labels": spec.labels,
-            "tmpfs": spec.tmpfs,
+            "tmpfs": {tmpfs.target: _tmpfs(tmpfs) for tmpfs in spec.tmpfs},
             "network_mode": spec.network,
             "nano_cpus": int(max(spec.cpus, spec.cpu_burst or 0) * 1e9),
             "mem_limit": spec.memory_bytes,
@@ -300,8 +332,6 @@ class DockerBackend(Backend):
             "tty": False,
             "detach": True,
         }
-        if posture.seccomp != "runtime-default":
-            raise BackendError(f"the Docker backend applies only the default seccomp profile, not {posture.seccomp!r}")
         if spec.runtime and spec.runtime != "runc":
             kwargs["runtime"] = spec.runtime
         return kwargs
@@ -312,7 +342,7 @@ class DockerBackend(Backend):
             DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
             for m in _mounts(spec)
         ]
-        kwargs["log_config"] = LogConfig(type="json-file", config={"max-size": spec.log_max_size, "max-file": "1"})
+        kwargs["log_config"] = LogConfig(**_log_config(spec))
         container = _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
         try:
             # Attached before the start, the stream has every byte in the order it was written,

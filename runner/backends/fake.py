@@ -20,7 +20,10 @@ from runner.backends.base import (
     ContainerSpec,
     ContainerStats,
     EngineInfo,
+    Exec,
     Exit,
+    ImageStore,
+    Stats,
 )
 from runner.base.errors import BackendError, ImageMissingError
 from runner.base.layout import MERGE_OUTPUT
@@ -68,50 +71,21 @@ def mount_source(spec: ContainerSpec, target: str) -> Path:
 
 
 @dataclass
-class FakeBackend(Backend):
+class FakeCluster(Backend):
+    """An engine with lifecycle and inventory only, as a cluster is: something else holds its images (`images`:
+    what it can run), it has no exec and no samples."""
+
     behaviour: Behaviour | None = None
     images: set[str] = field(default_factory=lambda: {"harness-base:latest", "debian:bookworm-slim"})
     runs: list[ContainerSpec] = field(default_factory=list)
     existing: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels, for list/reap
     check_exit: int = 0  # what a --check container exits with
-    samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
-    execs: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # id, command, env
-    exec_exit: Callable[[list[str]], int | None] = lambda command: 0  # what an exec exits with (None: hangs)
-    image_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # tag -> labels (set by builds)
-    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> id (a new one per build)
-    builds: list[FakeBuild] = field(default_factory=list)  # every build_image call, in order
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _containers: dict[str, _Container] = field(default_factory=dict)
     name = "fake"
-    resident = True
 
     def check(self) -> EngineInfo:
         return EngineInfo(name="fake", version="0", runtimes=("runc",))
-
-    def image_exists(self, image: str) -> bool:
-        return image in self.images
-
-    def image_label(self, image: str, label: str) -> str | None:
-        return self.image_labels.get(image, {}).get(label) if image in self.images else None
-
-    def image_id(self, image: str) -> str | None:
-        if image not in self.images:
-            return None
-        return self.image_ids.setdefault(image, f"sha256:{next(self._ids):064x}")
-
-    def build_image(
-        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
-        buildargs: dict[str, str] | None = None, target: str | None = None,
-    ) -> None:  # fmt: skip
-        given = Path(dockerfile or "Dockerfile")
-        path = given if given.is_absolute() else context / given
-        if not path.is_file():
-            raise ImageMissingError(f"no Dockerfile in {context}")
-        self.builds.append(FakeBuild(tag=tag, dockerfile=path.read_text(), labels=dict(labels),
-                                     buildargs=dict(buildargs or {}), target=target))  # fmt: skip
-        self.images.add(tag)
-        self.image_labels[tag] = dict(labels)
-        self.image_ids[tag] = f"sha256:{next(self._ids):064x}"  # a build makes a new image
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         return {"image": spec.image, "command": spec.command, "user": spec.user}
@@ -141,17 +115,6 @@ class FakeBackend(Backend):
 
     def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
         return self._containers[container_id].run.disk_bytes
-
-    def exec(
-        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
-        timeout: float,
-    ) -> int | None:  # fmt: skip
-        if container_id not in self._containers:
-            raise BackendError(f"no such container: {container_id}")
-        self.execs.append((container_id, command, env))
-        if "HARNESS_LAST" in env:  # a checkpoint: nothing new, as a helper container answers
-            output.write(f"harness-export none {env['HARNESS_LAST']}\n".encode())
-        return self.exec_exit(command)
 
     def finish(self, container_id: str) -> Exit:
         box = self._containers[container_id]
@@ -190,8 +153,56 @@ class FakeBackend(Backend):
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         return {cid: dict(have) for cid, have in self.existing.items() if labels.items() <= have.items()}
 
-    def stats(self, container_id: str) -> ContainerStats | None:
-        return self.samples.get(container_id) if container_id in self.existing else None
+
+@dataclass
+class FakeBackend(FakeCluster, ImageStore, Exec, Stats):
+    """Every capability, as the local engine has them: images built here, exec, samples."""
+
+    samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
+    execs: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # id, command, env
+    exec_exit: Callable[[list[str]], int | None] = lambda command: 0  # what an exec exits with (None: hangs)
+    image_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # tag -> labels (set by builds)
+    image_ids: dict[str, str] = field(default_factory=dict)  # tag -> id (a new one per build)
+    builds: list[FakeBuild] = field(default_factory=list)  # every build_image call, in order
+
+    def image_exists(self, image: str) -> bool:
+        return image in self.images
+
+    def image_label(self, image: str, label: str) -> str | None:
+        return self.image_labels.get(image, {}).get(label) if image in self.images else None
+
+    def image_id(self, image: str) -> str | None:
+        if image not in self.images:
+            return None
+        return self.image_ids.setdefault(image, f"sha256:{next(self._ids):064x}")
+
+    def build_image(
+        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
+        buildargs: dict[str, str] | None = None, target: str | None = None,
+    ) -> None:  # fmt: skip
+        given = Path(dockerfile or "Dockerfile")
+        path = given if given.is_absolute() else context / given
+        if not path.is_file():
+            raise ImageMissingError(f"no Dockerfile in {context}")
+        self.builds.append(FakeBuild(tag=tag, dockerfile=path.read_text(), labels=dict(labels),
+                                     buildargs=dict(buildargs or {}), target=target))  # fmt: skip
+        self.images.add(tag)
+        self.image_labels[tag] = dict(labels)
+        self.image_ids[tag] = f"sha256:{next(self._ids):064x}"  # a build makes a new image
 
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         return []
+
+    def exec(
+        self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
+        timeout: float,
+    ) -> int | None:  # fmt: skip
+        if container_id not in self._containers:
+            raise BackendError(f"no such container: {container_id}")
+        self.execs.append((container_id, command, env))
+        if "HARNESS_LAST" in env:  # a checkpoint: nothing new, as a helper container answers
+            output.write(f"harness-export none {env['HARNESS_LAST']}\n".encode())
+        return self.exec_exit(command)
+
+    def stats(self, container_id: str) -> ContainerStats | None:
+        return self.samples.get(container_id) if container_id in self.existing else None

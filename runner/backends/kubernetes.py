@@ -36,7 +36,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream as k8s_stream
 from urllib3.exceptions import HTTPError
 
-from runner.backends.base import Backend, ContainerSpec, ContainerStats, EngineInfo, Exit
+from runner.backends.base import Backend, ContainerSpec, EngineInfo, Exit
 from runner.backends.retry import retry_transient
 from runner.base.errors import BackendError, DockerUnavailableError, ImageMissingError, TransientBackendError
 from runner.base.layout import RELAY
@@ -65,8 +65,6 @@ _WAIT_MAIN = f'until [ -e {CONTROL}/ready ]; do sleep 0.2; done; "$@"; exit $?'
 # but pid 1 from inside (a pid namespace's init ignores signals it does not handle).
 _WAIT_SYNC = f"until [ -e {CONTROL}/done ]; do sleep 0.5; done"
 _STOP = 'kill -s TERM -- -1; i=0; while [ "$i" -lt "$1" ]; do sleep 1; i=$((i+1)); done; kill -s KILL -- -1 || true'
-_SIZE = re.compile(r"(?:^|,)size=(\d+)([kmg]?)", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 
 
 def _translate(exc: Exception, what: str) -> BackendError:
@@ -75,11 +73,6 @@ def _translate(exc: Exception, what: str) -> BackendError:
         message = f"{what}: Kubernetes API error {status}: {exc.reason}"
         return TransientBackendError(message) if status >= 500 or status == 429 else BackendError(message)
     return TransientBackendError(f"{what}: lost the Kubernetes API ({exc.__class__.__name__}: {exc})")
-
-
-def _tmpfs_size(options: str) -> str | None:
-    found = _SIZE.search(options)
-    return str(int(found.group(1)) * _UNITS[found.group(2).lower()]) if found else None
 
 
 def _name(text: str) -> str:
@@ -204,8 +197,11 @@ class _Running:
 
 
 class KubernetesBackend(Backend):
+    """An engine with lifecycle and inventory only: the cluster pulls its images (nothing is built or pruned
+    here), the copy travels with each pod (no exec into a kept helper), and the metrics API is optional in a
+    cluster (the hud shows no sample)."""
+
     name = "kubernetes"
-    local_images = False  # the cluster pulls images; nothing is built or pruned here
     start_grace = START_GRACE
     transfer_allowance = TRANSFER_ALLOWANCE_SECONDS  # in the Job's deadline, besides the run's own
 
@@ -288,29 +284,6 @@ class KubernetesBackend(Backend):
             classes = tuple(sorted(rc.metadata.name for rc in found.items))
         return EngineInfo(name="kubernetes", version=str(version.git_version), runtimes=("runc", *classes))
 
-    # -- images: the cluster's business ---------------------------------------------------------
-
-    def image_exists(self, image: str) -> bool:
-        return True  # a missing image shows when the pod cannot pull it (ImageMissingError then)
-
-    def image_label(self, image: str, label: str) -> str | None:
-        return None
-
-    def image_id(self, image: str) -> str | None:
-        return None  # the cluster's nodes hold images; nothing here can tell
-
-    def build_image(
-        self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
-        buildargs: dict[str, str] | None = None, target: str | None = None,
-    ) -> None:  # fmt: skip
-        raise ImageMissingError(
-            f"the Kubernetes backend does not build images: build {tag} with Docker and push it to the "
-            "cluster's registry (docs/kubernetes.md)"
-        )
-
-    def prune_images(self, labels: dict[str, str]) -> list[str]:
-        return []
-
     # -- what is submitted ----------------------------------------------------------------------
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
@@ -326,13 +299,10 @@ class KubernetesBackend(Backend):
             volumes.append(k8s.V1Volume(name=f"m{i}", empty_dir=k8s.V1EmptyDirVolumeSource()))
             main_mounts.append(k8s.V1VolumeMount(name=f"m{i}", mount_path=mount.target, read_only=mount.read_only))
             sync_mounts.append(k8s.V1VolumeMount(name=f"m{i}", mount_path=f"{SYNC_ROOT}/m{i}"))
-        for i, (path, options) in enumerate(sorted(spec.tmpfs.items())):
-            volumes.append(
-                k8s.V1Volume(
-                    name=f"t{i}", empty_dir=k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=_tmpfs_size(options))
-                )
-            )
-            main_mounts.append(k8s.V1VolumeMount(name=f"t{i}", mount_path=path))
+        for i, tmpfs in enumerate(sorted(spec.tmpfs, key=lambda t: t.target)):
+            memory = k8s.V1EmptyDirVolumeSource(medium="Memory", size_limit=str(tmpfs.size_bytes))
+            volumes.append(k8s.V1Volume(name=f"t{i}", empty_dir=memory))
+            main_mounts.append(k8s.V1VolumeMount(name=f"t{i}", mount_path=tmpfs.target))
         hardened = k8s.V1SecurityContext(
             allow_privilege_escalation=not posture.no_new_privileges,
             read_only_root_filesystem=posture.read_only_root,
@@ -403,8 +373,6 @@ class KubernetesBackend(Backend):
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self, spec: ContainerSpec, output: OutputSink) -> str:
-        if spec.network != "none":
-            raise BackendError(f"the Kubernetes backend runs pods without network only, not {spec.network!r}")
         name = f"harness-{_name(spec.labels.get('io.solo-harness.role', 'c'))}-{uuid.uuid4().hex[:10]}"
         self._create("create a Job", self.batch.create_namespaced_job, self.namespace, self._job(spec, name))
         running = _Running(pod="", spec=spec)
@@ -721,6 +689,3 @@ class KubernetesBackend(Backend):
         selector = ",".join(f"{k}={v}" for k, v in labels.items())
         jobs = self._call("list Jobs", self.batch.list_namespaced_job, self.namespace, label_selector=selector)
         return {str(job.metadata.name): dict(job.metadata.labels or {}) for job in jobs.items}
-
-    def stats(self, container_id: str) -> ContainerStats | None:
-        return None  # the metrics API is optional in a cluster; the hud shows no sample

@@ -1,7 +1,7 @@
 """The policy of one container run, the same for every backend: a deadline, a cancel request and a
 disk watch, checked between waits; a stop that escalates; the container always removed.
 
-Backends only start, wait, measure, stop, report and remove (runner.backends.base).
+Engines only start, wait, measure, stop, report and remove (`Lifecycle`, runner.backends.base).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
-from runner.backends.base import Backend, ContainerResult, ContainerSpec
+from runner.backends.base import ContainerResult, ContainerSpec, Lifecycle
 from runner.base.errors import HarnessError
 from runner.base.output import OutputSink
 
@@ -24,7 +24,7 @@ STOP_SETTLE_SECONDS = 30.0  # after the stop's grace: how long the engine gets t
 
 
 def run_container(
-    backend: Backend,
+    backend: Lifecycle,
     spec: ContainerSpec,
     *,
     timeout: float,
@@ -63,7 +63,7 @@ def run_container(
 
 
 def _watch(
-    backend: Backend, container_id: str, spec: ContainerSpec, deadline: float, cancel: Callable[[], bool] | None
+    backend: Lifecycle, container_id: str, spec: ContainerSpec, deadline: float, cancel: Callable[[], bool] | None
 ) -> str:
     """Wait in slices, checking the watchdogs between them; say why the wait ended."""
     interval = spec.disk_watch.interval if spec.disk_watch else POLL_SECONDS
@@ -81,7 +81,7 @@ def _watch(
             return "disk limit"
 
 
-def _disk_usage_within(backend: Backend, container_id: str, spec: ContainerSpec, seconds: float) -> int:
+def _disk_usage_within(backend: Lifecycle, container_id: str, spec: ContainerSpec, seconds: float) -> int:
     """The disk measure, abandoned (0) when it outlasts `seconds`: inside a sandbox under attack (a fork
     bomb under gVisor) one `du` took 24 s, and the watchdog's deadline must not wait for it."""
     assert spec.disk_watch is not None  # noqa: S101 - only called with a watch

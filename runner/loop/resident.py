@@ -21,7 +21,7 @@ import contextlib
 import logging
 from dataclasses import replace
 
-from runner.backends.base import Backend, ContainerSpec
+from runner.backends.base import Backend, ContainerSpec, Exec
 from runner.base.errors import BackendError, HarnessError
 from runner.base.layout import HOME
 from runner.base.output import CappedBuffer, OutputSink
@@ -73,7 +73,10 @@ class ResidentHelper:
     """A helper container started at its first use and reused while each use ends clean."""
 
     def __init__(self, backend: Backend, spec: ContainerSpec) -> None:
-        self.backend = backend
+        if not isinstance(backend, Exec):
+            raise BackendError(f"the {backend.name} backend cannot run a command in a running container")
+        self.backend: Backend = backend
+        self._exec: Exec = backend
         self.spec = replace(spec, command=["python3", "-c", _INIT], posture=replace(spec.posture, init=False))
         self.container_id: str | None = None
 
@@ -83,7 +86,7 @@ class ResidentHelper:
         fresh = self.container_id is None
         container_id = self.container_id or self._start()
         try:
-            code = self.backend.exec(
+            code = self._exec.exec(
                 container_id, ["sh", "-c", script], user=self.spec.user, env=env, output=output, timeout=timeout
             )
         except BackendError:
@@ -107,7 +110,7 @@ class ResidentHelper:
     def _swept(self, container_id: str) -> bool:
         out = CappedBuffer(4096)
         try:
-            code = self.backend.exec(
+            code = self._exec.exec(
                 container_id, ["sh", "-c", _SWEEP], user=self.spec.user, env={}, output=out, timeout=SWEEP_TIMEOUT
             )
         except HarnessError as exc:

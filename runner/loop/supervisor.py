@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from runner.agents import agent_report
-from runner.backends.base import Backend, ContainerResult, ContainerSpec, Service
+from runner.backends.base import Backend, ContainerResult, ContainerSpec, ImageStore, Service
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import HarnessError, JournalError, WorkspaceError
@@ -217,7 +217,7 @@ class Supervisor:
         assert summary.setup_command is not None  # noqa: S101 - only called with a setup
         path = self.journal.setup_log_path
         cache = ensure_cache(data_home())
-        image_id = self.backend.image_id(summary.image)
+        image_id = self.backend.image_id(summary.image) if isinstance(self.backend, ImageStore) else None
         key = snapshot_key(image_id, summary.setup_command, summary.setup_allow_hosts, digest) if image_id else None
         snapshot = snapshot_path(cache, key) if key else None
         first = runs == 1 and summary.iteration_count == 0  # nothing of the agent's is in the copy yet

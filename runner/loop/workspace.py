@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends.base import Backend, Mount
+from runner.backends.base import Backend, Exec, Mount
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import BackendError, WorkspaceError
@@ -200,7 +200,7 @@ class Workspace:
         """Run `script` in a helper as the agent uid; its output. `resident`: as an exec in the session's
         resident helper (same mounts every time), where the backend can."""
         out = CappedBuffer()
-        resident = resident and self.backend.resident
+        resident = resident and isinstance(self.backend, Exec)
         spec = hardened_spec(
             image=self.image,
             command=["sh", "-c", script],

@@ -15,6 +15,7 @@ from runner.backends.base import (
     Mount,
     Posture,
     Service,
+    Tmpfs,
 )
 from runner.base.layout import AGENT_UID, HOME, WORKSPACE
 from runner.base.paths import home_key
@@ -50,7 +51,7 @@ def hardened_spec(
     env: dict[str, str] | None = None,
     runtime: str | None = None,
     workdir: str = WORKSPACE,
-    tmp_size: str = "512m",
+    tmp_bytes: int = 512 * 1024**2,
     disk_watch: DiskWatch | None = None,
     services: tuple[Service, ...] = (),
     cpu_burst: float | None = None,
@@ -68,11 +69,10 @@ def hardened_spec(
         mounts=mounts,
         labels=labels,
         # Writable scratch space lives in memory and is capped; /tmp allows exec for tools that need it.
-        tmpfs={
-            "/tmp": f"rw,exec,nosuid,nodev,size={tmp_size}",  # Docker makes a tmpfs noexec unless told
-            HOME: f"rw,nosuid,nodev,size={tmp_size},uid={AGENT_UID},gid={AGENT_UID},mode=0700",
-        },
-        network="none",
+        tmpfs=(
+            Tmpfs("/tmp", tmp_bytes, exec=True),
+            Tmpfs(HOME, tmp_bytes, owner=(AGENT_UID, AGENT_UID), mode=0o700),
+        ),
         services=services,
         runtime=runtime,
         disk_watch=disk_watch,

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, LABEL_PREFIX, Backend
+from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, LABEL_PREFIX, Backend, ImageStore
 from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
 from runner.base.layout import AGENT_UID, HOME, OUTBOX_DIR, PROMPT_DIR, RELAY, WORKSPACE
@@ -296,7 +296,7 @@ def derive_state(backend: Backend, base: str, agent: str) -> str:
     """'present' (up to date), 'stale' (the base or the agent's image changed), 'buildable', 'missing' (the
     base is not a local image) or 'remote' (a backend whose images a cluster pulls). Builds nothing."""
     recipe(agent)
-    if not backend.local_images:
+    if not isinstance(backend, ImageStore):
         return "remote"
     base_id = backend.image_id(base)
     if base_id is None:
@@ -320,7 +320,7 @@ def derive(backend: Backend, base: str, agent: str) -> str:
     Raises UsageError for an unknown agent, ImageMissingError when the base is absent, when it cannot
     hold the agent (one line: why), or when the build fails."""
     recipe(agent)
-    if not backend.local_images:
+    if not isinstance(backend, ImageStore):
         raise ImageMissingError(
             f"the {backend.name} backend builds no images: derive {base} + {agent} where Docker runs "
             f"('harness images build {_image_name(agent)} --from {base}') and push it where the cluster pulls from"

@@ -28,7 +28,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.backends.base import LABEL_MANAGED, LABEL_PREFIX, Backend
+from runner.backends.base import LABEL_MANAGED, LABEL_PREFIX, ImageStore
 from runner.base.errors import ImageMissingError, UsageError
 from runner.base.layout import WORKSPACE
 from runner.record.gitops import HostGit
@@ -381,14 +381,14 @@ def _relative(path: str, context: str) -> str | None:
     return path[len(context) + 1 :] if path.startswith(context + "/") else None
 
 
-def build_devcontainer_image(backend: Backend, git: HostGit, commit: str, build: DevcontainerBuild) -> str:
+def build_devcontainer_image(store: ImageStore, git: HostGit, commit: str, build: DevcontainerBuild) -> str:
     """Build the devcontainer's image from the files of `commit` (extracted with git archive into a temp
     directory: never the working tree), with its Dockerfile, args and target; return its tag. An image
     with the same content is reused. Nothing is pulled: its FROM images must be present locally.
 
     Raises UsageError for a context or Dockerfile missing at `commit`, ImageMissingError when the build fails."""
     tag = build_tag(git, commit, build)
-    if backend.image_exists(tag):
+    if store.image_exists(tag):
         log.info("image %s (the devcontainer's build) is up to date", tag)
         return tag
     with tempfile.TemporaryDirectory(prefix="harness-devcontainer-") as tmp:
@@ -408,7 +408,7 @@ def build_devcontainer_image(backend: Backend, git: HostGit, commit: str, build:
         log.info("building the devcontainer's image %s from %s at %s (progress follows)", tag, build.dockerfile,
                  commit[:12])  # fmt: skip
         try:
-            backend.build_image(
+            store.build_image(
                 context=context, tag=tag, labels={LABEL_MANAGED: "1", LABEL_DEVCONTAINER: tag.partition(":")[2]},
                 dockerfile=dockerfile, buildargs=build.args or None, target=build.target,
             )  # fmt: skip

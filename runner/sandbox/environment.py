@@ -22,7 +22,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from runner.backends.base import LABEL_CONTEXT, Backend
+from runner.backends.base import LABEL_CONTEXT, Backend, ImageStore
 from runner.base.errors import ImageMissingError
 from runner.record.gitops import HostGit
 from runner.sandbox import derive, images
@@ -89,7 +89,7 @@ def resolve_environment(
         dc = find_devcontainer(git, base_commit) if use_devcontainer else None
         dc_build = (
             DevcontainerBuildPlan(tag=build_tag(git, base_commit, dc.build), commit=base_commit, build=dc.build)
-            if dc is not None and dc.build is not None and image is None and backend.local_images
+            if dc is not None and dc.build is not None and image is None and isinstance(backend, ImageStore)
             else None
         )
     notes = list(dc.notes) if dc else []
@@ -132,7 +132,7 @@ def _decide(
         named = "--image" if image_source == "flag" else "the configuration's image"
         if dc is not None and (dc.image or dc.build):
             notes.append(f"{dc.path}: its {'image' if dc.image else 'build'} is not used: {named} {image} wins")
-        if not backend.local_images:
+        if not isinstance(backend, ImageStore):
             return _Decision(
                 image, image_source, None, "remote", f"{named} {image}, used as named: the cluster pulls it"
             )
@@ -141,7 +141,7 @@ def _decide(
             return _Decision(image, image_source, None, _state(images.image_state(backend, image)), why)
         return _derived(backend, image, agent, image_source, f"{named} {image} is not a harness image")
     if dc is not None and (dc.image or dc.build):
-        if not backend.local_images:
+        if not isinstance(backend, ImageStore):
             notes.append(f"{dc.path}: not used on the {backend.name} backend: derived images are built where "
                          "Docker runs (docs/kubernetes.md)")  # fmt: skip
         elif dc_build is not None:
@@ -163,10 +163,10 @@ def _state(value: str) -> ImageState:
     return _STATES[value]
 
 
-def _harness_ready(backend: Backend, image: str) -> bool:
+def _harness_ready(store: ImageStore, image: str) -> bool:
     """A harness image, or one built on one (it inherits the context-digest label), or a derived one:
     used as it is. Any other image is derived."""
-    return images.name_for_tag(image) is not None or backend.image_label(image, LABEL_CONTEXT) is not None
+    return images.name_for_tag(image) is not None or store.image_label(image, LABEL_CONTEXT) is not None
 
 
 def _derived(
@@ -186,7 +186,7 @@ def _derived(
     return _Decision(tag, source, base, state, why)
 
 
-def local_engine() -> Backend | None:
+def local_engine() -> ImageStore | None:
     """This machine's Docker engine, for a look at its images; None when there is none that answers."""
     from runner.backends.docker import DockerBackend
 
@@ -200,7 +200,7 @@ def local_engine() -> Backend | None:
 
 def refuse_plain_image(
     backend: Backend,
-    local: Backend | None,
+    local: ImageStore | None,
     image: str,
     agent: str,
     image_source: Literal["flag", "config"] = "flag",
@@ -232,7 +232,8 @@ def prepare_environment(backend: Backend, plan: EnvironmentPlan, *, repo: Path) 
 
     Raises ImageMissingError (with the reason in one line) when an image cannot be had, UsageError when
     the devcontainer's files are not at the plan's commit."""
-    if plan.devcontainer_build is not None:
+    # A devcontainer's build is planned only on an engine with an image store (resolve_environment).
+    if plan.devcontainer_build is not None and isinstance(backend, ImageStore):
         with HostGit(repo) as git:
             build_devcontainer_image(backend, git, plan.devcontainer_build.commit, plan.devcontainer_build.build)
     if plan.base is not None:

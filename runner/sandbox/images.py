@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, Backend
+from runner.backends.base import LABEL_CONTEXT, LABEL_MANAGED, Backend, ImageStore
 from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
 
@@ -103,7 +103,7 @@ def build_command(name: str) -> str:
     return f"harness images build {name}"
 
 
-def build(backend: Backend, name: str) -> str:
+def build(store: ImageStore, name: str) -> str:
     """Build the harness image `name` (from its context plus the host's extra CAs); return its tag.
 
     A missing or stale harness base is built first. The engine streams the build's progress to
@@ -112,27 +112,31 @@ def build(backend: Backend, name: str) -> str:
         raise UsageError(f"no harness image named {name!r} (known: {', '.join(image_names())})")
     parent = harness_base(name)
     if parent is not None:
-        ensure(backend, tag_for(parent))
+        _ensure(store, tag_for(parent))
     tag = tag_for(name)
     with tempfile.TemporaryDirectory(prefix="harness-ctx-") as tmp:
         digest = _prepare_context(name, Path(tmp))
-        backend.build_image(context=Path(tmp), tag=tag, labels={LABEL_MANAGED: "1", LABEL_CONTEXT: digest})
+        store.build_image(context=Path(tmp), tag=tag, labels={LABEL_MANAGED: "1", LABEL_CONTEXT: digest})
     return tag
 
 
 def image_state(backend: Backend, image: str) -> str:
-    """'present', 'stale' (a harness image whose context or base changed), 'buildable' or 'missing'."""
-    if not backend.local_images:
-        return "remote"  # the cluster pulls it; an image it cannot pull ends the iteration with the reason
+    """'present', 'stale' (a harness image whose context or base changed), 'buildable', 'missing', or
+    'remote' on an engine without an image store (the cluster pulls it; an image it cannot pull ends the
+    iteration with the reason)."""
+    return _state(backend, image) if isinstance(backend, ImageStore) else "remote"
+
+
+def _state(store: ImageStore, image: str) -> str:
     name = name_for_tag(image)
     if name is None:
-        return "present" if backend.image_exists(image) else "missing"
-    label = backend.image_label(image, LABEL_CONTEXT)
+        return "present" if store.image_exists(image) else "missing"
+    label = store.image_label(image, LABEL_CONTEXT)
     if label is None:
         parent = harness_base(name)
         if parent is not None:  # buildable when its base is (building the base first)
-            return "missing" if image_state(backend, tag_for(parent)) == "missing" else "buildable"
-        return "buildable" if backend.image_exists(base_image(name)) else "missing"
+            return "missing" if _state(store, tag_for(parent)) == "missing" else "buildable"
+        return "buildable" if store.image_exists(base_image(name)) else "missing"
     return "present" if label == context_digest(name) else "stale"
 
 
@@ -143,8 +147,14 @@ def _root_base(name: str) -> str:
 
 
 def ensure(backend: Backend, image: str) -> None:
-    """Make sure `image` can be run, building a missing or stale harness image (and its base)."""
-    state = image_state(backend, image)
+    """Make sure `image` can be run, building a missing or stale harness image (and its base). Nothing to do
+    on an engine without an image store: the cluster pulls the image."""
+    if isinstance(backend, ImageStore):
+        _ensure(backend, image)
+
+
+def _ensure(store: ImageStore, image: str) -> None:
+    state = _state(store, image)
     name = name_for_tag(image)
     if state == "missing":
         hint = (
@@ -160,7 +170,7 @@ def ensure(backend: Backend, image: str) -> None:
             image, "missing" if state == "buildable" else "out of date", build_command(name),
         )  # fmt: skip
         try:
-            build(backend, name)
+            build(store, name)
         except ImageMissingError as exc:
             hint = "" if "(retry with" in exc.message else f" (retry with '{build_command(name)}')"
             raise ImageMissingError(exc.message + hint) from None

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from runner.backends import backend_for
-from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend
+from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend, ImageStore
 from runner.base.errors import HarnessError, NotARepositoryError
 from runner.base.paths import data_home, home_key, repo_key
 from runner.loop.workspace import RunDir, Workspace
@@ -108,7 +108,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
             if None in owner_key or owner_key in live:
                 continue
             containers += engine.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
-    images = backend.prune_images({LABEL_MANAGED: "1"})
+    images = backend.prune_images({LABEL_MANAGED: "1"}) if isinstance(backend, ImageStore) else []
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
                     expired_refs=expired)  # fmt: skip

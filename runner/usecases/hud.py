@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from runner.backends.base import Backend, ContainerStats
+from runner.backends.base import Backend, ContainerStats, Stats
 from runner.base.errors import HarnessError
 from runner.base.names import validate_session
 from runner.base.output import neutralise
@@ -125,7 +125,10 @@ def _use(sample: ContainerStats, previous: ContainerUse | None) -> ContainerUse:
 
 
 def _agent_sample(backend: Backend, top: Path, session: str) -> ContainerStats | None:
-    """The session's running agent container, found by its labels, sampled once."""
+    """The session's running agent container, found by its labels, sampled once (None: no sample, or an
+    engine that takes none)."""
+    if not isinstance(backend, Stats):
+        return None
     for container_id in sorted(backend.list_containers(session_labels(session, repo_key(top), "agent"))):
         sample = backend.stats(container_id)
         if sample is not None:

@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic.alias_generators import to_camel
 
 from runner.agents import AgentOptions, resolve_agent
-from runner.backends.base import Backend
+from runner.backends.base import Backend, ImageStore
 from runner.base.errors import RuntimeUnavailableError, SessionExistsError, UsageError
 from runner.base.layout import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
 from runner.base.limits import parse_duration
@@ -256,7 +256,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     environment = None
     state: str
     image_source: Literal["flag", "config"] = "flag" if request.sources.get("image", "cli") == "cli" else "config"
-    if backend.local_images:
+    if isinstance(backend, ImageStore):
         # --image (or the configuration), else the repository's devcontainer.json, else the agent's own image;
         # a plain image becomes IMAGE + agent, derived by the harness (runner/sandbox/environment.py).
         environment = resolve_environment(
@@ -266,6 +266,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         image, state = environment.image, environment.state
         for note in environment.notes:
             log.warning("%s", note)
+        if state == "missing" and environment.base is not None and not backend.image_exists(environment.base):
+            raise derive.missing_base(environment.base)  # the reason, naming the image the user gave
     else:
         state = images.image_state(backend, image)  # the cluster pulls it, as named
         if request.image is not None:
@@ -273,9 +275,6 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
             # an ordinary image this machine holds is refused, naming `harness images build ... --from`.
             refuse_plain_image(backend, local_engine(), request.image, name, image_source)
     if state == "missing":
-        # The reason, naming the image the user gave (not a derived tag).
-        if environment is not None and environment.base is not None and not backend.image_exists(environment.base):
-            raise derive.missing_base(environment.base)
         images.ensure(backend, image)
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch, Service
-from runner.backends.fake import FakeBackend, FakeRun
+from runner.backends.base import LABEL_ROLE, Backend, ContainerSpec, DiskWatch, Mount, Service
+from runner.backends.fake import FakeBackend, FakeRun, mount_source
 from runner.backends.watchdog import run_container
 from runner.base.errors import ImageMissingError
 from runner.base.output import CappedBuffer
@@ -41,6 +41,8 @@ class Subject:
     fill: Callable[[str, int], list[str]]  # writes N MiB under a path, then sleeps
     leave_container: Callable[[dict[str, str]], None]
     posture_applied: Callable[[dict[str, Any]], bool]  # the submission carries design §4's hardening
+    # copies GIVEN/in.txt to KEPT/copy.txt, writes KEPT/sub/new.txt, removes KEPT/old.txt
+    use_mounts: Callable[[str, str], list[str]]
 
 
 def _docker_leave(extra: dict[str, str]) -> None:
@@ -74,6 +76,13 @@ def _fake_subject() -> Subject:
             return FakeRun(output=b"x" * int(cmd[1]) * MIB)
         if cmd[0] == "fake:fill":
             return FakeRun(hang=True, disk_bytes=int(cmd[2]) * MIB)
+        if cmd[0] == "fake:mounts":
+            given, kept = mount_source(spec, cmd[1]), mount_source(spec, cmd[2])
+            (kept / "copy.txt").write_bytes((given / "in.txt").read_bytes())
+            (kept / "sub").mkdir()
+            (kept / "sub" / "new.txt").write_text("made inside\n")
+            (kept / "old.txt").unlink()
+            return FakeRun()
         raise AssertionError(cmd)
 
     fake.behaviour = behaviour
@@ -86,6 +95,7 @@ def _fake_subject() -> Subject:
         lambda path, mib: ["fake:fill", path, str(mib)],
         lambda extra: fake.existing.__setitem__(f"left{len(fake.existing)}", dict(extra)),
         lambda submitted: submitted["user"] == "10001:10001",
+        lambda given, kept: ["fake:mounts", given, kept],
     )
 
 
@@ -102,6 +112,12 @@ def _shell(subject_backend: Backend, leave: Callable[[dict[str, str]], None], po
         lambda path, mib: ["sh", "-c", f"head -c {mib}m /dev/zero > {path}/fill; sleep 300"],
         leave,
         posture,
+        lambda given, kept: [
+            "sh",
+            "-c",
+            f"cp {given}/in.txt {kept}/copy.txt && mkdir {kept}/sub && "
+            f"echo 'made inside' > {kept}/sub/new.txt && rm {kept}/old.txt",
+        ],
     )
 
 
@@ -169,12 +185,14 @@ def subject(request: pytest.FixtureRequest) -> Iterator[Subject]:
         yield _k8s_subject(request.getfixturevalue("k8s_config"))
 
 
-def spec(command: list[str], image: str = "harness-base:latest", **kwargs: object) -> ContainerSpec:
+def spec(
+    command: list[str], image: str = "harness-base:latest", mounts: tuple[Mount, ...] = (), **kwargs: object
+) -> ContainerSpec:
     return hardened_spec(
         image=image,
         command=command,
         limits=Limits(memory_bytes=64 * MIB),
-        mounts=(),
+        mounts=mounts,
         labels=labels("contract", "k", "agent"),
         workdir="/tmp",
         **kwargs,  # type: ignore[arg-type]
@@ -225,6 +243,29 @@ def test_the_disk_watch_stops_a_container_that_fills_its_path(subject: Subject) 
     watched = spec(subject.fill("/tmp", 40), disk_watch=DiskWatch("/tmp", 8 * MIB, interval=0.5))
     result = run_container(subject.backend, watched, timeout=240, output=CappedBuffer(), stop_grace=2)
     assert result.disk_exceeded and not result.timed_out
+
+
+def test_writable_mounts_are_on_the_host_after_finish(subject: Subject, tmp_path: Path) -> None:
+    """The contract's third item (runner.backends.base): a read-only mount shows the host's files; once the
+    run is over (`finish()` returned), a writable mount's host directory holds what the container left in it:
+    new files and directories, and not the ones it removed. The harness reads the agent's report and the
+    checkpoint's bundle there."""
+    given, kept = tmp_path / "given", tmp_path / "kept"
+    given.mkdir(mode=0o755)
+    kept.mkdir()
+    kept.chmod(0o777)  # the agent's uid writes here
+    (given / "in.txt").write_text("from the host\n")
+    (kept / "old.txt").write_text("to be removed\n")
+    mounts = (Mount(given, "/given", read_only=True), Mount(kept, "/kept", read_only=False))
+    out = CappedBuffer()
+    result = run_container(
+        subject.backend, spec(subject.use_mounts("/given", "/kept"), mounts=mounts), timeout=120, output=out
+    )
+    assert result.exit_code == 0, out.text()
+    assert (kept / "copy.txt").read_text() == "from the host\n"
+    assert (kept / "sub" / "new.txt").read_text() == "made inside\n"
+    assert sorted(p.name for p in kept.iterdir()) == ["copy.txt", "sub"]
+    assert sorted(p.name for p in given.iterdir()) == ["in.txt"]
 
 
 def test_the_posture_is_in_what_the_backend_submits(subject: Subject) -> None:

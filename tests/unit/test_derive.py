@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from runner.agents import ADAPTERS
-from runner.backends.fake import FakeBackend
+from runner.backends.fake import FakeBackend, FakeCluster
 from runner.base import trust
 from runner.base.errors import ImageMissingError, UsageError
 from runner.sandbox import derive, images
@@ -153,12 +153,9 @@ def test_a_missing_base_is_one_line_and_nothing_is_pulled(backend: FakeBackend) 
 
 
 def test_a_backend_whose_cluster_pulls_images_derives_nothing() -> None:
-    class Remote(FakeBackend):
-        local_images = False
-
-    assert derive_state(Remote(), BASE, "codex") == "remote"
+    assert derive_state(FakeCluster(), BASE, "codex") == "remote"
     with pytest.raises(ImageMissingError, match=r"builds no images: .*harness images build codex --from"):
-        derive.derive(Remote(), BASE, "codex")
+        derive.derive(FakeCluster(), BASE, "codex")
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends.fake import FakeBackend
+from runner.backends.fake import FakeBackend, FakeCluster
 from runner.sandbox.derive import derived_tag
 from runner.sandbox.environment import prepare_environment, resolve_environment
 from tests.helpers import GitRepo
@@ -151,14 +151,11 @@ def test_a_malformed_devcontainer_stops_the_decision(repo: GitRepo, backend: Fak
 
 
 def test_on_a_backend_whose_cluster_pulls_images_nothing_is_derived(repo: GitRepo, tmp_path: Path) -> None:
-    class Remote(FakeBackend):
-        local_images = False
-
     commit = _commit(repo, {DC: '{"image": "node:22", "postCreateCommand": "npm ci"}'})
-    plan = resolve_environment(Remote(), repo=repo.path, base_commit=commit, agent="codex",
+    plan = resolve_environment(FakeCluster(), repo=repo.path, base_commit=commit, agent="codex",
                                default_image="harness-codex:latest")  # fmt: skip
     assert (plan.image, plan.source, plan.state) == ("harness-codex:latest", "default", "remote")
     assert any("not used on the fake backend" in n for n in plan.notes)
-    plan = resolve_environment(Remote(), repo=repo.path, base_commit=commit, agent="codex",
+    plan = resolve_environment(FakeCluster(), repo=repo.path, base_commit=commit, agent="codex",
                                default_image="harness-codex:latest", image="registry.example/x:1")  # fmt: skip
     assert (plan.image, plan.base, plan.state) == ("registry.example/x:1", None, "remote")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends.fake import FakeBackend
+from runner.backends.fake import FakeBackend, FakeCluster
 from runner.base.errors import BackendError
 from runner.base.output import CappedBuffer
 from runner.loop.resident import ResidentHelper
@@ -74,8 +74,7 @@ def test_a_kept_container_that_broke_is_replaced_once_and_a_fresh_one_that_fails
 
 
 def test_a_backend_that_cannot_exec_gets_a_helper_container_per_checkpoint_with_its_inputs(tmp_path: Path) -> None:
-    backend = FakeBackend()
-    backend.resident = False  # as Kubernetes
+    backend = FakeCluster()  # no exec, as Kubernetes
     run_dir = RunDir(tmp_path / "run")
     workspace = Workspace(backend=backend, run_dir=run_dir, image="harness-base:latest", limits=Limits(),
                           session="s", repo_key="k")  # fmt: skip
@@ -84,4 +83,3 @@ def test_a_backend_that_cannot_exec_gets_a_helper_container_per_checkpoint_with_
         harvest = workspace.checkpoint_and_harvest(git=None, iteration=n, base="0" * 40, last=last, dest_ref="r")  # type: ignore[arg-type]
         assert harvest.head == last  # the helper answered "nothing new" from the inputs it was given
     assert [spec.env["HARNESS_ITERATION"] for spec in backend.runs] == ["1", "2"]
-    assert backend.execs == []
