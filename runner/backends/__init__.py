@@ -24,7 +24,7 @@ def default_backend() -> DockerBackend:
 def backend_for(config: BackendConfig) -> Backend:
     """The backend a session was created with (each engine's client is imported only when used)."""
     if config.type == "kubernetes":
-        from runner.backends.kubernetes import KubernetesBackend
+        from runner.backends.kubernetes.engine import KubernetesBackend
 
         return KubernetesBackend(config)
     from runner.backends.docker import DockerBackend

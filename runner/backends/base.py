@@ -18,8 +18,12 @@ every engine, in `runner.backends.watchdog`.
 
 The contract every engine keeps (tests/backends/test_contract.py proves it against each one):
 
-1. `start` returns once the command runs, or once the engine has said that it cannot run it (then `finish`
-   reports `Exit.failure`); a container that could not be started is removed again.
+1. `start` returns the container's id once the engine has taken the container. An engine whose start takes
+   long (a pod waiting for a node, an image pull, the mounts' transfer: Kubernetes) goes on starting it after
+   `start` returned, so that the watchdog's deadline and cancel apply to that too: meanwhile `wait` says
+   False, a fault of the start is raised by `wait`, and `stop` gives the start up (`finish` then reports
+   `Exit.ran` False). An engine that says it cannot run the command at all reports `Exit.failure`. `remove`
+   takes a container whatever became of its start.
 2. The command's output (stdout and stderr, in the order written) reaches the `OutputSink` given to `start`,
    all of it by the time `finish` returns. A full sink drops output; it never blocks the container.
 3. A read-only mount shows the contents of its host directory as they were at `start`. A writable mount's
@@ -155,6 +159,8 @@ class Exit:
     oom_killed: bool = False
     # The engine's own reason when it could not run the command at all (no node fits, say).
     failure: str | None = None
+    # False: stopped while it was starting (a pod still waiting for a node): the command never ran.
+    ran: bool = True
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,7 @@ class ContainerResult:
     disk_exceeded: bool = False
     cancelled: bool = False  # stopped because `cancel` said so (stop --now)
     failure: str | None = None  # the engine could not run it (see `Exit.failure`)
+    ran: bool = True  # False: stopped before the command ran (see `Exit.ran`)
 
 
 @dataclass(frozen=True)

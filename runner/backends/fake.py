@@ -39,6 +39,7 @@ class FakeRun:
     oom_killed: bool = False
     disk_bytes: int | None = None  # what a disk measure inside it finds
     failure: str | None = None  # the engine could not run it
+    pending: bool = False  # its start never ends (a pod no node takes yet): until stopped, and then it never ran
 
 
 @dataclass
@@ -97,7 +98,7 @@ class FakeCluster(Backend):
         cid = f"fake{next(self._ids):06d}"
         run = self._interpret(spec)
         output.write(run.output)
-        ends_at = float("inf") if run.hang else time.monotonic() + run.seconds
+        ends_at = float("inf") if run.hang or run.pending else time.monotonic() + run.seconds
         self._containers[cid] = _Container(spec, run, ends_at)
         self.existing[cid] = dict(spec.labels)
         return cid
@@ -120,6 +121,8 @@ class FakeCluster(Backend):
         box = self._containers[container_id]
         if box.run.failure is not None:
             return Exit(exit_code=None, failure=box.run.failure)
+        if box.run.pending:
+            return Exit(exit_code=None, ran=False)
         if box.exit_code is None and time.monotonic() >= box.ends_at:
             box.exit_code = box.run.exit_code
         return Exit(exit_code=box.exit_code, oom_killed=box.run.oom_killed)
@@ -147,7 +150,9 @@ class FakeCluster(Backend):
 
     def stop(self, container_id: str, *, grace: float) -> None:
         box = self._containers.get(container_id)
-        if box is not None and box.exit_code is None and time.monotonic() < box.ends_at:
+        if box is not None and box.run.pending:
+            box.ends_at = time.monotonic()  # its start is given up
+        elif box is not None and box.exit_code is None and time.monotonic() < box.ends_at:
             box.exit_code, box.ends_at = 137, time.monotonic()  # SIGTERM ignored, then SIGKILL
 
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:

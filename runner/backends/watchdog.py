@@ -56,6 +56,7 @@ def run_container(
             disk_exceeded=ended == "disk limit",
             cancelled=ended == "cancelled",
             failure=how.failure,
+            ran=how.ran,
         )
     finally:
         with contextlib.suppress(HarnessError):

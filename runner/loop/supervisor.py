@@ -438,7 +438,7 @@ class Supervisor:
                     FailureClass.CHECK,
                     False,
                 )
-        if record.outcome is not Outcome.NOT_STARTED:  # the agent never ran: the copy is as it was
+        if record.outcome is not Outcome.NOT_STARTED and result.ran:  # else the agent never ran: the copy is as it was
             self._harvest(summary, record)
         self.journal.write_iteration(record)
         if notes:

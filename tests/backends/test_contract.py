@@ -12,7 +12,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ class Subject:
     posture_applied: Callable[[dict[str, Any]], bool]  # the submission carries design §4's hardening
     # copies GIVEN/in.txt to KEPT/copy.txt, writes KEPT/sub/new.txt, removes KEPT/old.txt
     use_mounts: Callable[[str, str], list[str]]
+    # the spec made one whose start does not end (a pod no node takes); None: this engine starts at once
+    pending: Callable[[ContainerSpec], ContainerSpec] | None = None
 
 
 def _docker_leave(extra: dict[str, str]) -> None:
@@ -76,6 +78,8 @@ def _fake_subject() -> Subject:
             return FakeRun(output=b"x" * int(cmd[1]) * MIB)
         if cmd[0] == "fake:fill":
             return FakeRun(hang=True, disk_bytes=int(cmd[2]) * MIB)
+        if cmd[0] == "fake:pending":
+            return FakeRun(pending=True)
         if cmd[0] == "fake:mounts":
             given, kept = mount_source(spec, cmd[1]), mount_source(spec, cmd[2])
             (kept / "copy.txt").write_bytes((given / "in.txt").read_bytes())
@@ -96,6 +100,7 @@ def _fake_subject() -> Subject:
         lambda extra: fake.existing.__setitem__(f"left{len(fake.existing)}", dict(extra)),
         lambda submitted: submitted["user"] == "10001:10001",
         lambda given, kept: ["fake:mounts", given, kept],
+        lambda pending: replace(pending, command=["fake:pending"]),
     )
 
 
@@ -145,9 +150,9 @@ def _k8s_posture(job: dict[str, Any]) -> bool:
 def _k8s_subject(config: KubernetesBackendConfig) -> Subject:
     from kubernetes import client
 
-    from runner.backends.kubernetes import KubernetesBackend
+    from runner.backends.kubernetes.engine import KubernetesBackend
 
-    backend = KubernetesBackend(config)
+    backend = KubernetesBackend(config.model_copy(update={"pending_timeout_seconds": 600}))
 
     def leave(extra: dict[str, str]) -> None:
         job = client.V1Job(
@@ -164,7 +169,10 @@ def _k8s_subject(config: KubernetesBackendConfig) -> Subject:
         )  # fmt: skip
         client.BatchV1Api(backend.api).create_namespaced_job(config.namespace, job)
 
-    return _shell(backend, leave, _k8s_posture)
+    subject = _shell(backend, leave, _k8s_posture)
+    # More cores than the lab's node has: the pod stays Pending (its pending timeout is past the tests' times).
+    subject.pending = lambda pending: replace(pending, cpus=64)
+    return subject
 
 
 @pytest.fixture(
@@ -224,6 +232,32 @@ def test_cancel_stops_a_running_container(subject: Subject) -> None:
         subject.backend, spec(subject.sleep(300)), timeout=240, output=CappedBuffer(), stop_grace=2, cancel=cancel
     )
     assert result.cancelled and not result.timed_out and result.exit_code in (137, 143)
+
+
+def test_the_deadline_and_cancel_apply_while_a_container_starts(subject: Subject) -> None:
+    """The contract's first item: a start that takes long (a pod that waits for a node) is under the watchdog,
+    as the command is: the deadline and `stop --now` end it, and the result says the command never ran."""
+    if subject.pending is None:
+        pytest.skip("this engine starts a container at once: there is no start to give up")
+    began = time.monotonic()
+    result = run_container(
+        subject.backend, subject.pending(spec(subject.sleep(300))), timeout=3, output=CappedBuffer(), stop_grace=2
+    )
+    assert result.timed_out and not result.ran and result.exit_code is None and result.failure is None, result
+    assert time.monotonic() - began < 90  # not the pending timeout (10 minutes)
+    asked: list[float] = []
+
+    def cancel() -> bool:
+        asked.append(time.monotonic())
+        return len(asked) >= 2
+
+    result = run_container(
+        subject.backend, subject.pending(spec(subject.sleep(300))), timeout=240, output=CappedBuffer(),
+        stop_grace=2, cancel=cancel,
+    )  # fmt: skip
+    assert result.cancelled and not result.timed_out and not result.ran, result
+    marker = {"io.solo-harness.session": "contract", LABEL_ROLE: "agent"}
+    wait_for(lambda: result.container_id not in subject.backend.list_containers(marker), timeout=60)
 
 
 def test_an_oom_kill_is_reported(subject: Subject) -> None:
@@ -332,7 +366,7 @@ def engine(request: pytest.FixtureRequest) -> Backend:
         from runner.backends.docker import DockerBackend
 
         return DockerBackend()
-    from runner.backends.kubernetes import KubernetesBackend
+    from runner.backends.kubernetes.engine import KubernetesBackend
 
     return KubernetesBackend(request.getfixturevalue("k8s_config"))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from runner.backends.kubernetes import KubernetesBackend
+from runner.backends.kubernetes.engine import KubernetesBackend
 from runner.base.errors import BackendError, DockerUnavailableError
 from runner.record.models import KubernetesBackendConfig
 

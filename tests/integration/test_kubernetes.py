@@ -246,7 +246,7 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
     from kubernetes import client
     from kubernetes import config as loader
 
-    from runner.backends.kubernetes import KubernetesBackend
+    from runner.backends.kubernetes.engine import KubernetesBackend
     from runner.backends.watchdog import run_container
     from runner.base.errors import BackendError
     from runner.base.output import CappedBuffer
@@ -281,7 +281,7 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
     iteration is lost, and the error says that deadline took it (not some eviction)."""
     from dataclasses import replace
 
-    from runner.backends.kubernetes import KubernetesBackend
+    from runner.backends.kubernetes.engine import KubernetesBackend
     from runner.base.errors import BackendError
     from runner.base.output import CappedBuffer
     from runner.record.models import Limits

@@ -6,7 +6,7 @@ cap, TCP_NODELAY (a kept-alive exchange never waits for a delayed ACK), IPv6, th
 command, the command's own signal dispositions, bad arguments. In containers: the relay of harness-base
 in a Debian image without Python; `--mux` (the Kubernetes mode) over `docker run -i`'s stdin and stdout,
 driven by the test speaking the frames itself and by the harness's own end of the tunnel
-(runner/backends/kubernetes.py), so the mode is proven without a cluster.
+(runner/backends/kubernetes/tunnel.py), so the mode is proven without a cluster.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 
 import pytest
 
-from runner.backends.kubernetes import CLOSE, DATA, EOF, HEADER, OPEN, READY, _Tunnel
+from runner.backends.kubernetes.tunnel import CLOSE, DATA, EOF, HEADER, OPEN, READY, Tunnel
 from runner.base.layout import GATEWAY_SOCKET, NET_DIR, RELAY
 from runner.gateway.loop import ServerThread
 from tests.helpers import wait_for
@@ -567,7 +567,7 @@ def test_mux_with_the_harness_tunnel_streams_incrementally(
     servers.call(_serve_unix(net_dir / GATEWAY_SOCKET, streamer.handle))
     relay = mux("127.0.0.1:8787=gateway")
     stream = _PipeStream(relay.proc)
-    tunnel = _Tunnel(stream, {"gateway": net_dir / GATEWAY_SOCKET})
+    tunnel = Tunnel(stream, {"gateway": net_dir / GATEWAY_SOCKET})
     tunnel.thread.start()
     try:
         assert tunnel.ready.wait(60) and stream.is_open()
@@ -581,7 +581,7 @@ def test_mux_with_the_harness_tunnel_streams_incrementally(
 
 
 class _PipeStream:
-    """What `_Tunnel` uses of the Kubernetes client's exec stream, over `docker run -i`'s pipes."""
+    """What `Tunnel` uses of the Kubernetes client's exec stream, over `docker run -i`'s pipes."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         self.proc = proc

@@ -13,7 +13,7 @@ import pytest
 from runner.backends.base import ContainerSpec
 from runner.backends.docker import DockerBackend
 from runner.backends.fake import FakeBackend
-from runner.backends.kubernetes import KubernetesBackend
+from runner.backends.kubernetes.engine import KubernetesBackend
 from runner.loop.workspace import HELPER_CPU_BURST, RunDir, Workspace
 from runner.record.models import KubernetesBackendConfig, Limits
 from runner.sandbox.container import hardened_spec, labels

@@ -457,3 +457,32 @@ def test_done_completes_only_when_the_check_passes(tmp_path: Path, repo: GitRepo
     assert h2.run().status is RunState.COMPLETED
     record = h2.journal.read_iteration(1)
     assert record.outcome is Outcome.DONE and record.check is not None and record.check.passed
+
+
+def test_stop_now_and_the_deadline_end_an_iteration_whose_container_never_starts(tmp_path: Path, repo: GitRepo) -> None:
+    """A container still starting (a pod no node takes yet: runner.backends.kubernetes) is under the watchdog:
+    `stop --now` and the iteration timeout end it, and nothing is harvested, since the agent never ran."""
+    h = Harness(tmp_path, repo, None, max_iterations=5, iteration_timeout_seconds=0.3, max_consecutive_failures=1)
+    h.backend.behaviour = lambda spec: FakeRun(pending=True)
+    result = h.run()
+    record = h.journal.read_iteration(1)
+    assert (result.status, result.stop_reason) == (RunState.FAILED, StopReason.REPEATED_FAILURES)
+    assert (record.outcome, record.timed_out, record.exit_code) == (Outcome.TIMED_OUT, True, None)
+    assert [s.labels["io.solo-harness.role"] for s in h.backend.runs] == ["agent"]  # no checkpoint helper
+
+    h2 = Harness(tmp_path / "second", repo, None, max_iterations=5)
+
+    def stop_now(spec: ContainerSpec) -> FakeRun:
+        h2.journal.update_control(lambda c: (setattr(c, "stop_requested", True), setattr(c, "stop_mode", "now")))
+        return FakeRun(pending=True)
+
+    h2.backend.behaviour = stop_now
+    result = h2.run()
+    record = h2.journal.read_iteration(1)
+    assert (result.status, result.stop_reason, result.iteration_count) == (
+        RunState.STOPPED,
+        StopReason.STOP_REQUESTED,
+        1,
+    )
+    assert (record.outcome, record.exit_code) == (Outcome.INTERRUPTED, None)
+    assert [s.labels["io.solo-harness.role"] for s in h2.backend.runs] == ["agent"]
