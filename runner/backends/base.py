@@ -16,7 +16,7 @@ An engine only translates: a `ContainerSpec` (its security posture as data) into
 the engine's answers back. The policy of a run (deadline, cancel, disk watch, stop grace) lives once above
 every engine, in `runner.backends.watchdog`.
 
-The contract every engine keeps (tests/backends/test_contract.py proves it against each one):
+The contract every engine keeps (tests/backends/contract.py proves it against each one):
 
 1. `start` returns the container's id once the engine has taken the container. An engine whose start takes
    long (a pod waiting for a node, an image pull, the mounts' transfer: Kubernetes) goes on starting it after

@@ -1,9 +1,11 @@
-"""A fake backend for the supervisor's unit tests (never for proving a backend's behaviour).
+"""A fake engine for the unit tests of the layers above (never for proving an engine's behaviour: the contract
+suite does that, tests/backends/).
 
-Commands starting with "fake:" are interpreted here instead of run; an agent's behaviour is a
-callable that gets the spec (with its host mount paths) and returns how the container ends. A
-hanging one runs until the watchdog stops it. Helper containers answer as the checkpoint helper
-would: nothing new to harvest.
+It runs nothing. Commands starting with "fake:" are interpreted here; any other container's behaviour is a
+callable that gets the spec (with its host mount paths) and returns how the container ends, and an exec's
+likewise gets the command and its environment. A hanging one runs until the watchdog stops it. The fake knows
+nothing of what the harness runs in its containers (the copy's helpers answer as the tests make them), but for
+the `--check` container, which exits `check_exit`.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ WAIT_SLICE = 0.05  # a hanging fake answers waits this often, so cancel checks s
 
 
 Behaviour = Callable[[ContainerSpec], FakeRun]
+ExecBehaviour = Callable[[list[str], dict[str, str]], FakeRun]  # an exec's command and environment
 
 
 def mount_source(spec: ContainerSpec, target: str) -> Path:
@@ -134,9 +137,6 @@ class FakeCluster(Backend):
     def _interpret(self, spec: ContainerSpec) -> FakeRun:
         if spec.labels.get(LABEL_ROLE) == "check":
             return FakeRun(exit_code=self.check_exit, output=f"check exited {self.check_exit}\n".encode())
-        if spec.labels.get(LABEL_ROLE) == "helper":
-            last = spec.env.get("HARNESS_LAST", "0" * 40)
-            return FakeRun(output=f"harness-export none {last}\n".encode())
         cmd = spec.command
         if tuple(cmd[: len(MERGE_OUTPUT)]) == MERGE_OUTPUT:
             cmd = cmd[len(MERGE_OUTPUT) :]
@@ -165,7 +165,7 @@ class FakeBackend(FakeCluster, ImageStore, Exec, Stats):
 
     samples: dict[str, ContainerStats] = field(default_factory=dict)  # id -> what `stats` answers
     execs: list[tuple[str, list[str], dict[str, str]]] = field(default_factory=list)  # id, command, env
-    exec_exit: Callable[[list[str]], int | None] = lambda command: 0  # what an exec exits with (None: hangs)
+    on_exec: ExecBehaviour = lambda command, env: FakeRun()  # how an exec ends (`hang`: never, by its timeout)
     image_labels: dict[str, dict[str, str]] = field(default_factory=dict)  # tag -> labels (set by builds)
     image_ids: dict[str, str] = field(default_factory=dict)  # tag -> id (a new one per build)
     builds: list[FakeBuild] = field(default_factory=list)  # every build_image call, in order
@@ -205,9 +205,9 @@ class FakeBackend(FakeCluster, ImageStore, Exec, Stats):
         if container_id not in self._containers:
             raise BackendError(f"no such container: {container_id}")
         self.execs.append((container_id, command, env))
-        if "HARNESS_LAST" in env:  # a checkpoint: nothing new, as a helper container answers
-            output.write(f"harness-export none {env['HARNESS_LAST']}\n".encode())
-        return self.exec_exit(command)
+        run = self.on_exec(command, env)
+        output.write(run.output)
+        return None if run.hang else run.exit_code
 
     def stats(self, container_id: str) -> ContainerStats | None:
         return self.samples.get(container_id) if container_id in self.existing else None

@@ -17,12 +17,13 @@ from runner.backends.kubernetes.engine import KubernetesBackend
 from runner.loop.workspace import HELPER_CPU_BURST, RunDir, Workspace
 from runner.record.models import KubernetesBackendConfig, Limits
 from runner.sandbox.container import hardened_spec, labels
+from tests.unit.fake_copy import helper_exec, with_helpers
 
 pytestmark = pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: there is nothing to burst to")
 
 
 def test_the_checkpoint_helper_may_burst_beyond_the_runs_cpus(tmp_path: Path) -> None:
-    backend = FakeBackend()
+    backend = FakeBackend(behaviour=with_helpers(), on_exec=helper_exec)
     run_dir = RunDir(tmp_path / "run")
     for d in (run_dir.workspace, run_dir.outbox, run_dir.export):
         d.mkdir(parents=True)

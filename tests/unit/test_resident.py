@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends.fake import FakeBackend, FakeCluster
+from runner.backends.fake import FakeBackend, FakeCluster, FakeRun
 from runner.base.errors import BackendError
 from runner.base.output import CappedBuffer
 from runner.loop.resident import ResidentHelper
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.models import Limits
 from runner.sandbox.container import hardened_spec, labels
+from tests.unit.fake_copy import with_helpers
 
 
 def _helper(backend: FakeBackend) -> ResidentHelper:
@@ -27,7 +28,7 @@ def _sweeps(backend: FakeBackend) -> int:
 
 
 def test_one_container_serves_every_clean_checkpoint_and_goes_with_close() -> None:
-    backend = FakeBackend()
+    backend = FakeBackend(behaviour=with_helpers())
     helper = _helper(backend)
     for n in range(3):
         assert helper.run(f"echo {n}", {"N": str(n)}, CappedBuffer(), 10) == 0
@@ -40,7 +41,10 @@ def test_one_container_serves_every_clean_checkpoint_and_goes_with_close() -> No
 
 
 def test_a_sweep_that_does_not_end_clean_removes_the_container() -> None:
-    backend = FakeBackend(exec_exit=lambda command: 2 if "kill -9 -1" in command[-1] else 0)
+    backend = FakeBackend(
+        behaviour=with_helpers(),
+        on_exec=lambda command, env: FakeRun(exit_code=2 if "kill -9 -1" in command[-1] else 0),
+    )
     helper = _helper(backend)
     assert helper.run("true", {}, CappedBuffer(), 10) == 0  # the checkpoint's own result stands
     assert helper.container_id is None and backend.existing == {}
@@ -49,32 +53,32 @@ def test_a_sweep_that_does_not_end_clean_removes_the_container() -> None:
 
 
 def test_a_checkpoint_that_outlives_its_timeout_removes_the_container_unswept() -> None:
-    backend = FakeBackend()
+    backend = FakeBackend(behaviour=with_helpers())
     helper = _helper(backend)
-    backend.exec_exit = lambda command: None
+    backend.on_exec = lambda command, env: FakeRun(hang=True)
     assert helper.run("sleep 999", {}, CappedBuffer(), 10) is None
     assert helper.container_id is None and backend.existing == {} and _sweeps(backend) == 0
 
 
 def test_a_kept_container_that_broke_is_replaced_once_and_a_fresh_one_that_fails_raises() -> None:
-    backend = FakeBackend()
+    backend = FakeBackend(behaviour=with_helpers())
     helper = _helper(backend)
     assert helper.run("true", {}, CappedBuffer(), 10) == 0
     backend.remove(str(helper.container_id))  # gone behind the helper's back
     assert helper.run("true", {}, CappedBuffer(), 10) == 0
     assert len(backend.runs) == 2
 
-    def broken(command: list[str]) -> int:
+    def broken(command: list[str], env: dict[str, str]) -> FakeRun:
         raise BackendError("the engine refused the exec")
 
-    backend.exec_exit = broken
+    backend.on_exec = broken
     with pytest.raises(BackendError):
         helper.run("true", {}, CappedBuffer(), 10)  # kept one fails, the fresh one too: no loop
     assert len(backend.runs) == 3 and helper.container_id is None and backend.existing == {}
 
 
 def test_a_backend_that_cannot_exec_gets_a_helper_container_per_checkpoint_with_its_inputs(tmp_path: Path) -> None:
-    backend = FakeCluster()  # no exec, as Kubernetes
+    backend = FakeCluster(behaviour=with_helpers())  # no exec, as Kubernetes
     run_dir = RunDir(tmp_path / "run")
     workspace = Workspace(backend=backend, run_dir=run_dir, image="harness-base:latest", limits=Limits(),
                           session="s", repo_key="k")  # fmt: skip

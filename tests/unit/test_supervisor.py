@@ -30,6 +30,7 @@ from runner.record.models import (
     WorktreeInfo,
 )
 from tests.helpers import GitRepo
+from tests.unit.fake_copy import helper_exec, with_helpers
 
 
 def report(state: str, summary: str = "") -> Callable[[ContainerSpec], FakeRun]:
@@ -59,7 +60,8 @@ def timeout(spec: ContainerSpec) -> FakeRun:
 
 class Harness:
     def __init__(self, tmp_path: Path, repo: GitRepo, behaviour, **limits: object) -> None:  # type: ignore[no-untyped-def]
-        self.backend = FakeBackend(behaviour=behaviour)
+        self.agent = behaviour  # the agent's containers; the copy's helpers answer "nothing new" (fake_copy)
+        self.backend = FakeBackend(behaviour=with_helpers(self._agent), on_exec=helper_exec)
         self.journal = Journal(tmp_path / "journal", "s")
         self.journal.create("objective")
         run_dir = RunDir(tmp_path / "run")
@@ -78,6 +80,9 @@ class Harness:
             backend=self.backend, run_dir=run_dir, image="harness-base:latest", limits=lim, session="s", repo_key="k"
         )
         self.git = HostGit(repo.path)
+
+    def _agent(self, spec: ContainerSpec) -> FakeRun:
+        return self.agent(spec)  # type: ignore[no-any-return]  # the one a test set last
 
     def run(self) -> RunSummary:
         return Supervisor(backend=self.backend, journal=self.journal, workspace=self.workspace, git=self.git).run(
@@ -190,7 +195,7 @@ def test_a_stop_request_is_honoured_at_the_iteration_boundary(tmp_path: Path, re
         h.journal.update_control(lambda c: setattr(c, "stop_requested", True))  # `harness stop` mid-iteration
         return report("working")(spec)
 
-    h.backend.behaviour = working_then_stop
+    h.agent = working_then_stop
     result = h.run()
     assert (result.status, result.stop_reason, result.iteration_count) == (
         RunState.STOPPED,
@@ -375,7 +380,7 @@ def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Pat
         sup.stop_event.set()  # what the first Ctrl-C does
         return FakeRun(hang=True)  # until the watchdog sees the request and stops it
 
-    h.backend.behaviour = ctrl_c_during_iteration
+    h.agent = ctrl_c_during_iteration
     result = sup.run(h.summary)
     assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.INTERRUPTED, 1)
     record = h.journal.read_iteration(1)
@@ -396,7 +401,7 @@ def test_the_heartbeat_advances_during_a_long_iteration(tmp_path: Path, repo: Gi
             beats.append(info.heartbeat_at)
         return report("done")(spec)
 
-    h.backend.behaviour = slow
+    h.agent = slow
     Supervisor(backend=h.backend, journal=h.journal, workspace=h.workspace, git=h.git, heartbeat_seconds=0.05).run(
         h.summary
     )
@@ -463,7 +468,7 @@ def test_stop_now_and_the_deadline_end_an_iteration_whose_container_never_starts
     """A container still starting (a pod no node takes yet: runner.backends.kubernetes) is under the watchdog:
     `stop --now` and the iteration timeout end it, and nothing is harvested, since the agent never ran."""
     h = Harness(tmp_path, repo, None, max_iterations=5, iteration_timeout_seconds=0.3, max_consecutive_failures=1)
-    h.backend.behaviour = lambda spec: FakeRun(pending=True)
+    h.agent = lambda spec: FakeRun(pending=True)
     result = h.run()
     record = h.journal.read_iteration(1)
     assert (result.status, result.stop_reason) == (RunState.FAILED, StopReason.REPEATED_FAILURES)
@@ -476,7 +481,7 @@ def test_stop_now_and_the_deadline_end_an_iteration_whose_container_never_starts
         h2.journal.update_control(lambda c: (setattr(c, "stop_requested", True), setattr(c, "stop_mode", "now")))
         return FakeRun(pending=True)
 
-    h2.backend.behaviour = stop_now
+    h2.agent = stop_now
     result = h2.run()
     record = h2.journal.read_iteration(1)
     assert (result.status, result.stop_reason, result.iteration_count) == (
