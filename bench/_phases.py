@@ -1,7 +1,7 @@
 """Where an iteration's time goes, measured by wrapping the harness's own functions in this process.
 
 No timing code lives in the harness: the benchmark wraps the supervisor, workspace, journal and
-every Docker engine call (all of which go through `runner.backends.docker._call`) while it runs.
+every Docker engine call (all of which go through `runner.backends.docker.api.call`) while it runs.
 A renamed function fails the benchmark loudly (AttributeError), which the quick CI run catches.
 """
 
@@ -73,7 +73,8 @@ def _wrap(stack: ExitStack, owner: Any, attr: str, around: Callable[[Callable[..
 @contextmanager
 def instrument() -> Iterator[Phases]:
     """Time the supervisor's phases while the block runs (restored afterwards)."""
-    from runner.backends import docker as docker_module
+    from runner.backends.docker import api as docker_api
+    from runner.backends.docker import engine as docker_module
     from runner.loop import workspace as workspace_module
     from runner.loop.resident import ResidentHelper
     from runner.loop.supervisor import Supervisor
@@ -131,7 +132,7 @@ def instrument() -> Iterator[Phases]:
         _wrap(stack, HostGit, "fetch_bundle", timing("bundle: index-pack --strict, checks, install (host git)"))
         _wrap(stack, Journal, "write_iteration", timing("journal: iteration record"))
         _wrap(stack, Journal, "write_summary", timing("journal: summary"))
-        _wrap(stack, docker_module, "_call", engine)
+        _wrap(stack, docker_api, "call", engine)
         _wrap(stack, docker_module.DockerBackend, "_wait", timing(lambda: f"{phases._scope} container: wait"))
         _wrap(stack, docker_module.DockerBackend, "exec", timing("helper: checkpoint and sweep execs, total"))
         _wrap(stack, ResidentHelper, "_swept", timing("helper: sweep after the checkpoint (exec)"))

@@ -33,7 +33,7 @@ NAME = "cli-startup"
 
 
 def make_sessions(repo: Path, sessions: int, iterations: int) -> None:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.base.paths import run_dir
     from runner.loop.workspace import RunDir
     from runner.record.journal import Journal

@@ -43,7 +43,7 @@ def agent_cmd(files: int, size: int) -> str:
 def harness_harvest(env: BenchEnv, files: int, size: int, n: int) -> tuple[float, list[tuple[str, float]]]:
     import os
 
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.record.models import Outcome
     from runner.usecases.plan import RunRequest
     from runner.usecases.sessions import start_run
@@ -64,7 +64,7 @@ def harness_harvest(env: BenchEnv, files: int, size: int, n: int) -> tuple[float
 
 
 def _drop(env: BenchEnv, repo: Path) -> None:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.base.paths import repo_key, run_dir
     from runner.loop.workspace import RunDir, Workspace
     from runner.record.models import Limits

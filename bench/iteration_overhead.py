@@ -54,7 +54,7 @@ HELPER = (
 def harness_iterations(
     env: BenchEnv, iterations: int, repo: Path | None = None, session: str = "bench"
 ) -> tuple[list[float], list[tuple[str, float]]]:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.record.models import Outcome, StopReason
     from runner.usecases.options import LimitOptions
     from runner.usecases.plan import RunRequest
@@ -126,7 +126,7 @@ class Floor:
 def large_repo_iterations(env: BenchEnv, shape: RepoShape, iterations: int) -> list[float]:
     """Per-iteration seconds of the same agent on a large generated repository (the cached one is
     left as it was: journal in the temp dir, copy and branch removed)."""
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.base.paths import repo_key, run_dir
     from runner.loop.workspace import RunDir, Workspace
     from runner.record.models import Limits

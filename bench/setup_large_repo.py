@@ -30,7 +30,7 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> tuple[float, float
     """(seconds to the first iteration, seconds of those in the clone helper) for one new session."""
     import time
 
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.loop.supervisor import Supervisor
     from runner.loop.workspace import Workspace
     from runner.usecases.plan import RunRequest
@@ -66,7 +66,7 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> tuple[float, float
 
 
 def _drop_session(env: BenchEnv, repo: Path, session: str) -> None:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
     from runner.base.paths import repo_key, run_dir
     from runner.loop.workspace import RunDir, Workspace
     from runner.record.models import Limits

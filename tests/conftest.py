@@ -22,7 +22,7 @@ import pytest
 from tests.helpers import GitRepo, make_repo, wait_for
 
 if TYPE_CHECKING:
-    from runner.record.models import KubernetesBackendConfig
+    from runner.backends.kubernetes.config import KubernetesConfig
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")  # gw0, gw1, ... under xdist
 TEST_RUN_LABEL = f"harness-test-{WORKER}-{uuid.uuid4().hex[:8]}"
@@ -129,10 +129,14 @@ def harness_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.M
     monkeypatch.setenv("HARNESS_CONTAINER_LABELS", f"io.solo-harness.test={TEST_RUN_LABEL}")
     monkeypatch.delenv("HARNESS_JOURNAL_ROOT", raising=False)
     # `run`'s defaults come from the environment and the user's config file: neither is the developer's here.
+    from runner.backends import engine_tables
     from runner.record.settings import RunOptions, env_var
 
     for name in RunOptions.model_fields:
         monkeypatch.delenv(env_var(name), raising=False)
+    for engine in engine_tables():  # the engines' options: their tables' keys and their flat options
+        for name in [*engine.flat, *(f"{engine.name}.{key}" for key in engine.options())]:
+            monkeypatch.delenv(env_var(name), raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg-config")))
     return home
 
@@ -171,10 +175,10 @@ def k8s_namespace() -> Iterator[str]:
 
 
 @pytest.fixture
-def k8s_config(k8s_namespace: str) -> KubernetesBackendConfig:
-    from runner.record.models import KubernetesBackendConfig
+def k8s_config(k8s_namespace: str) -> KubernetesConfig:
+    from runner.backends.kubernetes.config import KubernetesConfig
 
     # Never: the lab's engine must not look for a registry (these machines reach only loopback).
-    return KubernetesBackendConfig(
-        kubeconfig=str(LAB_KUBECONFIG), namespace=k8s_namespace, pending_timeout_seconds=15, image_pull_policy="Never"
+    return KubernetesConfig(
+        kubeconfig=str(LAB_KUBECONFIG), namespace=k8s_namespace, pending_timeout=15, image_pull_policy="Never"
     )

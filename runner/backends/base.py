@@ -34,7 +34,7 @@ The contract every engine keeps (tests/backends/contract.py proves it against ea
    `finish` reports the exit code (137 after a SIGKILL) and an OOM kill; `remove` takes the container and
    whatever the engine made for it. Stopping or removing a container that is gone is not an error.
 5. A container carries the spec's labels from `start` until `remove`: `Inventory.list_containers` finds it.
-6. Faults are the harness's own exceptions, translated at this boundary: `DockerUnavailableError` when the
+6. Faults are the harness's own exceptions, translated at this boundary: `EngineUnavailableError` when the
    engine does not answer, `ImageMissingError` for an image it does not have, `TransientBackendError` for
    what is worth retrying (runner.backends.retry), `BackendError` for the rest.
 """
@@ -206,7 +206,7 @@ class Lifecycle(ABC):
 
     @abstractmethod
     def check(self) -> EngineInfo:
-        """Reach the engine. Raises DockerUnavailableError when it does not answer."""
+        """Reach the engine. Raises EngineUnavailableError when it does not answer."""
 
     @abstractmethod
     def submission(self, spec: ContainerSpec) -> dict[str, object]:

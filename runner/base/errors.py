@@ -15,7 +15,7 @@ class ExitCode(IntEnum):
     OK = 0
     FAILURE = 1  # an unexpected internal error
     USAGE = 2  # bad arguments or malformed input
-    DOCKER_UNAVAILABLE = 3
+    ENGINE_UNAVAILABLE = 3
     IMAGE_MISSING = 4
     NOT_A_REPOSITORY = 5
     SESSION_EXISTS = 6
@@ -40,7 +40,7 @@ class ExitCode(IntEnum):
             cls.OK: "Success; for `status`, `run` and `resume`: the session completed.",
             cls.FAILURE: "An unexpected internal error (HARNESS_DEBUG=1 shows the traceback).",
             cls.USAGE: "Bad arguments or malformed input.",
-            cls.DOCKER_UNAVAILABLE: "The Docker engine cannot be reached, or failed.",
+            cls.ENGINE_UNAVAILABLE: "The Docker engine cannot be reached, or failed.",
             cls.IMAGE_MISSING: "The container image does not exist and could not be built.",
             cls.NOT_A_REPOSITORY: "--repo is not a git repository (or has no working tree).",
             cls.SESSION_EXISTS: "A session with that id already exists.",
@@ -74,8 +74,10 @@ class UsageError(HarnessError):
     exit_code = ExitCode.USAGE
 
 
-class DockerUnavailableError(HarnessError):
-    exit_code = ExitCode.DOCKER_UNAVAILABLE
+class EngineUnavailableError(HarnessError):
+    """The container engine (Docker, the Kubernetes cluster) does not answer."""
+
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
 
 
 class ImageMissingError(HarnessError):
@@ -127,7 +129,7 @@ class MergeWouldOverwriteError(HarnessError):
 class BackendError(HarnessError):
     """The container engine failed in a way that is not simply 'unreachable'."""
 
-    exit_code = ExitCode.DOCKER_UNAVAILABLE
+    exit_code = ExitCode.ENGINE_UNAVAILABLE
 
 
 class TransientBackendError(BackendError):

@@ -165,7 +165,7 @@ def run(
 
     An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
-    from runner.backends import backend_for
+    from runner.backends import open_engine
     from runner.usecases.detach import detach_session
     from runner.usecases.plan import plan_run, run_request
     from runner.usecases.sessions import create_session, start_run
@@ -184,7 +184,7 @@ def run(
             "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
         },
     )  # fmt: skip
-    engine = backend_for(request.backend)
+    engine = open_engine(request.backend)
     if dry_run:
         plan = plan_run(engine, request)
         _render(plan, as_json)
@@ -214,15 +214,16 @@ def resume(
 
     The setup runs again first when it failed, when its input files changed, or when --setup or
     --setup-allow-host gives it a new command or allowlist."""
+    from runner.backends import open_engine
     from runner.usecases.detach import detach_session
-    from runner.usecases.sessions import ResumeRequest, prepare_resume, resume_run, session_backend
+    from runner.usecases.sessions import ResumeRequest, prepare_resume, resume_run, session_engine
 
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
         limits=limits.options(),
     )  # fmt: skip
-    engine = session_backend(repo, session)
+    engine = open_engine(session_engine(repo, session))
     if detach:
         return _render_detached(detach_session(prepare_resume(engine, request)), as_json)
     with graceful_interrupts() as stop_event:
@@ -234,11 +235,13 @@ def resume(
 @command
 def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
     """Drive a session in this process (what --detach starts in the background)."""
-    from runner.usecases.sessions import drive, session_backend
+    from runner.backends import open_engine
+    from runner.usecases.sessions import drive, session_engine
     from runner.usecases.status import EXIT_FOR_STATE
 
     with graceful_interrupts() as stop_event:
-        summary = drive(session_backend(repo, session), repo.resolve(), session, stop_event=stop_event)
+        engine = open_engine(session_engine(repo, session))
+        summary = drive(engine, repo.resolve(), session, stop_event=stop_event)
     return EXIT_FOR_STATE[summary.status]
 
 
@@ -337,13 +340,13 @@ def gc(
 ) -> int:
     """Remove containers, copies and images that no live session owns (resumable copies are kept),
     and discarded branch tips past --discarded-after."""
-    from runner.backends import default_backend
+    from runner.backends import open_engine
     from runner.base.limits import parse_duration
     from runner.cli import render
     from runner.usecases.gc import collect_garbage
 
     age = parse_duration(discarded_after, option="--discarded-after")
-    result = collect_garbage(default_backend(), discarded_after_seconds=age)
+    result = collect_garbage(open_engine(), discarded_after_seconds=age)  # and each engine a copy names
     return render.emit(
         result,
         as_json,
@@ -413,13 +416,13 @@ def images_build(
 
     The build's progress goes to stderr; agent images fetch their CLI from npm or PyPI (docs/agents.md).
     With --from, the agent is added to an image of your own (docs/environments.md)."""
-    from runner.backends import default_backend
+    from runner.backends import open_engine
     from runner.cli import render
     from runner.sandbox import derive, images
 
     if quiet:
         logging.getLogger("runner").setLevel(logging.WARNING)
-    backend = default_backend()
+    backend = open_engine()  # this machine's own, which keeps the images
     backend.check()
     if from_image is None:
         tag = images.build(backend, name)
@@ -515,13 +518,14 @@ def discard(
 
     The branch's tip is kept under refs/harness-discarded/SESSION/TIME until 'harness gc' expires it
     (14 days by default): 'harness restore --session SESSION' brings the branch back."""
+    from runner.backends import open_engine
     from runner.cli import render
     from runner.usecases.discard import discard as do_discard
     from runner.usecases.repository import SessionRef
-    from runner.usecases.sessions import session_backend
+    from runner.usecases.sessions import session_engine
 
     ref = SessionRef(repo=repo, session=session)
-    result = do_discard(session_backend(repo, session), ref, keep_journal=keep_journal)
+    result = do_discard(open_engine(session_engine(repo, session)), ref, keep_journal=keep_journal)
     return render.discarded(result, as_json)
 
 
@@ -585,13 +589,14 @@ def hud(
 
     from rich.live import Live
 
+    from runner.backends import open_engine
     from runner.cli import render
     from runner.record.models import RunState
     from runner.usecases.hud import HudRequest, snapshot
-    from runner.usecases.sessions import session_backend
+    from runner.usecases.sessions import session_engine
 
     request = HudRequest(repo=repo, session=session)
-    backend = session_backend(repo, session)  # samples the agent container; the engine is reached only while it runs
+    backend = open_engine(session_engine(repo, session))  # samples the agent container while it runs
     snap = snapshot(request, backend)
     if once or snap.status.status is not RunState.RUNNING:
         render.out.print(render.hud(snap))

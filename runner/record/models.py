@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, GetJsonSchemaHandler
 from pydantic.alias_generators import to_camel
@@ -399,34 +399,17 @@ class UsageLimitWait(JournalModel):
     total_wait_seconds: float = Field(default=0.0, ge=0, description="All these waits added up.")
 
 
-class DockerBackendConfig(JournalModel):
-    """Containers on the local Docker engine (the default)."""
+class EngineRef(JournalModel):
+    """Which engine runs a session's containers, with that engine's own configuration: an object whose `type` names
+    the engine and whose other fields are the engine's (docs/journal.md, "Engine configurations"). The journal
+    keeps it as the engine wrote it; the engine validates it (unknown fields are refused) when the session's
+    engine is opened (runner.backends.open_engine)."""
 
-    type: Literal["docker"] = Field(default="docker", description="Always `docker`.")
+    model_config = ConfigDict(extra="allow")
 
-
-class KubernetesBackendConfig(JournalModel):
-    """Each container as a `batch/v1` Job on a Kubernetes cluster (docs/kubernetes.md)."""
-
-    type: Literal["kubernetes"] = Field(default="kubernetes", description="Always `kubernetes`.")
-    kubeconfig: str | None = Field(
-        default=None, description="The kubeconfig file (--kubeconfig); null: $KUBECONFIG or ~/.kube/config."
+    type: str = Field(
+        default="docker", pattern=r"^[a-z][a-z0-9-]{0,39}$", description="The engine: `docker` or `kubernetes`."
     )
-    context: str | None = Field(default=None, description="The kubeconfig context (--kube-context); null: current.")
-    namespace: str = Field(default="default", description="The namespace of the Jobs (--kube-namespace).")
-    pending_timeout_seconds: float = Field(
-        default=300.0,
-        gt=0,
-        description="How long a pod may stay unschedulable before the iteration ends `not-started`.",
-    )
-    image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
-        default="IfNotPresent",
-        description="The pods' imagePullPolicy (--kube-image-pull-policy): `IfNotPresent`, `Always`, or `Never` "
-        "(only images the nodes hold).",
-    )
-
-
-BackendConfig = Annotated[DockerBackendConfig | KubernetesBackendConfig, Field(discriminator="type")]
 
 
 class SetupRecord(JournalModel):
@@ -491,9 +474,7 @@ class RunSummary(JournalModel):
     repo: str = Field(description="The user's repository (its top directory).")
     run_dir: str = Field(description="The run's directory on the host (the copy and its working files).")
     image: str = Field(description="The agent's container image.")
-    backend: BackendConfig = Field(
-        default_factory=DockerBackendConfig, description="Where the containers run (--backend)."
-    )
+    backend: EngineRef = Field(default_factory=EngineRef, description="Where the containers run (--backend).")
     runtime: Literal["runc", "runsc"] = Field(
         default="runc", description="Container runtime: `runc` (Docker's default) or `runsc` (gVisor)."
     )
@@ -561,9 +542,7 @@ class RunOwner(JournalModel):
     session_id: str = Field(description="The session that owns the run directory.")
     repo: str = Field(description="That session's repository.")
     journal_dir: str = Field(description="That session's journal directory.")
-    backend: BackendConfig = Field(
-        default_factory=DockerBackendConfig, description="Where that session's containers run (for `gc`)."
-    )
+    backend: EngineRef = Field(default_factory=EngineRef, description="Where that session's containers run (for `gc`).")
     created_at: datetime = Field(default_factory=utcnow, description="When the run directory was made (UTC).")
 
 

@@ -12,6 +12,12 @@ pydantic-settings reads the environment and the TOML files; the layering is done
 effective value can say where it came from (`run --dry-run --json` shows it). Each layer is validated on
 its own so a bad value is reported with the file (or variable) and key that hold it.
 
+An engine's options are a table of their own, named after the engine (`[kubernetes]` in a TOML file,
+`HARNESS_KUBERNETES__NAMESPACE` in the environment), layered key by key like the others. This layer knows no
+engine: the registry (runner.backends.engine_tables) gives `resolve` each engine's table, the model that
+validates it, the flat options that older files and `run`'s own flags use for its keys (`kube_namespace`), and
+the keys a repository may set (by default none: a repository must not send its agent to another engine).
+
 The environment seams (`HarnessEnv`) live in runner/base/seams.py, read without pydantic.
 """
 
@@ -21,7 +27,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,11 +45,20 @@ from runner.base.errors import UsageError
 from runner.base.limits import parse_duration, parse_size
 from runner.base.paths import PYPROJECT, PYPROJECT_TABLE, REPO_FILE
 from runner.base.seams import ENV_PREFIX, SEAMS
+from runner.record.layers import (
+    EngineTable,
+    Layer,
+    check_table,
+    engine_env,
+    env_var,
+    fold,
+    refuse_strays,
+    user_config_file,
+)
 
 RUNTIMES = ("runc", "runsc")
 NETWORKS = ("none", "allowlist")
-BACKENDS = ("docker", "kubernetes")
-CHOICES = {"runtime": RUNTIMES, "network": NETWORKS, "backend": BACKENDS}
+CHOICES = {"runtime": RUNTIMES, "network": NETWORKS}  # the engine (`backend`) is checked by its registry
 
 # A repository's files are written by the agents the harness runs (and merged by the user): they may not
 # widen what leaves the sandbox (secrets in, traffic out) or pick the weaker runtime.
@@ -55,10 +70,6 @@ REPO_FORBIDDEN = frozenset(
         "setup_allow_hosts",
         "runtime",
         "backend",
-        "kubeconfig",
-        "kube_context",
-        "kube_namespace",
-        "kube_pending_timeout",
     }
 )
 # Options that are alternatives of each other: they come together from the first layer that sets either.
@@ -156,20 +167,9 @@ class RunOptions(BaseModel):
     )
     backend: str = Field(
         default="docker",
-        description="Where containers run: docker (the local engine) or kubernetes (Jobs on a cluster). "
-        "Not in a repository's files.",
-    )
-    kubeconfig: str | None = Field(
-        default=None, description="Kubernetes: the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)."
-    )
-    kube_context: str | None = Field(default=None, description="Kubernetes: the kubeconfig context (default: current).")
-    kube_namespace: str = Field(default="default", description="Kubernetes: the namespace of the Jobs.")
-    kube_image_pull_policy: Literal["IfNotPresent", "Always", "Never"] = Field(
-        default="IfNotPresent", description="Kubernetes: the pods' imagePullPolicy (Never: only images the nodes hold)."
-    )
-    kube_pending_timeout: Duration = Field(
-        default="5m",
-        description="Kubernetes: how long a pod may wait for a node before its iteration ends not-started.",
+        pattern=r"^[a-z][a-z0-9-]{0,39}$",
+        description="Where containers run: docker (the local engine) or kubernetes (Jobs on a cluster); its options "
+        "are the engine's table (below). Not in a repository's files.",
     )
     network: str = Field(
         default="none",
@@ -210,12 +210,12 @@ class RunOptions(BaseModel):
     def _disk(cls, value: str) -> str:
         return _size(value, minimum=1024**2)
 
-    @field_validator("iteration_timeout", "backoff_base", "max_time", "kube_pending_timeout")
+    @field_validator("iteration_timeout", "backoff_base", "max_time")
     @classmethod
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration(value)
 
-    @field_validator("runtime", "network", "backend")
+    @field_validator("runtime", "network")
     @classmethod
     def _choice(cls, value: str, info: ValidationInfo) -> str:
         problem = choice_problem(str(info.field_name), value)
@@ -242,45 +242,15 @@ class RunSettings(BaseSettings, RunOptions):
     )
 
 
-def env_var(field: str) -> str:
-    return ENV_PREFIX + field.upper()
-
-
-def cli_option(field: str) -> str:
-    singular = {
-        "allow_hosts": "--allow-host",
-        "setup_allow_hosts": "--setup-allow-host",
-        "setup_inputs": "--setup-input",
-    }
-    return singular.get(field, "--" + field.replace("_", "-"))
-
-
-def user_config_file() -> Path:
-    xdg = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
-    return Path(xdg) / "harness" / "config.toml"
-
-
-@dataclass(frozen=True)
-class Layer:
-    source: str  # "cli", "env", "file:PATH", "user:PATH"
-    values: dict[str, Any]
-
-    def origin(self, key: str) -> str:
-        return f"env:{env_var(key)}" if self.source == "env" else self.source
-
-    def where(self, key: str) -> str:
-        """How an error names the place of `key`."""
-        if self.source == "cli":
-            return cli_option(key)
-        if self.source == "env":
-            return env_var(key)
-        return f"{self.source.split(':', 1)[1]}: key {key!r}"
-
-
 @dataclass(frozen=True)
 class Resolved:
     settings: RunOptions
     sources: dict[str, str]  # option -> "cli" | "env:HARNESS_X" | "file:PATH" | "user:PATH" | "default"
+    engines: dict[str, dict[str, Any]] = field(default_factory=dict)  # engine -> the keys set, as given
+
+    def engine(self) -> dict[str, Any]:
+        """The chosen engine's configuration as the layers give it: its `type` and the keys set."""
+        return {"type": self.settings.backend, **self.engines.get(self.settings.backend, {})}
 
 
 def _read_toml(path: Path, *, pyproject: bool = False) -> dict[str, Any]:
@@ -326,18 +296,22 @@ def user_layer(path: Path | None = None) -> Layer | None:
     return Layer(f"user:{path}", _read_toml(path)) if path.is_file() else None
 
 
-def env_layer(environ: Mapping[str, str] | None = None) -> Layer:
+def env_layer(environ: Mapping[str, str] | None = None, engines: tuple[EngineTable, ...] = ()) -> Layer:
     source = EnvSettingsSource(RunSettings)
     if environ is not None:
         source.env_vars = {k.lower(): v for k, v in environ.items()}
-    return Layer("env", dict(source()))
+    return Layer("env", {**source(), **engine_env(os.environ if environ is None else environ, engines)})
 
 
-def _check(layer: Layer) -> None:
+def _check(layer: Layer, engines: tuple[EngineTable, ...] = ()) -> None:
     """Unknown keys and bad values of one layer, as one line naming the file (or variable) and key."""
-    for key in layer.values:
+    tables = {engine.name: engine for engine in engines}
+    where = layer.source.split(":", 1)[-1]
+    for key, value in layer.values.items():
+        if key in tables:
+            check_table(layer, tables[key], value)
+            continue
         if key not in RunOptions.model_fields:
-            where = layer.source.split(":", 1)[-1]
             hint = f" (set {env_var(key)} in the environment)" if key in SEAMS else ""
             raise UsageError(f"{where}: unknown key {key!r}{hint}")
         if layer.source.startswith("file:") and key in REPO_FORBIDDEN:
@@ -345,19 +319,24 @@ def _check(layer: Layer) -> None:
                 f"{layer.where(key)} may not be set by a repository (agents write its files): "
                 f"set it on the command line, in {env_var(key)} or in {user_config_file()}"
             )
+    options = {key: value for key, value in layer.values.items() if key not in tables}
     try:
-        RunOptions.model_validate(layer.values)
+        RunOptions.model_validate(options)
     except ValidationError as exc:
         err = exc.errors()[0]
         key = str(err["loc"][0]) if err["loc"] else "?"
         msg = str(err["msg"]).removeprefix("Value error, ")
         raise UsageError(f"{layer.where(key)}: {msg}") from None
+    backend = options.get("backend")
+    if engines and backend is not None and backend not in tables:
+        raise UsageError(f"{layer.where('backend')}: {backend!r} is not one of {', '.join(tables)}")
 
 
-def merge(layers: list[Layer]) -> Resolved:
+def merge(layers: list[Layer], engines: tuple[EngineTable, ...] = ()) -> Resolved:
     """The first layer (highest precedence first) that sets an option gives its value."""
+    layers = [fold(layer, engines) for layer in layers]
     for layer in layers:
-        _check(layer)
+        _check(layer, engines)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     grouped = {key: group for group in GROUPS for key in group}
@@ -371,12 +350,24 @@ def merge(layers: list[Layer]) -> Resolved:
                 values[k], sources[k] = first.values[k], first.origin(k)
             else:
                 sources[k] = "default"  # also when the other option of its pair was set
-    return Resolved(settings=RunOptions.model_validate(values), sources=sources)
+    settings = RunOptions.model_validate(values)
+    tables: dict[str, dict[str, Any]] = {}
+    for engine in engines:
+        for key in engine.options():
+            name = f"{engine.name}.{key}"
+            first = next((layer for layer in layers if key in layer.values.get(engine.name, {})), None)
+            if engine.name == settings.backend:  # the chosen engine's keys, as every option's, say where from
+                sources[name] = first.origin(name) if first is not None else "default"
+            if first is not None:
+                tables.setdefault(engine.name, {})[key] = first.values[engine.name][key]
+    refuse_strays(settings.backend, engines, tables, layers)
+    return Resolved(settings=settings, sources=sources, engines=tables)
 
 
-def resolve(cli: Mapping[str, object], *, repo_top: Path | None) -> Resolved:
+def resolve(cli: Mapping[str, object], *, repo_top: Path | None, engines: tuple[EngineTable, ...] = ()) -> Resolved:
     """`run`'s effective options from the command line (None: not given), the environment, the
-    repository at `repo_top`, the user's config file and the built-in defaults."""
+    repository at `repo_top`, the user's config file and the built-in defaults; `engines`: each engine's table
+    (runner.backends.engine_tables), without which no engine's options are taken."""
     given = {k: v for k, v in cli.items() if v is not None and v != ()}
-    found = [Layer("cli", given), env_layer(), repo_layer(repo_top) if repo_top else None, user_layer()]
-    return merge([layer for layer in found if layer is not None])
+    found = [Layer("cli", given), env_layer(engines=engines), repo_layer(repo_top) if repo_top else None, user_layer()]
+    return merge([layer for layer in found if layer is not None], engines)

@@ -188,9 +188,12 @@ def _derived(
 
 def local_engine() -> ImageStore | None:
     """This machine's Docker engine, for a look at its images; None when there is none that answers."""
-    from runner.backends.docker import DockerBackend
+    from runner.backends import open_engine
+    from runner.backends.docker.engine import DockerBackend
 
-    local = DockerBackend()
+    local = open_engine()
+    if not isinstance(local, DockerBackend):
+        return None
     try:
         local.client.ping()  # once, without the retries of a run's calls: no engine is an answer here
     except Exception:  # no socket, no daemon, no permission: nothing to look at

@@ -103,13 +103,19 @@ def build_command(name: str) -> str:
     return f"harness images build {name}"
 
 
-def build(store: ImageStore, name: str) -> str:
+def build(backend: Backend, name: str) -> str:
     """Build the harness image `name` (from its context plus the host's extra CAs); return its tag.
 
     A missing or stale harness base is built first. The engine streams the build's progress to
-    the log (stderr for a person)."""
+    the log (stderr for a person). Raises ImageMissingError on an engine that keeps no images."""
     if name not in image_names():
         raise UsageError(f"no harness image named {name!r} (known: {', '.join(image_names())})")
+    if not isinstance(backend, ImageStore):
+        raise ImageMissingError(f"the {backend.name} backend builds no images: build {name} where Docker runs")
+    return _build(backend, name)
+
+
+def _build(store: ImageStore, name: str) -> str:
     parent = harness_base(name)
     if parent is not None:
         _ensure(store, tag_for(parent))
@@ -170,7 +176,7 @@ def _ensure(store: ImageStore, image: str) -> None:
             image, "missing" if state == "buildable" else "out of date", build_command(name),
         )  # fmt: skip
         try:
-            build(store, name)
+            _build(store, name)
         except ImageMissingError as exc:
             hint = "" if "(retry with" in exc.message else f" (retry with '{build_command(name)}')"
             raise ImageMissingError(exc.message + hint) from None

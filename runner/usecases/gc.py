@@ -10,14 +10,14 @@ import logging
 import time
 from pathlib import Path
 
-from runner.backends import backend_for
+from runner.backends import open_engine
 from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend, ImageStore
 from runner.base.errors import HarnessError, NotARepositoryError
 from runner.base.paths import data_home, home_key, repo_key
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, load_model
-from runner.record.models import CamelModel, DockerBackendConfig, Limits, RunOwner
+from runner.record.models import CamelModel, EngineRef, Limits, RunOwner
 from runner.sandbox.images import DEFAULT_IMAGE
 from runner.usecases.discard import DiscardedRepo, discarded_repos_dir, expire_discarded
 from runner.usecases.repository import DISCARDED_PREFIX
@@ -80,7 +80,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     live: set[tuple[str, str]] = set()
     kept: list[str] = []
     copies: list[str] = []
-    engines = {DockerBackendConfig().model_dump_json(): backend}  # and each cluster a copy names
+    engines = {EngineRef().model_dump_json(): backend}  # the local engine, and each other one a copy names
     for run_dir in _run_dirs():
         owner = _owner(run_dir)
         if owner is None:
@@ -88,7 +88,14 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
                 _delete_copy(backend, run_dir, run_dir.name, "unknown")
                 copies.append(str(run_dir))
             continue
-        own = engines.setdefault(owner.backend.model_dump_json(), backend_for(owner.backend))
+        key = owner.backend.model_dump_json()
+        if key not in engines:
+            try:
+                engines[key] = open_engine(owner.backend)
+            except HarnessError as exc:  # an engine this harness does not know (a newer one's): left alone
+                log.warning("gc: %s left alone: %s", run_dir, exc.message)
+                continue
+        own = engines[key]
         journal = Journal(Path(owner.journal_dir), owner.session_id)
         if journal.exists():
             kept.append(f"{owner.repo}:{owner.session_id}")

@@ -13,8 +13,9 @@ from runner.base.errors import UsageError
 from runner.base.limits import parse_duration, parse_size
 from runner.base.redact import MIN_SECRET_LENGTH
 from runner.gateway.credentials import SOURCES
+from runner.record.layers import cli_option
 from runner.record.models import Limits
-from runner.record.settings import choice_problem, cli_option
+from runner.record.settings import choice_problem
 
 
 @dataclass(frozen=True)

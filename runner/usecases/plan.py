@@ -14,10 +14,12 @@ from pydantic import Field
 from pydantic.alias_generators import to_camel
 
 from runner.agents import AgentOptions, resolve_agent
+from runner.backends import engine_config, engine_ref, engine_tables
 from runner.backends.base import Backend, ImageStore
+from runner.backends.config import EngineConfig
+from runner.backends.docker.config import DockerConfig
 from runner.base.errors import RuntimeUnavailableError, SessionExistsError, UsageError
 from runner.base.layout import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
-from runner.base.limits import parse_duration
 from runner.base.names import branch_for, validate_session
 from runner.base.paths import data_home, journal_dir, repo_key, run_dir
 from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
@@ -29,15 +31,13 @@ from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import (
     AgentInfo,
-    BackendConfig,
     CamelModel,
-    DockerBackendConfig,
-    KubernetesBackendConfig,
+    EngineRef,
     Limits,
     RunSummary,
     WorktreeInfo,
 )
-from runner.record.settings import RunOptions, resolve
+from runner.record.settings import resolve
 from runner.sandbox import derive, images
 from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
 from runner.usecases.credentials import choose_credentials
@@ -71,28 +71,15 @@ class RunRequest:
     model: str | None = None
     auth: Literal["api-key", "subscription"] | None = None
     max_turns: int | None = None
-    backend: BackendConfig = field(default_factory=DockerBackendConfig)
+    backend: EngineConfig = field(default_factory=DockerConfig)  # the engine and its configuration, validated
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
 
 
-def backend_config(options: RunOptions) -> BackendConfig:
-    if options.backend == "kubernetes":
-        return KubernetesBackendConfig(
-            kubeconfig=options.kubeconfig, context=options.kube_context, namespace=options.kube_namespace,
-            pending_timeout_seconds=parse_duration(options.kube_pending_timeout, option="--kube-pending-timeout"),
-            image_pull_policy=options.kube_image_pull_policy,
-        )  # fmt: skip
-    if (
-        options.kubeconfig
-        or options.kube_context
-        or options.kube_namespace != "default"
-        or options.kube_image_pull_policy != "IfNotPresent"
-    ):
-        raise UsageError(
-            "--kubeconfig, --kube-context, --kube-namespace and --kube-image-pull-policy need --backend kubernetes"
-        )
-    return DockerBackendConfig()
+def _engine_options(config: EngineConfig) -> dict[str, Any]:
+    """The chosen engine's options, in its table (`kubernetes`: {"namespace": ...}); none for an engine without."""
+    table = config.model_dump(mode="json", exclude={"type"})
+    return {config.type: table} if table else {}
 
 
 def run_request(
@@ -108,20 +95,21 @@ def run_request(
     repository's and the user's settings files, and the built-in defaults (runner/record/settings.py)."""
     with HostGit(repo.resolve()) as git:
         top = git.info().top
-    resolved = resolve(options, repo_top=top)
+    resolved = resolve(options, repo_top=top, engines=engine_tables())
     s = resolved.settings
+    backend = engine_config(resolved.engine())
     return RunRequest(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
-        max_turns=s.max_turns, backend=backend_config(s),
+        max_turns=s.max_turns, backend=backend,
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
             max_tokens=s.max_tokens, wait_on_limit=s.wait_on_limit,
         ),
-        options=s.model_dump(mode="json"),
+        options={**s.model_dump(mode="json"), **_engine_options(backend)},
         sources=resolved.sources,
     )  # fmt: skip
 
@@ -186,7 +174,7 @@ class RunPlan(CamelModel):
     setup: SetupPlan | None = None
     # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
     environment: EnvironmentPlan | None = None
-    backend: BackendConfig
+    backend: EngineRef  # as the session's journal will keep it
     user: str = ""
     mounts: list[PlannedMount] = Field(default_factory=list)
     hardening: dict[str, object] = Field(default_factory=dict)
@@ -278,7 +266,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         images.ensure(backend, image)
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
-    setup = _setup_plan(request, environment)
+    setup = _setup_plan(request, environment, local=isinstance(backend, ImageStore))
     rd = RunDir(run_dir(repo.top, session))
     plan = RunPlan(
         session=session,
@@ -311,7 +299,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         check=check_command(request.check, option="--check"),
         setup=setup,
         environment=environment,
-        backend=request.backend,
+        backend=engine_ref(request.backend),
         engine_version=engine.version,
         options=dict(request.options),
         sources=dict(request.sources),
@@ -341,8 +329,9 @@ def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
     return [f"[{r.host}]:{r.port}" if ":" in r.host else f"{r.host}:{r.port}" for r in rules]
 
 
-def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None = None) -> SetupPlan | None:
-    """The setup: --setup (or the configuration's), else the devcontainer's create commands."""
+def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None, *, local: bool) -> SetupPlan | None:
+    """The setup: --setup (or the configuration's), else the devcontainer's create commands. `local`: the engine
+    runs on this machine with its images (the setup's cache is keyed by the image's id there)."""
     command, source = request.setup, None
     if command is None and environment is not None and environment.setup_commands:
         command, source = " && ".join(f"( {c} )" for c in environment.setup_commands), "devcontainer"
@@ -351,7 +340,7 @@ def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None = None)
             raise UsageError("--setup-allow-host needs --setup CMD")
         return None
     check_command(command, option="--setup")
-    if isinstance(request.backend, KubernetesBackendConfig):
+    if not local:
         raise UsageError("--setup needs --backend docker for now (the setup's cache and network are host-side)")
     if source is None:
         source = "flag" if request.sources.get("setup", "cli") == "cli" else "config"

@@ -10,7 +10,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends import backend_for
 from runner.backends.base import Backend
 from runner.base.errors import HarnessError, InvalidStateError, UsageError, WorkspaceError
 from runner.base.fdlimit import raise_open_file_limit
@@ -24,9 +23,8 @@ from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, ensure_excluded
 from runner.record.models import (
-    BackendConfig,
     ControlFile,
-    DockerBackendConfig,
+    EngineRef,
     RunOwner,
     RunState,
     RunSummary,
@@ -41,15 +39,15 @@ from runner.usecases.plan import RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
 
 
-def session_backend(repo: Path, session: str) -> Backend:
-    """The backend a session was created with (Docker for a session whose summary cannot be read)."""
+def session_engine(repo: Path, session: str) -> EngineRef:
+    """The engine a session was created with, as its journal keeps it (runner.backends.open_engine opens it);
+    the local engine for a session whose summary cannot be read."""
     with open_session(repo, session) as opened:
         journal = opened.journal
     try:
-        config: BackendConfig = journal.read_summary().backend
+        return journal.read_summary().backend
     except HarnessError:
-        config = DockerBackendConfig()
-    return backend_for(config)
+        return EngineRef()
 
 
 def create_session(backend: Backend, request: RunRequest) -> RunSummary:

@@ -10,7 +10,7 @@ import pytest
 
 from runner.backends.base import ContainerSpec
 from runner.backends.fake import FakeBackend, FakeRun, mount_source
-from runner.record.models import KubernetesBackendConfig
+from runner.backends.kubernetes.config import KubernetesConfig
 from tests.backends.contract import MIB, EngineContract, RealEngineContract, Subject, shell_subject
 from tests.conftest import TEST_RUN_LABEL
 
@@ -93,12 +93,12 @@ def _k8s_posture(job: dict[str, Any]) -> bool:
     )  # fmt: skip
 
 
-def _k8s_subject(config: KubernetesBackendConfig) -> Subject:
+def _k8s_subject(config: KubernetesConfig) -> Subject:
     from kubernetes import client
 
     from runner.backends.kubernetes.engine import KubernetesBackend
 
-    backend = KubernetesBackend(config.model_copy(update={"pending_timeout_seconds": 600}))
+    backend = KubernetesBackend(config.model_copy(update={"pending_timeout": 600}))
 
     def leave(extra: dict[str, str]) -> None:
         job = client.V1Job(
@@ -131,7 +131,7 @@ class TestFake(EngineContract):
 class TestDocker(RealEngineContract):
     @pytest.fixture
     def subject(self) -> Subject:
-        from runner.backends.docker import DockerBackend
+        from runner.backends.docker.engine import DockerBackend
 
         return shell_subject(DockerBackend(), docker_leave, docker_posture)
 
@@ -139,5 +139,5 @@ class TestDocker(RealEngineContract):
 @pytest.mark.kubernetes
 class TestKubernetes(RealEngineContract):
     @pytest.fixture
-    def subject(self, k8s_config: KubernetesBackendConfig) -> Subject:
+    def subject(self, k8s_config: KubernetesConfig) -> Subject:
         return _k8s_subject(k8s_config)

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from kubernetes.client.exceptions import ApiException
 
+from runner.backends.kubernetes.config import KubernetesConfig
 from runner.backends.kubernetes.engine import KubernetesBackend
-from runner.base.errors import BackendError, DockerUnavailableError
-from runner.record.models import KubernetesBackendConfig
+from runner.base.errors import BackendError, EngineUnavailableError
 
 ANSWERS = {
     "/version/": {
@@ -60,7 +60,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[StandIn, KubernetesBackendConfig]]:
+def api(tmp_path: Path) -> Iterator[tuple[StandIn, KubernetesConfig]]:
     server = StandIn(("127.0.0.1", 0), Handler)
     server.paths = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -72,13 +72,13 @@ def api(tmp_path: Path) -> Iterator[tuple[StandIn, KubernetesBackendConfig]]:
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
     }))  # fmt: skip
-    yield server, KubernetesBackendConfig(kubeconfig=str(kubeconfig), namespace="ns")
+    yield server, KubernetesConfig(kubeconfig=str(kubeconfig), namespace="ns")
     server.shutdown()
     server.server_close()  # a second time is harmless
 
 
 def test_transient_api_faults_are_retried_with_one_plain_line_each(
-    api: tuple[StandIn, KubernetesBackendConfig], caplog: pytest.LogCaptureFixture
+    api: tuple[StandIn, KubernetesConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, config = api
     server.failures_left = 2
@@ -92,12 +92,12 @@ def test_transient_api_faults_are_retried_with_one_plain_line_each(
 
 
 def test_a_lost_api_is_retried_a_bounded_number_of_times_by_us_alone(
-    api: tuple[StandIn, KubernetesBackendConfig], caplog: pytest.LogCaptureFixture
+    api: tuple[StandIn, KubernetesConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, config = api
     server.shutdown()
     server.server_close()  # nothing listens on the port any more: every connection is refused
-    with caplog.at_level(logging.DEBUG), pytest.raises(DockerUnavailableError, match="lost the Kubernetes API"):
+    with caplog.at_level(logging.DEBUG), pytest.raises(EngineUnavailableError, match="lost the Kubernetes API"):
         KubernetesBackend(config).check()
     retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
     assert len(retries) == 4, retries  # five attempts in all
@@ -106,7 +106,7 @@ def test_a_lost_api_is_retried_a_bounded_number_of_times_by_us_alone(
     assert not said, said
 
 
-def test_a_create_whose_answer_was_lost_is_not_an_error(api: tuple[StandIn, KubernetesBackendConfig]) -> None:
+def test_a_create_whose_answer_was_lost_is_not_an_error(api: tuple[StandIn, KubernetesConfig]) -> None:
     _, config = api
     backend = KubernetesBackend(config)
     answers = [ApiException(status=502), ApiException(status=409)]  # made, but the answer was lost; then exists

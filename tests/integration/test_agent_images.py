@@ -55,7 +55,7 @@ def pinned_version(name: str) -> str:
 
 @pytest.fixture(scope="module")
 def backend() -> Backend:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
 
     return DockerBackend()
 
@@ -176,7 +176,7 @@ def test_a_build_that_loses_a_cached_layer_to_a_concurrent_prune_is_built_again(
 ) -> None:
     """`harness gc` prunes dangling harness images (a multi-stage build's first stage among them);
     when that happens mid-build the engine fails the build, and one more attempt rebuilds the layer."""
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
 
     race = {"error": "failed to get digest sha256:9bdf: open /var/lib/docker/image/overlay2/imagedb/...: no such file"}
     streams = [[{"stream": "Step 1/2 : FROM harness-base:latest\n"}, race], [{"stream": "Successfully built 1234\n"}]]

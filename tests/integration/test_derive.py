@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from runner.backends.docker import DockerBackend
+from runner.backends.docker.engine import DockerBackend
 from runner.base.errors import ImageMissingError
 from runner.sandbox import images
 from runner.sandbox.derive import LABEL_AGENT_DIGEST, LABEL_BASE_ID, derive, derive_state, derived_tag

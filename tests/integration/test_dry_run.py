@@ -111,7 +111,7 @@ def test_a_missing_image_that_cannot_be_built(repo: GitRepo) -> None:
 
 def test_an_unreachable_docker_engine(repo: GitRepo, tmp_path: Path) -> None:
     r = harness(*RUN, "--dry-run", cwd=repo.path, env={"DOCKER_HOST": f"unix://{tmp_path}/no-engine.sock"})
-    _fails(r, ExitCode.DOCKER_UNAVAILABLE, "Docker engine")
+    _fails(r, ExitCode.ENGINE_UNAVAILABLE, "Docker engine")
 
 
 def test_a_base_that_names_no_commit(repo: GitRepo) -> None:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from runner.backends.kubernetes.config import KubernetesConfig
 from runner.record.journal import load_model
-from runner.record.models import IterationRecord, KubernetesBackendConfig
+from runner.record.models import IterationRecord
 from tests.helpers import HARNESS, GitRepo, harness, run_args, wait_for
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
@@ -19,14 +20,14 @@ def report(state: str, summary: str) -> str:
     return f'printf \'{{"state": "{state}", "summary": "{summary}"}}\' > "$HARNESS_STATUS_FILE"'
 
 
-def k8s(config: KubernetesBackendConfig, pending: str = "90s") -> list[str]:
+def k8s(config: KubernetesConfig, pending: str = "90s") -> list[str]:
     """The options of a run on the lab; a pod of the test before may still be leaving the one node."""
     assert config.kubeconfig is not None
     return ["--backend", "kubernetes", "--kubeconfig", config.kubeconfig, "--kube-namespace", config.namespace,
             "--kube-pending-timeout", pending, "--kube-image-pull-policy", "Never"]  # fmt: skip
 
 
-def cluster_jobs(config: KubernetesBackendConfig, session: str) -> tuple[list[str], list[str]]:
+def cluster_jobs(config: KubernetesConfig, session: str) -> tuple[list[str], list[str]]:
     """The Jobs and pods of a session in the test's namespace."""
     from kubernetes import client
     from kubernetes import config as loader
@@ -38,7 +39,7 @@ def cluster_jobs(config: KubernetesBackendConfig, session: str) -> tuple[list[st
     return [j.metadata.name for j in jobs], [p.metadata.name for p in pods]
 
 
-def deadline_exceeded(config: KubernetesBackendConfig, job: str) -> bool:
+def deadline_exceeded(config: KubernetesConfig, job: str) -> bool:
     """Whether the job controller has failed the Job for its activeDeadlineSeconds."""
     from kubernetes import client
     from kubernetes import config as loader
@@ -53,7 +54,7 @@ def record(repo: GitRepo, session: str, n: int) -> IterationRecord:
 
 
 def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
+    repo: GitRepo, k8s_config: KubernetesConfig
 ) -> None:
     r = harness(*run_args("kdemo", *k8s(k8s_config), agent="demo", objective="Record two steps", iterations=3),
                 cwd=repo.path, timeout=600)  # fmt: skip
@@ -74,7 +75,7 @@ def test_a_demo_run_on_kubernetes_completes_with_commits_on_the_branch(
     assert cluster_jobs(k8s_config, "kdemo") == ([], [])
 
 
-def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: KubernetesBackendConfig) -> None:
+def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: KubernetesConfig) -> None:
     slow = harness(*run_args("kslow", "--iteration-timeout", "5s", *k8s(k8s_config), cmd="sleep 300", iterations=1),
                    cwd=repo.path, timeout=600)  # fmt: skip
     assert slow.json()["lastOutcome"] == "timed-out", slow.stderr
@@ -89,7 +90,7 @@ def test_deadline_and_oom_end_with_their_outcomes(repo: GitRepo, k8s_config: Kub
 
 
 def test_an_agent_no_node_can_take_ends_failed_with_the_schedulers_reason(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
+    repo: GitRepo, k8s_config: KubernetesConfig
 ) -> None:
     ok = harness(*run_args("kbig", *k8s(k8s_config, pending="20s"), cmd=report("working", "first"), iterations=1),
                  cwd=repo.path, timeout=600)  # fmt: skip
@@ -105,9 +106,7 @@ def test_an_agent_no_node_can_take_ends_failed_with_the_schedulers_reason(
     assert cluster_jobs(k8s_config, "kbig") == ([], [])
 
 
-def test_a_vanished_pod_is_a_lost_iteration_and_resume_works(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
-) -> None:
+def test_a_vanished_pod_is_a_lost_iteration_and_resume_works(repo: GitRepo, k8s_config: KubernetesConfig) -> None:
     from kubernetes import client
     from kubernetes import config as loader
 
@@ -139,7 +138,7 @@ def test_a_vanished_pod_is_a_lost_iteration_and_resume_works(
     assert resumed.json()["lastSummary"] == "resumed"
 
 
-def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: KubernetesBackendConfig) -> None:
+def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: KubernetesConfig) -> None:
     from kubernetes import client
     from kubernetes import config as loader
 
@@ -167,7 +166,7 @@ def test_gc_and_discard_reap_the_sessions_jobs(repo: GitRepo, k8s_config: Kubern
 
 
 def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the_key(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
+    repo: GitRepo, k8s_config: KubernetesConfig
 ) -> None:
     import os
     import subprocess
@@ -219,7 +218,7 @@ def test_an_agent_in_a_pod_reaches_the_model_through_the_api_and_never_holds_the
 
 
 def test_dry_run_prints_the_job_it_would_submit_and_creates_nothing(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
+    repo: GitRepo, k8s_config: KubernetesConfig
 ) -> None:
     r = harness(*run_args("kdry", "--cpus", "1.5", "--memory", "1g", "--iteration-timeout", "10m", "--dry-run",
                           *k8s(k8s_config), agent="demo"), cwd=repo.path)  # fmt: skip
@@ -242,7 +241,7 @@ def test_dry_run_prints_the_job_it_would_submit_and_creates_nothing(
     assert cluster_jobs(k8s_config, "kdry") == ([], []) and not repo.journal("kdry").exists()
 
 
-def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: KubernetesBackendConfig) -> None:
+def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: KubernetesConfig) -> None:
     from kubernetes import client
     from kubernetes import config as loader
 
@@ -262,9 +261,7 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
         core.create_namespaced_resource_quota(namespace, quota)
         wait_for(lambda: core.read_namespaced_resource_quota("no-pods", namespace).status.hard, timeout=60,
                  what="the quota to be in force")  # fmt: skip
-        backend = KubernetesBackend(
-            k8s_config.model_copy(update={"namespace": namespace, "pending_timeout_seconds": 2})
-        )
+        backend = KubernetesBackend(k8s_config.model_copy(update={"namespace": namespace, "pending_timeout": 2}))
         backend.start_grace = 5
         spec = hardened_spec(image="harness-base:latest", command=["true"], limits=Limits(), mounts=(),
                              labels=labels("kquota", "k", "agent"), workdir="/tmp")  # fmt: skip
@@ -276,7 +273,7 @@ def test_a_job_that_makes_no_pod_is_a_clear_error_not_a_hang(k8s_config: Kuberne
 
 
 @pytest.mark.timeout(900)  # the two waits below, on a loaded machine
-def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: KubernetesBackendConfig) -> None:
+def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: KubernetesConfig) -> None:
     """The backstop for a lost supervisor: at activeDeadlineSeconds Kubernetes deletes the pod, so the
     iteration is lost, and the error says that deadline took it (not some eviction)."""
     from dataclasses import replace
@@ -287,7 +284,7 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
     from runner.record.models import Limits
     from runner.sandbox.container import hardened_spec, labels
 
-    backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout_seconds": 2}))
+    backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout": 2}))
     backend.transfer_allowance = 0  # the Job's deadline: the run's 8 s + 2 s pending
     spec = hardened_spec(image="harness-base:latest", command=["sleep", "300"], limits=Limits(), mounts=(),
                          labels=labels("kdeadline", "k", "agent"), workdir="/tmp")  # fmt: skip

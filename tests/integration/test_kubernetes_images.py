@@ -27,7 +27,7 @@ from tests.helpers import GitRepo, harness, run_args
 from tests.integration.test_kubernetes import cluster_jobs, k8s
 
 if TYPE_CHECKING:
-    from runner.record.models import KubernetesBackendConfig
+    from runner.backends.kubernetes.config import KubernetesConfig
 
 pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
 
@@ -80,7 +80,7 @@ def plain_image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def test_an_ordinary_image_is_refused_on_kubernetes_naming_how_to_derive_it(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig, plain_image: str
+    repo: GitRepo, k8s_config: KubernetesConfig, plain_image: str
 ) -> None:
     derived = derived_tag(plain_image, "custom")
     before = _docker("images", "-q", derived)
@@ -102,7 +102,7 @@ def test_an_ordinary_image_is_refused_on_kubernetes_naming_how_to_derive_it(
 
 
 def test_a_derived_image_loaded_into_the_node_runs_a_session_on_kubernetes(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig, plain_image: str
+    repo: GitRepo, k8s_config: KubernetesConfig, plain_image: str
 ) -> None:
     built = harness("images", "build", "base", "--from", plain_image, "-q", cwd=repo.path, timeout=BUILD_TIMEOUT)
     assert built.code == 0, built.stderr

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from runner.record.models import KubernetesBackendConfig
+from runner.backends.kubernetes.config import KubernetesConfig
 from tests.helpers import GitRepo, harness, wait_for
 from tests.integration.test_kubernetes import cluster_jobs, k8s, record, report
 
@@ -16,7 +16,7 @@ pytestmark = [pytest.mark.kubernetes, pytest.mark.docker]
 
 
 def test_the_timeout_and_stop_now_end_an_iteration_whose_pod_stays_pending(
-    repo: GitRepo, k8s_config: KubernetesBackendConfig
+    repo: GitRepo, k8s_config: KubernetesConfig
 ) -> None:
     # The copy is made and one iteration runs on 1 CPU; the pending timeout is far past what this test waits.
     ok = harness("run", "--objective", "x", "--session", "kpend", "--agent-cmd", report("working", "first"),

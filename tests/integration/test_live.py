@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from runner.backends.base import LABEL_ROLE, LABEL_SESSION
-from runner.backends.docker import DockerBackend
+from runner.backends.docker.engine import DockerBackend
 from runner.record.journal import Journal, load_model
 from runner.record.models import ControlFile, RunSummary
 from tests.conftest import TEST_RUN_LABEL

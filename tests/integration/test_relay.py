@@ -99,7 +99,7 @@ def run_relay(relay: Path, *args: str, timeout: float = 60) -> subprocess.Comple
 
 
 def run_in_container(command: list[str], net_dir: Path) -> tuple[int | None, str]:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
 
     spec = hardened_spec(
         image=IMAGE,

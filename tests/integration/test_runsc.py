@@ -34,7 +34,7 @@ GREETING = b"harness-uds-ok"
 
 @pytest.fixture(scope="module")
 def backend() -> Backend:
-    from runner.backends.docker import DockerBackend
+    from runner.backends.docker.engine import DockerBackend
 
     engine = DockerBackend()
     runtimes = engine.check().runtimes

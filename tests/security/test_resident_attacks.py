@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.backends.docker import DockerBackend
+from runner.backends.docker.engine import DockerBackend
 from runner.base.output import CappedBuffer
 from runner.loop.resident import ResidentHelper
 from runner.record.models import Limits

@@ -11,11 +11,12 @@ from pathlib import Path
 import pytest
 
 from runner.backends.base import ContainerSpec
-from runner.backends.docker import DockerBackend
+from runner.backends.docker.engine import DockerBackend
 from runner.backends.fake import FakeBackend
+from runner.backends.kubernetes.config import KubernetesConfig
 from runner.backends.kubernetes.engine import KubernetesBackend
 from runner.loop.workspace import HELPER_CPU_BURST, RunDir, Workspace
-from runner.record.models import KubernetesBackendConfig, Limits
+from runner.record.models import Limits
 from runner.sandbox.container import hardened_spec, labels
 from tests.unit.fake_copy import helper_exec, with_helpers
 
@@ -62,6 +63,6 @@ def test_kubernetes_requests_the_runs_cpus_and_limits_the_burst(tmp_path: Path) 
         "users": [{"name": "u", "user": {"token": "t"}}],
         "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
     }))  # fmt: skip
-    job = KubernetesBackend(KubernetesBackendConfig(kubeconfig=str(kubeconfig))).submission(_spec())
+    job = KubernetesBackend(KubernetesConfig(kubeconfig=str(kubeconfig))).submission(_spec())
     resources = job["spec"]["template"]["spec"]["containers"][0]["resources"]  # type: ignore[index]
     assert resources["requests"]["cpu"] == "1000m" and resources["limits"]["cpu"] == "2000m", resources

@@ -127,12 +127,12 @@ def test_the_cpu_rate_is_measured_between_two_frames(repo: GitRepo, held: ExitSt
 
 
 def test_an_unreachable_engine_leaves_the_rest_of_the_hud(repo: GitRepo, held: ExitStack) -> None:
-    from runner.base.errors import DockerUnavailableError
+    from runner.base.errors import EngineUnavailableError
 
     _, backend = running_session(repo, held)
 
     def unreachable(labels: dict[str, str]) -> dict[str, dict[str, str]]:
-        raise DockerUnavailableError("cannot reach the Docker engine")
+        raise EngineUnavailableError("cannot reach the Docker engine")
 
     backend.list_containers = unreachable  # type: ignore[method-assign]
     snap = snapshot(HudRequest(repo=repo.path, session="h1"), backend)

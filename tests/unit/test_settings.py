@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from runner.backends import engine_tables
 from runner.base.errors import UsageError
 from runner.base.paths import data_home, sessions_root
 from runner.base.seams import HarnessEnv
@@ -200,3 +201,71 @@ def test_every_setting_is_described_and_documented() -> None:
     for seam in fields(HarnessEnv):
         assert seam.metadata["description"], seam.name
         assert f"`{env_var(seam.name)}`" in doc, seam.name
+
+
+def test_an_engines_options_come_from_its_table_or_its_flat_options(top: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    user = user_file('backend = "kubernetes"\n[kubernetes]\nnamespace = "agents"\ncontext = "lab"\n')
+    monkeypatch.setenv("HARNESS_KUBERNETES__PENDING_TIMEOUT", "2m")
+    monkeypatch.setenv("HARNESS_KUBE_CONTEXT", "night")  # a flat option, as before there were tables
+    r = resolve({"kube_namespace": None, "kubeconfig": "/k"}, repo_top=top, engines=engine_tables())
+    assert r.engine() == {
+        "type": "kubernetes", "namespace": "agents", "context": "night", "pending_timeout": "2m", "kubeconfig": "/k"
+    }  # fmt: skip
+    assert r.sources["kubernetes.namespace"] == f"user:{user}"
+    assert r.sources["kubernetes.context"] == "env:HARNESS_KUBE_CONTEXT"
+    assert r.sources["kubernetes.pending_timeout"] == "env:HARNESS_KUBERNETES__PENDING_TIMEOUT"
+    assert (r.sources["kubernetes.kubeconfig"], r.sources["kubernetes.image_pull_policy"]) == ("cli", "default")
+
+
+def test_a_repository_may_not_send_its_agent_to_another_cluster(top: Path) -> None:
+    (top / "harness.toml").write_text('[kubernetes]\nnamespace = "theirs"\n')
+    with pytest.raises(UsageError, match=r"harness.toml: key 'kubernetes.namespace' may not be set by a repository"):
+        resolve({}, repo_top=top, engines=engine_tables())
+    (top / "harness.toml").write_text('kube_namespace = "theirs"\n')  # the flat option: refused as before
+    with pytest.raises(
+        UsageError, match=r"key 'kube_namespace' may not be set .* on the command line, in HARNESS_KUBE"
+    ):
+        resolve({}, repo_top=top, engines=engine_tables())
+    (top / "harness.toml").write_text('[kubernetes]\nimage_pull_policy = "Never"\n')  # what a repository may set
+    chosen = resolve({"backend": "kubernetes"}, repo_top=top, engines=engine_tables())
+    assert chosen.engines == {"kubernetes": {"image_pull_policy": "Never"}}
+
+
+@pytest.mark.parametrize(
+    ("cli", "variable", "text", "fragment"),
+    [
+        ({}, None, '[kubernetes]\nnamespce = "x"\n', "config.toml: unknown key 'kubernetes.namespce'"),
+        ({}, ("HARNESS_KUBE_PENDING_TIMEOUT", "soon"), "", "HARNESS_KUBE_PENDING_TIMEOUT: 'soon' is not a positive"),
+        ({"kube_image_pull_policy": "Sometimes"}, None, "", "--kube-image-pull-policy: Input should be 'IfNotPresent'"),
+        ({"backend": "podman"}, None, "", "--backend: 'podman' is not one of docker, kubernetes"),
+        ({"kube_namespace": "agents"}, None, "", "--kube-namespace needs --backend kubernetes"),
+        ({}, None, '[kubernetes]\ncontext = "lab"\n', "kubernetes.context needs --backend kubernetes"),
+    ],
+)
+def test_bad_engine_options_say_where_they_are(
+    top: Path, monkeypatch: pytest.MonkeyPatch, cli: dict[str, str], variable: tuple[str, str] | None, text: str,
+    fragment: str,
+) -> None:  # fmt: skip
+    if variable is not None:
+        monkeypatch.setenv(*variable)
+    if text:
+        user_file(text)
+    with pytest.raises(UsageError) as info:
+        resolve(cli, repo_top=top, engines=engine_tables())
+    assert fragment in info.value.message and "\n" not in info.value.message, info.value.message
+
+
+def test_an_engines_default_given_without_choosing_it_is_no_mistake(top: Path) -> None:
+    given = resolve({"kube_namespace": "default"}, repo_top=top, engines=engine_tables())
+    assert given.engine() == {"type": "docker"}
+
+
+def test_every_engine_option_is_described_and_documented() -> None:
+    doc = DOCS.read_text()
+    for engine in engine_tables():
+        for key in engine.options():
+            assert engine.model.model_fields[key].description, (engine.name, key)
+            name = f"{engine.name}.{key}"
+            assert f"`{name}`" in doc and f"`{env_var(name)}`" in doc, name
+        for flat in engine.flat:
+            assert f"`{flat}`" in doc and f"`{env_var(flat)}`" in doc, flat

@@ -37,13 +37,13 @@ from runner.backends.kubernetes.api import (
     run_in_pod,
     translate,
 )
+from runner.backends.kubernetes.config import KubernetesConfig
 from runner.backends.kubernetes.job import CONTROL, MAIN, SYNC, SYNC_ROOT, job_manifest, job_name
 from runner.backends.kubernetes.transfer import TRANSFER_ALLOWANCE_SECONDS, pull, push
 from runner.backends.kubernetes.tunnel import Tunnel, open_tunnel
 from runner.backends.retry import retry_transient
-from runner.base.errors import BackendError, DockerUnavailableError, HarnessError, ImageMissingError
+from runner.base.errors import BackendError, EngineUnavailableError, HarnessError, ImageMissingError
 from runner.base.output import OutputSink
-from runner.record.models import KubernetesBackendConfig
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class KubernetesBackend(Backend):
     start_grace = START_GRACE
     transfer_allowance = TRANSFER_ALLOWANCE_SECONDS  # in the Job's deadline, besides the run's own
 
-    def __init__(self, config: KubernetesBackendConfig) -> None:
+    def __init__(self, config: KubernetesConfig) -> None:
         self.config = config
         self.namespace = config.namespace
         self._api: Any = None
@@ -96,7 +96,7 @@ class KubernetesBackend(Backend):
                     client_configuration=configuration, persist_config=False,
                 )  # fmt: skip
             except Exception as exc:  # the loader raises ConfigException, OSError, TypeError, ValueError
-                raise DockerUnavailableError(f"cannot load the kubeconfig: {exc}") from None
+                raise EngineUnavailableError(f"cannot load the kubeconfig: {exc}") from None
             # Transient faults are retried by `_call`, with the same policy as Docker's: urllib3's own
             # retries would only add attempts and log lines of their own.
             configuration.retries = False
@@ -145,7 +145,7 @@ class KubernetesBackend(Backend):
             version = self._call("reach the cluster", k8s.VersionApi(self.api).get_code)
             self._call("read the namespace", self.core.read_namespace, self.namespace)
         except BackendError as exc:
-            raise DockerUnavailableError(f"cannot reach the Kubernetes cluster ({exc.message})") from None
+            raise EngineUnavailableError(f"cannot reach the Kubernetes cluster ({exc.message})") from None
         classes: tuple[str, ...] = ()
         with contextlib.suppress(BackendError):
             found = self._call("list runtime classes", k8s.NodeV1Api(self.api).list_runtime_class)
@@ -213,7 +213,7 @@ class KubernetesBackend(Backend):
             if pods:
                 pod = pods[0]
                 failure = self._unschedulable(pod)
-                if failure and time.monotonic() - pending_since > self.config.pending_timeout_seconds:
+                if failure and time.monotonic() - pending_since > self.config.pending_timeout:
                     running.failure = failure
                     return str(pod.metadata.name)
                 for status in pod.status.container_statuses or []:
@@ -227,14 +227,11 @@ class KubernetesBackend(Backend):
                     return str(pod.metadata.name)
                 if pod.status.phase in {"Failed", "Succeeded"}:
                     raise BackendError(f"the pod of Job {job} ended before it started: {pod.status.reason or ''}")
-                if (
-                    not failure
-                    and time.monotonic() - pending_since > self.config.pending_timeout_seconds + self.start_grace
-                ):
+                if not failure and time.monotonic() - pending_since > self.config.pending_timeout + self.start_grace:
                     # Placed but never running (a volume that does not mount, a node that does not answer).
                     waits = [f"{s.name}: {s.state.waiting.reason}" for s in statuses if s.state and s.state.waiting]
                     raise BackendError(f"the pod of Job {job} did not start: {', '.join(waits) or pod.status.phase}")
-            elif time.monotonic() - pending_since > self.config.pending_timeout_seconds + self.start_grace:
+            elif time.monotonic() - pending_since > self.config.pending_timeout + self.start_grace:
                 raise BackendError(f"Job {job} made no pod (a quota, or an admission policy that refuses it?)")
             running.abort.wait(POLL_SECONDS)
 

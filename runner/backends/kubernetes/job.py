@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes import client as k8s
 
 from runner.backends.base import ContainerSpec
-from runner.record.models import KubernetesBackendConfig
+from runner.backends.kubernetes.config import KubernetesConfig
 
 MAIN = "main"
 SYNC = "sync"
@@ -46,7 +46,7 @@ def _safe_dirs(spec: ContainerSpec) -> dict[str, str]:
 
 
 def job_manifest(
-    spec: ContainerSpec, name: str, *, namespace: str, config: KubernetesBackendConfig, transfer_allowance: float
+    spec: ContainerSpec, name: str, *, namespace: str, config: KubernetesConfig, transfer_allowance: float
 ) -> Any:
     """The Job that runs `spec` (see the module's docstring); its own deadline is the run's, the pending timeout
     and `transfer_allowance`."""
@@ -98,7 +98,7 @@ def job_manifest(
         volume_mounts=sync_mounts,
     )
     pod_labels = dict(spec.labels)
-    deadline = (spec.deadline_seconds or 0) + config.pending_timeout_seconds + transfer_allowance
+    deadline = (spec.deadline_seconds or 0) + config.pending_timeout + transfer_allowance
     return k8s.V1Job(
         api_version="batch/v1",
         kind="Job",

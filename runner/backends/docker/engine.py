@@ -1,25 +1,20 @@
-"""The Docker backend: the only module that imports the docker SDK.
-
-Every SDK error is translated at this boundary; transient engine errors (connection reset,
-daemon restarting, 5xx) are retried with tenacity, bounded in attempts and time. Agent commands
-are never retried.
+"""The Docker engine: every capability (runner/backends/base.py) on the local engine, through the docker SDK
+(imported by this package only). Its calls go through runner.backends.docker.api (errors translated, transient
+ones retried); its image builds are runner.backends.docker.build.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import docker
 import docker.errors
-import requests.exceptions
 from docker.types import LogConfig
 from docker.types import Mount as DockerMount
 
@@ -35,10 +30,12 @@ from runner.backends.base import (
     Stats,
     Tmpfs,
 )
-from runner.backends.retry import retry_transient
+from runner.backends.docker import api
+from runner.backends.docker.build import build_image
+from runner.backends.docker.config import DockerConfig
 from runner.base.errors import (
     BackendError,
-    DockerUnavailableError,
+    EngineUnavailableError,
     HarnessError,
     ImageMissingError,
     TransientBackendError,
@@ -47,63 +44,6 @@ from runner.base.layout import NET_DIR, RELAY
 from runner.base.output import CappedBuffer, OutputSink
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-
-API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
-
-
-def _translate(exc: Exception, what: str) -> HarnessError:
-    """Map an SDK or transport error to the harness's own exceptions."""
-    if isinstance(exc, docker.errors.ImageNotFound):
-        return ImageMissingError(f"{what}: image not found ({exc.explanation})")
-    if isinstance(exc, docker.errors.APIError):
-        status = exc.status_code or 0
-        message = f"{what}: Docker engine error {status}: {exc.explanation or exc}"
-        return TransientBackendError(message) if status >= 500 else BackendError(message)
-    if isinstance(exc, requests.exceptions.RequestException | ConnectionError | OSError):
-        return TransientBackendError(f"{what}: lost the Docker engine ({exc.__class__.__name__})")
-    if isinstance(exc, docker.errors.DockerException):
-        return DockerUnavailableError(f"{what}: {exc}")
-    return BackendError(f"{what}: {exc}")
-
-
-@contextlib.contextmanager
-def _translated(what: str) -> Iterator[None]:
-    try:
-        yield
-    except HarnessError:
-        raise
-    except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
-        raise _translate(exc, what) from None
-
-
-def _call(what: str, fn: Callable[[], T]) -> T:
-    """Run one engine call with translation and bounded retries of transient faults."""
-
-    @retry_transient
-    def attempt() -> T:
-        with _translated(what):
-            return fn()
-
-    return attempt()
-
-
-# The classic builder colours a step's stderr; the escape sequences (and any other control
-# characters a package's installer prints) are dropped before a line reaches the log.
-_CONTROLS = re.compile(
-    r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x1b.?|[\x00-\x08\x0b-\x1f\x7f\x9b]"
-)
-
-
-# A prune that runs while a build uses a cached layer (`harness gc` removes dangling harness
-# images, which a multi-stage build's first stage is) makes the engine fail the build midway; a
-# second attempt builds the layer again.
-_CACHE_RACE = re.compile(r"failed to get digest|no such image|unknown parent image", re.IGNORECASE)
-BUILD_ATTEMPTS = 2
-
-
-class _CacheRace(Exception):
-    pass
 
 
 def _when(text: object) -> datetime | None:
@@ -134,26 +74,6 @@ def _stats(container_id: str, attrs: dict[str, Any], raw: dict[str, Any]) -> Con
         started_at=_when((attrs.get("State") or {}).get("StartedAt")),
         read_at=_when(raw.get("read")) or datetime.now(UTC),
     )
-
-
-def _last(lines: list[str]) -> str:
-    return lines[-1] if lines else "the engine reported no output"
-
-
-# What the classic builder prints around a step's own output: not worth quoting in an error.
-_BUILDER_LINE = re.compile(r"^(Step \d+/\d+ : |---> |Removing intermediate container |Successfully )")
-_QUOTED_MAX = 300
-
-
-def _failure(detail: str, tail: list[str]) -> str:
-    """The engine's error for a failed build, with the last line the failing step printed (the reason,
-    usually: "E: Unable to locate package", a refusal), on one line."""
-    said = [line for line in tail if not _BUILDER_LINE.match(line)]
-    if not detail:
-        return _last(said or tail)
-    if said and said[-1] not in detail:
-        return f"{detail} (last output: {said[-1][:_QUOTED_MAX]})"
-    return detail
 
 
 def _mounts(spec: ContainerSpec) -> list[Mount]:
@@ -204,7 +124,8 @@ class _Running:
 class DockerBackend(Backend, ImageStore, Exec, Stats):
     name = "docker"
 
-    def __init__(self) -> None:
+    def __init__(self, config: DockerConfig | None = None) -> None:
+        self.config = config or DockerConfig()
         self._client: Any = None
         self._running: dict[str, _Running] = {}  # started here: the SDK object and its output drain
 
@@ -212,18 +133,18 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
     def client(self) -> Any:
         if self._client is None:
             try:
-                self._client = docker.from_env(timeout=API_TIMEOUT)
+                self._client = docker.from_env(timeout=api.API_TIMEOUT)
             except docker.errors.DockerException as exc:
-                raise DockerUnavailableError(
+                raise EngineUnavailableError(
                     f"cannot reach the Docker engine ({exc}); is dockerd running and are you in the docker group?"
                 ) from None
         return self._client
 
     def check(self) -> EngineInfo:
         try:
-            info = _call("ping the Docker engine", self.client.info)
+            info = api.call("ping the Docker engine", self.client.info)
         except TransientBackendError as exc:
-            raise DockerUnavailableError(
+            raise EngineUnavailableError(
                 f"cannot reach the Docker engine ({exc.message}); is dockerd running?"
             ) from None
         return EngineInfo(
@@ -234,14 +155,14 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
 
     def image_exists(self, image: str) -> bool:
         try:
-            _call(f"inspect image {image}", lambda: self.client.images.get(image))
+            api.call(f"inspect image {image}", lambda: self.client.images.get(image))
         except ImageMissingError:
             return False
         return True
 
     def image_label(self, image: str, label: str) -> str | None:
         try:
-            img = _call(f"inspect image {image}", lambda: self.client.images.get(image))
+            img = api.call(f"inspect image {image}", lambda: self.client.images.get(image))
         except ImageMissingError:
             return None
         labels = (img.attrs.get("Config") or {}).get("Labels") or {}
@@ -250,7 +171,7 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
 
     def image_id(self, image: str) -> str | None:
         try:
-            img = _call(f"inspect image {image}", lambda: self.client.images.get(image))
+            img = api.call(f"inspect image {image}", lambda: self.client.images.get(image))
         except ImageMissingError:
             return None
         return str(img.id)
@@ -259,41 +180,8 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
         self, *, context: Path, tag: str, labels: dict[str, str], dockerfile: str | None = None,
         buildargs: dict[str, str] | None = None, target: str | None = None,
     ) -> None:  # fmt: skip
-        log.info("building image %s from %s", tag, context)
-        options: dict[str, Any] = {"dockerfile": dockerfile, "buildargs": buildargs or None, "target": target}
-        for attempt in range(1, BUILD_ATTEMPTS + 1):
-            try:
-                self._build(context, tag, labels, {k: v for k, v in options.items() if v is not None})
-            except _CacheRace as exc:
-                if attempt == BUILD_ATTEMPTS:
-                    raise ImageMissingError(f"building image {tag} failed: {exc}") from None
-                log.warning("a cached layer of %s vanished mid-build (%s); building again", tag, exc)
-            else:
-                return
-
-    def _build(self, context: Path, tag: str, labels: dict[str, str], options: dict[str, Any]) -> None:
-        progress = logging.getLogger(f"{__name__}.build")
-        tail: list[str] = []  # the last lines, for the error of a failed build
-        try:
-            with _translated(f"build image {tag}"):
-                # The low-level API streams the build log; each line goes to the log as it comes.
-                chunks = self.client.api.build(
-                    path=str(context), tag=tag, labels=labels, rm=True, forcerm=True,
-                    pull=False, network_mode="host", decode=True, **options,
-                )  # fmt: skip
-                for chunk in chunks:
-                    if "error" in chunk:
-                        detail = _CONTROLS.sub("", str(chunk.get("error") or "")).strip()
-                        if _CACHE_RACE.search(detail):
-                            raise _CacheRace(detail)
-                        raise ImageMissingError(f"building image {tag} failed: {_failure(detail, tail)}")
-                    for raw in str(chunk.get("stream") or chunk.get("status") or "").splitlines():
-                        line = _CONTROLS.sub("", raw).strip()
-                        if line:
-                            progress.info("%s: %s", tag, line)
-                            tail = [*tail[-19:], line]
-        except BackendError as exc:
-            raise ImageMissingError(f"building image {tag} failed: {exc.message}") from None
+        build_image(self.client, context=context, tag=tag, labels=labels, dockerfile=dockerfile,
+                    buildargs=buildargs, target=target)  # fmt: skip
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         """The arguments of the engine's create call, as JSON data."""
@@ -343,19 +231,19 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
             for m in _mounts(spec)
         ]
         kwargs["log_config"] = LogConfig(**_log_config(spec))
-        container = _call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
+        container = api.call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
         try:
             # Attached before the start, the stream has every byte in the order it was written,
             # across stdout and stderr (the log driver would regroup them line by line, which
             # could split a secret into pieces that no longer meet in the redactor).
-            stream = _call(
+            stream = api.call(
                 "attach to a container",
                 lambda: container.attach(stdout=True, stderr=True, stream=True, logs=False),
             )
-            _call("start a container", container.start)
+            api.call("start a container", container.start)
         except BaseException:
             with contextlib.suppress(HarnessError):
-                _call("remove a container", lambda: container.remove(force=True, v=True))
+                api.call("remove a container", lambda: container.remove(force=True, v=True))
             raise
         drain = threading.Thread(target=self._drain, args=(container.short_id, stream, output), daemon=True)
         drain.start()
@@ -366,14 +254,14 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
         running = self._running.get(container_id)
         if running is not None:
             return running.container
-        return _call("find a container", lambda: self.client.containers.get(container_id))
+        return api.call("find a container", lambda: self.client.containers.get(container_id))
 
     def wait(self, container_id: str, timeout: float) -> bool:
         return self._wait(self._container(container_id), timeout)
 
     def disk_usage(self, container_id: str, path: str, user: str) -> int | None:
         out = CappedBuffer(4096)
-        self.exec(container_id, ["du", "-sxb", path], user=user, env={}, output=out, timeout=API_TIMEOUT)
+        self.exec(container_id, ["du", "-sxb", path], user=user, env={}, output=out, timeout=api.API_TIMEOUT)
         first = out.text().split("\t", 1)[0].strip()
         return int(first) if first.isdigit() else None
 
@@ -381,18 +269,18 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
         self, container_id: str, command: list[str], *, user: str, env: dict[str, str], output: OutputSink,
         timeout: float,
     ) -> int | None:  # fmt: skip
-        api = self.client.api
-        exec_id = _call(
-            "create an exec", lambda: api.exec_create(container_id, command, user=user, environment=env)["Id"]
+        low = self.client.api
+        exec_id = api.call(
+            "create an exec", lambda: low.exec_create(container_id, command, user=user, environment=env)["Id"]
         )
-        with _translated("start an exec"):  # never retried: a second start of one exec is refused
-            stream = api.exec_start(exec_id, stream=True)
+        with api.translated("start an exec"):  # never retried: a second start of one exec is refused
+            stream = low.exec_start(exec_id, stream=True)
         drain = threading.Thread(target=self._drain, args=(f"exec {exec_id[:12]}", stream, output), daemon=True)
         drain.start()
         drain.join(timeout)
         if drain.is_alive():
             return None
-        state = _call("inspect an exec", lambda: api.exec_inspect(exec_id))
+        state = api.call("inspect an exec", lambda: low.exec_inspect(exec_id))
         return None if state.get("Running") else int(state.get("ExitCode", -1))
 
     def finish(self, container_id: str) -> Exit:
@@ -400,7 +288,7 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
         if running is not None:
             running.drain.join(timeout=10)
         container = self._container(container_id)
-        _call("inspect a container", container.reload)
+        api.call("inspect a container", container.reload)
         state = container.attrs.get("State") or {}
         return Exit(
             exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
@@ -429,18 +317,18 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
     def _wait(container: Any, timeout: float) -> bool:
         """True when the container exited within `timeout` seconds."""
         try:
-            with _translated("wait for a container"):
+            with api.translated("wait for a container"):
                 container.wait(timeout=timeout)
         except TransientBackendError:
             # A read timeout of the wait call looks like a transport error: ask the engine.
-            _call("inspect a container", container.reload)
+            api.call("inspect a container", container.reload)
             return not (container.attrs.get("State") or {}).get("Running")
         return True
 
     @staticmethod
     def _stop(container: Any, grace: float) -> None:
         try:
-            _call("stop a container", lambda: container.stop(timeout=max(1, int(grace))))
+            api.call("stop a container", lambda: container.stop(timeout=max(1, int(grace))))
         except BackendError as exc:
             if isinstance(exc, TransientBackendError):
                 raise
@@ -455,7 +343,7 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
 
     def list_containers(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
-        found = _call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
+        found = api.call("list containers", lambda: self.client.containers.list(all=True, filters=filters))
         return {str(c.id): dict(c.labels or {}) for c in found}
 
     def stats(self, container_id: str) -> ContainerStats | None:
@@ -465,12 +353,12 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
             except docker.errors.NotFound:
                 return None
 
-        container = _call("find a container", find)
+        container = api.call("find a container", find)
         if container is None or not (container.attrs.get("State") or {}).get("Running"):
             return None
         try:
             # One sample, not a stream: the engine answers at once (no second sample for a rate).
-            raw = _call("read container stats", lambda: container.stats(stream=False, one_shot=True))
+            raw = api.call("read container stats", lambda: container.stats(stream=False, one_shot=True))
         except BackendError as exc:
             if isinstance(exc, TransientBackendError):
                 raise
@@ -478,9 +366,9 @@ class DockerBackend(Backend, ImageStore, Exec, Stats):
         return _stats(str(container.id), container.attrs, raw)
 
     def _remove(self, container_id: str) -> None:
-        _call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
+        api.call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
 
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         filters = {"dangling": True, "label": [f"{k}={v}" for k, v in labels.items()]}
-        result = _call("prune images", lambda: self.client.images.prune(filters=filters))
+        result = api.call("prune images", lambda: self.client.images.prune(filters=filters))
         return [str(d.get("Deleted") or d.get("Untagged")) for d in (result.get("ImagesDeleted") or [])]
