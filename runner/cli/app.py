@@ -1,4 +1,8 @@
-"""The `harness` command line: parse options, call one core function, render its result."""
+"""The `harness` command line: parse options, call one core function, render its result.
+
+Why one module of this size: every command's typer declaration, from which `--help` and docs/cli.md are
+generated; a command only parses its options, calls one use case and renders the result (render.py).
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ the agent's own (a tunnel, TLS inside as a rule).
 
 What it cannot stop: data leaving through an allowed host, or a TLS tunnel to an allowed address
 that names another site inside (SNI and Host are encrypted by then).
+
+Why one module of this size: one connection's life (its head parsed and checked, the allowlist and address
+rules, the tunnel or the re-framed request and answer, the bounds and the log line) is one piece of policy
+that reads top to bottom; h11 does the framing, and nothing here is shared with another module.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Field names follow the original Solo Harness (camelCase, `schemaVersion`, `kind`) so its readers keep
 working; ours add what a container run needs. Old schema versions are upgraded on read by named steps
 in `runner.record.journal`.
+
+Why one module of this size: every model of the journal in one file, as its schema and its generated
+reference (docs/journal.md, docs/schema/) are one; each model is small and only describes fields.
 """
 
 from __future__ import annotations

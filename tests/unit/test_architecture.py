@@ -85,3 +85,29 @@ def test_each_package_says_what_it_may_import() -> None:
     for init in PACKAGE.glob("*/__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text())) or ""
         assert "import" in doc, f"{init.relative_to(ROOT)}: the docstring does not say what the layer may import"
+
+
+MAX_LINES = 450
+REASON = "Why one module of this size"
+
+
+def oversized_without_reason(sources: dict[str, str]) -> list[str]:
+    """Modules over MAX_LINES lines whose docstring does not say why they stay one module."""
+    return [
+        f"{name}: {len(text.splitlines())} lines"
+        for name, text in sorted(sources.items())
+        if len(text.splitlines()) > MAX_LINES and REASON not in (ast.get_docstring(ast.parse(text)) or "")
+    ]
+
+
+def test_no_module_above_450_lines_without_a_reason_at_its_top() -> None:
+    sources = {str(p.relative_to(ROOT)): p.read_text() for p in PACKAGE.rglob("*.py")}
+    assert oversized_without_reason(sources) == []
+
+
+def test_the_size_check_sees_a_long_module_without_its_reason() -> None:
+    long = '"""A module."""\n' + "x = 1\n" * MAX_LINES
+    reasoned = f'"""A module.\n\n{REASON}: one state machine.\n"""\n' + "x = 1\n" * MAX_LINES
+    assert oversized_without_reason({"long.py": long, "reasoned.py": reasoned, "short.py": "x = 1\n"}) == [
+        f"long.py: {MAX_LINES + 1} lines"
+    ]
