@@ -49,6 +49,17 @@ def deadline_exceeded(config: KubernetesConfig, job: str) -> bool:
     return any(c.type == "Failed" and c.reason == "DeadlineExceeded" for c in conditions)
 
 
+def pod_running(config: KubernetesConfig, job: str) -> bool:
+    """Whether the Job's pod has its containers running."""
+    from kubernetes import client
+    from kubernetes import config as loader
+
+    core = client.CoreV1Api(loader.new_client_from_config(config_file=config.kubeconfig))
+    pods = core.list_namespaced_pod(config.namespace, label_selector=f"job-name={job}").items
+    statuses = (pods[0].status.container_statuses or []) if pods else []
+    return bool(statuses) and all(s.state and s.state.running for s in statuses)
+
+
 def record(repo: GitRepo, session: str, n: int) -> IterationRecord:
     return load_model(repo.journal(session) / f"iteration-{n:04d}.json", IterationRecord)
 
@@ -284,12 +295,15 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
     from runner.record.models import Limits
     from runner.sandbox.container import hardened_spec, labels
 
-    backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout": 2}))
-    backend.transfer_allowance = 0  # the Job's deadline: the run's 8 s + 2 s pending
+    # Room for the pod's start on a loaded machine (the start runs in its own thread since the watchdog took it
+    # over): a pod the deadline takes before it ran is a start that failed, not what this test is about.
+    backend = KubernetesBackend(k8s_config.model_copy(update={"pending_timeout": 12}))
+    backend.transfer_allowance = 0  # the Job's deadline: the run's 18 s + 12 s pending
     spec = hardened_spec(image="harness-base:latest", command=["sleep", "300"], limits=Limits(), mounts=(),
                          labels=labels("kdeadline", "k", "agent"), workdir="/tmp")  # fmt: skip
-    job = backend.start(replace(spec, deadline_seconds=8), CappedBuffer())  # no watchdog: as if it were gone
+    job = backend.start(replace(spec, deadline_seconds=18), CappedBuffer())  # no watchdog: as if it were gone
     try:
+        wait_for(lambda: pod_running(k8s_config, job), timeout=120, what="the agent's pod to run")
         assert not backend.wait(job, 0)  # control: the agent runs, its pod is there
         # Two controllers act in turn, each as fast as the machine lets it: the job controller fails the Job at
         # its deadline (10 s) and deletes the pod, then the kubelet ends it (SIGKILL after the 5 s grace). Each
@@ -298,7 +312,7 @@ def test_the_jobs_own_deadline_is_named_when_it_took_the_pod(k8s_config: Kuberne
         # controller has written why it failed.
         wait_for(lambda: deadline_exceeded(k8s_config, job), timeout=360, what="the Job's DeadlineExceeded")
         wait_for(lambda: backend.wait(job, 0), timeout=360, what="Kubernetes to end the pod")
-        with pytest.raises(BackendError, match=r"reached its own deadline \(activeDeadlineSeconds 10"):
+        with pytest.raises(BackendError, match=r"reached its own deadline \(activeDeadlineSeconds 30"):
             backend.finish(job)
     finally:
         backend.remove(job)
