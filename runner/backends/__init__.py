@@ -28,21 +28,16 @@ from runner.record.models import EngineRef
 
 @dataclass(frozen=True)
 class Engine:
-    """A registered engine: where its configuration and its engine are (`module:Class`), and what it is."""
+    """A registered engine: where its configuration and its engine are (`module:Class`)."""
 
     config: str
     engine: str
-    about: str
 
 
 ENGINES: dict[str, Engine] = {
-    "docker": Engine(
-        "runner.backends.docker.config:DockerConfig", "runner.backends.docker.engine:DockerBackend", "the local engine"
-    ),
+    "docker": Engine("runner.backends.docker.config:DockerConfig", "runner.backends.docker.engine:DockerBackend"),
     "kubernetes": Engine(
-        "runner.backends.kubernetes.config:KubernetesConfig",
-        "runner.backends.kubernetes.engine:KubernetesBackend",
-        "Jobs on a cluster",
+        "runner.backends.kubernetes.config:KubernetesConfig", "runner.backends.kubernetes.engine:KubernetesBackend"
     ),
 }
 LOCAL = "docker"  # this machine's own engine: the one that builds and keeps images
@@ -51,10 +46,6 @@ LOCAL = "docker"  # this machine's own engine: the one that builds and keeps ima
 def _load(path: str) -> Any:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
-
-
-def engine_names() -> tuple[str, ...]:
-    return tuple(ENGINES)
 
 
 def config_class(name: str) -> type[EngineConfig]:
@@ -80,10 +71,8 @@ def engine_config(given: EngineRef | Mapping[str, object] | None = None) -> Engi
 
 def engine_tables() -> tuple[EngineTable, ...]:
     """Each engine's table in `run`'s settings (runner.record.settings), from its configuration."""
-    return tuple(
-        EngineTable(name, model, dict(model.flat), model.repository_keys)
-        for name, model in ((name, config_class(name)) for name in ENGINES)
-    )
+    models = {name: config_class(name) for name in ENGINES}
+    return tuple(EngineTable(name, model, dict(model.flat), model.repository_keys) for name, model in models.items())
 
 
 def engine_ref(config: EngineConfig) -> EngineRef:

@@ -31,7 +31,7 @@ class TestDelegating(RealEngineContract):
 @pytest.fixture
 def registered(monkeypatch: pytest.MonkeyPatch) -> None:
     """The third engine in the registry, as its line in runner.backends.ENGINES would put it."""
-    entry = Engine("tests.backends.delegating:DelegatingConfig", "tests.backends.delegating:DelegatingBackend", "test")
+    entry = Engine("tests.backends.delegating:DelegatingConfig", "tests.backends.delegating:DelegatingBackend")
     monkeypatch.setitem(runner.backends.ENGINES, "delegating", entry)
 
 
