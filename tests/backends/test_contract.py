@@ -46,6 +46,8 @@ def _fake_subject() -> Subject:
             return FakeRun(output=b"x" * int(cmd[1]) * MIB)
         if cmd[0] == "fake:fill":
             return FakeRun(hang=True, disk_bytes=int(cmd[2]) * MIB)
+        if cmd[0] == "fake:nap":
+            return FakeRun(seconds=float(cmd[1]), output=b"sleeping\n")
         if cmd[0] == "fake:pending":
             return FakeRun(pending=True)
         if cmd[0] == "fake:mounts":
@@ -61,7 +63,7 @@ def _fake_subject() -> Subject:
     return Subject(
         fake,
         lambda text, code: ["fake:echo-exit", text, str(code)],
-        lambda seconds: ["fake:sleep", str(seconds)],
+        lambda seconds: ["fake:nap", str(seconds)],
         ["fake:oom"],
         lambda mib: ["fake:flood", str(mib)],
         lambda path, mib: ["fake:fill", path, str(mib)],
