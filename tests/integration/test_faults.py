@@ -99,9 +99,7 @@ def test_two_resumes_at_once_run_exactly_one(repo: GitRepo) -> None:
     resumes = [popen_harness("resume", "--session", "twice", "--max-iterations", "2", "--json", cwd=repo.path)
                for _ in range(2)]  # fmt: skip
     # One drives the session (its iteration holds), the other gives way at once: wait for that, then release.
-    deadline = time.monotonic() + 180
-    while all(p.poll() is None for p in resumes) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_for(lambda: any(p.poll() is not None for p in resumes), 180, "one resume to give way")
     release(repo, "twice")
     results = [(p.communicate(timeout=180), p.returncode) for p in resumes]
     codes = sorted(code for _, code in results)
