@@ -207,7 +207,11 @@ def bench_env(prefix: str) -> Iterator[BenchEnv]:
 
 def cleanup(env: BenchEnv) -> None:
     """Remove the copies, every container labelled with the bench id, and the temp dir; warn, never raise."""
-    ids = run(["docker", "ps", "-aq", "--filter", f"label={env.label}"]).split()
+    try:
+        ids = run(["docker", "ps", "-aq", "--filter", f"label={env.label}"]).split()
+    except (BenchError, OSError, subprocess.TimeoutExpired) as exc:  # the engine went away: keep cleaning up
+        print(f"bench: warning: cannot list the bench's containers: {exc}", file=sys.stderr)
+        ids = []
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
     if os.geteuid() != 0:  # files made by the agent uid: removed by a container of the same uid

@@ -40,7 +40,7 @@ class ExitCode(IntEnum):
             cls.OK: "Success; for `status`, `run` and `resume`: the session completed.",
             cls.FAILURE: "An unexpected internal error (HARNESS_DEBUG=1 shows the traceback).",
             cls.USAGE: "Bad arguments or malformed input.",
-            cls.ENGINE_UNAVAILABLE: "The Docker engine cannot be reached, or failed.",
+            cls.ENGINE_UNAVAILABLE: "The container engine (Docker or Kubernetes) cannot be reached, or failed.",
             cls.IMAGE_MISSING: "The container image does not exist and could not be built.",
             cls.NOT_A_REPOSITORY: "--repo is not a git repository (or has no working tree).",
             cls.SESSION_EXISTS: "A session with that id already exists.",
