@@ -10,7 +10,8 @@ and may have more, which the code above asks for with `isinstance`:
 
 - `ImageStore`: images are built and kept by this engine, on this machine (Docker; a cluster pulls its own);
 - `Exec`: a command can be run in a running container (the resident helper's checkpoints: runner.loop.resident);
-- `Stats`: a running container's CPU, memory and pids can be sampled (the hud).
+- `Stats`: a running container's CPU, memory and pids can be sampled (the hud);
+- `HostMounts`: the engine's mounts are the host's directories themselves (a copy can borrow a shared seed).
 
 An engine only translates: a `ContainerSpec` (its security posture as data) into what its engine runs, and
 the engine's answers back. The policy of a run (deadline, cancel, disk watch, stop grace) lives once above
@@ -305,6 +306,13 @@ class Exec(ABC):
         """Run `command` in the running container, its output (stdout and stderr as written) into `output`;
         its exit code, or None when it did not end within `timeout` (the caller removes the container).
         Raises BackendError when the container is gone or the engine refuses."""
+
+
+class HostMounts(ABC):  # noqa: B024 - a capability without a method: what the engine's mounts are
+    """The engine's mounts are the host's directories themselves (bind mounts), not copies: a read-only mount
+    costs nothing whatever its size, and every container sees the same files. A repository's shared seed
+    (runner.loop.seed) is used only on such an engine; Kubernetes, whose mounts travel with each pod, makes
+    each copy by a full clone instead."""
 
 
 class Stats(ABC):

@@ -12,6 +12,9 @@ PROMPT_DIR = "/harness"
 OUTBOX_DIR = "/harness-out"
 STATUS_FILE = f"{OUTBOX_DIR}/status.json"
 HOME = "/home/agent"
+# A repository's shared seed (runner/loop/seed.py), read-only in every container of a copy made from it; the
+# copy's .git/objects/info/alternates names its objects here.
+SEED_DIR = "/harness-seed"
 # The network sockets of a run (model gateway, egress proxy) live in a host directory that the
 # agent can read but not write; inside, `harness-relay` turns each into a loopback TCP port.
 NET_DIR = "/harness-net"

@@ -48,3 +48,8 @@ def repo_key(repo: Path) -> str:
 def run_dir(repo: Path, session: str) -> Path:
     """Per-session directory of the isolated copy, its outbox and its export bundles."""
     return data_home() / "runs" / f"{repo_key(repo)}-{session}"
+
+
+def seed_dir(repo: Path) -> Path:
+    """The repository's shared seed: the object store its copies borrow from (runner/loop/seed.py)."""
+    return data_home() / "seeds" / repo_key(repo)

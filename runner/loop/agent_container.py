@@ -25,7 +25,7 @@ def agent_spec(
 ) -> ContainerSpec:  # fmt: skip
     """The agent's container for one iteration (also what `run --dry-run` shows the backend would submit)."""
     mounts = [
-        bind(run_dir.workspace, WORKSPACE, read_only=False),
+        *run_dir.copy_mounts(read_only=False),
         bind(run_dir.prompt, PROMPT_DIR, read_only=True),
         bind(run_dir.outbox, OUTBOX_DIR, read_only=False),
     ]

@@ -258,7 +258,7 @@ class Supervisor:
             services=services,
             limits=summary.limits,
             mounts=(
-                bind(self.workspace.dir.workspace, WORKSPACE, read_only=False),
+                *self.workspace.dir.copy_mounts(read_only=False),
                 bind(cache, CACHE_DIR, read_only=False),
             ),
             labels=labels(summary.session_id, self.workspace.repo_key, "setup"),
@@ -508,7 +508,7 @@ class Supervisor:
             image=summary.image,
             command=with_merged_output(["sh", "-c", summary.check_command]),
             limits=summary.limits,
-            mounts=(bind(run_dir.workspace, WORKSPACE, read_only=True),),
+            mounts=run_dir.copy_mounts(read_only=True),
             labels=labels(summary.session_id, self.workspace.repo_key, "check"),
             env={
                 **summary.container_env,

@@ -20,10 +20,11 @@ from runner.backends.base import Backend, Exec, Mount
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import BackendError, WorkspaceError
-from runner.base.layout import OUTBOX_DIR, RELAY, WORKSPACE
+from runner.base.layout import OUTBOX_DIR, RELAY, SEED_DIR, WORKSPACE
 from runner.base.output import CappedBuffer
 from runner.base.saferead import UnsafeFileError, copy_untrusted
 from runner.loop.resident import ResidentHelper
+from runner.loop.seed import ensure_seed
 from runner.record.gitops import HostGit
 from runner.record.models import DiffStat, Limits, RunOwner
 from runner.sandbox.container import bind, hardened_spec, labels
@@ -65,6 +66,20 @@ mkdir -p /run-root/workspace /run-root/outbox /run-root/export
 {_GIT} clone --quiet --no-local --no-hardlinks --no-checkout /source /run-root/workspace
 cd /run-root/workspace
 git remote remove origin
+{_GIT} checkout --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
+"""
+)
+
+# A copy made from the repository's seed (runner/loop/seed.py): a fresh repository whose objects are read from
+# the seed's read-only mount (one alternates line), so that only the checkout is left to do.
+_CREATE_FROM_SEED = (
+    _GIT_ENV
+    + f"""set -eu
+git config --global safe.directory '*'
+mkdir -p /run-root/workspace /run-root/outbox /run-root/export
+cd /run-root/workspace
+{_GIT} -c init.defaultBranch=harness-unborn init --quiet
+printf '%s\\n' {SEED_DIR}/objects > .git/objects/info/alternates
 {_GIT} checkout --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
 """
 )
@@ -125,6 +140,14 @@ class RunDir:
     """The host layout of one session's copy (outside any repository)."""
 
     root: Path
+    # The repository's shared seed the copy borrows its objects from (runner/loop/seed.py); None: a full clone.
+    seed: Path | None = None
+
+    def copy_mounts(self, *, read_only: bool) -> tuple[Mount, ...]:
+        """The copy at WORKSPACE, and the seed it borrows from (read-only, always) when it has one: what every
+        container that reads the copy mounts (agent, setup, check, helpers)."""
+        mounts = (bind(self.workspace, WORKSPACE, read_only=read_only),)
+        return mounts if self.seed is None else (*mounts, bind(self.seed, SEED_DIR, read_only=True))
 
     @property
     def workspace(self) -> Path:
@@ -237,7 +260,9 @@ class Workspace:
             self._resident.close()
 
     def create(self, *, source_git_dir: Path, base_commit: str, branch: str, owner: RunOwner) -> None:
-        """Clone the user's repository (its .git mounted read-only) into a fresh copy."""
+        """Clone the user's repository (its .git mounted read-only) into a fresh copy; or, when the run
+        directory names a seed, make or refresh that seed (on the host, under its lock) and check the copy
+        out of it, borrowing its objects."""
         try:
             self.dir.root.mkdir(parents=True, exist_ok=False)
             # The helper runs as the agent uid and must create the copy inside; only this
@@ -252,17 +277,20 @@ class Workspace:
             raise WorkspaceError(f"cannot create {self.dir.root}: {exc.strerror}") from None
         if self.run_image is not None:
             self._check_image(self.run_image)
-        self._helper(
-            _CREATE,
-            (bind(source_git_dir, "/source", read_only=True), bind(self.dir.root, "/run-root", read_only=False)),
-            {"HARNESS_BRANCH": branch, "HARNESS_BASE": base_commit},
-            "making the isolated copy",
-        )
+        env = {"HARNESS_BRANCH": branch, "HARNESS_BASE": base_commit}
+        run_root = bind(self.dir.root, "/run-root", read_only=False)
+        if self.dir.seed is None:
+            source = bind(source_git_dir, "/source", read_only=True)
+            self._helper(_CREATE, (source, run_root), env, "making the isolated copy")
+            return
+        ensure_seed(self.dir.seed, source_git_dir, base_commit)
+        seed = bind(self.dir.seed, SEED_DIR, read_only=True)
+        self._helper(_CREATE_FROM_SEED, (seed, run_root), env, "making the isolated copy from the seed")
 
     def _copy_mounts(self) -> tuple[Mount, ...]:
         """What the resident helper mounts (the same for every exec in it)."""
         return (
-            bind(self.dir.workspace, WORKSPACE, read_only=False),
+            *self.dir.copy_mounts(read_only=False),
             bind(self.dir.outbox, OUTBOX_DIR, read_only=False),
             bind(self.dir.export, "/export", read_only=False),
         )

@@ -355,6 +355,11 @@ class WorktreeInfo(JournalModel):
     base_commit: str = Field(pattern=r"^[0-9a-f]{40}$", description="The commit that ref named when the run began.")
     path: str = Field(description="The isolated copy on the host (owned by the agent's uid).")
     branch: str = Field(description="The branch in the user's repository that receives the harvested commits.")
+    seed: str | None = Field(
+        default=None,
+        description="The repository's shared seed on the host, whose objects the copy borrows (read-only, through "
+        "objects/info/alternates); null: the copy is a full clone.",
+    )
 
 
 class AgentInfo(JournalModel):

@@ -15,13 +15,13 @@ from pydantic.alias_generators import to_camel
 
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import engine_config, engine_ref, engine_tables
-from runner.backends.base import Backend, ImageStore
+from runner.backends.base import Backend, HostMounts, ImageStore
 from runner.backends.config import EngineConfig
 from runner.backends.docker.config import DockerConfig
 from runner.base.errors import RuntimeUnavailableError, SessionExistsError, UsageError
 from runner.base.layout import AGENT_UID, GATEWAY_PORT, GATEWAY_SOCKET
 from runner.base.names import branch_for, validate_session
-from runner.base.paths import data_home, journal_dir, repo_key, run_dir
+from runner.base.paths import data_home, journal_dir, repo_key, run_dir, seed_dir
 from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
 from runner.gateway.upstreams import upstreams_from_env
 from runner.loop.agent_container import agent_spec
@@ -74,6 +74,9 @@ class RunRequest:
     backend: EngineConfig = field(default_factory=DockerConfig)  # the engine and its configuration, validated
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
+    # Make the copy from the repository's shared seed (runner/loop/seed.py): a race's racers set it. Taken only
+    # on an engine whose mounts are the host's directories (Docker); elsewhere the copy is a full clone.
+    seed: bool = False
 
 
 def _engine_options(config: EngineConfig) -> dict[str, Any]:
@@ -157,6 +160,7 @@ class RunPlan(CamelModel):
     journal_dir: str
     run_dir: str
     workspace: str
+    seed: str | None = None  # the shared seed the copy borrows its objects from (null: a full clone)
     branch: str
     base_ref: str
     base_commit: str
@@ -267,7 +271,10 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
 
     allow_hosts = _network_plan(request.network, request.allow_hosts)
     setup = _setup_plan(request, environment, local=isinstance(backend, ImageStore))
-    rd = RunDir(run_dir(repo.top, session))
+    seed = seed_dir(repo.top) if request.seed and isinstance(backend, HostMounts) else None
+    if request.seed and seed is None:
+        log.info("the %s engine copies its mounts: the copy is a full clone, not one from the seed", backend.name)
+    rd = RunDir(run_dir(repo.top, session), seed=seed)
     plan = RunPlan(
         session=session,
         repo=str(repo.top),
@@ -275,6 +282,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         journal_dir=str(journal_dir(repo.top, session)),
         run_dir=str(rd.root),
         workspace=str(rd.workspace),
+        seed=str(seed) if seed is not None else None,
         branch=f"harness/{session}",
         base_ref=request.base,
         base_commit=base_commit,
@@ -372,7 +380,11 @@ def new_summary(plan: RunPlan) -> RunSummary:
         objective=plan.objective,
         max_iterations=plan.limits.max_iterations,
         worktree=WorktreeInfo(
-            base_ref=plan.base_ref, base_commit=plan.base_commit, path=plan.workspace, branch=plan.branch
+            base_ref=plan.base_ref,
+            base_commit=plan.base_commit,
+            path=plan.workspace,
+            branch=plan.branch,
+            seed=plan.seed,
         ),
         repo=plan.repo,
         run_dir=plan.run_dir,

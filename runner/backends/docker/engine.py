@@ -25,6 +25,7 @@ from runner.backends.base import (
     EngineInfo,
     Exec,
     Exit,
+    HostMounts,
     ImageStore,
     Mount,
     Stats,
@@ -121,7 +122,7 @@ class _Running:
     drain: threading.Thread
 
 
-class DockerBackend(Backend, ImageStore, Exec, Stats):
+class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
     name = "docker"
 
     def __init__(self, config: DockerConfig | None = None) -> None:
