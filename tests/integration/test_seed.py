@@ -67,10 +67,13 @@ def _object_bytes(git_dir: Path) -> int:
 def test_racers_share_one_seed_and_harvest_everything(repo: GitRepo) -> None:
     side = _history(repo)
     script = AGENT.replace('"$SIDE"', side)
-    results: dict[str, RunSummary] = {}
+    results: dict[str, RunSummary | BaseException] = {}
 
     def race(session: str) -> None:
-        results[session] = _run(repo, session, script)
+        try:
+            results[session] = _run(repo, session, script)
+        except BaseException as exc:
+            results[session] = exc
 
     threads = [threading.Thread(target=race, args=(f"racer-{n}",)) for n in (1, 2)]
     for t in threads:
@@ -82,6 +85,7 @@ def test_racers_share_one_seed_and_harvest_everything(repo: GitRepo) -> None:
     # The user forgets the side branch: only the seed (and now the harvested branches) hold its commit.
     repo.git("branch", "-D", "side")
     for session, summary in results.items():
+        assert isinstance(summary, RunSummary), summary
         assert summary.status == RunState.COMPLETED, summary.error
         assert summary.worktree.seed == str(seed)
         assert summary.last_summary == "alternates: /harness-seed/objects"
@@ -137,7 +141,7 @@ def test_concurrent_racers_make_the_seed_once(repo: GitRepo, tmp_path: Path) -> 
     def ask() -> None:
         try:
             made.append(ensure_seed(seed, repo.path / ".git", base))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=ask) for _ in range(4)]

@@ -2,8 +2,11 @@
 
 import pytest
 
+from runner.backends.base import HostMounts
 from runner.backends.fake import FakeBackend
 from runner.base.errors import RuntimeUnavailableError, UsageError
+from runner.base.layout import SEED_DIR
+from runner.base.paths import seed_dir
 from runner.usecases.plan import RunRequest, plan_run
 from tests.helpers import GitRepo
 
@@ -63,3 +66,19 @@ def test_the_hosts_extra_ca_certificates_go_into_the_build_context(
     after = images._prepare_context("base", context)
     assert after != before  # a new CA rebuilds the image
     assert [p.read_text() for p in (context / "extra-ca").glob("*.crt")] == [cert.read_text()]
+
+
+class _BindingFake(FakeBackend, HostMounts):
+    """The fake engine, said to mount the host's directories themselves (as Docker does)."""
+
+
+def test_the_seed_is_taken_only_where_mounts_are_the_hosts_directories(repo: GitRepo) -> None:
+    """A race asks for the seed; an engine whose mounts are copies (Kubernetes, here the fake) gets a full clone."""
+    plain = plan_run(FakeBackend(), request(repo, seed=True))
+    assert plain.seed is None
+    assert SEED_DIR not in {m.target for m in plain.mounts}
+    binding = plan_run(_BindingFake(), request(repo, seed=True))
+    assert binding.seed == str(seed_dir(repo.path))
+    seed_mounts = [m for m in binding.mounts if m.target == SEED_DIR]
+    assert [(m.source, m.read_only) for m in seed_mounts] == [(binding.seed, True)]
+    assert plan_run(_BindingFake(), request(repo)).seed is None  # a session alone: a full clone
