@@ -24,6 +24,7 @@ from runner.cli.options import (
     CheckOpt,
     DetachOpt,
     JsonOpt,
+    KeepAwakeOpt,
     LimitFlags,
     MaxIterOpt,
     RepoOpt,
@@ -159,6 +160,7 @@ def run(
             "Claude token, a ChatGPT sign-in); default: an API key when there is one.",
         ),
     ] = None,
+    keep_awake: KeepAwakeOpt = None,
     detach: DetachOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
@@ -186,6 +188,7 @@ def run(
             "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
             "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,
             "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
+            "keep_awake": keep_awake,
         },
     )  # fmt: skip
     engine = open_engine(request.backend)
@@ -211,6 +214,7 @@ def resume(
     check: CheckOpt = None,
     setup: SetupOpt = None,
     setup_allow_host: SetupAllowOpt = None,
+    keep_awake: KeepAwakeOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -225,7 +229,7 @@ def resume(
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
-        limits=limits.options(),
+        limits=limits.options(), keep_awake=keep_awake,
     )  # fmt: skip
     engine = open_engine(session_engine(repo, session))
     if detach:

@@ -29,6 +29,11 @@ CheckOpt = Annotated[
     typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
 ]
 DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
+KeepAwakeOpt = Annotated[
+    bool | None,
+    typer.Option("--keep-awake/--no-keep-awake", help="Hold a sleep inhibitor while the session runs (default: on; "
+                 "systemd-inhibit on Linux, caffeinate on macOS)."),
+]  # fmt: skip
 SetupOpt = Annotated[
     str | None,
     typer.Option("--setup", help="Run this command (sh -c) in the copy before the first iteration, with no model "

@@ -197,6 +197,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         grid.add_row("review first", Text(", ".join(neutralise(p) for p in st.findings.flagged), style="bold yellow"))
     if st.error:
         grid.add_row("error", Text(st.error, style="red"))
+    if detailed and st.keep_awake_text:
+        grid.add_row("keep awake", st.keep_awake_text)
     if detailed:
         grid.add_row("journal", st.journal_dir)
     return grid

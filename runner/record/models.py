@@ -382,6 +382,18 @@ class SupervisorInfo(JournalModel):
     )
 
 
+class KeepAwake(JournalModel):
+    """The sleep inhibitor the supervisor holds while the session lives (`keep_awake`, --no-keep-awake)."""
+
+    enabled: bool = Field(default=True, description="Whether the session asks for one (false: --no-keep-awake).")
+    held: bool = Field(default=False, description="Whether the supervisor holds it now (false once the run ends).")
+    via: str | None = Field(
+        default=None, description="The inhibitor: `systemd-inhibit` (Linux) or `caffeinate` (macOS); null: none known."
+    )
+    reason: str | None = Field(default=None, description="Why it is not held, when it was asked for and is not.")
+    since: datetime | None = Field(default=None, description="When the supervisor last took it (UTC).")
+
+
 class BackoffState(JournalModel):
     """Waiting out a usage or rate limit of the agent's provider."""
 
@@ -529,6 +541,9 @@ class RunSummary(JournalModel):
         default_factory=GatewayUsage, description="The model gateway's count over every request of the session."
     )
     supervisor: SupervisorInfo | None = Field(default=None, description="The live supervisor; null when none runs.")
+    keep_awake: KeepAwake = Field(
+        default_factory=KeepAwake, description="The sleep inhibitor held while a supervisor drives the session."
+    )
     error: str | None = Field(default=None, description="The infrastructure fault that ended the run, if one did.")
     created_at: datetime = Field(default_factory=utcnow, description="When the session was created (UTC).")
     updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")

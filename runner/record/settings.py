@@ -199,6 +199,11 @@ class RunOptions(BaseModel):
         default=(),
         description="Files whose change runs the setup again on resume (default: the usual lockfiles and manifests).",
     )
+    keep_awake: bool = Field(
+        default=True,
+        description="Hold a sleep inhibitor while the session runs (systemd-inhibit, caffeinate); false: "
+        "--no-keep-awake.",
+    )
 
     @field_validator("memory")
     @classmethod

@@ -33,6 +33,7 @@ from runner.record.models import (
     AgentInfo,
     CamelModel,
     EngineRef,
+    KeepAwake,
     Limits,
     RunSummary,
     WorktreeInfo,
@@ -71,6 +72,7 @@ class RunRequest:
     model: str | None = None
     auth: Literal["api-key", "subscription"] | None = None
     max_turns: int | None = None
+    keep_awake: bool = True  # hold a sleep inhibitor while the session runs
     backend: EngineConfig = field(default_factory=DockerConfig)  # the engine and its configuration, validated
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
@@ -106,7 +108,7 @@ def run_request(
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
-        max_turns=s.max_turns, backend=backend,
+        max_turns=s.max_turns, backend=backend, keep_awake=s.keep_awake,
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
@@ -175,6 +177,7 @@ class RunPlan(CamelModel):
     runtime: str
     env_names: list[str]
     check: str | None
+    keep_awake: bool = True  # a sleep inhibitor held while the session runs (runner/base/keepawake.py)
     setup: SetupPlan | None = None
     # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
     environment: EnvironmentPlan | None = None
@@ -305,6 +308,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         runtime=request.runtime,
         env_names=list(request.env_names),
         check=check_command(request.check, option="--check"),
+        keep_awake=request.keep_awake,
         setup=setup,
         environment=environment,
         backend=engine_ref(request.backend),
@@ -404,4 +408,5 @@ def new_summary(plan: RunPlan) -> RunSummary:
         container_env=plan.environment.container_env if plan.environment else {},
         limits=plan.limits,
         head_commit=plan.base_commit,
+        keep_awake=KeepAwake(enabled=plan.keep_awake),
     )

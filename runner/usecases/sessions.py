@@ -4,6 +4,7 @@ network, then the supervisor's iterations until the run ends."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import threading
@@ -11,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runner.backends.base import Backend
+from runner.base import keepawake
 from runner.base.errors import HarnessError, InvalidStateError, UsageError, WorkspaceError
 from runner.base.fdlimit import raise_open_file_limit
+from runner.base.keepawake import Inhibitor
 from runner.base.names import branch_for, validate_session
 from runner.base.paths import repo_key
 from runner.base.seams import harness_env
@@ -25,11 +28,13 @@ from runner.record.journal import Journal, ensure_excluded
 from runner.record.models import (
     ControlFile,
     EngineRef,
+    KeepAwake,
     RunOwner,
     RunState,
     RunSummary,
     StopReason,
     SupervisorInfo,
+    utcnow,
 )
 from runner.sandbox import images
 from runner.sandbox.container import session_labels
@@ -37,6 +42,8 @@ from runner.sandbox.environment import prepare_environment
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
+
+log = logging.getLogger(__name__)
 
 
 def session_engine(repo: Path, session: str) -> EngineRef:
@@ -88,6 +95,7 @@ class ResumeRequest:
     setup: str | None = None  # replaces the session's setup command (and runs it again)
     setup_allow_hosts: tuple[str, ...] | None = None  # replaces what the setup may reach
     limits: LimitOptions = field(default_factory=LimitOptions)
+    keep_awake: bool | None = None  # --keep-awake / --no-keep-awake (None: as the session had it)
 
 
 def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
@@ -104,6 +112,8 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             if request.check is not None:
                 summary.check_command = check_command(request.check, option="--check")
             _resume_setup(summary, request)
+            if request.keep_awake is not None:
+                summary.keep_awake = KeepAwake(enabled=request.keep_awake)
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
@@ -164,29 +174,66 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
             # Who drives the session, in the journal from the moment the lock is held (making the copy
             # can take a while): the pid `status` and `stop` then find is this process's.
             summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-            journal.write_summary(summary)
-            secrets = secret_values(summary.env_names)
-            workspace = _workspace(backend, summary)
+            awake = _keep_awake(summary)
             try:
-                _ensure_copy(workspace, git, summary, journal)
-            except HarnessError as exc:
-                summary.status = RunState.INTERRUPTED
-                summary.stop_reason = StopReason.INFRASTRUCTURE
-                summary.error = exc.message
-                summary.supervisor = None
                 journal.write_summary(summary)
-                raise
-            network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
-            network.start()
-            try:
-                supervisor = Supervisor(
-                    backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
-                    stop_event=stop_event, network=network,
-                )  # fmt: skip
-                return supervisor.run(summary)
+                return _drive_locked(backend, summary, git, journal, stop_event)
             finally:
-                workspace.close()
-                network.stop()
+                _let_sleep(awake, summary, journal)
+
+
+def _drive_locked(
+    backend: Backend, summary: RunSummary, git: HostGit, journal: Journal, stop_event: threading.Event | None
+) -> RunSummary:
+    secrets = secret_values(summary.env_names)
+    workspace = _workspace(backend, summary)
+    try:
+        _ensure_copy(workspace, git, summary, journal)
+    except HarnessError as exc:
+        summary.status = RunState.INTERRUPTED
+        summary.stop_reason = StopReason.INFRASTRUCTURE
+        summary.error = exc.message
+        summary.supervisor = None
+        journal.write_summary(summary)
+        raise
+    network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
+    network.start()
+    try:
+        supervisor = Supervisor(
+            backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
+            stop_event=stop_event, network=network,
+        )  # fmt: skip
+        return supervisor.run(summary)
+    finally:
+        workspace.close()
+        network.stop()
+
+
+def _keep_awake(summary: RunSummary) -> Inhibitor | None:
+    """Hold the machine awake for this supervisor's life when the session asks for it; what came of it goes
+    in the summary (not held: why), never a failure of the run."""
+    wish = summary.keep_awake
+    if not wish.enabled:
+        summary.keep_awake = KeepAwake(enabled=False)
+        return None
+    held = keepawake.hold(who="harness", why=f"harness session {summary.session_id} runs unattended ({summary.repo})")
+    summary.keep_awake = KeepAwake(
+        enabled=True, held=held.inhibitor is not None, via=held.via, reason=held.reason,
+        since=utcnow() if held.inhibitor is not None else None,
+    )  # fmt: skip
+    if held.inhibitor is None:
+        log.info("keep awake: not held: %s", held.reason)
+    return held.inhibitor
+
+
+def _let_sleep(inhibitor: Inhibitor | None, summary: RunSummary, journal: Journal) -> None:
+    """Release the inhibitor at the end of the session's drive, and say so in the summary."""
+    if inhibitor is None:
+        return
+    inhibitor.release()
+    summary.keep_awake.held = False
+    with contextlib.suppress(HarnessError):
+        journal.write_summary(summary)
 
 
 def _clear_stop(control: ControlFile) -> None:

@@ -22,6 +22,7 @@ from runner.record.journal import SETUP_LOG, Journal, list_sessions, load_model
 from runner.record.models import (
     CamelModel,
     GatewayUsage,
+    KeepAwake,
     Outcome,
     RunOwner,
     RunState,
@@ -80,6 +81,8 @@ class SessionStatus(ShowsFindings):
     setup: SetupRecord | None = None  # the setup phase's last run, when the session has one
     usage_limit: UsageLimitWait | None = None  # waiting for a subscription's usage window to reopen
     discarded_ref: str | None = None  # the newest discarded tip of the branch ('harness restore' brings it back)
+    keep_awake: KeepAwake = KeepAwake()  # the sleep inhibitor: `held` only while a supervisor lives and holds it
+    keep_awake_text: str = ""  # the same, as `status` says it
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
     @property
@@ -111,6 +114,20 @@ ADVICE = {
     RunState.FAILED: "read the report, then resume or discard",
     RunState.STUCK: "no progress: add a note and resume, or discard",
 }
+
+
+def keep_awake_text(awake: KeepAwake, *, alive: bool) -> str:
+    """'held (systemd-inhibit, since 22:10)', 'not held: systemd-inhibit failed (exit 1): ...', 'off'."""
+    if not awake.enabled:
+        return "off (--no-keep-awake)"
+    if alive and awake.held:
+        since = f", since {_clock(awake.since)}" if awake.since else ""
+        return f"held ({awake.via}{since})"
+    if awake.reason:
+        return f"not held: {awake.reason}"
+    if awake.since is not None:
+        return "released: no supervisor runs"
+    return "not held: no supervisor runs"
 
 
 def verdict(st: SessionStatus) -> str:
@@ -219,6 +236,8 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         usage_limit=summary.usage_limit if summary.usage_limit.until or summary.usage_limit.total else None,
         findings=seen or Findings.none(),
         discarded_ref=None if head else repo.discarded(session),
+        keep_awake=summary.keep_awake.model_copy(update={"held": summary.keep_awake.held and alive}),
+        keep_awake_text=keep_awake_text(summary.keep_awake, alive=alive),
     )
     st.verdict = verdict(st)
     return st
