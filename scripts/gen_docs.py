@@ -27,6 +27,7 @@ from runner.backends import ENGINES, config_class
 from runner.base.errors import ExitCode
 from runner.cli.app import app
 from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
+from runner.record.queue import QueueTicket
 from runner.usecases.discard import DiscardedRepo
 from runner.usecases.review.cache import ReviewCache
 
@@ -41,6 +42,7 @@ OTHER_FILES: list[tuple[str, str, type[BaseModel]]] = [
     ("owner.json (in a run directory)", "run-owner", RunOwner),
     ("discarded/REPO-KEY.json (in the harness home)", "discarded-repo", DiscardedRepo),
     (".review-cache.json (in a session's journal)", "review-cache", ReviewCache),
+    ("queue/REPO-KEY-SESSION.json (in the harness home)", "queue-ticket", QueueTicket),
 ]
 
 

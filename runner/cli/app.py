@@ -31,6 +31,7 @@ from runner.cli.options import (
     SessionOpt,
     SetupAllowOpt,
     SetupOpt,
+    SlotsOpt,
     with_limit_flags,
 )
 
@@ -161,6 +162,7 @@ def run(
         ),
     ] = None,
     keep_awake: KeepAwakeOpt = None,
+    slots: SlotsOpt = None,
     detach: DetachOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
@@ -168,6 +170,8 @@ def run(
     as_json: JsonOpt = False,
 ) -> int:
     """Start a session: make an isolated copy and run the agent until it is done or a limit is reached.
+
+    With --slots sessions of this machine already running, it waits in the queue first (harness queue).
 
     An option not given comes from HARNESS_<OPTION>, the repository's harness.toml or [tool.harness]
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
@@ -189,6 +193,7 @@ def run(
             "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,
             "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
             "keep_awake": keep_awake,
+            "slots": slots,
         },
     )  # fmt: skip
     engine = open_engine(request.backend)
@@ -215,6 +220,7 @@ def resume(
     setup: SetupOpt = None,
     setup_allow_host: SetupAllowOpt = None,
     keep_awake: KeepAwakeOpt = None,
+    slots: SlotsOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -229,7 +235,7 @@ def resume(
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
-        limits=limits.options(), keep_awake=keep_awake,
+        limits=limits.options(), keep_awake=keep_awake, slots=slots,
     )  # fmt: skip
     engine = open_engine(session_engine(repo, session))
     if detach:
@@ -606,12 +612,17 @@ def hud(
     request = HudRequest(repo=repo, session=session)
     backend = open_engine(session_engine(repo, session))  # samples the agent container while it runs
     snap = snapshot(request, backend)
-    if once or snap.status.status is not RunState.RUNNING:
+
+    def going_on() -> bool:  # running, or waiting for a slot
+        st = snap.status
+        return st.status is RunState.RUNNING or (st.status is RunState.QUEUED and st.supervisor_alive)
+
+    if once or not going_on():
         render.out.print(render.hud(snap))
         return ExitCode.OK
     try:
         with Live(render.hud(snap), console=render.out, refresh_per_second=4, screen=False) as live:
-            while snap.status.status is RunState.RUNNING:
+            while going_on():
                 time.sleep(max(0.2, interval))
                 snap = snapshot(request, backend, previous=snap)
                 live.update(render.hud(snap))

@@ -28,6 +28,11 @@ CheckOpt = Annotated[
     str | None,
     typer.Option("--check", help="A command (sh -c, in the container) that must pass before 'done' completes the run."),
 ]
+SlotsOpt = Annotated[
+    int | None,
+    typer.Option("--slots", help="Sessions of this machine that may run at once; this one waits in the queue until "
+                 "one of them frees (default: from the cores and memory against this session's limits)."),
+]  # fmt: skip
 DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
 KeepAwakeOpt = Annotated[
     bool | None,

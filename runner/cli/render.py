@@ -94,6 +94,7 @@ STATE_STYLE = {
     RunState.INTERRUPTED: "bold yellow",
     RunState.FAILED: "bold red",
     RunState.STUCK: "bold yellow",
+    RunState.QUEUED: "bold blue",
 }
 
 
@@ -178,6 +179,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         state.append(f"  ({st.stop_reason.value})", style="dim")
     grid.add_row("session", st.session_id if detailed else f"{st.session_id}  [dim]{st.repo}[/dim]")
     grid.add_row("state", state)
+    if st.queue_position is not None:
+        grid.add_row("queue", f"position {st.queue_position} of {st.queue_length} (harness queue)")
     if detailed and st.verdict:
         grid.add_row("verdict", st.verdict.partition("  ")[2])
     if st.setup is not None:

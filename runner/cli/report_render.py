@@ -161,7 +161,7 @@ _BAD = {Outcome.TIMED_OUT, Outcome.OOM_KILLED, Outcome.AGENT_ERROR, Outcome.NO_R
 def _tone(state: RunState) -> str:
     if state is RunState.COMPLETED:
         return "completed"
-    if state is RunState.RUNNING:
+    if state in {RunState.RUNNING, RunState.QUEUED}:
         return "running"
     return "failed" if state is RunState.FAILED else "attention"
 

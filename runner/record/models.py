@@ -72,10 +72,13 @@ class RunState(DescribedEnum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
     STUCK = "stuck"
+    QUEUED = "queued"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
         return {
+            cls.QUEUED: "Waiting in the machine-wide queue for a slot (`harness queue`), with no container yet; "
+            "when its supervisor is gone (kill -9, a reboot) it keeps its place until `resume`.",
             cls.RUNNING: "A supervisor is iterating (`status` shows `interrupted` when its lock is free).",
             cls.COMPLETED: "The agent reported done and the --check command, if any, passed.",
             cls.BLOCKED: "The agent reported blocked: it needs a human. Resumable.",
@@ -461,6 +464,22 @@ class SetupRecord(JournalModel):
     finished_at: datetime = Field(default_factory=utcnow, description="When it last ended (UTC).")
 
 
+class QueueRecord(JournalModel):
+    """The session and the machine-wide queue: the cap it runs under and its last wait for a slot."""
+
+    slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="--slots: sessions that may run at once on this machine; null: the default from its cores and "
+        "memory against this session's limits (docs/configuration.md).",
+    )
+    queued_at: datetime | None = Field(
+        default=None, description="When the session last had to wait for a slot; null when it never had to."
+    )
+    started_at: datetime | None = Field(default=None, description="When it last took a slot (UTC).")
+    slot: int | None = Field(default=None, ge=0, description="The slot it took (slots/slot-K.lock in the home).")
+
+
 class RunSummary(JournalModel):
     """run-summary.json: the current state and progress (written only by the supervisor)."""
 
@@ -543,6 +562,9 @@ class RunSummary(JournalModel):
     supervisor: SupervisorInfo | None = Field(default=None, description="The live supervisor; null when none runs.")
     keep_awake: KeepAwake = Field(
         default_factory=KeepAwake, description="The sleep inhibitor held while a supervisor drives the session."
+    )
+    queue: QueueRecord = Field(
+        default_factory=QueueRecord, description="Its cap of sessions at once and its last wait in the queue."
     )
     error: str | None = Field(default=None, description="The infrastructure fault that ended the run, if one did.")
     created_at: datetime = Field(default_factory=utcnow, description="When the session was created (UTC).")

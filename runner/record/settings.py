@@ -70,6 +70,7 @@ REPO_FORBIDDEN = frozenset(
         "setup_allow_hosts",
         "runtime",
         "backend",
+        "slots",  # the machine's cap on sessions at once: its owner's to set, not a repository's
     }
 )
 # Options that are alternatives of each other: they come together from the first layer that sets either.
@@ -203,6 +204,12 @@ class RunOptions(BaseModel):
         default=True,
         description="Hold a sleep inhibitor while the session runs (systemd-inhibit, caffeinate); false: "
         "--no-keep-awake.",
+    )
+    slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="Sessions of this machine that may run at once; the others wait in the queue (harness queue). "
+        "Default: max(1, min(cores // cpus, memory // session memory)). Not in a repository's files.",
     )
 
     @field_validator("memory")

@@ -35,9 +35,11 @@ from runner.record.models import (
     EngineRef,
     KeepAwake,
     Limits,
+    QueueRecord,
     RunSummary,
     WorktreeInfo,
 )
+from runner.record.queue import default_slots
 from runner.record.settings import resolve
 from runner.sandbox import derive, images
 from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
@@ -73,6 +75,7 @@ class RunRequest:
     auth: Literal["api-key", "subscription"] | None = None
     max_turns: int | None = None
     keep_awake: bool = True  # hold a sleep inhibitor while the session runs
+    slots: int | None = None  # sessions of this machine at once (None: the default from its cores and memory)
     backend: EngineConfig = field(default_factory=DockerConfig)  # the engine and its configuration, validated
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
@@ -108,7 +111,7 @@ def run_request(
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
-        max_turns=s.max_turns, backend=backend, keep_awake=s.keep_awake,
+        max_turns=s.max_turns, slots=s.slots, backend=backend, keep_awake=s.keep_awake,
         limits=LimitOptions(
             cpus=s.cpus, memory=s.memory, pids=s.pids, iteration_timeout=s.iteration_timeout, max_time=s.max_time,
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
@@ -182,6 +185,8 @@ class RunPlan(CamelModel):
     # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
     environment: EnvironmentPlan | None = None
     backend: EngineRef  # as the session's journal will keep it
+    slots: int | None = None  # --slots: sessions of this machine at once (None: the default)
+    slots_in_force: int = 1  # the cap the session will wait under: --slots, or the default from cores and memory
     user: str = ""
     mounts: list[PlannedMount] = Field(default_factory=list)
     hardening: dict[str, object] = Field(default_factory=dict)
@@ -312,6 +317,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         setup=setup,
         environment=environment,
         backend=engine_ref(request.backend),
+        slots=_slots(request.slots),
+        slots_in_force=request.slots or default_slots(cpus=limits.cpus, memory_bytes=limits.memory_bytes),
         engine_version=engine.version,
         options=dict(request.options),
         sources=dict(request.sources),
@@ -328,6 +335,12 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     plan.submission = backend.submission(replace(spec, deadline_seconds=limits.iteration_timeout_seconds))
     plan.services = [PlannedService(name=s.name, port=s.port, socket=str(s.socket)) for s in spec.services]
     return plan
+
+
+def _slots(slots: int | None) -> int | None:
+    if slots is not None and slots < 1:
+        raise UsageError("--slots must be at least 1")
+    return slots
 
 
 def _network_plan(network: str, allow_hosts: tuple[str, ...]) -> list[str]:
@@ -409,4 +422,5 @@ def new_summary(plan: RunPlan) -> RunSummary:
         limits=plan.limits,
         head_commit=plan.base_commit,
         keep_awake=KeepAwake(enabled=plan.keep_awake),
+        queue=QueueRecord(slots=plan.slots),
     )

@@ -138,6 +138,9 @@ def _commands(report: SessionReport, top: Path) -> list[ReportCommand]:
 
     if report.status is RunState.RUNNING:
         return [cmd("still running: watch it", "hud"), cmd("or stop it at the end of this iteration", "stop")]
+    if report.status is RunState.QUEUED:
+        return [cmd("waiting for a slot ('harness queue' reorders): resume it if its supervisor is gone", "resume"),
+                cmd("or take it out of the queue", "stop")]  # fmt: skip
     found = []
     if report.head_commit is None:
         if report.discarded_ref:

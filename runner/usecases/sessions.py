@@ -23,6 +23,7 @@ from runner.gateway.services import RunNetwork
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
 from runner.loop.supervisor import Supervisor
 from runner.loop.workspace import RunDir, Workspace
+from runner.record import queue
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, ensure_excluded
 from runner.record.models import (
@@ -39,6 +40,7 @@ from runner.record.models import (
 from runner.sandbox import images
 from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
+from runner.usecases.control import leave_queue
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
@@ -96,6 +98,7 @@ class ResumeRequest:
     setup_allow_hosts: tuple[str, ...] | None = None  # replaces what the setup may reach
     limits: LimitOptions = field(default_factory=LimitOptions)
     keep_awake: bool | None = None  # --keep-awake / --no-keep-awake (None: as the session had it)
+    slots: int | None = None  # replaces the session's cap of sessions at once (--slots)
 
 
 def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
@@ -114,6 +117,10 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             _resume_setup(summary, request)
             if request.keep_awake is not None:
                 summary.keep_awake = KeepAwake(enabled=request.keep_awake)
+            if request.slots is not None:
+                if request.slots < 1:
+                    raise UsageError("--slots must be at least 1")
+                summary.queue.slots = request.slots
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
@@ -165,16 +172,17 @@ def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threadin
 
 
 def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.Event | None = None) -> RunSummary:
-    """Take the session's supervisor lock and iterate until the run ends."""
+    """Take the session's supervisor lock, then a slot of the machine-wide queue (waiting for one costs no
+    container), and iterate until the run ends."""
     raise_open_file_limit()
     with open_session(repo, session) as opened:
         git, journal = opened.git, opened.journal
         with journal.supervisor_lock():
             summary = journal.read_summary()
-            # Who drives the session, in the journal from the moment the lock is held (making the copy
-            # can take a while): the pid `status` and `stop` then find is this process's.
+            # Who drives the session, in the journal from the moment the lock is held (waiting for a slot and
+            # making the copy can take a while): the pid `status` and `stop` then find is this process's.
             summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-            awake = _keep_awake(summary)
+            awake = _keep_awake(summary)  # also while it waits for a slot: a sleeping machine starts nothing
             try:
                 journal.write_summary(summary)
                 return _drive_locked(backend, summary, git, journal, stop_event)
@@ -186,6 +194,53 @@ def _drive_locked(
     backend: Backend, summary: RunSummary, git: HostGit, journal: Journal, stop_event: threading.Event | None
 ) -> RunSummary:
     secrets = secret_values(summary.env_names)
+    slot = _take_slot(journal, summary, stop_event or threading.Event())
+    if slot is None:
+        return summary
+    with slot:
+        return _drive_in_slot(backend, git, journal, summary, secrets, stop_event)
+
+
+def _take_slot(journal: Journal, summary: RunSummary, stop_event: threading.Event) -> queue.Slot | None:
+    """A slot for the session, after waiting in the queue when all are taken; None when a stop request (the
+    session leaves the queue: `stopped`) or Ctrl-C / SIGTERM (it keeps its place until `resume`) came first."""
+    limits = summary.limits
+    cap = summary.queue.slots or queue.default_slots(cpus=limits.cpus, memory_bytes=limits.memory_bytes)
+
+    def queued(ticket: queue.QueueTicket) -> None:
+        summary.status = RunState.QUEUED
+        summary.queue.queued_at = ticket.queued_at
+        journal.write_summary(summary)
+        log.info("session %s waits for one of %d slots (harness queue)", summary.session_id, cap)
+
+    repo = Path(summary.repo)
+    slot = queue.wait_for_slot(
+        repo, summary.session_id, journal.dir, cap,
+        stopped=lambda: stop_event.is_set() or journal.read_control().stop_requested,
+        pause=stop_event.wait, on_queued=queued,
+    )  # fmt: skip
+    if slot is None:
+        if stop_event.is_set():
+            summary.supervisor = None
+            journal.write_summary(summary)
+        else:
+            leave_queue(journal, summary)
+        return None
+    if summary.status is RunState.QUEUED:
+        summary.status = RunState.RUNNING
+    summary.queue.started_at, summary.queue.slot = utcnow(), slot.index
+    journal.write_summary(summary)
+    return slot
+
+
+def _drive_in_slot(
+    backend: Backend,
+    git: HostGit,
+    journal: Journal,
+    summary: RunSummary,
+    secrets: dict[str, str],
+    stop_event: threading.Event | None,
+) -> RunSummary:
     workspace = _workspace(backend, summary)
     try:
         _ensure_copy(workspace, git, summary, journal)

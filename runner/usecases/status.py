@@ -17,6 +17,7 @@ from typing import ClassVar
 from runner.base.errors import ExitCode, HarnessError
 from runner.base.names import validate_session
 from runner.base.paths import data_home
+from runner.record import queue
 from runner.record.gitops import HostGit
 from runner.record.journal import SETUP_LOG, Journal, list_sessions, load_model
 from runner.record.models import (
@@ -44,6 +45,7 @@ EXIT_FOR_STATE = {
     RunState.INTERRUPTED: ExitCode.RUN_NEEDS_ATTENTION,
     RunState.FAILED: ExitCode.RUN_FAILED,
     RunState.STUCK: ExitCode.RUN_NEEDS_ATTENTION,
+    RunState.QUEUED: ExitCode.RUN_RUNNING,  # needs attention when its supervisor is gone (SessionStatus.exit_code)
 }
 
 
@@ -83,10 +85,15 @@ class SessionStatus(ShowsFindings):
     discarded_ref: str | None = None  # the newest discarded tip of the branch ('harness restore' brings it back)
     keep_awake: KeepAwake = KeepAwake()  # the sleep inhibitor: `held` only while a supervisor lives and holds it
     keep_awake_text: str = ""  # the same, as `status` says it
+    queue_position: int | None = None  # queued: its place in the machine-wide queue, from 1 ('harness queue')
+    queue_length: int | None = None  # queued: how many sessions the queue holds
+    slots: int | None = None  # the cap of sessions at once it runs under (--slots; None: the machine's default)
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.status is RunState.QUEUED and not self.supervisor_alive:
+            return ExitCode.RUN_NEEDS_ATTENTION  # parked: it waits for `resume`
         return EXIT_FOR_STATE[self.status]
 
 
@@ -113,6 +120,7 @@ ADVICE = {
     RunState.INTERRUPTED: "resume, or review what is there",
     RunState.FAILED: "read the report, then resume or discard",
     RunState.STUCK: "no progress: add a note and resume, or discard",
+    RunState.QUEUED: "waiting for a slot: 'harness queue' shows and reorders the queue",
 }
 
 
@@ -130,9 +138,19 @@ def keep_awake_text(awake: KeepAwake, *, alive: bool) -> str:
     return "not held: no supervisor runs"
 
 
+def _queued_verdict(st: SessionStatus) -> str:
+    """'queued  position 2 of 3: waiting for a slot ...', or, its supervisor gone, how to take its place back."""
+    place = f"position {st.queue_position} of {st.queue_length}" if st.queue_position else "no place"
+    if not st.supervisor_alive:
+        return f"queued  {place}, its supervisor is gone: resume takes its place back, stop leaves the queue"
+    return f"queued  {place}: {ADVICE[RunState.QUEUED]}"
+
+
 def verdict(st: SessionStatus) -> str:
     """'completed  5 iterations, 7 commits, $1.23, 2 flagged: review the flagged paths, then merge'.
     Only states and numbers: nothing the agent wrote."""
+    if st.status is RunState.QUEUED:
+        return _queued_verdict(st)
     state = st.status.value
     if st.stop_reason and st.stop_reason is not StopReason.AGENT_DONE:
         state += f" ({st.stop_reason.value})"
@@ -191,9 +209,16 @@ def supervisor_alive(summary: RunSummary, journal: Journal) -> bool:
 
 
 def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bool]:
-    """A 'running' summary whose supervisor is gone was interrupted, whatever the file says."""
+    """A 'running' summary whose supervisor is gone was interrupted, whatever the file says; so was a 'queued' one
+    whose supervisor is gone and that has no place in the queue any more (one with a place stays queued)."""
     alive = supervisor_alive(summary, journal)
     if summary.status is RunState.RUNNING and not alive:
+        return RunState.INTERRUPTED, alive
+    if (
+        summary.status is RunState.QUEUED
+        and not alive
+        and queue.entry_of(Path(summary.repo), summary.session_id) is None
+    ):
         return RunState.INTERRUPTED, alive
     return summary.status, alive
 
@@ -204,7 +229,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
     summary = journal.read_summary()
     state, alive = effective_state(summary, journal)
     reason = summary.stop_reason
-    if state is RunState.INTERRUPTED and summary.status is RunState.RUNNING:
+    if state is RunState.INTERRUPTED and summary.status in {RunState.RUNNING, RunState.QUEUED}:
         reason = StopReason.SUPERVISOR_GONE
     head = repo.branch_commit(git, session)
     seen = branch_review(git, repo, journal, summary.worktree.base_commit, head) if head else None
@@ -238,7 +263,12 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         discarded_ref=None if head else repo.discarded(session),
         keep_awake=summary.keep_awake.model_copy(update={"held": summary.keep_awake.held and alive}),
         keep_awake_text=keep_awake_text(summary.keep_awake, alive=alive),
+        slots=summary.queue.slots,
     )
+    if state is RunState.QUEUED:
+        tickets = queue.entries()
+        st.queue_length = len(tickets)
+        st.queue_position = next((e.position for e in tickets if e.ticket.key == queue.ticket_key(top, session)), None)
     st.verdict = verdict(st)
     return st
 
@@ -279,24 +309,36 @@ def _run_owners() -> list[RunOwner]:
     return owners
 
 
+def _machine_sessions() -> list[tuple[str, str]]:
+    """(repository, session) of every copy on this machine, then of every queued session that has none yet."""
+    found = [(owner.repo, owner.session_id) for owner in _run_owners()]
+    seen = set(found)
+    for entry in queue.entries():
+        key = (entry.ticket.repo, entry.ticket.session_id)
+        if key not in seen:
+            seen.add(key)
+            found.append(key)
+    return found
+
+
 def list_all() -> list[SessionStatus | SessionProblem]:
-    """Every session that has a copy on this machine, in any repository (`harness list`): one look at
-    each repository, whatever its number of sessions."""
+    """Every session that has a copy or a place in the queue on this machine, in any repository (`harness list`):
+    one look at each repository, whatever its number of sessions."""
     found: list[SessionStatus | SessionProblem] = []
     looked: dict[str, RepoState | HarnessError] = {}
-    for owner in _run_owners():
-        git = HostGit(Path(owner.repo))
-        state = looked.get(owner.repo)
+    for repo, session in _machine_sessions():
+        git = HostGit(Path(repo))
+        state = looked.get(repo)
         if state is None:
             try:
                 state = repo_state(git)
             except HarnessError as exc:
                 state = exc
-            looked[owner.repo] = state
+            looked[repo] = state
         try:
             if isinstance(state, HarnessError):
                 raise state
-            found.append(session_status(state.top, owner.session_id, git, state))
+            found.append(session_status(state.top, session, git, state))
         except HarnessError as exc:
-            found.append(SessionProblem(session_id=owner.session_id, error=f"{owner.repo}: {exc.message}"))
+            found.append(SessionProblem(session_id=session, error=f"{repo}: {exc.message}"))
     return found

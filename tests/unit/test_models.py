@@ -164,6 +164,7 @@ def test_state_values_are_stable() -> None:
         "failed",
         "interrupted",
         "stuck",
+        "queued",
     }
 
 

@@ -1,0 +1,110 @@
+"""The machine-wide queue on the real engine, with scripted agents held until the test lets them go: `--slots`
+holds a session back without a container, starts it when a slot frees, keeps its place across a kill -9 of its
+supervisor, and lets `stop` take it out of the queue."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from runner.record import queue
+from tests.helpers import HOLD, GitRepo, harness, release, run_args, wait_for
+from tests.integration.test_night import report, session_containers, summary_of
+
+pytestmark = pytest.mark.docker
+
+AGENT = f"{HOLD}; {report('done')}"  # holds its one iteration until released, then reports done
+
+
+def start(repo: GitRepo, session: str, slots: int) -> int:
+    """`run --detach --slots N` of a held agent: it returns at once, queued or not; the supervisor's pid."""
+    began = time.monotonic()
+    r = harness(*run_args(session, "--slots", str(slots), "--detach", cmd=AGENT, iterations=1), cwd=repo.path)
+    assert r.code == 0, r.stderr
+    assert time.monotonic() - began < 60
+    return int(r.json()["pid"])
+
+
+def status(repo: GitRepo, session: str) -> tuple[int, dict[str, object]]:
+    st = harness("status", "--session", session, "--json", cwd=repo.path)
+    return st.code, st.json()
+
+
+def state(repo: GitRepo, session: str) -> str:
+    return summary_of(repo, session).status.value
+
+
+def agent_runs(session: str) -> bool:
+    return bool(session_containers(session, "agent"))
+
+
+def no_copy(repo: GitRepo, session: str) -> bool:
+    return not (Path(summary_of(repo, session).run_dir) / "workspace").exists()
+
+
+def test_the_queue_holds_a_third_session_while_two_run_and_starts_it_when_one_ends(repo: GitRepo) -> None:
+    for s in ("q1", "q2"):
+        start(repo, s, 2)
+    wait_for(lambda: agent_runs("q1") and agent_runs("q2"), 120, "both agents to run")
+    start(repo, "q3", 2)
+    code, st = status(repo, "q3")
+    assert code == 20 and st["status"] == "queued" and st["supervisorAlive"], st
+    assert st["queuePosition"] == 1 and st["queueLength"] == 1 and st["slots"] == 2
+    listed = {s["sessionId"]: s for s in harness("list", "--json", cwd=repo.path).json()}
+    assert listed["q3"]["status"] == "queued" and listed["q3"]["queuePosition"] == 1
+    assert [listed[s]["status"] for s in ("q1", "q2")] == ["running", "running"]
+    text = harness("status", cwd=repo.path).stdout
+    assert "queued  position 1 of 1" in text
+    assert session_containers("q3") == [] and no_copy(repo, "q3")  # waiting costs no container, not even the copy
+
+    release(repo, "q1")
+    wait_for(lambda: state(repo, "q1") == "completed", 120, "q1 to end")
+    wait_for(lambda: agent_runs("q3"), 120, "q3 to start in the slot q1 left")
+    assert state(repo, "q2") == "running" and agent_runs("q2")
+    q1, q3 = summary_of(repo, "q1"), summary_of(repo, "q3")
+    assert q3.queue.queued_at is not None and q3.queue.started_at is not None and q1.finished_at is not None
+    assert q3.queue.queued_at < q1.finished_at <= q3.queue.started_at
+    assert q3.queue.slot == q1.queue.slot
+
+    for s in ("q2", "q3"):
+        release(repo, s)
+    wait_for(lambda: {state(repo, s) for s in ("q2", "q3")} == {"completed"}, 120, "q2 and q3 to end")
+    assert queue.entries() == []
+    wait_for(lambda: queue.holders() == [], 30, "the supervisors to give their slots back as they exit")
+
+
+def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_session_out(repo: GitRepo) -> None:
+    start(repo, "r1", 1)
+    wait_for(lambda: agent_runs("r1"), 120, "r1's agent to run")
+    pid = start(repo, "r2", 1)
+    start(repo, "r3", 1)
+    assert [status(repo, s)[1]["queuePosition"] for s in ("r2", "r3")] == [1, 2]
+
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
+    code, st = status(repo, "r2")
+    assert code == 21 and st["status"] == "queued" and not st["supervisorAlive"], st  # parked: waits for resume
+    assert st["queuePosition"] == 1 and "resume takes its place back" in st["verdict"]
+
+    resumed = harness("resume", "--session", "r2", "--detach", "--json", cwd=repo.path)
+    assert resumed.code == 0, resumed.stderr
+    code, st = status(repo, "r2")
+    assert code == 20 and st["status"] == "queued" and st["supervisorAlive"] and st["queuePosition"] == 1
+
+    stopped = harness("stop", "--session", "r3", cwd=repo.path)
+    assert stopped.code == 0, stopped.stderr
+    wait_for(lambda: state(repo, "r3") == "stopped", 30, "r3 to leave the queue")
+    code, st = status(repo, "r3")
+    assert code == 21 and st["stopReason"] == "stop-requested" and st["queuePosition"] is None
+    assert no_copy(repo, "r3") and session_containers("r3") == []
+
+    release(repo, "r1")
+    wait_for(lambda: agent_runs("r2"), 120, "r2, first in the queue, to start")
+    release(repo, "r2")
+    wait_for(lambda: state(repo, "r2") == "completed", 120, "r2 to end")
+    assert state(repo, "r3") == "stopped"
