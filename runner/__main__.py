@@ -55,6 +55,13 @@ def _status(repo: Path, session: str | None) -> int:
 
     if session is None:
         return render.sessions(list_statuses(repo), True)
+    from runner.usecases.repository import is_race
+
+    if is_race(repo, session):
+        from runner.cli import race_render
+        from runner.usecases.race_status import race_status
+
+        return race_render.status(race_status(repo, session), True)
     return render.session_status(get_status(StatusRequest(repo=repo, session=session)), True)
 
 

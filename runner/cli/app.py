@@ -237,6 +237,13 @@ def resume(
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
         limits=limits.options(), keep_awake=keep_awake, slots=slots,
     )  # fmt: skip
+    if _is_race(repo, session):  # every racer that had not ended, and the race's supervisor
+        from runner.usecases.race import RaceResume, detach_race, prepare_race_resume
+
+        record = prepare_race_resume(RaceResume(repo=repo, race=session, resume=request))
+        if detach:
+            return _render_detached(detach_race(Path(record.repo), session), as_json)
+        return _drive_race(Path(record.repo), session, as_json)
     engine = open_engine(session_engine(repo, session))
     if detach:
         return _render_detached(detach_session(prepare_resume(engine, request)), as_json)
@@ -257,6 +264,101 @@ def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
         engine = open_engine(session_engine(repo, session))
         summary = drive(engine, repo.resolve(), session, stop_event=stop_event)
     return EXIT_FOR_STATE[summary.status]
+
+
+@app.command()
+@command
+@with_limit_flags
+def race(
+    session: Annotated[str, typer.Option("--session", help="The race's id S (its racers: sessions S-1 ... S-N).")],
+    objective: Annotated[str | None, typer.Option("--objective", help="What every racer should achieve.")] = None,
+    objective_file: Annotated[
+        Path | None, typer.Option("--objective-file", help="Read the objective from a file.")
+    ] = None,
+    agents: Annotated[
+        str | None, typer.Option("--agents", help="One racer per agent, in this order: e.g. claude-code,codex,aider.")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="N racers of one agent (--agent or --agent-cmd).")] = None,
+    models: Annotated[
+        str | None, typer.Option("--models", help="One model per racer, in turn: e.g. a,b,c (as --model for each).")
+    ] = None,
+    check: Annotated[
+        str | None, typer.Option("--check", help="The command that judges the racers (sh -c, in each container).")
+    ] = None,
+    judge: Annotated[
+        str, typer.Option("--judge", help="first (default): the first racer whose check passes wins; all: every one.")
+    ] = "first",
+    first: Annotated[
+        bool, typer.Option("--first", help="Stop the other racers at once when one wins (with --judge first).")
+    ] = False,
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="How --max-cost counts: per-racer (default: each racer may spend it) or "
+            "pooled (all racers together; docs/race.md gives the bound).",
+        ),
+    ] = "per-racer",
+    repo: RepoOpt = Path(),
+    base: Annotated[str, typer.Option("--base", help="The commit every racer's copy starts from.")] = "HEAD",
+    max_iterations: MaxIterOpt = None,
+    agent: Annotated[str | None, typer.Option("--agent", help="With --n: the built-in agent of every racer.")] = None,
+    agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="With --n: run this command (sh -c).")] = None,
+    image: Annotated[str | None, typer.Option("--image", help="Container image (default: each agent's).")] = None,
+    limits: LimitFlags = NO_LIMIT_FLAGS,
+    env: Annotated[
+        list[str] | None, typer.Option("--env", help="Pass this host variable into every racer's container.")
+    ] = None,
+    detach: DetachOpt = False,
+    as_json: JsonOpt = False,
+) -> int:
+    """Best of N: race several agents (or one agent several times, or several models) on one objective, each
+    racer an ordinary session S-k with its own copy and branch, judged by --check (docs/race.md).
+
+    'status', 'report', 'merge', 'discard', 'stop' and 'resume' given --session S act on the race: merge
+    merges the winner, discard throws the other racers away (each undone with 'harness restore')."""
+    from runner.backends import open_engine
+    from runner.usecases.plan import run_request
+    from runner.usecases.race import RaceRequest, create_race, detach_race
+
+    def listed(text: str | None) -> tuple[str, ...]:
+        return tuple(part.strip() for part in (text or "").split(",") if part.strip())
+
+    request = run_request(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
+        options={"max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
+                 "env": tuple(env or ()), "check": check, **limits.given()},
+    )  # fmt: skip
+    race_request = RaceRequest(
+        base=request, agents=listed(agents), n=n, models=listed(models),
+        agent_given=agent is not None or agent_cmd is not None,
+        judge=judge, first=first, budget=budget,  # type: ignore[arg-type]  # checked by racer_requests
+    )  # fmt: skip
+    record = create_race(open_engine(request.backend), race_request)
+    if detach:
+        return _render_detached(detach_race(Path(record.repo), record.session_id), as_json)
+    return _drive_race(Path(record.repo), record.session_id, as_json)
+
+
+def _drive_race(repo: Path, race: str, as_json: bool) -> int:
+    from runner.cli import race_render
+    from runner.usecases.race import drive_race
+    from runner.usecases.race_status import race_status
+
+    with graceful_interrupts() as stop_event:
+        drive_race(repo, race, stop_event=stop_event)
+    return race_render.status(race_status(repo, race), as_json)
+
+
+@app.command("_race", hidden=True)
+@command
+def race_supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
+    """Drive a race in this process (what race --detach and resume --detach start in the background)."""
+    from runner.usecases.race import drive_race
+
+    with graceful_interrupts() as stop_event:
+        record = drive_race(repo.resolve(), session, stop_event=stop_event)
+    return ExitCode.OK if record.winners else ExitCode.RUN_NEEDS_ATTENTION
 
 
 def _render_detached(result: Detached, as_json: bool) -> int:
@@ -292,8 +394,20 @@ def graceful_interrupts() -> Iterator[threading.Event]:
             signal.signal(sig, old)
 
 
+def _is_race(repo: Path, session: str) -> bool:
+    from runner.usecases.repository import is_race
+
+    return is_race(repo, session)
+
+
 def _report(repo: Path, session: str, as_json: bool) -> int:
     from runner.cli import render
+
+    if _is_race(repo, session):
+        from runner.cli import race_render
+        from runner.usecases.race_status import race_status
+
+        return race_render.status(race_status(repo, session), as_json)
     from runner.usecases.status import StatusRequest, get_status
 
     return render.session_status(get_status(StatusRequest(repo=repo, session=session)), as_json)
@@ -382,6 +496,15 @@ def stop(
     from runner.cli import render
     from runner.usecases.control import StopRequest, request_stop
 
+    if _is_race(repo, session):
+        from runner.usecases.race import stop_race
+
+        results = stop_race(StopRequest(repo=repo, session=session, note=note, now=now))
+        if as_json:
+            render.print_json(results)
+        for one in [] if as_json else results:
+            render.out.print(f"stop requested for {one.session_id}: {one.message}", markup=False)
+        return ExitCode.OK
     result = request_stop(StopRequest(repo=repo, session=session, note=note, now=now))
     return render.emit(result, as_json, f"stop requested for {session}: {result.message}")
 
@@ -513,6 +636,10 @@ def merge(
     from runner.usecases.merge import merge as do_merge
     from runner.usecases.repository import SessionRef
 
+    if _is_race(repo, session):  # the race's one winner
+        from runner.usecases.race_status import race_winner
+
+        session = race_winner(repo, session)
     result = do_merge(SessionRef(repo=repo, session=session), squash=squash, accept_flagged=accept_flagged)
     how = "squashed" if squash else "merged"
     return render.emit(result, as_json, f"{how} {result.branch} into {result.into} ({result.merged_commit[:12]})")
@@ -538,6 +665,17 @@ def discard(
     from runner.usecases.repository import SessionRef
     from runner.usecases.sessions import session_engine
 
+    if _is_race(repo, session):  # every racer but the winner(s)
+        from runner.usecases.race_status import discard_race
+
+        done = discard_race(open_engine(), repo, session)
+        if as_json:
+            render.print_json(done)
+            return ExitCode.OK
+        render.out.print(f"kept {', '.join(done.kept) or 'no winner'}", markup=False)
+        for one in done.discarded:
+            render.discarded(one, as_json=False)
+        return ExitCode.OK
     ref = SessionRef(repo=repo, session=session)
     result = do_discard(open_engine(session_engine(repo, session)), ref, keep_journal=keep_journal)
     return render.discarded(result, as_json)
@@ -563,6 +701,11 @@ def report(
     fmt = "json" if as_json else fmt
     if fmt not in {"md", "html", "json"}:
         raise UsageError(f"--format: {fmt!r} is not one of md, html, json")
+    if _is_race(repo, session):  # the racers side by side
+        from runner.cli import race_render
+        from runner.usecases.race_status import race_status
+
+        return race_render.report(race_status(repo, session), fmt, output)
     result = build_report(ReportRequest(repo=repo, session=session))
     return render.report(result, fmt, output)
 

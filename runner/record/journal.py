@@ -22,6 +22,7 @@ from runner.record.models import (
     ControlFile,
     IterationRecord,
     JournalModel,
+    RaceRecord,
     RunSummary,
     utcnow,
 )
@@ -33,6 +34,7 @@ M = TypeVar("M", bound=JournalModel)
 OBJECTIVE = "objective.md"
 SUMMARY = "run-summary.json"
 CONTROL = "control.json"
+RACE = "race.json"  # in the journal of a race's own id, which has no run-summary.json
 REVIEW_CACHE = ".review-cache.json"
 SUPERVISOR_LOG = "supervisor.log"  # a detached supervisor's own output
 SETUP_LOG = "setup.log"
@@ -181,6 +183,23 @@ class Journal:
     def write_summary(self, summary: RunSummary) -> None:
         summary.updated_at = utcnow()
         save_model(self.summary_path, summary)
+
+    @property
+    def race_path(self) -> Path:
+        return self.dir / RACE
+
+    def is_race(self) -> bool:
+        """Whether this id names a race (its racers are the sessions `<id>-1` ... `<id>-N`)."""
+        return self.race_path.exists()
+
+    def read_race(self) -> RaceRecord:
+        if not self.is_race():
+            raise SessionNotFoundError(f"no race {self.session!r} (looked in {self.dir})")
+        return load_model(self.race_path, RaceRecord)
+
+    def write_race(self, race: RaceRecord) -> None:
+        race.updated_at = utcnow()
+        save_model(self.race_path, race)
 
     def read_iteration(self, n: int) -> IterationRecord:
         return load_model(self.iteration_path(n), IterationRecord)

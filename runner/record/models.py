@@ -705,8 +705,70 @@ class ControlFile(JournalModel):
     updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
 
 
+class RaceState(DescribedEnum):
+    """The state of a race (`state` in race.json)."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.RUNNING: "The race's supervisor watches its racers (`status` shows `interrupted` when its lock is "
+            "free: `resume --session S` goes on).",
+            cls.FINISHED: "Every racer has ended (`endReason` says how the race came to its end).",
+        }
+
+
+class Racer(JournalModel):
+    """One racer of a race: an ordinary session `S-k` with its own journal, copy and branch."""
+
+    session_id: str = Field(description="The racer's session (`S-1` ... `S-N`).")
+    agent: str = Field(description='Its agent (--agents, or --agent for each racer with --n; "custom": --agent-cmd).')
+    model: str | None = Field(default=None, description="Its model (--models, in turn), if one was given.")
+    started: bool = Field(default=False, description="Whether the race has started its supervisor.")
+    stopped_by_race: bool = Field(
+        default=False, description="Whether the race stopped it (--first once a racer won, or the pooled budget)."
+    )
+
+
+class RaceRecord(JournalModel):
+    """race.json in the journal of the race's own id S: the racers `S-1` ... `S-N`, how they are judged,
+    and who won (written only by `race` and the race's supervisor)."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.race"] = Field(default="solo-harness.race", description="Always `solo-harness.race`.")
+    session_id: str = Field(description="The race's id (--session S).")
+    objective: str = Field(description="What every racer was asked to achieve.")
+    repo: str = Field(description="The user's repository (its top directory).")
+    check_command: str = Field(description="The --check command that judges the racers.")
+    racers: list[Racer] = Field(description="The racers, in the order they were started.")
+    judge: Literal["first", "all"] = Field(
+        default="first", description="`first`: the first racer whose check passes wins; `all`: every such racer."
+    )
+    first: bool = Field(default=False, description="--first: the others are stopped at once when a racer wins.")
+    budget: Literal["per-racer", "pooled"] = Field(
+        default="per-racer",
+        description="How --max-cost counts: `per-racer` (each racer may spend it) or `pooled` (all racers "
+        "together; docs/race.md).",
+    )
+    max_cost_usd: float | None = Field(default=None, description="--max-cost, counted as `budget` says.")
+    winners: list[str] = Field(default_factory=list, description="The winning racers' sessions, in order of passing.")
+    state: RaceState = Field(default=RaceState.RUNNING, description="The state of the race.")
+    end_reason: Literal["all-ended", "won-first", "max-cost", "stopped"] | None = Field(
+        default=None,
+        description="`all-ended`: every racer ended by itself; `won-first`: a racer won and --first stopped the "
+        "others; `max-cost`: the pooled budget was spent; `stopped`: the race was interrupted (Ctrl-C, SIGTERM).",
+    )
+    supervisor: SupervisorInfo | None = Field(default=None, description="The race's live supervisor; null when none.")
+    created_at: datetime = Field(default_factory=utcnow, description="When the race was created (UTC).")
+    updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
+    finished_at: datetime | None = Field(default=None, description="When the race ended (UTC).")
+
+
 JOURNAL_MODELS: dict[str, type[JournalModel]] = {
     "run-summary": RunSummary,
     "iteration": IterationRecord,
     "control": ControlFile,
+    "race": RaceRecord,
 }

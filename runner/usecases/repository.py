@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from runner.base.errors import InvalidStateError, NotARepositoryError
+from runner.base.errors import HarnessError, InvalidStateError, NotARepositoryError
 from runner.base.names import branch_for, validate_session
 from runner.base.paths import sessions_root
 from runner.record.gitops import HostGit
@@ -44,6 +44,16 @@ def open_session(repo: Path, session: str) -> Iterator[OpenSession]:
     with HostGit(repo.resolve()) as git:
         top = git.info().top
         yield OpenSession(git=git, top=top, journal=Journal.for_repo(top, validate_session(session)))
+
+
+def is_race(repo: Path, session: str) -> bool:
+    """Whether `session` names a race (runner/usecases/race.py): the commands given a race's id act on its
+    racers. False for anything else, a broken name or repository included (the command then says what)."""
+    try:
+        with open_session(repo, session) as opened:
+            return opened.journal.is_race()
+    except HarnessError:
+        return False
 
 
 def refuse_if_running(journal: Journal) -> None:

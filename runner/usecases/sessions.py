@@ -42,7 +42,7 @@ from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
 from runner.usecases.control import leave_queue
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
-from runner.usecases.plan import RunRequest, new_summary, plan_run
+from runner.usecases.plan import RunPlan, RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
 
 log = logging.getLogger(__name__)
@@ -61,7 +61,11 @@ def session_engine(repo: Path, session: str) -> EngineRef:
 
 def create_session(backend: Backend, request: RunRequest) -> RunSummary:
     """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
-    plan = plan_run(backend, request)
+    return create_planned(backend, plan_run(backend, request))
+
+
+def create_planned(backend: Backend, plan: RunPlan) -> RunSummary:
+    """Create the session `plan_run` planned (a race plans every racer before it creates any)."""
     if plan.environment is not None:
         prepare_environment(backend, plan.environment, repo=Path(plan.repo))
     else:

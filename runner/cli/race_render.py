@@ -1,0 +1,135 @@
+"""A race on one page: its racers side by side, for `status` (rich text), and `report` (markdown, or one
+self-contained HTML page under the same CSP as a session's report).
+
+Racers' verdicts and paths can hold agent-chosen text (paths): they pass through _md() / _h() / safe().
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from runner.base.errors import UsageError
+from runner.base.limits import format_duration
+from runner.cli import render
+from runner.cli.render import STATE_STYLE, print_json, safe
+from runner.cli.report_render import _CSS, _cost, _h, _md, _md_block, _tokens
+from runner.usecases.race_status import RacerRow, RaceStatus
+
+COLUMNS = ("racer", "agent", "model", "outcome", "iterations", "time", "tokens", "cost", "diff", "flagged", "check")
+
+
+def _outcome(r: RacerRow) -> str:
+    if r.status is None:
+        return "discarded"
+    text = r.status.value + (f" ({r.stop_reason.value})" if r.stop_reason else "")
+    return text + (", stopped by the race" if r.stopped_by_race else "")
+
+
+def _cells(r: RacerRow) -> list[str]:
+    diff = "-" if r.files_changed is None else f"{r.files_changed} files, +{r.insertions} -{r.deletions}"
+    check = "-" if r.check_passed is None else "passed" if r.check_passed else "failed"
+    return [
+        r.session_id + (" (winner)" if r.winner else ""), r.agent, r.model or "-", _outcome(r), str(r.iterations),
+        "-" if r.seconds is None else format_duration(r.seconds), _tokens(r.tokens), _cost(r.cost_usd), diff,
+        ", ".join(r.flagged) or "-", check,
+    ]  # fmt: skip
+
+
+def _facts(st: RaceStatus) -> list[tuple[str, str]]:
+    budget = "none" if st.max_cost_usd is None else f"{_cost(st.max_cost_usd)} {st.budget}"
+    return [
+        ("state", st.state + (f" ({st.end_reason})" if st.end_reason else "")),
+        ("winner", ", ".join(st.winners) or "none"),
+        ("judge", st.judge + (", --first" if st.first else "")),
+        ("check", st.check_command),
+        ("budget", budget),
+        ("spent", _cost(st.cost_usd)),
+    ]
+
+
+def status(st: RaceStatus, as_json: bool) -> int:
+    """`status --session S` of a race: the race's facts, then one line per racer."""
+    from rich.table import Table
+    from rich.text import Text
+
+    if as_json:
+        print_json(st)
+        return st.exit_code
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("race", st.session_id)
+    grid.add_row("verdict", st.verdict.partition("  ")[2])
+    for label, value in _facts(st):
+        grid.add_row(label, safe(value))
+    render.out.print(grid)
+    table = Table(*COLUMNS, box=None, pad_edge=False)
+    for r in st.racers:
+        style = STATE_STYLE[r.status] if r.status is not None else "dim"
+        cells = [safe(c) for c in _cells(r)]
+        cells[3] = Text(_outcome(r), style=style)
+        table.add_row(*cells)
+    render.out.print(table)
+    return st.exit_code
+
+
+def to_markdown(st: RaceStatus) -> str:
+    lines = [f"# Race {_md(st.session_id)}: {st.state}", "", f"**{_md(st.verdict)}**", ""]
+    lines += ["## Objective", "", _md_block(st.objective), ""]
+    lines += ["## Racers", "", "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in st.racers]
+    lines += ["", "## Facts", ""] + [f"- {k}: {_md(v)}" for k, v in _facts(st)]
+    lines += ["", "## What to do", ""]
+    for c in st.commands:
+        lines += [f"{_md(c.label)}:", "", "```sh", c.command, "```", ""]
+    lines.append(f"Generated {st.generated_at.strftime('%Y-%m-%d %H:%M UTC')} by harness report.")
+    return "\n".join(lines) + "\n"
+
+
+def to_html(st: RaceStatus) -> str:
+    """One self-contained page: inline CSS, no script, no network (its CSP forbids both)."""
+    tone = "completed" if st.winners else "running" if st.state == "running" else "attention"
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>harness report: race {_h(st.session_id)}</title>",
+        f"<style>{_CSS}</style></head><body>",
+        f"<h1>Race {_h(st.session_id)}: {_h(st.state)}</h1>",
+        f'<p class="verdict {tone}" id="verdict">{_h(st.verdict)}</p>',
+        f'<h2>Objective</h2><div class="objective">{_h(st.objective)}</div>',
+        '<h2>Racers</h2><table id="racers"><tr>' + "".join(f"<th>{_h(c)}</th>" for c in COLUMNS) + "</tr>",
+    ]
+    for r in st.racers:
+        parts.append(f'<tr class="racer" id="racer-{_h(r.session_id)}">'
+                     + "".join(f"<td>{_h(c)}</td>" for c in _cells(r)) + "</tr>")  # fmt: skip
+    parts.append('</table><h2>Facts</h2><table id="facts">')
+    parts += [f"<tr><th>{_h(k)}</th><td>{_h(v)}</td></tr>" for k, v in _facts(st)]
+    parts.append('</table><h2>What to do</h2><div id="commands">')
+    parts += [f"<p>{_h(c.label)}:</p><pre><code>{_h(c.command)}</code></pre>" for c in st.commands]
+    parts.append(f'</div><p class="dim">Generated {st.generated_at.strftime("%Y-%m-%d %H:%M UTC")} by harness '
+                 "report.</p></body></html>")  # fmt: skip
+    return "\n".join(parts) + "\n"
+
+
+def report(st: RaceStatus, fmt: str, output: Path | None) -> int:
+    """`report --session S` of a race: markdown, HTML or JSON; on stdout, or atomically into a file."""
+    from runner.base.atomic import write_atomic
+    from runner.base.errors import ExitCode
+
+    if fmt == "json":
+        text = st.model_dump_json(by_alias=True, indent=2) + "\n"
+    else:
+        text = to_html(st) if fmt == "html" else to_markdown(st)
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return ExitCode.OK
+    try:
+        write_atomic(output, text)
+    except OSError as exc:
+        raise UsageError(f"--output: cannot write {output} ({exc.strerror})") from None
+    render.err.print(f"wrote {output}", markup=False)
+    return ExitCode.OK

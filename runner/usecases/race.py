@@ -1,0 +1,349 @@
+"""`harness race`: N ordinary sessions `S-1 ... S-N` on one objective, judged by one check, and the race's
+own supervisor that starts them, watches their journals, declares the winner(s) and stops the others.
+
+The race is a record, race.json, in the journal of its own id S (which has no run-summary.json, so it is no
+session); the racers are sessions like any other, each with its own journal, copy and branch `harness/S-k`,
+created by the same planning as `run` and driven by their own detached supervisors (through the queue, when
+one holds them). The race's supervisor holds the supervisor lock of S's journal, so two cannot drive one
+race, and it keeps nothing in memory that the journals do not say: killed, it is started again by
+`resume --session S`, which resumes every racer that had not ended first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from runner.backends import open_engine
+from runner.backends.base import Backend
+from runner.base.errors import HarnessError, InvalidStateError, SessionExistsError, UsageError
+from runner.base.names import validate_session
+from runner.record.gitops import HostGit
+from runner.record.journal import Journal
+from runner.record.models import (
+    Racer,
+    RaceRecord,
+    RaceState,
+    RunState,
+    RunSummary,
+    SupervisorInfo,
+    utcnow,
+)
+from runner.usecases.control import StopRequest, StopResult, request_stop
+from runner.usecases.detach import DETACH_START_SECONDS, Detached, detach_session
+from runner.usecases.repository import open_session
+from runner.usecases.status import effective_state
+
+if TYPE_CHECKING:  # `status` of a race reads journals only: the planning and the loop are imported when used
+    from runner.usecases.plan import RunRequest
+    from runner.usecases.sessions import ResumeRequest
+
+MAX_RACERS = 16
+POLL_SECONDS = 0.5
+
+
+@dataclass(frozen=True)
+class RaceRequest:
+    """`harness race`: the options every racer shares (as `run` takes them, `base.session` the race's id), and
+    how the racers differ and are judged."""
+
+    base: RunRequest
+    agents: tuple[str, ...] = ()  # --agents: one racer per agent
+    n: int | None = None  # --n: N racers of one agent
+    models: tuple[str, ...] = ()  # --models: one per racer, in turn
+    agent_given: bool = False  # --agent or --agent-cmd was on the command line
+    judge: Literal["first", "all"] = "first"
+    first: bool = False
+    budget: Literal["per-racer", "pooled"] = "per-racer"
+
+
+def racer_id(race: str, k: int) -> str:
+    return f"{race}-{k}"
+
+
+def racer_requests(request: RaceRequest) -> list[RunRequest]:
+    """One `run` request per racer, after checking that the options agree (a one-line UsageError if not)."""
+    base = request.base
+    race = validate_session(base.session)
+    if request.judge not in ("first", "all"):
+        raise UsageError(f"--judge: {request.judge!r} is not one of first, all")
+    if request.budget not in ("per-racer", "pooled"):
+        raise UsageError(f"--budget: {request.budget!r} is not one of per-racer, pooled")
+    if request.first and request.judge == "all":
+        raise UsageError("--first stops the others once one racer wins: it cannot go with --judge all")
+    if base.check is None:
+        raise UsageError("a race needs --check CMD: the check judges the racers")
+    if request.budget == "pooled" and base.limits.max_cost is None:
+        raise UsageError("--budget pooled needs --max-cost USD (the pool)")
+    if bool(request.agents) == (request.n is not None):
+        raise UsageError("give exactly one of --agents A,B,... (one racer each) or --n N (N racers of one agent)")
+    if request.agents and request.agent_given:
+        raise UsageError("--agents gives each racer its agent: it cannot go with --agent or --agent-cmd")
+    n = len(request.agents) if request.agents else (request.n or 0)
+    if not 2 <= n <= MAX_RACERS:
+        raise UsageError(f"a race has 2 to {MAX_RACERS} racers, not {n}")
+    if request.models and len(request.models) != n:
+        raise UsageError(f"--models gives one model per racer: {len(request.models)} given for {n} racers")
+    found = []
+    for k in range(1, n + 1):
+        one = replace(base, session=validate_session(racer_id(race, k)))
+        if request.agents:
+            one = replace(one, agent=request.agents[k - 1], agent_cmd=None)
+        if request.models:
+            one = replace(one, model=request.models[k - 1])
+        found.append(one)
+    return found
+
+
+def _refuse_taken(top: Path, race: str) -> None:
+    journal = Journal.for_repo(top, race)
+    if journal.dir.exists() and any(journal.dir.iterdir()):
+        kind = "race" if journal.is_race() else "session"
+        raise SessionExistsError(f"a {kind} {race!r} already exists ({journal.dir}): pick another name")
+
+
+def create_race(backend: Backend, request: RaceRequest) -> RaceRecord:
+    """Plan every racer (any refusal before anything is created), then create the racers' sessions and the
+    race's record. Nothing runs yet: drive_race (or detach_race) starts the racers."""
+    from runner.usecases.plan import plan_run
+    from runner.usecases.sessions import create_planned
+
+    requests = racer_requests(request)
+    race = request.base.session
+    with HostGit(request.base.repo.resolve()) as git:
+        top = git.info().top
+    _refuse_taken(top, race)
+    plans = [plan_run(backend, r) for r in requests]
+    journal = Journal.for_repo(top, race)
+    journal.create(plans[0].objective)
+    with journal.supervisor_lock():
+        summaries = [create_planned(backend, plan) for plan in plans]
+        record = RaceRecord(
+            session_id=race, objective=plans[0].objective, repo=str(top),
+            check_command=plans[0].check or "",
+            racers=[Racer(session_id=s.session_id, agent=s.agent.name, model=s.agent.model) for s in summaries],
+            judge=request.judge, first=request.first, budget=request.budget,
+            max_cost_usd=request.base.limits.max_cost,
+        )  # fmt: skip
+        journal.write_race(record)
+    return record
+
+
+def race_journal(repo: Path, race: str) -> Journal:
+    """The journal of the race `race`, which must exist."""
+    with open_session(repo, race) as opened:
+        journal = opened.journal
+    journal.read_race()  # refuses what is no race
+    return journal
+
+
+# ------------------------------------------------------------------------------------------- the race's supervisor
+
+
+@dataclass
+class RacerView:
+    """One racer as its journal shows it now."""
+
+    racer: Racer
+    journal: Journal
+    summary: RunSummary | None  # None: its journal is gone (discarded)
+    state: RunState | None
+    alive: bool
+
+    @property
+    def ended(self) -> bool:
+        return self.racer.started and not self.alive
+
+    def passed(self) -> bool:
+        """It ended completed, and the check of its last iteration passed (the journal's CheckResult)."""
+        s = self.summary
+        if s is None or not self.ended or self.state is not RunState.COMPLETED or s.last_iteration is None:
+            return False
+        try:
+            check = self.journal.read_iteration(s.last_iteration).check
+        except HarnessError:
+            return False
+        return check is not None and check.passed
+
+
+def look(top: Path, record: RaceRecord) -> list[RacerView]:
+    views = []
+    for racer in record.racers:
+        journal = Journal.for_repo(top, racer.session_id)
+        try:
+            summary = journal.read_summary()
+        except HarnessError:
+            views.append(RacerView(racer, journal, None, None, alive=journal.supervisor_alive()))
+            continue
+        state, alive = effective_state(summary, journal)
+        views.append(RacerView(racer, journal, summary, state, alive))
+    return views
+
+
+def judge(record: RaceRecord, views: list[RacerView]) -> list[str]:
+    """The racers that win now and had not won before, in the order they finished (pure: the journals say it
+    all, so a restarted race supervisor judges what happened while none ran)."""
+    passed = sorted((v for v in views if v.passed()), key=_finished)
+    new = [v.racer.session_id for v in passed if v.racer.session_id not in record.winners]
+    if record.judge == "first":
+        return new[:1] if not record.winners else []
+    return new
+
+
+def _finished(view: RacerView) -> datetime:
+    return (view.summary.finished_at if view.summary else None) or utcnow()
+
+
+def spent(views: list[RacerView]) -> float:
+    return sum(v.summary.usage.cost_usd for v in views if v.summary is not None)
+
+
+def _stop(top: Path, view: RacerView, note: str) -> None:
+    view.racer.stopped_by_race = True
+    if view.summary is not None:
+        request_stop(StopRequest(repo=top, session=view.racer.session_id, note=note, now=True))
+
+
+def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = None) -> RaceRecord:
+    """Hold the race's lock, start every racer not started yet (in order, each detached: the queue keeps that
+    order), and watch them until all have ended: declare the winner(s), stop the others with --first, stop
+    everyone when a pooled budget is spent."""
+    journal = race_journal(repo, race)
+    top = Path(journal.read_race().repo)
+    with journal.supervisor_lock():
+        record = journal.read_race()
+        record.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+        record.state, record.end_reason, record.finished_at = RaceState.RUNNING, None, None
+        journal.write_race(record)
+        for racer in record.racers:
+            if racer.started or (record.first and record.winners) or (stop_event is not None and stop_event.is_set()):
+                continue
+            summary = Journal.for_repo(top, racer.session_id).read_summary()
+            racer.started = True
+            journal.write_race(record)
+            # A racer that cannot start: its journal tells why (`status` shows it); the race goes on.
+            with contextlib.suppress(HarnessError):
+                detach_session(summary)
+        while True:
+            views = look(top, record)
+            won = judge(record, views)
+            if won:
+                record.winners += won
+                if record.first:
+                    for v in views:
+                        if v.racer.session_id not in record.winners and not v.ended:
+                            _stop(top, v, f"race {race}: {record.winners[0]} won (--first)")
+                    record.end_reason = "won-first"
+                journal.write_race(record)
+            cap = record.max_cost_usd
+            if record.budget == "pooled" and cap is not None and record.end_reason is None and spent(views) >= cap:
+                for v in views:
+                    if not v.ended:
+                        _stop(top, v, f"race {race}: the pooled --max-cost ${cap:.2f} is spent")
+                record.end_reason = "max-cost"
+                journal.write_race(record)
+            if stop_event is not None and stop_event.is_set() and record.end_reason is None:
+                for v in views:
+                    if not v.ended:
+                        _stop(top, v, f"race {race}: the race was interrupted")
+                record.end_reason = "stopped"
+                journal.write_race(record)
+            if all(v.ended or not v.racer.started for v in views):
+                break
+            if stop_event is not None:
+                stop_event.wait(POLL_SECONDS)
+            else:
+                time.sleep(POLL_SECONDS)
+        record.state = RaceState.FINISHED
+        record.end_reason = record.end_reason or "all-ended"
+        record.finished_at = utcnow()
+        record.supervisor = None
+        journal.write_race(record)
+        return record
+
+
+def detach_race(repo: Path, race: str) -> Detached:
+    """Drive the race in a process of its own (own session, output to the race's journal), and return once it
+    holds the race's lock."""
+    journal = race_journal(repo, race)
+    top = journal.read_race().repo
+    log_path = journal.supervisor_log_path
+    with log_path.open("ab") as out:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "runner", "_race", "--repo", top, "--session", race],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=out, cwd=top, start_new_session=True, close_fds=True,
+        )  # fmt: skip
+    deadline = time.monotonic() + DETACH_START_SECONDS
+    while not journal.supervisor_alive():
+        if child.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
+            raise InvalidStateError(f"the race's supervisor exited at once: {tail[0]}")
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    return Detached(session_id=race, pid=child.pid, journal_dir=str(journal.dir), supervisor_log=str(log_path))
+
+
+# ------------------------------------------------------------------------------------------------- resume
+
+
+@dataclass(frozen=True)
+class RaceResume:
+    repo: Path
+    race: str
+    resume: ResumeRequest | None = None  # what each racer's resume changes (its limits, iterations)
+
+
+RESUMABLE = {RunState.INTERRUPTED}
+
+
+def prepare_race_resume(request: RaceResume) -> RaceRecord:
+    """Make a race whose supervisor died ready to go on: every racer that had not ended (its supervisor died
+    with the race's, or was never started) is resumed as `resume` would, and started again by the race's
+    supervisor. A racer still running is left alone; one that ended (or that the race stopped) stays so."""
+    from runner.usecases.sessions import ResumeRequest, prepare_resume, session_engine
+
+    journal = race_journal(request.repo, request.race)
+    each = request.resume or ResumeRequest(session=request.race)
+    with journal.supervisor_lock():  # refused while the race's supervisor runs
+        record = journal.read_race()
+        top = Path(record.repo)
+        if record.state is RaceState.FINISHED:
+            raise InvalidStateError(
+                f"race {request.race!r} is finished: resume a racer on its own ('harness resume --session "
+                f"{record.racers[0].session_id}')"
+            )
+        for view in look(top, record):
+            if record.first and record.winners:
+                break  # the race is won: the others stay as they are
+            if view.alive or view.summary is None or view.racer.stopped_by_race:
+                continue
+            if view.racer.started and view.state not in RESUMABLE:
+                continue
+            engine = open_engine(session_engine(top, view.racer.session_id))
+            prepare_resume(engine, replace(each, session=view.racer.session_id, repo=top))
+            view.racer.started = False  # the race's supervisor starts it again, in order
+        journal.write_race(record)
+        return record
+
+
+def stop_race(request: StopRequest) -> list[StopResult]:
+    """`stop --session S` of a race: every racer that has not ended is asked to stop (the race's supervisor
+    then sees them end, and the race with them)."""
+    journal = race_journal(request.repo, request.session)
+    record = journal.read_race()
+    top = Path(record.repo)
+    return [
+        request_stop(replace(request, repo=top, session=v.racer.session_id))
+        for v in look(top, record)
+        if v.summary is not None and not v.ended
+    ]

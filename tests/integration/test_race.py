@@ -1,0 +1,166 @@
+"""`harness race` end to end on the real Docker engine and real git: racers are scripted agents that behave
+differently by their session's id ($HARNESS_SESSION is S-1, S-2, ...)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runner.record.journal import load_model
+from runner.record.models import RaceRecord, RunSummary
+from tests.helpers import HARNESS, HOLD, GitRepo, harness, release, wait_for
+
+pytestmark = pytest.mark.docker
+
+DONE = """printf '{"state": "done", "summary": "%s"}' "$HARNESS_SESSION" > "$HARNESS_STATUS_FILE" """
+
+
+def racers(winner: str, *, winner_body: str = "", others: str = "") -> str:
+    """An agent command: the racer whose id ends in `winner` writes ok.txt (what the check wants); the others
+    run `others` and claim to be done without it."""
+    return (
+        f'case "$HARNESS_SESSION" in\n*-{winner}) {winner_body} echo ok > ok.txt;;\n*) {others} echo nope > no.txt;;\n'
+        f"esac\n{DONE}"
+    )
+
+
+def race_args(session: str, cmd: str, *extra: str, n: int = 3, iterations: int = 1) -> list[str]:
+    return ["race", "--session", session, "--objective", "write ok.txt", "--n", str(n), "--agent-cmd", cmd,
+            "--check", "test -f ok.txt", "--max-iterations", str(iterations), *extra]  # fmt: skip
+
+
+def record(repo: GitRepo, race: str) -> RaceRecord:
+    return load_model(repo.journal(race) / "race.json", RaceRecord)
+
+
+def summary(repo: GitRepo, session: str) -> RunSummary:
+    return load_model(repo.journal(session) / "run-summary.json", RunSummary)
+
+
+def test_exactly_one_racer_passes_the_check_and_wins_then_merge_and_discard(repo: GitRepo) -> None:
+    r = harness(*race_args("rc", racers("2")), "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    st = r.json()
+    assert st["state"] == "finished" and st["winners"] == ["rc-2"] and st["endReason"] == "all-ended"
+    rows = {row["sessionId"]: row for row in st["racers"]}
+    assert list(rows) == ["rc-1", "rc-2", "rc-3"]
+    assert rows["rc-2"]["winner"] and rows["rc-2"]["checkPassed"] is True and rows["rc-2"]["status"] == "completed"
+    for loser in ("rc-1", "rc-3"):  # each ran its own session: its own branch, its failed check
+        assert not rows[loser]["winner"] and rows[loser]["checkPassed"] is False
+        assert rows[loser]["status"] == "stopped" and rows[loser]["stopReason"] == "max-iterations"
+        assert repo.git("show", f"harness/{loser}:no.txt") == "nope"
+    assert rows["rc-2"]["filesChanged"] == 1 and rows["rc-2"]["insertions"] == 1
+    # Each racer has its own copy.
+    assert len({summary(repo, f"rc-{k}").run_dir for k in (1, 2, 3)}) == 3
+
+    status = harness("status", "--session", "rc", cwd=repo.path)
+    assert status.code == 0, status.stderr
+    assert "rc-2 won" in status.stdout and "rc-3" in status.stdout
+    md = harness("report", "--session", "rc", cwd=repo.path)
+    assert md.code == 0, md.stderr
+    table = [line for line in md.stdout.splitlines() if line.startswith("| rc-")]
+    assert len(table) == 3 and "rc-2 (winner)" in table[1] and "passed" in table[1] and "failed" in table[0]
+    assert "harness merge --session rc" in md.stdout
+
+    merged = harness("merge", "--session", "rc", "--json", cwd=repo.path)
+    assert merged.code == 0, merged.stderr
+    assert merged.json()["sessionId"] == "rc-2" and (repo.path / "ok.txt").read_text() == "ok\n"
+    gone = harness("discard", "--session", "rc", "--json", cwd=repo.path)
+    assert gone.code == 0, gone.stderr
+    assert gone.json()["kept"] == ["rc-2"] and [d["sessionId"] for d in gone.json()["discarded"]] == ["rc-1", "rc-3"]
+    refs = repo.git("for-each-ref", "--format=%(refname)", "refs/harness-discarded/", "refs/heads/harness/")
+    assert refs.count("refs/harness-discarded/rc-1/") == 1 and refs.count("refs/harness-discarded/rc-3/") == 1
+    assert "refs/heads/harness/rc-2" in refs and "refs/heads/harness/rc-1" not in refs
+    back = harness("restore", "--session", "rc-1", cwd=repo.path)  # each discard is undone like any other
+    assert back.code == 0, back.stderr
+    assert repo.git("show", "harness/rc-1:no.txt") == "nope"
+
+
+def test_first_stops_the_others_at_once(repo: GitRepo) -> None:
+    # The losers hold their iteration (two minutes at most): only --first can end them this soon.
+    r = harness(*race_args("rf", racers("1", others=f"{HOLD};")), "--first", "--json", cwd=repo.path, timeout=100)
+    assert r.code == 0, r.stderr
+    st = r.json()
+    assert st["winners"] == ["rf-1"] and st["endReason"] == "won-first"
+    for loser in ("rf-2", "rf-3"):
+        s = summary(repo, loser)
+        assert s.status.value == "stopped" and s.stop_reason is not None and s.stop_reason.value == "stop-requested"
+        control = json.loads((repo.journal(loser) / "control.json").read_text())
+        assert control["stopMode"] == "now" and "rf-1 won" in control["stopNote"]
+    assert [r.stopped_by_race for r in record(repo, "rf").racers] == [False, True, True]
+    assert not (repo.journal("rf-2") / "iteration-0001.json").read_text().count('"outcome": "done"')
+
+
+def test_merge_refuses_without_one_winner_and_names_the_racers(repo: GitRepo) -> None:
+    r = harness(*race_args("rn", racers("9"), n=2), "--json", cwd=repo.path)  # nobody writes ok.txt
+    assert r.code == 21, r.stderr
+    assert r.json()["winners"] == []
+    m = harness("merge", "--session", "rn", cwd=repo.path)
+    assert m.code == 11 and len(m.stderr.strip().splitlines()) == 1
+    assert "no winner" in m.stderr and "harness merge --session rn-1" in m.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--n", "2", "--agents", "demo,demo"], "exactly one of --agents"),
+        (["--agents", "demo,demo", "--agent", "demo"], "cannot go with --agent"),
+        (["--n", "3", "--models", "a,b"], "one model per racer"),
+        (["--n", "1"], "2 to 16 racers"),
+        (["--n", "2", "--judge", "all", "--first"], "cannot go with --judge all"),
+        (["--n", "2", "--budget", "pooled"], "needs --max-cost"),
+    ],
+)
+def test_bad_combinations_are_one_line_and_exit_2(repo: GitRepo, extra: list[str], says: str) -> None:
+    r = harness("race", "--session", "bad", "--objective", "x", "--check", "true", *extra, cwd=repo.path)
+    assert r.code == 2, r.stderr
+    assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not repo.journal("bad").exists() and not repo.journal("bad-1").exists()
+
+
+def test_a_killed_race_supervisor_then_resume_goes_on_with_every_unfinished_racer(repo: GitRepo) -> None:
+    # Both racers hold their first iteration; racer 2 then passes the check.
+    cmd = racers("2", winner_body=f"{HOLD};", others=f"{HOLD};")
+    r = harness(*race_args("rk", cmd, n=2, iterations=2), "--detach", "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    for k in (1, 2):
+        wait_for((repo.journal(f"rk-{k}") / "iteration-0001.log").exists, 90, f"rk-{k}'s first iteration")
+    race_pid = record(repo, "rk").supervisor.pid  # type: ignore[union-attr]
+    racer_pid = summary(repo, "rk-1").supervisor.pid  # type: ignore[union-attr]
+    os.kill(race_pid, signal.SIGKILL)  # the race's supervisor, and racer 1's with it (racer 2's lives on)
+    os.kill(racer_pid, signal.SIGKILL)
+    wait_for(lambda: harness("status", "--session", "rk", "--json", cwd=repo.path).json()["state"] == "interrupted",
+             30, "the race to show interrupted")  # fmt: skip
+    st = harness("status", "--session", "rk", "--json", cwd=repo.path).json()
+    assert [row["status"] for row in st["racers"]] == ["interrupted", "running"]
+
+    resume = subprocess.Popen([*HARNESS, "resume", "--session", "rk", "--json"], cwd=repo.path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for(lambda: summary(repo, "rk-1").supervisor is not None and summary(repo, "rk-1").supervisor.pid
+                 != racer_pid, 60, "racer 1's new supervisor")  # type: ignore[union-attr]  # fmt: skip
+        release(repo, "rk-1")
+        release(repo, "rk-2")
+        out, err = resume.communicate(timeout=120)
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+    assert resume.returncode == 0, err
+    st = json.loads(out)
+    assert st["state"] == "finished" and st["winners"] == ["rk-2"]
+    rows = {row["sessionId"]: row for row in st["racers"]}
+    assert rows["rk-1"]["status"] == "stopped" and rows["rk-1"]["stopReason"] == "max-iterations"
+    assert rows["rk-2"]["status"] == "completed" and rows["rk-2"]["iterations"] == 1  # never restarted
+    assert not record(repo, "rk").supervisor
+
+
+def test_a_race_is_refused_over_an_existing_name(repo: GitRepo, tmp_path: Path) -> None:
+    r = harness(*race_args("dup", racers("1"), n=2), "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    again = harness(*race_args("dup", racers("1"), n=2), cwd=repo.path)
+    assert again.code == 6 and "race 'dup' already exists" in again.stderr
