@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,23 @@ from runner.record.models import RaceRecord, RunSummary
 from tests.helpers import HARNESS, HOLD, GitRepo, harness, release, wait_for
 
 pytestmark = pytest.mark.docker
+
+
+@pytest.fixture(autouse=True)
+def _end_what_the_race_left(repo: GitRepo) -> Iterator[None]:
+    """A test that fails mid-race leaves detached supervisors: end them (by the pids their journals name, only
+    while their command line names this test's repository), so that none writes into a later test's files."""
+    yield
+    for path in repo.path.glob("memory/context-db/sessions/*/artifacts/solo-harness/*.json"):
+        if path.name not in ("race.json", "run-summary.json"):
+            continue
+        pid = (json.loads(path.read_text()).get("supervisor") or {}).get("pid")
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes() if pid else b""
+        except OSError:
+            continue
+        if str(repo.path).encode() in cmdline:
+            os.kill(pid, signal.SIGKILL)
 
 DONE = """printf '{"state": "done", "summary": "%s"}' "$HARNESS_SESSION" > "$HARNESS_STATUS_FILE" """
 
