@@ -20,6 +20,7 @@ from bench import (
     iteration_overhead,
     log_throughput,
     many_sessions,
+    race_overhead,
     setup_cache,
     setup_large_repo,
 )
@@ -34,6 +35,7 @@ BENCHMARKS: dict[str, Callable[[bool], Result]] = {
     many_sessions.NAME: many_sessions.measure,
     gateway_latency.NAME: gateway_latency.measure,
     setup_cache.NAME: setup_cache.measure,
+    race_overhead.NAME: race_overhead.measure,
 }
 
 INTRO = """# Performance
