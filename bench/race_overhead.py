@@ -108,7 +108,9 @@ def measure(quick: bool) -> Result:
     result.facts.append(
         f"{RACERS} sessions each way, one iteration whose agent reports done at once and `--check true` passes; "
         f"{pairs} pair{'s' if pairs > 1 else ''}, alternating which goes first, each in a fresh repository and "
-        "harness home; every session ended completed, and the race declared every racer a winner (--judge all)"
+        "harness home; every session ended completed, and the race declared every racer a winner (--judge all); "
+        "the racers' copies come from the repository's shared seed, the runs' by hand are each a full clone (a "
+        "small repository here: the seed's gain is measured by the setup benchmark, not this one)"
     )
     if a.median < b.median:
         result.notes.append(

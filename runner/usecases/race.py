@@ -95,7 +95,9 @@ def racer_requests(request: RaceRequest) -> list[RunRequest]:
         raise UsageError(f"--models gives one model per racer: {len(request.models)} given for {n} racers")
     found = []
     for k in range(1, n + 1):
-        one = replace(base, session=validate_session(racer_id(race, k)))
+        # Every racer's copy is made from the repository's one shared seed (runner/loop/seed.py), so that the
+        # set-up does not multiply with the racers.
+        one = replace(base, session=validate_session(racer_id(race, k)), seed=True)
         if request.agents:
             one = replace(one, agent=request.agents[k - 1], agent_cmd=None)
         if request.models:

@@ -35,6 +35,7 @@ def _end_what_the_race_left(repo: GitRepo) -> Iterator[None]:
         if str(repo.path).encode() in cmdline:
             os.kill(pid, signal.SIGKILL)
 
+
 DONE = """printf '{"state": "done", "summary": "%s"}' "$HARNESS_SESSION" > "$HARNESS_STATUS_FILE" """
 
 
@@ -73,8 +74,10 @@ def test_exactly_one_racer_passes_the_check_and_wins_then_merge_and_discard(repo
         assert rows[loser]["status"] == "stopped" and rows[loser]["stopReason"] == "max-iterations"
         assert repo.git("show", f"harness/{loser}:no.txt") == "nope"
     assert rows["rc-2"]["filesChanged"] == 1 and rows["rc-2"]["insertions"] == 1
-    # Each racer has its own copy.
+    # Each racer has its own copy, made from the repository's one shared seed.
     assert len({summary(repo, f"rc-{k}").run_dir for k in (1, 2, 3)}) == 3
+    seeds = {summary(repo, f"rc-{k}").worktree.seed for k in (1, 2, 3)}
+    assert len(seeds) == 1 and None not in seeds
 
     status = harness("status", "--session", "rc", cwd=repo.path)
     assert status.code == 0, status.stderr
