@@ -309,6 +309,7 @@ def race(
     env: Annotated[
         list[str] | None, typer.Option("--env", help="Pass this host variable into every racer's container.")
     ] = None,
+    slots: SlotsOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -327,7 +328,7 @@ def race(
     request = run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         options={"max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
-                 "env": tuple(env or ()), "check": check, **limits.given()},
+                 "env": tuple(env or ()), "check": check, "slots": slots, **limits.given()},
     )  # fmt: skip
     race_request = RaceRequest(
         base=request, agents=listed(agents), n=n, models=listed(models),

@@ -305,7 +305,8 @@ class RaceResume:
     resume: ResumeRequest | None = None  # what each racer's resume changes (its limits, iterations)
 
 
-RESUMABLE = {RunState.INTERRUPTED}
+# A racer whose supervisor died: while it ran (interrupted), or while it waited for a slot (queued, its place kept).
+RESUMABLE = {RunState.INTERRUPTED, RunState.QUEUED}
 
 
 def prepare_race_resume(request: RaceResume) -> RaceRecord:

@@ -16,7 +16,7 @@ from pydantic import Field
 from runner.base.errors import ExitCode, HarnessError, InvalidStateError
 from runner.record.models import CamelModel, RaceState, RunState, StopReason, utcnow
 from runner.usecases.discard import DiscardResult, discard
-from runner.usecases.race import look, race_journal
+from runner.usecases.race import RacerView, look, race_journal
 from runner.usecases.report import ReportCommand, ReportRequest, SessionReport, build_report
 from runner.usecases.repository import SessionRef, harness_command
 
@@ -80,7 +80,7 @@ class RaceStatus(CamelModel):
 
     @property
     def verdict(self) -> str:
-        ended = sum(1 for r in self.racers if r.status is not RunState.RUNNING)
+        ended = sum(1 for r in self.racers if r.status not in (RunState.RUNNING, RunState.QUEUED))
         facts = f"{ended} of {len(self.racers)} racers ended, ${self.cost_usd:.2f}"
         if self.winners:
             return f"{self.state}  {facts}: {', '.join(self.winners)} won"
@@ -91,12 +91,14 @@ class RaceStatus(CamelModel):
         return f"finished  {facts}: no racer passed the check"
 
 
-def _row(report: SessionReport, *, agent: str, model: str | None, winner: bool, stopped: bool) -> RacerRow:
-    end = report.finished_at if report.status is not RunState.RUNNING and report.finished_at else utcnow()
+def _row(report: SessionReport, view: RacerView, *, winner: bool) -> RacerRow:
+    r = view.racer
+    going = report.status in (RunState.RUNNING, RunState.QUEUED)
+    end = report.finished_at if not going and report.finished_at else utcnow()
     return RacerRow(
-        session_id=report.session_id, agent=agent, model=model, winner=winner, stopped_by_race=stopped,
+        session_id=report.session_id, agent=r.agent, model=r.model, winner=winner, stopped_by_race=r.stopped_by_race,
         status=report.status, stop_reason=report.stop_reason,
-        supervisor_alive=report.status is RunState.RUNNING, iterations=report.iteration_count,
+        supervisor_alive=view.alive, iterations=report.iteration_count,
         seconds=(end - report.created_at).total_seconds(), tokens=report.usage.tokens.total,
         cost_usd=report.usage.cost_usd,
         files_changed=report.diff_stat.files_changed if report.diff_stat else None,
@@ -122,7 +124,7 @@ def race_status(repo: Path, race: str) -> RaceStatus:
             rows.append(RacerRow(session_id=r.session_id, agent=r.agent, model=r.model, winner=winner,
                                  stopped_by_race=r.stopped_by_race, status=None, verdict="discarded"))  # fmt: skip
             continue
-        rows.append(_row(report, agent=r.agent, model=r.model, winner=winner, stopped=r.stopped_by_race))
+        rows.append(_row(report, view, winner=winner))
     alive = journal.supervisor_alive()
     state: RaceShownState = "finished"
     if record.state is RaceState.RUNNING:

@@ -185,3 +185,27 @@ def test_a_race_is_refused_over_an_existing_name(repo: GitRepo, tmp_path: Path) 
     assert r.code == 0, r.stderr
     again = harness(*race_args("dup", racers("1"), n=2), cwd=repo.path)
     assert again.code == 6 and "race 'dup' already exists" in again.stderr
+
+
+def test_the_racers_go_through_the_queue_in_order(repo: GitRepo) -> None:
+    # One slot: racer 2 waits, queued and without a container, while racer 1 holds its iteration.
+    cmd = racers("2", others=f"{HOLD};")
+    race = subprocess.Popen([*HARNESS, *race_args("rq", cmd, "--slots", "1", "--json", n=2)], cwd=repo.path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_for((repo.journal("rq-1") / "iteration-0001.log").exists, 90, "racer 1's iteration")
+
+        def queued() -> bool:
+            st = harness("status", "--session", "rq", "--json", cwd=repo.path).json()
+            return [row["status"] for row in st["racers"]] == ["running", "queued"]
+
+        wait_for(queued, 60, "racer 2 to wait in the queue")
+        assert not (Path(summary(repo, "rq-2").run_dir) / "workspace").exists()  # it costs nothing yet
+        release(repo, "rq-1")
+        out, err = race.communicate(timeout=180)
+    finally:
+        if race.poll() is None:
+            race.kill()
+    assert race.returncode == 0, err
+    assert json.loads(out)["winners"] == ["rq-2"]
+    assert summary(repo, "rq-1").finished_at <= summary(repo, "rq-2").queue.started_at  # type: ignore[operator]
