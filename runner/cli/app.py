@@ -110,6 +110,18 @@ def run(
         typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
     ] = None,
     check: CheckOpt = None,
+    protect: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--protect",
+            help="A path (pattern from the repository's top: * within a name, ** across "
+            "directories) the check runs with as the base commit has it; repeatable (default with --check: "
+            "the tests and the test runners' configuration, docs/overnight.md).",
+        ),
+    ] = None,
+    no_protect: Annotated[
+        bool, typer.Option("--no-protect", help="Run the check on the copy exactly as the agent left it.")
+    ] = False,
     backend: Annotated[
         str | None,
         typer.Option("--backend", help="Where containers run: docker (default) or kubernetes (docs/kubernetes.md)."),
@@ -181,6 +193,10 @@ def run(
     from runner.usecases.sessions import create_session, start_run
 
     del worktree  # every run works on its own copy
+    if protect and no_protect:
+        from runner.base.errors import UsageError
+
+        raise UsageError("give --protect or --no-protect, not both")
     request = run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         options={
@@ -194,6 +210,8 @@ def run(
             "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
             "keep_awake": keep_awake,
             "slots": slots,
+            # --no-protect is an empty list, which the settings keep as given (an empty tuple is "not given").
+            "protect": [] if no_protect else tuple(protect or ()),
         },
     )  # fmt: skip
     engine = open_engine(request.backend)

@@ -9,11 +9,12 @@ replaces without asking (issue 8); the journal is the harness's own record. All 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from fnmatch import fnmatch
 from pathlib import Path
 
 from runner.base.paths import JOURNAL_SUBPATH, REPO_FILE
+from runner.base.protect import is_protected
 from runner.record.models import DescribedEnum
 
 # Directory prefixes (any depth below) and file patterns (matched on the whole path and on the name).
@@ -59,6 +60,7 @@ class FlagReason(DescribedEnum):
     JOURNAL = "journal"  # under the harness journal root: other sessions' records
     TOOL_DIR = "tool-dir"  # a script or executable of a virtualenv, node_modules and the like
     HARNESS_CONFIG = "harness-config"  # pyproject.toml whose [tool.harness] table changed
+    PROTECTED = "protected"  # a protected path (--protect): the check ran with the base's version
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -73,6 +75,7 @@ REASON_TEXT: dict[str, str] = {
     FlagReason.JOURNAL: "inside the harness journal",
     FlagReason.TOOL_DIR: "inside a tool directory (virtualenv, node_modules...)",
     FlagReason.HARNESS_CONFIG: "changes [tool.harness]: the next run's defaults",
+    FlagReason.PROTECTED: "protected: the check ran with the base's version, not this one",
 }
 
 # Directories whose files some tool imports or executes (any depth). node_modules: every package's code
@@ -127,12 +130,16 @@ def classify(
     journal: Collection[str] = (),
     venvs: Collection[str] = (),
     harness_config: Collection[str] = (),
+    protected: Sequence[str] = (),
 ) -> dict[str, list[FlagReason]]:
-    """Every flagged path with its reasons, in path order. `paths` are the changed paths; `links` and
-    `history_links` may name paths outside them (a link of an earlier commit)."""
+    """Every flagged path with its reasons: the protected ones first (the check did not see them as they are
+    here), each group in path order. `paths` are the changed paths; `links` and `history_links` may name paths
+    outside them (a link of an earlier commit); `protected`: the session's --protect patterns."""
     reasons: dict[str, list[FlagReason]] = {}
-    for path in sorted(set(paths) | set(links) | set(history_links)):
-        why = [FlagReason.RUNS_LATER] if is_flagged(path) else []
+    changed = set(paths)
+    for path in sorted(changed | set(links) | set(history_links)):
+        why = [FlagReason.PROTECTED] if path in changed and is_protected(protected, path, fold=True) else []
+        why += [FlagReason.RUNS_LATER] if is_flagged(path) else []
         why += [FlagReason.LINK] if path in links else []
         why += [FlagReason.LINK_IN_HISTORY] if path in history_links and path not in links else []
         why += [FlagReason.IGNORED] if path in ignored else []
@@ -141,4 +148,5 @@ def classify(
         why += [FlagReason.HARNESS_CONFIG] if path in harness_config else []
         if why:
             reasons[path] = why
-    return reasons
+    first = [p for p, why in reasons.items() if FlagReason.PROTECTED in why]
+    return {p: reasons[p] for p in first} | {p: why for p, why in reasons.items() if p not in first}

@@ -500,15 +500,41 @@ class Supervisor:
         return result, log_file
 
     def _check(self, summary: RunSummary, n: int, timeout: float) -> CheckResult:
-        """Run --check on the copy as the agent left it: read-only, same sandbox, its own log."""
+        """Run --check on the copy as the agent left it, or with its protected paths as the base has them
+        (runner/loop/protect.py): read-only, same sandbox, its own log."""
+        assert summary.check_command is not None  # noqa: S101 - only called with a check
+        patterns = summary.protected_paths
+        if not patterns:
+            return self._run_check(summary, n, timeout, self.workspace.dir.workspace)
+        try:
+            with self.workspace.check_view(git=self.git, base=summary.worktree.base_commit, patterns=patterns) as view:
+                result = self._run_check(summary, n, timeout, view.path)
+        except WorkspaceError as exc:
+            # Never the copy as it is instead: a view the agent could make fail would switch protection off.
+            log.warning("session %s: %s", summary.session_id, exc.message)
+            why = f"the check did not run: {exc.message}"
+            write_atomic(self.journal.check_log_path(n), why + "\n")
+            return CheckResult(
+                command=summary.check_command, passed=False, exit_code=None,
+                log_file=self.journal.check_log_path(n).name, output_tail=why, protected=list(patterns),
+            )  # fmt: skip
+        return result.model_copy(
+            update={"protected": list(patterns), "protected_changes": view.changes, "protected_changes_more": view.more}
+        )
+
+    def _run_check(self, summary: RunSummary, n: int, timeout: float, workspace: Path) -> CheckResult:
+        """The check's container, with `workspace` (the copy, or its view) read-only at /workspace (and the seed
+        the copy borrows its objects from, when it has one)."""
         assert summary.check_command is not None  # noqa: S101 - only called with a check
         path = self.journal.check_log_path(n)
-        run_dir = self.workspace.dir
+        mounts = self.workspace.dir.copy_mounts(read_only=True)
+        if workspace != self.workspace.dir.workspace:
+            mounts = (bind(workspace, WORKSPACE, read_only=True), *mounts[1:])
         spec = hardened_spec(
             image=summary.image,
             command=with_merged_output(["sh", "-c", summary.check_command]),
             limits=summary.limits,
-            mounts=run_dir.copy_mounts(read_only=True),
+            mounts=mounts,
             labels=labels(summary.session_id, self.workspace.repo_key, "check"),
             env={
                 **summary.container_env,

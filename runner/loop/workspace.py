@@ -7,12 +7,14 @@ ever reads a bundle (copied defensively to a private file) and fetches it into t
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,10 +25,11 @@ from runner.base.errors import BackendError, WorkspaceError
 from runner.base.layout import OUTBOX_DIR, RELAY, SEED_DIR, WORKSPACE
 from runner.base.output import CappedBuffer
 from runner.base.saferead import UnsafeFileError, copy_untrusted
+from runner.loop.protect import MAX_CHANGES, parse_changes, protected_roots, view_script
 from runner.loop.resident import ResidentHelper
 from runner.loop.seed import ensure_seed
 from runner.record.gitops import HostGit
-from runner.record.models import DiffStat, Limits, RunOwner
+from runner.record.models import DiffStat, Limits, ProtectedChange, RunOwner
 from runner.sandbox.container import bind, hardened_spec, labels
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the
 HELPER_CPU_BURST = float(min(2, os.cpu_count() or 1))
 MAX_BUNDLE_BYTES = 8 * 1024**3
 EXPORT_REF = "refs/harness/export"
+VIEW_DIR = "check-view"  # the check's view of the copy, with protected paths as the base has them
 _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
 _DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 
@@ -130,9 +134,12 @@ echo "harness-export bundle $head"
 # What is in the copy outside git: untracked and ignored paths (NUL-separated, for the host to check).
 _OUTSIDE_GIT = _GIT_ENV + f"cd {WORKSPACE} && {_GIT} status --porcelain=v1 --ignored --untracked-files=normal -z"
 
-_DELETE = """set -u
-rm -rf /run-root/workspace /run-root/outbox /run-root/export
+_DELETE = f"""set -u
+rm -rf /run-root/workspace /run-root/outbox /run-root/export /run-root/{VIEW_DIR}
 """
+_VIEW = 'exec python3 -c "$HARNESS_VIEW_PY"'  # runner/loop/protect.py
+_VIEW_REMOVE = f"rm -rf /run-root/{VIEW_DIR}"
+ARCHIVE_PATHS = 500  # paths per `git archive` of the base's protected files
 
 
 @dataclass(frozen=True)
@@ -178,6 +185,15 @@ class RunDir:
     def setup_net(self) -> Path:
         """The socket of the setup's own egress proxy (never mounted into the agent's containers)."""
         return self.root / "setup-net"
+
+
+@dataclass(frozen=True)
+class CheckView:
+    """The copy as the check sees it: protected paths as the base commit has them."""
+
+    path: Path  # on the host, in the run directory: mounted read-only where the copy would be
+    changes: list[ProtectedChange]  # the protected paths the agent changed
+    more: int = 0  # changed protected paths left out of `changes`
 
 
 @dataclass
@@ -366,6 +382,46 @@ class Workspace:
                 raise WorkspaceError(f"harvest refused: the bundle is unsafe to read ({exc})") from None
             git.fetch_bundle(private, EXPORT_REF, dest_ref)
 
+    @contextlib.contextmanager
+    def check_view(self, *, git: HostGit, base: str, patterns: Sequence[str]) -> Iterator[CheckView]:
+        """The stopped copy with every path that `patterns` protect replaced by the base commit's (none where
+        the base has none), for the check to mount read-only; removed when the block ends. The base's files
+        come from the user's repository (host git), never from the copy's .git, which the agent controls."""
+        try:
+            base_dir = Path(tempfile.mkdtemp(prefix="check-base-", dir=self.dir.root))
+        except OSError as exc:
+            raise WorkspaceError(f"cannot make the check's view in {self.dir.root}: {exc.strerror}") from None
+        made = False
+        try:
+            roots = protected_roots(patterns, git.tree_paths(base))
+            for start in range(0, len(roots), ARCHIVE_PATHS):
+                git.archive(base, base_dir, roots[start : start + ARCHIVE_PATHS])
+            _readable(base_dir)
+            made = True
+            text = self._helper(
+                _VIEW,
+                (bind(self.dir.root, "/run-root", read_only=False), bind(base_dir, "/base", read_only=True)),
+                {
+                    "HARNESS_VIEW_PY": view_script(),
+                    "HARNESS_VIEW": VIEW_DIR,
+                    "HARNESS_PROTECT": json.dumps(list(patterns)),
+                    "HARNESS_MAX_CHANGES": str(MAX_CHANGES),
+                },
+                "making the check's view of the copy",
+            )
+            if not re.search(r"^harness-view ready$", text, re.MULTILINE):
+                raise WorkspaceError("making the check's view of the copy: the helper did not finish it")
+            changes, more = parse_changes(text)
+            yield CheckView(path=self.dir.root / VIEW_DIR, changes=changes, more=more)
+        finally:
+            shutil.rmtree(base_dir, ignore_errors=True)
+            if made:
+                try:
+                    self._helper(_VIEW_REMOVE, (bind(self.dir.root, "/run-root", read_only=False),), {},
+                                 "removing the check's view")  # fmt: skip
+                except WorkspaceError as exc:  # the next view replaces it; `discard` and `gc` remove it
+                    log.warning("%s", exc.message)
+
     def delete(self) -> None:
         """Remove the copy (files owned by the agent uid go in a helper), then the run directory."""
         if not self.dir.root.exists():
@@ -373,3 +429,13 @@ class Workspace:
         if os.geteuid() != 0:
             self._helper(_DELETE, (bind(self.dir.root, "/run-root", read_only=False),), {}, "deleting the copy")
         shutil.rmtree(self.dir.root)
+
+
+def _readable(top: Path) -> None:
+    """Make the base's files readable to the agent uid, whatever the host user's umask."""
+    for root, _dirs, files in os.walk(top):
+        os.chmod(root, 0o755)  # noqa: PTH101, S103 - the base's own files, for the agent uid to read
+        for name in files:
+            path = os.path.join(root, name)  # noqa: PTH118
+            if not os.path.islink(path):  # noqa: PTH114
+                os.chmod(path, os.stat(path).st_mode | 0o444)  # noqa: PTH101, PTH116

@@ -12,6 +12,7 @@ import re
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -328,11 +329,12 @@ class HostGit:
                 return TreeEntry(mode=mode, kind=kind, sha=sha, size=None if size == "-" else int(size))
         return None
 
-    def archive(self, tree: str, dest: Path) -> None:
-        """Extract the tree (a tree id or `commit:path`) into the directory `dest`, from git's own objects.
-        Only what stays inside `dest` is written: a link pointing out of it, a device or an absolute path
-        is left out (tarfile's data filter)."""
-        proc = subprocess.Popen(["git", *_HARDENING, "-C", str(self.repo), "archive", "--format=tar", tree],
+    def archive(self, tree: str, dest: Path, paths: Sequence[str] = ()) -> None:
+        """Extract the tree (a tree id or `commit:path`) into the directory `dest`, from git's own objects;
+        with `paths`, only those (taken literally) and what is below them. Only what stays inside `dest` is
+        written: a link pointing out of it, a device or an absolute path is left out (tarfile's data filter)."""
+        spec = ["--", *(f":(literal){p}" for p in paths)] if paths else []
+        proc = subprocess.Popen(["git", *_HARDENING, "-C", str(self.repo), "archive", "--format=tar", tree, *spec],
                                 env=self._env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 stdin=subprocess.DEVNULL)  # fmt: skip
         assert proc.stdout is not None and proc.stderr is not None  # noqa: S101 - both are pipes

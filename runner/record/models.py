@@ -537,6 +537,16 @@ class RunSummary(JournalModel):
     check_command: str | None = Field(
         default=None, description="--check: must pass in the container before `done` completes the run."
     )
+    protected_paths: list[str] = Field(
+        default_factory=list,
+        description="--protect: the paths (patterns from the repository's top) the check runs with as the base "
+        "commit has them; empty: none (no check, --no-protect, or a session from before protection).",
+    )
+    protect_source: Literal["flag", "config", "default", "off"] | None = Field(
+        default=None,
+        description="Where `protectedPaths` came from: `flag`, `config`, `default` (chosen from the check and the "
+        "base's tree), or `off` (--no-protect); null: no check.",
+    )
     limits: Limits = Field(description="The limits in force.")
     setup_command: str | None = Field(
         default=None, description="The setup command, run in the copy before the first iteration (null: none)."
@@ -611,6 +621,16 @@ class DiffStat(JournalModel):
     deletions: int = Field(default=0, description="Lines removed.")
 
 
+class ProtectedChange(JournalModel):
+    """A protected path (--protect) the agent changed: the check ran with the base's version instead."""
+
+    path: str = Field(description="The repository path.")
+    change: Literal["added", "modified", "deleted"] = Field(
+        description="`added`: not in the base; `modified`: other content, type or executable bit; `deleted`: "
+        "only in the base."
+    )
+
+
 class CheckResult(JournalModel):
     """The --check command, run after the agent reported done (in a container like the agent's)."""
 
@@ -622,6 +642,19 @@ class CheckResult(JournalModel):
     log_file: str = Field(description="Its full output, in the journal directory.")
     output_tail: str = Field(
         default="", description="The end of its output (redacted), also handed to the next prompt."
+    )
+    protected: list[str] = Field(
+        default_factory=list,
+        description="The protected paths it ran with as the base commit has them (empty: on the copy as the "
+        "agent left it).",
+    )
+    protected_changes: list[ProtectedChange] = Field(
+        default_factory=list,
+        description="The protected paths the agent changed in its copy (tracked, untracked or ignored alike), "
+        "which the check did not see; at most 1000.",
+    )
+    protected_changes_more: int = Field(
+        default=0, description="How many more changed protected paths there were than `protectedChanges` lists."
     )
 
 

@@ -44,6 +44,7 @@ from pydantic_settings import (
 from runner.base.errors import UsageError
 from runner.base.limits import parse_duration, parse_size
 from runner.base.paths import PYPROJECT, PYPROJECT_TABLE, REPO_FILE
+from runner.base.protect import MAX_PATTERNS, pattern_problem
 from runner.base.seams import ENV_PREFIX, SEAMS
 from runner.record.layers import (
     EngineTable,
@@ -186,6 +187,13 @@ class RunOptions(BaseModel):
     check: str | None = Field(
         default=None, description="A command (sh -c, in the container) that must pass before 'done' completes the run."
     )
+    protect: Names | None = Field(
+        default=None,
+        description="Paths the check runs with as the base commit has them (patterns from the repository's top: "
+        "`*` within a name, `**` across directories; a directory protects what is below it); an agent's change "
+        "to them is flagged. Default, when a check is set: the paths it names, tests/ and the like, test files, "
+        "every conftest.py and the test runners' configuration (docs/overnight.md); an empty list: none.",
+    )
     setup: str | None = Field(
         default=None,
         description="A command (sh -c) run once in the copy before the first iteration, without the model gateway "
@@ -226,6 +234,19 @@ class RunOptions(BaseModel):
     @classmethod
     def _durations(cls, value: str | None) -> str | None:
         return None if value is None else _duration(value)
+
+    @field_validator("protect")
+    @classmethod
+    def _protect(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        if len(value) > MAX_PATTERNS:
+            raise ValueError(f"at most {MAX_PATTERNS} protected paths")
+        for pattern in value:
+            problem = pattern_problem(pattern)
+            if problem is not None:
+                raise ValueError(problem)
+        return tuple(dict.fromkeys(value))
 
     @field_validator("runtime", "network")
     @classmethod

@@ -54,7 +54,7 @@ def diff(ref: SessionRef, *, stat_only: bool = False) -> DiffResult:
         base = summary.worktree.base_commit
         head = _head(git, ref.session)
         files, _ = git.changes(base, head)
-        seen = review(git, opened.top, base, head, onto=git.ref_commit("HEAD"))
+        seen = review(git, opened.top, base, head, onto=git.ref_commit("HEAD"), protected=summary.protected_paths)
         return DiffResult(
             session_id=ref.session,
             branch=summary.worktree.branch,
@@ -103,11 +103,12 @@ def merge(ref: SessionRef, *, squash: bool = False, accept_flagged: bool = False
             raise UnsafeToProceedError("the working tree has uncommitted changes: commit or stash them, then merge")
         onto = git.ref_commit("HEAD")
         into = git.run("symbolic-ref", "-q", "--short", "HEAD", check=False).stdout.strip() or "detached HEAD"
-        seen = review(git, top, summary.worktree.base_commit, head, onto=onto)
+        seen = review(git, top, summary.worktree.base_commit, head, onto=onto, protected=summary.protected_paths)
         _refuse_overwrites(seen)
         if seen.flagged and not accept_flagged:
             raise UnsafeToProceedError(
-                f"the branch changes paths that can run code on this machine ({_show(seen.flagged)}): "
+                f"the branch changes paths that can run code on this machine or that the check did not run "
+                f"({_show(seen.flagged)}): "
                 "review them with 'harness diff', then merge with --accept-flagged"
             )
     branch = summary.worktree.branch

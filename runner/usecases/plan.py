@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +25,7 @@ from runner.base.paths import data_home, journal_dir, repo_key, run_dir, seed_di
 from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
 from runner.gateway.upstreams import upstreams_from_env
 from runner.loop.agent_container import agent_spec
+from runner.loop.protect import default_protect
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
 from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
@@ -65,6 +66,7 @@ class RunRequest:
     runtime: str = "runc"
     env_names: tuple[str, ...] = ()
     check: str | None = None
+    protect: tuple[str, ...] | None = None  # --protect; None: the default; empty: none
     limits: LimitOptions = field(default_factory=LimitOptions)
     network: str = "none"
     allow_hosts: tuple[str, ...] = ()
@@ -110,6 +112,7 @@ def run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
+        protect=s.protect,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
         max_turns=s.max_turns, slots=s.slots, backend=backend, keep_awake=s.keep_awake,
         limits=LimitOptions(
@@ -181,6 +184,8 @@ class RunPlan(CamelModel):
     env_names: list[str]
     check: str | None
     keep_awake: bool = True  # a sleep inhibitor held while the session runs (runner/base/keepawake.py)
+    protect: list[str] = Field(default_factory=list)  # the protected paths the check runs with
+    protect_source: Literal["flag", "config", "default", "off"] | None = None
     setup: SetupPlan | None = None
     # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
     environment: EnvironmentPlan | None = None
@@ -245,6 +250,8 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         repo = git.info()
         base_commit = git.resolve_commit(request.base)
         _refuse_existing(repo.top, session, git)
+        check = check_command(request.check, option="--check")
+        protect, protect_source = _protect_plan(request, check, lambda: git.tree_paths(base_commit))
     secret_values(request.env_names)
     engine = backend.check()
     check_choice("runtime", request.runtime)
@@ -312,8 +319,10 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         ),
         runtime=request.runtime,
         env_names=list(request.env_names),
-        check=check_command(request.check, option="--check"),
+        check=check,
         keep_awake=request.keep_awake,
+        protect=protect,
+        protect_source=protect_source,
         setup=setup,
         environment=environment,
         backend=engine_ref(request.backend),
@@ -378,6 +387,19 @@ def _setup_plan(request: RunRequest, environment: EnvironmentPlan | None, *, loc
     )
 
 
+def _protect_plan(
+    request: RunRequest, check: str | None, tree: Callable[[], set[str]]
+) -> tuple[list[str], Literal["flag", "config", "default", "off"] | None]:
+    """The protected paths the check will run with, and where they came from (none without a check)."""
+    if check is None:
+        return [], None
+    if request.protect is None:
+        return default_protect(check, tree()), "default"
+    if not request.protect:
+        return [], "off"
+    return list(request.protect), "flag" if request.sources.get("protect", "cli") == "cli" else "config"
+
+
 def _refuse_existing(top: Path, session: str, git: HostGit) -> None:
     journal = Journal.for_repo(top, session)
     if journal.dir.exists() and any(journal.dir.iterdir()):
@@ -414,6 +436,8 @@ def new_summary(plan: RunPlan) -> RunSummary:
         allow_hosts=plan.allow_hosts,
         auth=plan.auth,
         check_command=plan.check,
+        protected_paths=plan.protect,
+        protect_source=plan.protect_source,
         setup_command=plan.setup.command if plan.setup else None,
         setup_source=plan.setup.source if plan.setup else None,
         setup_allow_hosts=plan.setup.allow_hosts if plan.setup else [],

@@ -169,8 +169,11 @@ def build_report(request: ReportRequest) -> SessionReport:
         st = session_status(top, session, git)
         records = journal.iterations()
         control = journal.read_control()
+        summary = journal.read_summary()
         head = git.ref_commit(branch_for(session))
-        seen = review(git, top, st.base_commit, head, onto=git.ref_commit("HEAD")) if head else Findings.none()
+        onto = git.ref_commit("HEAD")
+        protected = summary.protected_paths
+        seen = review(git, top, st.base_commit, head, onto=onto, protected=protected) if head else Findings.none()
         flagged = [
             FlaggedPath(path=p, reasons=why, why=[REASON_TEXT[r] for r in why], link_target=seen.links.get(p))
             for p, why in seen.reasons.items()
@@ -189,7 +192,7 @@ def build_report(request: ReportRequest) -> SessionReport:
             iteration_count=st.iteration_count,
             max_iterations=st.max_iterations,
             iterations=[_iteration(rec) for rec in records],
-            check_command=journal.read_summary().check_command,
+            check_command=summary.check_command,
             last_check=checks[-1] if checks else None,
             setup=st.setup,
             branch=st.branch,

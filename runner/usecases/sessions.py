@@ -20,6 +20,7 @@ from runner.base.names import branch_for, validate_session
 from runner.base.paths import repo_key
 from runner.base.seams import harness_env
 from runner.gateway.services import RunNetwork
+from runner.loop.protect import default_protect
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
 from runner.loop.supervisor import Supervisor
 from runner.loop.workspace import RunDir, Workspace
@@ -118,6 +119,10 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             summary.limits = request.limits.apply(summary.limits)
             if request.check is not None:
                 summary.check_command = check_command(request.check, option="--check")
+                if summary.protect_source in {None, "default"}:  # the default follows the check it was made for
+                    tree = opened.git.tree_paths(summary.worktree.base_commit)
+                    summary.protected_paths = default_protect(summary.check_command, tree)
+                    summary.protect_source = "default"
             _resume_setup(summary, request)
             if request.keep_awake is not None:
                 summary.keep_awake = KeepAwake(enabled=request.keep_awake)

@@ -232,7 +232,8 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
     if state is RunState.INTERRUPTED and summary.status in {RunState.RUNNING, RunState.QUEUED}:
         reason = StopReason.SUPERVISOR_GONE
     head = repo.branch_commit(git, session)
-    seen = branch_review(git, repo, journal, summary.worktree.base_commit, head) if head else None
+    base, protected = summary.worktree.base_commit, summary.protected_paths
+    seen = branch_review(git, repo, journal, base, head, protected) if head else None
     st = SessionStatus(
         session_id=session,
         repo=str(top),

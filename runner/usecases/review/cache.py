@@ -16,6 +16,7 @@ import hashlib
 import os
 import stat
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -107,8 +108,9 @@ def _state(path: Path, *, content: bool) -> str:
     return f"{kind} {st.st_ino} {st.st_size} {st.st_mtime_ns} {st.st_ctime_ns}" if content else kind
 
 
-def review_inputs(git: HostGit, repo: RepoState, files: list[str]) -> str | None:
-    """The digest of what the review reads besides commits (see findings.judge), for these changed paths.
+def review_inputs(git: HostGit, repo: RepoState, files: list[str], protected: Sequence[str] = ()) -> str | None:
+    """The digest of what the review reads besides commits (see findings.judge, and the session's protected
+    paths), for these changed paths.
     None when it cannot be summed up by a few stats: a changed path that is a directory on the disk (the
     review looks at every untracked file below it)."""
     code = _code_digest()
@@ -117,6 +119,7 @@ def review_inputs(git: HostGit, repo: RepoState, files: list[str]) -> str | None
     top = repo.top
     excludes = _excludes_file() or repo.excludes_in_config(git)
     lines = [code.hex(), *journal_roots(top, repo.sessions_root), f"excludes {excludes}"]
+    lines += [f"protect {p}" for p in protected]
     for path in (repo.git_dir / "index", repo.git_dir / "config.worktree", repo.common_dir / "config",
                  repo.common_dir / "info" / "exclude", *([top / excludes] if excludes else [])):  # fmt: skip
         lines.append(f"{path} {_state(path, content=True)}")
@@ -137,9 +140,11 @@ def review_inputs(git: HostGit, repo: RepoState, files: list[str]) -> str | None
     return hashlib.sha256("\0".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def branch_review(git: HostGit, repo: RepoState, journal: Journal, base: str, head: str) -> ReviewCache:
-    """The same review as `diff` and `merge` (ignored paths, the journal root, tool scripts, links), from
-    the journal's cache while its inputs are unchanged."""
+def branch_review(
+    git: HostGit, repo: RepoState, journal: Journal, base: str, head: str, protected: Sequence[str] = ()
+) -> ReviewCache:
+    """The same review as `diff` and `merge` (ignored paths, the journal root, tool scripts, links, the
+    protected paths), from the journal's cache while its inputs are unchanged."""
     path = journal.review_cache_path
     try:
         cached: ReviewCache | None = load_model(path, ReviewCache)
@@ -150,12 +155,12 @@ def branch_review(git: HostGit, repo: RepoState, journal: Journal, base: str, he
     if (
         cached
         and (cached.base_commit, cached.head_commit, cached.onto_commit) == key
-        and cached.inputs == review_inputs(git, repo, cached.files)
+        and cached.inputs == review_inputs(git, repo, cached.files, protected)
     ):
         return cached
     changes = branch_changes(git, base, head, onto=repo.head)
-    inputs = review_inputs(git, repo, changes.files)  # before the tree is read: a change meanwhile shows next time
-    seen = judge(git, repo.top, changes)
+    inputs = review_inputs(git, repo, changes.files, protected)  # before the tree is read: a change shows next time
+    seen = judge(git, repo.top, changes, protected)
     fresh = ReviewCache(
         base_commit=base, head_commit=head, onto_commit=repo.head, inputs=inputs or "",
         commits_ahead=len(git.commits_between(base, head)), **dict(seen),

@@ -9,6 +9,7 @@ the user's ignore rules, the journal root and tool directories (runner/loop/flag
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -116,10 +117,10 @@ def _harness_table(data: bytes | None) -> object:
     return table
 
 
-def judge(git: HostGit, top: Path, changes: BranchChanges) -> Findings:
+def judge(git: HostGit, top: Path, changes: BranchChanges, protected: Sequence[str] = ()) -> Findings:
     """What of `changes` needs care, given the user's working tree as it is now: its ignore rules, the
     virtualenvs on its disk and the files git does not track there (cache.review_inputs names all of
-    what this reads)."""
+    what this reads); `protected`: the session's protected paths, flagged first."""
     roots = journal_roots(top, sessions_root(top))
     files = changes.files
     reasons = classify(
@@ -130,6 +131,7 @@ def judge(git: HostGit, top: Path, changes: BranchChanges) -> Findings:
         journal=roots,
         venvs=git.venvs(changes.tree, changes.dirs),
         harness_config=changes.harness_config,
+        protected=protected,
     )
     return Findings(
         files=files,
@@ -140,6 +142,9 @@ def judge(git: HostGit, top: Path, changes: BranchChanges) -> Findings:
     )
 
 
-def review(git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None) -> Findings:
-    """Review base..head (and what merging it into `onto` writes) against the user's working tree."""
-    return judge(git, top, branch_changes(git, base, head, onto=onto))
+def review(
+    git: HostGit, top: Path, base: str, head: str, *, onto: str | None = None, protected: Sequence[str] = ()
+) -> Findings:
+    """Review base..head (and what merging it into `onto` writes) against the user's working tree;
+    `protected`: the session's protected paths (--protect), flagged first."""
+    return judge(git, top, branch_changes(git, base, head, onto=onto), protected)
