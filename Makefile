@@ -77,7 +77,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-security: images  ## run the attack suite and print (and record in docs/security.md) its table
+security: images test-wheels  ## run the attack suite and print (and record in docs/security.md) its table
 	HARNESS_SECURITY_REPORT=build/security-results.json $(BIN)/pytest -q tests/security; \
 	  status=$$?; $(BIN)/python scripts/security_table.py build/security-results.json --replace; exit $$status
 

@@ -83,7 +83,12 @@ def to_markdown(r: SessionReport) -> str:
     lines = [f"# Session {r.session_id}: {r.status.value}", "", f"**{_md(r.verdict)}**", "", "## Objective", ""]
     lines += [_md_block(r.objective), ""]
     if r.flagged:
-        lines += ["## Review first: flagged paths", "", "These changed paths can run code on your machine:", ""]
+        lines += [
+            "## Review first: flagged paths",
+            "",
+            "These changed paths can run code on your machine, or the check ran without them:",
+            "",
+        ]
         lines += ["| path | why |", "|---|---|"]
         for f in r.flagged:
             why = "; ".join(f.why) + (f"; link to {f.link_target!r}" if f.link_target else "")
@@ -181,7 +186,7 @@ def to_html(r: SessionReport) -> str:
     ]
     if r.flagged:
         parts.append('<section class="flagged" id="flagged"><h2>Review first: flagged paths</h2>'
-                     "<p>These changed paths can run code on your machine.</p>"
+                     "<p>These changed paths can run code on your machine, or the check ran without them.</p>"
                      "<table><tr><th>path</th><th>why</th></tr>")  # fmt: skip
         for f in r.flagged:
             why = "; ".join(f.why) + (f"; link to {f.link_target!r}" if f.link_target else "")

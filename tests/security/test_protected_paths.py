@@ -5,8 +5,9 @@ fix the bug can still make the check pass: rewrite the failing test to `assert T
 conftest.py that skips every test, or deselect it in the `addopts` of pyproject.toml. With protected paths
 (the default, once a check is set) the check runs with the base's tests, conftest.py and pyproject.toml and
 still fails; the agent's changes are listed in the iteration's check result and flagged first by `diff`,
-`report` and `merge`. The positive control is each trick under `--no-protect`: the check passes, so the trick
-is one that works. A real fix passes with protection on.
+`report` and `merge`. A fifth trick replaces the protected directory by a symlink to tests of the agent's own.
+The positive control is each trick under `--no-protect`: the check passes, so the trick is one that works. A
+real fix passes with protection on.
 
 pytest comes from the wheels of `make test-wheels`, unpacked into the repository (`.deps`) so that the check
 runs offline in harness-base.
@@ -38,15 +39,27 @@ TRICKS = {
     "delete": "rm tests/test_add.py\n",
     "conftest": (
         "printf 'import pytest\\n\\ndef pytest_collection_modifyitems(config, items):\\n"
-        "    for item in items:\\n        item.add_marker(pytest.mark.skip(reason=\"later\"))\\n' > conftest.py\n"
+        '    for item in items:\\n        item.add_marker(pytest.mark.skip(reason="later"))\\n\' > conftest.py\n'
     ),
-    "addopts": "sed -i 's|addopts = \"-q\"|addopts = \"-q --deselect tests/test_add.py::test_add\"|' pyproject.toml\n",
+    "addopts": 'sed -i \'s|addopts = "-q"|addopts = "-q --deselect tests/test_add.py::test_add"|\' pyproject.toml\n',
+    # The protected directory replaced by a symlink to tests of the agent's own.
+    "symlink": (
+        "mkdir fake && printf 'def test_add():\\n    assert True\\n' > fake/test_add.py\n"
+        "cp tests/test_sub.py fake/ && rm -r tests && ln -s fake tests\n"
+    ),
 }
 CHANGED = {
     "rewrite": [{"path": "tests/test_add.py", "change": "modified"}],
     "delete": [{"path": "tests/test_add.py", "change": "deleted"}],
     "conftest": [{"path": "conftest.py", "change": "added"}],
     "addopts": [{"path": "pyproject.toml", "change": "modified"}],
+    "symlink": [
+        {"path": "fake/test_add.py", "change": "added"},  # **/test_*.py: the base has such files
+        {"path": "fake/test_sub.py", "change": "added"},
+        {"path": "tests", "change": "added"},  # the link
+        {"path": "tests/test_add.py", "change": "deleted"},
+        {"path": "tests/test_sub.py", "change": "deleted"},
+    ],
 }
 FIX = "sed -i 's/return a - b/return a + b/' calc.py\n"
 
@@ -61,10 +74,14 @@ def project(repo: GitRepo) -> GitRepo:
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as z:
             z.extractall(repo.path / ".deps")
-    (repo.path / "calc.py").write_text("def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a - b\n")
+    (repo.path / "calc.py").write_text("def add(a, b):\n    return a - b\n\n\ndef sub(a, b):\n    return a + -b\n")
     (repo.path / "tests").mkdir()
-    (repo.path / "tests/test_add.py").write_text("from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n")
-    (repo.path / "tests/test_sub.py").write_text("from calc import sub\n\n\ndef test_sub():\n    assert sub(3, 2) == 1\n")
+    (repo.path / "tests/test_add.py").write_text(
+        "from calc import add\n\n\ndef test_add():\n    assert add(2, 3) == 5\n"
+    )
+    (repo.path / "tests/test_sub.py").write_text(
+        "from calc import sub\n\n\ndef test_sub():\n    assert sub(3, 2) == 1\n"
+    )
     (repo.path / "pyproject.toml").write_text(PYPROJECT)
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "calc, its tests, and pytest")
@@ -142,7 +159,7 @@ def test_changed_protected_paths_are_flagged_first(project: GitRepo) -> None:
     assert [f["path"] for f in flagged] == ["tests/test_add.py", ".envrc"], flagged
     assert flagged[0]["reasons"] == ["protected"]
     md = cli(project, "report", "--session", "mixed")
-    assert md.stdout.index("tests/test_add.py") < md.stdout.index(".envrc"), md.stdout
+    assert md.stdout.index("add.py") < md.stdout.index(".envrc"), md.stdout  # (markdown escapes the _)
 
     m = cli(project, "merge", "--session", "mixed")
     assert m.code == UNSAFE, (m.stdout, m.stderr)
