@@ -356,12 +356,8 @@ def flagged_warning(seen: Findings) -> None:
     from runner.loop.flagged import REASON_TEXT
 
     if seen.flagged:
-        _err().print(
-            Text(
-                "These changed paths can run code on this machine, or the check ran without them; review them first:",
-                style="bold yellow",
-            )
-        )
+        head = "These changed paths can run code on this machine, or the check ran without them; review them first:"
+        _err().print(Text(head, style="bold yellow"))
         for path, reasons in seen.reasons.items():
             line = Text(f"  {neutralise(path)}", style="yellow")
             why = [REASON_TEXT[r] for r in reasons]
