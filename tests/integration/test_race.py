@@ -209,3 +209,27 @@ def test_the_racers_go_through_the_queue_in_order(repo: GitRepo) -> None:
     assert race.returncode == 0, err
     assert json.loads(out)["winners"] == ["rq-2"]
     assert summary(repo, "rq-1").finished_at <= summary(repo, "rq-2").queue.started_at  # type: ignore[operator]
+
+
+def test_a_pooled_budget_stops_every_racer_once_their_spends_add_up_to_it(repo: GitRepo) -> None:
+    from tests.integration.test_gateway_run import AGENT, REAL_KEY
+    from tests.upstreams import Reply, ScriptedUpstream, Usage
+
+    (repo.path / "agent.py").write_text(AGENT)
+    repo.git("add", "agent.py")
+    repo.git("commit", "-q", "-m", "agent")
+    dear = Usage(input_tokens=10_000, output_tokens=10_000)  # $0.18 a call on sonnet: one call an iteration
+    with ScriptedUpstream(anthropic=[Reply(text="hi", usage=dear)] * 40) as up:
+        # Nobody passes the check: without the pool each racer would spend $0.54 (three failed checks), $1.62 in all.
+        r = harness("race", "--session", "rp", "--objective", "talk to the model", "--n", "3",
+                    "--agent-cmd", "LINGER=1 python3 agent.py", "--check", "false", "--max-iterations", "5",
+                    "--budget", "pooled", "--max-cost", "0.50", "--json", cwd=repo.path,
+                    env={"ANTHROPIC_BASE_URL": up.url, "ANTHROPIC_API_KEY": REAL_KEY})  # fmt: skip
+    assert r.code == 21, r.stderr
+    st = r.json()
+    assert st["endReason"] == "max-cost" and st["winners"] == [] and st["maxCostUsd"] == 0.5
+    # The bound (docs/race.md): the pool, plus what the other racers spend in the iterations they are running.
+    assert 0.50 <= st["costUsd"] <= 0.50 + 0.18 + 2 * 0.18
+    # A racer's failed checks end it `failed` after three iterations ($0.54): what the race had not stopped first.
+    assert {row["status"] for row in st["racers"]} <= {"stopped", "failed"}
+    assert any(row["stoppedByRace"] and row["stopReason"] == "stop-requested" for row in st["racers"])
