@@ -233,3 +233,22 @@ def test_a_pooled_budget_stops_every_racer_once_their_spends_add_up_to_it(repo: 
     # A racer's failed checks end it `failed` after three iterations ($0.54): what the race had not stopped first.
     assert {row["status"] for row in st["racers"]} <= {"stopped", "failed"}
     assert any(row["stoppedByRace"] and row["stopReason"] == "stop-requested" for row in st["racers"])
+
+
+def test_the_race_report_in_html_is_one_inert_page_a_browser_shows(repo: GitRepo, tmp_path: Path) -> None:
+    from tests.integration.test_report import browse
+
+    # Racer 1 leaves a flagged path whose name is markup: the page must show it as text.
+    cmd = racers("2", others="mkdir -p .vscode; echo {} > '.vscode/<img src=x>.json';")
+    r = harness(*race_args("rh", cmd, n=2), "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    page = tmp_path / "race.html"
+    r = harness("report", "--session", "rh", "--format", "html", "--output", str(page), cwd=repo.path)
+    assert r.code == 0 and r.stdout == "", r.stderr
+    html = page.read_text()
+    assert "default-src 'none'" in html and "<script" not in html.lower() and "http://" not in html
+    dom = browse(page, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert '<tr class="racer" id="racer-rh-1">' in dom.stdout and '<tr class="racer" id="racer-rh-2">' in dom.stdout
+    assert "rh-2 (winner)" in dom.stdout and ".vscode/&lt;img src=x&gt;.json" in dom.stdout
+    assert "<img" not in dom.stdout.lower()
