@@ -470,6 +470,35 @@ def list_(as_json: JsonOpt = False) -> int:
     return render.sessions(list_all(), as_json, with_repo=True)
 
 
+@app.command("queue")
+@command
+def queue_(
+    move: Annotated[str | None, typer.Option("--move", metavar="SESSION", help="Move this queued session.")] = None,
+    to: Annotated[int | None, typer.Option("--to", metavar="N", help="...to position N (from 1).")] = None,
+    first: Annotated[bool, typer.Option("--first", help="...to the head of the queue (--to 1).")] = False,
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            "--repo", help="The moved session's repository, when sessions of that name are queued in several."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+) -> int:
+    """Show the machine-wide queue: the sessions that hold a slot, then those that wait for one, in order (a
+    parked one, whose supervisor is gone, keeps its place until resume). --move reorders it."""
+    from runner.base.errors import UsageError
+    from runner.cli.queue_render import render_queue
+    from runner.usecases.queue import MoveRequest, move_session, queue_view
+
+    if move is None:
+        if to is not None or first:
+            raise UsageError("--to and --first say where --move SESSION goes")
+        return render_queue(queue_view(), as_json)
+    if (to is None) == (not first):
+        raise UsageError("--move SESSION needs one of --to N or --first")
+    return render_queue(move_session(MoveRequest(session=move, to=1 if first else to or 1, repo=repo)), as_json)
+
+
 def _list(repo: Path, as_json: bool) -> int:
     from runner.cli import render
     from runner.usecases.status import list_statuses

@@ -108,3 +108,33 @@ def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_
     release(repo, "r2")
     wait_for(lambda: state(repo, "r2") == "completed", 120, "r2 to end")
     assert state(repo, "r3") == "stopped"
+
+
+def test_harness_queue_shows_slots_and_order_and_a_move_changes_who_starts_next(repo: GitRepo) -> None:
+    start(repo, "m1", 1)
+    wait_for(lambda: agent_runs("m1"), 120, "m1's agent to run")
+    for s in ("m2", "m3"):
+        start(repo, s, 1)
+    view = harness("queue", "--json", cwd=repo.path).json()
+    assert [(h["slot"], h["sessionId"]) for h in view["running"]] == [(0, "m1")]
+    assert [(q["position"], q["sessionId"], q["waiting"], q["slots"]) for q in view["queued"]] == [
+        (1, "m2", True, 1),
+        (2, "m3", True, 1),
+    ]
+
+    moved = harness("queue", "--move", "m3", "--first", "--json", cwd=repo.path)
+    assert moved.code == 0, moved.stderr
+    assert [q["sessionId"] for q in moved.json()["queued"]] == ["m3", "m2"]
+    assert [status(repo, s)[1]["queuePosition"] for s in ("m3", "m2")] == [1, 2]
+    text = harness("queue", cwd=repo.path).stdout
+    assert "slot 0  m1" in text and "1  m3  waiting for one of 1 slots" in text and "2  m2" in text
+    unknown = harness("queue", "--move", "nope", "--first", cwd=repo.path)
+    assert unknown.code == 7 and unknown.stderr.strip() == "harness: error: session 'nope' is not in the queue"
+
+    release(repo, "m1")
+    wait_for(lambda: agent_runs("m3"), 120, "m3, moved to the head, to start")
+    assert state(repo, "m2") == "queued" and session_containers("m2") == []
+    release(repo, "m3")
+    wait_for(lambda: agent_runs("m2"), 120, "m2 to start after m3")
+    release(repo, "m2")
+    wait_for(lambda: state(repo, "m2") == "completed", 120, "m2 to end")
