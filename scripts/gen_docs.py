@@ -29,6 +29,7 @@ from runner.cli.app import app
 from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
 from runner.record.queue import QueueTicket
 from runner.usecases.discard import DiscardedRepo
+from runner.usecases.known_repos import KnownRepo
 from runner.usecases.review.cache import ReviewCache
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,6 +42,7 @@ OTHER_FILES: list[tuple[str, str, type[BaseModel]]] = [
     ("The agent's status report ($HARNESS_STATUS_FILE)", "status-report", StatusReport),
     ("owner.json (in a run directory)", "run-owner", RunOwner),
     ("discarded/REPO-KEY.json (in the harness home)", "discarded-repo", DiscardedRepo),
+    ("repositories/REPO-KEY.json (in the harness home)", "known-repo", KnownRepo),
     (".review-cache.json (in a session's journal)", "review-cache", ReviewCache),
     ("queue/REPO-KEY-SESSION.json (in the harness home)", "queue-ticket", QueueTicket),
 ]

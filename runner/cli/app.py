@@ -732,7 +732,13 @@ def discard(
 @app.command()
 @command
 def report(
-    session: SessionOpt,
+    session: Annotated[str | None, typer.Option("--session", help="The session id (or --all).")] = None,
+    all_sessions: Annotated[
+        bool, typer.Option("--all", help="Every session on this machine, in every repository, on one page.")
+    ] = False,
+    since: Annotated[
+        str | None, typer.Option("--since", help="With --all: only sessions active in this last while (e.g. 12h).")
+    ] = None,
     repo: RepoOpt = Path(),
     fmt: Annotated[str, typer.Option("--format", help="md (default), html (one self-contained page) or json.")] = "md",
     output: Annotated[
@@ -741,7 +747,10 @@ def report(
     as_json: Annotated[bool, typer.Option("--json", help="The same as --format json.")] = False,
 ) -> int:
     """Everything needed to decide about a session, on one page: flagged paths first, iterations, the check,
-    the diff stat, notes given, and the exact commands to merge, resume or discard (and restore)."""
+    the diff stat, notes given, and the exact commands to merge, resume or discard (and restore).
+
+    With --all: every session of every repository on this machine (last active within --since), each with
+    its verdict, numbers, a chart of cost and outcome per iteration, and its diff (flagged paths first)."""
     from runner.base.errors import UsageError
     from runner.cli import render
     from runner.usecases.report import ReportRequest, build_report
@@ -749,6 +758,12 @@ def report(
     fmt = "json" if as_json else fmt
     if fmt not in {"md", "html", "json"}:
         raise UsageError(f"--format: {fmt!r} is not one of md, html, json")
+    if all_sessions == (session is not None):
+        raise UsageError("name one session with --session, or every session of this machine with --all")
+    if since is not None and not all_sessions:
+        raise UsageError("--since goes with --all")
+    if session is None:
+        return _morning(since, fmt, output)
     if _is_race(repo, session):  # the racers side by side
         from runner.cli import race_render
         from runner.usecases.race_status import race_status
@@ -756,6 +771,17 @@ def report(
         return race_render.report(race_status(repo, session), fmt, output)
     result = build_report(ReportRequest(repo=repo, session=session))
     return render.report(result, fmt, output)
+
+
+def _morning(since: str | None, fmt: str, output: Path | None) -> int:
+    from runner.base.limits import parse_duration
+    from runner.cli import morning_render
+    from runner.cli.pages import write_page
+    from runner.usecases.morning import MorningRequest, build_morning
+
+    seconds = parse_duration(since, option="--since") if since is not None else None
+    page = build_morning(MorningRequest(since_seconds=seconds))
+    return write_page(morning_render.render(page, fmt), output)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from runner.base.errors import ExitCode, HarnessError, UsageError
+from runner.base.errors import ExitCode, HarnessError
 from runner.base.limits import format_duration, format_size
 from runner.base.output import neutralise
 from runner.record.models import RunState
@@ -138,25 +138,12 @@ def discarded(result: DiscardResult, as_json: bool) -> int:
 
 def report(result: SessionReport, fmt: str, output: Path | None) -> int:
     """The session report as markdown, HTML or JSON; on stdout, or atomically into a file."""
-    from rich.text import Text
-
-    from runner.base.atomic import write_atomic
+    from runner.cli.pages import write_page
     from runner.cli.report_render import to_html, to_markdown
 
     if fmt == "json":
-        text = result.model_dump_json(by_alias=True, indent=2) + "\n"
-    else:
-        text = to_html(result) if fmt == "html" else to_markdown(result)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return ExitCode.OK
-    try:
-        write_atomic(output, text)
-    except OSError as exc:
-        raise UsageError(f"--output: cannot write {output} ({exc.strerror})") from None
-    _err().print(Text(f"wrote {output}"))
-    return ExitCode.OK
+        return write_page(result.model_dump_json(by_alias=True, indent=2) + "\n", output)
+    return write_page(to_html(result) if fmt == "html" else to_markdown(result), output)
 
 
 def safe(text: str | None) -> Text:

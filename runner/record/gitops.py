@@ -3,6 +3,10 @@
 The host never runs git with its working directory or --git-dir inside the agent's copy
 (design §4 item 2). Harvested data arrives as a bundle and is fetched with fsck, hooks off,
 no system or user config (the hardening settings come with every command), and no submodule recursion.
+
+Why one module of this size: it holds every git command the host runs on the user's repository, each with
+the same sanitized environment and hardening options; split, each part would need them again, and the one
+place to read what the host asks of git would become several.
 """
 
 from __future__ import annotations
@@ -204,6 +208,33 @@ class HostGit:
     def patch(self, old: str, new: str, *, stat_only: bool = False) -> str:
         args = ["--stat"] if stat_only else ["--stat", "--patch"]
         return self.run("diff", "--no-ext-diff", "--no-textconv", "--no-color", *args, old, new).stdout
+
+    # One file at a time, for a page that shows each file's diff on its own (`report --all`).
+
+    def numstat(self, old: str, new: str) -> list[tuple[str, int | None, int | None]]:
+        """(path, lines added, lines removed) of every path that differs, in git's order (None: binary).
+        No renames: a renamed file is its old path removed and its new one added."""
+        out = self.run("diff", "--no-ext-diff", "--no-textconv", "--no-renames", "--numstat", "-z", old, new).stdout
+        rows = [row.split("\t", 2) for row in out.split("\0")]
+        return [(p, int(a) if a.isdigit() else None, int(d) if d.isdigit() else None) for a, d, p in
+                (row for row in rows if len(row) == 3)]  # fmt: skip
+
+    def file_patch(self, old: str, new: str, path: str, *, limit: int) -> tuple[str, bool]:
+        """The patch of one path between two commits, at most `limit` bytes cut at a line's end (True: it was
+        cut), decoded with replacement characters: a patch to read, never to apply."""
+        argv = ["git", *_HARDENING, "-C", str(self.repo), "diff", "--no-ext-diff", "--no-textconv", "--no-color",
+                "--no-renames", old, new, "--", f":(literal){path}"]  # fmt: skip
+        with subprocess.Popen(argv, env=self._env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL) as proc:  # fmt: skip
+            data = proc.stdout.read(limit + 1) if proc.stdout is not None else b""
+            cut = len(data) > limit
+            if cut:
+                proc.kill()
+        if not cut and proc.returncode != 0:
+            raise WorkspaceError(f"git diff failed in {self.repo} for one path")
+        if cut:
+            data = data[: data.rfind(b"\n", 0, limit) + 1]  # nothing when not even one line fits
+        return data.decode("utf-8", "replace"), cut
 
     # What a merge would write, and what is already there: used by `merge` and `diff` (issue 8).
 

@@ -42,6 +42,7 @@ from runner.sandbox import images
 from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
 from runner.usecases.control import leave_queue
+from runner.usecases.known_repos import remember_repo
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunPlan, RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
@@ -78,6 +79,7 @@ def create_planned(backend: Backend, plan: RunPlan) -> RunSummary:
         if harness_env().journal_root is None:
             ensure_excluded(git.info().common_dir)
         journal.create(plan.objective)
+        remember_repo(top)  # for `report --all`
         with journal.supervisor_lock():
             # The original tool writes control.json at creation and its readers expect it.
             journal.update_control(lambda control: None)
@@ -114,6 +116,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
         top, journal = opened.top, opened.journal
         journal.require()
         backend.check()
+        remember_repo(top)  # a session made before the index existed is named from now on
         with journal.supervisor_lock():
             summary = journal.read_summary()
             summary.limits = request.limits.apply(summary.limits)

@@ -1,0 +1,67 @@
+"""The repositories of this machine that have had a session: a small index in the harness home.
+
+`report --all` must find every session of the night, in every repository, including those whose copy is
+gone (a discarded session kept with --keep-journal, a copy `gc` removed): the copies' owner.json files
+cannot say it alone. So creating (or resuming) a session writes <harness home>/repositories/<repo key>.json
+naming its repository: one file per repository, written atomically, so that two sessions starting at once
+never lose each other's line. The sessions themselves are read from each repository's journal, which stays
+the one record of them. The index only ever grows (a repository moved or deleted since is reported as
+missing, not dropped), and the owner.json of every copy adds the repositories that had sessions before the
+index existed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from runner.base.errors import HarnessError
+from runner.base.paths import data_home, repo_key
+from runner.record.journal import load_model, save_model
+from runner.record.models import JournalModel, RunOwner, utcnow
+
+
+class KnownRepo(JournalModel):
+    """<harness home>/repositories/<repo key>.json: a repository that has had a session on this machine,
+    for `report --all` (its sessions are read from its own journal)."""
+
+    schema_version: int = Field(default=1, description="Version of this file's schema.")
+    kind: Literal["solo-harness.known-repo"] = Field(
+        default="solo-harness.known-repo", description="What this file is."
+    )
+    repo: str = Field(description="The repository's top directory.")
+    first_seen_at: datetime = Field(default_factory=utcnow, description="When it was first named here (UTC).")
+
+
+def known_repos_dir() -> Path:
+    return data_home() / "repositories"
+
+
+def remember_repo(top: Path) -> None:
+    """Name `top` in the index (once: an existing entry is left as it is). Never fails a run: an index
+    that cannot be written costs `report --all` this repository until one of its copies exists."""
+    path = known_repos_dir() / f"{repo_key(top)}.json"
+    if path.is_file():
+        return
+    with contextlib.suppress(OSError, HarnessError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_model(path, KnownRepo(repo=str(top)))
+
+
+def known_repos() -> list[Path]:
+    """Every repository the index or a copy's owner.json names, once each, sorted. An unreadable entry is
+    skipped (it names nothing that can be read)."""
+    found: set[str] = set()
+    index = known_repos_dir()
+    for entry in sorted(index.glob("*.json")) if index.is_dir() else []:
+        with contextlib.suppress(HarnessError):
+            found.add(load_model(entry, KnownRepo).repo)
+    runs = data_home() / "runs"
+    for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
+        with contextlib.suppress(HarnessError):
+            found.add(load_model(run_dir / "owner.json", RunOwner).repo)
+    return [Path(repo) for repo in sorted(found)]

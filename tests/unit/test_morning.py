@@ -1,0 +1,133 @@
+"""`harness report --all` on recorded journals and real git repositories (no engine): the machine's index of
+repositories, the chart of cost per iteration, the caps on each session's diff, an empty machine, bad options."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from runner.cli.morning_render import CHART_HEIGHT, to_html, to_markdown
+from runner.record.journal import save_model
+from runner.record.models import RunOwner
+from runner.usecases import morning
+from runner.usecases.known_repos import known_repos, known_repos_dir, remember_repo
+from runner.usecases.morning import MorningReport, MorningRequest, build_morning
+from tests.helpers import GitRepo, harness, make_repo
+from tests.unit.test_report import EVIL, record
+
+
+def test_the_index_names_each_repository_once_with_the_copies_owners(tmp_path: Path, harness_home: Path) -> None:
+    one, two, three = tmp_path / "one", tmp_path / "two", tmp_path / "three"
+    remember_repo(one)
+    remember_repo(one)  # once
+    remember_repo(two)
+    (known_repos_dir() / "junk.json").write_text("{not json")  # unreadable: skipped
+    run_dir = harness_home / "runs" / "abc-s1"  # a copy made before the index existed
+    run_dir.mkdir(parents=True)
+    save_model(run_dir / "owner.json", RunOwner(session_id="s1", repo=str(three), journal_dir="/j"))
+    assert known_repos() == sorted([one, two, three])
+    assert len(list(known_repos_dir().glob("*.json"))) == 3
+
+
+def test_an_empty_machine_is_a_clear_page(tmp_path: Path) -> None:
+    md = harness("report", "--all", cwd=tmp_path)
+    assert md.code == 0, md.stderr
+    assert "No session to show: none has run on this machine." in md.stdout
+    page = harness("report", "--all", "--since", "12h", "--format", "html", cwd=tmp_path)
+    assert page.code == 0 and '<p id="empty">No session to show: none has run on this machine since then.</p>' in (
+        page.stdout
+    )
+    data = harness("report", "--all", "--json", cwd=tmp_path)
+    assert data.code == 0
+    empty = MorningReport.model_validate_json(data.stdout)
+    assert empty.repositories == [] and empty.totals.sessions == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ((), "--session"),
+        (("--all", "--session", "s1"), "--all"),
+        (("--session", "s1", "--since", "12h"), "--since goes with --all"),
+        (("--all", "--since", "-3h"), "--since"),
+        (("--all", "--format", "pdf"), "--format"),
+    ],
+)
+def test_bad_options_are_one_line_and_exit_2(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
+    r = harness("report", *args, cwd=tmp_path)
+    assert r.code == 2 and r.stderr.count("\n") == 1 and says in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_the_chart_shows_cost_and_outcome_per_iteration(repo: GitRepo) -> None:
+    record(repo)  # iteration 1: working, $1.23; iteration 2: done, $0.01
+    remember_repo(repo.path)
+    page = build_morning(MorningRequest())
+    [session] = page.repositories[0].sessions
+    assert (session.cost_usd, session.tokens) == (1.23, 1500)  # the gateway's count for the session
+    html = to_html(page)
+    bars = re.findall(r'<rect class="bar (\w+)" data-outcome="([\w-]+)" x="[\d.]+" y="([\d.]+)" width="[\d.]+" '
+                      r'height="([\d.]+)"', html)  # fmt: skip
+    assert [(kind, outcome) for kind, outcome, _, _ in bars] == [("working", "working"), ("done", "done")]
+    (_, _, y1, h1), (_, _, y2, h2) = bars
+    assert float(h1) > 8 * float(h2)  # $1.23 against $0.01
+    assert float(y1) + float(h1) == float(y2) + float(h2) == CHART_HEIGHT - 14  # on one baseline
+    assert "<title>iteration 1: working, $1.23, 10m00s</title>" in html
+    assert "cost per iteration, highest $1.23" in html
+    assert "cost per iteration: `█ `; outcomes: 1 working · 2 done" in to_markdown(page)
+    # The agent's summary is text on the page.
+    assert "<script" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "\x1b" not in html and "\x1b" not in to_markdown(page)
+    assert EVIL not in html
+
+
+def test_a_large_diff_is_cut_with_a_truncated_line(repo: GitRepo, monkeypatch: pytest.MonkeyPatch) -> None:
+    record(repo)
+    repo.git("checkout", "-q", "harness/night")
+    (repo.path / "big.txt").write_text("".join(f"line {n} `````\n" for n in range(5000)))
+    (repo.path / "zz.txt").write_text("last\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "more")
+    repo.git("checkout", "-q", "main")
+    summary = json.loads((repo.journal("night") / "run-summary.json").read_text())
+    summary["headCommit"] = repo.git("rev-parse", "harness/night")
+    (repo.journal("night") / "run-summary.json").write_text(json.dumps(summary))
+    remember_repo(repo.path)
+    monkeypatch.setattr(morning, "FILE_PATCH_BYTES", 4096)
+    monkeypatch.setattr(morning, "SESSION_PATCH_BYTES", 4400)  # .envrc and app.py take about 300
+    [session] = build_morning(MorningRequest()).repositories[0].sessions
+    assert session.diff is not None
+    files = {f.path: f for f in session.diff.files}
+    assert [f.path for f in session.diff.files] == [".envrc", "app.py", "big.txt", "zz.txt"]  # .envrc: flagged
+    big = files["big.txt"]
+    assert big.truncated and len(big.patch.encode()) <= 4096 and big.patch.endswith("`````\n")
+    assert (big.insertions, big.deletions) == (5000, 0)  # the numbers are the whole file's
+    assert files["zz.txt"].truncated and files["zz.txt"].patch == ""  # past the session's cap: left out
+    assert not files["app.py"].truncated and session.diff.truncated
+    html = to_html(build_morning(MorningRequest()))
+    assert html.count('<p class="truncated">truncated') == 2
+    md = to_markdown(build_morning(MorningRequest()))
+    assert "\n``````diff\n" in md  # a fence longer than the file's backticks: they cannot close it
+
+    monkeypatch.setattr(morning, "SESSION_FILES", 2)
+    [session] = build_morning(MorningRequest()).repositories[0].sessions
+    assert session.diff is not None and [f.path for f in session.diff.files] == [".envrc", "app.py"]
+    assert session.diff.omitted_files == 2 and "2 more files not shown." in to_html(build_morning(MorningRequest()))
+
+
+def test_a_shared_journal_root_shows_each_session_under_its_own_repository(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HARNESS_JOURNAL_ROOT", str(tmp_path / "journals"))
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    record(a, "one")
+    record(b, "two")
+    remember_repo(a.path)
+    remember_repo(b.path)
+    page = build_morning(MorningRequest())
+    assert [(r.repo, [s.session_id for s in r.sessions]) for r in page.repositories] == [
+        (str(a.path), ["one"]), (str(b.path), ["two"])
+    ]  # fmt: skip
