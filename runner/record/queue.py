@@ -115,6 +115,9 @@ def default_slots(*, cpus: float, memory_bytes: int) -> int:
 def _guard(*, exclusive: bool) -> Iterator[Path]:
     root = queue_root()
     path = root / _GUARD
+    if not exclusive and not root.is_dir():
+        yield root  # nothing queued yet, and a reader creates nothing
+        return
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)

@@ -70,6 +70,8 @@ def held_elsewhere(tmp_path: Path, session: str) -> Iterator[subprocess.Popen[st
 
 
 def test_tickets_keep_the_order_they_came_in_and_a_session_keeps_its_place(tmp_path: Path) -> None:
+    assert queue.entries() == [] and queue.holders() == []
+    assert not queue.queue_root().exists() and not queue.slots_root().exists()  # reading created nothing
     journals = queued(tmp_path, "a", "b", "c")
     assert order() == ["a", "b", "c"]
     assert [e.position for e in queue.entries()] == [1, 2, 3]
