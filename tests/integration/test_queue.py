@@ -113,8 +113,7 @@ def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_
 def test_harness_queue_shows_slots_and_order_and_a_move_changes_who_starts_next(repo: GitRepo) -> None:
     start(repo, "m1", 1)
     wait_for(lambda: agent_runs("m1"), 120, "m1's agent to run")
-    for s in ("m2", "m3"):
-        start(repo, s, 1)
+    pids = {s: start(repo, s, 1) for s in ("m2", "m3")}
     view = harness("queue", "--json", cwd=repo.path).json()
     assert [(h["slot"], h["sessionId"]) for h in view["running"]] == [(0, "m1")]
     assert [(q["position"], q["sessionId"], q["waiting"], q["slots"]) for q in view["queued"]] == [
@@ -130,6 +129,15 @@ def test_harness_queue_shows_slots_and_order_and_a_move_changes_who_starts_next(
     assert "slot 0  m1" in text and "1  m3  waiting for one of 1 slots" in text and "2  m2" in text
     unknown = harness("queue", "--move", "nope", "--first", cwd=repo.path)
     assert unknown.code == 7 and unknown.stderr.strip() == "harness: error: session 'nope' is not in the queue"
+
+    # SIGTERM (a shutdown) of a waiting supervisor: it leaves, and its session keeps its place for resume.
+    os.kill(pids["m2"], signal.SIGTERM)
+    wait_for(lambda: not status(repo, "m2")[1]["supervisorAlive"], 30, "m2's supervisor to leave")
+    code, st = status(repo, "m2")
+    assert code == 21 and st["status"] == "queued" and st["queuePosition"] == 2, st
+    assert [q["waiting"] for q in harness("queue", "--json", cwd=repo.path).json()["queued"]] == [True, False]
+    resumed = harness("resume", "--session", "m2", "--detach", "--json", cwd=repo.path)
+    assert resumed.code == 0, resumed.stderr
 
     release(repo, "m1")
     wait_for(lambda: agent_runs("m3"), 120, "m3, moved to the head, to start")
