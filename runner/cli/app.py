@@ -34,6 +34,7 @@ from runner.cli.options import (
     SlotsOpt,
     with_limit_flags,
 )
+from runner.cli.service import service_app
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -58,6 +59,7 @@ images_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(images_app, name="images")
+app.add_typer(service_app, name="service")
 
 log = logging.getLogger("runner")
 
@@ -397,11 +399,14 @@ def _render_detached(result: Detached, as_json: bool) -> int:
 @contextlib.contextmanager
 def graceful_interrupts() -> Iterator[threading.Event]:
     """First Ctrl-C (or SIGTERM): stop the running container, record, end resumable. Second: at once."""
-    event = threading.Event()
+    from runner.loop.supervisor import StopEvent
+
+    event = StopEvent()
 
     def handler(signum: int, frame: object) -> None:
         if event.is_set():
             raise KeyboardInterrupt
+        event.signum = signum  # SIGTERM (a shutdown) ends the run `interrupted`, for the service to resume
         event.set()
         sys.stderr.write("harness: stopping after the running container stops (Ctrl-C again to stop at once)\n")
 

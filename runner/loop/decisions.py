@@ -56,6 +56,7 @@ def decide(
     last: IterationRecord | None,
     *,
     interrupted: bool = False,
+    terminated: bool = False,
 ) -> Decision | None:
     """Whether the run ends now, and how. Pure: the unit tests drive it directly."""
     limits = summary.limits
@@ -81,8 +82,12 @@ def decide(
         return Decision(RunState.STOPPED, StopReason.MAX_COST)
     if limits.max_tokens is not None and summary.usage.budget_tokens >= limits.max_tokens:
         return Decision(RunState.STOPPED, StopReason.MAX_TOKENS)
-    if interrupted:
-        return Decision(RunState.STOPPED, StopReason.INTERRUPTED)
+    if interrupted:  # SIGTERM is the system's (a shutdown), SIGINT the user's
+        return (
+            Decision(RunState.INTERRUPTED, StopReason.TERMINATED)
+            if terminated
+            else Decision(RunState.STOPPED, StopReason.INTERRUPTED)
+        )
     if control.stop_requested:
         return Decision(RunState.STOPPED, StopReason.STOP_REQUESTED)
     if summary.counted_iterations >= summary.max_iterations:

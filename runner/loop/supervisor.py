@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -75,6 +76,16 @@ log = logging.getLogger(__name__)
 HEARTBEAT_SECONDS = 10.0
 STOP_GRACE_SECONDS = 10.0
 CHECK_TAIL_LINES = 40
+
+
+class StopEvent(threading.Event):
+    """The stop event of a command's signal handler: set by the first SIGINT or SIGTERM, and which one it was."""
+
+    signum: int | None = None
+
+    @property
+    def terminated(self) -> bool:
+        return self.signum == signal.SIGTERM
 
 
 class Supervisor:
@@ -145,8 +156,10 @@ class Supervisor:
             while ready:
                 control = self.journal.read_control()
                 interrupted = self.stop_event.is_set()
+                terminated = isinstance(self.stop_event, StopEvent) and self.stop_event.terminated
                 with self._write_lock:
-                    decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted)
+                    decision = decide(summary, control, self.clock() - started, last, interrupted=interrupted,
+                                      terminated=terminated)  # fmt: skip
                     if decision is not None:
                         self._finish(summary, decision)
                 if decision is not None:

@@ -84,7 +84,8 @@ class RunState(DescribedEnum):
             cls.BLOCKED: "The agent reported blocked: it needs a human. Resumable.",
             cls.STOPPED: "A limit or a stop request ended the run. Resumable.",
             cls.FAILED: "The agent failed `maxConsecutiveFailures` iterations in a row. Resumable.",
-            cls.INTERRUPTED: "The supervisor died, was interrupted twice, or hit an infrastructure fault. Resumable.",
+            cls.INTERRUPTED: "The supervisor died, was terminated (SIGTERM) or interrupted twice, or hit an "
+            "infrastructure fault. Resumable.",
             cls.STUCK: "The agent changed nothing for `stuckAfter` iterations in a row. Resumable.",
         }
 
@@ -101,6 +102,7 @@ class StopReason(DescribedEnum):
     REPEATED_FAILURES = "repeated-failures"
     SUPERVISOR_GONE = "supervisor-gone"
     INTERRUPTED = "interrupted"
+    TERMINATED = "terminated"
     INFRASTRUCTURE = "infrastructure-error"
     NO_PROGRESS = "no-progress"
     RATE_LIMITED = "rate-limited"
@@ -120,7 +122,9 @@ class StopReason(DescribedEnum):
             cls.STOP_REQUESTED: "`harness stop` asked for it.",
             cls.REPEATED_FAILURES: "`maxConsecutiveFailures` failed iterations in a row: state `failed`.",
             cls.SUPERVISOR_GONE: "Shown by `status` for a `running` session whose supervisor no longer holds its lock.",
-            cls.INTERRUPTED: "Ctrl-C or SIGTERM reached the supervisor.",
+            cls.INTERRUPTED: "Ctrl-C (SIGINT) reached the supervisor: state `stopped` (twice: `interrupted`).",
+            cls.TERMINATED: "SIGTERM reached the supervisor (the machine shutting down, or a `kill`): state "
+            "`interrupted`; the user service resumes it after a reboot (`harness service`).",
             cls.INFRASTRUCTURE: "A fault outside the agent (engine, copy, journal) ended it; `error` says which.",
             cls.NO_PROGRESS: "No change for --stuck-after iterations in a row: state `stuck`.",
             cls.RATE_LIMITED: "The agent's provider kept refusing (rate or usage limit) after `maxBackoffs` waits.",
@@ -397,6 +401,20 @@ class KeepAwake(JournalModel):
     since: datetime | None = Field(default=None, description="When the supervisor last took it (UTC).")
 
 
+class AutoResume(JournalModel):
+    """What the user service (`harness service`) did for the session after the machine went down."""
+
+    resumed_at: list[datetime] = Field(
+        default_factory=list,
+        description="When the service resumed it, within the restart budget's window (older ones are dropped).",
+    )
+    gave_up: str | None = Field(
+        default=None,
+        description="Why the service no longer resumes it (it keeps dying); null while it does. A resume by hand "
+        "clears it.",
+    )
+
+
 class BackoffState(JournalModel):
     """Waiting out a usage or rate limit of the agent's provider."""
 
@@ -575,6 +593,9 @@ class RunSummary(JournalModel):
     )
     queue: QueueRecord = Field(
         default_factory=QueueRecord, description="Its cap of sessions at once and its last wait in the queue."
+    )
+    auto_resume: AutoResume = Field(
+        default_factory=AutoResume, description="The user service's automatic resumes after a reboot."
     )
     error: str | None = Field(default=None, description="The infrastructure fault that ended the run, if one did.")
     created_at: datetime = Field(default_factory=utcnow, description="When the session was created (UTC).")

@@ -22,12 +22,13 @@ from runner.base.seams import harness_env
 from runner.gateway.services import RunNetwork
 from runner.loop.protect import default_protect
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
-from runner.loop.supervisor import Supervisor
+from runner.loop.supervisor import StopEvent, Supervisor
 from runner.loop.workspace import RunDir, Workspace
 from runner.record import queue
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, ensure_excluded
 from runner.record.models import (
+    AutoResume,
     ControlFile,
     EngineRef,
     KeepAwake,
@@ -106,6 +107,7 @@ class ResumeRequest:
     limits: LimitOptions = field(default_factory=LimitOptions)
     keep_awake: bool | None = None  # --keep-awake / --no-keep-awake (None: as the session had it)
     slots: int | None = None  # replaces the session's cap of sessions at once (--slots)
+    automatic: bool = False  # by the user service after a reboot (runner/usecases/autoresume.py), not by hand
 
 
 def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
@@ -133,6 +135,8 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                 if request.slots < 1:
                     raise UsageError("--slots must be at least 1")
                 summary.queue.slots = request.slots
+            if not request.automatic:  # a resume by hand starts the service's restart budget afresh
+                summary.auto_resume = AutoResume()
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
@@ -234,6 +238,8 @@ def _take_slot(journal: Journal, summary: RunSummary, stop_event: threading.Even
     if slot is None:
         if stop_event.is_set():
             summary.supervisor = None
+            if isinstance(stop_event, StopEvent) and stop_event.terminated:
+                summary.stop_reason = StopReason.TERMINATED  # a shutdown: the user service resumes it
             journal.write_summary(summary)
         else:
             leave_queue(journal, summary)

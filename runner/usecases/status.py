@@ -88,6 +88,7 @@ class SessionStatus(ShowsFindings):
     queue_position: int | None = None  # queued: its place in the machine-wide queue, from 1 ('harness queue')
     queue_length: int | None = None  # queued: how many sessions the queue holds
     slots: int | None = None  # the cap of sessions at once it runs under (--slots; None: the machine's default)
+    auto_resume_gave_up: str | None = None  # why the user service no longer resumes it (`harness service`)
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
     @property
@@ -265,6 +266,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         keep_awake=summary.keep_awake.model_copy(update={"held": summary.keep_awake.held and alive}),
         keep_awake_text=keep_awake_text(summary.keep_awake, alive=alive),
         slots=summary.queue.slots,
+        auto_resume_gave_up=summary.auto_resume.gave_up,
     )
     if state is RunState.QUEUED:
         tickets = queue.entries()
@@ -310,7 +312,7 @@ def _run_owners() -> list[RunOwner]:
     return owners
 
 
-def _machine_sessions() -> list[tuple[str, str]]:
+def machine_sessions() -> list[tuple[str, str]]:
     """(repository, session) of every copy on this machine, then of every queued session that has none yet."""
     found = [(owner.repo, owner.session_id) for owner in _run_owners()]
     seen = set(found)
@@ -327,7 +329,7 @@ def list_all() -> list[SessionStatus | SessionProblem]:
     one look at each repository, whatever its number of sessions."""
     found: list[SessionStatus | SessionProblem] = []
     looked: dict[str, RepoState | HarnessError] = {}
-    for repo, session in _machine_sessions():
+    for repo, session in machine_sessions():
         git = HostGit(Path(repo))
         state = looked.get(repo)
         if state is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from runner.backends.base import ContainerSpec
 from runner.backends.fake import FakeBackend, FakeRun, mount_source
 from runner.base.layout import OUTBOX_DIR, PROMPT_DIR
 from runner.loop.decisions import Decision, decide, rate_limit
-from runner.loop.supervisor import Supervisor
+from runner.loop.supervisor import StopEvent, Supervisor
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
@@ -385,6 +386,21 @@ def test_a_graceful_interrupt_stops_the_container_and_ends_stopped(tmp_path: Pat
     assert (result.status, result.stop_reason, result.iteration_count) == (RunState.STOPPED, StopReason.INTERRUPTED, 1)
     record = h.journal.read_iteration(1)
     assert (record.outcome, record.failure_class) == (Outcome.INTERRUPTED, FailureClass.INTERRUPTED)
+
+
+def test_sigterm_ends_the_run_interrupted_for_the_service_to_resume(tmp_path: Path, repo: GitRepo) -> None:
+    h = Harness(tmp_path, repo, None, max_iterations=5)
+    event = StopEvent()
+    sup = Supervisor(backend=h.backend, journal=h.journal, workspace=h.workspace, git=h.git, stop_event=event)
+
+    def shutdown_during_iteration(spec: ContainerSpec) -> FakeRun:
+        event.signum = signal.SIGTERM  # what the CLI's handler records for the first SIGTERM (a shutdown)
+        event.set()
+        return FakeRun(hang=True)
+
+    h.agent = shutdown_during_iteration
+    result = sup.run(h.summary)
+    assert (result.status, result.stop_reason) == (RunState.INTERRUPTED, StopReason.TERMINATED)
 
 
 def test_the_heartbeat_advances_during_a_long_iteration(tmp_path: Path, repo: GitRepo) -> None:

@@ -1,0 +1,200 @@
+"""What the user service does at login or boot (`harness service run-once`): resume, each in a detached
+supervisor, the sessions of this machine (every repository) that the machine's going down interrupted, within a
+restart budget per session.
+
+A session qualifies when its supervisor is gone (its lock is free; a supervisor of another host is never judged
+here), no stop was asked, the service has not given up on it, and its journal says it was live when it died:
+`running` (the supervisor died without a word: power lost, a crash, kill -9) or `queued` (it died, or was
+terminated, while waiting for a slot), or `interrupted` by SIGTERM (an orderly shutdown: stop reason
+`terminated`) or by an infrastructure fault (the engine went away first). And it
+died before this machine booted: its last sign of life (the summary's `updatedAt`, rewritten every 10 s by the
+heartbeat) is older than the boot, so a session that died since (a kill -9 now, an OOM) is left to the user.
+Sessions the user stopped, and sessions that ended, are never resumed.
+
+The budget: a session resumed `resumes` times within `window` and found dead again is left `interrupted`, with
+the reason in `autoResume.gaveUp`; a resume by hand clears it. Sessions are found as `harness list` finds them:
+the copies on this machine (each run directory's owner.json names its repository) and the machine-wide queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Literal
+
+from runner.backends import open_engine
+from runner.backends.base import Backend
+from runner.base.errors import EngineUnavailableError, HarnessError
+from runner.record.journal import Journal
+from runner.record.models import (
+    AutoResume,
+    CamelModel,
+    ControlFile,
+    RunState,
+    RunSummary,
+    StopReason,
+    utcnow,
+)
+from runner.usecases.detach import detach_session
+from runner.usecases.sessions import ResumeRequest, prepare_resume
+from runner.usecases.status import machine_sessions
+
+log = logging.getLogger(__name__)
+
+ENGINE_WAIT_SECONDS = 300.0  # at boot the engine may still be starting
+ENGINE_POLL_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How often the service resumes one session before it gives up: `resumes` within `window_seconds`."""
+
+    resumes: int = 3
+    window_seconds: float = 24 * 3600.0
+
+
+class AutoResumed(CamelModel):
+    """One session the service looked at closely: resumed, given up on, or not resumed because of a fault."""
+
+    session_id: str
+    repo: str
+    action: Literal["resumed", "gave-up", "failed"]
+    reason: str  # why it qualified; why the service gave up; the fault
+    pid: int | None = None  # the detached supervisor's
+
+
+class AutoResumeReport(CamelModel):
+    """What one run of the service did."""
+
+    booted_at: datetime | None  # sessions whose supervisor died before it qualify (None: any)
+    sessions_seen: int  # sessions with a copy or a place in the queue on this machine, looked at
+    sessions: list[AutoResumed]
+
+
+def boot_time() -> datetime | None:
+    """When this machine booted: /proc/stat's btime (Linux), kern.boottime (macOS); None when neither says."""
+    try:
+        for line in Path("/proc/stat").read_text().splitlines():
+            if line.startswith("btime "):
+                return datetime.fromtimestamp(int(line.split()[1]), UTC)
+    except (OSError, ValueError):
+        pass
+    if sys.platform == "darwin":
+        proc = subprocess.run(["sysctl", "-n", "kern.boottime"], capture_output=True, text=True, check=False)
+        found = re.search(r"sec = (\d+)", proc.stdout)
+        if found:
+            return datetime.fromtimestamp(int(found.group(1)), UTC)
+    return None
+
+
+def why_resume(summary: RunSummary, control: ControlFile, *, alive: bool, booted_at: datetime | None) -> str | None:
+    """Why the machine's going down interrupted this session; None when it is not one for the service."""
+    if alive or control.stop_requested or summary.auto_resume.gave_up is not None:
+        return None
+    if summary.supervisor is not None and summary.supervisor.host != socket.gethostname():
+        return None  # another host's (a shared filesystem): its heartbeat is its own business
+    if booted_at is not None and summary.updated_at >= booted_at:
+        return None  # it died since this boot: not the machine going down
+    if summary.status is RunState.RUNNING:
+        return "its supervisor died while it ran"
+    if summary.status is RunState.QUEUED and summary.supervisor is not None:
+        return "its supervisor died while it waited in the queue"
+    if summary.status is RunState.QUEUED and summary.stop_reason is StopReason.TERMINATED:
+        return "its supervisor was terminated (SIGTERM) while it waited in the queue"
+    if summary.status is RunState.INTERRUPTED and summary.stop_reason is StopReason.TERMINATED:
+        return "its supervisor was terminated (SIGTERM) while it ran"
+    if summary.status is RunState.INTERRUPTED and summary.stop_reason is StopReason.INFRASTRUCTURE:
+        return f"an infrastructure fault ended it: {summary.error or 'unknown'}"
+    return None
+
+
+def resume_interrupted(
+    *,
+    booted_at: datetime | None,
+    budget: Budget | None = None,
+    engine_wait: float = ENGINE_WAIT_SECONDS,
+) -> AutoResumeReport:
+    """Resume every qualifying session of this machine, detached; give up on those over their budget."""
+    budget = budget or Budget()
+    sessions = machine_sessions()
+    report = AutoResumeReport(booted_at=booted_at, sessions_seen=len(sessions), sessions=[])
+    engines: dict[str, Backend] = {}
+    for repo, session in sessions:
+        journal = Journal.for_repo(Path(repo), session)
+        if not journal.exists():
+            continue  # discarded, or its journal moved: nothing to resume
+        try:
+            summary, control = journal.read_summary(), journal.read_control()
+            reason = why_resume(summary, control, alive=journal.supervisor_alive(), booted_at=booted_at)
+            if reason is None:
+                continue
+            log.info("session %s (%s): %s", session, repo, reason)
+            entry = _resume_one(repo, journal, summary, reason, budget, engines, engine_wait)
+        except HarnessError as exc:
+            entry = AutoResumed(session_id=session, repo=repo, action="failed", reason=exc.message)
+        report.sessions.append(entry)
+    return report
+
+
+def _resume_one(
+    repo: str,
+    journal: Journal,
+    summary: RunSummary,
+    reason: str,
+    budget: Budget,
+    engines: dict[str, Backend],
+    engine_wait: float,
+) -> AutoResumed:
+    engine = engines.get(summary.backend.type)
+    if engine is None:
+        engine = _engine_when_up(summary, engine_wait)
+        engines[summary.backend.type] = engine
+    now = utcnow()
+    with journal.supervisor_lock():  # refused (exit 10) if someone resumed it meanwhile
+        summary = journal.read_summary()
+        window = timedelta(seconds=budget.window_seconds)
+        recent = [at for at in summary.auto_resume.resumed_at if now - at < window]
+        if len(recent) >= budget.resumes:
+            gave_up = (
+                f"the service resumed it {len(recent)} times within {_hours(budget.window_seconds)} and it died "
+                "again each time: resume it by hand once the cause is found (supervisor.log)"
+            )
+            summary.auto_resume = AutoResume(resumed_at=recent, gave_up=gave_up)
+            if summary.status is RunState.RUNNING:
+                summary.status, summary.stop_reason = RunState.INTERRUPTED, StopReason.SUPERVISOR_GONE
+            summary.supervisor = None
+            summary.finished_at = summary.finished_at or now
+            journal.write_summary(summary)
+            return AutoResumed(session_id=journal.session, repo=repo, action="gave-up", reason=gave_up)
+        summary.auto_resume = AutoResume(resumed_at=[*recent, now])
+        journal.write_summary(summary)
+    request = ResumeRequest(session=journal.session, repo=Path(repo), automatic=True)
+    detached = detach_session(prepare_resume(engine, request))
+    return AutoResumed(session_id=journal.session, repo=repo, action="resumed", reason=reason, pid=detached.pid)
+
+
+def _engine_when_up(summary: RunSummary, wait: float) -> Backend:
+    """The session's engine once it answers: at boot the Docker daemon may start after the user's service."""
+    engine = open_engine(summary.backend)
+    deadline = utcnow() + timedelta(seconds=wait)
+    while True:
+        try:
+            engine.check()
+        except EngineUnavailableError as exc:
+            if utcnow() >= deadline:
+                raise EngineUnavailableError(f"the engine did not answer within {wait:g}s: {exc.message}") from None
+            log.info("waiting for the engine: %s", exc.message)
+            time.sleep(ENGINE_POLL_SECONDS)
+        else:
+            return engine
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:g}h" if seconds >= 3600 else f"{seconds:g}s"

@@ -1,0 +1,133 @@
+"""What the user service runs at login or boot (`harness service run-once`), driven directly on the real engine:
+no reboot happens here, so `--booted-at now` stands for "the machine has just booted" (every supervisor that is
+dead died before it). Sessions whose supervisor was killed (kill -9) or terminated (SIGTERM, as a shutdown does)
+are resumed, detached, and complete; stopped and completed ones are not; one that keeps dying is left
+`interrupted` with the reason once its restart budget is spent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from runner.record.journal import load_model
+from runner.record.models import RunSummary
+from tests.conftest import TEST_RUN_LABEL
+from tests.helpers import HOLD, GitRepo, harness, release, run_args, wait_for
+
+pytestmark = pytest.mark.docker
+
+DONE = 'printf \'{"state": "done", "summary": "ok"}\' > "$HARNESS_STATUS_FILE"'
+HELD = f"{HOLD}; {DONE}"  # holds each iteration until the test releases the session
+
+
+def summary_of(repo: GitRepo, session: str) -> RunSummary:
+    return load_model(repo.journal(session) / "run-summary.json", RunSummary)
+
+
+def agent_running(session: str) -> bool:
+    filters = [f"label=io.solo-harness.test={TEST_RUN_LABEL}", f"label=io.solo-harness.session={session}",
+               "label=io.solo-harness.role=agent", "status=running"]  # fmt: skip
+    args = [a for f in filters for a in ("--filter", f)]
+    return bool(subprocess.run(["docker", "ps", "-q", *args], capture_output=True, text=True, check=True).stdout)
+
+
+def remove_containers(session: str) -> None:
+    args = ["--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}", "--filter",
+            f"label=io.solo-harness.session={session}"]  # fmt: skip
+    ids = subprocess.run(["docker", "ps", "-aq", *args], capture_output=True, text=True, check=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+def dead(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def start_held(repo: GitRepo, session: str) -> int:
+    """A detached session whose agent holds its first iteration; its supervisor's pid once the agent runs."""
+    r = harness(*run_args(session, "--detach", cmd=HELD, iterations=2), cwd=repo.path)
+    assert r.code == 0, r.stderr
+    wait_for(lambda: agent_running(session), 120, f"the agent of {session}")
+    return int(r.json()["pid"])
+
+
+def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
+    os.kill(pid, sig)
+    wait_for(lambda: dead(pid), 60, f"supervisor {pid} to end")
+
+
+def run_once(repo: GitRepo, *extra: str) -> list[dict[str, object]]:
+    r = harness("service", "run-once", "--json", *extra, cwd=repo.path)
+    assert r.code == 0, r.stderr
+    return list(r.json()["sessions"])
+
+
+def test_the_sessions_the_machine_going_down_interrupted_are_resumed_and_complete(repo: GitRepo) -> None:
+    done = harness(*run_args("ended", cmd=DONE, iterations=1), cwd=repo.path)
+    assert done.code == 0, done.stderr
+    start_held(repo, "stopped")
+    assert harness("stop", "--session", "stopped", "--now", cwd=repo.path).code == 0
+    wait_for(lambda: summary_of(repo, "stopped").status.value == "stopped", 120, "the stop")
+    killed, terminated = start_held(repo, "killed"), start_held(repo, "terminated")
+    try:
+        kill(killed)  # power lost: the journal still says running
+        kill(terminated, signal.SIGTERM)  # an orderly shutdown: the supervisor records it and ends
+        assert (summary_of(repo, "terminated").status.value, summary_of(repo, "terminated").stop_reason) == (
+            "interrupted", "terminated")  # fmt: skip
+
+        # Both died after this machine booted (long ago): not the machine going down, nothing to resume.
+        assert run_once(repo) == []
+        resumed = run_once(repo, "--booted-at", "now")
+        assert sorted((s["sessionId"], s["action"], s["reason"]) for s in resumed) == [
+            ("killed", "resumed", "its supervisor died while it ran"),
+            ("terminated", "resumed", "its supervisor was terminated (SIGTERM) while it ran"),
+        ]
+        for session in ("killed", "terminated"):
+            release(repo, session)
+        for session in ("killed", "terminated"):
+            wait_for(lambda s=session: summary_of(repo, s).status.value == "completed", 180, f"{session} to complete")
+            assert len(summary_of(repo, session).auto_resume.resumed_at) == 1
+        assert summary_of(repo, "stopped").status.value == "stopped"  # never resumed: the user stopped it
+        assert summary_of(repo, "ended").auto_resume.resumed_at == []
+        assert run_once(repo, "--booted-at", "now") == []  # completed now: nothing more to do
+    finally:
+        for session in ("stopped", "killed", "terminated"):
+            release(repo, session)
+            remove_containers(session)
+
+
+def test_a_session_that_keeps_dying_is_left_interrupted_with_the_reason(repo: GitRepo) -> None:
+    pid = start_held(repo, "dies")
+    try:
+        for attempt in (1, 2):
+            kill(pid)
+            (entry,) = run_once(repo, "--booted-at", "now", "--budget", "2")
+            assert (entry["sessionId"], entry["action"]) == ("dies", "resumed"), entry
+            pid = int(str(entry["pid"]))
+            wait_for(lambda: agent_running("dies") and summary_of(repo, "dies").supervisor is not None, 120,
+                     f"resume {attempt} to run the agent")  # fmt: skip
+        kill(pid)
+        (entry,) = run_once(repo, "--booted-at", "now", "--budget", "2")
+        assert entry["action"] == "gave-up"
+        assert str(entry["reason"]).startswith("the service resumed it 2 times within 24h and it died again")
+        st = harness("status", "--session", "dies", "--json", cwd=repo.path)
+        assert st.code == 21 and st.json()["status"] == "interrupted" and st.json()["stopReason"] == "supervisor-gone"
+        assert st.json()["autoResumeGaveUp"] == entry["reason"]
+        assert "gave up: the service resumed it 2 times" in harness("status", "--session", "dies", cwd=repo.path).stdout
+        assert run_once(repo, "--booted-at", "now", "--budget", "2") == []  # left for the user
+        release(repo, "dies")
+        by_hand = harness("resume", "--session", "dies", "--json", cwd=repo.path)
+        assert by_hand.code == 0 and by_hand.json()["status"] == "completed", by_hand.stderr
+        assert by_hand.json()["autoResumeGaveUp"] is None  # a resume by hand starts the budget afresh
+        assert summary_of(repo, "dies").auto_resume.resumed_at == []
+    finally:
+        release(repo, "dies")
+        remove_containers("dies")
