@@ -51,9 +51,9 @@ def dead(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
-def start_held(repo: GitRepo, session: str) -> int:
+def start_held(repo: GitRepo, session: str, *extra: str) -> int:
     """A detached session whose agent holds its first iteration; its supervisor's pid once the agent runs."""
-    r = harness(*run_args(session, "--detach", cmd=HELD, iterations=2), cwd=repo.path)
+    r = harness(*run_args(session, "--detach", *extra, cmd=HELD, iterations=2), cwd=repo.path)
     assert r.code == 0, r.stderr
     wait_for(lambda: agent_running(session), 120, f"the agent of {session}")
     return int(r.json()["pid"])
@@ -102,6 +102,28 @@ def test_the_sessions_the_machine_going_down_interrupted_are_resumed_and_complet
         for session in ("stopped", "killed", "terminated"):
             release(repo, session)
             remove_containers(session)
+
+
+def test_a_session_that_waited_in_the_queue_is_resumed_too(repo: GitRepo) -> None:
+    first = start_held(repo, "first", "--slots", "1")
+    r = harness(*run_args("second", "--detach", "--slots", "1", cmd=DONE, iterations=1), cwd=repo.path)
+    assert r.code == 0, r.stderr
+    wait_for(lambda: summary_of(repo, "second").status.value == "queued", 60, "the second session to queue")
+    try:
+        kill(first)
+        kill(int(r.json()["pid"]))
+        resumed = run_once(repo, "--booted-at", "now")
+        assert [(s["sessionId"], s["action"], s["reason"]) for s in resumed] == [
+            ("first", "resumed", "its supervisor died while it ran"),
+            ("second", "resumed", "its supervisor died while it waited in the queue"),
+        ]
+        release(repo, "first")
+        for session in ("first", "second"):
+            wait_for(lambda s=session: summary_of(repo, s).status.value == "completed", 180, f"{session} to complete")
+    finally:
+        release(repo, "first")
+        remove_containers("first")
+        remove_containers("second")
 
 
 def test_a_session_that_keeps_dying_is_left_interrupted_with_the_reason(repo: GitRepo) -> None:
