@@ -189,8 +189,6 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         grid.add_row("error", Text(st.error, style="red"))
     if detailed and st.keep_awake_text:
         grid.add_row("keep awake", st.keep_awake_text)
-    if st.auto_resume_gave_up:
-        grid.add_row("auto-resume", Text(f"gave up: {st.auto_resume_gave_up}", style="yellow"))
     if detailed:
         grid.add_row("journal", st.journal_dir)
     return grid

@@ -177,6 +177,8 @@ def verdict(st: SessionStatus) -> str:
         return f"{state}  {', '.join(facts)}: the usage limit resets {when}: resume then"
     if st.stop_reason is StopReason.SETUP_FAILED:
         return f"{state}  {', '.join(facts)}: read {SETUP_LOG}, fix the setup (resume --setup or --setup-allow-host)"
+    if st.auto_resume_gave_up and st.status is RunState.INTERRUPTED:
+        return f"{state}  {', '.join(facts)}: the service gave up: {st.auto_resume_gave_up}"
     if st.status is RunState.RUNNING:
         return f"{state}  {', '.join(facts)}: {advice}"
     if st.head_commit is None:
