@@ -27,11 +27,14 @@ from runner.cli.options import (
     KeepAwakeOpt,
     LimitFlags,
     MaxIterOpt,
+    NoProtectOpt,
+    ProtectOpt,
     RepoOpt,
     SessionOpt,
     SetupAllowOpt,
     SetupOpt,
     SlotsOpt,
+    protect_option,
     with_limit_flags,
 )
 from runner.cli.service import service_app
@@ -112,18 +115,8 @@ def run(
         typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
     ] = None,
     check: CheckOpt = None,
-    protect: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--protect",
-            help="A path (pattern from the repository's top: * within a name, ** across "
-            "directories) the check runs with as the base commit has it; repeatable (default with --check: "
-            "the tests and the test runners' configuration, docs/overnight.md).",
-        ),
-    ] = None,
-    no_protect: Annotated[
-        bool, typer.Option("--no-protect", help="Run the check on the copy exactly as the agent left it.")
-    ] = False,
+    protect: ProtectOpt = None,
+    no_protect: NoProtectOpt = False,
     backend: Annotated[
         str | None,
         typer.Option("--backend", help="Where containers run: docker (default) or kubernetes (docs/kubernetes.md)."),
@@ -195,10 +188,6 @@ def run(
     from runner.usecases.sessions import create_session, start_run
 
     del worktree  # every run works on its own copy
-    if protect and no_protect:
-        from runner.base.errors import UsageError
-
-        raise UsageError("give --protect or --no-protect, not both")
     request = run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         options={
@@ -212,8 +201,7 @@ def run(
             "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
             "keep_awake": keep_awake,
             "slots": slots,
-            # --no-protect is an empty list, which the settings keep as given (an empty tuple is "not given").
-            "protect": [] if no_protect else tuple(protect or ()),
+            "protect": protect_option(protect, no_protect),
         },
     )  # fmt: skip
     engine = open_engine(request.backend)
@@ -305,6 +293,8 @@ def race(
     check: Annotated[
         str | None, typer.Option("--check", help="The command that judges the racers (sh -c, in each container).")
     ] = None,
+    protect: ProtectOpt = None,
+    no_protect: NoProtectOpt = False,
     judge: Annotated[
         str, typer.Option("--judge", help="first (default): the first racer whose check passes wins; all: every one.")
     ] = "first",
@@ -348,7 +338,8 @@ def race(
     request = run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         options={"max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
-                 "env": tuple(env or ()), "check": check, "slots": slots, **limits.given()},
+                 "env": tuple(env or ()), "check": check, "slots": slots,
+                 "protect": protect_option(protect, no_protect), **limits.given()},
     )  # fmt: skip
     race_request = RaceRequest(
         base=request, agents=listed(agents), n=n, models=listed(models),

@@ -51,6 +51,30 @@ SetupAllowOpt = Annotated[
 ]  # fmt: skip
 
 
+ProtectOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--protect",
+        help="A path (pattern from the repository's top: * within a name, ** across "
+        "directories) the check runs with as the base commit has it; repeatable (default with --check: "
+        "the tests and the test runners' configuration, docs/overnight.md).",
+    ),
+]
+NoProtectOpt = Annotated[
+    bool, typer.Option("--no-protect", help="Run the check on the copy exactly as the agent left it.")
+]
+
+
+def protect_option(protect: list[str] | None, no_protect: bool) -> tuple[str, ...] | list[str]:
+    """--protect / --no-protect as the settings take them: --no-protect is an empty list, which the settings keep
+    as given (an empty tuple is "not given")."""
+    if protect and no_protect:
+        from runner.base.errors import UsageError
+
+        raise UsageError("give --protect or --no-protect, not both")
+    return [] if no_protect else tuple(protect or ())
+
+
 @dataclasses.dataclass(frozen=True)
 class LimitFlags:
     """The limit options of `run` and `resume` as the user typed them (None: not given)."""

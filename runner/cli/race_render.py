@@ -16,7 +16,8 @@ from runner.cli.render import STATE_STYLE, print_json, safe
 from runner.cli.report_render import _CSS, _cost, _h, _md, _md_block, _tokens
 from runner.usecases.race_status import RacerRow, RaceStatus
 
-COLUMNS = ("racer", "agent", "model", "outcome", "iterations", "time", "tokens", "cost", "diff", "flagged", "check")
+COLUMNS = ("racer", "agent", "model", "outcome", "iterations", "time", "tokens", "cost", "diff", "protected",
+           "flagged", "check")  # fmt: skip
 
 
 def _outcome(r: RacerRow) -> str:
@@ -32,7 +33,7 @@ def _cells(r: RacerRow) -> list[str]:
     return [
         r.session_id + (" (winner)" if r.winner else ""), r.agent, r.model or "-", _outcome(r), str(r.iterations),
         "-" if r.seconds is None else format_duration(r.seconds), _tokens(r.tokens), _cost(r.cost_usd), diff,
-        ", ".join(r.flagged) or "-", check,
+        ", ".join(r.protected) or "-", ", ".join(r.flagged) or "-", check,
     ]  # fmt: skip
 
 

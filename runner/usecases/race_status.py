@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field
 
 from runner.base.errors import ExitCode, HarnessError, InvalidStateError
+from runner.loop.flagged import FlagReason
 from runner.record.models import CamelModel, RaceState, RunState, StopReason, utcnow
 from runner.usecases.discard import DiscardResult, discard
 from runner.usecases.race import RacerView, look, race_journal
@@ -45,6 +46,7 @@ class RacerRow(CamelModel):
     insertions: int | None = None
     deletions: int | None = None
     flagged: list[str] = Field(default_factory=list)  # paths that could run code on this machine
+    protected: list[str] = Field(default_factory=list)  # changed protected paths (--protect: the check saw the base's)
     check_passed: bool | None = None  # the last check's result; None: it never ran
     verdict: str = ""
 
@@ -104,7 +106,8 @@ def _row(report: SessionReport, view: RacerView, *, winner: bool) -> RacerRow:
         files_changed=report.diff_stat.files_changed if report.diff_stat else None,
         insertions=report.diff_stat.insertions if report.diff_stat else None,
         deletions=report.diff_stat.deletions if report.diff_stat else None,
-        flagged=[f.path for f in report.flagged],
+        flagged=[f.path for f in report.flagged if FlagReason.PROTECTED not in f.reasons],
+        protected=[f.path for f in report.flagged if FlagReason.PROTECTED in f.reasons],
         check_passed=report.last_check.passed if report.last_check else None, verdict=report.verdict,
     )  # fmt: skip
 

@@ -252,3 +252,26 @@ def test_the_race_report_in_html_is_one_inert_page_a_browser_shows(repo: GitRepo
     assert '<tr class="racer" id="racer-rh-1">' in dom.stdout and '<tr class="racer" id="racer-rh-2">' in dom.stdout
     assert "rh-2 (winner)" in dom.stdout and ".vscode/&lt;img src=x&gt;.json" in dom.stdout
     assert "<img" not in dom.stdout.lower()
+
+
+def test_a_racer_that_games_the_tests_loses_because_of_protect(repo: GitRepo) -> None:
+    (repo.path / "tests").mkdir()
+    (repo.path / "tests/check.sh").write_text("grep -q fixed app.py\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "a test")
+    # Racer 1 games the test (it now passes whatever app.py says); racer 2 does the work.
+    cmd = racers("2", winner_body="echo fixed >> app.py;", others="echo 'exit 0' > tests/check.sh;")
+    args = ["--objective", "fix app.py", "--n", "2", "--agent-cmd", cmd, "--check", "sh tests/check.sh",
+            "--max-iterations", "1", "--judge", "all", "--json"]  # fmt: skip
+    # The control: with the check run on the copy as the agent left it, the gaming racer passes too.
+    r = harness("race", "--session", "open", *args, "--no-protect", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    assert sorted(r.json()["winners"]) == ["open-1", "open-2"]
+    r = harness("race", "--session", "guarded", *args, "--protect", "tests", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    st = r.json()
+    assert st["winners"] == ["guarded-2"]
+    rows = {row["sessionId"]: row for row in st["racers"]}
+    assert rows["guarded-1"]["checkPassed"] is False and rows["guarded-1"]["status"] == "stopped"
+    assert rows["guarded-1"]["protected"] == ["tests/check.sh"] and rows["guarded-2"]["protected"] == []
+    assert repo.git("show", "harness/guarded-1:tests/check.sh") == "exit 0"  # its change is on its branch
