@@ -26,7 +26,7 @@ from pydantic.fields import FieldInfo
 from runner.backends import ENGINES, config_class
 from runner.base.errors import ExitCode
 from runner.cli.app import app
-from runner.record.models import JOURNAL_MODELS, DescribedEnum, RunOwner, StatusReport
+from runner.record.models import JOURNAL_MODELS, DescribedEnum, NotifyTargets, RunOwner, StatusReport
 from runner.record.queue import QueueTicket
 from runner.usecases.discard import DiscardedRepo
 from runner.usecases.known_repos import KnownRepo
@@ -45,6 +45,7 @@ OTHER_FILES: list[tuple[str, str, type[BaseModel]]] = [
     ("repositories/REPO-KEY.json (in the harness home)", "known-repo", KnownRepo),
     (".review-cache.json (in a session's journal)", "review-cache", ReviewCache),
     ("queue/REPO-KEY-SESSION.json (in the harness home)", "queue-ticket", QueueTicket),
+    ("notify/REPO-KEY-SESSION.json (in the harness home)", "notify-targets", NotifyTargets),
 ]
 
 

@@ -28,6 +28,8 @@ from runner.cli.options import (
     LimitFlags,
     MaxIterOpt,
     NoProtectOpt,
+    NotifyOnOpt,
+    NotifyOpt,
     ProtectOpt,
     RepoOpt,
     SessionOpt,
@@ -170,6 +172,8 @@ def run(
     ] = None,
     keep_awake: KeepAwakeOpt = None,
     slots: SlotsOpt = None,
+    notify: NotifyOpt = None,
+    notify_on: NotifyOnOpt = None,
     detach: DetachOpt = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
@@ -202,6 +206,7 @@ def run(
             "keep_awake": keep_awake,
             "slots": slots,
             "protect": protect_option(protect, no_protect),
+            "notify": tuple(notify or ()), "notify_on": tuple(notify_on or ()),
         },
     )  # fmt: skip
     engine = open_engine(request.backend)
@@ -229,6 +234,8 @@ def resume(
     setup_allow_host: SetupAllowOpt = None,
     keep_awake: KeepAwakeOpt = None,
     slots: SlotsOpt = None,
+    notify: NotifyOpt = None,
+    notify_on: NotifyOnOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -243,7 +250,8 @@ def resume(
     request = ResumeRequest(
         session=session, repo=repo, max_iterations=max_iterations, check=check, setup=setup,
         setup_allow_hosts=tuple(setup_allow_host) if setup_allow_host else None,
-        limits=limits.options(), keep_awake=keep_awake, slots=slots,
+        limits=limits.options(), keep_awake=keep_awake, slots=slots, notify=tuple(notify) if notify else None,
+        notify_on=tuple(notify_on) if notify_on else None,
     )  # fmt: skip
     if _is_race(repo, session):  # every racer that had not ended, and the race's supervisor
         from runner.usecases.race import RaceResume, detach_race, prepare_race_resume

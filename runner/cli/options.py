@@ -50,6 +50,18 @@ SetupAllowOpt = Annotated[
                  "(default: none)."),
 ]  # fmt: skip
 
+NotifyOpt = Annotated[
+    list[str] | None,
+    typer.Option("--notify", help="Send a notification here: cmd:COMMAND (run on the host, the report's JSON on "
+                 "stdin), https://URL (a POST of that JSON), slack+https://URL or ntfy+https://URL; repeatable "
+                 "(docs/overnight.md). Resume: replaces the session's."),
+]  # fmt: skip
+NotifyOnOpt = Annotated[
+    list[str] | None,
+    typer.Option("--notify-on", help="Which events are notified: end (every end; the default), blocked, usage-limit, "
+                 "budget, failures, or all; comma-separated or repeated."),
+]  # fmt: skip
+
 
 ProtectOpt = Annotated[
     list[str] | None,

@@ -23,6 +23,7 @@ from runner.record.models import (
     FailureClass,
     GatewayUsage,
     IterationRecord,
+    NotifyEvent,
     Outcome,
     RunState,
     RunSummary,
@@ -96,6 +97,19 @@ def decide(
     if max_time is not None and elapsed >= max_time:
         return Decision(RunState.STOPPED, StopReason.MAX_TIME)
     return None
+
+
+def end_event(summary: RunSummary) -> NotifyEvent:
+    """The notification of a run that has ended: the most telling event its end is (`end` when none is)."""
+    if summary.status is RunState.BLOCKED:
+        return NotifyEvent.BLOCKED
+    if summary.stop_reason in {StopReason.MAX_COST, StopReason.MAX_TOKENS}:
+        return NotifyEvent.BUDGET
+    if summary.stop_reason is StopReason.USAGE_LIMIT:
+        return NotifyEvent.USAGE_LIMIT
+    if summary.status in {RunState.FAILED, RunState.STUCK}:
+        return NotifyEvent.FAILURES
+    return NotifyEvent.END
 
 
 def classify(

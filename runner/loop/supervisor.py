@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from runner.agents import agent_report
 from runner.backends.base import Backend, ContainerResult, ContainerSpec, ImageStore, Service
@@ -36,6 +37,7 @@ from runner.loop.decisions import (
     absorb,
     classify,
     decide,
+    end_event,
     rate_limit,
     read_report,
     schedule_backoff,
@@ -60,6 +62,7 @@ from runner.record.models import (
     FailureClass,
     IterationRecord,
     Note,
+    NotifyEvent,
     Outcome,
     RunState,
     RunSummary,
@@ -88,6 +91,14 @@ class StopEvent(threading.Event):
         return self.signum == signal.SIGTERM
 
 
+class Notifier(Protocol):
+    """Tells the user's targets (--notify) what happened. The loop says when; the sender (built by the use case
+    that drives the session, runner/usecases/notify.py) decides whether the event is selected, what is sent and
+    how. It must return at once: delivery, retries and the journal's record happen in its own threads."""
+
+    def send(self, event: NotifyEvent, summary: RunSummary) -> None: ...
+
+
 class Supervisor:
     """Drives one session's iterations until a stop decision. One per session (journal lock)."""
 
@@ -103,8 +114,10 @@ class Supervisor:
         clock: Callable[[], float] = time.monotonic,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
         network: RunNetwork | None = None,
+        notifier: Notifier | None = None,
     ) -> None:
         self.backend = backend
+        self.notifier = notifier
         self.journal = journal
         self.workspace = workspace
         self.git = git
@@ -124,6 +137,17 @@ class Supervisor:
     def _save(self, summary: RunSummary) -> None:
         with self._write_lock:
             self.journal.write_summary(summary)
+
+    def _notify(self, event: NotifyEvent, summary: RunSummary) -> None:
+        """Hand a copy of the summary to the notifier: a failure to notify never changes the run."""
+        if self.notifier is None:
+            return
+        with self._write_lock:
+            snapshot = summary.model_copy(deep=True)
+        try:
+            self.notifier.send(event, snapshot)
+        except Exception as exc:
+            log.warning("session %s: the %s notification was not sent: %s", summary.session_id, event.value, exc)
 
     def _heartbeat(self, summary: RunSummary, done: threading.Event) -> None:
         # Proves to `status` that this supervisor lives, even during a long iteration.
@@ -186,6 +210,8 @@ class Supervisor:
                 with self._write_lock:
                     absorb(summary, last)
                     self._save(summary)
+                if last.outcome is Outcome.USAGE_LIMIT and last.backoff_seconds:
+                    self._notify(NotifyEvent.USAGE_LIMIT, summary)  # a wait begins
         except KeyboardInterrupt:
             with self._write_lock:
                 self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
@@ -196,11 +222,13 @@ class Supervisor:
                 summary.error = exc.message
                 self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INFRASTRUCTURE))
             self._save_after_fault(summary, beating)
+            self._notify(end_event(summary), summary)
             raise
         beating.set()
         with self._write_lock:
             summary.supervisor = None
         self._save(summary)
+        self._notify(end_event(summary), summary)
         return summary
 
     def _set_up(self, summary: RunSummary) -> bool:

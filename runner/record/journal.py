@@ -22,6 +22,8 @@ from runner.record.models import (
     ControlFile,
     IterationRecord,
     JournalModel,
+    NotificationLog,
+    NotificationRecord,
     RaceRecord,
     RunSummary,
     utcnow,
@@ -41,7 +43,9 @@ SETUP_LOG = "setup.log"
 SETUP_EGRESS_LOG = "setup-egress.log"  # what the setup's egress proxy let through or refused
 GATEWAY_LOG = "gateway.log"  # the model gateway's requests
 EGRESS_LOG = "egress.log"  # the agent's egress proxy's connections
+NOTIFICATIONS = "notifications.json"  # every notification sent (--notify)
 _CONTROL_LOCK = ".control.lock"
+_NOTIFICATIONS_LOCK = ".notifications.lock"
 _SUPERVISOR_LOCK = ".supervisor.lock"
 _ITERATION = "iteration-{:04d}"  # then .json (its record), .log (its output) or .check.log (--check's output)
 _ITERATION_GLOB = "iteration-[0-9][0-9][0-9][0-9]"
@@ -224,6 +228,23 @@ class Journal:
             control.updated_at = utcnow()
             save_model(self.control_path, control)
             return control
+
+    @property
+    def notifications_path(self) -> Path:
+        return self.dir / NOTIFICATIONS
+
+    def notifications(self) -> NotificationLog:
+        if not self.notifications_path.exists():
+            return NotificationLog(session_id=self.session)
+        return load_model(self.notifications_path, NotificationLog)
+
+    def add_notification(self, record: NotificationRecord) -> None:
+        """Append one notification's record (its senders run in threads of their own: each append is locked)."""
+        with self._flock(self.dir / _NOTIFICATIONS_LOCK, blocking=True):
+            log = self.notifications()
+            log.notifications.append(record)
+            log.updated_at = utcnow()
+            save_model(self.notifications_path, log)
 
     # The supervisor lock is an open-file-description record lock (F_OFD_SETLK), not a flock: the
     # kernel answers "is it held?" (F_OFD_GETLK) without the asker taking it, so a reader polling

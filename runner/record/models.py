@@ -206,6 +206,27 @@ class FailureClass(DescribedEnum):
         }
 
 
+class NotifyEvent(DescribedEnum):
+    """What a notification (--notify) tells (`event` of a notification; `--notify-on` selects them)."""
+
+    END = "end"
+    BLOCKED = "blocked"
+    USAGE_LIMIT = "usage-limit"
+    BUDGET = "budget"
+    FAILURES = "failures"
+
+    @classmethod
+    def describe(cls) -> Mapping[str, str]:
+        return {
+            cls.END: "The run ended (any way: selecting `end` selects every end, each sent with its own event). "
+            "Sent as `end` when no event below says more.",
+            cls.BLOCKED: "The run ended `blocked`: the agent needs a human.",
+            cls.USAGE_LIMIT: "A wait for a spent usage window began, or the run stopped `usage-limit`.",
+            cls.BUDGET: "The run stopped because --max-cost or --max-tokens is spent.",
+            cls.FAILURES: "The run ended `failed` (repeated failures, a failed setup) or `stuck`.",
+        }
+
+
 class TokenUsage(JournalModel):
     """Tokens of one or more model requests, as the provider's usage fields report them."""
 
@@ -453,6 +474,16 @@ class EngineRef(JournalModel):
     )
 
 
+class NotifyInfo(JournalModel):
+    """Where a session's notifications go, as the journal may show it: each target's kind and host, never
+    its path, query or credentials (they are kept outside the journal, readable only by the user)."""
+
+    targets: list[str] = Field(
+        default_factory=list, description="Each --notify target, redacted (`slack+https://hooks.slack.com/…`)."
+    )
+    events: list[NotifyEvent] = Field(default_factory=list, description="The events that are sent (--notify-on).")
+
+
 class SetupRecord(JournalModel):
     """The session's setup phase: its command, run in the copy before the agent, without the model gateway."""
 
@@ -586,6 +617,9 @@ class RunSummary(JournalModel):
     head_commit: str | None = Field(default=None, description="The last commit harvested onto the branch.")
     usage: GatewayUsage = Field(
         default_factory=GatewayUsage, description="The model gateway's count over every request of the session."
+    )
+    notify: NotifyInfo | None = Field(
+        default=None, description="Where notifications go (--notify), redacted; null: none are sent."
     )
     supervisor: SupervisorInfo | None = Field(default=None, description="The live supervisor; null when none runs.")
     keep_awake: KeepAwake = Field(
@@ -820,9 +854,56 @@ class RaceRecord(JournalModel):
     finished_at: datetime | None = Field(default=None, description="When the race ended (UTC).")
 
 
+class NotificationRecord(JournalModel):
+    """One notification (--notify) to one target, after its last attempt."""
+
+    event: NotifyEvent = Field(description="What it told.")
+    target: str = Field(description="Where it went, redacted: kind and host only (`ntfy+https://ntfy.sh/…`).")
+    iteration: int | None = Field(default=None, description="The last iteration of the run when it was sent.")
+    state: RunState = Field(description="The run's state when it was sent.")
+    attempts: int = Field(ge=0, description="Attempts made (transient failures are tried again, a few times).")
+    delivered: bool = Field(description="Whether the target took it (HTTP 2xx, or the command exited 0).")
+    error: str | None = Field(default=None, description="Why the last attempt failed (redacted); null when delivered.")
+    http_status: int | None = Field(default=None, description="The HTTP status of the last attempt, when it had one.")
+    exit_code: int | None = Field(default=None, description="The command's exit code (cmd: targets).")
+    output: str | None = Field(
+        default=None, description="The command's output, stdout and stderr (capped, redacted; cmd: targets)."
+    )
+    duration_seconds: float = Field(default=0.0, ge=0, description="How long all its attempts took.")
+    created_at: datetime = Field(default_factory=utcnow, description="When its last attempt ended (UTC).")
+
+
+class NotificationLog(JournalModel):
+    """notifications.json: every notification sent for the session (--notify), oldest first. A failure to notify
+    is recorded here and never changes the run's outcome."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.notifications"] = Field(
+        default="solo-harness.notifications", description="Always `solo-harness.notifications`."
+    )
+    session_id: str = Field(description="The session id.")
+    notifications: list[NotificationRecord] = Field(default_factory=list, description="The notifications.")
+    updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
+
+
+class NotifyTargets(JournalModel):
+    """A session's notification targets as given (secrets included): kept in the harness home, readable only
+    by the user, never in the journal (runner/record/notify.py)."""
+
+    schema_version: int = Field(default=SCHEMA_VERSION, description="Version of this file's schema.")
+    kind: Literal["solo-harness.notify-targets"] = Field(
+        default="solo-harness.notify-targets", description="Always `solo-harness.notify-targets`."
+    )
+    session_id: str = Field(description="The session id.")
+    repo: str = Field(description="That session's repository.")
+    targets: list[str] = Field(default_factory=list, description="The --notify targets, as given.")
+    events: list[NotifyEvent] = Field(default_factory=list, description="The events that are sent (--notify-on).")
+
+
 JOURNAL_MODELS: dict[str, type[JournalModel]] = {
     "run-summary": RunSummary,
     "iteration": IterationRecord,
     "control": ControlFile,
     "race": RaceRecord,
+    "notifications": NotificationLog,
 }

@@ -56,6 +56,7 @@ from runner.record.layers import (
     refuse_strays,
     user_config_file,
 )
+from runner.record.notify import parse_events, parse_target
 
 RUNTIMES = ("runc", "runsc")
 NETWORKS = ("none", "allowlist")
@@ -72,6 +73,7 @@ REPO_FORBIDDEN = frozenset(
         "runtime",
         "backend",
         "slots",  # the machine's cap on sessions at once: its owner's to set, not a repository's
+        "notify",  # a cmd: target runs on the host, a URL receives the report
     }
 )
 # Options that are alternatives of each other: they come together from the first layer that sets either.
@@ -219,6 +221,16 @@ class RunOptions(BaseModel):
         description="Sessions of this machine that may run at once; the others wait in the queue (harness queue). "
         "Default: max(1, min(cores // cpus, memory // session memory)). Not in a repository's files.",
     )
+    notify: Names = Field(
+        default=(),
+        description="Where to send notifications: cmd:COMMAND (run on the host, the report's JSON on stdin), "
+        "https://URL (a POST of that JSON), slack+https://URL or ntfy+https://URL (docs/overnight.md). Never shown "
+        "whole: its URL's secrets are redacted. Not in a repository's files.",
+    )
+    notify_on: Names = Field(
+        default=("end",),
+        description="The events notified: end (every end of the run), blocked, usage-limit, budget, failures, or all.",
+    )
 
     @field_validator("memory")
     @classmethod
@@ -247,6 +259,18 @@ class RunOptions(BaseModel):
             if problem is not None:
                 raise ValueError(problem)
         return tuple(dict.fromkeys(value))
+
+    @field_validator("notify")
+    @classmethod
+    def _targets(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for target in value:
+            parse_target(target)  # its ValueError names no secret
+        return value
+
+    @field_validator("notify_on")
+    @classmethod
+    def _events(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(event.value for event in parse_events(value))
 
     @field_validator("runtime", "network")
     @classmethod

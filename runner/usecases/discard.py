@@ -21,6 +21,7 @@ from runner.base.paths import data_home, repo_key
 from runner.record.gitops import HostGit
 from runner.record.journal import save_model
 from runner.record.models import CamelModel, JournalModel
+from runner.record.notify import remove_targets, targets_path
 from runner.sandbox.images import DEFAULT_IMAGE
 from runner.usecases.repository import (
     DISCARDED_PREFIX,
@@ -91,6 +92,9 @@ def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) ->
             Workspace(backend=backend, run_dir=run_dir, image=DEFAULT_IMAGE, limits=summary.limits,
                       session=ref.session, repo_key=repo_key(top), runtime=None).delete()  # fmt: skip
             removed.append(str(run_dir.root))
+        if targets_path(top, ref.session).exists():
+            remove_targets(top, ref.session)  # the notification targets, secrets included
+            removed.append(str(targets_path(top, ref.session)))
         kept_ref = restore_command = None
         head = git.ref_commit(branch)
         if head is not None:

@@ -1,5 +1,10 @@
 """Plan `run`: the request from the options and the settings, every check, and the plan it prints with
-`--dry-run` (nothing is created here; runner/usecases/sessions.py creates and drives the session)."""
+`--dry-run` (nothing is created here; runner/usecases/sessions.py creates and drives the session).
+
+Why one module of this size: the request, its checks and the plan are one path that `--dry-run` prints whole and
+`run` follows exactly; each part of the plan that has rules of its own keeps them in its own module (the setup in
+runner/loop/setup.py, notifications in runner/record/notify.py, protected paths in runner/loop/protect.py).
+"""
 
 from __future__ import annotations
 
@@ -36,10 +41,12 @@ from runner.record.models import (
     EngineRef,
     KeepAwake,
     Limits,
+    NotifyInfo,
     QueueRecord,
     RunSummary,
     WorktreeInfo,
 )
+from runner.record.notify import notify_plan, shown_targets
 from runner.record.queue import default_slots
 from runner.record.settings import resolve
 from runner.sandbox import derive, images
@@ -78,6 +85,8 @@ class RunRequest:
     max_turns: int | None = None
     keep_awake: bool = True  # hold a sleep inhibitor while the session runs
     slots: int | None = None  # sessions of this machine at once (None: the default from its cores and memory)
+    notify: tuple[str, ...] = ()  # --notify targets as given (secrets included: never shown, runner/record/notify.py)
+    notify_on: tuple[str, ...] = ("end",)
     backend: EngineConfig = field(default_factory=DockerConfig)  # the engine and its configuration, validated
     options: Mapping[str, Any] = field(default_factory=dict)  # the effective option values (settings.resolve)
     sources: Mapping[str, str] = field(default_factory=dict)  # option -> where its value came from
@@ -112,7 +121,7 @@ def run_request(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         max_iterations=s.max_iterations, agent=s.agent, agent_cmd=s.agent_cmd, image=s.image, runtime=s.runtime,
         env_names=s.env, check=s.check, network=s.network, allow_hosts=s.allow_hosts, model=s.model, auth=s.auth,
-        protect=s.protect,
+        protect=s.protect, notify=s.notify, notify_on=s.notify_on,
         setup=s.setup, setup_allow_hosts=s.setup_allow_hosts, setup_inputs=s.setup_inputs,
         max_turns=s.max_turns, slots=s.slots, backend=backend, keep_awake=s.keep_awake,
         limits=LimitOptions(
@@ -120,7 +129,7 @@ def run_request(
             max_disk=s.max_disk, stuck_after=s.stuck_after, backoff_base=s.backoff_base, max_cost=s.max_cost,
             max_tokens=s.max_tokens, wait_on_limit=s.wait_on_limit,
         ),
-        options={**s.model_dump(mode="json"), **_engine_options(backend)},
+        options={**s.model_dump(mode="json"), **_engine_options(backend), "notify": shown_targets(s.notify)},
         sources=resolved.sources,
     )  # fmt: skip
 
@@ -187,6 +196,7 @@ class RunPlan(CamelModel):
     protect: list[str] = Field(default_factory=list)  # the protected paths the check runs with
     protect_source: Literal["flag", "config", "default", "off"] | None = None
     setup: SetupPlan | None = None
+    notify: NotifyInfo | None = None  # where notifications go, redacted (kind and host only)
     # Which image and why (flag, configuration, devcontainer.json, default), what is derived or built for it.
     environment: EnvironmentPlan | None = None
     backend: EngineRef  # as the session's journal will keep it
@@ -324,6 +334,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         protect=protect,
         protect_source=protect_source,
         setup=setup,
+        notify=notify_plan(request.notify, request.notify_on),
         environment=environment,
         backend=engine_ref(request.backend),
         slots=_slots(request.slots),
@@ -443,6 +454,7 @@ def new_summary(plan: RunPlan) -> RunSummary:
         setup_allow_hosts=plan.setup.allow_hosts if plan.setup else [],
         setup_inputs=plan.setup.inputs if plan.setup else [],
         container_env=plan.environment.container_env if plan.environment else {},
+        notify=plan.notify,
         limits=plan.limits,
         head_commit=plan.base_commit,
         keep_awake=KeepAwake(enabled=plan.keep_awake),

@@ -128,7 +128,7 @@ def create_race(backend: Backend, request: RaceRequest) -> RaceRecord:
     journal = Journal.for_repo(top, race)
     journal.create(plans[0].objective)
     with journal.supervisor_lock():
-        summaries = [create_planned(backend, plan) for plan in plans]
+        summaries = [create_planned(backend, plan, notify=r.notify) for plan, r in zip(plans, requests, strict=True)]
         record = RaceRecord(
             session_id=race, objective=plans[0].objective, repo=str(top),
             check_command=plans[0].check or "",

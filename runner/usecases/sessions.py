@@ -20,6 +20,7 @@ from runner.base.names import branch_for, validate_session
 from runner.base.paths import repo_key
 from runner.base.seams import harness_env
 from runner.gateway.services import RunNetwork
+from runner.loop.decisions import end_event
 from runner.loop.protect import default_protect
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
 from runner.loop.supervisor import StopEvent, Supervisor
@@ -32,6 +33,7 @@ from runner.record.models import (
     ControlFile,
     EngineRef,
     KeepAwake,
+    NotifyEvent,
     RunOwner,
     RunState,
     RunSummary,
@@ -39,11 +41,13 @@ from runner.record.models import (
     SupervisorInfo,
     utcnow,
 )
+from runner.record.notify import load_targets, notify_info, parse_events, parse_target, save_targets
 from runner.sandbox import images
 from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
 from runner.usecases.control import leave_queue
 from runner.usecases.known_repos import remember_repo
+from runner.usecases.notify import session_notifier
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunPlan, RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
@@ -64,11 +68,12 @@ def session_engine(repo: Path, session: str) -> EngineRef:
 
 def create_session(backend: Backend, request: RunRequest) -> RunSummary:
     """Create the session: journal, summary and branch (the copy is made when it is first driven)."""
-    return create_planned(backend, plan_run(backend, request))
+    return create_planned(backend, plan_run(backend, request), notify=request.notify)
 
 
-def create_planned(backend: Backend, plan: RunPlan) -> RunSummary:
-    """Create the session `plan_run` planned (a race plans every racer before it creates any)."""
+def create_planned(backend: Backend, plan: RunPlan, *, notify: tuple[str, ...] = ()) -> RunSummary:
+    """Create the session `plan_run` planned (a race plans every racer before it creates any); `notify`: the
+    --notify targets as given, which the plan shows only redacted."""
     if plan.environment is not None:
         prepare_environment(backend, plan.environment, repo=Path(plan.repo))
     else:
@@ -85,6 +90,8 @@ def create_planned(backend: Backend, plan: RunPlan) -> RunSummary:
             # The original tool writes control.json at creation and its readers expect it.
             journal.update_control(lambda control: None)
             summary = new_summary(plan)
+            if plan.notify is not None:  # the targets as given stay out of the journal (runner/record/notify.py)
+                save_targets(top, plan.session, notify, plan.notify.events)
             journal.write_summary(summary)
             git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
     return summary
@@ -108,6 +115,8 @@ class ResumeRequest:
     keep_awake: bool | None = None  # --keep-awake / --no-keep-awake (None: as the session had it)
     slots: int | None = None  # replaces the session's cap of sessions at once (--slots)
     automatic: bool = False  # by the user service after a reboot (runner/usecases/autoresume.py), not by hand
+    notify: tuple[str, ...] | None = None  # replaces the session's notification targets
+    notify_on: tuple[str, ...] | None = None  # replaces the events they are sent
 
 
 def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
@@ -137,6 +146,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                 summary.queue.slots = request.slots
             if not request.automatic:  # a resume by hand starts the service's restart budget afresh
                 summary.auto_resume = AutoResume()
+            notify = _resume_notify(top, summary, request)
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
@@ -158,6 +168,9 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             images.ensure(backend, summary.image)
             images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
             backend.reap(session_labels(session, repo_key(top)))
+            if notify is not None:
+                save_targets(top, session, *notify)
+                summary.notify = notify_info(*notify) if notify[0] else None
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0
             summary.consecutive_failures = 0
@@ -179,6 +192,29 @@ def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
         summary.setup_allow_hosts = allow_host_texts(setup_allow_rules(request.setup_allow_hosts))
         if summary.setup is not None and not summary.setup.passed:
             summary.setup = summary.setup.model_copy(update={"inputs_digest": None})
+
+
+def _resume_notify(
+    top: Path, summary: RunSummary, request: ResumeRequest
+) -> tuple[list[str], list[NotifyEvent]] | None:
+    """New targets or events from `resume`, checked (kept for this and every later supervisor of the session once
+    the resume is sure to go on); None when it gives neither."""
+    if request.notify is None and request.notify_on is None:
+        return None
+    kept = load_targets(top, summary.session_id)
+    try:
+        targets = list(request.notify) if request.notify is not None else (kept.targets if kept else [])
+        for target in targets:
+            parse_target(target)
+        events: list[NotifyEvent] = (
+            parse_events(request.notify_on) if request.notify_on is not None
+            else (kept.events if kept else [NotifyEvent.END])
+        )  # fmt: skip
+    except ValueError as exc:
+        raise UsageError(f"--notify: {exc}") from None
+    if request.notify_on is not None and not targets:
+        raise UsageError("--notify-on needs a target (--notify TARGET)")
+    return targets, events
 
 
 def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
@@ -260,6 +296,7 @@ def _drive_in_slot(
     stop_event: threading.Event | None,
 ) -> RunSummary:
     workspace = _workspace(backend, summary)
+    notifier = session_notifier(journal, summary)
     try:
         _ensure_copy(workspace, git, summary, journal)
     except HarnessError as exc:
@@ -268,18 +305,23 @@ def _drive_in_slot(
         summary.error = exc.message
         summary.supervisor = None
         journal.write_summary(summary)
+        if notifier is not None:
+            notifier.send(end_event(summary), summary)
+            notifier.close()
         raise
     network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
     network.start()
     try:
         supervisor = Supervisor(
             backend=backend, journal=journal, workspace=workspace, git=git, secrets=secrets,
-            stop_event=stop_event, network=network,
+            stop_event=stop_event, network=network, notifier=notifier,
         )  # fmt: skip
         return supervisor.run(summary)
     finally:
         workspace.close()
         network.stop()
+        if notifier is not None:
+            notifier.close()  # the end's notifications, waited for (bounded)
 
 
 def _keep_awake(summary: RunSummary) -> Inhibitor | None:
