@@ -165,21 +165,11 @@ def link_tree(rel, agent):
             os.link(e.path, os.path.join(VIEW, r), follow_symlinks=False)
 
 
-def real_parents(rel):
-    parts = rel.split("/")
-    for n in range(1, len(parts)):
-        p = os.path.join(VIEW, *parts[:n])
-        if os.path.lexists(p) and (os.path.islink(p) or not os.path.isdir(p)):
-            remove(p)
-        if not os.path.lexists(p):
-            os.mkdir(p, 0o755)
-
-
 def lay_in(rel, base):
-    """The base's rel (protected, or a directory above a protected path) into the view."""
+    """The base's rel (protected, or a directory above a protected path) into the view, from the top down, so
+    that a symlink or a file the agent put where the base has a directory is replaced before anything goes in."""
     full, target = os.path.join(BASE, rel), os.path.join(VIEW, rel)
     st = os.lstat(full)
-    real_parents(rel)
     if stat.S_ISDIR(st.st_mode):
         if os.path.islink(target) or (os.path.lexists(target) and not os.path.isdir(target)):
             remove(target)

@@ -206,3 +206,29 @@ def test_auth_subscription_picks_the_token_over_a_key_and_a_bad_value_is_one_lin
     assert keyless.code == ExitCode.USAGE and "CLAUDE_CODE_OAUTH_TOKEN" in keyless.stderr  # the key is not used
     bad = harness(*args, "--auth", "password", cwd=repo.path, env=env)
     assert bad.code == ExitCode.USAGE and bad.stderr.count("\n") == 1 and "auth" in bad.stderr
+
+
+def test_the_plan_shows_the_protected_paths_and_where_they_come_from(repo: GitRepo) -> None:
+    (repo.path / "tests").mkdir()
+    (repo.path / "tests/test_app.py").write_text("def test_app():\n    pass\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "a test")
+    r = harness(*RUN, "--check", "pytest -q tests", "--dry-run", "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    plan = r.json()
+    assert plan["protectSource"] == "default" and plan["protect"][:1] == ["tests"], plan["protect"]
+    assert "**/conftest.py" in plan["protect"] and "**/test_*.py" in plan["protect"]
+    r = harness(*RUN, "--check", "pytest", "--protect", "tests/unit", "--protect", "**/conftest.py", "--dry-run",
+                "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert (r.json()["protect"], r.json()["protectSource"]) == (["tests/unit", "**/conftest.py"], "flag")
+    r = harness(*RUN, "--check", "pytest", "--no-protect", "--dry-run", "--json", cwd=repo.path)
+    assert (r.json()["protect"], r.json()["protectSource"]) == ([], "off")
+    (repo.path / "harness.toml").write_text('protect = ["tests"]\n')
+    r = harness(*RUN, "--check", "pytest", "--dry-run", "--json", cwd=repo.path)
+    assert (r.json()["protect"], r.json()["protectSource"]) == (["tests"], "config")
+    r = harness(*RUN, "--dry-run", "--json", cwd=repo.path)  # no check: nothing to protect
+    assert (r.json()["protect"], r.json()["protectSource"]) == ([], None)
+    (repo.path / "harness.toml").write_text('protect = ["../up"]\n')
+    r = harness(*RUN, "--check", "pytest", "--dry-run", "--json", cwd=repo.path)
+    assert r.code == ExitCode.USAGE and "key 'protect'" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -88,7 +89,7 @@ def project(repo: GitRepo) -> GitRepo:
     return repo
 
 
-def game(repo: GitRepo, session: str, script: str, *extra: str) -> dict[str, object]:
+def game(repo: GitRepo, session: str, script: str, *extra: str) -> dict[str, Any]:
     """One iteration of `script`, which reports done; the check's result."""
     r = run_agent(repo, session, f"set -eu\n{script}{DONE}", "runc", "--check", CHECK, *extra,
                   "--iteration-timeout", "3m", timeout=240)  # fmt: skip
@@ -169,3 +170,22 @@ def test_changed_protected_paths_are_flagged_first(project: GitRepo) -> None:
     m = cli(project, "merge", "--session", "mixed", "--accept-flagged", "--json")
     assert m.code == 0, m.stderr
     assert m.json()["flagged"] == ["tests/test_add.py", ".envrc"]
+
+
+def test_resume_with_another_check_recomputes_the_default_and_keeps_a_choice(project: GitRepo) -> None:
+    check = game(project, "again", TRICKS["rewrite"])
+    assert check["passed"] is False
+    only_sub = CHECK.replace(" tests", " tests/test_sub.py")
+    r = cli(project, "resume", "--session", "again", "--check", only_sub, "--max-iterations", "1", "--json")
+    assert r.code == 0, r.stderr
+    summary = json.loads((project.journal("again") / "run-summary.json").read_text())
+    assert summary["protectedPaths"][0] == "tests/test_sub.py" and summary["protectSource"] == "default"
+    second = iteration(project, "again", 2)["check"]
+    assert isinstance(second, dict) and second["passed"] is True and second["protected"] == summary["protectedPaths"]
+
+    check = game(project, "open-again", TRICKS["rewrite"], "--no-protect")
+    assert check["passed"] is True
+    r = cli(project, "resume", "--session", "open-again", "--check", CHECK, "--max-iterations", "1", "--json")
+    assert r.code == 0, r.stderr
+    summary = json.loads((project.journal("open-again") / "run-summary.json").read_text())
+    assert (summary["protectedPaths"], summary["protectSource"]) == ([], "off")

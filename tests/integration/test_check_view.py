@@ -1,0 +1,108 @@
+"""The check's view of the copy (runner/loop/protect.py), made by its helper on the real engine from a copy the
+way an agent can leave it: a protected file's parent replaced by a symlink, a directory it closed (mode 000),
+an ignored file, a FIFO and a name with a newline in a protected directory, a protected file deleted and one
+modified. What the view holds is read from the host; the view is gone after the check."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Iterator
+
+import pytest
+
+from runner.base.layout import WORKSPACE
+from runner.base.paths import repo_key, run_dir
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.gitops import HostGit
+from runner.record.models import Limits, RunOwner
+from runner.sandbox.container import bind
+from tests.helpers import GitRepo
+
+pytestmark = pytest.mark.docker
+
+PATTERNS = ["tests", "**/conftest.py", "pyproject.toml"]
+
+AGENT = r"""set -eu
+cd /workspace
+mkdir elsewhere && printf 'AGENT\n' > elsewhere/conftest.py && printf 'agent mod\n' > elsewhere/mod.py
+rm -r pkg && ln -s elsewhere pkg
+mkdir closed && printf 'kept\n' > closed/f && chmod 000 closed
+printf 'noise\n' > tests/debug.log
+mkfifo tests/pipe
+printf 'x\n' > "tests/new
+line.py"
+rm tests/test_a.py
+printf '[tool.pytest.ini_options]\naddopts = "-k nothing"\n' > pyproject.toml
+printf 'print("fixed")\n' > app.py
+"""
+
+
+@pytest.fixture
+def workspace(repo: GitRepo) -> Iterator[Workspace]:
+    from runner.backends.docker.engine import DockerBackend
+
+    for path, text in {
+        "tests/test_a.py": "def test_a():\n    assert 0\n",
+        "tests/unit/test_b.py": "def test_b():\n    assert 0\n",
+        "pkg/conftest.py": "BASE\n",
+        "pkg/mod.py": "base mod\n",
+        "pyproject.toml": "[tool.pytest.ini_options]\naddopts = '-q'\n",
+        ".gitignore": "*.log\n",
+    }.items():
+        (repo.path / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo.path / path).write_text(text)
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "tests")
+    ws = Workspace(
+        backend=DockerBackend(), run_dir=RunDir(run_dir(repo.path, "view")), image="harness-base:latest",
+        limits=Limits(), session="view", repo_key=repo_key(repo.path),
+    )  # fmt: skip
+    ws.create(
+        source_git_dir=repo.path / ".git", base_commit=repo.git("rev-parse", "HEAD"), branch="harness/view",
+        owner=RunOwner(session_id="view", repo=str(repo.path), journal_dir=str(repo.path / "journal")),
+    )  # fmt: skip
+    try:
+        ws._helper(AGENT, (bind(ws.dir.workspace, WORKSPACE, read_only=False),), {}, "the agent's changes")
+        yield ws
+    finally:
+        ws.close()
+        ws.delete()
+
+
+def test_the_view_has_the_bases_protected_files_and_the_agents_others(repo: GitRepo, workspace: Workspace) -> None:
+    copy = workspace.dir.workspace
+    with HostGit(repo.path) as git:
+        with workspace.check_view(git=git, base=repo.git("rev-parse", "HEAD"), patterns=PATTERNS) as view:
+            v = view.path
+            assert v != copy and v.parent == workspace.dir.root
+            # Protected paths as the base has them: deleted ones back, the agent's additions gone.
+            assert (v / "tests/test_a.py").read_text() == "def test_a():\n    assert 0\n"
+            assert (v / "tests/unit/test_b.py").read_text() == "def test_b():\n    assert 0\n"
+            assert sorted(os.listdir(v / "tests")) == ["test_a.py", "unit"]  # no debug.log, pipe, new\nline.py
+            assert (v / "pyproject.toml").read_text() == "[tool.pytest.ini_options]\naddopts = '-q'\n"
+            # The symlinked parent of a protected file is a real directory again, with the base's file only.
+            assert not (v / "pkg").is_symlink() and (v / "pkg").is_dir()
+            assert sorted(os.listdir(v / "pkg")) == ["conftest.py"] and (v / "pkg/conftest.py").read_text() == "BASE\n"
+            assert not (v / "elsewhere/conftest.py").exists()  # the agent's conftest.py, wherever it is
+            # Everything else is the agent's, the same files (linked, not copied).
+            assert (v / "app.py").read_text() == 'print("fixed")\n'
+            assert os.stat(v / "app.py").st_ino == os.stat(copy / "app.py").st_ino
+            assert (v / "elsewhere/mod.py").read_text() == "agent mod\n"
+            assert (v / "closed/f").read_text() == "kept\n"  # a closed directory is opened, not a failure
+            assert stat.S_ISDIR(os.lstat(v / ".git").st_mode)  # the copy's own .git, for a check that runs git
+        changes = {(c.path, c.change) for c in view.changes}
+        assert changes == {
+            ("tests/test_a.py", "deleted"),
+            ("tests/debug.log", "added"),  # ignored: still the agent's change to a protected directory
+            ("tests/pipe", "added"),
+            ("tests/new\nline.py", "added"),
+            ("pyproject.toml", "modified"),
+            ("pkg/conftest.py", "deleted"),  # behind a link, which is not followed
+            ("elsewhere/conftest.py", "added"),
+        }
+        assert view.more == 0
+    assert not v.exists()  # removed after the check
+    assert stat.S_ISFIFO(os.lstat(copy / "tests/pipe").st_mode)  # the copy is as the agent left it
+    assert (copy / "pkg").is_symlink() and not (copy / "tests/test_a.py").exists()
+    assert (copy / "app.py").read_text() == 'print("fixed")\n'
