@@ -18,6 +18,7 @@ def build_prompt(
     history: list[IterationRecord],
     notes: list[Note],
     check: str | None = None,
+    protected: list[str] | None = None,
 ) -> str:
     parts = [
         "# Objective",
@@ -74,4 +75,11 @@ def build_prompt(
         '- "blocked": you cannot go on without a human; say why in "summary".',
         "",
     ]
+    if check and protected:
+        parts += [
+            "The check runs with these paths as the base commit has them, whatever you change there (your changes "
+            "to them are kept on the branch for the user to review, but the check does not see them): "
+            + ", ".join(f"`{p}`" for p in protected),
+            "",
+        ]
     return "\n".join(parts)

@@ -630,6 +630,7 @@ class Supervisor:
             history=self.journal.iterations(),
             notes=notes,
             check=summary.check_command,
+            protected=summary.protected_paths,
         )
         write_atomic(self.workspace.dir.prompt / "prompt.md", prompt)
         write_atomic(self.workspace.dir.prompt / "objective.md", summary.objective)

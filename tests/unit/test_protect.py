@@ -183,3 +183,16 @@ def test_cli_refuses_a_bad_pattern_in_one_line(repo: GitRepo) -> None:
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and words in lines[0], proc.stderr
+
+
+def test_the_prompt_says_what_the_check_runs_as_the_base_has_it() -> None:
+    from runner.loop.prompt import build_prompt
+
+    def prompt(check: str | None, protected: list[str]) -> str:
+        return build_prompt(objective="o", session="s", iteration=1, max_iterations=2, branch="harness/s",
+                            history=[], notes=[], check=check, protected=protected)  # fmt: skip
+
+    text = prompt("pytest -q", ["tests", "**/conftest.py"])
+    assert "as the base commit has them" in text and "`tests`, `**/conftest.py`" in text
+    assert "as the base commit has them" not in prompt("pytest -q", [])
+    assert "as the base commit has them" not in prompt(None, ["tests"])
