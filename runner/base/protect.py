@@ -10,7 +10,8 @@ run, as it is, by the helper that builds the check's view of the copy (runner/lo
 host and the helper can never disagree about what a pattern protects.
 """
 
-import fnmatch
+import functools
+import re
 from collections.abc import Sequence
 
 MAX_PATTERNS = 256
@@ -36,6 +37,10 @@ def pattern_problem(pattern: str) -> str | None:
         return f"{shown!r} would protect the whole tree: the check would never see the agent's work"
     if parts[0] == ".git":
         return f"{shown!r} is inside .git, which is never protected"
+    try:
+        _compiled(pattern)
+    except re.error as exc:
+        return f"{shown!r} is not a pattern: {exc}"
     return None
 
 
@@ -44,14 +49,35 @@ def split(pattern: str) -> list[str]:
     return [p for p in pattern.split("/") if p]
 
 
-def _full(pattern: list[str], path: list[str]) -> bool:
-    """Whether the components of `pattern` match the components of `path` exactly."""
-    if not pattern:
-        return not path
-    head, rest = pattern[0], pattern[1:]
-    if head == "**":
-        return any(_full(rest, path[i:]) for i in range(len(path) + 1))
-    return bool(path) and fnmatch.fnmatchcase(path[0], head) and _full(rest, path[1:])
+def _component(glob: str) -> str:
+    """A regular expression for one component's glob, as fnmatch reads it, never matching a `/`."""
+    out, i = [], 0
+    while i < len(glob):
+        ch, i = glob[i], i + 1
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "[":
+            j = i + (glob[i : i + 1] == "!")
+            j += glob[j : j + 1] == "]"
+            j = glob.find("]", j)
+            if j < 0:
+                out.append(re.escape(ch))
+                continue
+            chars, i = glob[i:j].replace("\\", "\\\\"), j + 1
+            chars = "^" + chars[1:] if chars.startswith("!") else ("\\" + chars if chars.startswith("^") else chars)
+            out.append(f"(?!/)[{chars}]")
+        else:
+            out.append(re.escape(ch))
+    return "".join(out)
+
+
+@functools.lru_cache(maxsize=4096)
+def _compiled(pattern: str) -> "re.Pattern[str]":
+    """`pattern` as a regular expression that matches, from the start, the path of what it protects or of one
+    of its parents, each with a `/` after it (`**` is any number of components, each with its `/`)."""
+    return re.compile("".join("(?:[^/]+/)*" if part == "**" else _component(part) + "/" for part in split(pattern)))
 
 
 def matches(pattern: str, path: str, *, fold: bool = False) -> bool:
@@ -62,8 +88,7 @@ def matches(pattern: str, path: str, *, fold: bool = False) -> bool:
     parts = split(path)
     if not parts or parts[0] == ".git":
         return False
-    wanted = split(pattern)
-    return any(_full(wanted, parts[:n]) for n in range(1, len(parts) + 1))
+    return _compiled(pattern).match("/".join(parts) + "/") is not None
 
 
 def is_protected(patterns: Sequence[str], path: str, *, fold: bool = False) -> bool:

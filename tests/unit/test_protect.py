@@ -26,6 +26,11 @@ PROTECTS = [
     ("jest.config.*", "jest.config.js"),
     ("test?", "tests/x"),
     ("[tT]ests", "Tests/x.py"),
+    ("[!a]bc", "xbc/d"),
+    ("a[]]b", "a]b"),
+    ("a+(b)", "a+(b)/c"),  # regular-expression characters are plain
+    ("tests/**", "tests"),
+    ("**/a/**/b", "x/a/y/z/b/c"),
 ]
 DOES_NOT = [
     ("tests", "tests2/test_a.py"),
@@ -38,6 +43,10 @@ DOES_NOT = [
     (".*", ".git/config"),  # .git is never protected
     ("**/config", ".git/config"),
     ("Tests", "tests/x.py"),  # the view is on Linux: case counts
+    ("[!a]bc", "abc"),
+    ("a?b", "a/b"),  # a glob never spans a /
+    ("a*", "b/a"),
+    ("a+(b)", "aa(b)"),
 ]
 
 
@@ -61,7 +70,7 @@ def test_a_review_compares_without_case() -> None:
 @pytest.mark.parametrize(
     "pattern",
     ["", "/", "//", "/etc/passwd", "../outside", "tests/../../x", "./tests", "a/./b", "**", "*", "*/**", "**/*",
-     ".git", ".git/hooks", "a\nb", "tab\there", "x" * 2000],
+     ".git", ".git/hooks", "a\nb", "tab\there", "x" * 2000, "tests/[z-a]"],
 )  # fmt: skip
 def test_bad_patterns_are_refused_with_a_reason(pattern: str) -> None:
     problem = pattern_problem(pattern)
