@@ -223,3 +223,23 @@ def test_a_failing_command_is_tried_again_and_its_output_kept_redacted(tmp_path:
     assert (record.attempts, record.delivered, record.exit_code) == (3, False, 3)
     assert record.output is not None and record.output.startswith("posting to [REDACTED")
     assert "tok3n" not in notifier.journal.notifications_path.read_text()
+
+
+def test_sending_returns_at_once_and_the_wait_at_the_end_is_bounded(tmp_path: Path) -> None:
+    import time
+
+    gate, waits = tmp_path / "gate", tmp_path / "wait.py"  # the command waits for the gate, at most 20 s
+    waits.write_text(
+        "import os, sys, time\nt = time.time()\n"
+        "while not os.path.exists(sys.argv[1]) and time.time() - t < 20:\n    time.sleep(0.05)\n"
+    )
+    notifier = _notifier(tmp_path, [f"cmd:{sys.executable} {waits} {gate}"], [NotifyEvent.USAGE_LIMIT])
+    started = time.monotonic()
+    notifier.send(NotifyEvent.USAGE_LIMIT, _summary(RunState.RUNNING, None))  # a wait begins: it must not wait
+    assert time.monotonic() - started < 1.0
+    notifier.close(0.5)  # the end of a run waits for it, bounded
+    assert time.monotonic() - started < 5.0 and notifier.journal.notifications().notifications == []
+    gate.write_text("")
+    notifier.close(30)
+    (record,) = notifier.journal.notifications().notifications
+    assert (record.event, record.delivered, record.attempts) == (NotifyEvent.USAGE_LIMIT, True, 1)
