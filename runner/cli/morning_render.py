@@ -17,7 +17,7 @@ from runner.base.output import neutralise
 from runner.base.paths import repo_key
 from runner.cli.report_render import _BAD, _CSS, _cost, _h, _md, _md_block, _tokens, _tone
 from runner.record.models import Outcome, RunState
-from runner.usecases.morning import DiffFile, MorningRepo, MorningReport, MorningSession
+from runner.usecases.morning import DiffFile, MorningRace, MorningRepo, MorningReport, MorningSession
 
 _STATE_ORDER = [s.value for s in RunState]
 
@@ -62,6 +62,27 @@ def _row(s: MorningSession) -> list[str]:
 
 
 _HEADS = ["state", "iterations", "agent time", "tokens", "cost", "check", "flagged"]
+
+
+def groups(repo: MorningRepo) -> list[tuple[MorningRace | None, list[MorningSession]]]:
+    """The repository's sessions in the page's order, each race's racers together under it (in the order
+    they started), where its most recently active racer would be."""
+    by_id = {s.session_id: s for s in repo.sessions}
+    races = {race.session_id: race for race in repo.races}
+    found: list[tuple[MorningRace | None, list[MorningSession]]] = []
+    for s in repo.sessions:
+        race = races.pop(s.race, None) if s.race else None
+        if race is not None:
+            found.append((race, [by_id[x] for x in race.racers if x in by_id]))
+        elif s.race is None or s.race not in {r.session_id for r in repo.races}:
+            found.append((None, [s]))
+    return found
+
+
+def _race_line(race: MorningRace) -> str:
+    won = ", ".join(race.winners) or "none"
+    end = f"; ended: {race.end_reason}" if race.end_reason else ""
+    return f"race of {len(race.racers)} racers, judged by its check; winners: {won}{end}"
 
 
 def _anchor(s: MorningSession) -> str:
@@ -139,8 +160,12 @@ def _md_repo(repo: MorningRepo) -> list[str]:
         lines += [f"- **{_md(p.session_id)}: cannot be read:** {_md(p.error)}"]
     if repo.problems:
         lines.append("")
-    for s in repo.sessions:
-        lines += _md_session(s)
+    for race, sessions in groups(repo):
+        if race is not None:
+            lines += [f"### race {race.session_id}: {race.state}", "", f"**{_md(_race_line(race))}**", ""]
+            lines += ["Check:", "", _md_block(race.check_command), ""]
+        for s in sessions:
+            lines += _md_session(s)
     return lines
 
 
@@ -179,7 +204,7 @@ pre.diff{margin:0;border-radius:0 0 6px 6px;white-space:pre;overflow-x:auto;word
 pre.diff .add{background:#dafbe1;color:#116329}pre.diff .del{background:#ffebe9;color:#a40e26}
 pre.diff .hunk{color:#8250df}pre.diff .meta{color:#656d76;font-weight:600}
 .n-add{color:#1a7f37}.n-del{color:#cf222e}.truncated{color:#9a6700;font-style:italic;margin:.3rem .6rem}
-.problems li{color:#a40e26}
+.problems li{color:#a40e26}.race{border-left:4px solid #8250df;padding-left:.8rem;margin:1.2rem 0}
 """
 
 _FILL = {"done": "#1f883d", "bad": "#cf222e", "working": "#0969da", "other": "#8c959f"}
@@ -305,7 +330,9 @@ def to_html(r: MorningReport) -> str:
         parts.append('<table id="overview"><tr><th>repository</th><th>session</th>'
                      + "".join(f"<th>{h}</th>" for h in _HEADS) + "</tr>")  # fmt: skip
         for s in sessions:
-            link = f'<a href="#{_anchor(s)}">{_h(s.session_id)}</a>'
+            link = f'<a href="#{_anchor(s)}">{_h(s.session_id)}</a>' + (
+                f' <span class="dim">(race {_h(s.race)})</span>' if s.race else ""
+            )
             parts.append(f"<tr><td><code>{_h(s.repo)}</code></td><td>{link}</td>"
                          + "".join(f"<td>{_h(c)}</td>" for c in _row(s)) + "</tr>")  # fmt: skip
         parts.append("</table>")
@@ -318,8 +345,16 @@ def to_html(r: MorningReport) -> str:
             parts += [f'<li data-session="{_h(p.session_id)}"><strong>{_h(p.session_id)}</strong>: cannot be read: '
                       f"{_h(p.error)}</li>" for p in repo.problems]  # fmt: skip
             parts.append("</ul>")
-        for s in repo.sessions:
-            parts += _html_session(s)
+        for race, members in groups(repo):
+            if race is not None:
+                parts.append(f'<section class="race" data-race="{_h(race.session_id)}"><h3>race '
+                             f"{_h(race.session_id)}: {_h(race.state)}</h3>"
+                             f'<p class="verdict">{_h(_race_line(race))}</p>'
+                             f"<p>Check: <code>{_h(race.check_command)}</code></p>")  # fmt: skip
+            for s in members:
+                parts += _html_session(s)
+            if race is not None:
+                parts.append("</section>")
         parts.append("</section>")
     when = r.generated_at.strftime("%Y-%m-%d %H:%M UTC")
     parts.append(f'<p class="dim">Generated {when} by harness report --all.</p>')

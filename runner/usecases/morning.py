@@ -19,10 +19,19 @@ from pydantic import Field
 
 from runner.base.errors import HarnessError
 from runner.base.names import validate_session
-from runner.base.paths import sessions_root
+from runner.base.paths import JOURNAL_LEAF, sessions_root
 from runner.record.gitops import HostGit
-from runner.record.journal import Journal, list_sessions
-from runner.record.models import CamelModel, CheckResult, DiffStat, GatewayUsage, RunState, StopReason, utcnow
+from runner.record.journal import RACE, Journal, list_sessions
+from runner.record.models import (
+    CamelModel,
+    CheckResult,
+    DiffStat,
+    GatewayUsage,
+    RaceState,
+    RunState,
+    StopReason,
+    utcnow,
+)
 from runner.usecases.known_repos import known_repos
 from runner.usecases.report import FlaggedPath, ReportCommand, ReportIteration, ReportRequest, build_report
 
@@ -80,6 +89,19 @@ class MorningSession(CamelModel):
     created_at: datetime
     finished_at: datetime | None
     last_activity: datetime  # what --since compares
+    race: str | None = None  # the race this session is a racer of (`harness race`), shown under it
+
+
+class MorningRace(CamelModel):
+    """A race (`harness race`): its racers are sessions of the page, shown under it."""
+
+    session_id: str  # the race's id
+    objective: str
+    state: Literal["running", "interrupted", "finished"]  # as `status` shows a race
+    end_reason: str | None
+    check_command: str
+    winners: list[str]
+    racers: list[str]  # the racers' sessions, in the order they started
 
 
 class SessionProblem(CamelModel):
@@ -94,6 +116,7 @@ class MorningRepo(CamelModel):
     missing: str | None  # why the repository cannot be read (moved or deleted since): None when it can
     sessions: list[MorningSession]  # the most recently active first
     problems: list[SessionProblem]
+    races: list[MorningRace] = Field(default_factory=list)  # those with a racer on the page
 
 
 class MorningTotals(CamelModel):
@@ -173,6 +196,7 @@ def _repository(path: Path, since: datetime | None) -> MorningRepo:
     if top is None or top != path.resolve():
         found.missing = found.missing or "the repository is gone (moved or deleted since its sessions ran)"
         return found
+    races = _races(top, found)
     for session in list_sessions(top):
         try:
             journal = Journal.under(sessions_root(top), validate_session(session))
@@ -185,7 +209,34 @@ def _repository(path: Path, since: datetime | None) -> MorningRepo:
         except HarnessError as exc:
             found.problems.append(SessionProblem(session_id=session, error=exc.message))
     found.sessions.sort(key=lambda s: s.last_activity, reverse=True)
+    racer_of = {racer: race.session_id for race in races for racer in race.racers}
+    for s in found.sessions:
+        s.race = racer_of.get(s.session_id)
+    shown = {s.race for s in found.sessions}
+    found.races = [race for race in races if race.session_id in shown]
     return found
+
+
+def _races(top: Path, found: MorningRepo) -> list[MorningRace]:
+    """The races of the repository (a race's own journal holds race.json and no run-summary.json)."""
+    root, races = sessions_root(top), []
+    for path in sorted(root.glob(f"*/{JOURNAL_LEAF}/{RACE}")) if root.is_dir() else []:
+        race = path.parents[2].name
+        try:
+            journal = Journal.under(root, validate_session(race))
+            record = journal.read_race()
+        except HarnessError as exc:
+            found.problems.append(SessionProblem(session_id=race, error=exc.message))
+            continue
+        state: Literal["running", "interrupted", "finished"] = "finished"
+        if record.state is RaceState.RUNNING:
+            state = "running" if journal.supervisor_alive() else "interrupted"
+        races.append(MorningRace(
+            session_id=race, objective=record.objective, state=state, end_reason=record.end_reason,
+            check_command=record.check_command, winners=list(record.winners),
+            racers=[r.session_id for r in record.racers],
+        ))  # fmt: skip
+    return races
 
 
 def _totals(repos: list[MorningRepo]) -> MorningTotals:

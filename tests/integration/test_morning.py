@@ -15,7 +15,7 @@ from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness, make_repo, run_args
 from tests.integration.test_report import browse
 
-pytestmark = pytest.mark.docker
+pytestmark = [pytest.mark.docker, pytest.mark.xdist_group("morning")]  # one worker makes the night once
 
 # Planted where the page shows agent-written text: the diff of a file and the agent's summary.
 PLANTED = "<script>document.title='pwned'</script>"
@@ -73,8 +73,9 @@ def _make_old(repo: GitRepo, session: str, days: int) -> None:
 @pytest.fixture(scope="module")
 def night(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GitRepo]:
     """Three repositories: `a` with a completed session whose check passed, a failed one and one whose journal
-    is torn; `b` with a completed session that changed a flagged path and one three days old; `c`, with one
-    session, then deleted. Module-scoped: the harness home is this module's own, set here."""
+    is torn; `b` with a completed session that changed a flagged path, one three days old and a race of two
+    racers (rc-2 wins); `c`, with one session, then deleted. Module-scoped (the module's tests run on one worker):
+    the harness home is this module's own, set here."""
     mp = pytest.MonkeyPatch()
     home = tmp_path_factory.mktemp("morning-home")
     mp.setenv("HARNESS_HOME", str(home))  # what the autouse harness_home does for one test, for the module
@@ -87,6 +88,9 @@ def night(tmp_path_factory: pytest.TempPathFactory) -> dict[str, GitRepo]:
     _session(a, "broke", 22)
     _session(b, "flag", 0)
     _session(b, "old", 0)
+    race = harness("race", "--session", "rc", "--objective", "x", "--n", "2", "--agent-cmd", "python3 agent.py",
+                   "--check", "grep -q rc-2 progress.txt", "--max-iterations", "1", "--json", cwd=b.path)  # fmt: skip
+    assert race.code == 0, race.stderr  # rc-2 wins; rc-1's check fails
     _make_old(b, "old", days=3)
     _session(c, "lost", 0)
     shutil.rmtree(c.path)
@@ -121,6 +125,8 @@ def test_every_session_of_every_repository_with_its_verdict(home: dict[str, GitR
         (str(a.path), "broke"): ("failed", "repeated-failures"),
         (str(b.path), "flag"): ("completed", "agent-done"),
         (str(b.path), "old"): ("completed", "agent-done"),
+        (str(b.path), "rc-1"): ("stopped", "max-iterations"),
+        (str(b.path), "rc-2"): ("completed", "agent-done"),
     }
     good = next(s for s in repos[str(a.path)].sessions if s.session_id == "good")
     assert good.last_check is not None and good.last_check.passed and good.check_command == "test -s progress.txt"
@@ -132,8 +138,15 @@ def test_every_session_of_every_repository_with_its_verdict(home: dict[str, GitR
     assert [(p.session_id, "not valid JSON" in p.error) for p in repos[str(a.path)].problems] == [("torn", True)]
     # The deleted repository is listed as missing, not a crash.
     assert repos[str(c.path)].missing is not None and repos[str(c.path)].sessions == []
-    assert page.totals.sessions == 4 and page.totals.problems == 1 and page.totals.missing_repos == 1
-    assert page.totals.by_state == {"completed": 3, "failed": 1} and page.totals.flagged_sessions == 1
+    assert page.totals.sessions == 6 and page.totals.problems == 1 and page.totals.missing_repos == 1
+    assert page.totals.by_state == {"completed": 4, "failed": 1, "stopped": 1} and page.totals.flagged_sessions == 1
+    # The race's racers are sessions of the page, each knowing its race, and the race lists them.
+    [race] = repos[str(b.path)].races
+    assert (race.session_id, race.racers, race.winners, race.state) == ("rc", ["rc-1", "rc-2"], ["rc-2"], "finished")
+    assert {s.session_id: s.race for s in repos[str(b.path)].sessions} == {
+        "flag": None, "old": None, "rc-1": "rc", "rc-2": "rc"
+    }  # fmt: skip
+    assert repos[str(a.path)].races == []
 
     flag = next(s for s in repos[str(b.path)].sessions if s.session_id == "flag")
     assert flag.verdict.startswith("completed  1 iteration, 1 commit, 1 flagged")
@@ -151,7 +164,7 @@ def test_since_leaves_out_what_was_last_active_before(home: dict[str, GitRepo], 
     b = home["b"]
     page = _report(tmp_path, "--since", "12h")
     sessions = {(s.repo, s.session_id) for r in page.repositories for s in r.sessions}
-    assert (str(b.path), "old") not in sessions and (str(b.path), "flag") in sessions and len(sessions) == 3
+    assert (str(b.path), "old") not in sessions and (str(b.path), "flag") in sessions and len(sessions) == 5
     assert page.since is not None and abs((datetime.now(UTC) - page.since) - timedelta(hours=12)) < timedelta(minutes=5)
     longer = _report(tmp_path, "--since", "4d")
     assert (str(b.path), "old") in {(s.repo, s.session_id) for r in longer.repositories for s in r.sessions}
@@ -171,6 +184,9 @@ def test_markdown_page_keeps_the_diff_in_code_blocks(home: dict[str, GitRepo], t
         before = md[:at]
         assert before.count("\n```diff\n") == before.count("\n```\n") + 1, md[at - 300 : at]
     assert "**torn: cannot be read:**" in md and "**Missing:**" in md
+    race = md.index("### race rc: finished")
+    assert race < md.index("### rc-1: stopped") < md.index("### rc-2: completed")
+    assert "winners: rc-2" in md[race:]
 
 
 def test_html_page_is_inert_and_a_browser_shows_it(home: dict[str, GitRepo], tmp_path: Path) -> None:
@@ -194,8 +210,14 @@ def test_html_page_is_inert_and_a_browser_shows_it(home: dict[str, GitRepo], tmp
     assert dom.returncode == 0, dom.stderr[-2000:]
     tree = dom.stdout
     assert "<title>harness: sessions on this machine</title>" in tree  # the planted script never set it
-    for session, status in (("good", "completed"), ("broke", "failed"), ("flag", "completed"), ("old", "completed")):
+    shown = {"good": "completed", "broke": "failed", "flag": "completed", "old": "completed", "rc-1": "stopped",
+             "rc-2": "completed"}  # fmt: skip
+    for session, status in shown.items():
         assert f'data-session="{session}" data-status="{status}"' in tree
+    # The racers are shown under their race, in the order they started.
+    race = tree.index('<section class="race" data-race="rc">')
+    end = tree.index("</section>", race)
+    assert race < tree.index('data-session="rc-1"') < tree.index('data-session="rc-2"') < end
     assert '<li data-session="torn">' in tree and 'class="missing"' in tree
     # Every file's diff is collapsed: no <details> is open.
     assert tree.count('<details class="file') >= 5 and "<details open" not in tree and " open=" not in tree
@@ -207,5 +229,6 @@ def test_html_page_is_inert_and_a_browser_shows_it(home: dict[str, GitRepo], tmp
     assert "<span class=\"add\">+# &lt;script&gt;document.title='pwned'&lt;/script&gt;</span>" in tree
     assert "flag done &lt;script&gt;document.title='pwned'&lt;/script&gt;" in tree
     # One chart per session: a bar per iteration, coloured by its outcome.
-    assert tree.count('<svg class="chart"') == 4
-    assert tree.count('data-outcome="agent-error"') == 3 and tree.count('data-outcome="done"') == 3
+    assert tree.count('<svg class="chart"') == 6
+    assert tree.count('data-outcome="agent-error"') == 3 and tree.count('data-outcome="done"') == 4
+    assert tree.count('data-outcome="check-failed"') == 1
