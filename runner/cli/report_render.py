@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Callable
 
 from runner.base.limits import format_duration
 from runner.base.output import neutralise
 from runner.cli.render import setup_line
-from runner.record.models import Outcome, RunState
+from runner.record.models import CheckResult, Outcome, RunState
 from runner.usecases.report import SessionReport
 
 # Everything the agent wrote (summaries, next steps, paths, link targets, check output, notes
@@ -36,6 +37,16 @@ def _usage(r: SessionReport) -> str:
         return "not counted (no model requests through the gateway)"
     line = f"{u.requests} requests, {_tokens(u.tokens.total)} tokens, {_cost(u.cost_usd)}"
     return line + (f" of {_cost(r.max_cost_usd)}" if r.max_cost_usd is not None else "")
+
+
+def _protected(chk: CheckResult, escape: Callable[[str], str], shown: int = 20) -> str:
+    """The protected paths a check ran with, and those the agent changed (escaped for the page)."""
+    changed = [f"{escape(c.path)} ({c.change})" for c in chk.protected_changes[:shown]]
+    more = chk.protected_changes_more + max(0, len(chk.protected_changes) - shown)
+    return (
+        f"It ran with these paths as the base commit has them: {', '.join(escape(p) for p in chk.protected)}. "
+        f"The agent changed: {', '.join(changed) or 'none of them'}{f' and {more} more' if more else ''}."
+    )
 
 
 def _check(passed: bool | None) -> str:
@@ -121,6 +132,8 @@ def to_markdown(r: SessionReport) -> str:
         else:
             result = "passed" if chk.passed else "timed out" if chk.timed_out else f"failed (exit {chk.exit_code})"
             lines += [f"Last result: **{result}** in {format_duration(chk.duration_seconds)}", ""]
+            if chk.protected:
+                lines += [_protected(chk, _md), ""]
             lines += ["Output (tail):", "", _md_block(chk.output_tail), ""]
     if r.notes or r.stop_note:
         lines += ["## Notes given", ""]
@@ -228,7 +241,8 @@ def to_html(r: SessionReport) -> str:
         else:
             result = "passed" if chk.passed else "timed out" if chk.timed_out else f"failed (exit {chk.exit_code})"
             parts.append(f"<p>Last result: <strong>{_h(result)}</strong> in {format_duration(chk.duration_seconds)}"
-                         f"</p><pre>{_h(chk.output_tail) or '(no output)'}</pre>")  # fmt: skip
+                         "</p>" + (f"<p>{_protected(chk, _h)}</p>" if chk.protected else "")
+                         + f"<pre>{_h(chk.output_tail) or '(no output)'}</pre>")  # fmt: skip
         parts.append("</div>")
     if r.notes or r.stop_note:
         parts.append('<h2>Notes given</h2><ul id="notes">')

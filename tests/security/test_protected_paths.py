@@ -161,6 +161,10 @@ def test_changed_protected_paths_are_flagged_first(project: GitRepo) -> None:
     assert flagged[0]["reasons"] == ["protected"]
     md = cli(project, "report", "--session", "mixed")
     assert md.stdout.index("add.py") < md.stdout.index(".envrc"), md.stdout  # (markdown escapes the _)
+    assert "It ran with these paths as the base commit has them: tests" in md.stdout, md.stdout
+    assert "add.py (modified)." in md.stdout, md.stdout
+    page = cli(project, "report", "--session", "mixed", "--format", "html")
+    assert "The agent changed: tests/test_add.py (modified)." in page.stdout
 
     m = cli(project, "merge", "--session", "mixed")
     assert m.code == UNSAFE, (m.stdout, m.stderr)
