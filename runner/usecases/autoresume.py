@@ -9,7 +9,8 @@ terminated, while waiting for a slot), or `interrupted` by SIGTERM (an orderly s
 `terminated`) or by an infrastructure fault (the engine went away first). And it
 died before this machine booted: its last sign of life (the summary's `updatedAt`, rewritten every 10 s by the
 heartbeat) is older than the boot, so a session that died since (a kill -9 now, an OOM) is left to the user.
-Sessions the user stopped, and sessions that ended, are never resumed.
+Sessions the user stopped, and sessions that ended, are never resumed. Nor is a racer on its own (it would run
+outside its race's judging and pooled budget): it is reported as skipped, with the command that resumes the race.
 
 The budget: a session resumed `resumes` times within `window` and found dead again is left `interrupted`, with
 the reason in `autoResume.gaveUp`; a resume by hand clears it. Sessions are found as `harness list` finds them:
@@ -43,6 +44,7 @@ from runner.record.models import (
     utcnow,
 )
 from runner.usecases.detach import detach_session
+from runner.usecases.repository import is_race, open_session
 from runner.usecases.sessions import ResumeRequest, prepare_resume
 from runner.usecases.status import machine_sessions
 
@@ -65,8 +67,8 @@ class AutoResumed(CamelModel):
 
     session_id: str
     repo: str
-    action: Literal["resumed", "gave-up", "failed"]
-    reason: str  # why it qualified; why the service gave up; the fault
+    action: Literal["resumed", "gave-up", "skipped", "failed"]
+    reason: str  # why it qualified; why the service gave up; why it is left to the user; the fault
     pid: int | None = None  # the detached supervisor's
 
 
@@ -136,11 +138,27 @@ def resume_interrupted(
             if reason is None:
                 continue
             log.info("session %s (%s): %s", session, repo, reason)
-            entry = _resume_one(repo, journal, summary, reason, budget, engines, engine_wait)
+            race = race_of(Path(repo), session)
+            if race is not None:  # on its own it would run outside its race's judging and pooled budget
+                entry = AutoResumed(session_id=session, repo=repo, action="skipped",
+                                    reason=f"{reason}; a racer of race {race!r}: resume the race with "
+                                    f"'harness resume --session {race}'")  # fmt: skip
+            else:
+                entry = _resume_one(repo, journal, summary, reason, budget, engines, engine_wait)
         except HarnessError as exc:
             entry = AutoResumed(session_id=session, repo=repo, action="failed", reason=exc.message)
         report.sessions.append(entry)
     return report
+
+
+def race_of(repo: Path, session: str) -> str | None:
+    """The race whose racer `session` is (`S` for a racer `S-k` listed in S's race.json), else None."""
+    race, dash, k = session.rpartition("-")
+    if not dash or not k.isdigit() or not is_race(repo, race):
+        return None
+    with open_session(repo, race) as opened:
+        record = opened.journal.read_race()
+    return race if any(racer.session_id == session for racer in record.racers) else None
 
 
 def _resume_one(

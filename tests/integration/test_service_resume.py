@@ -6,6 +6,7 @@ are resumed, detached, and complete; stopped and completed ones are not; one tha
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -124,6 +125,30 @@ def test_a_session_that_waited_in_the_queue_is_resumed_too(repo: GitRepo) -> Non
         release(repo, "first")
         remove_containers("first")
         remove_containers("second")
+
+
+def test_a_racer_is_not_resumed_on_its_own_but_named_with_its_race(repo: GitRepo) -> None:
+    r = harness("race", "--session", "rr", "--objective", "x", "--n", "2", "--agent-cmd", HELD, "--check", "true",
+                "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    try:
+        for racer in ("rr-1", "rr-2"):
+            wait_for(lambda s=racer: agent_running(s), 120, f"{racer}'s agent")
+        race = json.loads((repo.journal("rr") / "race.json").read_text())["supervisor"]["pid"]
+        pids = {race, *(summary_of(repo, s).supervisor.pid for s in ("rr-1", "rr-2"))}  # type: ignore[union-attr]
+        for pid in pids:
+            kill(pid)
+        entries = run_once(repo, "--booted-at", "now")
+        assert sorted((s["sessionId"], s["action"]) for s in entries) == [("rr-1", "skipped"), ("rr-2", "skipped")]
+        for entry in entries:
+            assert str(entry["reason"]).endswith(
+                "a racer of race 'rr': resume the race with 'harness resume --session rr'"
+            )
+        assert summary_of(repo, "rr-1").auto_resume.resumed_at == []
+    finally:
+        for racer in ("rr-1", "rr-2"):
+            release(repo, racer)
+            remove_containers(racer)
 
 
 def test_a_session_that_keeps_dying_is_left_interrupted_with_the_reason(repo: GitRepo) -> None:
