@@ -24,10 +24,12 @@ class RepoShape:
     files: int
     commits: int
     history_mb: int  # the rewritten blobs' total size, roughly the pack's size (they do not compress)
+    file_bytes: int = 320  # each file's size in the first commit (hex text)
 
     @property
     def key(self) -> str:
-        return f"v{VERSION}-f{self.files}-c{self.commits}-h{self.history_mb}"
+        size = "" if self.file_bytes == 320 else f"-b{self.file_bytes}"
+        return f"v{VERSION}-f{self.files}-c{self.commits}-h{self.history_mb}{size}"
 
 
 def _path(i: int) -> str:
@@ -59,7 +61,8 @@ def generate(shape: RepoShape) -> Path:
         out.write(b"data %d\n%s\n" % (len(message), message))
         touched = range(shape.files) if n == 0 else rng.sample(range(shape.files), CHANGED_PER_COMMIT)
         for i in touched:
-            data = rng.randbytes(160).hex().encode() if n == 0 else rng.randbytes(blob_bytes).hex().encode()
+            size = shape.file_bytes if n == 0 else blob_bytes * 2
+            data = rng.randbytes(size // 2).hex().encode()
             out.write(b"M 100644 inline %s\ndata %d\n%s\n" % (_path(i).encode(), len(data), data))
     out.write(b"done\n")
     out.close()
