@@ -9,10 +9,10 @@ same commit. Repositories are generated with `git fast-import` and cached under 
 large-history shapes of issue 10 (full: 5k and 50k files; quick: 2k files), and a small-file one (20k files of
 3 KB, the common shape; quick: 2k files).
 
-A race's set-up (issue 19): 4 sessions started at once with `RunRequest(seed=True)`, timed from the first start
-to the last one reaching its first iteration; "cold" removes the repository's seed first (the race makes it),
-"warm" finds it made (a later race on the same repository). Without the seed, the same 4 set-ups are 4 full
-clones.
+A race's set-up (issue 19): 4 sessions with `RunRequest(seed=True)` planned and created one after the other, as
+`harness race` does, then driven at once, timed from the first plan to the last one reaching its first
+iteration; "cold" removes the repository's seed first (the race makes it), "warm" finds it made (a later race
+on the same repository). Without the seed, the same 4 set-ups are 4 full clones.
 
 Goals: harness / worktree add <= 1.5x on the 50k-file repository (issue 10); a race of 4 (cold seed) <= 1.5x one
 session's set-up on the small-file repository (issue 19).
@@ -41,13 +41,14 @@ class _Stop(Exception):
 
 
 def _setups(env: BenchEnv, repo: Path, sessions: list[str], *, seed: bool) -> tuple[float, float]:
-    """Start `sessions` at once (threads, as a race's supervisor would); (seconds from the first start to the
-    last first iteration, seconds in the copy's making, the longest of them)."""
+    """Create `sessions` one after the other (as a race creates its racers), then drive them all at once
+    (threads) to their first iteration: (seconds from the first plan to the last first iteration, seconds in
+    the copy's making, the longest of them). One session: what `start_run` does."""
     from runner.backends.docker.engine import DockerBackend
     from runner.loop.supervisor import Supervisor
     from runner.loop.workspace import Workspace
-    from runner.usecases.plan import RunRequest
-    from runner.usecases.sessions import start_run
+    from runner.usecases.plan import RunRequest, plan_run
+    from runner.usecases.sessions import create_planned, drive
 
     ends: dict[str, float] = {}
     copies: dict[str, float] = {}
@@ -64,22 +65,25 @@ def _setups(env: BenchEnv, repo: Path, sessions: list[str], *, seed: bool) -> tu
         copies[self.session] = time.perf_counter() - begin
 
     def one(session: str) -> None:
-        request = RunRequest(session=session, objective="benchmark", repo=repo, max_iterations=1, agent_cmd="true",
-                             seed=seed)  # fmt: skip
         try:
-            start_run(DockerBackend(), request)
+            drive(backend, repo, session)
         except _Stop:
             return
-        except BaseException as exc:
+        except BaseException as exc:  # reported below, once every thread ended
             errors.append(exc)
             return
         errors.append(BenchError("the run went past set-up"))
 
+    backend = DockerBackend()
     Supervisor.run = stop_here  # type: ignore[assignment,method-assign]
     Workspace.create = create  # type: ignore[method-assign]
     threads = [threading.Thread(target=one, args=(s,)) for s in sessions]
     try:
         start = time.perf_counter()
+        requests = [RunRequest(session=s, objective="benchmark", repo=repo, max_iterations=1, agent_cmd="true",
+                               seed=seed) for s in sessions]  # fmt: skip
+        for plan in [plan_run(backend, r) for r in requests]:
+            create_planned(backend, plan)
         for t in threads:
             t.start()
         for t in threads:
