@@ -6,8 +6,8 @@ cannot say it alone. So creating (or resuming) a session writes <harness home>/r
 naming its repository: one file per repository, written atomically, so that two sessions starting at once
 never lose each other's line. The sessions themselves are read from each repository's journal, which stays
 the one record of them. The index only ever grows (a repository moved or deleted since is reported as
-missing, not dropped), and the owner.json of every copy adds the repositories that had sessions before the
-index existed.
+missing, not dropped, until it was last used before `--since`), and the owner.json of every copy adds the
+repositories that had sessions before the index existed.
 """
 
 from __future__ import annotations
@@ -35,6 +35,9 @@ class KnownRepo(JournalModel):
     )
     repo: str = Field(description="The repository's top directory.")
     first_seen_at: datetime = Field(default_factory=utcnow, description="When it was first named here (UTC).")
+    last_used_at: datetime = Field(
+        default_factory=utcnow, description="When a session was last created or resumed in it (UTC)."
+    )
 
 
 def known_repos_dir() -> Path:
@@ -42,26 +45,34 @@ def known_repos_dir() -> Path:
 
 
 def remember_repo(top: Path) -> None:
-    """Name `top` in the index (once: an existing entry is left as it is). Never fails a run: an index
-    that cannot be written costs `report --all` this repository until one of its copies exists."""
+    """Name `top` in the index, used now. Never fails a run: an index that cannot be written costs
+    `report --all` this repository until one of its copies exists."""
     path = known_repos_dir() / f"{repo_key(top)}.json"
-    if path.is_file():
-        return
     with contextlib.suppress(OSError, HarnessError):
+        entry = KnownRepo(repo=str(top))
+        if path.is_file():
+            with contextlib.suppress(HarnessError):  # a torn entry is written anew
+                entry.first_seen_at = load_model(path, KnownRepo).first_seen_at
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(path, KnownRepo(repo=str(top)))
+        save_model(path, entry)
 
 
-def known_repos() -> list[Path]:
-    """Every repository the index or a copy's owner.json names, once each, sorted. An unreadable entry is
-    skipped (it names nothing that can be read)."""
-    found: set[str] = set()
+def known_repos() -> dict[Path, datetime]:
+    """Every repository the index or a copy's owner.json names, sorted, with when it was last used (a
+    copy's: when it was made). An unreadable entry is skipped (it names nothing that can be read)."""
+    found: dict[str, datetime] = {}
+
+    def saw(repo: str, at: datetime) -> None:
+        found[repo] = max(at, found.get(repo, at))
+
     index = known_repos_dir()
     for entry in sorted(index.glob("*.json")) if index.is_dir() else []:
         with contextlib.suppress(HarnessError):
-            found.add(load_model(entry, KnownRepo).repo)
+            known = load_model(entry, KnownRepo)
+            saw(known.repo, known.last_used_at)
     runs = data_home() / "runs"
     for run_dir in sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []:
         with contextlib.suppress(HarnessError):
-            found.add(load_model(run_dir / "owner.json", RunOwner).repo)
-    return [Path(repo) for repo in sorted(found)]
+            owner = load_model(run_dir / "owner.json", RunOwner)
+            saw(owner.repo, owner.created_at)
+    return {Path(repo): found[repo] for repo in sorted(found)}

@@ -186,7 +186,8 @@ def _session(git: HostGit, top: Path, session: str, last: datetime) -> MorningSe
     )  # fmt: skip
 
 
-def _repository(path: Path, since: datetime | None) -> MorningRepo:
+def _repository(path: Path, since: datetime | None, last_used: datetime) -> MorningRepo | None:
+    """The repository's sessions; None when there is nothing to show (a repository gone and not used since)."""
     found = MorningRepo(repo=str(path), missing=None, sessions=[], problems=[])
     try:
         git = HostGit(path)
@@ -195,7 +196,7 @@ def _repository(path: Path, since: datetime | None) -> MorningRepo:
         top, found.missing = None, exc.message
     if top is None or top != path.resolve():
         found.missing = found.missing or "the repository is gone (moved or deleted since its sessions ran)"
-        return found
+        return found if since is None or last_used >= since else None
     races = _races(top, found)
     for session in list_sessions(top):
         try:
@@ -256,6 +257,6 @@ def build_morning(request: MorningRequest) -> MorningReport:
     """Every session of this machine last active since `request.since_seconds` ago (all without it)."""
     now = utcnow()
     since = now - timedelta(seconds=request.since_seconds) if request.since_seconds is not None else None
-    repos = [_repository(path, since) for path in known_repos()]
-    shown = [r for r in repos if r.missing or r.sessions or r.problems]
+    repos = [_repository(path, since, last_used) for path, last_used in known_repos().items()]
+    shown = [r for r in repos if r is not None and (r.missing or r.sessions or r.problems)]
     return MorningReport(since=since, repositories=shown, totals=_totals(shown), generated_at=now)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
+from runner.base.paths import repo_key
 from runner.cli.morning_render import CHART_HEIGHT, to_html, to_markdown
-from runner.record.journal import save_model
-from runner.record.models import RunOwner
+from runner.record.journal import load_model, save_model
+from runner.record.models import RunOwner, utcnow
 from runner.usecases import morning
-from runner.usecases.known_repos import known_repos, known_repos_dir, remember_repo
+from runner.usecases.known_repos import KnownRepo, known_repos, known_repos_dir, remember_repo
 from runner.usecases.morning import MorningReport, MorningRequest, build_morning
 from tests.helpers import GitRepo, harness, make_repo
 from tests.unit.test_report import EVIL, record
@@ -28,8 +30,27 @@ def test_the_index_names_each_repository_once_with_the_copies_owners(tmp_path: P
     run_dir = harness_home / "runs" / "abc-s1"  # a copy made before the index existed
     run_dir.mkdir(parents=True)
     save_model(run_dir / "owner.json", RunOwner(session_id="s1", repo=str(three), journal_dir="/j"))
-    assert known_repos() == sorted([one, two, three])
+    assert list(known_repos()) == sorted([one, two, three])
     assert len(list(known_repos_dir().glob("*.json"))) == 3
+
+
+def test_a_repository_gone_is_missing_until_it_was_last_used_before_since(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    remember_repo(gone)
+    entry = known_repos_dir() / f"{repo_key(gone)}.json"
+    first = load_model(entry, KnownRepo)
+    old = first.model_copy(update={"last_used_at": utcnow() - timedelta(days=3)})
+    save_model(entry, old)
+    [shown] = build_morning(MorningRequest()).repositories
+    assert (
+        shown.repo == str(gone) and shown.missing == "the repository is gone (moved or deleted since its sessions ran)"
+    )
+    assert build_morning(MorningRequest(since_seconds=12 * 3600)).repositories == []
+    assert len(build_morning(MorningRequest(since_seconds=4 * 86400)).repositories) == 1
+    remember_repo(gone)  # used again: its first sighting is kept, its last use is now
+    again = load_model(entry, KnownRepo)
+    assert again.first_seen_at == first.first_seen_at and again.last_used_at > old.last_used_at
+    assert len(build_morning(MorningRequest(since_seconds=12 * 3600)).repositories) == 1
 
 
 def test_an_empty_machine_is_a_clear_page(tmp_path: Path) -> None:
