@@ -209,6 +209,9 @@ def _repository(path: Path, since: datetime | None, last_used: datetime) -> Morn
             found.sessions.append(_session(git, top, session, last))
         except HarnessError as exc:
             found.problems.append(SessionProblem(session_id=session, error=exc.message))
+        except UnicodeDecodeError as exc:  # git's answer about its branch (a path's name) is not UTF-8
+            error = f"git printed what is not UTF-8 about its branch ({exc.reason}): see 'harness diff'"
+            found.problems.append(SessionProblem(session_id=session, error=error))
     found.sessions.sort(key=lambda s: s.last_activity, reverse=True)
     racer_of = {racer: race.session_id for race in races for racer in race.racers}
     for s in found.sessions:

@@ -152,3 +152,19 @@ def test_a_shared_journal_root_shows_each_session_under_its_own_repository(
     assert [(r.repo, [s.session_id for s in r.sessions]) for r in page.repositories] == [
         (str(a.path), ["one"]), (str(b.path), ["two"])
     ]  # fmt: skip
+
+
+def test_a_session_git_cannot_print_as_utf8_is_listed_and_the_others_shown(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path / "r")
+    record(repo, "latin")
+    record(repo, "fine")
+    repo.git("checkout", "-q", "harness/latin")
+    with open(bytes(repo.path) + b"/caf\xe9.txt", "wb") as f:  # a name that is not UTF-8
+        f.write(b"\xff\xfe\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "latin-1")
+    repo.git("checkout", "-q", "main")
+    remember_repo(repo.path)
+    [shown] = build_morning(MorningRequest()).repositories
+    assert [s.session_id for s in shown.sessions] == ["fine"]
+    assert [p.session_id for p in shown.problems] == ["latin"] and "not UTF-8" in shown.problems[0].error
