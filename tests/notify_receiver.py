@@ -20,8 +20,9 @@ class Received:
 class Receiver:
     """`with Receiver(500, 500, 200) as r:` r.url is http://127.0.0.1:PORT; r.received lists the POSTs."""
 
-    def __init__(self, *statuses: int) -> None:
+    def __init__(self, *statuses: int, location: str | None = None) -> None:
         self.statuses = list(statuses or (200,))
+        self.location = location  # sent as Location (with a 3xx: a redirect)
         self.received: list[Received] = []
         self._lock = threading.Lock()
         outer = self
@@ -33,9 +34,13 @@ class Receiver:
                     outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
                 self.send_response(status)
+                if outer.location is not None:
+                    self.send_header("Location", outer.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            do_GET = do_POST  # a redirect that urllib followed arrives as a GET: recorded too
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

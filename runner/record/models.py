@@ -896,6 +896,9 @@ class NotifyTargets(JournalModel):
     )
     session_id: str = Field(description="The session id.")
     repo: str = Field(description="That session's repository.")
+    journal_dir: str | None = Field(
+        default=None, description="That session's journal: `gc` removes this file once the journal is gone."
+    )
     targets: list[str] = Field(default_factory=list, description="The --notify targets, as given.")
     events: list[NotifyEvent] = Field(default_factory=list, description="The events that are sent (--notify-on).")
 

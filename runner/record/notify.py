@@ -21,7 +21,7 @@ from runner.base.atomic import write_atomic
 from runner.base.errors import JournalError, UsageError
 from runner.base.paths import data_home, repo_key
 from runner.base.redact import MIN_SECRET_LENGTH
-from runner.record.journal import load_model
+from runner.record.journal import SUMMARY, load_model
 from runner.record.models import NotifyEvent, NotifyInfo, NotifyTargets
 
 Kind = Literal["cmd", "webhook", "slack", "ntfy"]
@@ -197,10 +197,13 @@ def targets_path(repo: Path, session: str) -> Path:
     return data_home() / TARGETS_DIR / f"{repo_key(repo)}-{session}.json"
 
 
-def save_targets(repo: Path, session: str, targets: Iterable[str], events: Iterable[NotifyEvent]) -> None:
+def save_targets(
+    repo: Path, session: str, targets: Iterable[str], events: Iterable[NotifyEvent], *, journal_dir: Path
+) -> None:
     """Keep the session's targets (secrets included) where only the user can read them; none: remove the file."""
     path = targets_path(repo, session)
-    kept = NotifyTargets(session_id=session, repo=str(repo), targets=list(targets), events=list(events))
+    kept = NotifyTargets(session_id=session, repo=str(repo), journal_dir=str(journal_dir), targets=list(targets),
+                         events=list(events))  # fmt: skip
     if not kept.targets:
         remove_targets(repo, session)
         return
@@ -225,3 +228,19 @@ def remove_targets(repo: Path, session: str) -> None:
         targets_path(repo, session).unlink(missing_ok=True)
     except OSError as exc:
         raise JournalError(f"{targets_path(repo, session)}: cannot remove ({exc.strerror})") from None
+
+
+def forget_orphans() -> list[str]:
+    """Remove the kept targets of sessions whose journal is gone (deleted by hand, or its repository); `gc` calls
+    it. A file that does not say where its journal is, or cannot be read, is left alone."""
+    folder = data_home() / TARGETS_DIR
+    removed = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            kept = load_model(path, NotifyTargets)
+        except JournalError:
+            continue
+        if kept.journal_dir is not None and not (Path(kept.journal_dir) / SUMMARY).exists():
+            path.unlink(missing_ok=True)
+            removed.append(str(path))
+    return removed

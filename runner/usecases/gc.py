@@ -18,6 +18,7 @@ from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, load_model
 from runner.record.models import CamelModel, EngineRef, Limits, RunOwner
+from runner.record.notify import forget_orphans
 from runner.sandbox.images import DEFAULT_IMAGE
 from runner.usecases.discard import DiscardedRepo, discarded_repos_dir, expire_discarded
 from runner.usecases.repository import DISCARDED_PREFIX
@@ -46,6 +47,7 @@ class GcResult(CamelModel):
     images: list[str]
     kept: list[str]  # sessions whose copies stay: they can still be resumed
     expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
+    notify_targets: list[str]  # kept --notify targets of sessions whose journal is gone, removed
 
 
 DISCARDED_AFTER_SECONDS = 14 * 86400.0  # how long `harness restore` can undo a discard
@@ -118,7 +120,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     images = backend.prune_images({LABEL_MANAGED: "1"}) if isinstance(backend, ImageStore) else []
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
-                    expired_refs=expired)  # fmt: skip
+                    expired_refs=expired, notify_targets=forget_orphans())  # fmt: skip
 
 
 def _delete_copy(backend: Backend, run_dir: Path, session: str, key: str) -> None:

@@ -91,7 +91,7 @@ def create_planned(backend: Backend, plan: RunPlan, *, notify: tuple[str, ...] =
             journal.update_control(lambda control: None)
             summary = new_summary(plan)
             if plan.notify is not None:  # the targets as given stay out of the journal (runner/record/notify.py)
-                save_targets(top, plan.session, notify, plan.notify.events)
+                save_targets(top, plan.session, notify, plan.notify.events, journal_dir=journal.dir)
             journal.write_summary(summary)
             git.run("update-ref", branch_for(plan.session), plan.base_commit, "")
     return summary
@@ -169,7 +169,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
             backend.reap(session_labels(session, repo_key(top)))
             if notify is not None:
-                save_targets(top, session, *notify)
+                save_targets(top, session, *notify, journal_dir=journal.dir)
                 summary.notify = notify_info(*notify) if notify[0] else None
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0

@@ -15,7 +15,15 @@ from runner.base.errors import UsageError
 from runner.loop.decisions import end_event
 from runner.record.journal import Journal
 from runner.record.models import AgentInfo, GatewayUsage, Limits, NotifyEvent, RunState, RunSummary, StopReason
-from runner.record.notify import load_targets, notify_info, parse_events, parse_target, save_targets, targets_path
+from runner.record.notify import (
+    forget_orphans,
+    load_targets,
+    notify_info,
+    parse_events,
+    parse_target,
+    save_targets,
+    targets_path,
+)
 from runner.record.settings import resolve
 from runner.usecases.notify import SessionNotifier
 from tests.helpers import GitRepo
@@ -79,12 +87,18 @@ def test_a_repository_may_not_set_notification_targets(tmp_path: Path) -> None:
 
 
 def test_the_targets_as_given_are_kept_private_outside_the_journal(tmp_path: Path, harness_home: Path) -> None:
-    save_targets(tmp_path, "s", [SLACK], [NotifyEvent.END])
+    journal = Journal(tmp_path / "journal", "s")
+    journal.create("o")
+    save_targets(tmp_path, "s", [SLACK], [NotifyEvent.END], journal_dir=journal.dir)
     path = targets_path(tmp_path, "s")
     assert path.is_relative_to(harness_home) and path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
     kept = load_targets(tmp_path, "s")
     assert kept is not None and kept.targets == [SLACK]
+    (journal.dir / "run-summary.json").write_text("{}")  # the session lives: gc keeps its targets
+    assert forget_orphans() == [] and path.exists()
+    (journal.dir / "run-summary.json").unlink()  # its journal is gone (deleted by hand): gc forgets them
+    assert forget_orphans() == [str(path)] and not path.exists()
 
 
 def _summary(status: RunState, reason: StopReason | None) -> RunSummary:
@@ -181,6 +195,18 @@ def test_a_failing_receiver_is_tried_again_until_it_takes_the_notification(tmp_p
     body = json.loads(flaky.received[-1].body)
     assert (body["event"], body["sessionId"], body["status"]) == ("end", "s", "completed")
     assert "tok3n" not in notifier.journal.notifications_path.read_text()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_a_redirect_is_not_followed(tmp_path: Path, status: int) -> None:
+    with Receiver() as elsewhere, Receiver(status, location=f"{elsewhere.url}/stolen") as moved:
+        notifier = _notifier(tmp_path, [f"http://harness:PASSW0RD@{moved.url.removeprefix('http://')}/hook"])
+        notifier.send(NotifyEvent.END, _summary(RunState.COMPLETED, StopReason.AGENT_DONE))
+        notifier.close(30)
+        assert moved.count() == 1 and moved.received[0].headers["authorization"].startswith("Basic ")  # control
+        assert elsewhere.count() == 0  # neither the report nor the credentials went on
+    (record,) = notifier.journal.notifications().notifications
+    assert (record.delivered, record.http_status, record.attempts) == (False, status, 1)
 
 
 def test_a_receiver_that_is_down_is_recorded_as_not_delivered(tmp_path: Path) -> None:
