@@ -39,6 +39,7 @@ RUNNER_FILES = (
 MAKEFILES = ("Makefile", "makefile", "GNUmakefile")  # when the check runs make
 
 MAX_CHANGES = 1000  # changed protected paths the journal lists for one check
+MAX_DEPTH = 512  # directories deeper than this in the copy: no view, and so a failed check
 _CHANGE_LINE = re.compile(r"^harness-protected (added|modified|deleted) (\".*\")$", re.MULTILINE)
 _MORE_LINE = re.compile(r"^harness-protected-more (\d+)$", re.MULTILINE)
 
@@ -124,9 +125,12 @@ import json, os, shutil, stat, sys
 PATTERNS = json.loads(os.environ["HARNESS_PROTECT"])
 SRC, VIEW, BASE = "/run-root/workspace", "/run-root/" + os.environ["HARNESS_VIEW"], "/base"
 MAX = int(os.environ["HARNESS_MAX_CHANGES"])
+DEPTH = int(os.environ["HARNESS_MAX_DEPTH"])
 
 
 def entries(path):
+    if path.count("/") > DEPTH:  # a walk this deep would end in a RecursionError: say why instead
+        sys.exit(f"the copy has directories more than {DEPTH} deep: the check's view is not made")
     try:
         return sorted(os.scandir(path), key=lambda e: e.name)
     except PermissionError:  # a directory the agent closed: its own, opened as the checkpoint does

@@ -25,7 +25,7 @@ from runner.base.errors import BackendError, WorkspaceError
 from runner.base.layout import OUTBOX_DIR, RELAY, SEED_DIR, WORKSPACE
 from runner.base.output import CappedBuffer
 from runner.base.saferead import UnsafeFileError, copy_untrusted
-from runner.loop.protect import MAX_CHANGES, parse_changes, protected_roots, view_script
+from runner.loop.protect import MAX_CHANGES, MAX_DEPTH, parse_changes, protected_roots, view_script
 from runner.loop.resident import ResidentHelper
 from runner.loop.seed import ensure_seed
 from runner.record.gitops import HostGit
@@ -409,6 +409,7 @@ class Workspace:
                     "HARNESS_VIEW": VIEW_DIR,
                     "HARNESS_PROTECT": json.dumps(list(patterns)),
                     "HARNESS_MAX_CHANGES": str(MAX_CHANGES),
+                    "HARNESS_MAX_DEPTH": str(MAX_DEPTH),
                 },
                 "making the check's view of the copy",
             )

@@ -193,3 +193,19 @@ def test_resume_with_another_check_recomputes_the_default_and_keeps_a_choice(pro
     assert r.code == 0, r.stderr
     summary = json.loads((project.journal("open-again") / "run-summary.json").read_text())
     assert (summary["protectedPaths"], summary["protectSource"]) == ([], "off")
+
+
+DEEP = "mkdir -p \"$(python3 -c \"print('/'.join(['d'] * 600))\")\"\n"  # deeper than a view is made for
+
+
+@ROW22
+def test_a_view_the_agent_makes_fail_fails_the_check(project: GitRepo) -> None:
+    """Never the copy as it is instead: an agent that could make the view fail would otherwise switch
+    protection off. The control: the same copy, unprotected, passes the same check."""
+    check = game(project, "deep", FIX + DEEP)
+    assert check["passed"] is False and check["exitCode"] is None
+    assert str(check["outputTail"]).startswith("the check did not run: making the check's view"), check
+    assert "directories more than 512 deep" in str(check["outputTail"]), check
+    assert iteration(project, "deep")["outcome"] == "check-failed"
+    check = game(project, "deep-open", FIX + DEEP, "--no-protect")
+    assert check["passed"] is True, log_of(project, "deep-open", check)
