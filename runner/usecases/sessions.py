@@ -317,6 +317,9 @@ def _drive_in_slot(
             stop_event=stop_event, network=network, notifier=notifier,
         )  # fmt: skip
         return supervisor.run(summary)
+    except KeyboardInterrupt:
+        notifier = None  # stop at once, as asked: nothing was sent for this end, nothing is waited for
+        raise
     finally:
         workspace.close()
         network.stop()
