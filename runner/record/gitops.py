@@ -152,6 +152,7 @@ class HostGit:
                 raise WorkspaceError(f"harvest refused: the bundle's {src_ref} is not a commit ({kind or 'missing'})")
             if self._quarantined(env, "rev-list", "--objects", "--quiet", tip, "--not", "--all").returncode != 0:
                 raise WorkspaceError(f"harvest refused: the history of {tip[:12]} is incomplete")
+            _refuse_undecodable_paths(env, str(self.repo), tip)
             where = self.checked_out_in(dest_ref)
             if where:  # as `git fetch` refuses: the working tree there would no longer match its branch
                 raise WorkspaceError(f"harvest refused: {dest_ref} is checked out in {where[0]}")
@@ -400,6 +401,27 @@ def _inside(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         return tarfile.data_filter(member, dest)
     except tarfile.FilterError:
         return None
+
+
+def _refuse_undecodable_paths(env: dict[str, str], repo: str, tip: str) -> None:
+    """Refuse a harvest whose new commits name a path that is not UTF-8. Every command of the morning prints
+    paths as text (JSON, the terminal, the report); one such name, made by the agent, would break them all
+    for the session. The work stays in the copy, and the iteration says which name to change."""
+    proc = subprocess.run(
+        ["git", *_HARDENING, "-C", repo, "log", "-m", "--root", "--no-renames", "--name-only", "-z", "--format=",
+         tip, "--not", "--all"],
+        env=env, capture_output=True, stdin=subprocess.DEVNULL, check=False,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        detail = proc.stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or ["no output"]
+        raise WorkspaceError(f"harvest refused: cannot list the paths of {tip[:12]}: {detail[0]}")
+    for raw in proc.stdout.split(b"\0"):
+        path = raw.strip(b"\n")
+        try:
+            path.decode("utf-8")
+        except UnicodeDecodeError:
+            shown = "".join(chr(b) if 32 <= b < 127 else f"\\x{b:02x}" for b in path)  # printable, whatever it holds
+            raise WorkspaceError(f"harvest refused: the path '{shown}' is not UTF-8: rename it") from None
 
 
 def user_excludes_file() -> str | None:

@@ -321,3 +321,42 @@ def test_harvest_takes_a_crafted_but_clean_commit(repo: GitRepo) -> None:
     assert record["commits"] == [good], record
     assert repo.git("rev-parse", f"{good}^") == base
     assert repo.git("show", f"{good}:docs/hooks/post-checkout") == "#!/bin/sh\necho fine"
+
+
+# An agent names a file with bytes that are not UTF-8. Every morning command prints paths as text: harvested,
+# such a name would break `status`, `diff` and `report` for the session (exit 1, an internal error). The
+# harvest refuses it and says which name; the same agent with a UTF-8 name is harvested (positive control).
+NAMED = r"""
+set -eu
+cd /workspace
+name=$(printf 'NAME')
+echo hello > "$name"
+printf '{"state": "done", "summary": "named a file"}' > "$HARNESS_STATUS_FILE"
+"""
+
+
+ROW23 = pytest.mark.attack(row=23, name="name a file with bytes that are not UTF-8 (break the morning commands)")
+
+
+@pytest.mark.parametrize(
+    ("name", "harvested"),
+    [pytest.param("caf\\351.txt", False, marks=ROW23), pytest.param("caf\\303\\251.txt", True, id="control")],
+)
+def test_a_path_that_is_not_utf8_is_not_harvested(repo: GitRepo, name: str, harvested: bool) -> None:
+    session = "named-utf8" if harvested else "named-latin1"
+    base = repo.git("rev-parse", "main")
+    r = run_agent(repo, session, NAMED.replace("NAME", name), timeout=RUN_TIMEOUT)
+    assert r.code == 0, r.stderr
+    record = iteration(repo, session)
+    assert record["outcome"] == "done", record
+    if harvested:
+        assert record["harvestError"] is None, record
+        assert repo.git("show", "--name-only", "--format=", f"harness/{session}") == '"caf\\303\\251.txt"'
+    else:
+        error = record["harvestError"]
+        assert isinstance(error, str) and "not UTF-8" in error and "caf\\xe9.txt" in error, error
+        assert repo.git("rev-parse", f"harness/{session}") == base
+    # The morning commands work either way.
+    for command in (["status"], ["diff", "--json"], ["report", "--format", "json"]):
+        shown = harness(*command, "--session", session, cwd=repo.path, timeout=60)
+        assert shown.code == 0, (command, shown.stdout, shown.stderr)
