@@ -234,6 +234,9 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
             # Who drives the session, in the journal from the moment the lock is held (waiting for a slot and
             # making the copy can take a while): the pid `status` and `stop` then find is this process's.
             summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
+            # Its place in the queue (kept if it had one) from the moment the lock is held, which is when
+            # `--detach` returns: sessions detached one after another queue in that order.
+            queue.enqueue(Path(summary.repo), session, journal.dir)
             awake = _keep_awake(summary)  # also while it waits for a slot: a sleeping machine starts nothing
             try:
                 journal.write_summary(summary)

@@ -32,6 +32,7 @@ def start(repo: GitRepo, session: str, slots: int) -> int:
 
 def status(repo: GitRepo, session: str) -> tuple[int, dict[str, object]]:
     st = harness("status", "--session", session, "--json", cwd=repo.path)
+    assert st.stdout, st.stderr
     return st.code, st.json()
 
 
