@@ -218,6 +218,9 @@ agent, base = {}, {}
 link_tree("", agent)
 for e in entries(BASE):
     lay_in(e.name, base)
+# Caches a test run leaves (the agent's own runs) are taken out of the view like the rest, but are not news.
+news = lambda found: {p: f for p, f in found.items() if not {"__pycache__", ".pytest_cache"} & set(p.split("/"))}
+agent, base = news(agent), news(base)
 changes = [("deleted", p) for p in base if p not in agent]
 changes += [("added", p) for p in agent if p not in base]
 changes += [("modified", p) for p in agent if p in base and not same(agent[p], base[p])]

@@ -29,6 +29,7 @@ mkdir elsewhere && printf 'AGENT\n' > elsewhere/conftest.py && printf 'agent mod
 rm -r pkg && ln -s elsewhere pkg
 mkdir closed && printf 'kept\n' > closed/f && chmod 000 closed
 printf 'noise\n' > tests/debug.log
+mkdir tests/__pycache__ && printf 'stale' > tests/__pycache__/test_a.cpython-311.pyc
 mkfifo tests/pipe
 printf 'x\n' > "tests/new
 line.py"
@@ -79,7 +80,8 @@ def test_the_view_has_the_bases_protected_files_and_the_agents_others(repo: GitR
             # Protected paths as the base has them: deleted ones back, the agent's additions gone.
             assert (v / "tests/test_a.py").read_text() == "def test_a():\n    assert 0\n"
             assert (v / "tests/unit/test_b.py").read_text() == "def test_b():\n    assert 0\n"
-            assert sorted(os.listdir(v / "tests")) == ["test_a.py", "unit"]  # no debug.log, pipe, new\nline.py
+            # No debug.log, pipe, new\nline.py or __pycache__ (which the changes do not list: a test run's cache).
+            assert sorted(os.listdir(v / "tests")) == ["test_a.py", "unit"]
             assert (v / "pyproject.toml").read_text() == "[tool.pytest.ini_options]\naddopts = '-q'\n"
             # The symlinked parent of a protected file is a real directory again, with the base's file only.
             assert not (v / "pkg").is_symlink() and (v / "pkg").is_dir()
