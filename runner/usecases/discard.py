@@ -18,6 +18,7 @@ from runner.base.errors import InvalidStateError, SessionNotFoundError, UsageErr
 from runner.base.names import branch_for, validate_session
 from runner.base.output import neutralise
 from runner.base.paths import data_home, repo_key
+from runner.record import queue
 from runner.record.gitops import HostGit
 from runner.record.journal import save_model
 from runner.record.models import CamelModel, JournalModel
@@ -86,6 +87,8 @@ def discard(backend: Backend, ref: SessionRef, *, keep_journal: bool = False) ->
                 "check out another branch there first, then discard"
             )
         removed = []
+        if queue.remove(top, ref.session):  # a session parked in the queue (its supervisor gone) leaves it
+            removed.append("its place in the queue")
         backend.reap(session_labels(ref.session, repo_key(top)))
         run_dir = RunDir(Path(summary.run_dir))
         if run_dir.root.exists():

@@ -84,7 +84,15 @@ def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_
     wait_for(lambda: agent_runs("r1"), 120, "r1's agent to run")
     pid = start(repo, "r2", 1)
     start(repo, "r3", 1)
-    assert [status(repo, s)[1]["queuePosition"] for s in ("r2", "r3")] == [1, 2]
+    r4 = start(repo, "r4", 1)
+    assert [status(repo, s)[1]["queuePosition"] for s in ("r2", "r3", "r4")] == [1, 2, 3]
+    # A parked session discarded (its journal kept) leaves the queue with the rest of its run.
+    os.kill(r4, signal.SIGKILL)
+    wait_for(lambda: not status(repo, "r4")[1]["supervisorAlive"], 30, "r4's supervisor to be gone")
+    discarded = harness("discard", "--session", "r4", "--keep-journal", "--json", cwd=repo.path)
+    assert discarded.code == 0, discarded.stderr
+    assert [q["sessionId"] for q in harness("queue", "--json", cwd=repo.path).json()["queued"]] == ["r2", "r3"]
+    assert status(repo, "r4")[1]["status"] == "interrupted"
 
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
