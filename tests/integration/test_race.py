@@ -151,6 +151,8 @@ def test_a_killed_race_supervisor_then_resume_goes_on_with_every_unfinished_race
     assert r.code == 0, r.stderr
     for k in (1, 2):
         wait_for((repo.journal(f"rk-{k}") / "iteration-0001.log").exists, 90, f"rk-{k}'s first iteration")
+    busy = harness("resume", "--session", "rk", cwd=repo.path)  # one supervisor per race
+    assert busy.code == 10 and "already driven" in busy.stderr
     race_pid = record(repo, "rk").supervisor.pid  # type: ignore[union-attr]
     racer_pid = summary(repo, "rk-1").supervisor.pid  # type: ignore[union-attr]
     os.kill(race_pid, signal.SIGKILL)  # the race's supervisor, and racer 1's with it (racer 2's lives on)
@@ -275,3 +277,27 @@ def test_a_racer_that_games_the_tests_loses_because_of_protect(repo: GitRepo) ->
     assert rows["guarded-1"]["checkPassed"] is False and rows["guarded-1"]["status"] == "stopped"
     assert rows["guarded-1"]["protected"] == ["tests/check.sh"] and rows["guarded-2"]["protected"] == []
     assert repo.git("show", "harness/guarded-1:tests/check.sh") == "exit 0"  # its change is on its branch
+
+
+def test_agents_and_models_give_each_racer_its_own(repo: GitRepo) -> None:
+    r = harness("race", "--session", "am", "--objective", "Record two steps", "--agents", "demo,demo",
+                "--models", "m1,m2", "--check", "true", "--max-iterations", "3", "--json", cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    assert [(row["agent"], row["model"]) for row in r.json()["racers"]] == [("demo", "m1"), ("demo", "m2")]
+    for k, model in ((1, "m1"), (2, "m2")):
+        agent = summary(repo, f"am-{k}").agent
+        assert (agent.name, agent.model) == ("demo", model)
+
+
+def test_stop_of_a_race_stops_every_racer_and_the_race_ends(repo: GitRepo) -> None:
+    r = harness(*race_args("rs", racers("9", others=f"{HOLD};"), n=2), "--detach", "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    for k in (1, 2):
+        wait_for((repo.journal(f"rs-{k}") / "iteration-0001.log").exists, 90, f"rs-{k}'s first iteration")
+    stop = harness("stop", "--session", "rs", "--now", "--json", cwd=repo.path)
+    assert stop.code == 0, stop.stderr
+    assert [one["sessionId"] for one in stop.json()] == ["rs-1", "rs-2"]
+    wait_for(lambda: record(repo, "rs").state.value == "finished", 90, "the race to end")
+    st = harness("status", "--session", "rs", "--json", cwd=repo.path)
+    assert st.code == 21 and st.json()["winners"] == []
+    assert [(row["status"], row["stopReason"]) for row in st.json()["racers"]] == [("stopped", "stop-requested")] * 2
