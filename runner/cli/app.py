@@ -720,7 +720,7 @@ def discard(
     if _is_race(repo, session):  # every racer but the winner(s)
         from runner.usecases.race_status import discard_race
 
-        done = discard_race(open_engine(), repo, session)
+        done = discard_race(repo, session)
         if as_json:
             render.print_json(done)
             return ExitCode.OK

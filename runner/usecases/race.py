@@ -224,7 +224,7 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
     with journal.supervisor_lock():
         record = journal.read_race()
         record.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-        record.state, record.end_reason, record.finished_at = RaceState.RUNNING, None, None
+        record.state, record.finished_at = RaceState.RUNNING, None  # an end reason already met still holds
         journal.write_race(record)
         for racer in record.racers:
             if racer.started or (record.first and record.winners) or (stop_event is not None and stop_event.is_set()):

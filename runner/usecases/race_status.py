@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -20,9 +20,6 @@ from runner.usecases.discard import DiscardResult, discard
 from runner.usecases.race import RacerView, look, race_journal
 from runner.usecases.report import ReportCommand, ReportRequest, SessionReport, build_report
 from runner.usecases.repository import SessionRef, harness_command
-
-if TYPE_CHECKING:
-    from runner.backends.base import Backend
 
 RaceShownState = Literal["running", "finished", "interrupted"]
 
@@ -89,7 +86,7 @@ class RaceStatus(CamelModel):
         if self.state == "running":
             return f"running  {facts}: no winner yet"
         if self.state == "interrupted":
-            return f"interrupted  {facts}: no winner yet: resume the race with 'harness resume --session S'"
+            return f"interrupted  {facts}: no winner yet: go on with 'harness resume --session {self.session_id}'"
         return f"finished  {facts}: no racer passed the check"
 
 
@@ -183,7 +180,7 @@ class RaceDiscardResult(CamelModel):
     discarded: list[DiscardResult]
 
 
-def discard_race(backend: Backend, repo: Path, race: str) -> RaceDiscardResult:
+def discard_race(repo: Path, race: str) -> RaceDiscardResult:
     """Throw away every racer but the winner(s), each with an undo ref (`restore --session S-k`). Refused while
     the race's supervisor or a racer runs."""
     journal = race_journal(repo, race)
@@ -196,6 +193,10 @@ def discard_race(backend: Backend, repo: Path, race: str) -> RaceDiscardResult:
         if v.alive:
             raise InvalidStateError(f"racer {v.racer.session_id!r} is running: stop it first")
     done = []
-    for v in views:
-        done.append(discard(backend, SessionRef(repo=top, session=v.racer.session_id)))
+    from runner.backends import open_engine
+    from runner.usecases.sessions import session_engine
+
+    for v in views:  # each on the engine its journal names
+        engine = open_engine(session_engine(top, v.racer.session_id))
+        done.append(discard(engine, SessionRef(repo=top, session=v.racer.session_id)))
     return RaceDiscardResult(session_id=race, kept=list(record.winners), discarded=done)
