@@ -177,7 +177,9 @@ class RacerView:
         return check is not None and check.passed
 
 
-def look(top: Path, record: RaceRecord) -> list[RacerView]:
+def look(top: Path, record: RaceRecord, starting: frozenset[str] = frozenset()) -> list[RacerView]:
+    """Each racer as its journal shows it; `starting`: racers whose supervisor process (started by this race's
+    supervisor) still runs, so they are alive even before it holds their lock (a slow start)."""
     views = []
     for racer in record.racers:
         journal = Journal.for_repo(top, racer.session_id)
@@ -187,8 +189,20 @@ def look(top: Path, record: RaceRecord) -> list[RacerView]:
             views.append(RacerView(racer, journal, None, None, alive=journal.supervisor_alive()))
             continue
         state, alive = effective_state(summary, journal)
-        views.append(RacerView(racer, journal, summary, state, alive))
+        views.append(RacerView(racer, journal, summary, state, alive or racer.session_id in starting))
     return views
+
+
+def _running_children(children: dict[str, int]) -> frozenset[str]:
+    """The racers whose supervisor, a child of this process, has not exited (reaping those that have)."""
+    for session, pid in list(children.items()):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            del children[session]
+    return frozenset(children)
 
 
 def judge(record: RaceRecord, views: list[RacerView]) -> list[str]:
@@ -226,6 +240,7 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
         record.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
         record.state, record.finished_at = RaceState.RUNNING, None  # an end reason already met still holds
         journal.write_race(record)
+        children: dict[str, int] = {}  # racer -> the pid of the supervisor started here
         for racer in record.racers:
             if racer.started or (record.first and record.winners) or (stop_event is not None and stop_event.is_set()):
                 continue
@@ -234,9 +249,9 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
             journal.write_race(record)
             # A racer that cannot start: its journal tells why (`status` shows it); the race goes on.
             with contextlib.suppress(HarnessError):
-                detach_session(summary)
+                children[racer.session_id] = detach_session(summary).pid
         while True:
-            views = look(top, record)
+            views = look(top, record, _running_children(children))
             won = judge(record, views)
             if won:
                 record.winners += won
