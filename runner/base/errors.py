@@ -53,7 +53,7 @@ class ExitCode(IntEnum):
             cls.UNSAFE_TO_PROCEED: "merge refused: uncommitted changes, or flagged paths not accepted.",
             cls.MERGE_WOULD_OVERWRITE: "merge refused even with --accept-flagged: it would replace files git does "
             "not track, or write the journal.",
-            cls.RUN_RUNNING: "The session is still running.",
+            cls.RUN_RUNNING: "The session is still running, or waits in the machine-wide queue for a slot.",
             cls.RUN_NEEDS_ATTENTION: "Blocked, stopped, stuck, limit reached or interrupted: a human should look.",
             cls.RUN_FAILED: "The run failed (repeated agent failures).",
             cls.INTERRUPTED: "Ctrl-C.",
