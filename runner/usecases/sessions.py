@@ -343,7 +343,9 @@ def _keep_awake(summary: RunSummary) -> Inhibitor | None:
         since=utcnow() if held.inhibitor is not None else None,
     )  # fmt: skip
     if held.inhibitor is None:
-        log.info("keep awake: not held: %s", held.reason)
+        # Not a line of every run's output: where no inhibitor exists (a server, a container, no session bus) it
+        # would be noise before each result and each one-line error. `status` and the journal say it.
+        log.debug("keep awake: not held: %s", held.reason)
     return held.inhibitor
 
 
