@@ -519,7 +519,7 @@ def gc(
     as_json: JsonOpt = False,
 ) -> int:
     """Remove containers, copies and images that no live session owns (resumable copies are kept),
-    and discarded branch tips past --discarded-after."""
+    discarded branch tips past --discarded-after, and the shared seeds no copy borrows from."""
     from runner.backends import open_engine
     from runner.base.limits import parse_duration
     from runner.cli import render
@@ -531,7 +531,8 @@ def gc(
         result,
         as_json,
         f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images, "
-        f"{len(result.expired_refs)} discarded branch tips; kept the copies of {len(result.kept)} resumable sessions",
+        f"{len(result.expired_refs)} discarded branch tips, {len(result.seeds)} unused seeds; kept the copies of "
+        f"{len(result.kept)} resumable sessions",
     )
 
 

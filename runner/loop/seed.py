@@ -34,7 +34,7 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runner.base.errors import WorkspaceError
@@ -149,11 +149,15 @@ def ensure_seed(seed: Path, source_git_dir: Path, commit: str) -> bool:
     return True
 
 
-def remove_seed(seed: Path) -> None:
-    """Delete a seed (under its lock). Copies made from it no longer work: only for a seed no copy uses."""
+def remove_seed(seed: Path, *, unless: Callable[[], bool] = lambda: False) -> bool:
+    """Delete a seed, under its lock, unless `unless()` says (under that lock) that a copy still borrows from
+    it: a copy made from a removed seed no longer works. True when it was removed."""
     if not seed.parent.is_dir():
-        return
+        return False
     with _locked(seed):
+        if unless():
+            return False
         for path in (seed, *seed.parent.glob(f"{seed.name}.tmp-*")):
             if path.exists():
                 shutil.rmtree(path)
+    return True

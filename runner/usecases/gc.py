@@ -6,6 +6,7 @@ repository and journal; containers carry labels with the session and a key of th
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ from runner.backends import open_engine
 from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend, ImageStore
 from runner.base.errors import HarnessError, NotARepositoryError
 from runner.base.paths import data_home, home_key, repo_key
+from runner.loop.seed import remove_seed
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, load_model
@@ -48,6 +50,7 @@ class GcResult(CamelModel):
     kept: list[str]  # sessions whose copies stay: they can still be resumed
     expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
     notify_targets: list[str]  # kept --notify targets of sessions whose journal is gone, removed
+    seeds: list[str]  # repositories' shared seeds (runner/loop/seed.py) that no copy borrows from any more
 
 
 DISCARDED_AFTER_SECONDS = 14 * 86400.0  # how long `harness restore` can undo a discard
@@ -120,7 +123,26 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     images = backend.prune_images({LABEL_MANAGED: "1"}) if isinstance(backend, ImageStore) else []
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
-                    expired_refs=expired, notify_targets=forget_orphans())  # fmt: skip
+                    expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds())  # fmt: skip
+
+
+def _drop_unused_seeds() -> list[str]:
+    """Remove each repository's seed that no copy of that repository remains to borrow from: a copy's run
+    directory (`runs/<repo key>-<session>`) exists before its copy asks for the seed, and the check is made
+    under the seed's lock, so a copy being made keeps it (or makes it again)."""
+    seeds = data_home() / "seeds"
+    dropped: list[str] = []
+    for seed in sorted(seeds.iterdir()) if seeds.is_dir() else []:
+        if not seed.is_dir() or "." in seed.name:
+            continue  # a lock file, or a seed being made
+        if remove_seed(seed, unless=functools.partial(_borrowed, seed.name)):
+            dropped.append(str(seed))
+    return dropped
+
+
+def _borrowed(key: str) -> bool:
+    """Whether a run directory of the repository whose key is `key` exists (its copy may borrow the seed)."""
+    return any((data_home() / "runs").glob(f"{key}-*"))
 
 
 def _delete_copy(backend: Backend, run_dir: Path, session: str, key: str) -> None:

@@ -20,7 +20,7 @@ from runner.loop.seed import ensure_seed, has_commit
 from runner.record.models import RunState, RunSummary
 from runner.usecases.plan import RunRequest
 from runner.usecases.sessions import start_run
-from tests.helpers import GitRepo
+from tests.helpers import GitRepo, harness
 
 pytestmark = pytest.mark.docker
 
@@ -118,6 +118,19 @@ def test_the_seed_is_refreshed_when_the_base_moves(repo: GitRepo) -> None:
     assert second.status == RunState.COMPLETED and second.last_summary == "the base moved"
     assert second.worktree.base_commit == new_base
     assert has_commit(seed, new_base) and has_commit(seed, old_base)  # a fetch only adds
+
+
+def test_gc_removes_a_seed_once_no_copy_borrows_from_it(repo: GitRepo) -> None:
+    from runner.usecases.gc import collect_garbage
+
+    done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
+    assert _run(repo, "kept", done).status == RunState.COMPLETED
+    seed = seed_dir(repo.path)
+    assert collect_garbage(DockerBackend()).seeds == []  # the session's copy borrows from it
+    assert has_commit(seed, repo.git("rev-parse", "HEAD"))
+    assert harness("discard", "--session", "kept", cwd=repo.path).code == 0
+    assert collect_garbage(DockerBackend()).seeds == [str(seed)]
+    assert not seed.exists()
 
 
 def test_a_session_without_the_seed_is_a_full_clone(repo: GitRepo) -> None:
