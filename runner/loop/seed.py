@@ -20,10 +20,13 @@ container (`SEED_DIR`, read-only). What makes that safe (docs/security.md, "The 
 - **The user's repository is only read**, by host git with the hardened environment of `HostGit`: no hook,
   no user or system config, the clone's template empty.
 
-The seed is made and refreshed under a lock (several racers, in several processes, start at once): made by
-`git clone --mirror` into a temporary directory, verified (the base commit and every object of its tree are
-present: `rev-list --objects`), then renamed into place; refreshed with `git fetch` when a commit a copy
-starts from is not in it. A fetch only adds objects, so copies made before it go on working.
+The seed holds what a session's own full clone would: the objects of the user's branches and tags (never
+refs/stash, notes, remote-tracking or other refs, nor unreachable objects), and of the commit a copy starts from.
+It is made and refreshed under a lock (several racers, in several processes, start at once): made by
+`git clone --bare --no-local` into a temporary directory (index-pack checks every object's id), verified (the
+base commit and every object of its tree are present: `rev-list --objects`), then renamed into place;
+refreshed with `git fetch` when a commit a copy starts from is not in it. A fetch only adds objects, so copies
+made before it go on working.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from runner.base.errors import WorkspaceError
 log = logging.getLogger(__name__)
 
 SEED_TIMEOUT = 3600.0
+_BRANCHES_AND_TAGS = ("+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*")  # what `git clone` itself takes
 # Host git on the user's repository and on the seed: hooks and fsmonitor off, no config but the repository's own.
 _HARDENING = (
     "-c", "core.hooksPath=/dev/null",
@@ -76,10 +80,10 @@ def _git(*args: str, what: str) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def _fetch(seed: Path, source_git_dir: Path, refspec: str, what: str) -> None:
+def _fetch(seed: Path, source_git_dir: Path, refspecs: tuple[str, ...], what: str) -> None:
     """Objects only ever added: no gc, no maintenance, no FETCH_HEAD (the seed is read by running copies)."""
     _git(f"--git-dir={seed}", "fetch", "--quiet", "--no-auto-gc", "--no-auto-maintenance", "--no-write-fetch-head",
-         str(source_git_dir), refspec, what=what)  # fmt: skip
+         str(source_git_dir), *refspecs, what=what)  # fmt: skip
 
 
 def has_commit(seed: Path, commit: str) -> bool:
@@ -127,19 +131,19 @@ def ensure_seed(seed: Path, source_git_dir: Path, commit: str) -> bool:
             shutil.rmtree(stale, ignore_errors=True)  # left by a process killed while making it
         if (seed / "objects").is_dir():
             log.info("refreshing the seed %s from %s", seed, source_git_dir)
-            _fetch(seed, source_git_dir, "+refs/*:refs/*", "refreshing the seed")
+            _fetch(seed, source_git_dir, _BRANCHES_AND_TAGS, "refreshing the seed")
             if not has_commit(seed, commit):  # a commit on no ref (a detached HEAD): fetched by its id
-                _fetch(seed, source_git_dir, f"+{commit}:refs/harness-seed/{commit}", "refreshing the seed")
+                _fetch(seed, source_git_dir, (f"+{commit}:refs/harness-seed/{commit}",), "refreshing the seed")
             _readable(seed)
         else:
             log.info("making the seed %s from %s", seed, source_git_dir)
             tmp = seed.parent / f"{seed.name}.tmp-{os.getpid()}"
             try:
-                _git("clone", "--quiet", "--mirror", "--no-local", "--no-hardlinks", "--template=",
+                _git("clone", "--quiet", "--bare", "--no-local", "--no-hardlinks", "--template=",
                      str(source_git_dir), str(tmp), what="making the seed")  # fmt: skip
                 _git(f"--git-dir={tmp}", "config", "gc.auto", "0", what="making the seed")
                 if not has_commit(tmp, commit):
-                    _fetch(tmp, source_git_dir, f"+{commit}:refs/harness-seed/{commit}", "making the seed")
+                    _fetch(tmp, source_git_dir, (f"+{commit}:refs/harness-seed/{commit}",), "making the seed")
                 _readable(tmp)
                 tmp.rename(seed)
             finally:

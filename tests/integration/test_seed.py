@@ -166,3 +166,26 @@ def test_concurrent_racers_make_the_seed_once(repo: GitRepo, tmp_path: Path) -> 
     assert sorted(made) == [False, False, False, True]
     assert has_commit(seed, base)
     assert [p.name for p in seed.parent.iterdir() if ".tmp-" in p.name] == []
+
+
+def test_the_seed_holds_what_a_clone_would_and_no_more(repo: GitRepo, tmp_path: Path) -> None:
+    """Host git only: a stash (work the user kept aside) and a ref outside branches and tags stay out of the
+    seed, made or refreshed, as they stay out of a full clone; a commit on no branch is fetched by its id."""
+    (repo.path / "app.py").write_text("TOKEN = 'kept aside'\n")
+    repo.git("stash", "-q")
+    stash = repo.git("rev-parse", "refs/stash")
+    repo.git("update-ref", "refs/private/x", stash)
+    seed = tmp_path / "seeds" / "key"
+    base = repo.git("rev-parse", "HEAD")
+    assert ensure_seed(seed, repo.path / ".git", base)
+    (repo.path / "new.txt").write_text("new\n")
+    repo.git("add", "new.txt")
+    repo.git("commit", "-q", "-m", "new")
+    repo.git("checkout", "-q", "--detach", "HEAD")
+    (repo.path / "detached.txt").write_text("detached\n")
+    repo.git("add", "detached.txt")
+    repo.git("commit", "-q", "-m", "on no branch")
+    detached = repo.git("rev-parse", "HEAD")
+    assert ensure_seed(seed, repo.path / ".git", detached)  # refreshed
+    assert has_commit(seed, base) and has_commit(seed, detached)
+    assert not has_commit(seed, stash)  # control: the same check finds what is there
