@@ -171,6 +171,12 @@ class Journal:
 
     def require(self) -> None:
         if not self.exists():
+            if self.is_race():  # a command that takes one session, given a race's id
+                s = self.session
+                raise SessionNotFoundError(
+                    f"{s!r} is a race, not a session: name one of its racers ({s}-1, {s}-2, ...); "
+                    f"'harness status --session {s}' lists them"
+                )
             raise SessionNotFoundError(f"no session {self.session!r} (looked in {self.dir})")
 
     def create(self, objective: str) -> None:

@@ -79,6 +79,8 @@ def test_exactly_one_racer_passes_the_check_and_wins_then_merge_and_discard(repo
     seeds = {summary(repo, f"rc-{k}").worktree.seed for k in (1, 2, 3)}
     assert len(seeds) == 1 and None not in seeds
 
+    logs = harness("logs", "--session", "rc", cwd=repo.path)  # a command of one session, given the race
+    assert logs.code == 7 and "'rc' is a race, not a session" in logs.stderr and "rc-1" in logs.stderr
     status = harness("status", "--session", "rc", cwd=repo.path)
     assert status.code == 0, status.stderr
     assert "rc-2 won" in status.stdout and "rc-3" in status.stdout
