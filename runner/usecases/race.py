@@ -241,16 +241,18 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
         record.state, record.finished_at = RaceState.RUNNING, None  # an end reason already met still holds
         journal.write_race(record)
         children: dict[str, int] = {}  # racer -> the pid of the supervisor started here
-        for racer in record.racers:
-            if racer.started or (record.first and record.winners) or (stop_event is not None and stop_event.is_set()):
-                continue
-            summary = Journal.for_repo(top, racer.session_id).read_summary()
-            racer.started = True
-            journal.write_race(record)
-            # A racer that cannot start: its journal tells why (`status` shows it); the race goes on.
-            with contextlib.suppress(HarnessError):
-                children[racer.session_id] = detach_session(summary).pid
+        pending = [r for r in record.racers if not r.started]
         while True:
+            # One racer started a pass, in order, so that the racers already running are watched (a winner, the
+            # pooled budget) while the others start; none once the race has come to its end.
+            if pending and record.end_reason is None and not (stop_event is not None and stop_event.is_set()):
+                racer = pending.pop(0)
+                summary = Journal.for_repo(top, racer.session_id).read_summary()
+                racer.started = True
+                journal.write_race(record)
+                # A racer that cannot start: its journal tells why (`status` shows it); the race goes on.
+                with contextlib.suppress(HarnessError):
+                    children[racer.session_id] = detach_session(summary).pid
             views = look(top, record, _running_children(children))
             won = judge(record, views)
             if won:
@@ -274,8 +276,12 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
                         _stop(top, v, f"race {race}: the race was interrupted")
                 record.end_reason = "stopped"
                 journal.write_race(record)
-            if all(v.ended or not v.racer.started for v in views):
+            if record.end_reason is not None or (stop_event is not None and stop_event.is_set()):
+                pending = []
+            if all(v.ended or not v.racer.started for v in views) and not pending:
                 break
+            if pending:
+                continue
             if stop_event is not None:
                 stop_event.wait(POLL_SECONDS)
             else:
