@@ -9,8 +9,10 @@ terminated, while waiting for a slot), or `interrupted` by SIGTERM (an orderly s
 `terminated`) or by an infrastructure fault (the engine went away first). And it
 died before this machine booted: its last sign of life (the summary's `updatedAt`, rewritten every 10 s by the
 heartbeat) is older than the boot, so a session that died since (a kill -9 now, an OOM) is left to the user.
-Sessions the user stopped, and sessions that ended, are never resumed. Nor is a racer on its own (it would run
-outside its race's judging and pooled budget): it is reported as skipped, with the command that resumes the race.
+Sessions the user stopped, and sessions that ended, are never resumed. A racer is never resumed on its own (it
+would run outside its race's judging and pooled budget): its race is, as `harness resume --session S` does (every
+racer that had not ended, and the race's supervisor), once for all its racers that qualify, each of them counted
+against its own budget; a racer over budget leaves the whole race to the user.
 
 The budget: a session resumed `resumes` times within `window` and found dead again is left `interrupted`, with
 the reason in `autoResume.gaveUp`; a resume by hand clears it. Sessions are found as `harness list` finds them:
@@ -128,6 +130,7 @@ def resume_interrupted(
     sessions = machine_sessions()
     report = AutoResumeReport(booted_at=booted_at, sessions_seen=len(sessions), sessions=[])
     engines: dict[str, Backend] = {}
+    races: dict[tuple[str, str], list[tuple[Journal, str]]] = {}  # (repo, race) -> its racers that qualify
     for repo, session in sessions:
         journal = Journal.for_repo(Path(repo), session)
         if not journal.exists():
@@ -139,16 +142,49 @@ def resume_interrupted(
                 continue
             log.info("session %s (%s): %s", session, repo, reason)
             race = race_of(Path(repo), session)
-            if race is not None:  # on its own it would run outside its race's judging and pooled budget
-                entry = AutoResumed(session_id=session, repo=repo, action="skipped",
-                                    reason=f"{reason}; a racer of race {race!r}: resume the race with "
-                                    f"'harness resume --session {race}'")  # fmt: skip
-            else:
-                entry = _resume_one(repo, journal, summary, reason, budget, engines, engine_wait)
+            if race is not None:  # resumed with its race, below: once for all its racers
+                races.setdefault((repo, race), []).append((journal, reason))
+                continue
+            entry = _resume_one(repo, journal, summary, reason, budget, engines, engine_wait)
         except HarnessError as exc:
             entry = AutoResumed(session_id=session, repo=repo, action="failed", reason=exc.message)
         report.sessions.append(entry)
+    for (repo, race), racers in races.items():
+        try:
+            report.sessions += _resume_race(repo, race, racers, budget)
+        except HarnessError as exc:
+            report.sessions += [AutoResumed(session_id=j.session, repo=repo, action="failed", reason=exc.message)
+                                for j, _ in racers]  # fmt: skip
     return report
+
+
+def _resume_race(repo: str, race: str, racers: list[tuple[Journal, str]], budget: Budget) -> list[AutoResumed]:
+    """Resume the race of `racers` (each found dead by the machine going down), detached, as `harness resume
+    --session RACE` does; unless its supervisor still runs, or one of them is over its budget."""
+    from runner.usecases.race import RaceResume, detach_race, prepare_race_resume, race_journal
+
+    def entries(
+        action: Literal["resumed", "gave-up", "skipped"], why: str, pid: int | None = None
+    ) -> list[AutoResumed]:
+        return [AutoResumed(session_id=j.session, repo=repo, action=action, reason=f"{reason}; {why}", pid=pid)
+                for j, reason in racers]  # fmt: skip
+
+    if race_journal(Path(repo), race).supervisor_alive():
+        return entries("skipped", f"a racer of race {race!r}, whose supervisor runs and judges it")
+    now = utcnow()
+    over = [j.session for j, _ in racers if _over_budget(j, budget, now)]
+    if over:
+        for journal, _ in racers:
+            if journal.session in over:
+                _give_up(journal, budget, now)
+        return entries("gave-up", f"a racer of race {race!r}: {', '.join(over)} died again after "
+                       f"{budget.resumes} resumes within {_hours(budget.window_seconds)}: resume the race by hand "
+                       f"('harness resume --session {race}') once the cause is found")  # fmt: skip
+    for journal, _ in racers:
+        _count_resume(journal, budget, now)
+    prepare_race_resume(RaceResume(repo=Path(repo), race=race, resume=ResumeRequest(session=race, automatic=True)))
+    detached = detach_race(Path(repo), race)
+    return entries("resumed", f"with its race {race!r}", detached.pid)
 
 
 def race_of(repo: Path, session: str) -> str | None:
@@ -175,27 +211,48 @@ def _resume_one(
         engine = _engine_when_up(summary, engine_wait)
         engines[summary.backend.type] = engine
     now = utcnow()
-    with journal.supervisor_lock():  # refused (exit 10) if someone resumed it meanwhile
-        summary = journal.read_summary()
-        window = timedelta(seconds=budget.window_seconds)
-        recent = [at for at in summary.auto_resume.resumed_at if now - at < window]
-        if len(recent) >= budget.resumes:
-            gave_up = (
-                f"the service resumed it {len(recent)} times within {_hours(budget.window_seconds)} and it died "
-                "again each time: resume it by hand once the cause is found (supervisor.log)"
-            )
-            summary.auto_resume = AutoResume(resumed_at=recent, gave_up=gave_up)
-            if summary.status is RunState.RUNNING:
-                summary.status, summary.stop_reason = RunState.INTERRUPTED, StopReason.SUPERVISOR_GONE
-            summary.supervisor = None
-            summary.finished_at = summary.finished_at or now
-            journal.write_summary(summary)
-            return AutoResumed(session_id=journal.session, repo=repo, action="gave-up", reason=gave_up)
-        summary.auto_resume = AutoResume(resumed_at=[*recent, now])
-        journal.write_summary(summary)
+    if _over_budget(journal, budget, now):
+        gave_up = _give_up(journal, budget, now)
+        return AutoResumed(session_id=journal.session, repo=repo, action="gave-up", reason=gave_up)
+    _count_resume(journal, budget, now)
     request = ResumeRequest(session=journal.session, repo=Path(repo), automatic=True)
     detached = detach_session(prepare_resume(engine, request))
     return AutoResumed(session_id=journal.session, repo=repo, action="resumed", reason=reason, pid=detached.pid)
+
+
+def _recent(summary: RunSummary, budget: Budget, now: datetime) -> list[datetime]:
+    window = timedelta(seconds=budget.window_seconds)
+    return [at for at in summary.auto_resume.resumed_at if now - at < window]
+
+
+def _over_budget(journal: Journal, budget: Budget, now: datetime) -> bool:
+    return len(_recent(journal.read_summary(), budget, now)) >= budget.resumes
+
+
+def _give_up(journal: Journal, budget: Budget, now: datetime) -> str:
+    """Leave the session interrupted with the reason (the service will not resume it again); the reason."""
+    with journal.supervisor_lock():  # refused (exit 10) if someone resumed it meanwhile
+        summary = journal.read_summary()
+        recent = _recent(summary, budget, now)
+        gave_up = (
+            f"the service resumed it {len(recent)} times within {_hours(budget.window_seconds)} and it died "
+            "again each time: resume it by hand once the cause is found (supervisor.log)"
+        )
+        summary.auto_resume = AutoResume(resumed_at=recent, gave_up=gave_up)
+        if summary.status is RunState.RUNNING:
+            summary.status, summary.stop_reason = RunState.INTERRUPTED, StopReason.SUPERVISOR_GONE
+        summary.supervisor = None
+        summary.finished_at = summary.finished_at or now
+        journal.write_summary(summary)
+    return gave_up
+
+
+def _count_resume(journal: Journal, budget: Budget, now: datetime) -> None:
+    """One more automatic resume of the session, in its journal (what its budget counts)."""
+    with journal.supervisor_lock():  # refused (exit 10) if someone resumed it meanwhile
+        summary = journal.read_summary()
+        summary.auto_resume = AutoResume(resumed_at=[*_recent(summary, budget, now), now])
+        journal.write_summary(summary)
 
 
 def _engine_when_up(summary: RunSummary, wait: float) -> Backend:

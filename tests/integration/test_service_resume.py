@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,24 +128,41 @@ def test_a_session_that_waited_in_the_queue_is_resumed_too(repo: GitRepo) -> Non
         remove_containers("second")
 
 
-def test_a_racer_is_not_resumed_on_its_own_but_named_with_its_race(repo: GitRepo) -> None:
+def race_record(repo: GitRepo, race: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((repo.journal(race) / "race.json").read_text())
+    return data
+
+
+def test_a_killed_race_is_resumed_with_its_racers_never_a_racer_alone(repo: GitRepo) -> None:
     r = harness("race", "--session", "rr", "--objective", "x", "--n", "2", "--agent-cmd", HELD, "--check", "true",
                 "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
     assert r.code == 0, r.stderr
     try:
         for racer in ("rr-1", "rr-2"):
             wait_for(lambda s=racer: agent_running(s), 120, f"{racer}'s agent")
-        race = json.loads((repo.journal("rr") / "race.json").read_text())["supervisor"]["pid"]
+        race = race_record(repo, "rr")["supervisor"]["pid"]
         pids = {race, *(summary_of(repo, s).supervisor.pid for s in ("rr-1", "rr-2"))}  # type: ignore[union-attr]
         for pid in pids:
             kill(pid)
+        for racer in ("rr-1", "rr-2"):
+            remove_containers(racer)  # what the machine going down took with it
+
         entries = run_once(repo, "--booted-at", "now")
-        assert sorted((s["sessionId"], s["action"]) for s in entries) == [("rr-1", "skipped"), ("rr-2", "skipped")]
+        assert sorted((s["sessionId"], s["action"]) for s in entries) == [("rr-1", "resumed"), ("rr-2", "resumed")], (
+            entries
+        )
         for entry in entries:
-            assert str(entry["reason"]).endswith(
-                "a racer of race 'rr': resume the race with 'harness resume --session rr'"
-            )
-        assert summary_of(repo, "rr-1").auto_resume.resumed_at == []
+            assert str(entry["reason"]).endswith("with its race 'rr'"), entry
+        # One supervisor for the race (not one per racer), and each racer's resume counted against its budget.
+        assert len({entry["pid"] for entry in entries}) == 1
+        assert race_record(repo, "rr")["supervisor"]["pid"] == entries[0]["pid"]
+        for racer in ("rr-1", "rr-2"):
+            assert len(summary_of(repo, racer).auto_resume.resumed_at) == 1
+            wait_for(lambda s=racer: agent_running(s), 120, f"{racer}'s agent, again")
+            release(repo, racer)
+        wait_for(lambda: race_record(repo, "rr")["state"] == "finished", 180, "the race to finish")
+        assert race_record(repo, "rr")["winners"], race_record(repo, "rr")
+        assert run_once(repo, "--booted-at", "now") == []  # ended now: nothing more to do
     finally:
         for racer in ("rr-1", "rr-2"):
             release(repo, racer)
