@@ -270,6 +270,13 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
                         _stop(top, v, f"race {race}: the pooled --max-cost ${cap:.2f} is spent")
                 record.end_reason = "max-cost"
                 journal.write_race(record)
+            if getattr(stop_event, "terminated", False):
+                # SIGTERM is how a machine's shutdown ends every process: the racers get it too and end
+                # `interrupted` by themselves. Stopping them here would write stop requests, and a stopped
+                # racer is never resumed after the reboot. The race stays unfinished, for `resume` or the service.
+                record.supervisor = None
+                journal.write_race(record)
+                return record
             if stop_event is not None and stop_event.is_set() and record.end_reason is None:
                 for v in views:
                     if not v.ended:

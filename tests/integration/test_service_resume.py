@@ -6,6 +6,7 @@ are resumed, detached, and complete; stopped and completed ones are not; one tha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -133,19 +134,25 @@ def race_record(repo: GitRepo, race: str) -> dict[str, Any]:
     return data
 
 
-def test_a_killed_race_is_resumed_with_its_racers_never_a_racer_alone(repo: GitRepo) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["power-lost", "shutdown"])
+def test_a_killed_race_is_resumed_with_its_racers_never_a_racer_alone(repo: GitRepo, sig: signal.Signals) -> None:
     r = harness("race", "--session", "rr", "--objective", "x", "--n", "2", "--agent-cmd", HELD, "--check", "true",
-                "--max-iterations", "1", "--detach", "--json", cwd=repo.path)  # fmt: skip
+                "--max-iterations", "2", "--detach", "--json", cwd=repo.path)  # fmt: skip
     assert r.code == 0, r.stderr
     try:
         for racer in ("rr-1", "rr-2"):
             wait_for(lambda s=racer: agent_running(s), 120, f"{racer}'s agent")
         race = race_record(repo, "rr")["supervisor"]["pid"]
         pids = {race, *(summary_of(repo, s).supervisor.pid for s in ("rr-1", "rr-2"))}  # type: ignore[union-attr]
-        for pid in pids:
-            kill(pid)
+        for pid in pids:  # a shutdown sends SIGTERM to every process: the race's supervisor stops no racer then
+            with contextlib.suppress(ProcessLookupError):  # a racer its race stopped may be gone already
+                kill(pid, sig)
         for racer in ("rr-1", "rr-2"):
             remove_containers(racer)  # what the machine going down took with it
+            assert not json.loads((repo.journal(racer) / "control.json").read_text()).get("stopRequested"), racer
+        assert race_record(repo, "rr")["state"] == "running"  # unfinished, whichever way it ended
+        if sig is signal.SIGTERM:
+            assert race_record(repo, "rr")["supervisor"] is None  # it recorded its end (kill -9 gives it no time)
 
         entries = run_once(repo, "--booted-at", "now")
         assert sorted((s["sessionId"], s["action"]) for s in entries) == [("rr-1", "resumed"), ("rr-2", "resumed")], (
