@@ -16,7 +16,9 @@ container (`SEED_DIR`, read-only). What makes that safe (docs/security.md, "The 
 - **The harvest still carries everything.** `git bundle create` packs every object reachable from the tip
   and not from the prerequisite, wherever the copy finds it (its own store or the seed), and the host
   fetches it with the usual checks (runner.record.gitops). `git gc` and `git repack -l` in a copy touch only
-  the copy's own objects; the seed is never gc'd while it exists (gc.auto=0, fetch --no-auto-gc).
+  the copy's own objects; the seed is never gc'd while it exists (gc.auto=0, fetch --no-auto-gc). When git
+  writes an object the seed already holds (a file hashed again by `git add`), it cannot freshen the seed's
+  read-only copy and writes one of its own: a copy may duplicate the blobs of files it touches, never the history.
 - **The user's repository is only read**, by host git with the hardened environment of `HostGit`: no hook,
   no user or system config, the clone's template empty.
 

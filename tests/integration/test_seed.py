@@ -45,6 +45,10 @@ def _history(repo: GitRepo) -> str:
     (repo.path / "big.bin").write_bytes(os.urandom(2 * 1024**2))
     repo.git("add", "big.bin")
     repo.git("commit", "-q", "-m", "big")
+    # History only, not in the checkout: git writes a local copy of a blob it finds only in the (read-only) seed
+    # when it hashes that file again (`git add` of a racily clean file), so a checked-out blob may be duplicated.
+    repo.git("rm", "-q", "big.bin")
+    repo.git("commit", "-q", "-m", "no longer big")
     repo.git("checkout", "-q", "-b", "side")
     (repo.path / "side.txt").write_text("from the side branch\n")
     repo.git("add", "side.txt")
