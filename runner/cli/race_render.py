@@ -6,10 +6,8 @@ Racers' verdicts and paths can hold agent-chosen text (paths): they pass through
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-from runner.base.errors import UsageError
 from runner.base.limits import format_duration
 from runner.cli import render
 from runner.cli.render import STATE_STYLE, print_json, safe
@@ -117,20 +115,10 @@ def to_html(st: RaceStatus) -> str:
 
 def report(st: RaceStatus, fmt: str, output: Path | None) -> int:
     """`report --session S` of a race: markdown, HTML or JSON; on stdout, or atomically into a file."""
-    from runner.base.atomic import write_atomic
-    from runner.base.errors import ExitCode
+    from runner.cli.pages import write_page
 
     if fmt == "json":
         text = st.model_dump_json(by_alias=True, indent=2) + "\n"
     else:
         text = to_html(st) if fmt == "html" else to_markdown(st)
-    if output is None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-        return ExitCode.OK
-    try:
-        write_atomic(output, text)
-    except OSError as exc:
-        raise UsageError(f"--output: cannot write {output} ({exc.strerror})") from None
-    render.err.print(f"wrote {output}", markup=False)
-    return ExitCode.OK
+    return write_page(text, output)

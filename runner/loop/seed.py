@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from runner.base.errors import WorkspaceError
+from runner.record.gitops import sanitized_env
 
 log = logging.getLogger(__name__)
 
@@ -57,15 +58,7 @@ _HARDENING = (
     "-c", "gc.auto=0",
     "-c", "maintenance.auto=false",
 )  # fmt: skip
-_ENV = {
-    "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-    "HOME": "/nonexistent",
-    "LANG": "C",
-    "GIT_CONFIG_NOSYSTEM": "1",
-    "GIT_CONFIG_GLOBAL": "/dev/null",
-    "GIT_NO_LAZY_FETCH": "1",
-    "GIT_TERMINAL_PROMPT": "0",
-}
+_ENV = sanitized_env()
 
 
 def _git(*args: str, what: str) -> subprocess.CompletedProcess[str]:

@@ -58,22 +58,27 @@ class RepoInfo:
     common_dir: Path  # the main .git directory (shared by linked worktrees)
 
 
+def sanitized_env() -> dict[str, str]:
+    """The environment of host git on the user's repository (and a race's seed): no user or system config at
+    all, no prompt, no lazy fetch; the hardening settings come with every command (-c)."""
+    return {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": "/nonexistent",
+        "LANG": "C",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_NO_LAZY_FETCH": "1",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_OPTIONAL_LOCKS": "0",
+    }
+
+
 class HostGit:
     """Runs git on the user's repository with a sanitized environment."""
 
     def __init__(self, repo: Path) -> None:
         self.repo = repo
-        self._env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            # No user or system config at all: the hardening settings come with every command (-c).
-            "HOME": "/nonexistent",
-            "LANG": "C",
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": "/dev/null",
-            "GIT_NO_LAZY_FETCH": "1",
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_OPTIONAL_LOCKS": "0",
-        }
+        self._env = sanitized_env()
 
     def close(self) -> None:
         """Nothing to release: kept so callers can scope a HostGit with `with`."""

@@ -252,20 +252,25 @@ def test_a_failing_command_is_tried_again_and_its_output_kept_redacted(tmp_path:
 
 
 def test_sending_returns_at_once_and_the_wait_at_the_end_is_bounded(tmp_path: Path) -> None:
-    import time
+    from tests.helpers import wait_for
 
-    gate, waits = tmp_path / "gate", tmp_path / "wait.py"  # the command waits for the gate, at most 20 s
+    # The command says it started, waits for the gate (at most 60 s), then says it ended: while it has not
+    # ended, a send or a close that has returned did not wait for it.
+    gate, started, ended, waits = (tmp_path / name for name in ("gate", "started", "ended", "wait.py"))
     waits.write_text(
-        "import os, sys, time\nt = time.time()\n"
-        "while not os.path.exists(sys.argv[1]) and time.time() - t < 20:\n    time.sleep(0.05)\n"
+        "import os, sys, time\nopen(sys.argv[2], 'w').close()\nt = time.time()\n"
+        "while not os.path.exists(sys.argv[1]) and time.time() - t < 60:\n    time.sleep(0.05)\n"
+        "open(sys.argv[3], 'w').close()\n"
     )
-    notifier = _notifier(tmp_path, [f"cmd:{sys.executable} {waits} {gate}"], [NotifyEvent.USAGE_LIMIT])
-    started = time.monotonic()
+    notifier = _notifier(tmp_path, [f"cmd:{sys.executable} {waits} {gate} {started} {ended}"],
+                         [NotifyEvent.USAGE_LIMIT])  # fmt: skip
     notifier.send(NotifyEvent.USAGE_LIMIT, _summary(RunState.RUNNING, None))  # a wait begins: it must not wait
-    assert time.monotonic() - started < 1.0
+    wait_for(started.exists, 30, "the notification's command to start")
+    assert not ended.exists()  # send returned while the command still waits for the gate
     notifier.close(0.5)  # the end of a run waits for it, bounded
-    assert time.monotonic() - started < 5.0 and notifier.journal.notifications().notifications == []
+    assert not ended.exists() and notifier.journal.notifications().notifications == []
     gate.write_text("")
     notifier.close(30)
+    assert ended.exists()
     (record,) = notifier.journal.notifications().notifications
     assert (record.event, record.delivered, record.attempts) == (NotifyEvent.USAGE_LIMIT, True, 1)
