@@ -114,6 +114,26 @@ def containers(label: str) -> list[str]:
     return out.split()
 
 
+def remove_session_containers(session: str) -> None:
+    """Remove this test run's containers of `session` (what a killed supervisor left behind)."""
+    from tests.conftest import TEST_RUN_LABEL  # the conftest imports this module
+
+    filters = ["--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}", "--filter",
+               f"label=io.solo-harness.session={session}"]  # fmt: skip
+    ids = subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True, check=True).stdout.split()
+    if ids:
+        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+
+
+def exited(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its reaper has exited too: PID 1 here may never reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def wait_for(predicate: Callable[[], object], timeout: float = 60, what: str = "condition") -> None:
     """Poll `predicate` until it is true, failing the test after `timeout` seconds."""
     deadline = time.monotonic() + timeout

@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from runner.record.journal import load_model
 from runner.record.models import RunSummary
-from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HOLD, GitRepo, harness, release, run_args, wait_for
+from tests.helpers import HOLD, GitRepo, exited, harness, release, remove_session_containers, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -46,25 +44,8 @@ def stand_in(tmp_path: Path, script: str = STAND_IN) -> tuple[Path, dict[str, st
     return where, {"PATH": f"{where}:{os.environ['PATH']}"}
 
 
-def gone(pid: int) -> bool:
-    """The process has exited (a zombie waiting for its reaper has exited too)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def summary_of(repo: GitRepo, session: str) -> RunSummary:
     return load_model(repo.journal(session) / "run-summary.json", RunSummary)
-
-
-def remove_containers(session: str) -> None:
-    filters = ["--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}", "--filter",
-               f"label=io.solo-harness.session={session}"]  # fmt: skip
-    ids = subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True, check=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
 
 
 def test_the_inhibitor_is_held_while_the_session_runs_and_released_at_the_end(repo: GitRepo, tmp_path: Path) -> None:
@@ -82,11 +63,11 @@ def test_the_inhibitor_is_held_while_the_session_runs_and_released_at_the_end(re
     awake = st.json()["keepAwake"]
     assert awake["held"] is True and awake["via"] == "systemd-inhibit" and awake["reason"] is None
     assert st.json()["keepAwakeText"].startswith("held (systemd-inhibit")
-    assert not gone(inhibitor)  # held while the agent runs
+    assert not exited(inhibitor)  # held while the agent runs
 
     release(repo, "awake")
     wait_for(lambda: summary_of(repo, "awake").status.value == "completed", 120, "the run to complete")
-    wait_for(lambda: gone(inhibitor), 30, "the inhibitor to be released")
+    wait_for(lambda: exited(inhibitor), 30, "the inhibitor to be released")
     final = summary_of(repo, "awake").keep_awake
     assert final.enabled and not final.held and final.via == "systemd-inhibit"
     text = harness("status", "--session", "awake", cwd=repo.path)
@@ -100,15 +81,15 @@ def test_a_kill_9_of_the_supervisor_leaks_no_inhibitor(repo: GitRepo, tmp_path: 
     wait_for((where / "pid").is_file, 60, "the inhibitor to start")
     inhibitor = int((where / "pid").read_text())
     wait_for(lambda: summary_of(repo, "awake9").keep_awake.held, 30, "the summary to say it is held")
-    assert not gone(inhibitor)
+    assert not exited(inhibitor)
     try:
         os.kill(r.json()["pid"], signal.SIGKILL)
-        wait_for(lambda: gone(inhibitor), 15, "the inhibitor to end with its supervisor")
+        wait_for(lambda: exited(inhibitor), 15, "the inhibitor to end with its supervisor")
         st = harness("status", "--session", "awake9", "--json", cwd=repo.path)
         assert st.json()["status"] == "interrupted" and st.json()["keepAwake"]["held"] is False
     finally:
         release(repo, "awake9")
-        remove_containers("awake9")
+        remove_session_containers("awake9")
 
 
 def test_a_failing_inhibitor_is_recorded_as_not_held_and_the_run_goes_on(repo: GitRepo, tmp_path: Path) -> None:
@@ -133,7 +114,7 @@ def test_no_keep_awake_starts_no_inhibitor_and_resume_can_turn_it_on(repo: GitRe
     assert again.code == 0, again.stderr
     assert (where / "argv").read_text().splitlines()[0] == "--what=sleep:idle"
     assert summary_of(repo, "off").keep_awake.enabled is True
-    wait_for(lambda: gone(int((where / "pid").read_text())), 15, "the inhibitor to be released")
+    wait_for(lambda: exited(int((where / "pid").read_text())), 15, "the inhibitor to be released")
 
 
 def test_the_keep_awake_setting_turns_it_off(repo: GitRepo, tmp_path: Path) -> None:

@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from runner.record.journal import load_model
 from runner.record.models import RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HOLD, GitRepo, harness, release, run_args, wait_for
+from tests.helpers import HOLD, GitRepo, exited, harness, release, remove_session_containers, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -38,22 +37,6 @@ def agent_running(session: str) -> bool:
     return bool(subprocess.run(["docker", "ps", "-q", *args], capture_output=True, text=True, check=True).stdout)
 
 
-def remove_containers(session: str) -> None:
-    args = ["--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}", "--filter",
-            f"label=io.solo-harness.session={session}"]  # fmt: skip
-    ids = subprocess.run(["docker", "ps", "-aq", *args], capture_output=True, text=True, check=True).stdout.split()
-    if ids:
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
-
-
-def dead(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
 def start_held(repo: GitRepo, session: str, *extra: str) -> int:
     """A detached session whose agent holds its first iteration; its supervisor's pid once the agent runs."""
     r = harness(*run_args(session, "--detach", *extra, cmd=HELD, iterations=2), cwd=repo.path)
@@ -64,7 +47,7 @@ def start_held(repo: GitRepo, session: str, *extra: str) -> int:
 
 def kill(pid: int, sig: signal.Signals = signal.SIGKILL) -> None:
     os.kill(pid, sig)
-    wait_for(lambda: dead(pid), 60, f"supervisor {pid} to end")
+    wait_for(lambda: exited(pid), 60, f"supervisor {pid} to end")
 
 
 def run_once(repo: GitRepo, *extra: str) -> list[dict[str, object]]:
@@ -104,7 +87,7 @@ def test_the_sessions_the_machine_going_down_interrupted_are_resumed_and_complet
     finally:
         for session in ("stopped", "killed", "terminated"):
             release(repo, session)
-            remove_containers(session)
+            remove_session_containers(session)
 
 
 def test_a_session_that_waited_in_the_queue_is_resumed_too(repo: GitRepo) -> None:
@@ -125,8 +108,8 @@ def test_a_session_that_waited_in_the_queue_is_resumed_too(repo: GitRepo) -> Non
             wait_for(lambda s=session: summary_of(repo, s).status.value == "completed", 180, f"{session} to complete")
     finally:
         release(repo, "first")
-        remove_containers("first")
-        remove_containers("second")
+        remove_session_containers("first")
+        remove_session_containers("second")
 
 
 def race_record(repo: GitRepo, race: str) -> dict[str, Any]:
@@ -148,7 +131,7 @@ def test_a_killed_race_is_resumed_with_its_racers_never_a_racer_alone(repo: GitR
             with contextlib.suppress(ProcessLookupError):  # a racer its race stopped may be gone already
                 kill(pid, sig)
         for racer in ("rr-1", "rr-2"):
-            remove_containers(racer)  # what the machine going down took with it
+            remove_session_containers(racer)  # what the machine going down took with it
             assert not json.loads((repo.journal(racer) / "control.json").read_text()).get("stopRequested"), racer
         assert race_record(repo, "rr")["state"] == "running"  # unfinished, whichever way it ended
         if sig is signal.SIGTERM:
@@ -173,7 +156,7 @@ def test_a_killed_race_is_resumed_with_its_racers_never_a_racer_alone(repo: GitR
     finally:
         for racer in ("rr-1", "rr-2"):
             release(repo, racer)
-            remove_containers(racer)
+            remove_session_containers(racer)
 
 
 def test_a_session_that_keeps_dying_is_left_interrupted_with_the_reason(repo: GitRepo) -> None:
@@ -203,4 +186,4 @@ def test_a_session_that_keeps_dying_is_left_interrupted_with_the_reason(repo: Gi
         assert summary_of(repo, "dies").auto_resume.resumed_at == []
     finally:
         release(repo, "dies")
-        remove_containers("dies")
+        remove_session_containers("dies")
