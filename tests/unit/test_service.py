@@ -11,6 +11,8 @@ import plistlib
 import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,13 +36,19 @@ SYSTEMD_IS_PID_1 = Path("/run/systemd/system").is_dir()
 
 
 @pytest.fixture
-def no_user_bus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No user manager to reach: a runtime directory of the test's own, no session bus address."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
+def no_user_bus(monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """No user manager to reach: a runtime directory of the test's own, no session bus address.
+
+    The directory is short on purpose: systemd reads the machine's own user units too, and a socket path
+    in them longer than a Unix socket address (108 bytes) is a warning that would fail `verify` on a deep
+    pytest temp dir (CI's is).
+    """
+    runtime = Path(tempfile.mkdtemp(prefix="hs-", dir="/tmp"))
+    runtime.chmod(0o700)
     monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)
-    return runtime
+    yield runtime
+    shutil.rmtree(runtime, ignore_errors=True)
 
 
 def failing_systemctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
