@@ -304,6 +304,22 @@ def proc_tree(pid: int) -> list[int]:
     return found
 
 
+def machine_cpu_seconds() -> float:
+    """CPU time every core of this machine has spent busy since boot (user, nice, system, irq, softirq), in
+    seconds: what all processes and the kernel used between two readings, containers and their engine included."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def cpu_seconds(pid: int) -> float:
     """utime+stime of one process, in seconds (0 when it is gone)."""
     try:
