@@ -304,12 +304,24 @@ def proc_tree(pid: int) -> list[int]:
     return found
 
 
-def machine_cpu_seconds() -> float:
-    """CPU time every core of this machine has spent busy since boot (user, nice, system, irq, softirq), in
-    seconds: what all processes and the kernel used between two readings, containers and their engine included."""
+@dataclass(frozen=True)
+class MachineCpu:
+    """Seconds every core of this machine has spent since boot: busy (user, nice, system, irq, softirq; all
+    processes and the kernel, containers and their engine included), and idle while a disk read or write was
+    outstanding (iowait)."""
+
+    busy: float
+    iowait: float
+
+    def __sub__(self, other: MachineCpu) -> MachineCpu:
+        return MachineCpu(self.busy - other.busy, self.iowait - other.iowait)
+
+
+def machine_cpu() -> MachineCpu:
     fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq = (int(f) for f in fields[:7])
-    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+    user, nice, system, _idle, iowait, irq, softirq = (int(f) for f in fields[:7])
+    tick = os.sysconf("SC_CLK_TCK")
+    return MachineCpu((user + nice + system + irq + softirq) / tick, iowait / tick)
 
 
 def cores() -> int:
