@@ -1,9 +1,12 @@
 """A webhook receiver on loopback for the notification tests: answers each POST with the next scripted status
-(the last one repeats) and records what it got."""
+(the last one repeats) and records what it got. With `hold=True` it is a slow receiver: it takes each POST and
+holds it, its answer's status line sent and then a header a second (so that the sender's socket timeout never
+ends the request), until `let_go()`."""
 
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
@@ -20,11 +23,16 @@ class Received:
 class Receiver:
     """`with Receiver(500, 500, 200) as r:` r.url is http://127.0.0.1:PORT; r.received lists the POSTs."""
 
-    def __init__(self, *statuses: int, location: str | None = None) -> None:
+    HOLD_SECONDS = 300.0  # the most a held request is held, let go or not
+
+    def __init__(self, *statuses: int, location: str | None = None, hold: bool = False) -> None:
         self.statuses = list(statuses or (200,))
         self.location = location  # sent as Location (with a 3xx: a redirect)
         self.received: list[Received] = []
         self._lock = threading.Lock()
+        self._gate = threading.Event()
+        if not hold:
+            self._gate.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -33,12 +41,28 @@ class Receiver:
                 with outer._lock:
                     outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
                     status = outer.statuses.pop(0) if len(outer.statuses) > 1 else outer.statuses[0]
+                if not outer._gate.is_set():
+                    self._hold(status)
+                    return
                 self.send_response(status)
                 if outer.location is not None:
                     self.send_header("Location", outer.location)
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
+
+            def _hold(self, status: int) -> None:
+                """Answer only once let go: the status line now, then a header every 2 s (http.client takes
+                100 headers, about 200 s, and its socket timeout never passes), then the rest."""
+                deadline = time.monotonic() + outer.HOLD_SECONDS
+                self.close_connection = True
+                try:
+                    self.wfile.write(f"HTTP/1.1 {status} Held\r\n".encode())
+                    while not outer._gate.wait(2.0) and time.monotonic() < deadline:
+                        self.wfile.write(b"X-Still-Holding: 1\r\n")
+                    self.wfile.write(b"Content-Length: 2\r\nConnection: close\r\n\r\nok")
+                except OSError:
+                    pass  # the sender gave up: nothing to answer
 
             do_GET = do_POST  # a redirect that urllib followed arrives as a GET: recorded too
 
@@ -54,6 +78,7 @@ class Receiver:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.let_go()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(10)
@@ -61,3 +86,7 @@ class Receiver:
     def count(self) -> int:
         with self._lock:
             return len(self.received)
+
+    def let_go(self) -> None:
+        """Answer the requests held (hold=True), and every later one at once."""
+        self._gate.set()

@@ -519,7 +519,8 @@ def gc(
     as_json: JsonOpt = False,
 ) -> int:
     """Remove containers, copies and images that no live session owns (resumable copies are kept),
-    discarded branch tips past --discarded-after, and the shared seeds no copy borrows from."""
+    discarded branch tips past --discarded-after, the shared seeds no copy borrows from, and the
+    repositories gone from disk from the index 'report --all' reads."""
     from runner.backends import open_engine
     from runner.base.limits import parse_duration
     from runner.cli import render
@@ -531,8 +532,9 @@ def gc(
         result,
         as_json,
         f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images, "
-        f"{len(result.expired_refs)} discarded branch tips, {len(result.seeds)} unused seeds; kept the copies of "
-        f"{len(result.kept)} resumable sessions",
+        f"{len(result.expired_refs)} discarded branch tips, {len(result.seeds)} unused seeds; forgot "
+        f"{len(result.forgotten_repos)} repositories gone from disk; kept the copies of {len(result.kept)} "
+        "resumable sessions",
     )
 
 
@@ -744,7 +746,14 @@ def report(
     since: Annotated[
         str | None, typer.Option("--since", help="With --all: only sessions active in this last while (e.g. 12h).")
     ] = None,
-    repo: RepoOpt = Path(),
+    repo: Annotated[
+        Path | None,
+        typer.Option(
+            "--repo",
+            help="The git repository (default: the current directory); with --all: only this "
+            "repository's sessions (default: every repository's).",
+        ),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="md (default), html (one self-contained page) or json.")] = "md",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to this file instead of stdout.")
@@ -754,8 +763,9 @@ def report(
     """Everything needed to decide about a session, on one page: flagged paths first, iterations, the check,
     the diff stat, notes given, and the exact commands to merge, resume or discard (and restore).
 
-    With --all: every session of every repository on this machine (last active within --since), each with
-    its verdict, numbers, a chart of cost and outcome per iteration, and its diff (flagged paths first)."""
+    With --all: every session of every repository on this machine (last active within --since; with --repo,
+    of that repository only), each with its verdict, numbers, a chart of cost and outcome per iteration, and
+    its diff (flagged paths first)."""
     from runner.base.errors import UsageError
     from runner.cli import render
     from runner.usecases.report import ReportRequest, build_report
@@ -768,7 +778,8 @@ def report(
     if since is not None and not all_sessions:
         raise UsageError("--since goes with --all")
     if session is None:
-        return _morning(since, fmt, output)
+        return _morning(since, repo, fmt, output)
+    repo = repo or Path()
     if _is_race(repo, session):  # the racers side by side
         from runner.cli import race_render
         from runner.usecases.race_status import race_status
@@ -778,14 +789,14 @@ def report(
     return render.report(result, fmt, output)
 
 
-def _morning(since: str | None, fmt: str, output: Path | None) -> int:
+def _morning(since: str | None, repo: Path | None, fmt: str, output: Path | None) -> int:
     from runner.base.limits import parse_duration
     from runner.cli import morning_render
     from runner.cli.pages import write_page
     from runner.usecases.morning import MorningRequest, build_morning
 
     seconds = parse_duration(since, option="--since") if since is not None else None
-    page = build_morning(MorningRequest(since_seconds=seconds))
+    page = build_morning(MorningRequest(since_seconds=seconds, repo=repo))
     return write_page(morning_render.render(page, fmt), output)
 
 

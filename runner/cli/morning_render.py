@@ -23,9 +23,19 @@ _STATE_ORDER = [s.value for s in RunState]
 
 
 def _since(r: MorningReport) -> str:
+    of = f" of {r.repo} (--repo)" if r.repo else ""
     if r.since is None:
-        return "Every session of this machine, whatever its age."
-    return f"The sessions last active since {r.since.strftime('%Y-%m-%d %H:%M UTC')}."
+        return f"Every session{of or ' of this machine'}, whatever its age."
+    return f"The sessions{of} last active since {r.since.strftime('%Y-%m-%d %H:%M UTC')}."
+
+
+def _title(r: MorningReport) -> str:
+    return f"Sessions of {r.repo}" if r.repo else "Sessions on this machine"
+
+
+def _empty(r: MorningReport) -> str:
+    where = "in this repository" if r.repo else "on this machine"
+    return f"No session to show: none has run {where}{' since then' if r.since else ''}."
 
 
 def _totals(r: MorningReport) -> str:
@@ -177,10 +187,10 @@ def render(r: MorningReport, fmt: str) -> str:
 
 
 def to_markdown(r: MorningReport) -> str:
-    lines = ["# Sessions on this machine", "", f"{_totals(r)}.", "", _since(r), ""]
+    lines = [f"# {_md(_title(r))}", "", f"{_totals(r)}.", "", _md(_since(r)), ""]
     sessions = [s for repo in r.repositories for s in repo.sessions]
     if not sessions and not any(repo.problems or repo.missing for repo in r.repositories):
-        lines += ["No session to show: none has run on this machine" + (" since then." if r.since else "."), ""]
+        lines += [_empty(r), ""]
     if sessions:
         lines += ["| repository | session | " + " | ".join(_HEADS) + " |", "|---|---|" + "---|" * len(_HEADS)]
         for s in sessions:
@@ -316,16 +326,15 @@ def to_html(r: MorningReport) -> str:
         '<html lang="en"><head><meta charset="utf-8">',
         "<meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'\">",
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>harness: sessions on this machine</title>",
+        f"<title>harness: {_h(_title(r)[0].lower() + _title(r)[1:])}</title>",
         f"<style>{_CSS}{_MORE_CSS}</style></head><body>",
-        "<h1>Sessions on this machine</h1>",
+        f"<h1>{_h(_title(r))}</h1>",
         f'<p class="verdict" id="totals">{_h(_totals(r))}</p>',
         f'<p class="dim" id="since">{_h(_since(r))}</p>',
     ]
     sessions = [s for repo in r.repositories for s in repo.sessions]
     if not sessions and not any(repo.problems or repo.missing for repo in r.repositories):
-        parts.append('<p id="empty">No session to show: none has run on this machine'
-                     f"{' since then' if r.since else ''}.</p>")  # fmt: skip
+        parts.append(f'<p id="empty">{_h(_empty(r))}</p>')
     if sessions:
         parts.append('<table id="overview"><tr><th>repository</th><th>session</th>'
                      + "".join(f"<th>{h}</th>" for h in _HEADS) + "</tr>")  # fmt: skip

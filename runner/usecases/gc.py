@@ -23,6 +23,7 @@ from runner.record.models import CamelModel, EngineRef, Limits, RunOwner
 from runner.record.notify import forget_orphans
 from runner.sandbox.images import DEFAULT_IMAGE
 from runner.usecases.discard import DiscardedRepo, discarded_repos_dir, expire_discarded
+from runner.usecases.known_repos import forget_gone_repos
 from runner.usecases.repository import DISCARDED_PREFIX
 from runner.usecases.status import supervisor_alive
 
@@ -51,6 +52,7 @@ class GcResult(CamelModel):
     expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
     notify_targets: list[str]  # kept --notify targets of sessions whose journal is gone, removed
     seeds: list[str]  # repositories' shared seeds (runner/loop/seed.py) that no copy borrows from any more
+    forgotten_repos: list[str]  # repositories gone from disk, dropped from the index of `report --all`
 
 
 DISCARDED_AFTER_SECONDS = 14 * 86400.0  # how long `harness restore` can undo a discard
@@ -123,7 +125,8 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     images = backend.prune_images({LABEL_MANAGED: "1"}) if isinstance(backend, ImageStore) else []
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
-                    expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds())  # fmt: skip
+                    expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds(),
+                    forgotten_repos=forget_gone_repos())  # fmt: skip
 
 
 def _drop_unused_seeds() -> list[str]:

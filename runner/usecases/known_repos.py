@@ -5,9 +5,10 @@ gone (a discarded session kept with --keep-journal, a copy `gc` removed): the co
 cannot say it alone. So creating (or resuming) a session writes <harness home>/repositories/<repo key>.json
 naming its repository: one file per repository, written atomically, so that two sessions starting at once
 never lose each other's line. The sessions themselves are read from each repository's journal, which stays
-the one record of them. The index only ever grows (a repository moved or deleted since is reported as
-missing, not dropped, until it was last used before `--since`), and the owner.json of every copy adds the
-repositories that had sessions before the index existed.
+the one record of them. Only `harness gc` shrinks the index (`forget_gone_repos`): it drops the entries of
+repositories that no longer exist; until then a repository moved or deleted since is reported as missing
+(until it was last used before `--since`). The owner.json of every copy adds the repositories that had
+sessions before the index existed.
 """
 
 from __future__ import annotations
@@ -76,3 +77,41 @@ def known_repos() -> dict[Path, datetime]:
             owner = load_model(run_dir / "owner.json", RunOwner)
             saw(owner.repo, owner.created_at)
     return {Path(repo): found[repo] for repo in sorted(found)}
+
+
+def repo_gone(top: Path) -> bool:
+    """Whether the repository whose top directory was `top` no longer exists there: nothing named .git
+    (a directory, or a worktree's file) at `top`. Anything that cannot be looked at (a permission, an I/O
+    error) counts as existing: an entry is never dropped on a doubt."""
+    try:
+        (top / ".git").lstat()
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def forget_gone_repos() -> list[str]:
+    """Drop the index's entries whose repository no longer exists (`harness gc`); the repositories dropped,
+    sorted.
+    An unreadable entry is left alone. A repository made again at the same place is named again by its next
+    session (and an entry a session wrote while this looked is put back)."""
+    index = known_repos_dir()
+    dropped: list[str] = []
+    for path in sorted(index.glob("*.json")) if index.is_dir() else []:
+        try:
+            entry = load_model(path, KnownRepo)
+        except HarnessError:
+            continue
+        top = Path(entry.repo)
+        if not repo_gone(top):
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        if not repo_gone(top):  # made again meanwhile: its entry back
+            with contextlib.suppress(OSError, HarnessError):
+                save_model(path, entry)
+            continue
+        dropped.append(entry.repo)
+    return sorted(dropped)

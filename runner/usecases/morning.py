@@ -135,6 +135,7 @@ class MorningReport(CamelModel):
 
     kind: Literal["solo-harness.morning-report"] = "solo-harness.morning-report"
     since: datetime | None  # sessions last active before this are left out (None: none is)
+    repo: str | None = None  # the one repository the page shows (--repo); None: every repository of the machine
     repositories: list[MorningRepo]  # those with a session to show (or missing), sorted by path
     totals: MorningTotals
     generated_at: datetime = Field(default_factory=utcnow)
@@ -143,6 +144,7 @@ class MorningReport(CamelModel):
 @dataclass(frozen=True)
 class MorningRequest:
     since_seconds: float | None = None
+    repo: Path | None = None  # only this repository's sessions (any path in it); None: every repository's
 
 
 def session_diff(git: HostGit, base: str, head: str, flagged: dict[str, list[str]]) -> SessionDiff:
@@ -257,9 +259,17 @@ def _totals(repos: list[MorningRepo]) -> MorningTotals:
 
 
 def build_morning(request: MorningRequest) -> MorningReport:
-    """Every session of this machine last active since `request.since_seconds` ago (all without it)."""
+    """Every session of this machine last active since `request.since_seconds` ago (all without it); with
+    `request.repo`, those of that repository only (read from its journal, named in the index or not).
+    Raises NotARepositoryError when `request.repo` is not in a git repository."""
     now = utcnow()
     since = now - timedelta(seconds=request.since_seconds) if request.since_seconds is not None else None
-    repos = [_repository(path, since, last_used) for path, last_used in known_repos().items()]
+    only = None
+    if request.repo is not None:
+        with HostGit(request.repo.resolve()) as git:
+            only = git.info().top
+    chosen = {only: now} if only is not None else known_repos()
+    repos = [_repository(path, since, last_used) for path, last_used in chosen.items()]
     shown = [r for r in repos if r is not None and (r.missing or r.sessions or r.problems)]
-    return MorningReport(since=since, repositories=shown, totals=_totals(shown), generated_at=now)
+    return MorningReport(since=since, repo=str(only) if only else None, repositories=shown, totals=_totals(shown),
+                         generated_at=now)  # fmt: skip

@@ -10,9 +10,10 @@ import shlex
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
+from pydantic.alias_generators import to_camel
 
 from runner.base.names import branch_for, validate_session
 from runner.loop.flagged import REASON_TEXT, FlagReason
@@ -102,6 +103,27 @@ class SessionReport(ShowsFindings):
     created_at: datetime
     finished_at: datetime | None
     generated_at: datetime = Field(default_factory=utcnow)
+
+    @classmethod
+    def findings_from(cls, data: dict[str, Any]) -> Findings | None:
+        """Its JSON shows every finding: `files`, `wouldOverwrite` and `journalPaths` as they are, and the
+        flagged paths with their reasons and link targets in `flagged` (every link of the branch's history is
+        flagged, runner/loop/flagged.py: none is left out of `links`)."""
+
+        def get(name: str) -> Any:
+            return data.get(to_camel(name), data.get(name))
+
+        found = [get(name) for name in ("flagged", "files", "would_overwrite", "journal_paths")]
+        if any(value is None for value in found):
+            return None
+        flagged = [FlaggedPath.model_validate(f) for f in found[0]]
+        return Findings(
+            files=found[1],
+            reasons={f.path: f.reasons for f in flagged},
+            links={f.path: f.link_target for f in flagged if f.link_target is not None},
+            would_overwrite=found[2],
+            journal_paths=found[3],
+        )
 
 
 @dataclass(frozen=True)

@@ -252,8 +252,8 @@ def _drive_locked(
     slot = _take_slot(journal, summary, stop_event or threading.Event())
     if slot is None:
         return summary
-    with slot:
-        return _drive_in_slot(backend, git, journal, summary, secrets, stop_event)
+    with slot:  # given back by _drive_in_slot before it waits for the end's notifications, else here
+        return _drive_in_slot(backend, git, journal, summary, secrets, stop_event, slot)
 
 
 def _take_slot(journal: Journal, summary: RunSummary, stop_event: threading.Event) -> queue.Slot | None:
@@ -297,7 +297,14 @@ def _drive_in_slot(
     summary: RunSummary,
     secrets: dict[str, str],
     stop_event: threading.Event | None,
+    slot: queue.Slot,
 ) -> RunSummary:
+    """The session's run in its slot. The slot is given back as soon as the session holds nothing a slot
+    stands for (its containers, its network, the copy's helpers), before the wait for the notifications of
+    its end still in flight: a slow receiver must not keep the next queued session from starting.
+
+    The sleep inhibitor (held by `drive`) is kept through that wait: the notification is a send over the
+    network from this host, which a machine gone to sleep would not make."""
     workspace = _workspace(backend, summary)
     notifier = session_notifier(journal, summary)
     try:
@@ -308,6 +315,7 @@ def _drive_in_slot(
         summary.error = exc.message
         summary.supervisor = None
         journal.write_summary(summary)
+        slot.release()
         if notifier is not None:
             notifier.send(end_event(summary), summary)
             notifier.close()
@@ -326,8 +334,9 @@ def _drive_in_slot(
     finally:
         workspace.close()
         network.stop()
+        slot.release()  # the next queued session may start while this one's notifications are still sent
         if notifier is not None:
-            notifier.close()  # the end's notifications, waited for (bounded)
+            notifier.close()  # the end's notifications, waited for (bounded) and recorded in notifications.json
 
 
 def _keep_awake(summary: RunSummary) -> Inhibitor | None:

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from runner.usecases.known_repos import known_repos, remember_repo
 from runner.usecases.morning import MorningReport
+from runner.usecases.race_status import RaceStatus, race_status
+from runner.usecases.report import ReportRequest, SessionReport, build_report
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, harness, make_repo, run_args
 from tests.integration.test_report import browse
@@ -170,6 +173,50 @@ def test_since_leaves_out_what_was_last_active_before(home: dict[str, GitRepo], 
     assert (str(b.path), "old") in {(s.repo, s.session_id) for r in longer.repositories for s in r.sessions}
     bad = harness("report", "--all", "--since", "yesterday", cwd=tmp_path)
     assert bad.code == 2 and bad.stderr.count("\n") == 1 and "--since" in bad.stderr
+
+
+def test_repo_with_all_keeps_that_repositorys_sessions_only(home: dict[str, GitRepo], tmp_path: Path) -> None:
+    b = home["b"]
+    page = _report(tmp_path, "--repo", str(b.path))
+    assert [r.repo for r in page.repositories] == [str(b.path)] and page.repo == str(b.path)
+    assert sorted(s.session_id for s in page.repositories[0].sessions) == ["flag", "old", "rc-1", "rc-2"]
+    assert [race.session_id for race in page.repositories[0].races] == ["rc"]
+    assert page.totals.sessions == 4 and page.totals.missing_repos == 0 and page.totals.problems == 0
+    recent = _report(b.path, "--repo", ".", "--since", "12h")  # with --since, and relative to where it runs
+    assert sorted(s.session_id for s in recent.repositories[0].sessions) == ["flag", "rc-1", "rc-2"]
+    gone = harness("report", "--all", "--repo", str(home["c"].path), cwd=tmp_path)  # deleted: not a repository
+    assert gone.code == 5 and gone.stderr.count("\n") == 1 and gone.stdout == ""
+
+
+def test_the_json_of_a_finished_session_and_of_a_race_loads_back(home: dict[str, GitRepo]) -> None:
+    b = home["b"]
+    printed = harness("report", "--session", "flag", "--format", "json", cwd=b.path)
+    assert printed.code == 0, printed.stderr
+    loaded = SessionReport.model_validate_json(printed.stdout)
+    built = build_report(ReportRequest(repo=b.path, session="flag"))
+    assert list(built.findings.reasons) == ["web/.envrc"]  # control: a finding to carry
+    assert loaded.model_copy(update={"generated_at": built.generated_at}) == built
+    assert loaded.model_dump_json(by_alias=True, indent=2) + "\n" == printed.stdout
+    race = harness("report", "--session", "rc", "--format", "json", cwd=b.path)
+    assert race.code == 0, race.stderr
+    status = RaceStatus.model_validate_json(race.stdout)
+    assert status.winners == ["rc-2"] and [r.session_id for r in status.racers] == ["rc-1", "rc-2"]
+    again = race_status(b.path, "rc")
+    assert status.model_copy(update={"generated_at": again.generated_at}) == again
+    assert status.model_dump_json(by_alias=True, indent=2) + "\n" == race.stdout
+
+
+def test_gc_forgets_the_repositories_gone_from_disk_and_only_those(tmp_path: Path) -> None:
+    there, gone = make_repo(tmp_path / "there"), make_repo(tmp_path / "gone")
+    for repo in (there, gone):
+        remember_repo(repo.path)  # as a session in it does (this test's own harness home)
+    shutil.rmtree(gone.path)
+    r = harness("gc", "--json", cwd=tmp_path)
+    assert r.code == 0, r.stderr
+    assert r.json()["forgottenRepos"] == [str(gone.path)]
+    assert list(known_repos()) == [there.path]
+    text = harness("gc", cwd=tmp_path)
+    assert text.code == 0 and "forgot 0 repositories gone from disk" in text.stdout, text.stderr
 
 
 def test_markdown_page_keeps_the_diff_in_code_blocks(home: dict[str, GitRepo], tmp_path: Path) -> None:

@@ -13,18 +13,21 @@ from pathlib import Path
 import pytest
 
 from runner.record import queue
-from tests.helpers import HOLD, GitRepo, harness, release, run_args, wait_for
+from tests.helpers import HOLD, GitRepo, exited, harness, release, run_args, wait_for
 from tests.integration.test_night import report, session_containers, summary_of
+from tests.integration.test_notify import notifications
+from tests.notify_receiver import Receiver
 
 pytestmark = pytest.mark.docker
 
 AGENT = f"{HOLD}; {report('done')}"  # holds its one iteration until released, then reports done
 
 
-def start(repo: GitRepo, session: str, slots: int) -> int:
+def start(repo: GitRepo, session: str, slots: int, *extra: str) -> int:
     """`run --detach --slots N` of a held agent: it returns at once, queued or not; the supervisor's pid."""
     began = time.monotonic()
-    r = harness(*run_args(session, "--slots", str(slots), "--detach", cmd=AGENT, iterations=1), cwd=repo.path)
+    args = run_args(session, "--slots", str(slots), "--detach", *extra, cmd=AGENT, iterations=1)
+    r = harness(*args, cwd=repo.path)
     assert r.code == 0, r.stderr
     assert time.monotonic() - began < 60
     return int(r.json()["pid"])
@@ -155,3 +158,30 @@ def test_harness_queue_shows_slots_and_order_and_a_move_changes_who_starts_next(
     wait_for(lambda: agent_runs("m2"), 120, "m2 to start after m3")
     release(repo, "m2")
     wait_for(lambda: state(repo, "m2") == "completed", 120, "m2 to end")
+
+
+def test_a_session_waiting_for_its_notification_has_given_its_slot_to_the_next(repo: GitRepo) -> None:
+    """A slow receiver holds n1's notification of its end: n2, queued behind n1 under --slots 1, starts while
+    n1's supervisor still waits for it, and the notification is recorded once the receiver answers."""
+    with Receiver(hold=True) as slow:
+        first = start(repo, "n1", 1, "--notify", f"{slow.url}/hook")
+        wait_for(lambda: agent_runs("n1"), 120, "n1's agent to run")
+        start(repo, "n2", 1)
+        assert status(repo, "n2")[1]["status"] == "queued"
+
+        release(repo, "n1")
+        wait_for(lambda: slow.count() == 1, 120, "n1's end to be notified (and held)")
+        wait_for(lambda: agent_runs("n2") or exited(first), 150, "n2 to start, or n1's supervisor to end")
+        # n1's supervisor still waits for its notification (none recorded), and n2 runs in the slot it gave back.
+        assert not exited(first) and notifications(repo, "n1") == [], "n2 started only once n1 had stopped waiting"
+        assert agent_runs("n2") and state(repo, "n1") == "completed"
+        assert [h.session_id for h in queue.holders()] == ["n2"]
+        assert slow.count() == 1  # the one request, still held: not a retry after a timeout
+
+        slow.let_go()
+        wait_for(lambda: len(notifications(repo, "n1")) == 1, 60, "n1's notification to be recorded")
+    (record,) = notifications(repo, "n1")
+    assert (record["event"], record["delivered"], record["attempts"], record["state"]) == ("end", True, 1, "completed")
+    wait_for(lambda: exited(first), 60, "n1's supervisor to exit once its notification is sent")
+    release(repo, "n2")
+    wait_for(lambda: state(repo, "n2") == "completed", 120, "n2 to end")

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from runner.loop.flagged import FlagReason
+from runner.usecases.report import SessionReport
 from tests.helpers import GitRepo, harness, run_args
 
 pytestmark = pytest.mark.docker
@@ -98,6 +100,10 @@ def test_report_json_has_everything_needed_to_decide(finished: GitRepo) -> None:
     ]
     # The same as --json, and the same numbers as status.
     assert harness("report", "--session", "rep", "--json", cwd=repo.path).json()["verdict"] == rep["verdict"]
+    # The JSON is the model: it loads back, and prints the same again.
+    loaded = SessionReport.model_validate_json(r.stdout)
+    assert loaded.findings.reasons == {".vscode/tasks.json": [FlagReason.RUNS_LATER]}
+    assert loaded.model_dump_json(by_alias=True, indent=2) + "\n" == r.stdout
     st = harness("status", "--session", "rep", "--json", cwd=repo.path).json()
     assert st["verdict"] == rep["verdict"] and st["reasons"] == {".vscode/tasks.json": ["runs-later"]}
 

@@ -92,3 +92,20 @@ def test_report_prints_its_own_flagged_paths_and_the_findings_a_merge_refuses_ov
     assert keys[keys.index("diffStat") + 1 : keys.index("diffStat") + 3] == ["files", "notes"]
     assert data["flagged"][0]["path"] == ".envrc" and data["files"] == ["x", "y"]
     assert "reasons" not in data and "links" not in data
+
+
+def test_a_report_read_back_from_its_json_has_its_findings_again() -> None:
+    found = Findings(files=["x", ".envrc", "l"], reasons={".envrc": [FlagReason.RUNS_LATER], "l": [FlagReason.LINK]},
+                     links={"l": "t"}, would_overwrite=["x"], journal_paths=["j"])  # fmt: skip
+    flagged = [FlaggedPath(path=".envrc", reasons=[FlagReason.RUNS_LATER], why=["w"], link_target=None),
+               FlaggedPath(path="l", reasons=[FlagReason.LINK], why=["a link"], link_target="t")]  # fmt: skip
+    report = SessionReport(session_id="s", repo="/r", objective="o", status=RunState.COMPLETED, stop_reason=None,
+                           verdict="v", error=None, flagged=flagged, commands=[], iteration_count=1, max_iterations=2,
+                           iterations=[], check_command=None, last_check=None, branch="b", base_commit="a",
+                           head_commit="h", commits_ahead=1, discarded_ref=None, diff_stat=None, notes=[],
+                           stop_note=None, usage=GatewayUsage(), max_cost_usd=None, created_at=T, finished_at=None,
+                           findings=found)  # fmt: skip
+    text = report.model_dump_json(by_alias=True)
+    assert SessionReport.model_validate_json(text) == report
+    assert SessionReport.model_validate(report.model_dump()) == report  # by field names too
+    assert SessionReport.model_validate(report.model_dump(by_alias=True)).model_dump_json(by_alias=True) == text

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,7 +16,13 @@ from runner.cli.morning_render import CHART_HEIGHT, to_html, to_markdown
 from runner.record.journal import load_model, save_model
 from runner.record.models import RunOwner, utcnow
 from runner.usecases import morning
-from runner.usecases.known_repos import KnownRepo, known_repos, known_repos_dir, remember_repo
+from runner.usecases.known_repos import (
+    KnownRepo,
+    forget_gone_repos,
+    known_repos,
+    known_repos_dir,
+    remember_repo,
+)
 from runner.usecases.morning import MorningReport, MorningRequest, build_morning
 from tests.helpers import GitRepo, harness, make_repo
 from tests.unit.test_report import EVIL, record
@@ -168,3 +175,55 @@ def test_a_session_git_cannot_print_as_utf8_is_listed_and_the_others_shown(tmp_p
     [shown] = build_morning(MorningRequest()).repositories
     assert [s.session_id for s in shown.sessions] == ["fine"]
     assert [p.session_id for p in shown.problems] == ["latin"] and "not UTF-8" in shown.problems[0].error
+
+
+def test_gc_forgets_the_repositories_gone_from_disk_and_never_one_that_is_there(tmp_path: Path) -> None:
+    kept, gone, moved, unmade = (make_repo(tmp_path / name) for name in ("kept", "gone", "moved", "unmade"))
+    linked = tmp_path / "linked"  # a worktree of `kept`: its .git is a file
+    kept.git("worktree", "add", "-q", str(linked))
+    bare_dir = tmp_path / "plain"  # a directory that never was a repository
+    bare_dir.mkdir()
+    for path in (kept.path, gone.path, moved.path, unmade.path, linked, bare_dir):
+        remember_repo(path)
+    (known_repos_dir() / "torn.json").write_text("{not json")  # unreadable: left alone
+    shutil.rmtree(gone.path)
+    moved.path.rename(tmp_path / "elsewhere")
+    shutil.rmtree(unmade.path / ".git")  # the directory is there, the repository is not
+    assert forget_gone_repos() == sorted(str(p) for p in (bare_dir, gone.path, moved.path, unmade.path))
+    assert list(known_repos()) == sorted([kept.path, linked])
+    assert sorted(p.name for p in known_repos_dir().iterdir()) == sorted(
+        [f"{repo_key(kept.path)}.json", f"{repo_key(linked)}.json", "torn.json"]
+    )
+    assert forget_gone_repos() == []  # nothing more to drop
+    (tmp_path / "elsewhere").rename(moved.path)  # back where it was: named again by its next session
+    remember_repo(moved.path)
+    assert moved.path in known_repos()
+
+
+def test_all_with_repo_shows_that_repository_only_named_in_the_index_or_not(tmp_path: Path) -> None:
+    a, b = make_repo(tmp_path / "a"), make_repo(tmp_path / "b")
+    record(a, "one")
+    record(b, "two")
+    remember_repo(a.path)
+    remember_repo(b.path)  # control: without --repo, both repositories are on the page
+    every = MorningReport.model_validate_json(harness("report", "--all", "--json", cwd=tmp_path).stdout)
+    assert [r.repo for r in every.repositories] == [str(a.path), str(b.path)] and every.repo is None
+    (b.path / "src").mkdir()
+    r = harness("report", "--all", "--repo", str(b.path / "src"), "--json", cwd=tmp_path)  # any path in it
+    assert r.code == 0, r.stderr
+    only = MorningReport.model_validate_json(r.stdout)
+    assert [(x.repo, [s.session_id for s in x.sessions]) for x in only.repositories] == [(str(b.path), ["two"])]
+    assert only.repo == str(b.path) and only.totals.sessions == 1
+    md = harness("report", "--all", "--repo", str(b.path), cwd=tmp_path).stdout
+    assert md.startswith("# Sessions of ") and "| two |" in md and "| one |" not in md
+    # A repository the index does not name (its sessions made before the index existed) is read all the same.
+    c = make_repo(tmp_path / "c")
+    record(c, "three")
+    [shown] = build_morning(MorningRequest(repo=c.path)).repositories
+    assert [s.session_id for s in shown.sessions] == ["three"]
+    empty = make_repo(tmp_path / "empty")
+    page = harness("report", "--all", "--repo", str(empty.path), "--format", "html", cwd=tmp_path)
+    assert page.code == 0 and '<p id="empty">No session to show: none has run in this repository.</p>' in page.stdout
+    nowhere = harness("report", "--all", "--repo", str(tmp_path), cwd=tmp_path)
+    assert nowhere.code == 5 and nowhere.stderr.count("\n") == 1 and "not a git repository" in nowhere.stderr
+    assert "Traceback" not in nowhere.stderr and nowhere.stdout == ""

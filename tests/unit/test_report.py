@@ -168,3 +168,25 @@ def test_a_discarded_branch_is_reported_with_the_command_that_restores_it(repo: 
     assert r.flagged == [] and r.diff_stat is None
     assert [c.command for c in r.commands] == [f"harness restore --session gone --repo {repo.path}"]
     assert r.verdict.endswith("branch discarded: 'harness restore' brings it back")
+
+
+def test_the_report_json_loads_back_into_the_same_report(repo: GitRepo) -> None:
+    """What `report --format json` prints is the model: loaded back, it is the report the use case builds
+    (its findings, printed as flat keys, included), and it prints the same JSON again."""
+    record(repo)
+    repo.git("checkout", "-q", "harness/night")
+    (repo.path / "link").symlink_to("app.py")  # a link: flagged, with its target
+    (repo.path / "notes.txt").write_text("the agent's\n")  # untracked in the user's tree: a merge would replace it
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "a link and notes")
+    repo.git("checkout", "-q", "main")
+    (repo.path / "notes.txt").write_text("the user's own\n")
+    printed = harness("report", "--session", "night", "--format", "json", cwd=repo.path)
+    assert printed.code == 0, printed.stderr
+    loaded = SessionReport.model_validate_json(printed.stdout)
+    built = build_report(ReportRequest(repo=repo.path, session="night"))
+    assert built.findings.links == {"link": "app.py"} and built.findings.would_overwrite == ["notes.txt"]  # control
+    assert set(built.findings.reasons) == {".envrc", "link"} and "notes.txt" in built.findings.files
+    assert loaded.findings == built.findings
+    assert loaded.model_copy(update={"generated_at": built.generated_at}) == built
+    assert loaded.model_dump_json(by_alias=True, indent=2) + "\n" == printed.stdout

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, model_serializer, model_validator
 from pydantic.alias_generators import to_camel
 
 from runner.base.paths import PYPROJECT, PYPROJECT_TABLE, sessions_root
@@ -46,10 +46,26 @@ class Findings(CamelModel):
 class ShowsFindings(CamelModel):
     """A command's result that embeds the review's findings. Its JSON shows some of them as keys of its
     own, the flat shape the commands have always printed: SHOWN names, for a field of the result, the
-    findings shown right after it (`flagged` included)."""
+    findings shown right after it (`flagged` included). A result whose JSON holds all of its findings
+    reads it back (`findings_from`): the findings are rebuilt from those keys."""
 
     SHOWN: ClassVar[dict[str, tuple[str, ...]]] = {}
     findings: Findings = Field(exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unflat(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "findings" not in data:
+            found = cls.findings_from(data)
+            if found is not None:
+                return {**data, "findings": found}
+        return data
+
+    @classmethod
+    def findings_from(cls, data: dict[str, Any]) -> Findings | None:
+        """The findings of a result read back from its flat JSON (or its dump by field names); None when
+        they are not all there (this result's JSON does not show them all, or is not a result's)."""
+        return None
 
     @model_serializer(mode="wrap")
     def _flat(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
