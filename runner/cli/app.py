@@ -328,6 +328,8 @@ def race(
         list[str] | None, typer.Option("--env", help="Pass this host variable into every racer's container.")
     ] = None,
     slots: SlotsOpt = None,
+    notify: NotifyOpt = None,
+    notify_on: NotifyOnOpt = None,
     detach: DetachOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
@@ -335,7 +337,9 @@ def race(
     racer an ordinary session S-k with its own copy and branch, judged by --check (docs/race.md).
 
     'status', 'report', 'merge', 'discard', 'stop' and 'resume' given --session S act on the race: merge
-    merges the winner, discard throws the other racers away (each undone with 'harness restore')."""
+    merges the winner, discard throws the other racers away (each undone with 'harness restore').
+
+    --notify tells the race's end once (its winner, or why none); the racers send only the other events chosen."""
     from runner.backends import open_engine
     from runner.usecases.plan import run_request
     from runner.usecases.race import RaceRequest, create_race, detach_race
@@ -347,7 +351,8 @@ def race(
         session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
         options={"max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
                  "env": tuple(env or ()), "check": check, "slots": slots,
-                 "protect": protect_option(protect, no_protect), **limits.given()},
+                 "protect": protect_option(protect, no_protect), **limits.given(),
+                 "notify": tuple(notify or ()), "notify_on": tuple(notify_on or ())},
     )  # fmt: skip
     race_request = RaceRequest(
         base=request, agents=listed(agents), n=n, models=listed(models),

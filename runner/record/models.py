@@ -849,6 +849,11 @@ class RaceRecord(JournalModel):
         "others; `max-cost`: the pooled budget was spent; `stopped`: the race was interrupted (Ctrl-C, SIGTERM).",
     )
     supervisor: SupervisorInfo | None = Field(default=None, description="The race's live supervisor; null when none.")
+    notify: NotifyInfo | None = Field(
+        default=None,
+        description="Where the race's notifications go (--notify), redacted; null: none. The race sends its end, "
+        "its racers the other events chosen (docs/race.md).",
+    )
     created_at: datetime = Field(default_factory=utcnow, description="When the race was created (UTC).")
     updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")
     finished_at: datetime | None = Field(default=None, description="When the race ended (UTC).")
@@ -860,7 +865,15 @@ class NotificationRecord(JournalModel):
     event: NotifyEvent = Field(description="What it told.")
     target: str = Field(description="Where it went, redacted: kind and host only (`ntfy+https://ntfy.sh/…`).")
     iteration: int | None = Field(default=None, description="The last iteration of the run when it was sent.")
-    state: RunState = Field(description="The run's state when it was sent.")
+    state: RunState | None = Field(
+        default=None, description="The run's state when it was sent; null for a race's end (`raceEnd` says it)."
+    )
+    race_end: Literal["all-ended", "won-first", "max-cost", "stopped"] | None = Field(
+        default=None,
+        description="A race's end (in the race's journal): how the race ended, as its `endReason` says "
+        "(`all-ended`, `won-first`, `max-cost` or `stopped`); null for a session's notification.",
+    )
+    winners: list[str] | None = Field(default=None, description="A race's end: its winning racers (none: empty).")
     attempts: int = Field(ge=0, description="Attempts made (transient failures are tried again, a few times).")
     delivered: bool = Field(description="Whether the target took it (HTTP 2xx, or the command exited 0).")
     error: str | None = Field(default=None, description="Why the last attempt failed (redacted); null when delivered.")

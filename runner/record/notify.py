@@ -21,7 +21,7 @@ from runner.base.atomic import write_atomic
 from runner.base.errors import JournalError, UsageError
 from runner.base.paths import data_home, repo_key
 from runner.base.redact import MIN_SECRET_LENGTH
-from runner.record.journal import SUMMARY, load_model
+from runner.record.journal import RACE, SUMMARY, load_model
 from runner.record.models import NotifyEvent, NotifyInfo, NotifyTargets
 
 Kind = Literal["cmd", "webhook", "slack", "ntfy"]
@@ -166,6 +166,12 @@ def parse_events(values: Iterable[str]) -> list[NotifyEvent]:
     return [event for event in NotifyEvent if event in chosen]
 
 
+def racer_events(events: Iterable[NotifyEvent]) -> list[NotifyEvent]:
+    """What a race's racers send of the events chosen for the race: every one but `end` (the race's own end is
+    the race's one notification; a racer's end is not told by itself, docs/race.md)."""
+    return [event for event in events if event is not NotifyEvent.END]
+
+
 def notify_info(targets: Iterable[str], events: Iterable[NotifyEvent]) -> NotifyInfo:
     """The form of a session's notifications the journal and the plan show."""
     return NotifyInfo(targets=[parse_target(t).shown for t in targets], events=list(events))
@@ -231,8 +237,8 @@ def remove_targets(repo: Path, session: str) -> None:
 
 
 def forget_orphans() -> list[str]:
-    """Remove the kept targets of sessions whose journal is gone (deleted by hand, or its repository); `gc` calls
-    it. A file that does not say where its journal is, or cannot be read, is left alone."""
+    """Remove the kept targets of sessions (and races) whose journal is gone (deleted by hand, or its repository);
+    `gc` calls it. A file that does not say where its journal is, or cannot be read, is left alone."""
     folder = data_home() / TARGETS_DIR
     removed = []
     for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
@@ -240,7 +246,8 @@ def forget_orphans() -> list[str]:
             kept = load_model(path, NotifyTargets)
         except JournalError:
             continue
-        if kept.journal_dir is not None and not (Path(kept.journal_dir) / SUMMARY).exists():
+        journal = Path(kept.journal_dir) if kept.journal_dir is not None else None
+        if journal is not None and not (journal / SUMMARY).exists() and not (journal / RACE).exists():
             path.unlink(missing_ok=True)
             removed.append(str(path))
     return removed

@@ -46,7 +46,7 @@ from runner.record.models import (
     utcnow,
 )
 from runner.usecases.detach import detach_session
-from runner.usecases.repository import is_race, open_session
+from runner.usecases.repository import race_of
 from runner.usecases.sessions import ResumeRequest, prepare_resume
 from runner.usecases.status import machine_sessions
 
@@ -185,16 +185,6 @@ def _resume_race(repo: str, race: str, racers: list[tuple[Journal, str]], budget
     prepare_race_resume(RaceResume(repo=Path(repo), race=race, resume=ResumeRequest(session=race, automatic=True)))
     detached = detach_race(Path(repo), race)
     return entries("resumed", f"with its race {race!r}", detached.pid)
-
-
-def race_of(repo: Path, session: str) -> str | None:
-    """The race whose racer `session` is (`S` for a racer `S-k` listed in S's race.json), else None."""
-    race, dash, k = session.rpartition("-")
-    if not dash or not k.isdigit() or not is_race(repo, race):
-        return None
-    with open_session(repo, race) as opened:
-        record = opened.journal.read_race()
-    return race if any(racer.session_id == session for racer in record.racers) else None
 
 
 def _resume_one(

@@ -9,6 +9,14 @@ outcome does not change. It lives with the use cases, not in the loop, because w
 (runner.usecases.report), which the loop may not import: the session's driver (runner/usecases/sessions.py) builds
 it and hands it to the supervisor.
 
+A race (runner/usecases/race.py) tells its end once, from its own supervisor (`notify_race_end`: the race's status,
+its winners or why it has none), recorded in the race's journal; its racers send only the other events chosen,
+each naming the race. Both go through one `Sender`, which delivers, retries and records whatever it is given.
+
+Why one module of this size: what is sent (a session's report, a race's status), how it is sent (webhook shapes,
+a command's run, the retries) and how it is recorded and redacted are one promise, that a notification never
+shows a secret nor changes an outcome; split, each part would have to be read with the others to check it.
+
 Secrets: a target's URL (its path, query, user and password) and a command's arguments are secrets; logs and the
 journal name a target by `NotifyTarget.shown` only, and whatever a delivery prints or raises passes a Redactor.
 """
@@ -27,10 +35,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay
 from tenacity.wait import wait_base, wait_exponential
@@ -38,9 +46,10 @@ from tenacity.wait import wait_base, wait_exponential
 from runner.base.errors import HarnessError, JournalError
 from runner.base.redact import Redactor
 from runner.record.journal import Journal
-from runner.record.models import NotificationRecord, NotifyEvent, RunState, RunSummary
+from runner.record.models import NotificationRecord, NotifyEvent, RaceRecord, RunState, RunSummary
 from runner.record.notify import NotifyTarget, load_targets, parse_target
 from runner.usecases.report import ReportRequest, build_report
+from runner.usecases.repository import race_of
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ RETRY_WINDOW = 45.0  # no attempt starts later than this after the first
 JOIN_SECONDS = 90.0  # the most the end of a run waits for its notifications to be sent
 OUTPUT_CAP = 4096  # bytes of a command's output kept in the journal
 RESPONSE_CAP = 64 * 1024
+RaceEnd = Literal["all-ended", "won-first", "max-cost", "stopped"]
 PRIORITY = {NotifyEvent.BLOCKED: "high", NotifyEvent.FAILURES: "high", NotifyEvent.BUDGET: "high"}
 
 
@@ -91,38 +101,41 @@ def _say_retry(target: NotifyTarget, redactor: Redactor) -> Any:
     return say
 
 
-class SessionNotifier:
-    """Sends a session's notifications (runner.loop.supervisor.Notifier); `close()` waits for them, bounded."""
+@dataclass(frozen=True)
+class Message:
+    """One notification as every target gets it: the JSON (webhooks, a command's stdin), the text a person reads
+    (Slack, ntfy), a command's `HARNESS_*` variables, and what its record in the journal says of the state."""
+
+    event: NotifyEvent
+    about: str  # for the logs: "session S", "race S"
+    data: dict[str, Any]
+    title: str
+    text: str
+    env: dict[str, str]
+    iteration: int | None = None
+    state: RunState | None = None
+    race_end: RaceEnd | None = None
+    winners: list[str] | None = None
+
+
+class Sender:
+    """Delivers messages to a session's (or a race's) targets, each in a thread of its own, with a few bounded
+    retries (tenacity), and records each delivery in the journal; `close()` waits for them, bounded."""
 
     def __init__(
-        self,
-        *,
-        journal: Journal,
-        repo: Path,
-        targets: Sequence[NotifyTarget],
-        events: Iterable[NotifyEvent],
-        wait: wait_base | None = None,
+        self, *, journal: Journal, repo: Path, targets: Sequence[NotifyTarget], wait: wait_base | None = None
     ) -> None:
         self.journal = journal
         self.repo = repo
         self.targets = list(targets)
-        self.events = frozenset(events)
         self.wait = wait or wait_exponential(multiplier=1, max=8)
         secrets = {f"{name}-{i}": value for i, t in enumerate(self.targets) for name, value in t.secrets().items()}
         self.redactor = Redactor(secrets)
         self._threads: list[threading.Thread] = []
 
-    def selected(self, event: NotifyEvent, summary: RunSummary) -> bool:
-        """Whether the event is sent: chosen by name, or an end of the run with `end` chosen."""
-        ended = summary.status is not RunState.RUNNING
-        return event in self.events or (ended and NotifyEvent.END in self.events)
-
-    def send(self, event: NotifyEvent, summary: RunSummary) -> None:
-        if not self.targets or not self.selected(event, summary):
-            return
-        thread = threading.Thread(
-            target=self._deliver_all, args=(event, summary), name=f"notify-{event.value}", daemon=True
-        )
+    def dispatch(self, event: NotifyEvent, build: Callable[[], Message]) -> None:
+        """Build the message and deliver it to every target, in a thread: returns at once."""
+        thread = threading.Thread(target=self._deliver_all, args=(build,), name=f"notify-{event.value}", daemon=True)
         thread.start()
         self._threads.append(thread)
 
@@ -135,16 +148,123 @@ class SessionNotifier:
                 log.warning("a notification was still being sent after %.0f s: abandoned", timeout)
         self._threads = [t for t in self._threads if t.is_alive()]
 
-    def _deliver_all(self, event: NotifyEvent, summary: RunSummary) -> None:
-        data = self._payload(event, summary)
+    def _deliver_all(self, build: Callable[[], Message]) -> None:
+        message = build()
         senders = [
-            threading.Thread(target=self._deliver, args=(event, summary, target, data), daemon=True)
-            for target in self.targets
+            threading.Thread(target=self._deliver, args=(message, target), daemon=True) for target in self.targets
         ]
         for sender in senders:
             sender.start()
         for sender in senders:
             sender.join()
+
+    def _deliver(self, message: Message, target: NotifyTarget) -> None:
+        started = time.monotonic()
+        attempts = 0
+        last = Attempt()
+
+        def once() -> Attempt:
+            nonlocal attempts
+            attempts += 1
+            return self._attempt(message, target)
+
+        retrying = Retrying(
+            retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryError) and exc.transient),
+            stop=stop_after_attempt(ATTEMPTS) | stop_after_delay(RETRY_WINDOW),
+            wait=self.wait,
+            before_sleep=_say_retry(target, self.redactor),
+            reraise=True,
+        )
+        error = None
+        try:
+            last = retrying(once)
+        except DeliveryError as exc:
+            error, last = self.redactor.text(exc.message), exc.attempt
+        except Exception as exc:
+            error = self.redactor.text(f"{type(exc).__name__}: {exc}")
+        record = NotificationRecord(
+            event=message.event,
+            target=target.shown,
+            iteration=message.iteration,
+            state=message.state,
+            race_end=message.race_end,
+            winners=message.winners,
+            attempts=attempts,
+            delivered=error is None,
+            error=error,
+            http_status=last.http_status,
+            exit_code=last.exit_code,
+            output=self.redactor.text(last.output) if last.output is not None else None,
+            duration_seconds=round(time.monotonic() - started, 3),
+        )
+        if error is None:
+            log.info("%s: %s notification sent to %s", message.about, message.event.value, target.shown)
+        else:
+            log.warning("%s: the %s notification to %s failed after %d attempt(s): %s",
+                        message.about, message.event.value, target.shown, attempts, error)  # fmt: skip
+        try:
+            self.journal.add_notification(record)
+        except (JournalError, OSError) as exc:
+            log.warning("%s: the notification could not be recorded: %s", message.about, exc)
+
+    def _attempt(self, message: Message, target: NotifyTarget) -> Attempt:
+        if target.kind == "cmd":
+            return _run_command(target, _body(message.data), {**os.environ, **message.env}, self.repo)
+        headers = {"User-Agent": "solo-harness", "X-Harness-Event": message.event.value}
+        if target.kind == "slack":
+            body = json.dumps({"text": message.text}).encode()
+            headers["Content-Type"] = "application/json"
+        elif target.kind == "ntfy":
+            body = message.text.encode()
+            headers.update(
+                {"Title": message.title, "Tags": "robot", "Priority": PRIORITY.get(message.event, "default")}
+            )
+        else:
+            body = _body(message.data)
+            headers["Content-Type"] = "application/json"
+        return _post(target, body, headers)
+
+
+class SessionNotifier(Sender):
+    """Sends a session's notifications (runner.loop.supervisor.Notifier); `race`: the race it is a racer of, which
+    its messages name."""
+
+    def __init__(
+        self,
+        *,
+        journal: Journal,
+        repo: Path,
+        targets: Sequence[NotifyTarget],
+        events: Iterable[NotifyEvent],
+        wait: wait_base | None = None,
+        race: str | None = None,
+    ) -> None:
+        super().__init__(journal=journal, repo=repo, targets=targets, wait=wait)
+        self.events = frozenset(events)
+        self.race = race
+
+    def selected(self, event: NotifyEvent, summary: RunSummary) -> bool:
+        """Whether the event is sent: chosen by name, or an end of the run with `end` chosen."""
+        ended = summary.status is not RunState.RUNNING
+        return event in self.events or (ended and NotifyEvent.END in self.events)
+
+    def send(self, event: NotifyEvent, summary: RunSummary) -> None:
+        if not self.targets or not self.selected(event, summary):
+            return
+        self.dispatch(event, lambda: self._message(event, summary))
+
+    def _message(self, event: NotifyEvent, summary: RunSummary) -> Message:
+        data = self._payload(event, summary)
+        env = _command_env(event, summary, self.journal, data)
+        title = _title(event, data)
+        if self.race is not None:
+            data = {"event": event.value, "race": self.race, **{k: v for k, v in data.items() if k != "event"}}
+            env["HARNESS_RACE"] = self.race
+            title = f"harness: race {self.race}, racer {_title(event, data).removeprefix('harness: ')}"
+        return Message(
+            event=event, about=f"session {summary.session_id}", data=data, title=title, text=_text(event, data, title),
+            env=env, iteration=summary.last_iteration, state=summary.status,
+        )  # fmt: skip
 
     def _payload(self, event: NotifyEvent, summary: RunSummary) -> dict[str, Any]:
         """The session's report as `harness report --json` prints it, with the event; the summary's main facts
@@ -171,68 +291,6 @@ class SessionNotifier:
             }
         return {"event": event.value, **data}
 
-    def _deliver(self, event: NotifyEvent, summary: RunSummary, target: NotifyTarget, data: dict[str, Any]) -> None:
-        started = time.monotonic()
-        attempts = 0
-        last = Attempt()
-
-        def once() -> Attempt:
-            nonlocal attempts
-            attempts += 1
-            return self._attempt(event, summary, target, data)
-
-        retrying = Retrying(
-            retry=retry_if_exception(lambda exc: isinstance(exc, DeliveryError) and exc.transient),
-            stop=stop_after_attempt(ATTEMPTS) | stop_after_delay(RETRY_WINDOW),
-            wait=self.wait,
-            before_sleep=_say_retry(target, self.redactor),
-            reraise=True,
-        )
-        error = None
-        try:
-            last = retrying(once)
-        except DeliveryError as exc:
-            error, last = self.redactor.text(exc.message), exc.attempt
-        except Exception as exc:
-            error = self.redactor.text(f"{type(exc).__name__}: {exc}")
-        record = NotificationRecord(
-            event=event,
-            target=target.shown,
-            iteration=summary.last_iteration,
-            state=summary.status,
-            attempts=attempts,
-            delivered=error is None,
-            error=error,
-            http_status=last.http_status,
-            exit_code=last.exit_code,
-            output=self.redactor.text(last.output) if last.output is not None else None,
-            duration_seconds=round(time.monotonic() - started, 3),
-        )
-        if error is None:
-            log.info("session %s: %s notification sent to %s", summary.session_id, event.value, target.shown)
-        else:
-            log.warning("session %s: the %s notification to %s failed after %d attempt(s): %s",
-                        summary.session_id, event.value, target.shown, attempts, error)  # fmt: skip
-        try:
-            self.journal.add_notification(record)
-        except (JournalError, OSError) as exc:
-            log.warning("session %s: the notification could not be recorded: %s", summary.session_id, exc)
-
-    def _attempt(self, event: NotifyEvent, summary: RunSummary, target: NotifyTarget, data: dict[str, Any]) -> Attempt:
-        if target.kind == "cmd":
-            return _run_command(target, _body(data), _command_env(event, summary, self.journal, data), self.repo)
-        headers = {"User-Agent": "solo-harness", "X-Harness-Event": event.value}
-        if target.kind == "slack":
-            body = json.dumps({"text": _text(event, data)}).encode()
-            headers["Content-Type"] = "application/json"
-        elif target.kind == "ntfy":
-            body = _text(event, data).encode()
-            headers.update({"Title": _title(event, data), "Tags": "robot", "Priority": PRIORITY.get(event, "default")})
-        else:
-            body = _body(data)
-            headers["Content-Type"] = "application/json"
-        return _post(target, body, headers)
-
 
 def _body(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=2) + "\n").encode()
@@ -243,11 +301,11 @@ def _title(event: NotifyEvent, data: dict[str, Any]) -> str:
     return f"harness: {data.get('sessionId')} {what}"
 
 
-def _text(event: NotifyEvent, data: dict[str, Any]) -> str:
-    """The one message a person reads (Slack, ntfy)."""
+def _text(event: NotifyEvent, data: dict[str, Any], title: str) -> str:
+    """The one message a person reads (Slack, ntfy) of a session."""
     usage = data.get("usage") or {}
     lines = [
-        f"{_title(event, data)} ({event.value}): {data.get('verdict')}",
+        f"{title} ({event.value}): {data.get('verdict')}",
         f"iterations {data.get('iterationCount')}/{data.get('maxIterations')}, "
         f"cost ${float(usage.get('costUsd') or 0):.2f}, branch {data.get('branch')}",
     ]
@@ -261,7 +319,6 @@ def _command_env(event: NotifyEvent, summary: RunSummary, journal: Journal, data
     environment."""
     until = summary.usage_limit.until
     return {
-        **os.environ,
         "HARNESS_EVENT": event.value,
         "HARNESS_SESSION": summary.session_id,
         "HARNESS_STATE": summary.status.value,
@@ -336,4 +393,64 @@ def session_notifier(journal: Journal, summary: RunSummary) -> SessionNotifier |
         return None
     if kept is None or not targets:
         return None
-    return SessionNotifier(journal=journal, repo=Path(summary.repo), targets=targets, events=kept.events)
+    repo = Path(summary.repo)
+    try:
+        race = race_of(repo, summary.session_id)
+    except HarnessError:  # a race.json that cannot be read: the racer's messages just do not name it
+        race = None
+    return SessionNotifier(journal=journal, repo=repo, targets=targets, events=kept.events, race=race)
+
+
+def race_end_event(record: RaceRecord) -> NotifyEvent:
+    """The notification of a race's end: `budget` when the pooled budget ended it, else `end`."""
+    return NotifyEvent.BUDGET if record.end_reason == "max-cost" else NotifyEvent.END
+
+
+def notify_race_end(journal: Journal, record: RaceRecord, *, wait: wait_base | None = None) -> None:
+    """Tell the race's targets how the race ended (its one notification: its racers never send their `end`), when
+    `end` (or, for a pooled budget spent, `budget`) is chosen; recorded in the race's notifications.json. Waits
+    for the delivery (bounded) and never raises: the race's outcome does not change."""
+    try:
+        kept = load_targets(Path(record.repo), record.session_id)
+        targets = [parse_target(text) for text in kept.targets] if kept is not None else []
+    except (JournalError, ValueError) as exc:
+        log.warning("race %s: no notification will be sent: %s", record.session_id, exc)
+        return
+    event = race_end_event(record)
+    if kept is None or not targets or not ({event, NotifyEvent.END} & set(kept.events)):
+        return
+    sender = Sender(journal=journal, repo=Path(record.repo), targets=targets, wait=wait)
+    sender.dispatch(event, lambda: _race_message(event, journal, record))
+    sender.close()
+
+
+def _race_message(event: NotifyEvent, journal: Journal, record: RaceRecord) -> Message:
+    """The race's status as `harness status --session S --json` prints it (its racers side by side), with the
+    event and the verdict; the record's main facts when it cannot be made."""
+    from runner.usecases.race_status import race_status  # it imports the race's use case, which imports this
+
+    race = record.session_id
+    try:
+        st = race_status(Path(record.repo), race)
+        data: dict[str, Any] = {"event": event.value, **st.model_dump(mode="json", by_alias=True),
+                                "verdict": st.verdict}  # fmt: skip
+        verdict, cost = st.verdict, st.cost_usd
+    except Exception as exc:  # the status is a courtesy, as a session's report is
+        why = exc.message if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+        log.warning("race %s: its status could not be made (%s): sending the record's facts", race, why)
+        verdict = f"finished: {', '.join(record.winners)} won" if record.winners else "finished: no winner"
+        cost = 0.0
+        data = {"event": event.value, "kind": "solo-harness.race-report", "sessionId": race, "repo": record.repo,
+                "state": record.state.value, "endReason": record.end_reason, "winners": list(record.winners),
+                "racers": [r.session_id for r in record.racers], "verdict": verdict}  # fmt: skip
+    title = f"harness: race {race} " + (f"won by {', '.join(record.winners)}" if record.winners else "ended, no winner")
+    text = (f"{title} ({event.value}): {verdict.partition('  ')[2] or verdict}\n"
+            f"{len(record.racers)} racers, cost ${cost:.2f}, ended: {record.end_reason}")  # fmt: skip
+    env = {
+        "HARNESS_EVENT": event.value, "HARNESS_SESSION": race, "HARNESS_RACE": race,
+        "HARNESS_STATE": record.state.value, "HARNESS_STOP_REASON": record.end_reason or "",
+        "HARNESS_VERDICT": verdict, "HARNESS_WINNERS": ",".join(record.winners),
+        "HARNESS_COST_USD": f"{cost:.4f}", "HARNESS_REPO": record.repo, "HARNESS_JOURNAL_DIR": str(journal.dir),
+    }  # fmt: skip
+    return Message(event=event, about=f"race {race}", data=data, title=title, text=text, env=env,
+                   race_end=record.end_reason, winners=list(record.winners))  # fmt: skip

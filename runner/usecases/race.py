@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Literal
 
 from runner.backends import open_engine
 from runner.backends.base import Backend
-from runner.base.errors import HarnessError, InvalidStateError, SessionExistsError, UsageError
+from runner.base.errors import HarnessError, InvalidStateError, SessionBusyError, SessionExistsError, UsageError
 from runner.base.names import validate_session
+from runner.base.paths import repo_key
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal
 from runner.record.models import (
+    NotifyInfo,
     Racer,
     RaceRecord,
     RaceState,
@@ -38,7 +40,8 @@ from runner.record.models import (
     SupervisorInfo,
     utcnow,
 )
-from runner.usecases.control import StopRequest, StopResult, request_stop
+from runner.record.notify import notify_info, notify_plan, parse_events, racer_events, save_targets
+from runner.usecases.control import StopRequest, StopResult, leave_queue, request_stop
 from runner.usecases.detach import DETACH_START_SECONDS, Detached, detach_session
 from runner.usecases.repository import open_session
 from runner.usecases.status import effective_state
@@ -88,22 +91,39 @@ def racer_requests(request: RaceRequest) -> list[RunRequest]:
         raise UsageError("give exactly one of --agents A,B,... (one racer each) or --n N (N racers of one agent)")
     if request.agents and request.agent_given:
         raise UsageError("--agents gives each racer its agent: it cannot go with --agent or --agent-cmd")
+    race_notify(request)  # a target or event that is not one refuses the race before anything is created
     n = len(request.agents) if request.agents else (request.n or 0)
     if not 2 <= n <= MAX_RACERS:
         raise UsageError(f"a race has 2 to {MAX_RACERS} racers, not {n}")
     if request.models and len(request.models) != n:
         raise UsageError(f"--models gives one model per racer: {len(request.models)} given for {n} racers")
+    notify, on = _racer_notify(request)
     found = []
     for k in range(1, n + 1):
         # Every racer's copy is made from the repository's one shared seed (runner/loop/seed.py), so that the
         # set-up does not multiply with the racers.
-        one = replace(base, session=validate_session(racer_id(race, k)), seed=True)
+        one = replace(base, session=validate_session(racer_id(race, k)), seed=True, notify=notify, notify_on=on)
         if request.agents:
             one = replace(one, agent=request.agents[k - 1], agent_cmd=None)
         if request.models:
             one = replace(one, model=request.models[k - 1])
         found.append(one)
     return found
+
+
+def race_notify(request: RaceRequest) -> NotifyInfo | None:
+    """The race's notifications (--notify, --notify-on), checked: a one-line UsageError naming no secret."""
+    return notify_plan(request.base.notify, request.base.notify_on)
+
+
+def _racer_notify(request: RaceRequest) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A racer's targets and events (--notify, --notify-on): the race's, less `end` (the race tells its own end,
+    once); none when only `end` was chosen."""
+    base = request.base
+    events = racer_events(parse_events(base.notify_on)) if base.notify else []
+    if not events:
+        return (), ("end",)
+    return base.notify, tuple(event.value for event in events)
 
 
 def _refuse_taken(top: Path, race: str) -> None:
@@ -127,14 +147,17 @@ def create_race(backend: Backend, request: RaceRequest) -> RaceRecord:
     plans = [plan_run(backend, r) for r in requests]
     journal = Journal.for_repo(top, race)
     journal.create(plans[0].objective)
+    notify = race_notify(request)
     with journal.supervisor_lock():
+        if notify is not None:  # the targets as given stay out of the journal (runner/record/notify.py)
+            save_targets(top, race, request.base.notify, notify.events, journal_dir=journal.dir)
         summaries = [create_planned(backend, plan, notify=r.notify) for plan, r in zip(plans, requests, strict=True)]
         record = RaceRecord(
             session_id=race, objective=plans[0].objective, repo=str(top),
             check_command=plans[0].check or "",
             racers=[Racer(session_id=s.session_id, agent=s.agent.name, model=s.agent.model) for s in summaries],
             judge=request.judge, first=request.first, budget=request.budget,
-            max_cost_usd=request.base.limits.max_cost,
+            max_cost_usd=request.base.limits.max_cost, notify=notify,
         )  # fmt: skip
         journal.write_race(record)
     return record
@@ -298,7 +321,12 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
         record.finished_at = utcnow()
         record.supervisor = None
         journal.write_race(record)
-        return record
+    # After the end is written: told at most once (a race that is finished is never driven again), while no lock
+    # is held (the race's status, sent, reads the journals as `status` does).
+    from runner.usecases.notify import notify_race_end
+
+    notify_race_end(journal, record)
+    return record
 
 
 def detach_race(repo: Path, race: str) -> Detached:
@@ -340,8 +368,10 @@ RESUMABLE = {RunState.INTERRUPTED, RunState.QUEUED}
 def prepare_race_resume(request: RaceResume) -> RaceRecord:
     """Make a race whose supervisor died ready to go on: every racer that had not ended (its supervisor died
     with the race's, or was never started) is resumed as `resume` would, and started again by the race's
-    supervisor. A racer still running is left alone; one that ended (or that the race stopped) stays so."""
-    from runner.usecases.sessions import ResumeRequest, prepare_resume, session_engine
+    supervisor. A racer still running is left alone; one that ended stays so. Once the race is won with --first
+    (in race.json, or only in the winner's journal so far), or for a racer the race had stopped, no racer is
+    started again: one whose supervisor died is ended `stopped`, as the race's stop would have ended it."""
+    from runner.usecases.sessions import ResumeRequest, prepare_resume, resume_notify, session_engine
 
     journal = race_journal(request.repo, request.race)
     each = request.resume or ResumeRequest(session=request.race)
@@ -353,10 +383,25 @@ def prepare_race_resume(request: RaceResume) -> RaceRecord:
                 f"race {request.race!r} is finished: resume a racer on its own ('harness resume --session "
                 f"{record.racers[0].session_id}')"
             )
-        for view in look(top, record):
-            if record.first and record.winners:
-                break  # the race is won: the others stay as they are
-            if view.alive or view.summary is None or view.racer.stopped_by_race:
+        notify = resume_notify(top, request.race, each)  # --notify / --notify-on: the race's, and its racers'
+        if notify is not None:
+            targets, events = notify
+            save_targets(top, request.race, targets, events, journal_dir=journal.dir)
+            record.notify = notify_info(targets, events) if targets else None
+            others = racer_events(events) if targets else []
+            each = replace(each, notify=tuple(targets) if others else (),
+                           notify_on=tuple(e.value for e in others) if others else None)  # fmt: skip
+        views = look(top, record)
+        # Won with --first: in race.json, or so far only in the winner's journal (the race's supervisor died
+        # before it looked). No other racer is started again to compete.
+        won = (record.winners or judge(record, views))[:1] if record.first else []
+        for view in views:
+            if view.alive or view.summary is None or view.racer.session_id in won:
+                continue
+            if won or view.racer.stopped_by_race:
+                if view.racer.started and view.state in RESUMABLE:  # its supervisor died before it could stop
+                    why = f"{won[0]} won (--first)" if won else "the race stopped it"
+                    _end_stopped(top, view, f"race {record.session_id}: {why}")
                 continue
             if view.racer.started and view.state not in RESUMABLE:
                 continue
@@ -365,6 +410,24 @@ def prepare_race_resume(request: RaceResume) -> RaceRecord:
             view.racer.started = False  # the race's supervisor starts it again, in order
         journal.write_race(record)
         return record
+
+
+def _end_stopped(top: Path, view: RacerView, note: str) -> None:
+    """A racer the race stops whose supervisor is gone: asked to stop (if the race had not yet), its containers
+    reaped, and ended `stopped` as its supervisor would have ended it; left to a supervisor that took it meanwhile."""
+    from runner.sandbox.container import session_labels
+    from runner.usecases.sessions import session_engine
+
+    session = view.racer.session_id
+    if not view.racer.stopped_by_race:
+        _stop(top, view, note)
+    view.racer.stopped_by_race = True
+    try:
+        with view.journal.supervisor_lock():
+            open_engine(session_engine(top, session)).reap(session_labels(session, repo_key(top)))
+            leave_queue(view.journal, view.journal.read_summary())  # out of the queue if it was in, `stopped`
+    except SessionBusyError:
+        pass  # a supervisor holds it now: it sees the stop request
 
 
 def stop_race(request: StopRequest) -> list[StopResult]:

@@ -87,7 +87,9 @@ class RaceStatus(CamelModel):
             return f"running  {facts}: no winner yet"
         if self.state == "interrupted":
             return f"interrupted  {facts}: no winner yet: go on with 'harness resume --session {self.session_id}'"
-        return f"finished  {facts}: no racer passed the check"
+        why = {"max-cost": "the pooled --max-cost was spent before a racer passed the check",
+               "stopped": "the race was stopped before a racer passed the check"}  # fmt: skip
+        return f"finished  {facts}: {why.get(self.end_reason or '', 'no racer passed the check')}"
 
 
 def _row(report: SessionReport, view: RacerView, *, winner: bool) -> RacerRow:

@@ -56,6 +56,16 @@ def is_race(repo: Path, session: str) -> bool:
         return False
 
 
+def race_of(repo: Path, session: str) -> str | None:
+    """The race whose racer `session` is (`S` for a racer `S-k` listed in S's race.json), else None."""
+    race, dash, k = session.rpartition("-")
+    if not dash or not k.isdigit() or not is_race(repo, race):
+        return None
+    with open_session(repo, race) as opened:
+        record = opened.journal.read_race()
+    return race if any(racer.session_id == session for racer in record.racers) else None
+
+
 def refuse_if_running(journal: Journal) -> None:
     """For what a running supervisor would race: merge, discard."""
     if journal.supervisor_alive():

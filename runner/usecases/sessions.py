@@ -146,7 +146,7 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
                 summary.queue.slots = request.slots
             if not request.automatic:  # a resume by hand starts the service's restart budget afresh
                 summary.auto_resume = AutoResume()
-            notify = _resume_notify(top, summary, request)
+            notify = resume_notify(top, session, request)
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
             elif summary.status is RunState.COMPLETED:
@@ -194,14 +194,12 @@ def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
             summary.setup = summary.setup.model_copy(update={"inputs_digest": None})
 
 
-def _resume_notify(
-    top: Path, summary: RunSummary, request: ResumeRequest
-) -> tuple[list[str], list[NotifyEvent]] | None:
-    """New targets or events from `resume`, checked (kept for this and every later supervisor of the session once
-    the resume is sure to go on); None when it gives neither."""
+def resume_notify(top: Path, session: str, request: ResumeRequest) -> tuple[list[str], list[NotifyEvent]] | None:
+    """New targets or events from `resume` of a session (or a race), checked (kept for this and every later
+    supervisor once the resume is sure to go on); None when it gives neither."""
     if request.notify is None and request.notify_on is None:
         return None
-    kept = load_targets(top, summary.session_id)
+    kept = load_targets(top, session)
     try:
         targets = list(request.notify) if request.notify is not None else (kept.targets if kept else [])
         for target in targets:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from runner.record.journal import load_model
 from runner.record.models import RaceRecord, RunSummary
-from tests.helpers import HARNESS, HOLD, GitRepo, harness, release, wait_for
+from tests.helpers import HARNESS, HOLD, GitRepo, containers, exited, harness, release, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -182,6 +183,76 @@ def test_a_killed_race_supervisor_then_resume_goes_on_with_every_unfinished_race
     assert rows["rk-1"]["status"] == "stopped" and rows["rk-1"]["stopReason"] == "max-iterations"
     assert rows["rk-2"]["status"] == "completed" and rows["rk-2"]["iterations"] == 1  # never restarted
     assert not record(repo, "rk").supervisor
+
+
+@pytest.mark.parametrize(
+    ("race", "seen", "loser_dies"),
+    [("ka", True, False), ("kb", False, False), ("kc", False, True)],  # a name each: their containers apart
+    ids=["after-the-race-recorded-the-win", "before-it-saw-the-win", "before-it-saw-the-win-with-the-loser's"],
+)
+def test_a_race_supervisor_killed_after_a_first_win_resumes_to_that_winner(
+    repo: GitRepo, race: str, seen: bool, loser_dies: bool
+) -> None:
+    first, second = f"{race}-1", f"{race}-2"
+    # Both racers hold their first iteration; racer 2 is let go and passes the check while racer 1 still runs.
+    cmd = racers("2", winner_body=f"{HOLD};", others=f"{HOLD};")
+    r = harness(*race_args(race, cmd, "--first", n=2, iterations=2), "--detach", "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    for k in (1, 2):
+        wait_for((repo.journal(f"{race}-{k}") / "iteration-0001.log").exists, 90, f"{race}-{k}'s first iteration")
+    race_pid = record(repo, race).supervisor.pid  # type: ignore[union-attr]
+    racer_pid = summary(repo, first).supervisor.pid  # type: ignore[union-attr]
+    if seen:  # killed right after race.json records the winner (and the stop of racer 1 it asked for)
+        release(repo, second)
+        wait_for(lambda: record(repo, race).winners == [second], 90, "the race to record its winner")
+    else:  # frozen first, so that it is killed with the win in racer 2's journal only, never seen by the race
+        os.kill(race_pid, signal.SIGSTOP)
+        release(repo, second)
+        wait_for(lambda: summary(repo, second).status.value == "completed" and summary(repo, second).supervisor
+                 is None, 90, "racer 2 to end completed")  # fmt: skip
+        assert record(repo, race).winners == []
+    os.kill(race_pid, signal.SIGKILL)
+    wait_for(lambda: exited(race_pid), 30, "the race's supervisor to die")
+    assert summary(repo, first).supervisor is not None  # racer 1 still runs (or is being stopped)
+    if loser_dies:  # racer 1's supervisor dies too (its container, held, lives on): resumable, were it not lost
+        os.kill(racer_pid, signal.SIGKILL)
+        wait_for(lambda: exited(racer_pid), 30, "racer 1's supervisor to die")
+        assert containers(f"io.solo-harness.session={first}")
+
+    resume = subprocess.Popen([*HARNESS, "resume", "--session", race, "--json"], cwd=repo.path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    drivers = set()  # every supervisor racer 1's journal names while the race is resumed
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            held = summary(repo, first).supervisor
+            drivers.add(held.pid if held else None)
+            try:
+                out, err = resume.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                assert time.monotonic() < deadline, "timed out waiting for the resumed race to end"
+    finally:
+        if resume.poll() is None:
+            resume.kill()
+    assert resume.returncode == 0, err  # as for a won race
+    assert drivers <= {racer_pid, None}, drivers  # racer 1 was never given a new supervisor
+    st = json.loads(out)
+    assert (st["state"], st["winners"], st["endReason"]) == ("finished", [second], "won-first")
+    rows = {row["sessionId"]: row for row in st["racers"]}
+    assert (rows[second]["status"], rows[second]["iterations"]) == ("completed", 1)
+    # Racer 1 is stopped by the race, in the iteration it was in: never restarted to compete again.
+    assert (rows[first]["status"], rows[first]["stopReason"], rows[first]["stoppedByRace"]) == (
+        "stopped", "stop-requested", True)  # fmt: skip
+    assert not (repo.journal(first) / "iteration-0002.json").exists()
+    assert rows[first]["iterations"] == (0 if loser_dies else 1)  # a killed supervisor records no iteration
+    assert exited(racer_pid) and summary(repo, first).supervisor is None
+    assert not containers(f"io.solo-harness.session={first}")  # its held container is gone too
+    assert (
+        json.loads((repo.journal(first) / "control.json").read_text())["stopNote"]
+        == f"race {race}: {second} won (--first)"
+    )
+    assert [r.stopped_by_race for r in record(repo, race).racers] == [True, False] and not record(repo, race).supervisor
 
 
 def test_a_race_is_refused_over_an_existing_name(repo: GitRepo, tmp_path: Path) -> None:

@@ -99,6 +99,10 @@ def test_the_targets_as_given_are_kept_private_outside_the_journal(tmp_path: Pat
     assert forget_orphans() == [] and path.exists()
     (journal.dir / "run-summary.json").unlink()  # its journal is gone (deleted by hand): gc forgets them
     assert forget_orphans() == [str(path)] and not path.exists()
+    # A race's journal has race.json and no run-summary.json: while it lives, gc keeps its targets too.
+    save_targets(tmp_path, "s", [SLACK], [NotifyEvent.END], journal_dir=journal.dir)
+    (journal.dir / "race.json").write_text("{}")
+    assert forget_orphans() == [] and path.exists()
 
 
 def _summary(status: RunState, reason: StopReason | None) -> RunSummary:

@@ -51,3 +51,25 @@ def test_a_pooled_budget_caps_each_racer_at_the_pool_too() -> None:
     pooled = RaceRequest(base=RunRequest(session="p", check="true", limits=LimitOptions(max_cost=2.0)), n=2,
                          budget="pooled")  # fmt: skip
     assert [r.limits.max_cost for r in racer_requests(pooled)] == [2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    ("events", "racers_get"),
+    [
+        (("end",), ((), ("end",))),  # only the race's end: the racers send nothing
+        (("end,blocked", "budget"), (("https://h.example/hook",), ("blocked", "budget"))),
+        (("all",), (("https://h.example/hook",), ("blocked", "usage-limit", "budget", "failures"))),
+    ],
+)
+def test_the_racers_send_every_event_chosen_but_the_end_which_the_race_tells_once(
+    events: tuple[str, ...], racers_get: tuple[tuple[str, ...], tuple[str, ...]]
+) -> None:
+    base = RunRequest(session="n", check="true", notify=("https://h.example/hook",), notify_on=events)
+    assert {(r.notify, r.notify_on) for r in racer_requests(RaceRequest(base=base, n=2))} == {racers_get}
+
+
+def test_a_race_with_a_target_that_is_not_one_is_refused_naming_no_secret() -> None:
+    base = RunRequest(session="n", check="true", notify=("hooks.example/T0SECRET",))
+    with pytest.raises(UsageError, match="--notify") as caught:
+        racer_requests(RaceRequest(base=base, n=2))
+    assert "T0SECRET" not in caught.value.message
