@@ -89,6 +89,8 @@ class RaceStatus(CamelModel):
             return f"interrupted  {facts}: no winner yet: go on with 'harness resume --session {self.session_id}'"
         why = {"max-cost": "the pooled --max-cost was spent before a racer passed the check",
                "stopped": "the race was stopped before a racer passed the check"}  # fmt: skip
+        if self.racers and all(r.stop_reason is StopReason.STOP_REQUESTED for r in self.racers):
+            why["all-ended"] = "every racer was stopped (harness stop) before one passed the check"
         return f"finished  {facts}: {why.get(self.end_reason or '', 'no racer passed the check')}"
 
 

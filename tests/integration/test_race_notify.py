@@ -5,11 +5,13 @@ receiver that is down changes nothing; the targets' secrets are in no journal fi
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import GitRepo, harness
+from tests.helpers import HOLD, GitRepo, harness, wait_for
 from tests.integration.test_race import race_args
 from tests.notify_receiver import Receiver
 
@@ -82,3 +84,43 @@ def test_a_race_tells_its_end_once_with_its_winner_and_its_racers_only_the_other
     status = harness("status", "--session", "rn", "--json", cwd=repo.path)
     for secret in SECRETS:
         assert not any(secret in text for text in (written, r.stdout, r.stderr, status.stdout, status.stderr)), secret
+
+
+RECEIVE = """
+import json, os, sys
+out = sys.argv[1]
+open(os.path.join(out, "stdin.json"), "w").write(sys.stdin.read())
+json.dump({k: v for k, v in os.environ.items() if k.startswith("HARNESS_")}, open(os.path.join(out, "env.json"), "w"))
+"""
+
+
+def test_a_race_without_a_winner_says_why_and_a_command_gets_the_race_in_its_variables(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    out = tmp_path / "received"  # on the host: no container mounts it
+    out.mkdir()
+    (tmp_path / "receive.py").write_text(RECEIVE)
+    target = f"cmd:{sys.executable} {tmp_path / 'receive.py'} {out}"
+    r = harness(*race_args("rw", f"{HOLD}; echo nope > no.txt", "--notify", target, n=2), "--detach", "--json",
+                cwd=repo.path)  # fmt: skip
+    assert r.code == 0, r.stderr
+    for k in (1, 2):
+        wait_for((repo.journal(f"rw-{k}") / "iteration-0001.log").exists, 90, f"rw-{k}'s first iteration")
+    assert not (out / "stdin.json").exists()  # nothing yet: the racers' ends are the race's to tell
+    stop = harness("stop", "--session", "rw", "--now", cwd=repo.path)
+    assert stop.code == 0, stop.stderr
+    wait_for(lambda: len(notifications(repo, "rw")) == 1, 120, "the race's end to be told")
+    sent = json.loads((out / "stdin.json").read_text())
+    assert (sent["event"], sent["sessionId"], sent["winners"], sent["endReason"]) == ("end", "rw", [], "all-ended")
+    assert sent["verdict"].endswith("every racer was stopped (harness stop) before one passed the check")
+    env = json.loads((out / "env.json").read_text())
+    assert {k: env[k] for k in ("HARNESS_EVENT", "HARNESS_SESSION", "HARNESS_RACE", "HARNESS_STATE",
+                                "HARNESS_STOP_REASON", "HARNESS_WINNERS")} == {
+        "HARNESS_EVENT": "end", "HARNESS_SESSION": "rw", "HARNESS_RACE": "rw", "HARNESS_STATE": "finished",
+        "HARNESS_STOP_REASON": "all-ended", "HARNESS_WINNERS": "",
+    }  # fmt: skip
+    assert Path(env["HARNESS_JOURNAL_DIR"]).resolve() == repo.journal("rw").resolve()
+    (record,) = notifications(repo, "rw")
+    assert (record["delivered"], record["exitCode"], record["raceEnd"], record["winners"]) == (
+        True, 0, "all-ended", [])  # fmt: skip
+    assert notifications(repo, "rw-1") == [] and notifications(repo, "rw-2") == []
