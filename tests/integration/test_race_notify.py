@@ -1,18 +1,21 @@
 """Notifications of a race (`race --notify`) on the real Docker engine and real git, to receivers on loopback: the
 race tells its end once, naming its winner; its racers tell only the other events chosen, each naming the race; a
-receiver that is down changes nothing; the targets' secrets are in no journal file and no log."""
+receiver that is down changes nothing; the targets' secrets are in no journal file and no log; `resume` of a race
+can replace its targets."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.helpers import HOLD, GitRepo, harness, wait_for
-from tests.integration.test_race import race_args
+from tests.helpers import HOLD, GitRepo, exited, harness, release, wait_for
+from tests.integration.test_race import _end_what_the_race_left, race_args, racers  # noqa: F401 - its autouse fixture
 from tests.notify_receiver import Receiver
 
 pytestmark = pytest.mark.docker
@@ -124,3 +127,32 @@ def test_a_race_without_a_winner_says_why_and_a_command_gets_the_race_in_its_var
     assert (record["delivered"], record["exitCode"], record["raceEnd"], record["winners"]) == (
         True, 0, "all-ended", [])  # fmt: skip
     assert notifications(repo, "rw-1") == [] and notifications(repo, "rw-2") == []
+
+
+def test_resume_of_a_race_can_replace_its_targets_and_the_end_goes_to_the_new_ones(repo: GitRepo) -> None:
+    with Receiver() as first, Receiver() as second:
+        cmd = racers("2", winner_body=f"{HOLD};", others=f"{HOLD};")
+        r = harness(*race_args("rr", cmd, "--notify", first.url, n=2), "--detach", "--json", cwd=repo.path)
+        assert r.code == 0, r.stderr
+        for k in (1, 2):
+            wait_for((repo.journal(f"rr-{k}") / "iteration-0001.log").exists, 90, f"rr-{k}'s first iteration")
+        pid = json.loads((repo.journal("rr") / "race.json").read_text())["supervisor"]["pid"]
+        os.kill(pid, signal.SIGKILL)  # the race's supervisor: the racers live on, and end
+        wait_for(lambda: exited(pid), 30, "the race's supervisor to die")
+        for k in (1, 2):
+            release(repo, f"rr-{k}")
+
+        def ended(k: int) -> bool:
+            summary = json.loads((repo.journal(f"rr-{k}") / "run-summary.json").read_text())
+            return summary["status"] in {"completed", "stopped"} and summary["supervisor"] is None
+
+        wait_for(lambda: ended(1) and ended(2), 120, "both racers to end")
+        resumed = harness("resume", "--session", "rr", "--notify", second.url, "--notify-on", "end,failures",
+                          "--json", cwd=repo.path)  # fmt: skip
+        assert resumed.code == 0, resumed.stderr
+        assert resumed.json()["winners"] == ["rr-2"]
+        assert first.count() == 0  # replaced: the race's end goes to the new target only
+        (post,) = [json.loads(p.body) for p in second.received]
+        assert (post["event"], post["sessionId"], post["winners"]) == ("end", "rr", ["rr-2"])
+    record = json.loads((repo.journal("rr") / "race.json").read_text())
+    assert record["notify"] == {"targets": [f"{second.url}/…"], "events": ["end", "failures"]}
