@@ -43,6 +43,7 @@ from runner.cli.service import service_app
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from rich.console import Group
 
     from runner.usecases.detach import Detached
 
@@ -644,7 +645,10 @@ def logs(
     iteration: Annotated[int | None, typer.Option("--iteration", help="Which iteration (default: the latest).")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing while the session runs.")] = False,
 ) -> int:
-    """Print an iteration's output (escape sequences neutralised)."""
+    """Print an iteration's output (escape sequences neutralised).
+
+    Given a race's id S: each racer's, every line prefixed with the racer's id; with --follow, the racers'
+    lines as they arrive, until the race ends."""
     from runner.usecases.logs import LogsRequest, read_logs
 
     for piece in read_logs(LogsRequest(repo=repo, session=session, iteration=iteration, follow=follow)):
@@ -834,15 +838,32 @@ def hud(
     repo: RepoOpt = Path(),
     once: Annotated[bool, typer.Option("--once", help="Draw the dashboard once and exit.")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Seconds between redraws.")] = 1.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one frame's facts as JSON and exit.")] = False,
 ) -> int:
     """Live dashboard of a session: state, time, iterations, the agent container's CPU and memory,
-    waiting notes, and the running agent's output. Leaves by itself when the run ends (or on Ctrl-C)."""
-    import time
+    waiting notes, and the running agent's output. Leaves by itself when the run ends (or on Ctrl-C).
 
-    from rich.live import Live
+    Given a race's id S: the race (state, winners) and one row per racer (status, iterations, time, cost, the
+    last check, protected and flagged paths), until the race ends."""
+    from runner.cli import render
+
+    if _is_race(repo, session):
+        from runner.cli import race_render
+        from runner.usecases.race_status import race_status
+
+        race = race_status(repo, session)  # what `status --session S` shows, drawn as a dashboard
+        if as_json:
+            render.print_json(race)
+            return ExitCode.OK
+
+        def race_frame() -> Group:
+            nonlocal race
+            race = race_status(repo, session)
+            return race_render.hud(race)
+
+        return _watch(race_render.hud(race), race_frame, lambda: race.state == "running", once=once, interval=interval)
 
     from runner.backends import open_engine
-    from runner.cli import render
     from runner.record.models import RunState
     from runner.usecases.hud import HudRequest, snapshot
     from runner.usecases.sessions import session_engine
@@ -850,20 +871,40 @@ def hud(
     request = HudRequest(repo=repo, session=session)
     backend = open_engine(session_engine(repo, session))  # samples the agent container while it runs
     snap = snapshot(request, backend)
+    if as_json:
+        render.print_json(snap)
+        return ExitCode.OK
+
+    def frame() -> Group:
+        nonlocal snap
+        snap = snapshot(request, backend, previous=snap)
+        return render.hud(snap)
 
     def going_on() -> bool:  # running, or waiting for a slot
         st = snap.status
         return st.status is RunState.RUNNING or (st.status is RunState.QUEUED and st.supervisor_alive)
 
+    return _watch(render.hud(snap), frame, going_on, once=once, interval=interval)
+
+
+def _watch(
+    first: Group, frame: Callable[[], Group], going_on: Callable[[], bool], *, once: bool, interval: float
+) -> int:
+    """Draw `first`; while `going_on()`, redraw `frame()` every `interval` seconds (Ctrl-C leaves)."""
+    import time
+
+    from rich.live import Live
+
+    from runner.cli import render
+
     if once or not going_on():
-        render.out.print(render.hud(snap))
+        render.out.print(first)
         return ExitCode.OK
     try:
-        with Live(render.hud(snap), console=render.out, refresh_per_second=4, screen=False) as live:
+        with Live(first, console=render.out, refresh_per_second=4, screen=False) as live:
             while going_on():
                 time.sleep(max(0.2, interval))
-                snap = snapshot(request, backend, previous=snap)
-                live.update(render.hud(snap))
+                live.update(frame())
     except KeyboardInterrupt:
         return ExitCode.OK
     return ExitCode.OK

@@ -7,12 +7,17 @@ Racers' verdicts and paths can hold agent-chosen text (paths): they pass through
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runner.base.limits import format_duration
+from runner.base.output import neutralise
 from runner.cli import render
 from runner.cli.render import STATE_STYLE, print_json, safe
 from runner.cli.report_render import _CSS, _cost, _h, _md, _md_block, _tokens
 from runner.usecases.race_status import RacerRow, RaceStatus
+
+if TYPE_CHECKING:
+    from rich.console import Group
 
 COLUMNS = ("racer", "agent", "model", "outcome", "iterations", "time", "tokens", "cost", "diff", "protected",
            "flagged", "check")  # fmt: skip
@@ -71,6 +76,44 @@ def status(st: RaceStatus, as_json: bool) -> int:
         table.add_row(*cells)
     render.out.print(table)
     return st.exit_code
+
+
+HUD_COLUMNS = ("RACER", "AGENT", "STATUS", "ITERATIONS", "TIME", "COST", "CHECK", "PROTECTED", "FLAGGED")
+
+
+def hud(st: RaceStatus) -> Group:
+    """`hud --session S` of a race, one frame: the race's facts, then one row per racer (agent-chosen text, the
+    paths, neutralised)."""
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("race", f"{st.session_id}  [dim]{st.repo}[/dim]")
+    for label, value in _facts(st):
+        grid.add_row(label, safe(value))
+    end = st.finished_at or st.generated_at
+    grid.add_row("time", f"{format_duration(max(0.0, (end - st.created_at).total_seconds()))} elapsed")
+    table = Table(box=None, pad_edge=False, expand=True)
+    for col in HUD_COLUMNS:  # on a narrow terminal the numbers stay whole; the agent, status and paths fold
+        folds = col in ("AGENT", "STATUS", "PROTECTED", "FLAGGED")
+        table.add_column(col, overflow="fold", no_wrap=not folds, min_width=9 if col == "STATUS" else None)
+    for r in st.racers:
+        style = STATE_STYLE[r.status] if r.status is not None else "dim"
+        check = "-" if r.check_passed is None else "passed" if r.check_passed else "failed"
+        iterations = str(r.iterations) + (f" of {r.max_iterations}" if r.max_iterations is not None else "")
+        table.add_row(
+            Text(r.session_id + (" (winner)" if r.winner else ""), style="bold green" if r.winner else ""),
+            safe(r.agent + (f" ({r.model})" if r.model else "")), Text(_outcome(r), style=style), iterations,
+            "-" if r.seconds is None else format_duration(r.seconds), _cost(r.cost_usd),
+            Text(check, style="" if r.check_passed is None else "green" if r.check_passed else "red"),
+            Text(neutralise(", ".join(r.protected)) or "-", style="bold red" if r.protected else ""),
+            Text(neutralise(", ".join(r.flagged)) or "-", style="bold yellow" if r.flagged else ""),
+        )  # fmt: skip
+    return Group(Panel(grid, title="harness hud: race", title_align="left"), table)
 
 
 def to_markdown(st: RaceStatus) -> str:

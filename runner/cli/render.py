@@ -11,7 +11,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -165,6 +164,10 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
     if st.stop_reason:
         state.append(f"  ({st.stop_reason.value})", style="dim")
     grid.add_row("session", st.session_id if detailed else f"{st.session_id}  [dim]{st.repo}[/dim]")
+    if st.race is not None:
+        from runner.cli.list_render import race_text
+
+        grid.add_row("race", Text.assemble(f"a racer of {st.race.session_id}: ", race_text(st.race)))
     grid.add_row("state", state)
     if st.queue_position is not None:
         grid.add_row("queue", f"position {st.queue_position} of {st.queue_length} (harness queue)")
@@ -212,42 +215,10 @@ def sessions(items: Sequence[SessionStatus | SessionProblem], as_json: bool, *, 
     if as_json:
         print_json(items)
     else:
+        from runner.cli.list_render import status_list
+
         status_list(items, with_repo=with_repo)
     return ExitCode.OK
-
-
-def verdict_text(st: SessionStatus) -> Text:
-    """The session's verdict line with its state coloured (a verdict holds no agent-written text)."""
-    from rich.text import Text
-
-    state, _, rest = st.verdict.partition("  ")
-    return Text.assemble((state, STATE_STYLE[st.status]), "  " + rest if rest else "")
-
-
-def status_list(items: Sequence[SessionStatus | SessionProblem], *, with_repo: bool = False) -> None:
-    """One line per session to scan in the morning (`list`: under a line naming each repository)."""
-    from rich.text import Text
-
-    from runner.usecases.status import SessionProblem, SessionStatus
-
-    if not items:
-        _out().print("no sessions" if with_repo else "no sessions in this repository")
-        return
-    width = max(len(item.session_id) for item in items)
-    now = datetime.now(UTC)
-    shown_repo = None
-    for item in items:
-        repo = getattr(item, "repo", None) if isinstance(item, SessionStatus) else None
-        if with_repo and repo != shown_repo and repo is not None:
-            _out().print(Text(repo, style="dim"))
-            shown_repo = repo
-        line = Text(("  " if with_repo else "") + item.session_id.ljust(width) + "  ", style="bold")
-        if isinstance(item, SessionProblem):
-            line.append(f"unreadable: {neutralise(item.error)}", style="red")
-        else:
-            line.append_text(verdict_text(item))
-            line.append(f"  ({format_duration((now - item.created_at).total_seconds())} ago)", style="dim")
-        _out().print(line)
 
 
 def _count(n: int, noun: str) -> str:

@@ -328,6 +328,14 @@ def list_sessions(repo: Path) -> list[str]:
     return sorted(p.parents[2].name for p in root.glob(f"*/{JOURNAL_LEAF}/{SUMMARY}"))
 
 
+def list_races(repo: Path) -> list[str]:
+    """The races of the repository: the ids whose journal holds race.json (and no run-summary.json)."""
+    root = sessions_root(repo)
+    if not root.is_dir():
+        return []
+    return sorted(p.parents[2].name for p in root.glob(f"*/{JOURNAL_LEAF}/{RACE}"))
+
+
 def ensure_excluded(git_common_dir: Path) -> None:
     """Keep journals out of git through .git/info/exclude (one line, added once)."""
     exclude = git_common_dir / "info" / "exclude"

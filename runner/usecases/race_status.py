@@ -15,13 +15,12 @@ from pydantic import Field
 
 from runner.base.errors import ExitCode, HarnessError, InvalidStateError
 from runner.loop.flagged import FlagReason
-from runner.record.models import CamelModel, RaceState, RunState, StopReason, utcnow
+from runner.record.models import CamelModel, RunState, StopReason, utcnow
 from runner.usecases.discard import DiscardResult, discard
 from runner.usecases.race import RacerView, look, race_journal
 from runner.usecases.report import ReportCommand, ReportRequest, SessionReport, build_report
 from runner.usecases.repository import SessionRef, harness_command
-
-RaceShownState = Literal["running", "finished", "interrupted"]
+from runner.usecases.status import RaceShownState, race_shown_state
 
 
 class RacerRow(CamelModel):
@@ -36,6 +35,7 @@ class RacerRow(CamelModel):
     stop_reason: StopReason | None = None
     supervisor_alive: bool = False
     iterations: int = 0
+    max_iterations: int | None = None  # its --max-iterations (None: discarded)
     seconds: float | None = None  # from its creation to its end (or now, while it runs)
     tokens: int = 0
     cost_usd: float = 0.0
@@ -101,7 +101,7 @@ def _row(report: SessionReport, view: RacerView, *, winner: bool) -> RacerRow:
     return RacerRow(
         session_id=report.session_id, agent=r.agent, model=r.model, winner=winner, stopped_by_race=r.stopped_by_race,
         status=report.status, stop_reason=report.stop_reason,
-        supervisor_alive=view.alive, iterations=report.iteration_count,
+        supervisor_alive=view.alive, iterations=report.iteration_count, max_iterations=report.max_iterations,
         seconds=(end - report.created_at).total_seconds(), tokens=report.usage.tokens.total,
         cost_usd=report.usage.cost_usd,
         files_changed=report.diff_stat.files_changed if report.diff_stat else None,
@@ -130,9 +130,7 @@ def race_status(repo: Path, race: str) -> RaceStatus:
             continue
         rows.append(_row(report, view, winner=winner))
     alive = journal.supervisor_alive()
-    state: RaceShownState = "finished"
-    if record.state is RaceState.RUNNING:
-        state = "running" if alive else "interrupted"
+    state = race_shown_state(record, alive=alive)
     st = RaceStatus(
         session_id=race, repo=str(top), objective=record.objective, check_command=record.check_command,
         state=state, supervisor_alive=alive, judge=record.judge, first=record.first, budget=record.budget,

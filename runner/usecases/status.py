@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from runner.base.errors import ExitCode, HarnessError
 from runner.base.names import validate_session
 from runner.base.paths import data_home
 from runner.record import queue
 from runner.record.gitops import HostGit
-from runner.record.journal import SETUP_LOG, Journal, list_sessions, load_model
+from runner.record.journal import SETUP_LOG, Journal, list_races, list_sessions, load_model
 from runner.record.models import (
     CamelModel,
     GatewayUsage,
     KeepAwake,
     Outcome,
+    RaceRecord,
+    RaceState,
     RunOwner,
     RunState,
     RunSummary,
@@ -47,6 +50,66 @@ EXIT_FOR_STATE = {
     RunState.STUCK: ExitCode.RUN_NEEDS_ATTENTION,
     RunState.QUEUED: ExitCode.RUN_RUNNING,  # needs attention when its supervisor is gone (SessionStatus.exit_code)
 }
+
+
+RaceShownState = Literal["running", "finished", "interrupted"]
+
+
+class RaceTag(CamelModel):
+    """The race a session is a racer of (`harness race`, docs/race.md): `list` and `status` show the race as one
+    row with its racers under it."""
+
+    session_id: str  # the race's id S
+    state: RaceShownState  # as `status --session S` shows the race
+    end_reason: str | None
+    winners: list[str]
+    racers: list[str]  # every racer's session, in the order the race starts them
+    created_at: datetime
+
+
+def race_shown_state(record: RaceRecord, *, alive: bool) -> RaceShownState:
+    """A race whose record says running is `interrupted` once its supervisor (`alive`) is gone."""
+    if record.state is RaceState.RUNNING:
+        return "running" if alive else "interrupted"
+    return "finished"
+
+
+def race_tags(top: Path) -> dict[str, RaceTag]:
+    """Each racer of the repository's races -> its race (a race that does not read is left out: its racers are
+    still listed, as sessions of their own)."""
+    tags: dict[str, RaceTag] = {}
+    for race in list_races(top):
+        try:
+            tag = _race_tag(Journal.for_repo(top, validate_session(race)), top)
+        except HarnessError:
+            continue
+        if tag is not None:
+            tags.update(dict.fromkeys(tag.racers, tag))
+    return tags
+
+
+def _race_tag(journal: Journal, top: Path) -> RaceTag | None:
+    record = journal.read_race()
+    if Path(record.repo).resolve() != top.resolve():  # a journal root several repositories share: another's race
+        return None
+    return RaceTag(
+        session_id=record.session_id, state=race_shown_state(record, alive=journal.supervisor_alive()),
+        end_reason=record.end_reason, winners=list(record.winners), racers=[r.session_id for r in record.racers],
+        created_at=record.created_at,
+    )  # fmt: skip
+
+
+def race_of(top: Path, session: str) -> RaceTag | None:
+    """The race whose racer `session` is (a racer's id is its race's id, a dash and its number), or None."""
+    race, dash, k = session.rpartition("-")
+    if not dash or not k.isdigit() or not race:
+        return None
+    try:
+        journal = Journal.for_repo(top, validate_session(race))
+        tag = _race_tag(journal, top) if journal.is_race() else None
+    except HarnessError:
+        return None
+    return tag if tag is not None and session in tag.racers else None
 
 
 class SessionStatus(ShowsFindings):
@@ -89,6 +152,7 @@ class SessionStatus(ShowsFindings):
     queue_length: int | None = None  # queued: how many sessions the queue holds
     slots: int | None = None  # the cap of sessions at once it runs under (--slots; None: the machine's default)
     auto_resume_gave_up: str | None = None  # why the user service no longer resumes it (`harness service`)
+    race: RaceTag | None = None  # the race it is a racer of (`harness race`); None: a session of its own
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
     @property
@@ -226,7 +290,11 @@ def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bo
     return summary.status, alive
 
 
-def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None = None) -> SessionStatus:
+def session_status(
+    top: Path, session: str, git: HostGit, repo: RepoState | None = None, races: Mapping[str, RaceTag] | None = None
+) -> SessionStatus:
+    """`races`: every racer of the repository -> its race, when the caller looked them up once (else the one race
+    this session may be a racer of is looked for)."""
     repo = repo or repo_state(git)
     journal = repo.journal(session) if repo.top == top else Journal.for_repo(top, session)
     summary = journal.read_summary()
@@ -269,6 +337,7 @@ def session_status(top: Path, session: str, git: HostGit, repo: RepoState | None
         keep_awake_text=keep_awake_text(summary.keep_awake, alive=alive),
         slots=summary.queue.slots,
         auto_resume_gave_up=summary.auto_resume.gave_up,
+        race=races.get(session) if races is not None else race_of(top, session),
     )
     if state is RunState.QUEUED:
         tickets = queue.entries()
@@ -295,10 +364,11 @@ def list_statuses(repo: Path) -> list[SessionStatus | SessionProblem]:
     """Every session of the repository; a broken journal is reported, not fatal."""
     with HostGit(repo.resolve()) as git:
         state = repo_state(git)
+        races = race_tags(state.top)
         found: list[SessionStatus | SessionProblem] = []
         for session in list_sessions(state.top):
             try:
-                found.append(session_status(state.top, session, git, state))
+                found.append(session_status(state.top, session, git, state, races))
             except HarnessError as exc:
                 found.append(SessionProblem(session_id=session, error=exc.message))
         return found
@@ -331,19 +401,21 @@ def list_all() -> list[SessionStatus | SessionProblem]:
     one look at each repository, whatever its number of sessions."""
     found: list[SessionStatus | SessionProblem] = []
     looked: dict[str, RepoState | HarnessError] = {}
+    races: dict[str, dict[str, RaceTag]] = {}
     for repo, session in machine_sessions():
         git = HostGit(Path(repo))
         state = looked.get(repo)
         if state is None:
             try:
                 state = repo_state(git)
+                races[repo] = race_tags(state.top)
             except HarnessError as exc:
                 state = exc
             looked[repo] = state
         try:
             if isinstance(state, HarnessError):
                 raise state
-            found.append(session_status(state.top, session, git, state))
+            found.append(session_status(state.top, session, git, state, races[repo]))
         except HarnessError as exc:
             found.append(SessionProblem(session_id=session, error=f"{repo}: {exc.message}"))
     return found

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,8 +82,8 @@ def test_exactly_one_racer_passes_the_check_and_wins_then_merge_and_discard(repo
     seeds = {summary(repo, f"rc-{k}").worktree.seed for k in (1, 2, 3)}
     assert len(seeds) == 1 and None not in seeds
 
-    logs = harness("logs", "--session", "rc", cwd=repo.path)  # a command of one session, given the race
-    assert logs.code == 7 and "'rc' is a race, not a session" in logs.stderr and "rc-1" in logs.stderr
+    note = harness("note", "--session", "rc", "hi", cwd=repo.path)  # a command of one session, given the race
+    assert note.code == 7 and "'rc' is a race, not a session" in note.stderr and "rc-1" in note.stderr
     status = harness("status", "--session", "rc", cwd=repo.path)
     assert status.code == 0, status.stderr
     assert "rc-2 won" in status.stdout and "rc-3" in status.stdout
@@ -375,3 +377,92 @@ def test_stop_of_a_race_stops_every_racer_and_the_race_ends(repo: GitRepo) -> No
     st = harness("status", "--session", "rs", "--json", cwd=repo.path)
     assert st.code == 21 and st.json()["winners"] == []
     assert [(row["status"], row["stopReason"]) for row in st.json()["racers"]] == [("stopped", "stop-requested")] * 2
+
+
+SAY = 'echo "said by $HARNESS_SESSION";'
+
+
+def test_hud_logs_and_list_of_a_finished_race_show_the_race_and_every_racer(repo: GitRepo) -> None:
+    r = harness(*race_args("rv", racers("2", winner_body=SAY, others=SAY), n=2), "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    wide = {"COLUMNS": "200"}  # one line per racer
+    hud = harness("hud", "--session", "rv", cwd=repo.path, env=wide)  # the race has ended: one frame
+    assert hud.code == 0, hud.stderr
+    rows = {line.split()[0]: line for line in hud.stdout.splitlines() if line.startswith("rv-")}
+    assert list(rows) == ["rv-1", "rv-2"], hud.stdout
+    assert "(winner)" in rows["rv-2"] and "passed" in rows["rv-2"] and "completed" in rows["rv-2"]
+    assert "(winner)" not in rows["rv-1"] and "failed" in rows["rv-1"] and "stopped" in rows["rv-1"]
+    assert "1 of 1" in rows["rv-1"]  # its iterations, of --max-iterations
+    assert re.search(r"│ winner +rv-2 ", hud.stdout) and re.search(r"│ state +finished \(all-ended\)", hud.stdout)
+    hud_json = harness("hud", "--session", "rv", "--json", cwd=repo.path)
+    assert hud_json.code == 0, hud_json.stderr
+    st = hud_json.json()
+    assert st["sessionId"] == "rv" and st["state"] == "finished" and st["winners"] == ["rv-2"]
+    assert [(row["sessionId"], row["checkPassed"], row["maxIterations"]) for row in st["racers"]] == [
+        ("rv-1", False, 1), ("rv-2", True, 1)]  # fmt: skip
+    one = harness("hud", "--session", "rv-1", "--json", cwd=repo.path).json()  # a racer's own hud names its race
+    assert one["status"]["sessionId"] == "rv-1" and one["status"]["race"]["sessionId"] == "rv"
+    assert "a racer of rv: finished (all-ended), 2 racers: rv-2 won" in harness(
+        "status", "--session", "rv-1", cwd=repo.path, env=wide).stdout  # fmt: skip
+
+    logs = harness("logs", "--session", "rv", cwd=repo.path)
+    assert logs.code == 0, logs.stderr
+    lines = logs.stdout.splitlines()
+    assert "rv-1 | said by rv-1" in lines and "rv-2 | said by rv-2" in lines, logs.stdout
+    assert lines.index("rv-1 | --- iteration 1 ---") < lines.index("rv-1 | said by rv-1") < lines.index(
+        "rv-2 | --- iteration 1 ---")  # fmt: skip
+    assert all(line.startswith(("rv-1 | ", "rv-2 | ")) for line in lines), logs.stdout
+    again = harness("logs", "--session", "rv", "--iteration", "2", cwd=repo.path)
+    assert again.code == 2 and "no racer of race 'rv' has an iteration 2" in again.stderr
+
+    listed = harness("list", cwd=repo.path)
+    assert listed.code == 0, listed.stderr
+    lines = [line.strip() for line in listed.stdout.splitlines()]
+    race = next(i for i, line in enumerate(lines) if line.startswith("rv "))
+    assert "race finished (all-ended), 2 racers: rv-2 won" in lines[race], listed.stdout
+    assert [line.split()[0] for line in lines[race + 1 : race + 3]] == ["rv-1", "rv-2"], listed.stdout
+    indent = {line.split()[0]: len(line) - len(line.lstrip()) for line in listed.stdout.splitlines() if line.strip()}
+    assert indent["rv-1"] == indent["rv-2"] == indent["rv"] + 2  # (a session of its own: tests/unit/test_readers.py)
+    for argv in (["list", "--json"], ["status", "--json"]):  # a list of sessions as before, each racer naming its race
+        rows = {row["sessionId"]: row for row in harness(*argv, cwd=repo.path).json()}
+        assert set(rows) == {"rv-1", "rv-2"}
+        for k in ("rv-1", "rv-2"):
+            tag = rows[k]["race"]
+            assert (tag["sessionId"], tag["state"], tag["winners"], tag["racers"]) == (
+                "rv", "finished", ["rv-2"], ["rv-1", "rv-2"])  # fmt: skip
+
+
+def test_logs_follow_of_a_running_race_follows_every_racer_until_the_race_ends(repo: GitRepo) -> None:
+    # One slot: racer 1 holds its iteration while racer 2 waits in the queue, with no log yet; once racer 1 is
+    # released and ends, racer 2 starts, and the logs that were following before it started show its lines too.
+    cmd = racers("2", winner_body=SAY, others=f"echo before-$HARNESS_SESSION; {HOLD}; echo after-$HARNESS_SESSION;")
+    r = harness(*race_args("rl", cmd, "--slots", "1", n=2), "--detach", "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    follow = subprocess.Popen([*HARNESS, "logs", "--session", "rl", "--follow"], cwd=repo.path,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    seen: list[str] = []
+
+    def read() -> None:
+        assert follow.stdout is not None
+        for line in follow.stdout:
+            seen.append(line)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        wait_for(lambda: "rl-1 | before-rl-1\n" in seen, 90, "racer 1's first line, followed")
+        wait_for(lambda: summary(repo, "rl-2").status.value == "queued", 60, "racer 2 to wait for the slot")
+        assert not (repo.journal("rl-2") / "iteration-0001.log").exists()  # not started: nothing to follow yet
+        release(repo, "rl-1")
+        follow.wait(timeout=120)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    reader.join(10)
+    assert follow.returncode == 0, follow.stderr.read()  # type: ignore[union-attr]
+    assert record(repo, "rl").state.value == "finished"  # it ended with the race, not before
+    assert record(repo, "rl").winners == ["rl-2"]
+    assert seen.index("rl-1 | before-rl-1\n") < seen.index("rl-1 | after-rl-1\n") < seen.index("rl-2 | said by rl-2\n")
+    assert seen.count("rl-2 | --- iteration 1 ---\n") == 1 and all(
+        line.startswith(("rl-1 | ", "rl-2 | ")) for line in seen
+    )

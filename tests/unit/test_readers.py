@@ -24,6 +24,9 @@ from runner.record.models import (
     Limits,
     Note,
     Outcome,
+    Racer,
+    RaceRecord,
+    RaceState,
     RunOwner,
     RunState,
     RunSummary,
@@ -245,6 +248,58 @@ def test_logs_follow_goes_on_while_the_supervisor_lives(repo: GitRepo, alive: Ex
             follow.kill()
     assert follow.returncode == 0, err
     assert "--- iteration 2 ---" in out and "iteration 2 begins" in out
+
+
+def record_race(repo: GitRepo, race: str, racers: int, winners: list[str]) -> Journal:
+    """race.json as the race's supervisor leaves it at the end (its racers recorded or not by the caller)."""
+    top = repo.path.resolve()
+    journal = Journal.for_repo(top, race)
+    journal.create("objective")
+    journal.write_race(RaceRecord(
+        session_id=race, objective="objective", repo=str(top), check_command="true", winners=winners,
+        racers=[Racer(session_id=f"{race}-{k}", agent="custom", started=True) for k in range(1, racers + 1)],
+        state=RaceState.FINISHED, end_reason="all-ended",
+    ))  # fmt: skip
+    return journal
+
+
+def test_logs_of_a_race_prefix_every_line_with_its_racer(repo: GitRepo) -> None:
+    record_session(repo, "lr-1", logs={1: b"one\n\x1b[31mred\n", 2: b"no newline at the end"})
+    record_session(repo, "lr-2", iterations=1)
+    record_race(repo, "lr", 3, ["lr-2"])  # lr-3: discarded, its journal gone
+    latest = harness("logs", "--session", "lr", cwd=repo.path)
+    assert latest.code == 0, latest.stderr
+    assert latest.stdout.splitlines() == [
+        "lr-1 | --- iteration 2 ---", "lr-1 | no newline at the end",
+        "lr-2 | --- iteration 1 ---", "lr-2 | output of iteration 1",
+        "lr-3 | --- discarded: its journal is gone ---",
+    ]  # fmt: skip
+    first = harness("logs", "--session", "lr", "--iteration", "1", cwd=repo.path)
+    assert first.stdout.splitlines()[:3] == ["lr-1 | --- iteration 1 ---", "lr-1 | one", "lr-1 | \\x1b[31mred"]
+    second = harness("logs", "--session", "lr", "--iteration", "2", cwd=repo.path)
+    assert "lr-2 | --- no iteration 2 ---" in second.stdout.splitlines()
+    followed = harness("logs", "--session", "lr", "--follow", cwd=repo.path, timeout=30)  # nothing runs: it returns
+    assert followed.code == 0, followed.stderr
+    # Following, a line is printed once whole: one written without its newline waits for the end.
+    assert followed.stdout.splitlines() == [
+        "lr-1 | --- iteration 2 ---", "lr-2 | --- iteration 1 ---", "lr-2 | output of iteration 1",
+        "lr-1 | no newline at the end",
+    ]  # fmt: skip
+
+
+def test_list_and_status_show_a_race_as_one_line_with_its_racers_under_it(repo: GitRepo) -> None:
+    record_session(repo, "zz-2", iterations=1)
+    record_session(repo, "alone")
+    record_session(repo, "zz-1", state=RunState.STOPPED, iterations=1)
+    record_race(repo, "zz", 2, ["zz-2"])
+    for argv, indent in ((["list"], "  "), (["status"], "")):
+        r = harness(*argv, cwd=repo.path)
+        assert r.code == 0, r.stderr
+        lines = [line for line in r.stdout.splitlines() if line.strip().split()[0] in ("alone", "zz", "zz-1", "zz-2")]
+        assert [line.split()[0] for line in lines] == ["alone", "zz", "zz-1", "zz-2"], r.stdout
+        assert lines[1].startswith(f"{indent}zz ") and "race finished (all-ended), 2 racers: zz-2 won" in lines[1]
+        assert lines[2].startswith(f"{indent}  zz-1 ") and lines[3].startswith(f"{indent}  zz-2 ")
+        assert lines[0].startswith(f"{indent}alone ")
 
 
 def test_control_json_exists_from_the_moment_a_session_is_created(repo: GitRepo) -> None:
