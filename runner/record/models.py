@@ -846,7 +846,8 @@ class RaceRecord(JournalModel):
     end_reason: Literal["all-ended", "won-first", "max-cost", "stopped"] | None = Field(
         default=None,
         description="`all-ended`: every racer ended by itself; `won-first`: a racer won and --first stopped the "
-        "others; `max-cost`: the pooled budget was spent; `stopped`: the race was interrupted (Ctrl-C, SIGTERM).",
+        "others; `max-cost`: the pooled budget was spent; `stopped`: the race was interrupted (Ctrl-C; SIGTERM leaves "
+        "it unfinished, for `resume`).",
     )
     supervisor: SupervisorInfo | None = Field(default=None, description="The race's live supervisor; null when none.")
     notify: NotifyInfo | None = Field(
