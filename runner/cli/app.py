@@ -14,15 +14,17 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, ParamSpec
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec
 
 import typer
 
 from runner.base.errors import ExitCode
 from runner.cli.options import (
     NO_LIMIT_FLAGS,
+    NO_SESSION_FLAGS,
     CheckOpt,
     DetachOpt,
+    DryRunOpt,
     JsonOpt,
     KeepAwakeOpt,
     LimitFlags,
@@ -32,12 +34,13 @@ from runner.cli.options import (
     NotifyOpt,
     ProtectOpt,
     RepoOpt,
+    SessionFlags,
     SessionOpt,
     SetupAllowOpt,
     SetupOpt,
     SlotsOpt,
-    protect_option,
-    with_limit_flags,
+    run_options,
+    with_flag_groups,
 )
 from runner.cli.service import service_app
 
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
     from rich.console import Group
 
     from runner.usecases.detach import Detached
+    from runner.usecases.plan import RunRequest
 
 P = ParamSpec("P")
 
@@ -94,7 +98,7 @@ def _setup(
 
 @app.command()
 @command
-@with_limit_flags
+@with_flag_groups
 def run(
     session: SessionOpt,
     objective: Annotated[str | None, typer.Option("--objective", help="What the agent should achieve.")] = None,
@@ -113,72 +117,17 @@ def run(
     agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="Run this command with sh -c instead.")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image (default: the agent's).")] = None,
     limits: LimitFlags = NO_LIMIT_FLAGS,
-    runtime: Annotated[
-        str | None,
-        typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
-    ] = None,
     check: CheckOpt = None,
     protect: ProtectOpt = None,
     no_protect: NoProtectOpt = False,
-    backend: Annotated[
-        str | None,
-        typer.Option("--backend", help="Where containers run: docker (default) or kubernetes (docs/kubernetes.md)."),
-    ] = None,
-    kubeconfig: Annotated[
-        str | None, typer.Option("--kubeconfig", help="Kubernetes: the kubeconfig file (default: $KUBECONFIG).")
-    ] = None,
-    kube_context: Annotated[
-        str | None, typer.Option("--kube-context", help="Kubernetes: the kubeconfig context (default: current).")
-    ] = None,
-    kube_namespace: Annotated[
-        str | None, typer.Option("--kube-namespace", help="Kubernetes: the namespace of the Jobs (default: default).")
-    ] = None,
-    kube_image_pull_policy: Annotated[
-        str | None,
-        typer.Option("--kube-image-pull-policy", help="Kubernetes: IfNotPresent (default), Always or Never."),
-    ] = None,
-    kube_pending_timeout: Annotated[
-        str | None,
-        typer.Option("--kube-pending-timeout", help="Kubernetes: how long a pod may wait for a node (default: 5m)."),
-    ] = None,
-    network: Annotated[
-        str | None,
-        typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
-    ] = None,
-    allow_host: Annotated[
-        list[str] | None,
-        typer.Option("--allow-host", help="HOST[:PORT] the agent may reach through the egress proxy (port 443)."),
-    ] = None,
-    setup: SetupOpt = None,
-    setup_allow_host: SetupAllowOpt = None,
-    setup_input: Annotated[
-        list[str] | None,
-        typer.Option("--setup-input", help="A file whose change runs the setup again on resume (default: lockfiles)."),
-    ] = None,
-    model: Annotated[str | None, typer.Option("--model", help="Model name passed to the agent.")] = None,
-    max_turns: Annotated[
-        int | None, typer.Option("--max-turns", help="Turns per iteration, for agents that take it.")
-    ] = None,
+    flags: SessionFlags = NO_SESSION_FLAGS,
     env: Annotated[
         list[str] | None,
         typer.Option("--env", help="Pass this host variable into the container (value redacted from logs)."),
     ] = None,
-    auth: Annotated[
-        str | None,
-        typer.Option(
-            "--auth",
-            help="Which host credential serves the model calls: api-key, or subscription (a "
-            "Claude token, a ChatGPT sign-in); default: an API key when there is one.",
-        ),
-    ] = None,
-    keep_awake: KeepAwakeOpt = None,
     slots: SlotsOpt = None,
-    notify: NotifyOpt = None,
-    notify_on: NotifyOnOpt = None,
     detach: DetachOpt = False,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")
-    ] = False,
+    dry_run: DryRunOpt = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Start a session: make an isolated copy and run the agent until it is done or a limit is reached.
@@ -189,26 +138,14 @@ def run(
     in pyproject.toml, then $XDG_CONFIG_HOME/harness/config.toml (docs/configuration.md)."""
     from runner.backends import open_engine
     from runner.usecases.detach import detach_session
-    from runner.usecases.plan import plan_run, run_request
+    from runner.usecases.plan import plan_run
     from runner.usecases.sessions import create_session, start_run
 
     del worktree  # every run works on its own copy
-    request = run_request(
-        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
-        options={
-            "max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
-            "runtime": runtime, "env": tuple(env or ()), "check": check, "network": network,
-            "allow_hosts": tuple(allow_host or ()), "model": model, "auth": auth, "max_turns": max_turns,
-            **limits.given(),
-            "backend": backend, "kubeconfig": kubeconfig, "kube_context": kube_context,
-            "kube_namespace": kube_namespace, "kube_pending_timeout": kube_pending_timeout,
-            "kube_image_pull_policy": kube_image_pull_policy, "setup": setup,
-            "setup_allow_hosts": tuple(setup_allow_host or ()), "setup_inputs": tuple(setup_input or ()),
-            "keep_awake": keep_awake,
-            "slots": slots,
-            "protect": protect_option(protect, no_protect),
-            "notify": tuple(notify or ()), "notify_on": tuple(notify_on or ()),
-        },
+    request = _run_request(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base, flags=flags,
+        limits=limits, max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, env=env,
+        check=check, slots=slots, protect=protect, no_protect=no_protect,
     )  # fmt: skip
     engine = open_engine(request.backend)
     if dry_run:
@@ -222,9 +159,22 @@ def run(
     return _report(Path(summary.repo), summary.session_id, as_json)
 
 
+def _run_request(
+    *, session: str, objective: str | None, objective_file: Path | None, repo: Path, base: str, **given: Any
+) -> RunRequest:
+    """The request of `run`, and the one `race` makes its racers' from: the options given (run_options), merged
+    with the environment, the settings files and the defaults."""
+    from runner.usecases.plan import run_request
+
+    return run_request(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
+        options=run_options(**given),
+    )  # fmt: skip
+
+
 @app.command()
 @command
-@with_limit_flags
+@with_flag_groups
 def resume(
     session: SessionOpt,
     repo: RepoOpt = Path(),
@@ -285,7 +235,7 @@ def supervise(session: SessionOpt, repo: RepoOpt = Path()) -> int:
 
 @app.command()
 @command
-@with_limit_flags
+@with_flag_groups
 def race(
     session: Annotated[str, typer.Option("--session", help="The race's id S (its racers: sessions S-1 ... S-N).")],
     objective: Annotated[str | None, typer.Option("--objective", help="What every racer should achieve.")] = None,
@@ -325,42 +275,47 @@ def race(
     agent_cmd: Annotated[str | None, typer.Option("--agent-cmd", help="With --n: run this command (sh -c).")] = None,
     image: Annotated[str | None, typer.Option("--image", help="Container image (default: each agent's).")] = None,
     limits: LimitFlags = NO_LIMIT_FLAGS,
+    flags: SessionFlags = NO_SESSION_FLAGS,
     env: Annotated[
         list[str] | None, typer.Option("--env", help="Pass this host variable into every racer's container.")
     ] = None,
     slots: SlotsOpt = None,
-    notify: NotifyOpt = None,
-    notify_on: NotifyOnOpt = None,
     detach: DetachOpt = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Plan every racer and print the plans; create nothing.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> int:
     """Best of N: race several agents (or one agent several times, or several models) on one objective, each
-    racer an ordinary session S-k with its own copy and branch, judged by --check (docs/race.md).
+    racer an ordinary session S-k with its own copy and branch, judged by --check (docs/race.md). The options
+    of `run` (--setup, --network, --model, ...) are given to every racer alike.
 
     'status', 'report', 'merge', 'discard', 'stop' and 'resume' given --session S act on the race: merge
     merges the winner, discard throws the other racers away (each undone with 'harness restore').
 
     --notify tells the race's end once (its winner, or why none); the racers send only the other events chosen."""
     from runner.backends import open_engine
-    from runner.usecases.plan import run_request
-    from runner.usecases.race import RaceRequest, create_race, detach_race
+    from runner.usecases.race import RaceRequest, create_race, detach_race, plan_race
 
     def listed(text: str | None) -> tuple[str, ...]:
         return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
-    request = run_request(
-        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base,
-        options={"max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
-                 "env": tuple(env or ()), "check": check, "slots": slots,
-                 "protect": protect_option(protect, no_protect), **limits.given(),
-                 "notify": tuple(notify or ()), "notify_on": tuple(notify_on or ())},
+    request = _run_request(
+        session=session, objective=objective, objective_file=objective_file, repo=repo, base=base, flags=flags,
+        limits=limits, max_iterations=max_iterations, agent=agent, agent_cmd=agent_cmd, image=image, env=env,
+        check=check, slots=slots, protect=protect, no_protect=no_protect,
     )  # fmt: skip
     race_request = RaceRequest(
         base=request, agents=listed(agents), n=n, models=listed(models),
-        agent_given=agent is not None or agent_cmd is not None,
+        agent_given=agent is not None or agent_cmd is not None, model_given=flags.model is not None,
         judge=judge, first=first, budget=budget,  # type: ignore[arg-type]  # checked by racer_requests
     )  # fmt: skip
-    record = create_race(open_engine(request.backend), race_request)
+    engine = open_engine(request.backend)
+    if dry_run:
+        from runner.cli import race_render
+
+        return race_render.plan(plan_race(engine, race_request), as_json)
+    record = create_race(engine, race_request)
     if detach:
         return _render_detached(detach_race(Path(record.repo), record.session_id), as_json)
     return _drive_race(Path(record.repo), record.session_id, as_json)

@@ -1,8 +1,10 @@
 """The options that several commands share, each declared once: its flag, its help, its type.
 
-`run` and `resume` take the twelve limit options as one LimitFlags parameter: typer reads a command's options
-from its signature, so with_limit_flags shows it LimitFlags's fields in that parameter's place (same flags,
-help and order in --help as if each command listed them).
+`run`, `resume` and `race` take the twelve limit options as one LimitFlags parameter, and `run` and `race` the
+options of a session that a race gives every racer alike as one SessionFlags: typer reads a command's options
+from its signature, so with_flag_groups shows it each group's fields in that parameter's place (same flags,
+help and order in --help as if each command listed them). run_options builds, from them, the one mapping that
+`run` and `race` hand to run_request.
 """
 
 from __future__ import annotations
@@ -148,23 +150,130 @@ class LimitFlags:
 NO_WAIT = "0"
 NO_LIMIT_FLAGS = LimitFlags()
 
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Check everything and print the plan; create nothing.")]
 
-def with_limit_flags(fn: Callable[..., int]) -> Callable[..., int]:
-    """`fn` with LimitFlags's fields, for typer, in place of its LimitFlags parameter; called with them, `fn`
-    gets the LimitFlags they make."""
+
+@dataclasses.dataclass(frozen=True)
+class SessionFlags:
+    """The options of `run` that `race` gives every racer alike, as the user typed them (None: not given)."""
+
+    runtime: Annotated[
+        str | None,
+        typer.Option("--runtime", help="Container runtime: runc (default), or runsc (gVisor) for a stronger boundary."),
+    ] = None
+    network: Annotated[
+        str | None,
+        typer.Option("--network", help="none (default: no network at all) or allowlist (only --allow-host targets)."),
+    ] = None
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option("--allow-host", help="HOST[:PORT] the agent may reach through the egress proxy (port 443)."),
+    ] = None
+    setup: SetupOpt = None
+    setup_allow_host: SetupAllowOpt = None
+    setup_input: Annotated[
+        list[str] | None,
+        typer.Option("--setup-input", help="A file whose change runs the setup again on resume (default: lockfiles)."),
+    ] = None
+    model: Annotated[str | None, typer.Option("--model", help="Model name passed to the agent.")] = None
+    max_turns: Annotated[
+        int | None, typer.Option("--max-turns", help="Turns per iteration, for agents that take it.")
+    ] = None
+    auth: Annotated[
+        str | None,
+        typer.Option(
+            "--auth",
+            help="Which host credential serves the model calls: api-key, or subscription (a "
+            "Claude token, a ChatGPT sign-in); default: an API key when there is one.",
+        ),
+    ] = None
+    keep_awake: KeepAwakeOpt = None
+    notify: NotifyOpt = None
+    notify_on: NotifyOnOpt = None
+    backend: Annotated[
+        str | None,
+        typer.Option("--backend", help="Where containers run: docker (default) or kubernetes (docs/kubernetes.md)."),
+    ] = None
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="Kubernetes: the kubeconfig file (default: $KUBECONFIG).")
+    ] = None
+    kube_context: Annotated[
+        str | None, typer.Option("--kube-context", help="Kubernetes: the kubeconfig context (default: current).")
+    ] = None
+    kube_namespace: Annotated[
+        str | None, typer.Option("--kube-namespace", help="Kubernetes: the namespace of the Jobs (default: default).")
+    ] = None
+    kube_image_pull_policy: Annotated[
+        str | None,
+        typer.Option("--kube-image-pull-policy", help="Kubernetes: IfNotPresent (default), Always or Never."),
+    ] = None
+    kube_pending_timeout: Annotated[
+        str | None,
+        typer.Option("--kube-pending-timeout", help="Kubernetes: how long a pod may wait for a node (default: 5m)."),
+    ] = None
+
+
+NO_SESSION_FLAGS = SessionFlags()
+
+
+def run_options(
+    *,
+    flags: SessionFlags,
+    limits: LimitFlags,
+    max_iterations: int | None,
+    agent: str | None,
+    agent_cmd: str | None,
+    image: str | None,
+    env: list[str] | None,
+    check: str | None,
+    slots: int | None,
+    protect: list[str] | None,
+    no_protect: bool,
+) -> dict[str, object]:
+    """The options of `run` (and of every racer of `race`) as given, named as the settings name them: the one
+    mapping that both commands hand to run_request (None or an empty tuple: not given)."""
+    return {
+        "max_iterations": max_iterations, "agent": agent, "agent_cmd": agent_cmd, "image": image,
+        "runtime": flags.runtime, "env": tuple(env or ()), "check": check, "network": flags.network,
+        "allow_hosts": tuple(flags.allow_host or ()), "model": flags.model, "auth": flags.auth,
+        "max_turns": flags.max_turns, **limits.given(),
+        "backend": flags.backend, "kubeconfig": flags.kubeconfig, "kube_context": flags.kube_context,
+        "kube_namespace": flags.kube_namespace, "kube_pending_timeout": flags.kube_pending_timeout,
+        "kube_image_pull_policy": flags.kube_image_pull_policy, "setup": flags.setup,
+        "setup_allow_hosts": tuple(flags.setup_allow_host or ()), "setup_inputs": tuple(flags.setup_input or ()),
+        "keep_awake": flags.keep_awake, "slots": slots, "protect": protect_option(protect, no_protect),
+        "notify": tuple(flags.notify or ()), "notify_on": tuple(flags.notify_on or ()),
+    }  # fmt: skip
+
+
+FLAG_GROUPS: tuple[type[Any], ...] = (LimitFlags, SessionFlags)
+
+
+def with_flag_groups(fn: Callable[..., int]) -> Callable[..., int]:
+    """`fn` with each flag group's fields (FLAG_GROUPS), for typer, in place of its parameter of that group;
+    called with them, `fn` gets the group they make."""
     own = inspect.signature(fn, eval_str=True)
-    (name,) = [p.name for p in own.parameters.values() if p.annotation is LimitFlags]
-    hints = typing.get_type_hints(LimitFlags, include_extras=True)
-    flags = [
-        inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=hints[f.name])
-        for f in dataclasses.fields(LimitFlags)
-    ]
-    params = [q for p in own.parameters.values() for q in (flags if p.name == name else [p])]
+    groups = {p.name: p.annotation for p in own.parameters.values() if p.annotation in FLAG_GROUPS}
+    if not groups:
+        raise TypeError(f"{fn.__name__} has no parameter of a flag group")
+    flags: dict[str, list[inspect.Parameter]] = {}
+    for name, group in groups.items():
+        hints = typing.get_type_hints(group, include_extras=True)
+        flags[name] = [
+            inspect.Parameter(
+                f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=hints[f.name]
+            )
+            for f in dataclasses.fields(group)
+        ]
+    params = [q for p in own.parameters.values() for q in flags.get(p.name, [p])]
 
     @functools.wraps(fn)
     def wrapper(**kwargs: Any) -> int:
-        limits = LimitFlags(**{f.name: kwargs.pop(f.name, f.default) for f in flags})
-        return fn(**kwargs, **{name: limits})
+        made = {
+            name: group(**{f.name: kwargs.pop(f.name, f.default) for f in flags[name]})
+            for name, group in groups.items()
+        }
+        return fn(**kwargs, **made)
 
     wrapper.__signature__ = own.replace(parameters=params)  # type: ignore[attr-defined]
     wrapper.__annotations__ = {p.name: p.annotation for p in params} | {"return": own.return_annotation}

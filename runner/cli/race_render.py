@@ -1,5 +1,5 @@
 """A race on one page: its racers side by side, for `status` (rich text), and `report` (markdown, or one
-self-contained HTML page under the same CSP as a session's report).
+self-contained HTML page under the same CSP as a session's report); and `race --dry-run`'s plans.
 
 Racers' verdicts and paths can hold agent-chosen text (paths): they pass through _md() / _h() / safe().
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runner.base.errors import ExitCode
 from runner.base.limits import format_duration
 from runner.base.output import neutralise
 from runner.cli import render
@@ -18,6 +19,8 @@ from runner.usecases.race_status import RacerRow, RaceStatus
 
 if TYPE_CHECKING:
     from rich.console import Group
+
+    from runner.usecases.race import RacePlan
 
 COLUMNS = ("racer", "agent", "model", "outcome", "iterations", "time", "tokens", "cost", "diff", "protected",
            "flagged", "check")  # fmt: skip
@@ -165,3 +168,37 @@ def report(st: RaceStatus, fmt: str, output: Path | None) -> int:
     else:
         text = to_html(st) if fmt == "html" else to_markdown(st)
     return write_page(text, output)
+
+
+def plan(p: RacePlan, as_json: bool) -> int:
+    """`race --dry-run`: the race, then each racer's plan as `run --dry-run` shows it."""
+    race, cap = p.request, p.request.base.limits.max_cost
+    if as_json:
+        print_json({
+            "sessionId": race.base.session, "repo": str(p.repo), "judge": race.judge, "first": race.first,
+            "budget": race.budget, "maxCostUsd": cap,
+            "notify": p.notify.model_dump(mode="json", by_alias=True) if p.notify else None,
+            "racers": [r.model_dump(mode="json", by_alias=True) for r in p.racers],
+        })  # fmt: skip
+        return ExitCode.OK
+    from rich.rule import Rule
+    from rich.table import Table
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim", no_wrap=True)
+    grid.add_column(overflow="fold")
+    seeds = {r.seed for r in p.racers}
+    facts = [
+        ("race", race.base.session), ("racers", ", ".join(r.session for r in p.racers)),
+        ("judge", race.judge + (", --first" if race.first else "")),
+        ("budget", "none" if cap is None else f"{_cost(cap)} {race.budget}"),
+        ("copies", "a full clone each" if seeds == {None} else f"made from the shared seed {seeds.pop()}"),
+    ]  # fmt: skip
+    for label, value in facts:
+        grid.add_row(label, safe(value))
+    render.out.print(grid)
+    for racer in p.racers:
+        render.out.print(Rule(f"racer {racer.session}", align="left"))
+        render.out.print(render.plan_grid(racer))
+    render.out.print("[dim]dry run: nothing was created[/dim]")
+    return ExitCode.OK

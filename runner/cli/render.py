@@ -366,6 +366,11 @@ def usage_line(usage: GatewayUsage, max_cost: float | None) -> str:
 
 
 def plan(p: RunPlan) -> None:
+    _out().print(plan_grid(p))
+    _out().print("[dim]dry run: nothing was created[/dim]")
+
+
+def plan_grid(p: RunPlan) -> Table:
     from rich.table import Table
 
     grid = Table.grid(padding=(0, 2))
@@ -382,6 +387,7 @@ def plan(p: RunPlan) -> None:
         ("image", f"{p.image} ({p.image_state})"),
         ("agent", f"{p.agent.name}: {' '.join(p.agent.command)}"),
         ("check", p.check or "none: the agent's 'done' completes the run"),
+        *([("setup", f"{p.setup.command} ({p.setup.source})")] if p.setup else []),
         ("user", p.user),
         ("network", p.network + (f": only {', '.join(p.allow_hosts)}" if p.allow_hosts else ": none, loopback only")),
         (
@@ -400,8 +406,7 @@ def plan(p: RunPlan) -> None:
         ),
     ]
     for key, value in rows:
-        grid.add_row(key, value)
+        grid.add_row(key, safe(value))  # commands and paths as typed: `pip install -e '.[test]'` is no markup
     for m in p.mounts:
-        grid.add_row("mount", f"{m.source} -> {m.target} ({'ro' if m.read_only else 'rw'})")
-    _out().print(grid)
-    _out().print("[dim]dry run: nothing was created[/dim]")
+        grid.add_row("mount", safe(f"{m.source} -> {m.target} ({'ro' if m.read_only else 'rw'})"))
+    return grid

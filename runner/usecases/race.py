@@ -7,6 +7,11 @@ created by the same planning as `run` and driven by their own detached superviso
 one holds them). The race's supervisor holds the supervisor lock of S's journal, so two cannot drive one
 race, and it keeps nothing in memory that the journals do not say: killed, it is started again by
 `resume --session S`, which resumes every racer that had not ended first.
+
+Why one module of this size: it is the life of one record, race.json, under its one lock: the race as asked and
+planned (`--dry-run` prints that plan), its creation, its supervisor, its resume and its stop each read and
+write that record and decide the racers' fate by the same rules (who is started, who won, who is stopped);
+what only reads it (`status`, `report`, `merge`, `discard` of a race) is runner/usecases/race_status.py.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from runner.usecases.repository import open_session
 from runner.usecases.status import effective_state
 
 if TYPE_CHECKING:  # `status` of a race reads journals only: the planning and the loop are imported when used
-    from runner.usecases.plan import RunRequest
+    from runner.usecases.plan import RunPlan, RunRequest
     from runner.usecases.sessions import ResumeRequest
 
 MAX_RACERS = 16
@@ -64,6 +69,7 @@ class RaceRequest:
     n: int | None = None  # --n: N racers of one agent
     models: tuple[str, ...] = ()  # --models: one per racer, in turn
     agent_given: bool = False  # --agent or --agent-cmd was on the command line
+    model_given: bool = False  # --model was on the command line
     judge: Literal["first", "all"] = "first"
     first: bool = False
     budget: Literal["per-racer", "pooled"] = "per-racer"
@@ -95,6 +101,8 @@ def racer_requests(request: RaceRequest) -> list[RunRequest]:
     n = len(request.agents) if request.agents else (request.n or 0)
     if not 2 <= n <= MAX_RACERS:
         raise UsageError(f"a race has 2 to {MAX_RACERS} racers, not {n}")
+    if request.models and request.model_given:
+        raise UsageError("--models gives each racer its model: it cannot go with --model")
     if request.models and len(request.models) != n:
         raise UsageError(f"--models gives one model per racer: {len(request.models)} given for {n} racers")
     notify, on = _racer_notify(request)
@@ -133,25 +141,44 @@ def _refuse_taken(top: Path, race: str) -> None:
         raise SessionExistsError(f"a {kind} {race!r} already exists ({journal.dir}): pick another name")
 
 
+@dataclass(frozen=True)
+class RacePlan:
+    """What `race` will do: the race as asked, and every racer's plan as `run --dry-run` prints it."""
+
+    request: RaceRequest  # never printed whole: its --notify targets can hold secrets
+    repo: Path  # the repository's top
+    racers: list[RunPlan]
+    notify: NotifyInfo | None  # the race's own notifications (its end), redacted
+
+
+def plan_race(backend: Backend, request: RaceRequest) -> RacePlan:
+    """Check the race and plan every racer, as `run` plans a session: every refusal happens here. Creates
+    nothing (no journal, copy, branch or seed). On an engine whose mounts are not the host's directories
+    (Kubernetes) every racer's copy is a full clone of its own: no seed is shared (runner/loop/seed.py)."""
+    from runner.usecases.plan import plan_run
+
+    requests = racer_requests(request)
+    with HostGit(request.base.repo.resolve()) as git:
+        top = git.info().top
+    _refuse_taken(top, request.base.session)
+    racers = [plan_run(backend, r) for r in requests]
+    return RacePlan(request=request, repo=top, racers=racers, notify=race_notify(request))
+
+
 def create_race(backend: Backend, request: RaceRequest) -> RaceRecord:
     """Plan every racer (any refusal before anything is created), then create the racers' sessions and the
     race's record. Nothing runs yet: drive_race (or detach_race) starts the racers."""
-    from runner.usecases.plan import plan_run
     from runner.usecases.sessions import create_planned
 
-    requests = racer_requests(request)
-    race = request.base.session
-    with HostGit(request.base.repo.resolve()) as git:
-        top = git.info().top
-    _refuse_taken(top, race)
-    plans = [plan_run(backend, r) for r in requests]
+    planned = plan_race(backend, request)
+    race, top, plans, notify = request.base.session, planned.repo, planned.racers, planned.notify
     journal = Journal.for_repo(top, race)
     journal.create(plans[0].objective)
-    notify = race_notify(request)
     with journal.supervisor_lock():
         if notify is not None:  # the targets as given stay out of the journal (runner/record/notify.py)
             save_targets(top, race, request.base.notify, notify.events, journal_dir=journal.dir)
-        summaries = [create_planned(backend, plan, notify=r.notify) for plan, r in zip(plans, requests, strict=True)]
+        targets, _ = _racer_notify(request)  # every racer's: the race's, when it chose more than its end
+        summaries = [create_planned(backend, plan, notify=targets) for plan in plans]
         record = RaceRecord(
             session_id=race, objective=plans[0].objective, repo=str(top),
             check_command=plans[0].check or "",

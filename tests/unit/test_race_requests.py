@@ -35,6 +35,7 @@ def test_agents_give_each_racer_its_agent_and_no_command() -> None:
         (RaceRequest(base=BASE, agents=("a", "b"), agent_given=True), "cannot go with --agent"),
         (RaceRequest(base=BASE, n=17), "2 to 16 racers"),
         (RaceRequest(base=BASE, n=2, models=("a",)), "one model per racer"),
+        (RaceRequest(base=BASE, n=2, models=("a", "b"), model_given=True), "cannot go with --model"),
         (RaceRequest(base=BASE, n=2, judge="all", first=True), "cannot go with --judge all"),
         (RaceRequest(base=BASE, n=2, budget="pooled"), "needs --max-cost"),
         (RaceRequest(base=RunRequest(session="night", objective="x"), n=2), "needs --check"),
