@@ -113,11 +113,21 @@ def _row(report: SessionReport, view: RacerView, *, winner: bool) -> RacerRow:
     )  # fmt: skip
 
 
+def _waiting(view: RacerView) -> bool:
+    """No supervisor holds it and the race has not started it yet (after a resume too), or its summary is as `race`
+    created it (running, never driven): its supervisor is starting. `status` of the session alone says interrupted."""
+    s = view.summary
+    if s is None or view.alive or s.status not in (RunState.RUNNING, RunState.QUEUED, RunState.INTERRUPTED):
+        return False
+    return not view.racer.started or (s.status is RunState.RUNNING and s.supervisor is None)
+
+
 def race_status(repo: Path, race: str) -> RaceStatus:
     """The race and each racer's report, side by side (read-only)."""
     journal = race_journal(repo, race)
     record = journal.read_race()
     top = Path(record.repo)
+    alive = journal.supervisor_alive()
     rows = []
     for view in look(top, record):
         r = view.racer
@@ -128,8 +138,10 @@ def race_status(repo: Path, race: str) -> RaceStatus:
             rows.append(RacerRow(session_id=r.session_id, agent=r.agent, model=r.model, winner=winner,
                                  stopped_by_race=r.stopped_by_race, status=None, verdict="discarded"))  # fmt: skip
             continue
-        rows.append(_row(report, view, winner=winner))
-    alive = journal.supervisor_alive()
+        row = _row(report, view, winner=winner)
+        if alive and _waiting(view):  # the live race starts it in turn: it waits, as a queued session does
+            row.status, row.stop_reason, row.verdict = RunState.QUEUED, None, "queued  the race starts it in turn"
+        rows.append(row)
     state = race_shown_state(record, alive=alive)
     st = RaceStatus(
         session_id=race, repo=str(top), objective=record.objective, check_command=record.check_command,

@@ -250,17 +250,39 @@ def test_logs_follow_goes_on_while_the_supervisor_lives(repo: GitRepo, alive: Ex
     assert "--- iteration 2 ---" in out and "iteration 2 begins" in out
 
 
-def record_race(repo: GitRepo, race: str, racers: int, winners: list[str]) -> Journal:
-    """race.json as the race's supervisor leaves it at the end (its racers recorded or not by the caller)."""
+def record_race(
+    repo: GitRepo, race: str, racers: int, winners: list[str], *, running: bool = False, unstarted: tuple[int, ...] = ()
+) -> Journal:
+    """race.json as the race's supervisor leaves it at the end (its racers recorded or not by the caller), or, with
+    `running`, while it runs (the racers `unstarted` not started yet)."""
     top = repo.path.resolve()
     journal = Journal.for_repo(top, race)
     journal.create("objective")
     journal.write_race(RaceRecord(
         session_id=race, objective="objective", repo=str(top), check_command="true", winners=winners,
-        racers=[Racer(session_id=f"{race}-{k}", agent="custom", started=True) for k in range(1, racers + 1)],
-        state=RaceState.FINISHED, end_reason="all-ended",
+        racers=[Racer(session_id=f"{race}-{k}", agent="custom", started=k not in unstarted)
+                for k in range(1, racers + 1)],
+        state=RaceState.RUNNING if running else RaceState.FINISHED, end_reason=None if running else "all-ended",
     ))  # fmt: skip
     return journal
+
+
+def test_a_racer_the_live_race_has_not_started_yet_is_shown_waiting_not_interrupted(
+    repo: GitRepo, alive: ExitStack
+) -> None:
+    one = record_session(repo, "w-1", state=RunState.RUNNING, iterations=1, live=True)
+    record_session(repo, "w-2", state=RunState.RUNNING, iterations=0)  # started: its supervisor is starting
+    record_session(repo, "w-3", state=RunState.RUNNING, iterations=0)  # as `race` created it, not started yet
+    race = record_race(repo, "w", 3, [], running=True, unstarted=(3,))
+    alive.enter_context(one.supervisor_lock())
+    alive.enter_context(race.supervisor_lock())
+    st = harness("hud", "--session", "w", "--json", cwd=repo.path).json()
+    assert st["state"] == "running"
+    assert [(r["status"], r["stopReason"]) for r in st["racers"]] == [("running", None)] + [("queued", None)] * 2
+    alive.close()  # the race's supervisor is gone: nobody will start them, and they are shown interrupted
+    st = harness("status", "--session", "w", "--json", cwd=repo.path).json()
+    assert st["state"] == "interrupted"
+    assert [(r["status"], r["stopReason"]) for r in st["racers"]] == [("interrupted", "supervisor-gone")] * 3
 
 
 def test_logs_of_a_race_prefix_every_line_with_its_racer(repo: GitRepo) -> None:
