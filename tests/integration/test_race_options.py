@@ -113,3 +113,21 @@ def test_what_a_racer_cannot_take_is_refused_in_one_line_before_anything_exists(
     assert r.code == 2, r.stderr
     assert says in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     nothing_made(repo, "bad")
+
+
+def test_dry_run_shows_where_the_race_notifies_never_the_targets_secret(repo: GitRepo) -> None:
+    secret = "T0-SECRET-PATH-5e1f"
+    args = race("dn", "--check", "true", "--notify", f"https://hooks.example.invalid/{secret}", "--notify-on",
+                "end,blocked", "--dry-run")  # fmt: skip
+    r = harness(*args, "--json", cwd=repo.path)
+    assert r.code == 0, r.stderr
+    plan = r.json()
+    assert plan["notify"] == {"targets": ["https://hooks.example.invalid/…"], "events": ["end", "blocked"]}
+    # The race tells its own end; each racer only the other events chosen, to the same (redacted) target.
+    assert [p["notify"] for p in plan["racers"]] == [{"targets": ["https://hooks.example.invalid/…"],
+                                                      "events": ["blocked"]}] * 2  # fmt: skip
+    text = harness(*args, cwd=repo.path)
+    assert text.code == 0, text.stderr
+    for out in (r, text):
+        assert secret not in out.stdout + out.stderr
+    nothing_made(repo, "dn")
