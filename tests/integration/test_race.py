@@ -449,15 +449,25 @@ def test_logs_follow_of_a_running_race_follows_every_racer_until_the_race_ends(r
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
+    hud = None
     try:
         wait_for(lambda: "rl-1 | before-rl-1\n" in seen, 90, "racer 1's first line, followed")
         wait_for(lambda: summary(repo, "rl-2").status.value == "queued", 60, "racer 2 to wait for the slot")
         assert not (repo.journal("rl-2") / "iteration-0001.log").exists()  # not started: nothing to follow yet
+        live = harness("hud", "--session", "rl", "--json", cwd=repo.path).json()
+        assert live["state"] == "running" and [row["status"] for row in live["racers"]] == ["running", "queued"]
+        hud = subprocess.Popen([*HARNESS, "hud", "--session", "rl", "--interval", "0.2"], cwd=repo.path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "COLUMNS": "200"})  # fmt: skip
         release(repo, "rl-1")
         follow.wait(timeout=120)
+        hud_out, hud_err = hud.communicate(timeout=60)  # the live hud leaves by itself once the race has ended
     finally:
-        if follow.poll() is None:
-            follow.kill()
+        for proc in (follow, hud):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+    assert hud.returncode == 0, hud_err
+    assert "finished (all-ended)" in hud_out and re.search(r"^rl-2 \(winner\) .* completed", hud_out, re.M), hud_out
     reader.join(10)
     assert follow.returncode == 0, follow.stderr.read()  # type: ignore[union-attr]
     assert record(repo, "rl").state.value == "finished"  # it ended with the race, not before
