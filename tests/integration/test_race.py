@@ -249,7 +249,11 @@ def test_a_race_supervisor_killed_after_a_first_win_resumes_to_that_winner(
     assert not (repo.journal(first) / "iteration-0002.json").exists()
     assert rows[first]["iterations"] == (0 if loser_dies else 1)  # a killed supervisor records no iteration
     assert exited(racer_pid) and summary(repo, first).supervisor is None
-    assert not containers(f"io.solo-harness.session={first}")  # its held container is gone too
+    left = containers(f"io.solo-harness.session={first}")
+    shown = subprocess.run(["docker", "inspect", "--format", '{{index .Config.Labels "io.solo-harness.role"}} '
+                            "{{.State.Status}} {{.State.Pid}} {{.Created}} {{.State.FinishedAt}}", *left],
+                           capture_output=True, text=True, check=False).stdout if left else ""  # fmt: skip
+    assert not left, shown  # its held container is gone too
     assert (
         json.loads((repo.journal(first) / "control.json").read_text())["stopNote"]
         == f"race {race}: {second} won (--first)"
