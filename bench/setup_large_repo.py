@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import statistics
 import threading
 import time
 from dataclasses import dataclass
@@ -189,14 +190,15 @@ def _race(result: Result, env: BenchEnv, repo: Path, label: str, repeat: int, on
     walls = {k: result.add(f"{label}: {what[k]}", [r.seconds for r in v]) for k, v in runs.items()}
     cpus = {k: result.add(f"{label}: {what[k]}, CPU time of the whole machine", [r.cpu for r in v])
             for k, v in runs.items()}  # fmt: skip
-    io = result.add(f"{label}: race of {RACERS} (cold seed), time the cores sat idle waiting on the disk",
-                    [r.iowait for r in runs["cold"]])  # fmt: skip
+    iowait = statistics.median(r.iowait for r in runs["cold"])  # may be none at all: a fact, not a measure
+    result.facts.append(f"{label}: race of {RACERS} (cold seed): the cores sat idle waiting on the disk for "
+                        f"{iowait:.2f} s (median)")  # fmt: skip
     n = cores()
     cold = walls["cold"].median
     floor = cpus["cold"].median / n / one.seconds
     why = _WHY_RACE.format(racers=RACERS, cores=n, cpu=cpus["cold"].median / one.cpu, floor=floor)
     why += (_WHY_BOUND if floor > 1.5 else _WHY_IDLE).format(
-        cores=n, idle=cold * n - cpus["cold"].median, iowait=io.median
+        cores=n, idle=cold * n - cpus["cold"].median, iowait=iowait
     )
     result.ratios.append(Ratio(f"{label}: race of {RACERS} (cold seed) / one session's set-up",
                                cold / one.seconds, 1.5, why=why))  # fmt: skip

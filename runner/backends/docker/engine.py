@@ -17,6 +17,7 @@ import docker
 import docker.errors
 from docker.types import LogConfig
 from docker.types import Mount as DockerMount
+from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from runner.backends.base import (
     Backend,
@@ -45,6 +46,13 @@ from runner.base.layout import NET_DIR, RELAY
 from runner.base.output import CappedBuffer, OutputSink
 
 log = logging.getLogger(__name__)
+
+OOM_SETTLE_SECONDS = 2.0  # how long a killed container is looked at again for the OOM kill the engine reports late
+
+
+def _last_result(attempt: RetryCallState) -> Any:
+    """What the last look found, when the looks ran out (it is no error: a kill that was no OOM kill)."""
+    return attempt.outcome.result() if attempt.outcome is not None else {}
 
 
 def _when(text: object) -> datetime | None:
@@ -289,11 +297,23 @@ class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
         if running is not None:
             running.drain.join(timeout=10)
         container = self._container(container_id)
-        api.call("inspect a container", container.reload)
-        state = container.attrs.get("State") or {}
+
+        def state() -> dict[str, Any]:
+            api.call("inspect a container", container.reload)
+            return container.attrs.get("State") or {}
+
+        # The engine learns of an OOM kill from an event of its own, which can come after the exit it reports:
+        # a container killed (137) and not (yet) marked OOMKilled is looked at again, briefly.
+        def killed_unmarked(s: dict[str, Any]) -> bool:
+            return not s.get("Running") and s.get("ExitCode") == 137 and not s.get("OOMKilled")
+
+        found: dict[str, Any] = Retrying(
+            retry=retry_if_result(killed_unmarked), stop=stop_after_delay(OOM_SETTLE_SECONDS), wait=wait_fixed(0.1),
+            retry_error_callback=_last_result,
+        )(state)  # fmt: skip
         return Exit(
-            exit_code=None if state.get("Running") else int(state.get("ExitCode", -1)),
-            oom_killed=bool(state.get("OOMKilled")),
+            exit_code=None if found.get("Running") else int(found.get("ExitCode", -1)),
+            oom_killed=bool(found.get("OOMKilled")),
         )
 
     def remove(self, container_id: str) -> None:
