@@ -68,6 +68,8 @@ def test_the_inhibitor_is_held_while_the_session_runs_and_released_at_the_end(re
     release(repo, "awake")
     wait_for(lambda: summary_of(repo, "awake").status.value == "completed", 120, "the run to complete")
     wait_for(lambda: exited(inhibitor), 30, "the inhibitor to be released")
+    # The supervisor records the release once the inhibitor has exited: a moment after, under load.
+    wait_for(lambda: not summary_of(repo, "awake").keep_awake.held, 30, "the release to be recorded")
     final = summary_of(repo, "awake").keep_awake
     assert final.enabled and not final.held and final.via == "systemd-inhibit"
     text = harness("status", "--session", "awake", cwd=repo.path)
