@@ -108,10 +108,13 @@ def release(repo: GitRepo, session: str) -> None:
 
 
 def containers(label: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={label}"], capture_output=True, text=True, check=True
-    ).stdout
-    return out.split()
+    """This test run's containers (its label: tests/conftest.py) that carry `label` (`k=v`). Never another
+    pytest's on the same engine: a second run of the same tests (another engineer's, CI's) makes containers of
+    the same sessions, and a test that asserted none left would see them."""
+    from tests.conftest import TEST_RUN_LABEL  # the conftest imports this module
+
+    filters = ["--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}", "--filter", f"label={label}"]
+    return subprocess.run(["docker", "ps", "-aq", *filters], capture_output=True, text=True, check=True).stdout.split()
 
 
 def remove_session_containers(session: str) -> None:
