@@ -20,11 +20,12 @@ pytestmark = pytest.mark.docker
 
 DONE = 'printf \'{"state": "done", "summary": "ok"}\' > "$HARNESS_STATUS_FILE"'
 
-# Records its pid and argv next to itself, then runs the command after its options, as systemd-inhibit does.
+# Records its argv and then its pid next to itself (the pid last: a test that sees it finds the argv whole), then
+# runs the command after its options, as systemd-inhibit does.
 STAND_IN = """#!/bin/sh
 here=$(dirname "$0")
+printf '%s\\n' "$@" > "$here/argv.tmp" && mv "$here/argv.tmp" "$here/argv"
 printf '%s\\n' "$$" > "$here/pid.tmp" && mv "$here/pid.tmp" "$here/pid"
-printf '%s\\n' "$@" > "$here/argv"
 while [ $# -gt 0 ]; do case "$1" in --*) shift ;; *) break ;; esac; done
 "$@"
 """
@@ -58,6 +59,8 @@ def test_the_inhibitor_is_held_while_the_session_runs_and_released_at_the_end(re
     assert argv[2].startswith("--why=harness session awake runs unattended") and argv[3] == "--mode=block"
     assert argv[4:6] == ["sh", "-c"]  # the waiter: it reads the supervisor's pipe until it closes
     inhibitor = int((where / "pid").read_text())
+    # The supervisor records the inhibitor once it has taken its lock: a moment after it started, under load.
+    wait_for(lambda: summary_of(repo, "awake").keep_awake.held, 30, "the summary to say it is held")
     st = harness("status", "--session", "awake", "--json", cwd=repo.path)
     assert st.code == 20, st.stderr
     awake = st.json()["keepAwake"]

@@ -199,6 +199,9 @@ def test_a_usage_limit_wait_is_notified_when_it_begins(repo: GitRepo) -> None:
         assert st["usageLimit"]["until"] is not None
         harness("stop", "--session", "limit", "--now", cwd=repo.path)
         wait_for(lambda: status(repo, "limit")["status"] != "running", 120, "the run to stop")
+        # The delivery is recorded by the sender's thread once the receiver has answered: a moment after it
+        # counted the request, whatever the run did meanwhile.
+        wait_for(lambda: notifications(repo, "limit"), 60, "the delivery to be recorded")
     (record,) = notifications(repo, "limit")
     assert (record["event"], record["delivered"], record["state"]) == ("usage-limit", True, "running")
 

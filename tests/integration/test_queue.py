@@ -23,13 +23,18 @@ pytestmark = pytest.mark.docker
 AGENT = f"{HOLD}; {report('done')}"  # holds its one iteration until released, then reports done
 
 
-def start(repo: GitRepo, session: str, slots: int, *extra: str) -> int:
-    """`run --detach --slots N` of a held agent: it returns at once, queued or not; the supervisor's pid."""
+def start(repo: GitRepo, session: str, slots: int, *extra: str, queued: bool = False) -> int:
+    """`run --detach --slots N` of a held agent: it returns at once, queued or not; the supervisor's pid.
+    `queued`: every slot is taken, so it waits; `--detach` returns once its supervisor holds the session and its
+    place in the queue, and the supervisor writes `queued` in the summary a moment after (under load, after the
+    test has looked): wait for that."""
     began = time.monotonic()
     args = run_args(session, "--slots", str(slots), "--detach", *extra, cmd=AGENT, iterations=1)
     r = harness(*args, cwd=repo.path)
     assert r.code == 0, r.stderr
     assert time.monotonic() - began < 60
+    if queued:
+        wait_for(lambda: state(repo, session) == "queued", 30, f"{session}'s supervisor to record its wait")
     return int(r.json()["pid"])
 
 
@@ -55,7 +60,7 @@ def test_the_queue_holds_a_third_session_while_two_run_and_starts_it_when_one_en
     for s in ("q1", "q2"):
         start(repo, s, 2)
     wait_for(lambda: agent_runs("q1") and agent_runs("q2"), 120, "both agents to run")
-    start(repo, "q3", 2)
+    start(repo, "q3", 2, queued=True)
     code, st = status(repo, "q3")
     assert code == 20 and st["status"] == "queued" and st["supervisorAlive"], st
     assert st["queuePosition"] == 1 and st["queueLength"] == 1 and st["slots"] == 2
@@ -85,9 +90,9 @@ def test_the_queue_holds_a_third_session_while_two_run_and_starts_it_when_one_en
 def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_session_out(repo: GitRepo) -> None:
     start(repo, "r1", 1)
     wait_for(lambda: agent_runs("r1"), 120, "r1's agent to run")
-    pid = start(repo, "r2", 1)
-    start(repo, "r3", 1)
-    r4 = start(repo, "r4", 1)
+    pid = start(repo, "r2", 1, queued=True)
+    start(repo, "r3", 1, queued=True)
+    r4 = start(repo, "r4", 1, queued=True)
     assert [status(repo, s)[1]["queuePosition"] for s in ("r2", "r3", "r4")] == [1, 2, 3]
     # A parked session discarded (its journal kept) leaves the queue with the rest of its run.
     os.kill(r4, signal.SIGKILL)
@@ -125,7 +130,7 @@ def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_
 def test_harness_queue_shows_slots_and_order_and_a_move_changes_who_starts_next(repo: GitRepo) -> None:
     start(repo, "m1", 1)
     wait_for(lambda: agent_runs("m1"), 120, "m1's agent to run")
-    pids = {s: start(repo, s, 1) for s in ("m2", "m3")}
+    pids = {s: start(repo, s, 1, queued=True) for s in ("m2", "m3")}
     view = harness("queue", "--json", cwd=repo.path).json()
     assert [(h["slot"], h["sessionId"]) for h in view["running"]] == [(0, "m1")]
     assert [(q["position"], q["sessionId"], q["waiting"], q["slots"]) for q in view["queued"]] == [
@@ -166,7 +171,7 @@ def test_a_session_waiting_for_its_notification_has_given_its_slot_to_the_next(r
     with Receiver(hold=True) as slow:
         first = start(repo, "n1", 1, "--notify", f"{slow.url}/hook")
         wait_for(lambda: agent_runs("n1"), 120, "n1's agent to run")
-        start(repo, "n2", 1)
+        start(repo, "n2", 1, queued=True)
         assert status(repo, "n2")[1]["status"] == "queued"
 
         release(repo, "n1")

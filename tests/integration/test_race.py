@@ -164,6 +164,7 @@ def test_a_killed_race_supervisor_then_resume_goes_on_with_every_unfinished_race
     os.kill(racer_pid, signal.SIGKILL)
     wait_for(lambda: harness("status", "--session", "rk", "--json", cwd=repo.path).json()["state"] == "interrupted",
              30, "the race to show interrupted")  # fmt: skip
+    wait_for(lambda: exited(racer_pid), 30, "racer 1's supervisor to die")  # killed with the race's, not before it
     st = harness("status", "--session", "rk", "--json", cwd=repo.path).json()
     assert [row["status"] for row in st["racers"]] == ["interrupted", "running"]
 
