@@ -214,6 +214,11 @@ def cleanup(env: BenchEnv) -> None:
         ids = []
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+    # The overlays of racers' copies (a volume each, labelled as the container that made it).
+    volumes = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label={env.label}"],
+                             capture_output=True, text=True, check=False).stdout.split()  # fmt: skip
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)
     if os.geteuid() != 0:  # files made by the agent uid: removed by a container of the same uid
         for root in (env.tmp / "home" / "runs").glob("*"):
             _remove_as_agent(env, root)

@@ -10,11 +10,14 @@ large-history shapes of issue 10 (full: 5k and 50k files; quick: 2k files), and 
 3 KB, the common shape; quick: 2k files).
 
 A race's set-up (issue 19): 4 sessions with `RunRequest(seed=True)` planned and created one after the other, as
-`harness race` does, then driven at once, timed from the first plan to the last one reaching its first
-iteration; "cold" removes the repository's seed first (the race makes it), "warm" finds it made (a later race
-on the same repository). Without the seed, the same 4 set-ups are 4 full clones. Each set-up also counts the CPU
-time of the whole machine (/proc/stat, after a sync), which says whether it waited or computed: the least time
-that CPU time allows on this machine's cores is the floor any scheduling of the same work meets.
+`harness race` does, then driven at once with 4 slots (`--slots 4`: with fewer, racers 3 and 4 would wait in the
+queue for a whole run of racer 1 or 2, which is no part of a set-up), timed from the first plan to the last one
+reaching its first iteration; "cold" removes the repository's seed (and its trees) first: the race makes them;
+"warm" finds them made (a later race on the same repository). On Docker each racer's copy is an overlay of the
+seed's tree of the base commit (runner/loop/workspace.py), so the race checks the files out once. Without the
+seed, the same 4 set-ups are 4 full clones. Each set-up also counts the CPU time of the whole machine
+(/proc/stat, after a sync), which says whether it waited or computed: the least time that CPU time allows on
+this machine's cores is the floor any scheduling of the same work meets.
 
 Goals: harness / worktree add <= 1.5x on the 50k-file repository (issue 10); a race of 4 (cold seed) <= 1.5x one
 session's set-up on the small-file repository (issue 19).
@@ -94,7 +97,7 @@ def _setups(env: BenchEnv, repo: Path, sessions: list[str], *, seed: bool) -> Se
         os.sync()  # the last set-up's writes flushed before this one's CPU time is counted
         cpu, start = machine_cpu(), time.perf_counter()
         requests = [RunRequest(session=s, objective="benchmark", repo=repo, max_iterations=1, agent_cmd="true",
-                               seed=seed) for s in sessions]  # fmt: skip
+                               seed=seed, slots=len(sessions)) for s in sessions]  # fmt: skip
         for plan in [plan_run(backend, r) for r in requests]:
             create_planned(backend, plan)
         for t in threads:
@@ -118,11 +121,16 @@ def harness_setup(env: BenchEnv, repo: Path, session: str) -> SetUp:
 
 def race_setup(env: BenchEnv, repo: Path, prefix: str, *, seed: bool = True, cold: bool = True) -> SetUp:
     """RACERS sessions set up at once; `cold`: no seed yet."""
-    from runner.base.paths import seed_dir
+    from runner.backends.docker.engine import DockerBackend
+    from runner.base.paths import repo_key, seed_dir
     from runner.loop.seed import remove_seed
+    from runner.loop.workspace import RunDir, Workspace
+    from runner.record.models import Limits
 
-    if cold:
-        remove_seed(seed_dir(repo))
+    if cold:  # the trees' files are the agent uid's: removed by a helper, as `gc` does
+        trees = Workspace(backend=DockerBackend(), run_dir=RunDir(env.tmp / "no-run"), image="harness-base:latest",
+                          limits=Limits(), session="bench", repo_key=repo_key(repo))  # fmt: skip
+        remove_seed(seed_dir(repo), remove_trees=trees.delete_trees)
     return _setups(env, repo, [f"{prefix}-{n}" for n in range(1, RACERS + 1)], seed=seed)
 
 
@@ -265,19 +273,16 @@ _WHY_LONG = (
 )
 
 _WHY_RACE = (
-    "the seed saves the history, which the race clones once instead of {racers} times (the row without the "
-    "seed), but each racer still checks out its own files (a copy of its own is what keeps racers apart), and "
-    "on {cores} cores that work is not free: one session's set-up alone keeps the cores busy most of its time "
-    "(its CPU time over its wall time, above), and the race's CPU time is {cpu:.1f}x one session's. Spread "
-    "perfectly over {cores} cores it would take {floor:.2f}x one session's set-up (the last ratio). "
+    "the race clones the history once (the seed) and checks the base's files out once (the seed's tree, which "
+    "every racer's copy is an overlay of), but each racer still starts its own containers (the image check, the "
+    "helpers that make its directories and its .git), and on {cores} cores that work is not free: the race's CPU "
+    "time is {cpu:.1f}x one session's. Spread perfectly over {cores} cores it would take {floor:.2f}x one "
+    "session's set-up (the last ratio). "
 )
 _WHY_BOUND = "So no ordering of this work meets the goal on this machine."
 _WHY_IDLE = (
-    "The rest, {idle:.1f} core-seconds of the race, the cores sat idle, {iowait:.1f} s of them waiting on the "
-    "disk (the checkouts' writes). Two ways to shorten it were tried and measured against the code without "
-    "them, in pairs, and changed nothing beyond the noise: making a racer's copy before it takes its queue "
-    "slot (all copies at once instead of in the queue's waves, with the queue looking four times a second), "
-    "and checking the image while the seed is made"
+    "The rest, {idle:.1f} core-seconds of the race, the cores sat idle ({iowait:.1f} s of them waiting on the "
+    "disk): the seed and then its tree are made one after the other by one racer, while the others wait for them"
 )
 
 

@@ -148,6 +148,7 @@ def repo(tmp_path: Path) -> GitRepo:
 
 @pytest.fixture(scope="session", autouse=True)
 def _reap_test_containers() -> Iterator[None]:
+    """The containers (and overlay volumes) of this test run, whatever a failed test left."""
     yield
     try:
         ids = subprocess.run(
@@ -158,6 +159,12 @@ def _reap_test_containers() -> Iterator[None]:
         return  # no docker CLI on this machine: no container can have been made
     if ids:
         subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False)
+    volumes = subprocess.run(
+        ["docker", "volume", "ls", "-q", "--filter", f"label=io.solo-harness.test={TEST_RUN_LABEL}"],
+        capture_output=True, text=True, check=False,
+    ).stdout.split()  # fmt: skip  # the overlays of racers' copies that no test discarded
+    if volumes:
+        subprocess.run(["docker", "volume", "rm", "-f", *volumes], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,8 @@ and may have more, which the code above asks for with `isinstance`:
 - `ImageStore`: images are built and kept by this engine, on this machine (Docker; a cluster pulls its own);
 - `Exec`: a command can be run in a running container (the resident helper's checkpoints: runner.loop.resident);
 - `Stats`: a running container's CPU, memory and pids can be sampled (the hud);
-- `HostMounts`: the engine's mounts are the host's directories themselves (a copy can borrow a shared seed).
+- `HostMounts`: the engine's mounts are the host's directories themselves (a copy can borrow a shared seed);
+- `Overlays`: a mount may be an overlay of a shared read-only directory (a racer's copy over one checkout).
 
 An engine only translates: a `ContainerSpec` (its security posture as data) into what its engine runs, and
 the engine's answers back. The policy of a run (deadline, cancel, disk watch, stop grace) lives once above
@@ -43,6 +44,7 @@ The contract every engine keeps (tests/backends/contract.py proves it against ea
 from __future__ import annotations
 
 import contextlib
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -66,6 +68,20 @@ class Mount:
     source: Path
     target: str
     read_only: bool
+    # An overlay (only on an engine with `Overlays`): the container sees `lower`, a directory no container
+    # writes, with `source`'s changes laid over it; what the container writes goes to `source` (the kernel's
+    # copy-up), never to `lower`. `work` is the overlay's scratch directory, beside `source` on its file system.
+    lower: Path | None = None
+    work: Path | None = None
+
+
+# What an overlay's directories may be called: mount(2) takes them in one option, split at commas and colons.
+_OVERLAY_PATH = re.compile(r"^/[A-Za-z0-9_./+@=-]*$")
+
+
+def overlay_path(path: Path) -> bool:
+    """Whether `path` may be one of an overlay's directories (`Mount.lower`, `source`, `work`)."""
+    return bool(_OVERLAY_PATH.match(str(path)))
 
 
 @dataclass(frozen=True)
@@ -313,6 +329,22 @@ class HostMounts(ABC):  # noqa: B024 - a capability without a method: what the e
     costs nothing whatever its size, and every container sees the same files. A repository's shared seed
     (runner.loop.seed) is used only on such an engine; Kubernetes, whose mounts travel with each pod, makes
     each copy by a full clone instead."""
+
+
+class Overlays(ABC):
+    """Mounts that are overlays (`Mount.lower`): the engine mounts, for each container, `lower` read-only
+    with the mount's own directory over it, so that many copies share one checkout and each writes only its
+    changes. The engine may keep something for an overlay across containers, with the labels of the container
+    that first mounted it but its role (Docker: a volume); `remove_overlays` lets it go once the copy is deleted."""
+
+    @abstractmethod
+    def overlays(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        """What the engine keeps for the overlays carrying all `labels`: name -> all their labels."""
+
+    @abstractmethod
+    def remove_overlays(self, labels: dict[str, str]) -> list[str]:
+        """Remove what the engine keeps for the overlays carrying all `labels` (no container may use them any
+        more); their names. Raises BackendError."""
 
 
 class Stats(ABC):

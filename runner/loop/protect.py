@@ -118,9 +118,12 @@ def view_script() -> str:
 # read-only, so nothing writes through either name; the view is removed after the check. link() works only
 # inside one mount (across two bind mounts of one file system it fails with EXDEV): that is why the helper
 # mounts the run directory, the copy's parent, and not the copy and the view apart. Nothing is followed: a
-# symlink is linked as a symlink, and a symlinked or non-directory parent of a protected path is replaced.
+# symlink is linked as a symlink, and a symlinked or non-directory parent of a protected path is replaced. A copy
+# that is an overlay of the seed's tree is mounted at /run-root/workspace on its own: its files are copied instead.
+# No view is made when the copy's protected paths are exactly the base's ("harness-view same"): the check then
+# runs on the copy itself, read-only, which is what the view would hold.
 _VIEW = r'''
-import json, os, shutil, stat, sys
+import errno, json, os, shutil, stat, sys
 
 PATTERNS = json.loads(os.environ["HARNESS_PROTECT"])
 SRC, VIEW, BASE = "/run-root/workspace", "/run-root/" + os.environ["HARNESS_VIEW"], "/base"
@@ -146,15 +149,28 @@ def remove(path):
         os.unlink(path)
 
 
-def leaves(top, rel, out):
-    """Every non-directory below top/rel (or top/rel itself), by repository path."""
+def leaves(top, rel, out, empty=False):
+    """Every non-directory below top/rel (or top/rel itself), by repository path; `empty`: empty directories too."""
     full = os.path.join(top, rel)
     st = os.lstat(full)
     if stat.S_ISDIR(st.st_mode):
-        for e in entries(full):
-            leaves(top, rel + "/" + e.name, out)
+        found = entries(full)
+        if empty and not found:
+            out[rel] = full
+        for e in found:
+            leaves(top, rel + "/" + e.name, out, empty)
     else:
         out[rel] = full
+
+
+def scan(rel, found):
+    """The copy's leaves (and empty directories) under its protected paths, as link_tree finds them; nothing made."""
+    for e in entries(os.path.join(SRC, rel) if rel else SRC):
+        r = rel + "/" + e.name if rel else e.name
+        if is_protected(PATTERNS, r):
+            leaves(SRC, r, found, empty=True)
+        elif e.is_dir(follow_symlinks=False):
+            scan(r, found)
 
 
 def link_tree(rel, agent):
@@ -166,7 +182,26 @@ def link_tree(rel, agent):
             os.mkdir(os.path.join(VIEW, r), 0o755)
             link_tree(r, agent)
         else:
-            os.link(e.path, os.path.join(VIEW, r), follow_symlinks=False)
+            place(e.path, os.path.join(VIEW, r))
+
+
+LINKS = [True]
+
+
+def place(src, dst):
+    """A file of the copy into the view: linked; copied when the copy is an overlay (another mount than the
+    view: link() fails with EXDEV), as it is for every file once one has failed."""
+    if LINKS[0]:
+        try:
+            return os.link(src, dst, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            LINKS[0] = False
+    if os.path.islink(src):
+        os.symlink(os.readlink(src), dst)
+    else:
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def lay_in(rel, base):
@@ -195,6 +230,8 @@ def same(a, b):
     sa, sb = os.lstat(a), os.lstat(b)
     if stat.S_IFMT(sa.st_mode) != stat.S_IFMT(sb.st_mode):
         return False
+    if stat.S_ISDIR(sa.st_mode):
+        return True  # two empty directories (the only ones `leaves` records)
     if stat.S_ISLNK(sa.st_mode):
         return os.readlink(a) == os.readlink(b)
     if not stat.S_ISREG(sa.st_mode) or sa.st_size != sb.st_size or (sa.st_mode & 0o100) != (sb.st_mode & 0o100):
@@ -213,6 +250,15 @@ def same(a, b):
 
 if os.path.lexists(VIEW):
     remove(VIEW)
+# When every protected path of the copy is as the base has it (no file added, removed or changed there, not even a
+# cache), the view would be the copy itself: the check runs on the copy, and no view is made.
+in_copy, in_base = {}, {}
+scan("", in_copy)
+for e in entries(BASE):
+    leaves(BASE, e.name, in_base, empty=True)
+if in_copy.keys() == in_base.keys() and all(same(in_copy[p], in_base[p]) for p in in_copy):
+    print("harness-view same")
+    sys.exit(0)
 os.mkdir(VIEW, 0o755)
 agent, base = {}, {}
 link_tree("", agent)

@@ -4,7 +4,10 @@ A race starts N sessions on one repository; each needs its own copy, and a full 
 copy pays for the whole history N times. With a seed, the history is cloned once per repository, by the
 host user, into the harness home (`seeds/<repo key>`); every copy made from it holds only its checkout, its
 own new objects and one line in `.git/objects/info/alternates` naming the seed as mounted inside the
-container (`SEED_DIR`, read-only). What makes that safe (docs/security.md, "The shared seed"):
+container (`SEED_DIR`, read-only). On an engine with overlays, the checkout too is made once: the seed's
+*tree* of a base commit (`tree_dir`, made by a helper in runner.loop.workspace) is the shared lower layer of
+every copy over it, which then holds only its .git and its changes. What makes that safe (docs/security.md,
+"The shared seed" and "A race's shared checkout"):
 
 - **Nothing of the seed is writable from a container.** It is mounted read-only into every container that
   reads a copy (agent, setup, check, helpers), and its files belong to the host user with no write bit for
@@ -93,10 +96,24 @@ def has_commit(seed: Path, commit: str) -> bool:
     return proc.returncode == 0
 
 
+def tree_dir(seed: Path, commit: str) -> Path:
+    """The seed's checkout of `commit`: the shared lower layer of the copies made over it (overlays, on an
+    engine that has them: runner.loop.workspace), made once by a helper as the agent uid, with its index
+    beside it (`<commit>.index`)."""
+    return seed.parent / f"{seed.name}.trees" / commit
+
+
 @contextlib.contextmanager
-def _locked(seed: Path) -> Iterator[None]:
+def tree_lock(seed: Path) -> Iterator[None]:
+    """The lock held while one of the seed's trees is made (apart from the seed's own: both are made at once)."""
+    with _locked(seed, "trees.lock"):
+        yield
+
+
+@contextlib.contextmanager
+def _locked(seed: Path, suffix: str = "lock") -> Iterator[None]:
     """The seed's lock (held while it is made or refreshed): released by the kernel when its holder dies."""
-    path = seed.parent / f"{seed.name}.lock"
+    path = seed.parent / f"{seed.name}.{suffix}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -148,14 +165,20 @@ def ensure_seed(seed: Path, source_git_dir: Path, commit: str) -> bool:
     return True
 
 
-def remove_seed(seed: Path, *, unless: Callable[[], bool] = lambda: False) -> bool:
-    """Delete a seed, under its lock, unless `unless()` says (under that lock) that a copy still borrows from
-    it: a copy made from a removed seed no longer works. True when it was removed."""
+def remove_seed(
+    seed: Path, *, unless: Callable[[], bool] = lambda: False, remove_trees: Callable[[Path], None] = shutil.rmtree
+) -> bool:  # fmt: skip
+    """Delete a seed and its trees, under its lock, unless `unless()` says (under that lock) that a copy still
+    borrows from it: a copy made from a removed seed no longer works. The trees' files are the agent uid's:
+    `remove_trees` removes their directory (a helper, where the host user is not root). True when removed."""
     if not seed.parent.is_dir():
         return False
     with _locked(seed):
         if unless():
             return False
+        trees = tree_dir(seed, "x").parent
+        if trees.exists():
+            remove_trees(trees)
         for path in (seed, *seed.parent.glob(f"{seed.name}.tmp-*")):
             if path.exists():
                 shutil.rmtree(path)

@@ -15,19 +15,36 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends.base import Backend, Exec, Mount
+from runner.backends.base import LABEL_ROLE, Backend, Exec, Mount, Overlays
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import BackendError, WorkspaceError
-from runner.base.layout import OUTBOX_DIR, RELAY, SEED_DIR, WORKSPACE
+from runner.base.layout import OUTBOX_DIR, SEED_DIR, WORKSPACE
 from runner.base.output import CappedBuffer
 from runner.base.saferead import UnsafeFileError, copy_untrusted
+from runner.loop.copy_scripts import (
+    CHECKPOINT,
+    CREATE,
+    CREATE_FROM_SEED,
+    CREATE_OVER_TREE,
+    DELETE,
+    DELETE_TREES,
+    EXPORT_REF,
+    IMAGE_CHECK,
+    MAKE_TREE,
+    OUTSIDE_GIT,
+    TREE_INDEX,
+    VIEW,
+    VIEW_DIR,
+    VIEW_REMOVE,
+)
 from runner.loop.protect import MAX_CHANGES, MAX_DEPTH, parse_changes, protected_roots, view_script
 from runner.loop.resident import ResidentHelper
-from runner.loop.seed import ensure_seed
+from runner.loop.seed import ensure_seed, tree_lock
 from runner.record.gitops import HostGit
 from runner.record.models import DiffStat, Limits, ProtectedChange, RunOwner
 from runner.sandbox.container import bind, hardened_spec, labels
@@ -41,107 +58,9 @@ HELPER_PIDS = 512  # git needs a few; never fewer than this, whatever --pids the
 # while it asks a cluster's scheduler for no more than the agent's --cpus.
 HELPER_CPU_BURST = float(min(2, os.cpu_count() or 1))
 MAX_BUNDLE_BYTES = 8 * 1024**3
-EXPORT_REF = "refs/harness/export"
-VIEW_DIR = "check-view"  # the check's view of the copy, with protected paths as the base has them
 _EXPORT_LINE = re.compile(r"^harness-export (bundle|known|none|over) ([0-9a-f]{40})$", re.MULTILINE)
 _DISK_LINE = re.compile(r"^harness-disk (\d+)$", re.MULTILINE)
 
-_GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
-_GIT = "git -c core.hooksPath=/dev/null -c core.fsmonitor=false -c commit.gpgsign=false"
-# A copy's checkout writes its files with several workers: on a repository of many small files it waits on the
-# disk's latency, not on a core (20k files of 3 KB: a third of the time with 4 workers, docs/performance.md).
-_CHECKOUT = f"{_GIT} -c checkout.workers=4 checkout"
-
-# The first container of a run in its image: an image that lacks what the agent's containers need is refused
-# here, in one line, rather than failing each iteration with "not found". (The helpers run in harness-base.)
-_IMAGE_CHECK = f"""
-for tool in git {RELAY}; do
-  command -v "$tool" >/dev/null 2>&1 || {{
-    echo "the image has no $tool: a run's image needs git and {RELAY}" \
-      "(the agent's route to the model gateway): build it FROM harness-base, or give --image a plain image" \
-      "and the harness derives one"
-    exit 3
-  }}
-done
-"""
-
-_CREATE = (
-    _GIT_ENV
-    + f"""set -eu
-git config --global safe.directory '*'
-mkdir -p /run-root/workspace /run-root/outbox /run-root/export
-{_GIT} clone --quiet --no-local --no-hardlinks --no-checkout /source /run-root/workspace
-cd /run-root/workspace
-git remote remove origin
-{_CHECKOUT} --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
-"""
-)
-
-# A copy made from the repository's seed (runner/loop/seed.py): a fresh repository whose objects are read from
-# the seed's read-only mount (one alternates line), so that only the checkout is left to do.
-_CREATE_FROM_SEED = (
-    _GIT_ENV
-    + f"""set -eu
-git config --global safe.directory '*'
-mkdir -p /run-root/workspace /run-root/outbox /run-root/export
-cd /run-root/workspace
-{_GIT} -c init.defaultBranch=harness-unborn init --quiet
-printf '%s\\n' {SEED_DIR}/objects > .git/objects/info/alternates
-{_CHECKOUT} --quiet -B "$HARNESS_BRANCH" "$HARNESS_BASE"
-"""
-)
-
-# Runs with the agent's copy, whose .git/config the agent controls: that is why it runs in a
-# sandbox like the agent's own, and why the host verifies everything it prints.
-_CHECKPOINT = (
-    _GIT_ENV
-    + f"""set -eu
-cd {WORKSPACE}
-find {OUTBOX_DIR} -mindepth 1 -delete 2>/dev/null || true
-rm -f /export/export.bundle
-G="{_GIT} -c user.name=harness -c user.email=harness@localhost.invalid"
-# The copy is the agent's: make all of it readable to measure it and commit it. Only what lacks
-# the bits is changed: a chmod of every file would change every ctime and make `git add` hash the
-# whole tree again. Directories one at a time (a closed one is opened before find looks inside),
-# unreadable files in batches (git's own read-only objects are left alone).
-find . \\( -type d ! -perm -u=rwx -exec chmod u+rwx {{}} \\; \\) \\
-  -o \\( ! -type d ! -perm -u=r -exec chmod u+rw {{}} + \\) 2>/dev/null || true
-size=$(du -sxb . | cut -f1)
-echo "harness-disk $size"
-# Over --max-disk: neither commit nor bundle it, so it cannot fill the user's disk through the harvest.
-if [ -n "${{HARNESS_MAX_DISK:-}}" ] && [ "$size" -gt "$HARNESS_MAX_DISK" ]; then
-  echo "harness-export over $HARNESS_LAST"; exit 0
-fi
-$G add -A
-# What the setup left in the copy outside git (a virtualenv, node_modules) is never committed, whatever
-# .gitignore says now: one path per line, checked by the host when the setup ran.
-printf '%s\n' "${{HARNESS_KEEP_OUT:-}}" | while IFS= read -r path; do
-  if [ -n "$path" ]; then $G rm -r -q --cached --ignore-unmatch -- "$path" >/dev/null; fi
-done
-if ! $G diff --cached --quiet; then
-  $G commit --quiet --no-verify -m "harness: checkpoint after iteration $HARNESS_ITERATION"
-fi
-head=$(git rev-parse --verify 'HEAD^{{commit}}')
-if [ "$head" = "$HARNESS_LAST" ]; then echo "harness-export none $head"; exit 0; fi
-if git merge-base --is-ancestor "$head" "$HARNESS_LAST" || git merge-base --is-ancestor "$head" "$HARNESS_BASE"
-then echo "harness-export known $head"; exit 0; fi
-git update-ref {EXPORT_REF} "$head"
-if git merge-base --is-ancestor "$HARNESS_LAST" "$head"; then not="$HARNESS_LAST"
-elif git merge-base --is-ancestor "$HARNESS_BASE" "$head"; then not="$HARNESS_BASE"
-else not=""; fi
-git bundle create -q /export/export.bundle {EXPORT_REF} ${{not:+^$not}}
-echo "harness-export bundle $head"
-"""
-)
-
-# What is in the copy outside git: untracked and ignored paths (NUL-separated, for the host to check).
-_OUTSIDE_GIT = _GIT_ENV + f"cd {WORKSPACE} && {_GIT} status --porcelain=v1 --ignored --untracked-files=normal -z"
-
-_DELETE = f"""set -u
-rm -rf /run-root/workspace /run-root/outbox /run-root/export /run-root/{VIEW_DIR}
-"""
-_VIEW = 'exec python3 -c "$HARNESS_VIEW_PY"'  # runner/loop/protect.py
-_VIEW_REMOVE = f"rm -rf /run-root/{VIEW_DIR}"
 ARCHIVE_PATHS = 500  # paths per `git archive` of the base's protected files
 
 
@@ -152,16 +71,37 @@ class RunDir:
     root: Path
     # The repository's shared seed the copy borrows its objects from (runner/loop/seed.py); None: a full clone.
     seed: Path | None = None
+    # The seed's tree the copy is an overlay of (its files; `workspace` then holds only the copy's changes and
+    # its .git); None: the copy has a checkout of its own.
+    lower: Path | None = None
 
     def copy_mounts(self, *, read_only: bool) -> tuple[Mount, ...]:
         """The copy at WORKSPACE, and the seed it borrows from (read-only, always) when it has one: what every
         container that reads the copy mounts (agent, setup, check, helpers)."""
-        mounts = (bind(self.workspace, WORKSPACE, read_only=read_only),)
+        mounts = (self._copy(WORKSPACE, read_only=read_only),)
         return mounts if self.seed is None else (*mounts, bind(self.seed, SEED_DIR, read_only=True))
+
+    def root_mounts(self) -> tuple[Mount, ...]:
+        """The run directory at /run-root, writable, with the copy as its containers see it at
+        /run-root/workspace (a helper that works on the copy's files beside it: the check's view)."""
+        root = bind(self.root, "/run-root", read_only=False)
+        return (root,) if self.lower is None else (root, self._copy("/run-root/workspace", read_only=False))
+
+    def _copy(self, target: str, *, read_only: bool) -> Mount:
+        if self.lower is None:
+            return bind(self.workspace, target, read_only=read_only)
+        return Mount(
+            source=self.workspace, target=target, read_only=read_only, lower=self.lower, work=self.overlay_work
+        )
 
     @property
     def workspace(self) -> Path:
         return self.root / "workspace"
+
+    @property
+    def overlay_work(self) -> Path:
+        """The overlay's scratch directory (a copy over the seed's tree), beside the copy."""
+        return self.root / "overlay-work"
 
     @property
     def outbox(self) -> Path:
@@ -194,7 +134,8 @@ class RunDir:
 class CheckView:
     """The copy as the check sees it: protected paths as the base commit has them."""
 
-    path: Path  # on the host, in the run directory: mounted read-only where the copy would be
+    path: Path  # on the host, in the run directory: mounted read-only where the copy would be (the copy itself
+    # when its protected paths are exactly the base's)
     changes: list[ProtectedChange]  # the protected paths the agent changed
     more: int = 0  # changed protected paths left out of `changes`
 
@@ -294,17 +235,53 @@ class Workspace:
             raise WorkspaceError(f"{self.dir.root} already exists: remove it with 'harness discard'") from None
         except OSError as exc:
             raise WorkspaceError(f"cannot create {self.dir.root}: {exc.strerror}") from None
-        if self.run_image is not None:
-            self._check_image(self.run_image)
         env = {"HARNESS_BRANCH": branch, "HARNESS_BASE": base_commit}
         run_root = bind(self.dir.root, "/run-root", read_only=False)
-        if self.dir.seed is None:
-            source = bind(source_git_dir, "/source", read_only=True)
-            self._helper(_CREATE, (source, run_root), env, "making the isolated copy")
+        if self.dir.seed is None or self.dir.lower is None:
+            if self.run_image is not None:
+                self._check_image(self.run_image)
+            if self.dir.seed is None:
+                source = bind(source_git_dir, "/source", read_only=True)
+                self._helper(CREATE, (source, run_root), env, "making the isolated copy")
+                return
+            ensure_seed(self.dir.seed, source_git_dir, base_commit)
+            seed = bind(self.dir.seed, SEED_DIR, read_only=True)
+            self._helper(CREATE_FROM_SEED, (seed, run_root), env, "making the isolated copy from the seed")
             return
-        ensure_seed(self.dir.seed, source_git_dir, base_commit)
+        # Over the seed's tree: the image check (a container) and the tree (a helper, from the user's objects) are
+        # made while the seed is (host git); a race's other racers wait on the tree's and the seed's locks.
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="copy") as pool:
+            checked = pool.submit(self._check_image, self.run_image) if self.run_image is not None else None
+            tree = pool.submit(self._ensure_tree, base_commit, bind(source_git_dir, "/source", read_only=True))
+            ensure_seed(self.dir.seed, source_git_dir, base_commit)
+            tree.result()
+            if checked is not None:
+                checked.result()
         seed = bind(self.dir.seed, SEED_DIR, read_only=True)
-        self._helper(_CREATE_FROM_SEED, (seed, run_root), env, "making the isolated copy from the seed")
+        index = bind(self.dir.lower.parent / f"{self.dir.lower.name}.index", TREE_INDEX, read_only=True)
+        self._helper(CREATE_OVER_TREE, (seed, run_root, index), env, "making the isolated copy over the seed's tree")
+
+    def _ensure_tree(self, commit: str, source: Mount) -> None:
+        """Make the seed's tree of `commit` (the copy's lower layer) from the user's objects (`source`, read-only)
+        unless it is made: once for all the copies over it, under the trees' lock."""
+        assert self.dir.seed is not None and self.dir.lower is not None  # noqa: S101 - create's overlay branch
+        tree = self.dir.lower
+        if tree.is_dir() and tree.with_name(f"{tree.name}.index").is_file():
+            return
+        try:
+            self.dir.seed.parent.mkdir(parents=True, exist_ok=True, mode=0o700)  # as ensure_seed makes it
+        except OSError as exc:
+            raise WorkspaceError(f"cannot make {self.dir.seed.parent}: {exc.strerror}") from None
+        with tree_lock(self.dir.seed):
+            if tree.is_dir() and tree.with_name(f"{tree.name}.index").is_file():
+                return  # made by a racer that held the lock before us
+            try:
+                tree.parent.mkdir(exist_ok=True)
+                tree.parent.chmod(0o777)  # the helper writes it as the agent uid; the seeds' directory is private
+            except OSError as exc:
+                raise WorkspaceError(f"cannot make {tree.parent}: {exc.strerror}") from None
+            trees = bind(tree.parent, "/trees", read_only=False)
+            self._helper(MAKE_TREE, (source, trees), {"HARNESS_BASE": commit}, "making the seed's tree")
 
     def _copy_mounts(self) -> tuple[Mount, ...]:
         """What the resident helper mounts (the same for every exec in it)."""
@@ -319,14 +296,14 @@ class Workspace:
         whether a tracked file was changed too."""
         from runner.loop.setup import changed_tracked, parse_outputs
 
-        text = self._helper(_OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs", resident=True)
+        text = self._helper(OUTSIDE_GIT, self._copy_mounts(), {}, "listing the setup's outputs", resident=True)
         return parse_outputs(text), changed_tracked(text)
 
     def _check_image(self, image: str) -> None:
         """Refuse, in one line, a run image that lacks what every agent container needs."""
         out = CappedBuffer()
         spec = hardened_spec(
-            image=image, command=["sh", "-c", _IMAGE_CHECK], limits=self.limits, mounts=(),
+            image=image, command=["sh", "-c", IMAGE_CHECK], limits=self.limits, mounts=(),
             labels=labels(self.session, self.repo_key, "helper"), runtime=self.runtime, workdir="/tmp",
         )  # fmt: skip
         try:
@@ -343,7 +320,7 @@ class Workspace:
     ) -> Harvest:  # fmt: skip
         """Commit everything in the stopped copy but `keep_out`, bundle what is new, fetch it into `dest_ref`."""
         text = self._helper(
-            _CHECKPOINT,
+            CHECKPOINT,
             self._copy_mounts(),
             {
                 "HARNESS_ITERATION": str(iteration),
@@ -402,8 +379,8 @@ class Workspace:
             _readable(base_dir)
             made = True
             text = self._helper(
-                _VIEW,
-                (bind(self.dir.root, "/run-root", read_only=False), bind(base_dir, "/base", read_only=True)),
+                VIEW,
+                (*self.dir.root_mounts(), bind(base_dir, "/base", read_only=True)),
                 {
                     "HARNESS_VIEW_PY": view_script(),
                     "HARNESS_VIEW": VIEW_DIR,
@@ -413,6 +390,10 @@ class Workspace:
                 },
                 "making the check's view of the copy",
             )
+            if re.search(r"^harness-view same$", text, re.MULTILINE):
+                made = False  # the copy is its own view: nothing to remove
+                yield CheckView(path=self.dir.workspace, changes=[])
+                return
             if not re.search(r"^harness-view ready$", text, re.MULTILINE):
                 raise WorkspaceError("making the check's view of the copy: the helper did not finish it")
             changes, more = parse_changes(text)
@@ -421,18 +402,33 @@ class Workspace:
             shutil.rmtree(base_dir, ignore_errors=True)
             if made:
                 try:
-                    self._helper(_VIEW_REMOVE, (bind(self.dir.root, "/run-root", read_only=False),), {},
+                    self._helper(VIEW_REMOVE, (bind(self.dir.root, "/run-root", read_only=False),), {},
                                  "removing the check's view")  # fmt: skip
                 except WorkspaceError as exc:  # the next view replaces it; `discard` and `gc` remove it
                     log.warning("%s", exc.message)
 
     def delete(self) -> None:
-        """Remove the copy (files owned by the agent uid go in a helper), then the run directory."""
+        """Remove the copy (files owned by the agent uid go in a helper), then the run directory; and what the
+        engine kept for it when it was an overlay."""
+        if isinstance(self.backend, Overlays):
+            try:
+                self.backend.remove_overlays({k: v for k, v in self._labels().items() if k != LABEL_ROLE})
+            except BackendError as exc:
+                raise WorkspaceError(f"deleting the copy's overlay: {exc.message}") from None
         if not self.dir.root.exists():
             return
         if os.geteuid() != 0:
-            self._helper(_DELETE, (bind(self.dir.root, "/run-root", read_only=False),), {}, "deleting the copy")
+            self._helper(DELETE, (bind(self.dir.root, "/run-root", read_only=False),), {}, "deleting the copy")
         shutil.rmtree(self.dir.root)
+
+    def delete_trees(self, trees: Path) -> None:
+        """Remove a seed's trees (files owned by the agent uid go in a helper): `remove_seed`'s `remove_trees`."""
+        if os.geteuid() != 0:
+            self._helper(DELETE_TREES, (bind(trees, "/trees", read_only=False),), {}, "deleting the seed's trees")
+        shutil.rmtree(trees)
+
+    def _labels(self) -> dict[str, str]:
+        return labels(self.session, self.repo_key, "helper")
 
 
 def _readable(top: Path) -> None:

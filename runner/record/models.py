@@ -388,6 +388,12 @@ class WorktreeInfo(JournalModel):
         description="The repository's shared seed on the host, whose objects the copy borrows (read-only, through "
         "objects/info/alternates); null: the copy is a full clone.",
     )
+    lower: str | None = Field(
+        default=None,
+        description="The seed's checkout of the base commit that the copy is an overlay of (read-only, shared by the "
+        "copies over it; `path` then holds only the copy's changes and its .git); null: the copy has a checkout of "
+        "its own.",
+    )
 
 
 class AgentInfo(JournalModel):

@@ -9,10 +9,19 @@ from __future__ import annotations
 import functools
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from runner.backends import open_engine
-from runner.backends.base import LABEL_HOME, LABEL_MANAGED, LABEL_REPO, LABEL_SESSION, Backend, ImageStore
+from runner.backends.base import (
+    LABEL_HOME,
+    LABEL_MANAGED,
+    LABEL_REPO,
+    LABEL_SESSION,
+    Backend,
+    ImageStore,
+    Overlays,
+)
 from runner.base.errors import HarnessError, NotARepositoryError
 from runner.base.paths import data_home, home_key, repo_key
 from runner.loop.seed import remove_seed
@@ -122,14 +131,19 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
             if None in owner_key or owner_key in live:
                 continue
             containers += engine.reap({**mine, LABEL_REPO: str(owner_key[0]), LABEL_SESSION: str(owner_key[1])})
+    if isinstance(backend, Overlays):  # the overlay of a copy whose run directory is gone (a crash mid-discard)
+        for labels in backend.overlays(mine).values():
+            repo, session = labels.get(LABEL_REPO), labels.get(LABEL_SESSION)
+            if repo and session and not (data_home() / "runs" / f"{repo}-{session}").exists():
+                backend.remove_overlays({**mine, LABEL_REPO: repo, LABEL_SESSION: session})
     images = backend.prune_images({LABEL_MANAGED: "1"}) if isinstance(backend, ImageStore) else []
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
-                    expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds(),
+                    expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds(backend),
                     forgotten_repos=forget_gone_repos())  # fmt: skip
 
 
-def _drop_unused_seeds() -> list[str]:
+def _drop_unused_seeds(backend: Backend) -> list[str]:
     """Remove each repository's seed that no copy of that repository remains to borrow from: a copy's run
     directory (`runs/<repo key>-<session>`) exists before its copy asks for the seed, and the check is made
     under the seed's lock, so a copy being made keeps it (or makes it again)."""
@@ -138,9 +152,18 @@ def _drop_unused_seeds() -> list[str]:
     for seed in sorted(seeds.iterdir()) if seeds.is_dir() else []:
         if not seed.is_dir() or "." in seed.name:
             continue  # a lock file, or a seed being made
-        if remove_seed(seed, unless=functools.partial(_borrowed, seed.name)):
+        if remove_seed(
+            seed, unless=functools.partial(_borrowed, seed.name), remove_trees=_trees_remover(backend, seed.name)
+        ):
             dropped.append(str(seed))
     return dropped
+
+
+def _trees_remover(backend: Backend, key: str) -> Callable[[Path], None]:
+    """What removes a seed's trees: their files are the agent uid's, so a helper (as a copy's are)."""
+    workspace = Workspace(backend=backend, run_dir=RunDir(data_home() / "runs" / f"{key}-gc"), image=DEFAULT_IMAGE,
+                          limits=Limits(), session="gc", repo_key=key)  # fmt: skip
+    return workspace.delete_trees
 
 
 def _borrowed(key: str) -> bool:

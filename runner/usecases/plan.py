@@ -20,7 +20,7 @@ from pydantic.alias_generators import to_camel
 
 from runner.agents import AgentOptions, resolve_agent
 from runner.backends import engine_config, engine_ref, engine_tables
-from runner.backends.base import Backend, HostMounts, ImageStore
+from runner.backends.base import Backend, HostMounts, ImageStore, Overlays, overlay_path
 from runner.backends.config import EngineConfig
 from runner.backends.docker.config import DockerConfig
 from runner.base.errors import RuntimeUnavailableError, SessionExistsError, UsageError
@@ -31,6 +31,7 @@ from runner.gateway.services import Wiring, parse_allow_hosts, subscriptions
 from runner.gateway.upstreams import upstreams_from_env
 from runner.loop.agent_container import agent_spec
 from runner.loop.protect import default_protect
+from runner.loop.seed import tree_dir
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, cache_root, setup_allow_rules
 from runner.loop.workspace import RunDir
 from runner.record.gitops import HostGit
@@ -178,6 +179,7 @@ class RunPlan(CamelModel):
     run_dir: str
     workspace: str
     seed: str | None = None  # the shared seed the copy borrows its objects from (null: a full clone)
+    lower: str | None = None  # the seed's tree the copy is an overlay of (null: a checkout of its own)
     branch: str
     base_ref: str
     base_commit: str
@@ -300,6 +302,12 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
     if request.seed and seed is None:
         log.info("the %s engine copies its mounts: the copy is a full clone, not one from the seed", backend.name)
     rd = RunDir(run_dir(repo.top, session), seed=seed)
+    if seed is not None and isinstance(backend, Overlays):
+        # The copy is an overlay of the seed's tree of its base commit: one checkout for every racer over it.
+        rd = RunDir(rd.root, seed=seed, lower=tree_dir(seed, base_commit))
+        if not all(overlay_path(p) for p in (rd.workspace, rd.overlay_work, tree_dir(seed, base_commit))):
+            log.info("the harness home's path cannot name an overlay: the copy has a checkout of its own")
+            rd = RunDir(rd.root, seed=seed)
     plan = RunPlan(
         session=session,
         repo=str(repo.top),
@@ -308,6 +316,7 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         run_dir=str(rd.root),
         workspace=str(rd.workspace),
         seed=str(seed) if seed is not None else None,
+        lower=str(rd.lower) if rd.lower is not None else None,
         branch=f"harness/{session}",
         base_ref=request.base,
         base_commit=base_commit,
@@ -435,6 +444,7 @@ def new_summary(plan: RunPlan) -> RunSummary:
             path=plan.workspace,
             branch=plan.branch,
             seed=plan.seed,
+            lower=plan.lower,
         ),
         repo=plan.repo,
         run_dir=plan.run_dir,

@@ -376,7 +376,11 @@ def _clear_stop(control: ControlFile) -> None:
 def _workspace(backend: Backend, summary: RunSummary) -> Workspace:
     return Workspace(
         backend=backend,
-        run_dir=RunDir(Path(summary.run_dir), seed=Path(summary.worktree.seed) if summary.worktree.seed else None),
+        run_dir=RunDir(
+            Path(summary.run_dir),
+            seed=Path(summary.worktree.seed) if summary.worktree.seed else None,
+            lower=Path(summary.worktree.lower) if summary.worktree.lower else None,
+        ),
         image=images.DEFAULT_IMAGE,  # the helpers need git and python3, whatever the agent's image holds
         run_image=summary.image,
         limits=summary.limits,

@@ -1,22 +1,24 @@
 """The check's view of the copy (runner/loop/protect.py), made by its helper on the real engine from a copy the
 way an agent can leave it: a protected file's parent replaced by a symlink, a directory it closed (mode 000),
 an ignored file, a FIFO and a name with a newline in a protected directory, a protected file deleted and one
-modified. What the view holds is read from the host; the view is gone after the check."""
+modified. What the view holds is read from the host; the view is gone after the check. Each on a copy of its own
+and on an overlay of the seed's tree (a racer's copy), whose files the view copies rather than links."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections.abc import Iterator
 
 import pytest
 
-from runner.base.layout import WORKSPACE
-from runner.base.paths import repo_key, run_dir
+from runner.base.paths import repo_key, run_dir, seed_dir
+from runner.loop.copy_scripts import VIEW_DIR
+from runner.loop.seed import tree_dir
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.models import Limits, RunOwner
-from runner.sandbox.container import bind
 from tests.helpers import GitRepo
 
 pytestmark = pytest.mark.docker
@@ -39,8 +41,9 @@ printf 'print("fixed")\n' > app.py
 """
 
 
-@pytest.fixture
-def workspace(repo: GitRepo) -> Iterator[Workspace]:
+@contextlib.contextmanager
+def _workspace(repo: GitRepo, how: str, agent: str) -> Iterator[Workspace]:
+    """A copy (a clone of its own, or an overlay of the seed's tree as a racer's is) as `agent` left it."""
     from runner.backends.docker.engine import DockerBackend
 
     for path, text in {
@@ -55,20 +58,31 @@ def workspace(repo: GitRepo) -> Iterator[Workspace]:
         (repo.path / path).write_text(text)
     repo.git("add", "-A")
     repo.git("commit", "-q", "-m", "tests")
+    base = repo.git("rev-parse", "HEAD")
+    seed = seed_dir(repo.path)
+    rd = RunDir(run_dir(repo.path, "view"))
+    if how == "overlay":
+        rd = RunDir(rd.root, seed=seed, lower=tree_dir(seed, base))
     ws = Workspace(
-        backend=DockerBackend(), run_dir=RunDir(run_dir(repo.path, "view")), image="harness-base:latest",
-        limits=Limits(), session="view", repo_key=repo_key(repo.path),
+        backend=DockerBackend(), run_dir=rd, image="harness-base:latest", limits=Limits(), session="view",
+        repo_key=repo_key(repo.path),
     )  # fmt: skip
     ws.create(
-        source_git_dir=repo.path / ".git", base_commit=repo.git("rev-parse", "HEAD"), branch="harness/view",
+        source_git_dir=repo.path / ".git", base_commit=base, branch="harness/view",
         owner=RunOwner(session_id="view", repo=str(repo.path), journal_dir=str(repo.path / "journal")),
     )  # fmt: skip
     try:
-        ws._helper(AGENT, (bind(ws.dir.workspace, WORKSPACE, read_only=False),), {}, "the agent's changes")
+        ws._helper(agent, ws.dir.copy_mounts(read_only=False), {}, "the agent's changes")
         yield ws
     finally:
         ws.close()
         ws.delete()
+
+
+@pytest.fixture(params=["clone", "overlay"])
+def workspace(repo: GitRepo, request: pytest.FixtureRequest) -> Iterator[Workspace]:
+    with _workspace(repo, request.param, AGENT) as ws:
+        yield ws
 
 
 def test_the_view_has_the_bases_protected_files_and_the_agents_others(repo: GitRepo, workspace: Workspace) -> None:
@@ -87,9 +101,10 @@ def test_the_view_has_the_bases_protected_files_and_the_agents_others(repo: GitR
             assert not (v / "pkg").is_symlink() and (v / "pkg").is_dir()
             assert sorted(os.listdir(v / "pkg")) == ["conftest.py"] and (v / "pkg/conftest.py").read_text() == "BASE\n"
             assert not (v / "elsewhere/conftest.py").exists()  # the agent's conftest.py, wherever it is
-            # Everything else is the agent's, the same files (linked, not copied).
+            # Everything else is the agent's: the same files, linked; copied from an overlay (another mount).
             assert (v / "app.py").read_text() == 'print("fixed")\n'
-            assert os.stat(v / "app.py").st_ino == os.stat(copy / "app.py").st_ino
+            linked = os.stat(v / "app.py").st_ino == os.stat(copy / "app.py").st_ino
+            assert linked is (workspace.dir.lower is None)
             assert (v / "elsewhere/mod.py").read_text() == "agent mod\n"
             assert (v / "closed/f").read_text() == "kept\n"  # a closed directory is opened, not a failure
             assert stat.S_ISDIR(os.lstat(v / ".git").st_mode)  # the copy's own .git, for a check that runs git
@@ -106,5 +121,40 @@ def test_the_view_has_the_bases_protected_files_and_the_agents_others(repo: GitR
         assert view.more == 0
     assert not v.exists()  # removed after the check
     assert stat.S_ISFIFO(os.lstat(copy / "tests/pipe").st_mode)  # the copy is as the agent left it
-    assert (copy / "pkg").is_symlink() and not (copy / "tests/test_a.py").exists()
+    assert (copy / "pkg").is_symlink()
+    gone = copy / "tests/test_a.py"  # deleted: gone from a clone; a whiteout in an overlay's upper directory
+    assert not gone.exists() if workspace.dir.lower is None else stat.S_ISCHR(os.lstat(gone).st_mode)
     assert (copy / "app.py").read_text() == 'print("fixed")\n'
+
+
+UNTOUCHED = r"""set -eu
+cd /workspace
+printf 'print("fixed")\n' > app.py
+mkdir -p docs && printf 'notes\n' > docs/notes.md
+"""
+CACHE_ONLY = UNTOUCHED + "mkdir tests/__pycache__ && printf stale > tests/__pycache__/test_a.cpython-311.pyc\n"
+
+
+@pytest.mark.parametrize("how", ["clone", "overlay"])
+def test_a_copy_whose_protected_paths_are_the_bases_is_its_own_view(repo: GitRepo, how: str) -> None:
+    """No view is made when it would be the copy: the check runs on the copy itself (read-only)."""
+    with (
+        _workspace(repo, how, UNTOUCHED) as ws,
+        HostGit(repo.path) as git,
+        ws.check_view(git=git, base=repo.git("rev-parse", "HEAD"), patterns=PATTERNS) as view,
+    ):
+        assert view.path == ws.dir.workspace and view.changes == []
+        assert not (ws.dir.root / VIEW_DIR).exists()
+
+
+@pytest.mark.parametrize("how", ["clone", "overlay"])
+def test_one_file_more_in_a_protected_path_makes_a_view_even_a_cache(repo: GitRepo, how: str) -> None:
+    """Control: a test run's cache is no change to report, but the copy is no longer the base there."""
+    with (
+        _workspace(repo, how, CACHE_ONLY) as ws,
+        HostGit(repo.path) as git,
+        ws.check_view(git=git, base=repo.git("rev-parse", "HEAD"), patterns=PATTERNS) as view,
+    ):
+        assert view.path == ws.dir.root / VIEW_DIR and view.changes == []
+        assert sorted(os.listdir(view.path / "tests")) == ["test_a.py", "unit"]
+        assert (view.path / "app.py").read_text() == 'print("fixed")\n'

@@ -65,6 +65,7 @@ def test_run_summary_round_trips_with_the_original_field_names(tmp_path: Path) -
         "path": "/x/workspace",
         "branch": "harness/nightly",
         "seed": None,
+        "lower": None,
     }
     again = journal.read_summary()
     assert again == original.model_copy(update={"updated_at": again.updated_at})

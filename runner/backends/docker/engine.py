@@ -6,6 +6,7 @@ ones retried); its image builds are runner.backends.docker.build.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
 from dataclasses import dataclass
@@ -16,10 +17,10 @@ from typing import Any
 import docker
 import docker.errors
 from docker.types import LogConfig
-from docker.types import Mount as DockerMount
 from tenacity import RetryCallState, Retrying, retry_if_result, stop_after_delay, wait_fixed
 
 from runner.backends.base import (
+    LABEL_ROLE,
     Backend,
     ContainerSpec,
     ContainerStats,
@@ -29,12 +30,14 @@ from runner.backends.base import (
     HostMounts,
     ImageStore,
     Mount,
+    Overlays,
     Stats,
     Tmpfs,
 )
 from runner.backends.docker import api
 from runner.backends.docker.build import build_image
 from runner.backends.docker.config import DockerConfig
+from runner.backends.docker.overlay import OVERLAY_PREFIX, docker_mount, submitted_mount
 from runner.base.errors import (
     BackendError,
     EngineUnavailableError,
@@ -130,7 +133,7 @@ class _Running:
     drain: threading.Thread
 
 
-class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
+class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts, Overlays):
     name = "docker"
 
     def __init__(self, config: DockerConfig | None = None) -> None:
@@ -195,10 +198,7 @@ class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         """The arguments of the engine's create call, as JSON data."""
         kwargs = self._create_args(spec)
-        kwargs["mounts"] = [
-            {"type": "bind", "source": str(m.source), "target": m.target, "readOnly": m.read_only}
-            for m in _mounts(spec)
-        ]
+        kwargs["mounts"] = [submitted_mount(m) for m in _mounts(spec)]
         kwargs["log_config"] = _log_config(spec)
         return kwargs
 
@@ -235,10 +235,8 @@ class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
 
     def start(self, spec: ContainerSpec, output: OutputSink) -> str:
         kwargs = self._create_args(spec)
-        kwargs["mounts"] = [
-            DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
-            for m in _mounts(spec)
-        ]
+        volume_labels = {k: v for k, v in spec.labels.items() if k != LABEL_ROLE}  # whichever container made it
+        kwargs["mounts"] = [docker_mount(m, volume_labels) for m in _mounts(spec)]
         kwargs["log_config"] = LogConfig(**_log_config(spec))
         container = api.call(f"create a container from {spec.image}", lambda: self.client.containers.create(**kwargs))
         try:
@@ -388,6 +386,25 @@ class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts):
 
     def _remove(self, container_id: str) -> None:
         api.call("remove a container", lambda: self.client.api.remove_container(container_id, force=True, v=True))
+
+    def overlays(self, labels: dict[str, str]) -> dict[str, dict[str, str]]:
+        filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
+        volumes = api.call("list overlay volumes", lambda: self.client.api.volumes(filters=filters))
+        return {
+            str(v["Name"]): dict(v.get("Labels") or {})
+            for v in (volumes.get("Volumes") or [])
+            if str(v["Name"]).startswith(OVERLAY_PREFIX)
+        }
+
+    def remove_overlays(self, labels: dict[str, str]) -> list[str]:
+        names = list(self.overlays(labels))
+        for name in names:
+            try:
+                api.call("remove an overlay's volume", functools.partial(self.client.api.remove_volume, name))
+            except BackendError as exc:
+                if isinstance(exc, TransientBackendError) or "404" not in exc.message:
+                    raise
+        return names
 
     def prune_images(self, labels: dict[str, str]) -> list[str]:
         filters = {"dangling": True, "label": [f"{k}={v}" for k, v in labels.items()]}

@@ -16,6 +16,7 @@ from kubernetes import client as k8s
 
 from runner.backends.base import ContainerSpec
 from runner.backends.kubernetes.config import KubernetesConfig
+from runner.base.errors import BackendError
 
 MAIN = "main"
 SYNC = "sync"
@@ -50,6 +51,8 @@ def job_manifest(
 ) -> Any:
     """The Job that runs `spec` (see the module's docstring); its own deadline is the run's, the pending timeout
     and `transfer_allowance`."""
+    if any(m.lower is not None for m in spec.mounts):  # the planner never asks: this engine is not `Overlays`
+        raise BackendError("this engine has no overlay mounts: the copy must be a clone of its own")
     posture = spec.posture
     volumes = [k8s.V1Volume(name="control", empty_dir=k8s.V1EmptyDirVolumeSource(size_limit="1Mi"))]
     main_mounts = [k8s.V1VolumeMount(name="control", mount_path=CONTROL, read_only=True)]

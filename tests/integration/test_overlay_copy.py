@@ -1,0 +1,148 @@
+"""Racers' copies as overlays of one checkout (runner/loop/workspace.py, `RunDir.lower`), on the real engine.
+
+Copies made from a repository's seed on an engine with overlays share one checkout of the base commit, the
+seed's tree, made once by a helper as the agent uid; each copy's own directory holds only its .git and its
+changes. What must hold: the agent works on its copy as on a checkout of its own (edits in place, chmod, deletes,
+git without any safe.directory), its harvest carries exactly its changes, and no racer sees another's. That
+nothing an agent does reaches the shared tree is attack row 32 (tests/security/test_tree_attacks.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from runner.backends.docker.engine import DockerBackend
+from runner.base.paths import repo_key, run_dir, seed_dir
+from runner.loop.seed import tree_dir
+from runner.loop.workspace import RunDir, Workspace
+from runner.record.models import Limits, RunState, RunSummary
+from runner.usecases.plan import RunRequest
+from runner.usecases.sessions import start_run
+from tests.helpers import GitRepo, harness
+
+pytestmark = pytest.mark.docker
+
+# Works on the copy as an agent would: an edit in place, a chmod of a file it did not create, a delete, a new
+# file; and says who owns the copy's top and whether the agent's own git (no safe.directory) reads it clean.
+WORK = r"""set -eu
+cd /workspace
+before=$(git status --porcelain | wc -l)
+echo "more from $HARNESS_SESSION" >> notes.txt
+chmod +x tool.sh
+rm gone.txt
+echo "$HARNESS_SESSION" > mine.txt
+printf '{"state": "done", "summary": "owner %s clean-before %s"}' "$(stat -c %u /workspace)" "$before" \
+  > "$HARNESS_STATUS_FILE"
+"""
+
+
+def _project(repo: GitRepo) -> None:
+    (repo.path / "notes.txt").write_text("notes\n")
+    (repo.path / "tool.sh").write_text("#!/bin/sh\necho tool\n")
+    (repo.path / "gone.txt").write_text("to be deleted\n")
+    (repo.path / "victim.txt").write_text("base\n")
+    (repo.path / "untouched.txt").write_text("as the base has it\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "project")
+
+
+def _run(repo: GitRepo, session: str, script: str) -> RunSummary:
+    request = RunRequest(session=session, objective="overlay", repo=repo.path, agent_cmd=script, max_iterations=1,
+                         seed=True)  # fmt: skip
+    return start_run(DockerBackend(), request)
+
+
+def _digest(top: Path) -> dict[str, tuple[str, int]]:
+    """Every file of a tree: its content's digest and its mode."""
+    return {
+        str(p.relative_to(top)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
+        for p in sorted(top.rglob("*"))
+        if p.is_file()
+    }
+
+
+def _volumes(session: str) -> list[str]:
+    out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=io.solo-harness.session={session}"],
+                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    return out.split()
+
+
+def test_racers_work_on_overlays_of_one_tree_and_harvest_only_their_own_changes(repo: GitRepo) -> None:
+    _project(repo)
+    base = repo.git("rev-parse", "HEAD")
+    results: dict[str, RunSummary | BaseException] = {}
+
+    def race(session: str) -> None:
+        try:
+            results[session] = _run(repo, session, WORK)
+        except BaseException as exc:
+            results[session] = exc
+
+    threads = [threading.Thread(target=race, args=(f"ov-{n}",)) for n in (1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    tree = tree_dir(seed_dir(repo.path), base)
+    assert sorted(p.name for p in tree.parent.iterdir()) == [base, f"{base}.index"]  # one tree for both racers
+    for session in ("ov-1", "ov-2"):
+        summary = results[session]
+        assert isinstance(summary, RunSummary), summary
+        assert summary.status == RunState.COMPLETED, summary.error
+        assert summary.worktree.lower == str(tree)
+        # The copy's top is the agent's, and its git reads the copy clean before any change: a checkout of its own.
+        assert summary.last_summary == "owner 10001 clean-before 0"
+        branch = f"harness/{session}"
+        assert repo.git("show", f"{branch}:notes.txt") == f"notes\nmore from {session}"
+        assert repo.git("show", f"{branch}:mine.txt") == session  # its own, never the other racer's
+        assert repo.git("ls-tree", branch, "tool.sh").startswith("100755 ")
+        assert repo.git("ls-tree", branch, "gone.txt") == ""
+        assert repo.git("diff", "--name-only", base, branch).split() == ["gone.txt", "mine.txt", "notes.txt",
+                                                                         "tool.sh"]  # fmt: skip
+        # What the copy wrote is all its own directory holds: the files it did not touch are the tree's alone.
+        upper = run_dir(repo.path, session) / "workspace"
+        assert (upper / "mine.txt").is_file() and (upper / ".git").is_dir()
+        assert not (upper / "untouched.txt").exists() and not (upper / "app.py").exists()
+    # The tree is the base's checkout, untouched by either racer.
+    assert (tree / "notes.txt").read_text() == "notes\n" and (tree / "gone.txt").is_file()
+    assert not (tree / "tool.sh").stat().st_mode & 0o111 and not (tree / "mine.txt").exists()
+
+
+def test_discard_and_gc_remove_the_overlay_and_the_tree(repo: GitRepo) -> None:
+    from runner.usecases.gc import collect_garbage
+
+    done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
+    summary = _run(repo, "kept", done)
+    assert summary.status == RunState.COMPLETED and summary.worktree.lower is not None
+    tree = Path(summary.worktree.lower)
+    assert tree.is_dir() and len(_volumes("kept")) == 1  # the engine keeps the overlay between containers
+    assert harness("discard", "--session", "kept", cwd=repo.path).code == 0
+    assert _volumes("kept") == []
+    assert tree.is_dir()  # the seed's, until no copy borrows from it
+    assert collect_garbage(DockerBackend()).seeds == [str(seed_dir(repo.path))]
+    assert not tree.parent.exists()
+
+
+def test_gc_removes_an_overlay_whose_copy_is_gone(repo: GitRepo) -> None:
+    """A copy deleted without its overlay (by a harness that did not know overlays): gc finds it by its labels."""
+    from runner.usecases.gc import collect_garbage
+
+    done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
+    assert _run(repo, "orphan", done).status == RunState.COMPLETED
+    assert _run(repo, "live", done).status == RunState.COMPLETED
+
+    class Forgetful(DockerBackend):
+        def remove_overlays(self, labels: dict[str, str]) -> list[str]:
+            return []  # the copy is deleted, its overlay left behind
+
+    Workspace(backend=Forgetful(), run_dir=RunDir(run_dir(repo.path, "orphan")), image="harness-base:latest",
+              limits=Limits(), session="orphan", repo_key=repo_key(repo.path)).delete()  # fmt: skip
+    assert not run_dir(repo.path, "orphan").exists() and len(_volumes("orphan")) == 1
+    collect_garbage(DockerBackend())
+    assert _volumes("orphan") == []
+    assert len(_volumes("live")) == 1  # a copy that still exists keeps its overlay
