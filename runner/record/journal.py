@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from pydantic import ValidationError
+from tenacity import Retrying, retry_if_exception, stop_after_delay, wait_fixed
 
 from runner.base.atomic import write_atomic
 from runner.base.errors import JournalError, SessionBusyError, SessionNotFoundError
@@ -102,6 +103,13 @@ def save_model(path: Path, model: JournalModel) -> None:
         write_atomic(path, model.dump_json())
     except OSError as exc:
         raise JournalError(f"{path}: cannot write ({exc.strerror})") from None
+
+
+LOCK_SETTLE_SECONDS = 1.0  # how long a session's lock is asked for again before the session counts as driven
+
+
+def _busy(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in (errno.EAGAIN, errno.EACCES)
 
 
 class Journal:
@@ -261,8 +269,9 @@ class Journal:
         return self.dir / _SUPERVISOR_LOCK
 
     @contextlib.contextmanager
-    def supervisor_lock(self) -> Iterator[None]:
-        """Held for as long as a supervisor drives this session: a second one is refused."""
+    def supervisor_lock(self, *, settle: float = LOCK_SETTLE_SECONDS) -> Iterator[None]:
+        """Held for as long as a supervisor drives this session: a second one is refused (after `settle`
+        seconds of asking again: 0 for a caller that only looks whether a supervisor holds it)."""
         path = self._supervisor_lock_path
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
@@ -270,9 +279,14 @@ class Journal:
             raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
         try:
             try:
-                fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+                # Asked again for a moment: a process this one forks (git, a helper's client) holds a copy of
+                # every open file description until it execs, the lock of a session created a moment ago too.
+                for attempt in Retrying(stop=stop_after_delay(settle), wait=wait_fixed(0.05),
+                                        retry=retry_if_exception(_busy), reraise=True):  # fmt: skip
+                    with attempt:
+                        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
             except OSError as exc:
-                if exc.errno in (errno.EAGAIN, errno.EACCES):
+                if _busy(exc):
                     raise SessionBusyError(
                         f"session {self.session!r} is already driven by another harness process"
                     ) from None

@@ -74,7 +74,7 @@ def _unpark(journal: Journal) -> bool:
     """A queued session whose supervisor is gone: out of the queue, `stopped`, as its supervisor would have left
     it; False when a supervisor took the session meanwhile (it sees the request and leaves the queue itself)."""
     try:
-        with journal.supervisor_lock():
+        with journal.supervisor_lock(settle=0):
             summary = journal.read_summary()
             if summary.status is not RunState.QUEUED:
                 return False

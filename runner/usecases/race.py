@@ -450,7 +450,7 @@ def _end_stopped(top: Path, view: RacerView, note: str) -> None:
         _stop(top, view, note)
     view.racer.stopped_by_race = True
     try:
-        with view.journal.supervisor_lock():
+        with view.journal.supervisor_lock(settle=0):
             open_engine(session_engine(top, session)).reap(session_labels(session, repo_key(top)))
             leave_queue(view.journal, view.journal.read_summary())  # out of the queue if it was in, `stopped`
     except SessionBusyError:

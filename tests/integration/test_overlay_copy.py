@@ -9,9 +9,7 @@ nothing an agent does reaches the shared tree is attack row 32 (tests/security/t
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
-import threading
 from pathlib import Path
 
 import pytest
@@ -21,9 +19,8 @@ from runner.base.paths import repo_key, run_dir, seed_dir
 from runner.loop.seed import tree_dir
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.models import Limits, RunState, RunSummary
-from runner.usecases.plan import RunRequest
-from runner.usecases.sessions import start_run
 from tests.helpers import GitRepo, harness
+from tests.seeded import race_at_once, start_seeded
 
 pytestmark = pytest.mark.docker
 
@@ -51,21 +48,6 @@ def _project(repo: GitRepo) -> None:
     repo.git("commit", "-q", "-m", "project")
 
 
-def _run(repo: GitRepo, session: str, script: str) -> RunSummary:
-    request = RunRequest(session=session, objective="overlay", repo=repo.path, agent_cmd=script, max_iterations=1,
-                         seed=True)  # fmt: skip
-    return start_run(DockerBackend(), request)
-
-
-def _digest(top: Path) -> dict[str, tuple[str, int]]:
-    """Every file of a tree: its content's digest and its mode."""
-    return {
-        str(p.relative_to(top)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode)
-        for p in sorted(top.rglob("*"))
-        if p.is_file()
-    }
-
-
 def _volumes(session: str) -> list[str]:
     out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=io.solo-harness.session={session}"],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -75,19 +57,7 @@ def _volumes(session: str) -> list[str]:
 def test_racers_work_on_overlays_of_one_tree_and_harvest_only_their_own_changes(repo: GitRepo) -> None:
     _project(repo)
     base = repo.git("rev-parse", "HEAD")
-    results: dict[str, RunSummary | BaseException] = {}
-
-    def race(session: str) -> None:
-        try:
-            results[session] = _run(repo, session, WORK)
-        except BaseException as exc:
-            results[session] = exc
-
-    threads = [threading.Thread(target=race, args=(f"ov-{n}",)) for n in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
+    results = race_at_once(repo, ["ov-1", "ov-2"], WORK)
     tree = tree_dir(seed_dir(repo.path), base)
     assert sorted(p.name for p in tree.parent.iterdir()) == [base, f"{base}.index"]  # one tree for both racers
     for session in ("ov-1", "ov-2"):
@@ -117,7 +87,7 @@ def test_discard_and_gc_remove_the_overlay_and_the_tree(repo: GitRepo) -> None:
     from runner.usecases.gc import collect_garbage
 
     done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
-    summary = _run(repo, "kept", done)
+    summary = start_seeded(repo, "kept", done)
     assert summary.status == RunState.COMPLETED and summary.worktree.lower is not None
     tree = Path(summary.worktree.lower)
     assert tree.is_dir() and len(_volumes("kept")) == 1  # the engine keeps the overlay between containers
@@ -133,8 +103,8 @@ def test_gc_removes_an_overlay_whose_copy_is_gone(repo: GitRepo) -> None:
     from runner.usecases.gc import collect_garbage
 
     done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
-    assert _run(repo, "orphan", done).status == RunState.COMPLETED
-    assert _run(repo, "live", done).status == RunState.COMPLETED
+    assert start_seeded(repo, "orphan", done).status == RunState.COMPLETED
+    assert start_seeded(repo, "live", done).status == RunState.COMPLETED
 
     class Forgetful(DockerBackend):
         def remove_overlays(self, labels: dict[str, str]) -> list[str]:

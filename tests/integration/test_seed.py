@@ -18,9 +18,8 @@ from runner.backends.docker.engine import DockerBackend
 from runner.base.paths import run_dir, seed_dir
 from runner.loop.seed import ensure_seed, has_commit
 from runner.record.models import RunState, RunSummary
-from runner.usecases.plan import RunRequest
-from runner.usecases.sessions import start_run
 from tests.helpers import GitRepo, harness
+from tests.seeded import race_at_once, start_seeded
 
 pytestmark = pytest.mark.docker
 
@@ -58,33 +57,13 @@ def _history(repo: GitRepo) -> str:
     return side
 
 
-def _run(repo: GitRepo, session: str, script: str, *, seed: bool = True) -> RunSummary:
-    request = RunRequest(session=session, objective="seeded", repo=repo.path, agent_cmd=script, max_iterations=1,
-                         seed=seed)  # fmt: skip
-    return start_run(DockerBackend(), request)
-
-
 def _object_bytes(git_dir: Path) -> int:
     return sum(p.stat().st_size for p in (git_dir / "objects").rglob("*") if p.is_file())
 
 
 def test_racers_share_one_seed_and_harvest_everything(repo: GitRepo) -> None:
     side = _history(repo)
-    script = AGENT.replace('"$SIDE"', side)
-    results: dict[str, RunSummary | BaseException] = {}
-
-    def race(session: str) -> None:
-        try:
-            results[session] = _run(repo, session, script)
-        except BaseException as exc:
-            results[session] = exc
-
-    threads = [threading.Thread(target=race, args=(f"racer-{n}",)) for n in (1, 2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=300)
-    assert set(results) == {"racer-1", "racer-2"}, "a racer did not finish"
+    results = race_at_once(repo, ["racer-1", "racer-2"], AGENT.replace('"$SIDE"', side))
     seed = seed_dir(repo.path)
     # The user forgets the side branch: only the seed (and now the harvested branches) hold its commit.
     repo.git("branch", "-D", "side")
@@ -109,7 +88,7 @@ def test_racers_share_one_seed_and_harvest_everything(repo: GitRepo) -> None:
 def test_the_seed_is_refreshed_when_the_base_moves(repo: GitRepo) -> None:
     done = r"""printf '{"state": "done", "summary": "%s"}' "$(cat /workspace/news.txt 2>/dev/null || echo none)" \
       > "$HARNESS_STATUS_FILE" """
-    first = _run(repo, "before", done)
+    first = start_seeded(repo, "before", done)
     assert first.status == RunState.COMPLETED and first.last_summary == "none"
     seed = seed_dir(repo.path)
     old_base = first.worktree.base_commit
@@ -118,7 +97,7 @@ def test_the_seed_is_refreshed_when_the_base_moves(repo: GitRepo) -> None:
     repo.git("commit", "-q", "-m", "news")
     new_base = repo.git("rev-parse", "HEAD")
     assert not has_commit(seed, new_base)
-    second = _run(repo, "after", done)
+    second = start_seeded(repo, "after", done)
     assert second.status == RunState.COMPLETED and second.last_summary == "the base moved"
     assert second.worktree.base_commit == new_base
     assert has_commit(seed, new_base) and has_commit(seed, old_base)  # a fetch only adds
@@ -128,7 +107,7 @@ def test_gc_removes_a_seed_once_no_copy_borrows_from_it(repo: GitRepo) -> None:
     from runner.usecases.gc import collect_garbage
 
     done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
-    assert _run(repo, "kept", done).status == RunState.COMPLETED
+    assert start_seeded(repo, "kept", done).status == RunState.COMPLETED
     seed = seed_dir(repo.path)
     assert collect_garbage(DockerBackend()).seeds == []  # the session's copy borrows from it
     assert has_commit(seed, repo.git("rev-parse", "HEAD"))
@@ -139,7 +118,7 @@ def test_gc_removes_a_seed_once_no_copy_borrows_from_it(repo: GitRepo) -> None:
 
 def test_a_session_without_the_seed_is_a_full_clone(repo: GitRepo) -> None:
     done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
-    summary = _run(repo, "alone", done, seed=False)
+    summary = start_seeded(repo, "alone", done, seed=False)
     assert summary.status == RunState.COMPLETED and summary.worktree.seed is None
     copy_git = run_dir(repo.path, "alone") / "workspace" / ".git"
     assert not (copy_git / "objects" / "info" / "alternates").exists()

@@ -13,18 +13,12 @@ unchanged, and the victim's copy is untouched.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import pytest
 
-from runner.backends.docker.engine import DockerBackend
 from runner.base.paths import run_dir, seed_dir
-from runner.record.models import RunState, RunSummary
-from runner.usecases.plan import RunRequest
-from runner.usecases.sessions import start_run
+from runner.record.models import RunState
 from tests.helpers import GitRepo
+from tests.seeded import start_seeded, tree_digest
 
 pytestmark = pytest.mark.docker
 
@@ -82,47 +76,24 @@ printf '{"state": "done", "summary": "probed"}' > "$HARNESS_STATUS_FILE"
 """
 
 
-def _digest(root: Path) -> dict[str, tuple[int, str]]:
-    """Every path under `root`: its mode and its content's digest (a link's target, a directory's nothing)."""
-    found: dict[str, tuple[int, str]] = {}
-    for top, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(top) / name
-            st = path.lstat()
-            if path.is_symlink():
-                content = os.readlink(path)
-            elif path.is_file():
-                content = hashlib.sha256(path.read_bytes()).hexdigest()
-            else:
-                content = ""
-            found[str(path.relative_to(root))] = (st.st_mode, content)
-    return found
-
-
 def _user_state(repo: GitRepo, ignore: str) -> tuple[str, dict[str, tuple[int, str]], str]:
     refs = "\n".join(ln for ln in repo.git("for-each-ref").splitlines() if not ln.endswith(ignore))
-    hooks = _digest(repo.path / ".git" / "hooks")
+    hooks = tree_digest(repo.path / ".git" / "hooks")
     return refs, hooks, (repo.path / ".git" / "config").read_text()
-
-
-def _run(repo: GitRepo, session: str, script: str, runtime: str) -> RunSummary:
-    request = RunRequest(session=session, objective="attack", repo=repo.path, agent_cmd=script, max_iterations=1,
-                         runtime=runtime, seed=True)  # fmt: skip
-    return start_run(DockerBackend(), request)
 
 
 @pytest.mark.attack(row=31, name="write into the shared seed of a race (objects, refs, config, alternates)")
 def test_a_racer_cannot_write_into_the_shared_seed(repo: GitRepo, runtime: str) -> None:
     victim_script = """echo mine > victim.txt; printf '{"state": "done", "summary": "v"}' > "$HARNESS_STATUS_FILE" """
-    victim = _run(repo, "victim", victim_script, runtime)
+    victim = start_seeded(repo, "victim", victim_script, runtime=runtime)
     assert victim.status == RunState.COMPLETED, victim.error
     seed = seed_dir(repo.path)
     assert victim.worktree.seed == str(seed)
-    seed_before = _digest(seed)
-    victim_before = _digest(run_dir(repo.path, "victim") / "workspace")
+    seed_before = tree_digest(seed)
+    victim_before = tree_digest(run_dir(repo.path, "victim") / "workspace")
     user_before = _user_state(repo, "refs/heads/harness/attacker")
 
-    attacker = _run(repo, "attacker", ATTACK, runtime)
+    attacker = start_seeded(repo, "attacker", ATTACK, runtime=runtime)
 
     assert attacker.status == RunState.COMPLETED, attacker.error
     probes = dict(ln.split(": ", 1) for ln in repo.git("show", "harness/attacker:probes.txt").splitlines())
@@ -133,8 +104,8 @@ def test_a_racer_cannot_write_into_the_shared_seed(repo: GitRepo, runtime: str) 
     assert {name for name, result in controls.items() if result != "ok"} == set()
     attacker_copy = run_dir(repo.path, "attacker") / "workspace"
     assert (attacker_copy / ".filter-ran").exists(), "the planted filter did not run in the checkpoint's helper"
-    assert _digest(seed) == seed_before
-    assert _digest(run_dir(repo.path, "victim") / "workspace") == victim_before
+    assert tree_digest(seed) == seed_before
+    assert tree_digest(run_dir(repo.path, "victim") / "workspace") == victim_before
     assert _user_state(repo, "refs/heads/harness/attacker") == user_before
     assert repo.git("show", "harness/victim:victim.txt") == "mine"
     repo.git("fsck", "--connectivity-only", "--no-dangling")

@@ -12,19 +12,13 @@ for mode what it was.
 
 from __future__ import annotations
 
-import hashlib
-import os
-from pathlib import Path
-
 import pytest
 
-from runner.backends.docker.engine import DockerBackend
 from runner.base.paths import run_dir, seed_dir
 from runner.loop.seed import tree_dir
-from runner.record.models import RunState, RunSummary
-from runner.usecases.plan import RunRequest
-from runner.usecases.sessions import start_run
+from runner.record.models import RunState
 from tests.helpers import GitRepo
+from tests.seeded import start_seeded, tree_digest
 
 pytestmark = pytest.mark.docker
 
@@ -60,26 +54,6 @@ printf '{"state": "done", "summary": "%s"}' "$(sha256sum < seen | cut -c1-64)" >
 """
 
 
-def _digest(root: Path) -> dict[str, tuple[int, str]]:
-    """Every path under `root`: its mode and its content's digest (a link's target, a directory's nothing)."""
-    found: dict[str, tuple[int, str]] = {}
-    for top, dirs, files in os.walk(root):
-        for name in [*dirs, *files]:
-            path = Path(top) / name
-            st = path.lstat()
-            content = os.readlink(path) if path.is_symlink() else ""
-            if path.is_file() and not path.is_symlink():
-                content = hashlib.sha256(path.read_bytes()).hexdigest()
-            found[str(path.relative_to(root))] = (st.st_mode, content)
-    return found
-
-
-def _run(repo: GitRepo, session: str, script: str, runtime: str) -> RunSummary:
-    request = RunRequest(session=session, objective="attack", repo=repo.path, agent_cmd=script, max_iterations=1,
-                         runtime=runtime, seed=True)  # fmt: skip
-    return start_run(DockerBackend(), request)
-
-
 @pytest.mark.attack(row=32, name="write into a race's shared checkout through its overlay (in place, link, path)")
 def test_a_racer_cannot_write_into_the_shared_tree(repo: GitRepo, runtime: str) -> None:
     for name in NAMES:
@@ -89,12 +63,12 @@ def test_a_racer_cannot_write_into_the_shared_tree(repo: GitRepo, runtime: str) 
     base = repo.git("rev-parse", "HEAD")
     tree = tree_dir(seed_dir(repo.path), base)
     # What a copy over an untouched tree shows: the victim's view, taken before any attack, is the reference.
-    before = _run(repo, "before", VICTIM, runtime)
+    before = start_seeded(repo, "before", VICTIM, runtime=runtime)
     assert before.status == RunState.COMPLETED, before.error
     assert before.worktree.lower == str(tree)
-    tree_before = _digest(tree)
+    tree_before = tree_digest(tree)
 
-    attacker = _run(repo, "attacker", ATTACK.replace("TREE", str(tree)), runtime)
+    attacker = start_seeded(repo, "attacker", ATTACK.replace("TREE", str(tree)), runtime=runtime)
 
     assert attacker.status == RunState.COMPLETED, attacker.error
     shown, reached = (attacker.last_summary or "").split("|")
@@ -107,8 +81,8 @@ def test_a_racer_cannot_write_into_the_shared_tree(repo: GitRepo, runtime: str) 
     assert repo.git("ls-tree", branch, "delete.txt") == "" and repo.git("ls-tree", branch, "renamed.txt") != ""
     assert (run_dir(repo.path, "attacker") / "workspace" / ".filter-ran").exists(), "the filter did not run"
     # The tree, from the host, and through a copy made over it after the attack.
-    assert _digest(tree) == tree_before
-    victim = _run(repo, "victim", VICTIM, runtime)
+    assert tree_digest(tree) == tree_before
+    victim = start_seeded(repo, "victim", VICTIM, runtime=runtime)
     assert victim.status == RunState.COMPLETED, victim.error
     assert victim.worktree.lower == str(tree)
     assert victim.last_summary == before.last_summary

@@ -351,3 +351,32 @@ def test_the_reader_tests_pass_on_a_machine_without_docker(tmp_path: Path) -> No
     assert subprocess.run(["sh", "-c", "command -v docker"], env=env, capture_output=True, check=False).returncode
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert " passed" in proc.stdout and "error" not in proc.stdout.lower()
+
+
+def test_a_lock_held_a_moment_by_a_forked_copy_is_waited_for_and_a_held_one_refused(repo: GitRepo) -> None:
+    """A child this process forks holds a copy of the lock's open file description until it execs: the lock of
+    a session created a moment ago is then busy for that moment, which is no other supervisor."""
+    import fcntl
+    import threading
+
+    from runner.base.errors import SessionBusyError
+    from runner.record.journal import _whole_file
+
+    journal = record_session(repo, "lock2", state=RunState.RUNNING, live=True)
+    with journal.supervisor_lock():
+        pass
+    other = os.open(journal._supervisor_lock_path, os.O_RDWR)  # another description, as a fork's copy is
+    fcntl.fcntl(other, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+    let_go = threading.Timer(0.3, os.close, args=(other,))
+    let_go.start()
+    with journal.supervisor_lock():
+        assert journal.supervisor_alive()
+    let_go.join()
+    # Control: held for longer than that moment, the session is driven by someone else.
+    held = os.open(journal._supervisor_lock_path, os.O_RDWR)
+    try:
+        fcntl.fcntl(held, fcntl.F_OFD_SETLK, _whole_file(fcntl.F_WRLCK))
+        with pytest.raises(SessionBusyError), journal.supervisor_lock():
+            pass
+    finally:
+        os.close(held)
