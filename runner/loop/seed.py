@@ -96,11 +96,15 @@ def has_commit(seed: Path, commit: str) -> bool:
     return proc.returncode == 0
 
 
+def trees_dir(seed: Path) -> Path:
+    """Where the seed's trees are, each with its index beside it (`<commit>.index`)."""
+    return seed.parent / f"{seed.name}.trees"
+
+
 def tree_dir(seed: Path, commit: str) -> Path:
     """The seed's checkout of `commit`: the shared lower layer of the copies made over it (overlays, on an
-    engine that has them: runner.loop.workspace), made once by a helper as the agent uid, with its index
-    beside it (`<commit>.index`)."""
-    return seed.parent / f"{seed.name}.trees" / commit
+    engine that has them: runner.loop.workspace), made once by a helper as the agent uid."""
+    return trees_dir(seed) / commit
 
 
 @contextlib.contextmanager
@@ -176,7 +180,7 @@ def remove_seed(
     with _locked(seed):
         if unless():
             return False
-        trees = tree_dir(seed, "x").parent
+        trees = trees_dir(seed)
         if trees.exists():
             remove_trees(trees)
         for path in (seed, *seed.parent.glob(f"{seed.name}.tmp-*")):

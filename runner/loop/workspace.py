@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends.base import LABEL_ROLE, Backend, Exec, Mount, Overlays
+from runner.backends.base import Backend, Exec, Mount, Overlays
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import BackendError, WorkspaceError
@@ -47,7 +47,7 @@ from runner.loop.resident import ResidentHelper
 from runner.loop.seed import ensure_seed, tree_lock
 from runner.record.gitops import HostGit
 from runner.record.models import DiffStat, Limits, ProtectedChange, RunOwner
-from runner.sandbox.container import bind, hardened_spec, labels
+from runner.sandbox.container import bind, hardened_spec, labels, session_labels
 
 log = logging.getLogger(__name__)
 
@@ -412,7 +412,7 @@ class Workspace:
         engine kept for it when it was an overlay."""
         if isinstance(self.backend, Overlays):
             try:
-                self.backend.remove_overlays({k: v for k, v in self._labels().items() if k != LABEL_ROLE})
+                self.backend.remove_overlays(session_labels(self.session, self.repo_key))
             except BackendError as exc:
                 raise WorkspaceError(f"deleting the copy's overlay: {exc.message}") from None
         if not self.dir.root.exists():
@@ -426,9 +426,6 @@ class Workspace:
         if os.geteuid() != 0:
             self._helper(DELETE_TREES, (bind(trees, "/trees", read_only=False),), {}, "deleting the seed's trees")
         shutil.rmtree(trees)
-
-    def _labels(self) -> dict[str, str]:
-        return labels(self.session, self.repo_key, "helper")
 
 
 def _readable(top: Path) -> None:

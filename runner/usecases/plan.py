@@ -303,11 +303,13 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         log.info("the %s engine copies its mounts: the copy is a full clone, not one from the seed", backend.name)
     rd = RunDir(run_dir(repo.top, session), seed=seed)
     if seed is not None and isinstance(backend, Overlays):
-        # The copy is an overlay of the seed's tree of its base commit: one checkout for every racer over it.
-        rd = RunDir(rd.root, seed=seed, lower=tree_dir(seed, base_commit))
-        if not all(overlay_path(p) for p in (rd.workspace, rd.overlay_work, tree_dir(seed, base_commit))):
+        # The copy is an overlay of the seed's tree of its base commit: one checkout for every racer over it
+        # (unless the engine cannot mount one here: runner.loop.overlay_probe, asked when the session is made).
+        lower = tree_dir(seed, base_commit)
+        if all(overlay_path(p) for p in (rd.workspace, rd.overlay_work, lower)):
+            rd = RunDir(rd.root, seed=seed, lower=lower)
+        else:
             log.info("the harness home's path cannot name an overlay: the copy has a checkout of its own")
-            rd = RunDir(rd.root, seed=seed)
     plan = RunPlan(
         session=session,
         repo=str(repo.top),

@@ -21,6 +21,7 @@ from runner.base.paths import repo_key
 from runner.base.seams import harness_env
 from runner.gateway.services import RunNetwork
 from runner.loop.decisions import end_event
+from runner.loop.overlay_probe import overlay_refusal
 from runner.loop.protect import default_protect
 from runner.loop.setup import DEFAULT_INPUTS, allow_host_texts, setup_allow_rules
 from runner.loop.supervisor import StopEvent, Supervisor
@@ -79,6 +80,9 @@ def create_planned(backend: Backend, plan: RunPlan, *, notify: tuple[str, ...] =
     else:
         images.ensure(backend, plan.image)
     images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
+    if plan.lower is not None and (refused := overlay_refusal(backend, images.DEFAULT_IMAGE)) is not None:
+        log.info("session %s: a copy of its own, not an overlay of the seed's tree: %s", plan.session, refused)
+        plan = plan.model_copy(update={"lower": None})
     top = Path(plan.repo)
     journal = Journal.for_repo(top, plan.session)
     with HostGit(top) as git:

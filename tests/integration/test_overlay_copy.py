@@ -9,16 +9,20 @@ nothing an agent does reaches the shared tree is attack row 32 (tests/security/t
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from runner.backends.docker.engine import DockerBackend
-from runner.base.paths import repo_key, run_dir, seed_dir
+from runner.base.paths import data_home, home_key, repo_key, run_dir, seed_dir
 from runner.loop.seed import tree_dir
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.models import Limits, RunState, RunSummary
+from runner.usecases.plan import RunRequest
+from runner.usecases.sessions import start_run
 from tests.helpers import GitRepo, harness
 from tests.seeded import race_at_once, start_seeded
 
@@ -49,7 +53,9 @@ def _project(repo: GitRepo) -> None:
 
 
 def _volumes(session: str) -> list[str]:
-    out = subprocess.run(["docker", "volume", "ls", "-q", "--filter", f"label=io.solo-harness.session={session}"],
+    """The engine's volumes of `session` in this test's harness home (other tests run at once)."""
+    filters = [f"label=io.solo-harness.session={session}", f"label=io.solo-harness.home={home_key()}"]
+    out = subprocess.run(["docker", "volume", "ls", "-q", *(a for f in filters for a in ("--filter", f))],
                          capture_output=True, text=True, check=True).stdout  # fmt: skip
     return out.split()
 
@@ -116,3 +122,44 @@ def test_gc_removes_an_overlay_whose_copy_is_gone(repo: GitRepo) -> None:
     collect_garbage(DockerBackend())
     assert _volumes("orphan") == []
     assert len(_volumes("live")) == 1  # a copy that still exists keeps its overlay
+
+
+def test_an_engine_that_cannot_mount_an_overlay_here_gets_copies_of_their_own(repo: GitRepo, tmp_path: Path) -> None:
+    """The engine refuses the overlay (here: its scratch directory on another file system than its upper one, which
+    the kernel refuses as it refuses a harness home on a share or a rootless engine): asked once, before the first
+    copy over a tree, the refusal is kept for this engine and the racers' copies are checkouts of their own."""
+    from dataclasses import replace
+
+    from runner.backends.base import ContainerSpec
+    from runner.base.output import OutputSink
+    from runner.loop.overlay_probe import OverlayVerdict
+    from runner.record.journal import load_model
+
+    elsewhere = Path(tempfile.mkdtemp(prefix="harness-test-", dir="/dev/shm"))
+
+    class Refusing(DockerBackend):
+        def start(self, spec: ContainerSpec, output: OutputSink) -> str:
+            mounts = tuple(replace(m, work=elsewhere) if m.lower is not None else m for m in spec.mounts)
+            return super().start(replace(spec, mounts=mounts), output)
+
+    verdict = data_home() / "seeds" / "overlays.json"
+    done = """printf '{"state": "done", "summary": "%s"}' "$(cat /workspace/app.py)" > "$HARNESS_STATUS_FILE" """
+    try:
+        request = RunRequest(session="refused", objective="overlay", repo=repo.path, agent_cmd=done,
+                             max_iterations=1, seed=True)  # fmt: skip
+        summary = start_run(Refusing(), request)
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+    assert summary.status == RunState.COMPLETED, summary.error
+    assert summary.worktree.seed is not None and summary.worktree.lower is None
+    assert summary.last_summary == "print('hello')"
+    assert (run_dir(repo.path, "refused") / "workspace" / "app.py").is_file()  # a checkout of its own
+    known = load_model(verdict, OverlayVerdict)
+    assert not known.mountable and known.reason is not None and "mounting volume" in known.reason
+    assert _volumes("overlay-probe") == []
+    # The answer is kept for this engine: the next copy is not asked for again, even where the engine could.
+    assert start_seeded(repo, "after", done).worktree.lower is None
+    verdict.unlink()  # Control: asked again, this engine mounts it.
+    again = start_seeded(repo, "asked", done)
+    assert again.status == RunState.COMPLETED and again.worktree.lower is not None
+    assert load_model(verdict, OverlayVerdict).mountable

@@ -80,3 +80,23 @@ def test_docker_has_overlays_and_kubernetes_does_not() -> None:
     from runner.backends.kubernetes.engine import KubernetesBackend
 
     assert issubclass(DockerBackend, Overlays) and not issubclass(KubernetesBackend, Overlays)
+
+
+def test_a_volume_the_engine_cannot_mount_is_no_fault_to_retry() -> None:
+    """Docker answers 500 for a volume that does not mount; it fails the same way again, unlike a 500 of a
+    daemon that is restarting."""
+    import docker.errors
+
+    from runner.backends.docker.api import translate
+    from runner.base.errors import TransientBackendError
+
+    def answer(explanation: str) -> docker.errors.APIError:
+        response = type("Response", (), {"status_code": 500, "reason": "Internal Server Error"})()
+        return docker.errors.APIError("start", response=response, explanation=explanation)  # type: ignore[arg-type]
+
+    refused = translate(answer("error while mounting volume '/var/lib/docker/volumes/x/_data': invalid argument"),
+                        "start a container")  # fmt: skip
+    assert isinstance(refused, BackendError) and not isinstance(refused, TransientBackendError)
+    at_create = translate(answer("failed to mount local volume: mount overlay: invalid argument"), "create")
+    assert not isinstance(at_create, TransientBackendError)
+    assert isinstance(translate(answer("daemon is restarting"), "start a container"), TransientBackendError)

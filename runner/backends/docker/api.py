@@ -22,6 +22,8 @@ from runner.base.errors import (
 
 T = TypeVar("T")
 
+# How the engine says that a volume does not mount (at a container's creation, or at its start).
+_NO_MOUNT = ("error while mounting volume", "failed to mount local volume")
 API_TIMEOUT = 60  # seconds for one engine API call (not for waiting on a container)
 
 
@@ -32,7 +34,9 @@ def translate(exc: Exception, what: str) -> HarnessError:
     if isinstance(exc, docker.errors.APIError):
         status = exc.status_code or 0
         message = f"{what}: Docker engine error {status}: {exc.explanation or exc}"
-        return TransientBackendError(message) if status >= 500 else BackendError(message)
+        # A volume that does not mount (an overlay the engine refuses) fails the same way each time: not retried.
+        transient = status >= 500 and not any(says in str(exc.explanation or "") for says in _NO_MOUNT)
+        return TransientBackendError(message) if transient else BackendError(message)
     if isinstance(exc, requests.exceptions.RequestException | ConnectionError | OSError):
         return TransientBackendError(f"{what}: lost the Docker engine ({exc.__class__.__name__})")
     if isinstance(exc, docker.errors.DockerException):
