@@ -230,7 +230,10 @@ def test_while_the_relay_is_a_python_script_a_base_without_python_is_refused(mad
 def test_the_cli_derives_with_from_and_prints_only_the_tag_with_q(git_base: str, tmp_path: Path) -> None:
     r = harness("images", "build", "base", "--from", git_base, "-q", cwd=tmp_path, timeout=BUILD_TIMEOUT)
     assert r.code == 0, r.stderr
-    assert r.stdout == derived_tag(git_base, "custom") + "\n" and r.stderr == "", r
+    assert r.stdout == derived_tag(git_base, "custom") + "\n", r
+    # No build progress on stderr either. The one line allowed is the harness's own recovery when another
+    # test's `harness gc` pruned a cached layer mid-build (images are machine-wide; CI saw it).
+    assert all(line.startswith("harness: a cached layer of ") for line in r.stderr.splitlines()), r
     try:
         assert _run(r.stdout.strip(), "id -u && git --version").stdout.startswith("10001\ngit version")
         bad = harness("images", "build", "nope", "--from", git_base, cwd=tmp_path)
