@@ -16,7 +16,7 @@ from runner.record.journal import load_model
 from runner.record.models import IterationRecord, RunSummary
 from runner.sandbox.container import labels
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import HARNESS, HOLD, GitRepo, containers, harness, make_repo, release, run_args, wait_for
+from tests.helpers import HARNESS, HOLD, GitRepo, containers, exited, harness, make_repo, release, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -78,7 +78,7 @@ def test_kill_9_of_the_supervisor_then_resume_keeps_every_commit(repo: GitRepo) 
     # Inside iteration 2: its agent has committed "step 2" in the copy and holds.
     wait_for(lambda: committed_in_copy(repo, "k9", "step 2"), 120, "step 2 in the copy")
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
+    wait_for(lambda: exited(pid), 10, "the killed supervisor to exit")
     st = harness("status", "--session", "k9", "--json", cwd=repo.path)
     assert st.code == 21 and st.json()["status"] == "interrupted" and st.json()["stopReason"] == "supervisor-gone"
     assert repo.git("log", "--format=%s", "harness/k9").splitlines()[0] == "step 1"  # harvested before the kill

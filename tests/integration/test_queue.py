@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -103,7 +102,7 @@ def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_
     assert status(repo, "r4")[1]["status"] == "interrupted"
 
     os.kill(pid, signal.SIGKILL)
-    wait_for(lambda: subprocess.run(["kill", "-0", str(pid)], capture_output=True, check=False).returncode != 0, 10)
+    wait_for(lambda: exited(pid), 10, "the killed supervisor to exit")
     code, st = status(repo, "r2")
     assert code == 21 and st["status"] == "queued" and not st["supervisorAlive"], st  # parked: waits for resume
     assert st["queuePosition"] == 1 and "resume takes its place back" in st["verdict"]
