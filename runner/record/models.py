@@ -110,6 +110,7 @@ class StopReason(DescribedEnum):
     MAX_TOKENS = "max-tokens"
     SETUP_FAILED = "setup-failed"
     USAGE_LIMIT = "usage-limit"
+    NOT_STARTED = "not-started"
 
     @classmethod
     def describe(cls) -> Mapping[str, str]:
@@ -122,6 +123,8 @@ class StopReason(DescribedEnum):
             cls.STOP_REQUESTED: "`harness stop` asked for it.",
             cls.REPEATED_FAILURES: "`maxConsecutiveFailures` failed iterations in a row: state `failed`.",
             cls.SUPERVISOR_GONE: "Shown by `status` for a `running` session whose supervisor no longer holds its lock.",
+            cls.NOT_STARTED: "Shown by `status` for a session created whose supervisor never started (a detached "
+            "process that failed at once, a machine gone down first): state `interrupted`; `resume` starts it.",
             cls.INTERRUPTED: "Ctrl-C (SIGINT) reached the supervisor: state `stopped` (twice: `interrupted`).",
             cls.TERMINATED: "SIGTERM reached the supervisor (the machine shutting down, or a `kill`): state "
             "`interrupted`; the user service resumes it after a reboot (`harness service`).",

@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from runner.base.errors import InvalidStateError
+from runner.base.errors import HarnessError, InvalidStateError
 from runner.record.journal import Journal
 from runner.record.models import CamelModel, RunSummary
 
@@ -26,7 +26,8 @@ DETACH_START_SECONDS = 30.0
 
 def detach_session(summary: RunSummary) -> Detached:
     """Drive the session in a new process (own session and process group, output to the journal)
-    and return once that process holds the session's lock."""
+    and return once that process has named itself in the journal, where it also said whether the session runs or
+    waits in the queue (so `status` right after says which)."""
     journal = Journal.for_repo(Path(summary.repo), summary.session_id)
     log_path = journal.supervisor_log_path
     with log_path.open("ab") as out:
@@ -40,8 +41,8 @@ def detach_session(summary: RunSummary) -> Detached:
             close_fds=True,
         )
     deadline = time.monotonic() + DETACH_START_SECONDS
-    while not journal.supervisor_alive():
-        if child.poll() is not None:
+    while not _named(journal, child.pid):
+        if child.poll() is not None and not _named(journal, child.pid):  # ended before it named itself
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
             raise InvalidStateError(f"the detached supervisor exited at once: {tail[0]}")
         if time.monotonic() > deadline:
@@ -50,3 +51,12 @@ def detach_session(summary: RunSummary) -> Detached:
     return Detached(
         session_id=summary.session_id, pid=child.pid, journal_dir=str(journal.dir), supervisor_log=str(log_path)
     )
+
+
+def _named(journal: Journal, pid: int) -> bool:
+    """The journal names `pid` as the session's supervisor (its first write, under the session's lock)."""
+    try:
+        info = journal.read_summary().supervisor
+    except HarnessError:  # not readable yet: asked again
+        return False
+    return info is not None and info.pid == pid

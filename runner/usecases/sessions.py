@@ -233,15 +233,16 @@ def drive(backend: Backend, repo: Path, session: str, *, stop_event: threading.E
         git, journal = opened.git, opened.journal
         with journal.supervisor_lock():
             summary = journal.read_summary()
-            # Who drives the session, in the journal from the moment the lock is held (waiting for a slot and
-            # making the copy can take a while): the pid `status` and `stop` then find is this process's.
+            # Who drives the session (the pid `status` and `stop` find), in the journal from the first look for a
+            # slot on (waiting for one and making the copy can take a while); that first write also says whether
+            # the session runs or waits, and `--detach` returns once it is made: `status` never shows `running`
+            # for a session about to queue.
             summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
-            # Its place in the queue (kept if it had one) from the moment the lock is held, which is when
-            # `--detach` returns: sessions detached one after another queue in that order.
+            # Its place in the queue (kept if it had one) from the moment the lock is held, before `--detach`
+            # returns: sessions detached one after another queue in that order.
             queue.enqueue(Path(summary.repo), session, journal.dir)
             awake = _keep_awake(summary)  # also while it waits for a slot: a sleeping machine starts nothing
             try:
-                journal.write_summary(summary)
                 return _drive_locked(backend, summary, git, journal, stop_event)
             finally:
                 _let_sleep(awake, summary, journal)

@@ -20,7 +20,7 @@ from runner.base.names import validate_session
 from runner.base.paths import data_home
 from runner.record import queue
 from runner.record.gitops import HostGit
-from runner.record.journal import SETUP_LOG, Journal, list_races, list_sessions, load_model
+from runner.record.journal import SETUP_LOG, SUPERVISOR_LOG, Journal, list_races, list_sessions, load_model
 from runner.record.models import (
     CamelModel,
     GatewayUsage,
@@ -241,6 +241,8 @@ def verdict(st: SessionStatus) -> str:
         return f"{state}  {', '.join(facts)}: the usage limit resets {when}: resume then"
     if st.stop_reason is StopReason.SETUP_FAILED:
         return f"{state}  {', '.join(facts)}: read {SETUP_LOG}, fix the setup (resume --setup or --setup-allow-host)"
+    if st.stop_reason is StopReason.NOT_STARTED:
+        return f"{state}  {', '.join(facts)}: its supervisor never started (see {SUPERVISOR_LOG}): resume starts it"
     if st.auto_resume_gave_up and st.status is RunState.INTERRUPTED:
         return f"{state}  {', '.join(facts)}: the service gave up: {st.auto_resume_gave_up}"
     if st.status is RunState.RUNNING:
@@ -275,6 +277,12 @@ def supervisor_alive(summary: RunSummary, journal: Journal) -> bool:
     return journal.supervisor_alive()
 
 
+def never_started(summary: RunSummary) -> bool:
+    """Created (`running` from the start) and never named a supervisor: every supervisor names itself at its first
+    write and one that ends says how, so only a session whose supervisor never started reads so."""
+    return summary.status is RunState.RUNNING and summary.supervisor is None
+
+
 def effective_state(summary: RunSummary, journal: Journal) -> tuple[RunState, bool]:
     """A 'running' summary whose supervisor is gone was interrupted, whatever the file says; so was a 'queued' one
     whose supervisor is gone and that has no place in the queue any more (one with a place stays queued)."""
@@ -301,7 +309,7 @@ def session_status(
     state, alive = effective_state(summary, journal)
     reason = summary.stop_reason
     if state is RunState.INTERRUPTED and summary.status in {RunState.RUNNING, RunState.QUEUED}:
-        reason = StopReason.SUPERVISOR_GONE
+        reason = StopReason.NOT_STARTED if never_started(summary) else StopReason.SUPERVISOR_GONE
     head = repo.branch_commit(git, session)
     base, protected = summary.worktree.base_commit, summary.protected_paths
     seen = branch_review(git, repo, journal, base, head, protected) if head else None

@@ -24,16 +24,14 @@ AGENT = f"{HOLD}; {report('done')}"  # holds its one iteration until released, t
 
 def start(repo: GitRepo, session: str, slots: int, *extra: str, queued: bool = False) -> int:
     """`run --detach --slots N` of a held agent: it returns at once, queued or not; the supervisor's pid.
-    `queued`: every slot is taken, so it waits; `--detach` returns once its supervisor holds the session and its
-    place in the queue, and the supervisor writes `queued` in the summary a moment after (under load, after the
-    test has looked): wait for that."""
+    `queued`: every slot is taken, so it waits; `--detach` returns once its supervisor has its place in the queue
+    and has written in the journal that it waits: the summary says `queued` at once, never `running` first."""
     began = time.monotonic()
     args = run_args(session, "--slots", str(slots), "--detach", *extra, cmd=AGENT, iterations=1)
     r = harness(*args, cwd=repo.path)
     assert r.code == 0, r.stderr
     assert time.monotonic() - began < 60
-    if queued:
-        wait_for(lambda: state(repo, session) == "queued", 30, f"{session}'s supervisor to record its wait")
+    assert state(repo, session) == ("queued" if queued else "running")
     return int(r.json()["pid"])
 
 

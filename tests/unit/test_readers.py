@@ -130,6 +130,15 @@ def test_status_of_a_completed_session(repo: GitRepo) -> None:
     assert text.code == 0 and "1 commit ahead" in text.stdout and "1 commits" not in text.stdout
 
 
+def test_a_session_whose_supervisor_never_started_says_so_and_how_to_start_it(repo: GitRepo) -> None:
+    record_session(repo, "never1", state=RunState.RUNNING, iterations=0)  # as `run --detach` created it
+    r = harness("status", "--session", "never1", "--json", cwd=repo.path)
+    assert r.code == 21 and (r.json()["status"], r.json()["stopReason"]) == ("interrupted", "not-started"), r
+    assert r.json()["verdict"].endswith("its supervisor never started (see supervisor.log): resume starts it")
+    listed = {s["sessionId"]: s for s in harness("list", "--json", cwd=repo.path).json()}
+    assert (listed["never1"]["status"], listed["never1"]["stopReason"]) == ("interrupted", "not-started")
+
+
 def test_status_tells_a_live_supervisor_from_a_dead_one(repo: GitRepo, alive: ExitStack) -> None:
     journal = record_session(repo, "live1", state=RunState.RUNNING, live=True)
     dead = harness("status", "--session", "live1", "--json", cwd=repo.path)
@@ -271,7 +280,7 @@ def test_a_racer_the_live_race_has_not_started_yet_is_shown_waiting_not_interrup
     repo: GitRepo, alive: ExitStack
 ) -> None:
     one = record_session(repo, "w-1", state=RunState.RUNNING, iterations=1, live=True)
-    record_session(repo, "w-2", state=RunState.RUNNING, iterations=0)  # started: its supervisor is starting
+    record_session(repo, "w-2", state=RunState.RUNNING, iterations=0)  # started: not named in the journal yet
     record_session(repo, "w-3", state=RunState.RUNNING, iterations=0)  # as `race` created it, not started yet
     race = record_race(repo, "w", 3, [], running=True, unstarted=(3,))
     alive.enter_context(one.supervisor_lock())
@@ -282,7 +291,8 @@ def test_a_racer_the_live_race_has_not_started_yet_is_shown_waiting_not_interrup
     alive.close()  # the race's supervisor is gone: nobody will start them, and they are shown interrupted
     st = harness("status", "--session", "w", "--json", cwd=repo.path).json()
     assert st["state"] == "interrupted"
-    assert [(r["status"], r["stopReason"]) for r in st["racers"]] == [("interrupted", "supervisor-gone")] * 3
+    gone, never = ("interrupted", "supervisor-gone"), ("interrupted", "not-started")
+    assert [(r["status"], r["stopReason"]) for r in st["racers"]] == [gone, never, never]
 
 
 def test_logs_of_a_race_prefix_every_line_with_its_racer(repo: GitRepo) -> None:
