@@ -13,6 +13,7 @@ import pytest
 
 from runner.record import queue
 from tests.helpers import HOLD, GitRepo, exited, harness, release, run_args, wait_for
+from tests.integration.test_keep_awake import stand_in
 from tests.integration.test_night import report, session_containers, summary_of
 from tests.integration.test_notify import notifications
 from tests.notify_receiver import Receiver
@@ -82,6 +83,29 @@ def test_the_queue_holds_a_third_session_while_two_run_and_starts_it_when_one_en
     wait_for(lambda: {state(repo, s) for s in ("q2", "q3")} == {"completed"}, 120, "q2 and q3 to end")
     assert queue.entries() == []
     wait_for(lambda: queue.holders() == [], 30, "the supervisors to give their slots back as they exit")
+
+
+# A sleep inhibitor that never answers: the supervisor gives up on it after keepawake.START_SECONDS, and only then
+# writes its first summary. Between its lock and that write, the summary still reads as `run` created it.
+SILENT_INHIBITOR = "#!/bin/sh\nexec sleep 120\n"
+
+
+def test_detach_returns_once_the_journal_says_the_session_waits_even_when_its_supervisor_is_slow(
+    repo: GitRepo, tmp_path: Path
+) -> None:
+    start(repo, "d1", 1)
+    wait_for(lambda: agent_runs("d1"), 120, "d1's agent to run")
+    _, env = stand_in(tmp_path, SILENT_INHIBITOR)
+    r = harness(*run_args("d2", "--slots", "1", "--detach", cmd=AGENT, iterations=1), cwd=repo.path, env=env)
+    assert r.code == 0, r.stderr
+    # Read at once: a --detach that returned when the lock was taken reads `running` here for ten seconds.
+    code, st = status(repo, "d2")
+    assert code == 20 and st["status"] == "queued" and st["supervisorAlive"] and st["queuePosition"] == 1, st
+    assert st["keepAwake"]["reason"] == "systemd-inhibit did not take its lock within 10s", st
+    release(repo, "d1")
+    wait_for(lambda: agent_runs("d2"), 120, "d2 to start in the slot d1 left")
+    release(repo, "d2")
+    wait_for(lambda: state(repo, "d2") == "completed", 120, "d2 to end")
 
 
 def test_a_killed_queued_supervisor_keeps_its_place_for_resume_and_stop_takes_a_session_out(repo: GitRepo) -> None:
