@@ -208,7 +208,7 @@ def resume(
         from runner.usecases.race import RaceResume, detach_race, prepare_race_resume
 
         record = prepare_race_resume(RaceResume(repo=repo, race=session, resume=request))
-        if detach:
+        if detach and record.finished_at is None:  # a finished race only tells its end still owed: at once
             return _render_detached(detach_race(Path(record.repo), session), as_json)
         return _drive_race(Path(record.repo), session, as_json)
     engine = open_engine(session_engine(repo, session))

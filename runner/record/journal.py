@@ -47,6 +47,7 @@ EGRESS_LOG = "egress.log"  # the agent's egress proxy's connections
 NOTIFICATIONS = "notifications.json"  # every notification sent (--notify)
 _CONTROL_LOCK = ".control.lock"
 _NOTIFICATIONS_LOCK = ".notifications.lock"
+_NOTICE_LOCK = ".notice.lock"  # held while a race's end is being told (one sender at a time)
 _SUPERVISOR_LOCK = ".supervisor.lock"
 _ITERATION = "iteration-{:04d}"  # then .json (its record), .log (its output) or .check.log (--check's output)
 _ITERATION_GLOB = "iteration-[0-9][0-9][0-9][0-9]"
@@ -312,6 +313,29 @@ class Journal:
         finally:
             os.close(fd)
         return bool(_FLOCK.unpack(answer)[0] != fcntl.F_UNLCK)
+
+    @contextlib.contextmanager
+    def notice_lock(self) -> Iterator[None]:
+        """Held while a race's end is being told (runner/usecases/notify.py, `tell_race_end`), so that a `resume`
+        never sends it beside the race's supervisor; the kernel frees it when its process dies. SessionBusyError
+        when another process holds it."""
+        path = self.dir / _NOTICE_LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if _busy(exc):
+                    raise SessionBusyError(
+                        f"the end of {self.session!r} is being told by another harness process"
+                    ) from None
+                raise JournalError(f"{path}: cannot lock ({exc.strerror})") from None
+            yield
+        finally:
+            os.close(fd)
 
     @staticmethod
     @contextlib.contextmanager

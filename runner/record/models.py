@@ -829,6 +829,25 @@ class Racer(JournalModel):
     )
 
 
+class RaceEndNotice(JournalModel):
+    """Whether the race's end has been told (--notify). Written `pending` in the same write of race.json as the
+    end itself, so that a race supervisor that dies before the send is done leaves it owed: `harness resume
+    --session S` of the finished race then sends it (and does nothing else)."""
+
+    event: NotifyEvent = Field(description="What is told: `end`, or `budget` when the pooled budget ended the race.")
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: not sent to its end yet (the race's supervisor sends it, or died while it did: "
+        "`resume --session S` sends it); `delivered`: every target took it; `failed`: sent, and a target did not "
+        "take it after its attempts (notifications.json says why; `resume --session S` sends it to that one again)."
+    )
+    owed: list[int] = Field(
+        default_factory=list,
+        description="The targets that have not taken it, by their place (from 0) among the race's --notify targets "
+        "(kept outside the journal, as given).",
+    )
+    sends: int = Field(default=0, ge=0, description="How many times it was sent (by the race's supervisor, `resume`).")
+
+
 class RaceRecord(JournalModel):
     """race.json in the journal of the race's own id S: the racers `S-1` ... `S-N`, how they are judged,
     and who won (written only by `race` and the race's supervisor)."""
@@ -863,6 +882,11 @@ class RaceRecord(JournalModel):
         default=None,
         description="Where the race's notifications go (--notify), redacted; null: none. The race sends its end, "
         "its racers the other events chosen (docs/race.md).",
+    )
+    end_notice: RaceEndNotice | None = Field(
+        default=None,
+        description="Whether the race's end was told to its targets; null: nothing to tell (no target, or the event "
+        "not chosen) or the race has not ended.",
     )
     created_at: datetime = Field(default_factory=utcnow, description="When the race was created (UTC).")
     updated_at: datetime = Field(default_factory=utcnow, description="When this file was last written (UTC).")

@@ -9,9 +9,11 @@ outcome does not change. It lives with the use cases, not in the loop, because w
 (runner.usecases.report), which the loop may not import: the session's driver (runner/usecases/sessions.py) builds
 it and hands it to the supervisor.
 
-A race (runner/usecases/race.py) tells its end once, from its own supervisor (`notify_race_end`: the race's status,
-its winners or why it has none), recorded in the race's journal; its racers send only the other events chosen,
-each naming the race. Both go through one `Sender`, which delivers, retries and records whatever it is given.
+A race (runner/usecases/race.py) tells its end once, from its own supervisor (`tell_race_end`: the race's status,
+its winners or why it has none), recorded in the race's journal; what is still owed of it is in race.json
+(`endNotice`, written with the end), so that a supervisor that dies before it is sent leaves it to `resume`. Its
+racers send only the other events chosen, each naming the race. Both go through one `Sender`, which delivers,
+retries and records whatever it is given.
 
 Why one module of this size: what is sent (a session's report, a race's status), how it is sent (webhook shapes,
 a command's run, the retries) and how it is recorded and redacted are one promise, that a notification never
@@ -46,7 +48,7 @@ from tenacity.wait import wait_base, wait_exponential
 from runner.base.errors import HarnessError, JournalError
 from runner.base.redact import Redactor
 from runner.record.journal import Journal
-from runner.record.models import NotificationRecord, NotifyEvent, RaceRecord, RunState, RunSummary
+from runner.record.models import NotificationRecord, NotifyEvent, RaceEndNotice, RaceRecord, RunState, RunSummary
 from runner.record.notify import NotifyTarget, load_targets, parse_target
 from runner.usecases.report import ReportRequest, build_report
 from runner.usecases.repository import race_of
@@ -132,6 +134,7 @@ class Sender:
         secrets = {f"{name}-{i}": value for i, t in enumerate(self.targets) for name, value in t.secrets().items()}
         self.redactor = Redactor(secrets)
         self._threads: list[threading.Thread] = []
+        self.delivered: set[int] = set()  # the targets (by their place in `targets`) that took a message
 
     def dispatch(self, event: NotifyEvent, build: Callable[[], Message]) -> None:
         """Build the message and deliver it to every target, in a thread: returns at once."""
@@ -151,14 +154,15 @@ class Sender:
     def _deliver_all(self, build: Callable[[], Message]) -> None:
         message = build()
         senders = [
-            threading.Thread(target=self._deliver, args=(message, target), daemon=True) for target in self.targets
+            threading.Thread(target=self._deliver, args=(message, target, i), daemon=True)
+            for i, target in enumerate(self.targets)
         ]
         for sender in senders:
             sender.start()
         for sender in senders:
             sender.join()
 
-    def _deliver(self, message: Message, target: NotifyTarget) -> None:
+    def _deliver(self, message: Message, target: NotifyTarget, place: int) -> None:
         started = time.monotonic()
         attempts = 0
         last = Attempt()
@@ -198,6 +202,7 @@ class Sender:
             duration_seconds=round(time.monotonic() - started, 3),
         )
         if error is None:
+            self.delivered.add(place)
             log.info("%s: %s notification sent to %s", message.about, message.event.value, target.shown)
         else:
             log.warning("%s: the %s notification to %s failed after %d attempt(s): %s",
@@ -406,22 +411,55 @@ def race_end_event(record: RaceRecord) -> NotifyEvent:
     return NotifyEvent.BUDGET if record.end_reason == "max-cost" else NotifyEvent.END
 
 
-def notify_race_end(journal: Journal, record: RaceRecord, *, wait: wait_base | None = None) -> None:
-    """Tell the race's targets how the race ended (its one notification: its racers never send their `end`), when
-    `end` (or, for a pooled budget spent, `budget`) is chosen; recorded in the race's notifications.json. Waits
-    for the delivery (bounded) and never raises: the race's outcome does not change."""
+def _race_targets(record: RaceRecord) -> tuple[list[NotifyTarget], list[NotifyEvent]] | None:
+    """The race's targets as given and its events; None (said) when they cannot be read."""
     try:
         kept = load_targets(Path(record.repo), record.session_id)
         targets = [parse_target(text) for text in kept.targets] if kept is not None else []
     except (JournalError, ValueError) as exc:
         log.warning("race %s: no notification will be sent: %s", record.session_id, exc)
-        return
+        return None
+    return targets, list(kept.events) if kept is not None else []
+
+
+def race_end_notice(record: RaceRecord) -> RaceEndNotice | None:
+    """What the end of the race owes its targets, written with the end in race.json: every target, when `end`
+    (or, for a pooled budget spent, `budget`) is chosen; None: nothing to tell."""
+    found = _race_targets(record)
     event = race_end_event(record)
-    if kept is None or not targets or not ({event, NotifyEvent.END} & set(kept.events)):
-        return
-    sender = Sender(journal=journal, repo=Path(record.repo), targets=targets, wait=wait)
-    sender.dispatch(event, lambda: _race_message(event, journal, record))
-    sender.close()
+    if found is None or not found[0] or not ({event, NotifyEvent.END} & set(found[1])):
+        return None
+    return RaceEndNotice(event=event, state="pending", owed=list(range(len(found[0]))))
+
+
+def tell_race_end(journal: Journal, *, wait: wait_base | None = None) -> RaceEndNotice | None:
+    """Tell the race's end to every target race.json's `endNotice` still owes it (its one notification: its
+    racers never send their `end`), recorded in the race's notifications.json, then in race.json what is still
+    owed. Waits for the delivery (bounded). At least once: a sender killed before race.json says the end was
+    delivered leaves it owed, and the next one (`resume --session S`) sends it again. SessionBusyError while
+    another process tells it; a failure to deliver never raises: the race's outcome does not change."""
+    with journal.notice_lock():
+        record = journal.read_race()
+        notice = record.end_notice
+        if notice is None or not notice.owed:
+            return notice
+        found = _race_targets(record)
+        targets = found[0] if found is not None else []
+        owed = [i for i in notice.owed if i < len(targets)]  # one gone (its file unreadable) stays owed, unsent
+        sender = Sender(journal=journal, repo=Path(record.repo), targets=[targets[i] for i in owed], wait=wait)
+        if owed:
+            sender.dispatch(notice.event, lambda: _race_message(notice.event, journal, record))
+            sender.close()
+        took = {owed[k] for k in sender.delivered}
+        still = [i for i in notice.owed if i not in took]
+        record.end_notice = notice.model_copy(
+            update={"owed": still, "state": "failed" if still else "delivered", "sends": notice.sends + 1}
+        )
+        journal.write_race(record)
+        if still:
+            log.warning("race %s: its end was not told to %d target(s): 'harness resume --session %s' tells it again",
+                        record.session_id, len(still), record.session_id)  # fmt: skip
+        return record.end_notice
 
 
 def _race_message(event: NotifyEvent, journal: Journal, record: RaceRecord) -> Message:

@@ -17,6 +17,7 @@ what only reads it (`status`, `report`, `merge`, `discard` of a race) is runner/
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 import subprocess
@@ -54,6 +55,8 @@ from runner.usecases.status import effective_state
 if TYPE_CHECKING:  # `status` of a race reads journals only: the planning and the loop are imported when used
     from runner.usecases.plan import RunPlan, RunRequest
     from runner.usecases.sessions import ResumeRequest
+
+log = logging.getLogger(__name__)
 
 MAX_RACERS = 16
 POLL_SECONDS = 0.5
@@ -282,8 +285,11 @@ def _stop(top: Path, view: RacerView, note: str) -> None:
 def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = None) -> RaceRecord:
     """Hold the race's lock, start every racer not started yet (in order, each detached: the queue keeps that
     order), and watch them until all have ended: declare the winner(s), stop the others with --first, stop
-    everyone when a pooled budget is spent."""
+    everyone when a pooled budget is spent. A race that has finished is never driven again: only its end, if still
+    owed to a target (race.json's `endNotice`), is told."""
     journal = race_journal(repo, race)
+    if journal.read_race().state is RaceState.FINISHED:
+        return _tell_end(journal)
     top = Path(journal.read_race().repo)
     with journal.supervisor_lock():
         record = journal.read_race()
@@ -343,17 +349,28 @@ def drive_race(repo: Path, race: str, *, stop_event: threading.Event | None = No
                 stop_event.wait(POLL_SECONDS)
             else:
                 time.sleep(POLL_SECONDS)
+        from runner.usecases.notify import race_end_notice
+
         record.state = RaceState.FINISHED
         record.end_reason = record.end_reason or "all-ended"
         record.finished_at = utcnow()
         record.supervisor = None
+        # Owed to its targets in the same write as the end: killed before it is told, the race leaves it to resume.
+        record.end_notice = race_end_notice(record)
         journal.write_race(record)
-    # After the end is written: told at most once (a race that is finished is never driven again), while no lock
-    # is held (the race's status, sent, reads the journals as `status` does).
-    from runner.usecases.notify import notify_race_end
+    # Told once the supervisor lock is let go (the race's status, sent, reads the journals as `status` does).
+    return _tell_end(journal)
 
-    notify_race_end(journal, record)
-    return record
+
+def _tell_end(journal: Journal) -> RaceRecord:
+    """Tell the race's end to the targets it is still owed to; the race as it then is."""
+    from runner.usecases.notify import tell_race_end
+
+    try:
+        tell_race_end(journal)
+    except SessionBusyError:  # another process (a resume) tells it now
+        log.info("race %s: its end is being told by another harness process", journal.session)
+    return journal.read_race()
 
 
 def detach_race(repo: Path, race: str) -> Detached:
@@ -406,10 +423,7 @@ def prepare_race_resume(request: RaceResume) -> RaceRecord:
         record = journal.read_race()
         top = Path(record.repo)
         if record.state is RaceState.FINISHED:
-            raise InvalidStateError(
-                f"race {request.race!r} is finished: resume a racer on its own ('harness resume --session "
-                f"{record.racers[0].session_id}')"
-            )
+            return _owed_end(journal, record, each)
         notify = resume_notify(top, request.race, each)  # --notify / --notify-on: the race's, and its racers'
         if notify is not None:
             targets, events = notify
@@ -437,6 +451,29 @@ def prepare_race_resume(request: RaceResume) -> RaceRecord:
             view.racer.started = False  # the race's supervisor starts it again, in order
         journal.write_race(record)
         return record
+
+
+def _owed_end(journal: Journal, record: RaceRecord, each: ResumeRequest) -> RaceRecord:
+    """A finished race is resumed only to tell its end, still owed to a target (its supervisor died before it was
+    told, or a target did not take it): `drive_race` tells it, and nothing else is done. `--notify` / `--notify-on`
+    replace the targets it is owed to. Refused when nothing is owed."""
+    from runner.usecases.notify import race_end_notice
+    from runner.usecases.sessions import resume_notify
+
+    race, top = record.session_id, Path(record.repo)
+    if record.end_notice is None or not record.end_notice.owed:
+        raise InvalidStateError(
+            f"race {race!r} is finished: resume a racer on its own ('harness resume --session "
+            f"{record.racers[0].session_id}')"
+        )
+    notify = resume_notify(top, race, each)
+    if notify is not None:
+        targets, events = notify
+        save_targets(top, race, targets, events, journal_dir=journal.dir)
+        record.notify = notify_info(targets, events) if targets else None
+        record.end_notice = race_end_notice(record)  # owed to every new target (None: no target, or not chosen)
+        journal.write_race(record)
+    return record
 
 
 def _end_stopped(top: Path, view: RacerView, note: str) -> None:
