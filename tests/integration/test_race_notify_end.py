@@ -213,7 +213,7 @@ def test_slack_and_ntfy_get_the_one_line_of_a_won_race(repo: GitRepo) -> None:
         post = slack.received[0]
         assert (post.path, post.headers["content-type"], post.headers["x-harness-event"]) == (
             "/services/T0/B0/x", "application/json", "end")  # fmt: skip
-        line = f"harness: race rl won by rl-2 (end): {st['verdict'].partition('  ')[2]}"
+        line = f"harness: race rl won by rl-2 (end): 2 of 2 racers ended, ${st['costUsd']:.2f}: rl-2 won"
         assert json.loads(post.body) == {"text": f"{line}\n2 racers, cost ${st['costUsd']:.2f}, ended: all-ended"}
         note = ntfy.received[0]
         assert note.path == "/topic" and note.body.decode() == json.loads(post.body)["text"]
