@@ -43,7 +43,7 @@ The contract every engine keeps (tests/backends/contract.py proves it against ea
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -51,8 +51,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
-from runner.base.errors import BackendError
+from runner.base.errors import HarnessError
 from runner.base.output import OutputSink
+
+log = logging.getLogger(__name__)
 
 LABEL_PREFIX = "io.solo-harness"
 LABEL_MANAGED = f"{LABEL_PREFIX}.managed"
@@ -255,6 +257,17 @@ class Lifecycle(ABC):
     def remove(self, container_id: str) -> None:
         """Remove a container and whatever the engine made for it. Missing is not an error."""
 
+    def remove_or_leave(self, container_id: str) -> bool:
+        """`remove` where a failure must neither hide the error under way nor end a clean-up: the container is
+        left, and a warning says so (it keeps its session's labels: `resume` and `harness gc` remove it)."""
+        try:
+            self.remove(container_id)
+        except HarnessError as exc:
+            log.warning("container %s left behind (resume or 'harness gc' removes it): %s", container_id[:12],
+                        exc.message)  # fmt: skip
+            return False
+        return True
+
 
 class Inventory(ABC):
     """Find the harness's containers by label, running or not (`gc`, `resume`, `discard`, the hud)."""
@@ -270,12 +283,7 @@ class Backend(Lifecycle, Inventory, ABC):
 
     def reap(self, labels: dict[str, str]) -> list[str]:
         """Force-remove every container carrying all `labels`; return their ids."""
-        removed = []
-        for container_id in self.list_containers(labels):
-            with contextlib.suppress(BackendError):
-                self.remove(container_id)
-                removed.append(container_id)
-        return removed
+        return [container_id for container_id in self.list_containers(labels) if self.remove_or_leave(container_id)]
 
 
 class ImageStore(ABC):

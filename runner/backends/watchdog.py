@@ -6,7 +6,6 @@ Engines only start, wait, measure, stop, report and remove (`Lifecycle`, runner.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -59,8 +58,7 @@ def run_container(
             ran=how.ran,
         )
     finally:
-        with contextlib.suppress(HarnessError):
-            backend.remove(container_id)
+        backend.remove_or_leave(container_id)
 
 
 def _watch(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from runner.backends.fake import FakeBackend, FakeCluster, FakeRun
-from runner.base.errors import BackendError
+from runner.backends.watchdog import run_container
+from runner.base.errors import BackendError, TransientBackendError
 from runner.base.output import CappedBuffer
 from runner.loop.resident import ResidentHelper
 from runner.loop.workspace import RunDir, Workspace
@@ -87,3 +88,30 @@ def test_a_backend_that_cannot_exec_gets_a_helper_container_per_checkpoint_with_
         harvest = workspace.checkpoint_and_harvest(git=None, iteration=n, base="0" * 40, last=last, dest_ref="r")  # type: ignore[arg-type]
         assert harvest.head == last  # the helper answered "nothing new" from the inputs it was given
     assert [spec.env["HARNESS_ITERATION"] for spec in backend.runs] == ["1", "2"]
+
+
+class _Unremovable(FakeBackend):
+    """An engine whose removals fail after their retries (a daemon answering 500)."""
+
+    def remove(self, container_id: str) -> None:
+        raise TransientBackendError("remove a container: Docker engine error 500: device or resource busy")
+
+
+def test_a_container_that_cannot_be_removed_is_left_with_a_warning_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    backend = _Unremovable(behaviour=with_helpers())
+    helper = _helper(backend)
+    assert helper.run("true", {}, CappedBuffer(), 10) == 0
+    left = helper.container_id
+    assert left is not None
+    helper.close()  # a clean-up: it does not raise
+    spec = hardened_spec(image="harness-base:latest", command=["fake:echo-exit", "hi", "3"], limits=Limits(),
+                         mounts=(), labels=labels("s", "k", "agent"), workdir="/tmp")  # fmt: skip
+    result = run_container(backend, spec, timeout=10, output=CappedBuffer())
+    assert result.exit_code == 3  # what ran is reported, whatever the removal did
+    assert backend.reap(labels("s", "k", "agent")) == []  # nothing counted as removed that was not
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "left behind" in r.getMessage()]
+    assert [w.split()[1] for w in warned] == [left[:12], result.container_id[:12], result.container_id[:12]]
+    assert all(w.endswith("Docker engine error 500: device or resource busy") for w in warned), warned
+    assert set(backend.existing) == {left, result.container_id}  # left, with their labels, for resume and gc
