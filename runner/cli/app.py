@@ -205,10 +205,11 @@ def resume(
         notify_on=tuple(notify_on) if notify_on else None,
     )  # fmt: skip
     if _is_race(repo, session):  # every racer that had not ended, and the race's supervisor
+        from runner.record.models import RaceState
         from runner.usecases.race import RaceResume, detach_race, prepare_race_resume
 
         record = prepare_race_resume(RaceResume(repo=repo, race=session, resume=request))
-        if detach and record.finished_at is None:  # a finished race only tells its end still owed: at once
+        if detach and record.state is not RaceState.FINISHED:  # a finished race only tells its end owed: at once
             return _render_detached(detach_race(Path(record.repo), session), as_json)
         return _drive_race(Path(record.repo), session, as_json)
     engine = open_engine(session_engine(repo, session))

@@ -15,6 +15,7 @@ from runner.record.journal import Journal
 from runner.record.models import NotifyEvent, Racer, RaceRecord, RaceState
 from runner.record.notify import save_targets
 from runner.usecases.notify import race_end_notice, tell_race_end
+from tests.helpers import GitRepo, harness
 from tests.notify_receiver import Receiver
 
 
@@ -77,3 +78,29 @@ def test_one_process_tells_the_end_at_a_time(tmp_path: Path) -> None:
         assert notice is not None and (notice.state, notice.owed) == ("pending", [0])
         told = tell_race_end(journal, wait=wait_none())  # control: once the lock is free, it is told
         assert told is not None and told.state == "delivered" and up.count() == 1
+
+
+def test_resume_of_a_finished_race_tells_only_the_end_it_owes_detached_or_not(repo: GitRepo) -> None:
+    from tests.unit.test_readers import record_race, record_session
+
+    top = repo.path.resolve()
+    with Receiver() as up:
+        for told, (race, detach) in enumerate((("ra", ()), ("rd", ("--detach",))), start=1):
+            summaries = [record_session(repo, f"{race}-{k}").summary_path for k in (1, 2)]
+            before = [path.read_text() for path in summaries]
+            journal = record_race(repo, race, 2, [f"{race}-2"])
+            save_targets(top, race, [up.url], [NotifyEvent.END], journal_dir=journal.dir)
+            record = journal.read_race()
+            record.end_notice = race_end_notice(record)  # as the supervisor writes it with the end, then died
+            journal.write_race(record)
+            r = harness("resume", "--session", race, *detach, "--json", cwd=repo.path)
+            assert r.code == 0, r.stderr  # the race's status: finished, won
+            assert (r.json()["state"], r.json()["winners"]) == ("finished", [f"{race}-2"])
+            assert up.count() == told and json.loads(up.received[-1].body)["sessionId"] == race
+            after = journal.read_race()
+            assert after.end_notice is not None and (after.end_notice.state, after.end_notice.sends) == ("delivered", 1)
+            assert (after.state, after.supervisor, after.finished_at) == (record.state, None, record.finished_at)
+            assert [path.read_text() for path in summaries] == before  # no racer touched
+            again = harness("resume", "--session", race, *detach, cwd=repo.path)
+            assert again.code == 11 and f"race {race!r} is finished" in again.stderr, again.stderr
+            assert up.count() == told
