@@ -453,7 +453,7 @@ def tell_race_end(journal: Journal, *, wait: wait_base | None = None) -> RaceEnd
         took = {owed[k] for k in sender.delivered}
         still = [i for i in notice.owed if i not in took]
         record.end_notice = notice.model_copy(
-            update={"owed": still, "state": "failed" if still else "delivered", "sends": notice.sends + 1}
+            update={"owed": still, "state": "failed" if still else "delivered", "sends": notice.sends + bool(owed)}
         )
         journal.write_race(record)
         if still:
