@@ -311,7 +311,7 @@ def flagged_warning(seen: Findings) -> None:
     """The review warnings of `diff`, on stderr (the patch is on stdout)."""
     from rich.text import Text
 
-    from runner.loop.flagged import REASON_TEXT
+    from runner.record.flagged import REASON_TEXT
 
     if seen.flagged:
         head = "These changed paths can run code on this machine, or the check ran without them; review them first:"

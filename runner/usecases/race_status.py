@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field
 
 from runner.base.errors import ExitCode, HarnessError, InvalidStateError
-from runner.loop.flagged import FlagReason
+from runner.record.flagged import FlagReason
 from runner.record.models import CamelModel, RunState, StopReason, utcnow
 from runner.usecases.discard import DiscardResult, discard
 from runner.usecases.race import RacerView, look, race_journal

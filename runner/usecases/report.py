@@ -16,7 +16,7 @@ from pydantic import Field
 from pydantic.alias_generators import to_camel
 
 from runner.base.names import branch_for, validate_session
-from runner.loop.flagged import REASON_TEXT, FlagReason
+from runner.record.flagged import REASON_TEXT, FlagReason
 from runner.record.models import (
     CamelModel,
     CheckResult,
@@ -108,7 +108,7 @@ class SessionReport(ShowsFindings):
     def findings_from(cls, data: dict[str, Any]) -> Findings | None:
         """Its JSON shows every finding: `files`, `wouldOverwrite` and `journalPaths` as they are, and the
         flagged paths with their reasons and link targets in `flagged` (every link of the branch's history is
-        flagged, runner/loop/flagged.py: none is left out of `links`)."""
+        flagged, runner/record/flagged.py: none is left out of `links`)."""
 
         def get(name: str) -> Any:
             return data.get(to_camel(name), data.get(name))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.loop.flagged import FlagReason
+from runner.record.flagged import FlagReason
 from runner.usecases.report import SessionReport
 from tests.helpers import GitRepo, harness, run_args
 

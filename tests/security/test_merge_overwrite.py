@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.loop.flagged import flagged
+from runner.record.flagged import flagged
 from tests.conftest import TEST_RUN_LABEL
 from tests.helpers import GitRepo, Result, harness, make_repo, run_args
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import ast
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,3 +114,18 @@ def test_the_size_check_sees_a_long_module_without_its_reason() -> None:
     assert oversized_without_reason({"long.py": long, "reasoned.py": reasoned, "short.py": "x = 1\n"}) == [
         f"long.py: {MAX_LINES + 1} lines"
     ]
+
+
+READ_ONLY = ("status", "race_status", "logs", "report", "morning")  # `status`, `list`, `logs`, `report` (--all)
+
+
+def test_the_read_only_commands_import_neither_the_loop_nor_an_engines_sdk() -> None:
+    """What docs/architecture.md promises for the commands a user runs in the morning, in a fresh interpreter."""
+    probe = (
+        "import importlib, json, sys\n"
+        f"for name in {READ_ONLY!r}: importlib.import_module('runner.usecases.' + name)\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('runner.loop') or m.split('.')[0] in "
+        "('docker', 'kubernetes'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert json.loads(out) == []

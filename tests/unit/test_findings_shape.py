@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from runner.loop.flagged import FlagReason
+from runner.record.flagged import FlagReason
 from runner.record.models import DiffStat, GatewayUsage, RunState
 from runner.usecases.hud import HudSnapshot
 from runner.usecases.merge import DiffResult, MergeResult

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.loop.flagged import FlagReason, classify, flagged, in_journal, in_tool_dir, is_flagged, journal_roots
+from runner.record.flagged import FlagReason, classify, flagged, in_journal, in_tool_dir, is_flagged, journal_roots
 from runner.record.gitops import HostGit
 from tests.helpers import GIT_ID, make_repo
 

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from runner.base.protect import is_protected, matches, pattern_problem
-from runner.loop.flagged import FlagReason, classify
 from runner.loop.protect import RUNNER_FILES, default_protect, parse_changes, protected_roots
+from runner.record.flagged import FlagReason, classify
 from runner.record.settings import RunOptions
 from tests.helpers import HARNESS, GitRepo
 

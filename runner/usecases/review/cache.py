@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import Field
 
 from runner.base.errors import JournalError
-from runner.loop.flagged import journal_roots
+from runner.record.flagged import journal_roots
 from runner.record.gitops import HostGit, user_excludes_file
 from runner.record.journal import Journal, load_model, save_model
 from runner.record.models import JournalModel
@@ -57,7 +57,7 @@ class ReviewCache(Findings, _ReviewedCommits):
 
 
 REVIEW_CODE = (
-    "runner.loop.flagged",
+    "runner.record.flagged",
     "runner.record.gitops",
     "runner.usecases.repository",
     "runner.usecases.review.findings",

@@ -3,7 +3,7 @@
 Read from commits (what the branch changes, from its base and from the merge base with where a merge
 goes) and from the user's working tree as it is now (its ignore rules, virtualenvs, the files git does
 not track): every path the agent's branch would write is checked against the list of what runs later,
-the user's ignore rules, the journal root and tool directories (runner/loop/flagged.py).
+the user's ignore rules, the journal root and tool directories (runner/record/flagged.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pydantic import Field, SerializationInfo, SerializerFunctionWrapHandler, mo
 from pydantic.alias_generators import to_camel
 
 from runner.base.paths import PYPROJECT, PYPROJECT_TABLE, sessions_root
-from runner.loop.flagged import FlagReason, classify, in_journal, journal_roots
+from runner.record.flagged import FlagReason, classify, in_journal, journal_roots
 from runner.record.gitops import HostGit
 from runner.record.models import CamelModel
 
