@@ -192,6 +192,9 @@ def resume(
 ) -> int:
     """Continue a stopped, blocked or interrupted session at its next iteration.
 
+    Given a race: every racer that had not ended, and the race's supervisor; a finished race whose end a --notify
+    target has not taken yet (its supervisor died first, or the target failed) only tells that end (docs/race.md).
+
     The setup runs again first when it failed, when its input files changed, or when --setup or
     --setup-allow-host gives it a new command or allowlist."""
     from runner.backends import open_engine
