@@ -484,8 +484,8 @@ def gc(
     as_json: JsonOpt = False,
 ) -> int:
     """Remove containers, copies and images that no live session owns (resumable copies are kept),
-    discarded branch tips past --discarded-after, the shared seeds no copy borrows from, and the
-    repositories gone from disk from the index 'report --all' reads."""
+    discarded branch tips past --discarded-after, the shared seeds no copy borrows from (and a kept seed's
+    trees no racer's copy lies over), and the repositories gone from disk from the index 'report --all' reads."""
     from runner.backends import open_engine
     from runner.base.limits import parse_duration
     from runner.cli import render
@@ -497,7 +497,8 @@ def gc(
         result,
         as_json,
         f"removed {len(result.containers)} containers, {len(result.copies)} copies, {len(result.images)} images, "
-        f"{len(result.expired_refs)} discarded branch tips, {len(result.seeds)} unused seeds; forgot "
+        f"{len(result.expired_refs)} discarded branch tips, {len(result.seeds)} unused seeds and "
+        f"{len(result.trees)} unused trees; forgot "
         f"{len(result.forgotten_repos)} repositories gone from disk; kept the copies of {len(result.kept)} "
         "resumable sessions",
     )

@@ -154,5 +154,7 @@ rmdir /run-root/overlay-work/work /run-root/overlay-work/index 2>/dev/null
 rm -rf /run-root/workspace /run-root/overlay-work /run-root/outbox /run-root/export /run-root/{VIEW_DIR}
 """
 DELETE_TREES = "find /trees -mindepth 1 -delete"
+# Some of the trees (HARNESS_TREES: their commits), each with its index and what a killed maker left.
+DELETE_SOME_TREES = 'cd /trees && for c in $HARNESS_TREES; do rm -rf -- "$c" "$c.index" "$c.tmp" "$c.git"; done'
 VIEW = 'exec python3 -c "$HARNESS_VIEW_PY"'  # runner/loop/protect.py
 VIEW_REMOVE = f"rm -rf /run-root/{VIEW_DIR}"

@@ -40,6 +40,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -167,6 +168,31 @@ def ensure_seed(seed: Path, source_git_dir: Path, commit: str) -> bool:
         if not has_commit(seed, commit):
             raise WorkspaceError(f"the seed {seed} lacks {commit[:12]} or part of its tree after a fetch")
     return True
+
+
+_TREE_NAME = re.compile(r"^[0-9a-f]{40}(?:[0-9a-f]{24})?$")  # a commit id (SHA-1 or SHA-256): nothing else is a tree
+
+
+def remove_unused_trees(
+    seed: Path, *, in_use: Callable[[], set[str] | None], remove: Callable[[Path, list[str]], None]
+) -> list[str]:
+    """Delete the seed's trees that no copy lies over (each with its index and what a killed maker left), and
+    return their paths. `in_use()` names the base commits of the copies made over the seed's trees, or None
+    when it cannot tell (every tree is then kept). It is asked under the trees' lock, under which a copy's tree
+    is made once its run directory exists: a copy being made is named, or makes its tree again. `remove` gets the
+    trees' directory and the commits whose files go (a helper, where the host user is not root)."""
+    trees = trees_dir(seed)
+    if not trees.is_dir():
+        return []
+    with tree_lock(seed):
+        used = in_use()
+        if used is None:
+            return []
+        made = {entry.name.split(".", 1)[0] for entry in trees.iterdir()}
+        unused = sorted(c for c in made - used if _TREE_NAME.match(c))
+        if unused:
+            remove(trees, unused)
+    return [str(trees / commit) for commit in unused]
 
 
 def remove_seed(

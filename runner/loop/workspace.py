@@ -32,6 +32,7 @@ from runner.loop.copy_scripts import (
     CREATE_FROM_SEED,
     CREATE_OVER_TREE,
     DELETE,
+    DELETE_SOME_TREES,
     DELETE_TREES,
     EXPORT_REF,
     IMAGE_CHECK,
@@ -426,6 +427,18 @@ class Workspace:
         if os.geteuid() != 0:
             self._helper(DELETE_TREES, (bind(trees, "/trees", read_only=False),), {}, "deleting the seed's trees")
         shutil.rmtree(trees)
+
+    def delete_some_trees(self, trees: Path, commits: list[str]) -> None:
+        """Remove the trees of `commits` from a seed's trees (`remove_unused_trees`'s `remove`)."""
+        if os.geteuid() != 0:
+            self._helper(DELETE_SOME_TREES, (bind(trees, "/trees", read_only=False),),
+                         {"HARNESS_TREES": " ".join(commits)}, "deleting the seed's unused trees")  # fmt: skip
+        for commit in commits:
+            for path in (trees / commit, *(trees / f"{commit}.{end}" for end in ("index", "tmp", "git"))):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink(missing_ok=True)
 
 
 def _readable(top: Path) -> None:

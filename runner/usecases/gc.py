@@ -24,7 +24,7 @@ from runner.backends.base import (
 )
 from runner.base.errors import HarnessError, NotARepositoryError
 from runner.base.paths import data_home, home_key, repo_key
-from runner.loop.seed import remove_seed
+from runner.loop.seed import remove_seed, remove_unused_trees, trees_dir
 from runner.loop.workspace import RunDir, Workspace
 from runner.record.gitops import HostGit
 from runner.record.journal import Journal, load_model
@@ -61,6 +61,7 @@ class GcResult(CamelModel):
     expired_refs: list[str]  # "<repo>:<ref>": discarded branch tips older than --discarded-after
     notify_targets: list[str]  # kept --notify targets of sessions whose journal is gone, removed
     seeds: list[str]  # repositories' shared seeds (runner/loop/seed.py) that no copy borrows from any more
+    trees: list[str]  # a kept seed's trees (the checkouts racers' overlays lie over) that no copy lies over
     forgotten_repos: list[str]  # repositories gone from disk, dropped from the index of `report --all`
 
 
@@ -140,7 +141,7 @@ def collect_garbage(backend: Backend, *, discarded_after_seconds: float = DISCAR
     expired = expire_discarded_refs(discarded_after_seconds)
     return GcResult(containers=sorted(set(containers)), copies=copies, images=images, kept=kept,
                     expired_refs=expired, notify_targets=forget_orphans(), seeds=_drop_unused_seeds(backend),
-                    forgotten_repos=forget_gone_repos())  # fmt: skip
+                    trees=_drop_unused_trees(backend), forgotten_repos=forget_gone_repos())  # fmt: skip
 
 
 def _drop_unused_seeds(backend: Backend) -> list[str]:
@@ -159,11 +160,46 @@ def _drop_unused_seeds(backend: Backend) -> list[str]:
     return dropped
 
 
+def _drop_unused_trees(backend: Backend) -> list[str]:
+    """Remove each kept seed's trees that no copy lies over any more: a checkout of a base commit per race, which
+    would otherwise stay while any session of the repository is kept."""
+    seeds = data_home() / "seeds"
+    dropped: list[str] = []
+    for seed in sorted(seeds.iterdir()) if seeds.is_dir() else []:
+        if seed.is_dir() and "." not in seed.name and trees_dir(seed).is_dir():
+            helper = _workspace_for_seed(backend, seed.name)
+            dropped += remove_unused_trees(
+                seed, in_use=functools.partial(_trees_in_use, seed), remove=helper.delete_some_trees
+            )
+    return dropped
+
+
+def _trees_in_use(seed: Path) -> set[str] | None:
+    """The base commits whose trees the copies of the seed's repository lie over (journals say: `lower`); None
+    when a copy's cannot be read (a copy being made, a torn journal): then every tree stays."""
+    used: set[str] = set()
+    for run_dir in (data_home() / "runs").glob(f"{seed.name}-*"):
+        owner = _owner(run_dir)
+        if owner is None:
+            return None
+        try:
+            lower = Journal(Path(owner.journal_dir), owner.session_id).read_summary().worktree.lower
+        except HarnessError:
+            return None
+        if lower is not None:
+            used.add(Path(lower).name)
+    return used
+
+
+def _workspace_for_seed(backend: Backend, key: str) -> Workspace:
+    """A workspace of no session, whose helpers remove a seed's trees (their files are the agent uid's)."""
+    return Workspace(backend=backend, run_dir=RunDir(data_home() / "runs" / f"{key}-gc"), image=DEFAULT_IMAGE,
+                     limits=Limits(), session="gc", repo_key=key)  # fmt: skip
+
+
 def _trees_remover(backend: Backend, key: str) -> Callable[[Path], None]:
     """What removes a seed's trees: their files are the agent uid's, so a helper (as a copy's are)."""
-    workspace = Workspace(backend=backend, run_dir=RunDir(data_home() / "runs" / f"{key}-gc"), image=DEFAULT_IMAGE,
-                          limits=Limits(), session="gc", repo_key=key)  # fmt: skip
-    return workspace.delete_trees
+    return _workspace_for_seed(backend, key).delete_trees
 
 
 def _borrowed(key: str) -> bool:

@@ -24,7 +24,7 @@ from runner.record.models import Limits, RunState, RunSummary
 from runner.usecases.plan import RunRequest
 from runner.usecases.sessions import start_run
 from tests.helpers import GitRepo, harness
-from tests.seeded import race_at_once, start_seeded
+from tests.seeded import race_at_once, start_seeded, tree_digest
 
 pytestmark = pytest.mark.docker
 
@@ -163,3 +163,31 @@ def test_an_engine_that_cannot_mount_an_overlay_here_gets_copies_of_their_own(re
     again = start_seeded(repo, "asked", done)
     assert again.status == RunState.COMPLETED and again.worktree.lower is not None
     assert load_model(verdict, OverlayVerdict).mountable
+
+
+def test_gc_removes_the_trees_no_copy_lies_over_and_keeps_the_others(repo: GitRepo) -> None:
+    """A kept session of the repository keeps its seed, and with it every tree a race ever made: one checkout per
+    base commit. gc keeps the trees copies lie over and removes the rest."""
+    from runner.usecases.gc import collect_garbage
+
+    done = """printf '{"state": "done", "summary": "ok"}' > "$HARNESS_STATUS_FILE" """
+    old = start_seeded(repo, "at-old", done)
+    (repo.path / "later.txt").write_text("a later commit\n")
+    repo.git("add", "-A")
+    repo.git("commit", "-q", "-m", "later")
+    new = start_seeded(repo, "at-new", done)
+    assert old.worktree.lower is not None and new.worktree.lower is not None
+    old_tree, new_tree = Path(old.worktree.lower), Path(new.worktree.lower)
+    assert old_tree != new_tree and old_tree.parent == new_tree.parent
+    before = tree_digest(new_tree)
+
+    assert collect_garbage(DockerBackend()).trees == []  # both lie over their trees: both kept
+    assert old_tree.is_dir() and new_tree.is_dir()
+    assert harness("discard", "--session", "at-old", cwd=repo.path).code == 0
+    result = collect_garbage(DockerBackend())
+    assert result.trees == [str(old_tree)] and result.seeds == []  # the seed stays: at-new borrows from it
+    assert sorted(p.name for p in old_tree.parent.iterdir()) == [new_tree.name, f"{new_tree.name}.index"]
+    assert tree_digest(new_tree) == before
+    # The session left works on as before: its copy over the kept tree runs another iteration.
+    resumed = harness("resume", "--session", "at-new", "--max-iterations", "1", "--json", cwd=repo.path)
+    assert resumed.code == 0 and resumed.json()["iterationCount"] == 2, resumed
