@@ -433,12 +433,8 @@ class Workspace:
         if os.geteuid() != 0:
             self._helper(DELETE_SOME_TREES, (bind(trees, "/trees", read_only=False),),
                          {"HARNESS_TREES": " ".join(commits)}, "deleting the seed's unused trees")  # fmt: skip
-        for commit in commits:
-            for path in (trees / commit, *(trees / f"{commit}.{end}" for end in ("index", "tmp", "git"))):
-                if path.is_dir() and not path.is_symlink():
-                    shutil.rmtree(path)
-                else:
-                    path.unlink(missing_ok=True)
+        for path in (trees / f"{c}{end}" for c in commits for end in ("", ".index", ".tmp", ".git")):
+            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink(missing_ok=True)
 
 
 def _readable(top: Path) -> None:
