@@ -6,6 +6,10 @@ Every engine is a `Backend`: it has the two capabilities the loop cannot do with
   stop it, say how it ended and remove it;
 - `Inventory`: find the containers that carry some labels (the harness's own, after a crash) and reap them;
 
+and says how many sessions of a given --cpus and --memory its capacity holds at once (`capacity`: the default
+cap of the machine-wide queue, runner.record.queue): this machine's cores and memory for an engine that runs
+here, its nodes for a cluster;
+
 and may have more, which the code above asks for with `isinstance`:
 
 - `ImageStore`: images are built and kept by this engine, on this machine (Docker; a cluster pulls its own);
@@ -52,7 +56,9 @@ from pathlib import Path
 from typing import Literal
 
 from runner.base.errors import HarnessError
+from runner.base.limits import format_size
 from runner.base.output import OutputSink
+from runner.record.queue import default_slots, machine_resources
 
 log = logging.getLogger(__name__)
 
@@ -217,6 +223,25 @@ class EngineInfo:
     runtimes: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class SessionCapacity:
+    """How many sessions an engine holds at once at one session's --cpus and --memory: the default cap of the
+    machine-wide queue when no --slots is given."""
+
+    sessions: int  # at least 1
+    basis: str  # how it was found, for the log, the plan and the journal ("this machine's 2 cores and 23.5 GiB")
+    fallback: bool = False  # the engine could not be asked, and `sessions` is a documented default instead
+
+
+def local_capacity(*, cpus: float, memory_bytes: int) -> SessionCapacity:
+    """The capacity of an engine whose containers run on this machine: its cores and memory (runner.record.queue's
+    formula, max(1, min(cores // cpus, memory // session memory)))."""
+    cores, memory = machine_resources()
+    sessions = default_slots(cpus=cpus, memory_bytes=memory_bytes)
+    held = f"{format_size(memory)} memory" if memory is not None else "its memory unknown"
+    return SessionCapacity(sessions, f"this machine's {cores} cores and {held}")
+
+
 class Lifecycle(ABC):
     """Start, wait for, measure, stop, report and remove containers: what every engine does (the watchdog
     drives these; the contract is the module's docstring)."""
@@ -280,6 +305,13 @@ class Inventory(ABC):
 class Backend(Lifecycle, Inventory, ABC):
     """An engine: lifecycle and inventory, and whichever of `ImageStore`, `Exec` and `Stats` it also is.
     Engine errors are translated into HarnessErrors."""
+
+    @abstractmethod
+    def capacity(self, *, cpus: float, memory_bytes: int) -> SessionCapacity:
+        """How many sessions whose containers ask `cpus` and `memory_bytes` the engine holds at once, at least 1
+        (its total, not what is free now). Raises nothing: an engine it cannot ask (a cluster that does not let
+        this user list its nodes) answers a documented default, `fallback` set and its `basis` saying why. Asked
+        once per plan and once per drive of a session, never per look at the queue."""
 
     def reap(self, labels: dict[str, str]) -> list[str]:
         """Force-remove every container carrying all `labels`; return their ids."""

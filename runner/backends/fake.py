@@ -25,7 +25,9 @@ from runner.backends.base import (
     Exec,
     Exit,
     ImageStore,
+    SessionCapacity,
     Stats,
+    local_capacity,
 )
 from runner.base.errors import BackendError, ImageMissingError
 from runner.base.layout import MERGE_OUTPUT
@@ -84,6 +86,8 @@ class FakeCluster(Backend):
     runs: list[ContainerSpec] = field(default_factory=list)
     existing: dict[str, dict[str, str]] = field(default_factory=dict)  # id -> labels, for list/reap
     check_exit: int = 0  # what a --check container exits with
+    holds: SessionCapacity | None = None  # what `capacity` answers; None: this machine's, as Docker's
+    capacity_asked: int = 0  # how often `capacity` was asked
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _containers: dict[str, _Container] = field(default_factory=dict)
     name = "fake"
@@ -93,6 +97,10 @@ class FakeCluster(Backend):
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         return {"image": spec.image, "command": spec.command, "user": spec.user}
+
+    def capacity(self, *, cpus: float, memory_bytes: int) -> SessionCapacity:
+        self.capacity_asked += 1
+        return self.holds or local_capacity(cpus=cpus, memory_bytes=memory_bytes)
 
     def start(self, spec: ContainerSpec, output: OutputSink) -> str:
         if spec.image not in self.images:

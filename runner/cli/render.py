@@ -404,6 +404,7 @@ def plan_grid(p: RunPlan) -> Table:
             f"{lim.max_iterations} iterations"
             + (f", {format_duration(lim.max_time_seconds)} in all" if lim.max_time_seconds else ""),
         ),
+        ("sessions at once", f"{p.slots_in_force} ({p.slots_basis})"),
     ]
     for key, value in rows:
         grid.add_row(key, safe(value))  # commands and paths as typed: `pip install -e '.[test]'` is no markup

@@ -528,8 +528,17 @@ class QueueRecord(JournalModel):
     slots: int | None = Field(
         default=None,
         ge=1,
-        description="--slots: sessions that may run at once on this machine; null: the default from its cores and "
-        "memory against this session's limits (docs/configuration.md).",
+        description="--slots: sessions that may run at once on this machine; null: the default from what the "
+        "session's engine holds against its limits (docs/configuration.md).",
+    )
+    default_slots: int | None = Field(
+        default=None,
+        ge=1,
+        description="The default cap its supervisor found when it last looked for a slot without --slots: what its "
+        "engine holds at its limits (this machine's cores and memory, or the cluster's nodes); null: not looked yet.",
+    )
+    default_basis: str | None = Field(
+        default=None, description="How that default was found (or, for a cluster that cannot be asked, why not)."
     )
     queued_at: datetime | None = Field(
         default=None, description="When the session last had to wait for a slot; null when it never had to."

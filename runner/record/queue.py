@@ -1,6 +1,7 @@
 """The machine-wide queue: at most N sessions of one harness home run at once (`--slots N`, the `slots` setting, or
-a default from this machine's cores and memory); the others wait, in an order `harness queue` shows and changes,
-and a waiting session holds no container.
+a default from what the session's engine holds: this machine's cores and memory for Docker, the cluster's nodes
+for Kubernetes: `Backend.capacity`, runner/backends/base.py); the others wait, in an order `harness queue` shows
+and changes, and a waiting session holds no container.
 
 - **A slot** is a lock file, `slots/slot-K.lock` in the harness home, held by the supervisor that runs (an
   open-file-description lock, runner/base/locks.py): the kernel frees it when that process dies, by kill -9 or a
@@ -97,18 +98,25 @@ def ticket_key(repo: Path, session: str) -> str:
     return f"{repo_key(repo)}-{session}"
 
 
-def default_slots(*, cpus: float, memory_bytes: int) -> int:
-    """The cap when none is given: as many sessions as this machine's cores and memory hold at one session's
-    --cpus and --memory, at least one: max(1, min(cores // cpus, memory // session memory))."""
+def machine_resources() -> tuple[int, int | None]:
+    """This machine's cores (those this process may use) and memory in bytes (None: it cannot tell)."""
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cores = os.cpu_count() or 1
     try:
-        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        memory: int | None = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError):
-        memory = memory_bytes
-    return max(1, min(int(cores // cpus), memory // memory_bytes))
+        memory = None
+    return cores, memory
+
+
+def default_slots(*, cpus: float, memory_bytes: int) -> int:
+    """The cap of a session on an engine that runs here (Docker) when none is given: as many sessions as this
+    machine's cores and memory hold at one session's --cpus and --memory, at least one:
+    max(1, min(cores // cpus, memory // session memory)). An engine elsewhere has its own (`Backend.capacity`)."""
+    cores, memory = machine_resources()
+    return max(1, min(int(cores // cpus), (memory or memory_bytes) // memory_bytes))
 
 
 @contextlib.contextmanager

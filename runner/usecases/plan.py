@@ -48,7 +48,6 @@ from runner.record.models import (
     WorktreeInfo,
 )
 from runner.record.notify import notify_plan, shown_targets
-from runner.record.queue import default_slots
 from runner.record.settings import resolve
 from runner.sandbox import derive, images
 from runner.sandbox.environment import EnvironmentPlan, local_engine, refuse_plain_image, resolve_environment
@@ -203,7 +202,10 @@ class RunPlan(CamelModel):
     environment: EnvironmentPlan | None = None
     backend: EngineRef  # as the session's journal will keep it
     slots: int | None = None  # --slots: sessions of this machine at once (None: the default)
-    slots_in_force: int = 1  # the cap the session will wait under: --slots, or the default from cores and memory
+    slots_in_force: int = 1  # the cap the session will wait under: --slots, or what its engine holds
+    # How that cap was found: `--slots`, or the engine's account (this machine's cores and memory, the cluster's
+    # nodes, or why the cluster could not be asked and which default stands instead).
+    slots_basis: str = "--slots"
     user: str = ""
     mounts: list[PlannedMount] = Field(default_factory=list)
     hardening: dict[str, object] = Field(default_factory=dict)
@@ -349,7 +351,6 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         environment=environment,
         backend=engine_ref(request.backend),
         slots=_slots(request.slots),
-        slots_in_force=request.slots or default_slots(cpus=limits.cpus, memory_bytes=limits.memory_bytes),
         engine_version=engine.version,
         options=dict(request.options),
         sources=dict(request.sources),
@@ -359,6 +360,11 @@ def plan_run(backend: Backend, request: RunRequest) -> RunPlan:
         secrets={name: f"<the value of ${name} here>" for name in request.env_names},
         wiring=Wiring(rd.net, egress=request.network == "allowlist", subscriptions=subscriptions(upstreams)),
     )  # fmt: skip
+    if request.slots is None:
+        held = backend.capacity(cpus=limits.cpus, memory_bytes=limits.memory_bytes)
+        plan.slots_in_force, plan.slots_basis = held.sessions, held.basis
+    else:
+        plan.slots_in_force = request.slots
     plan.user = spec.user
     plan.mounts = [PlannedMount(source=str(m.source), target=m.target, read_only=m.read_only) for m in spec.mounts]
     plan.hardening = {to_camel(k): v for k, v in asdict(spec.posture).items()}

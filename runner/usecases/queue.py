@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from runner.backends import LOCAL
 from runner.base.errors import HarnessError, SessionNotFoundError, UsageError
 from runner.base.names import validate_session
 from runner.record import queue as machine
@@ -23,7 +24,7 @@ class QueuedSession(CamelModel):
     repo: str
     waiting: bool  # its supervisor lives and waits; false: parked (gone with a kill -9 or a reboot) until `resume`
     queued_at: datetime
-    slots: int | None  # the cap it waits under (None: its summary cannot be read)
+    slots: int | None  # the cap it waits under (None: its summary cannot be read, or not known yet)
 
 
 class QueueView(CamelModel):
@@ -45,8 +46,10 @@ def _cap(ticket: machine.QueueTicket) -> int | None:
         summary = Journal(Path(ticket.journal_dir), ticket.session_id).read_summary()
     except HarnessError:
         return None
-    limits = summary.limits
-    return summary.queue.slots or machine.default_slots(cpus=limits.cpus, memory_bytes=limits.memory_bytes)
+    known = summary.queue.slots or summary.queue.default_slots  # the default: as its supervisor found it
+    if known is not None or summary.backend.type != LOCAL:
+        return known  # a cluster is asked by the session's supervisor only, never by `harness queue`
+    return machine.default_slots(cpus=summary.limits.cpus, memory_bytes=summary.limits.memory_bytes)
 
 
 def _queued(e: machine.QueueEntry) -> QueuedSession:

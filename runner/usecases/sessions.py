@@ -252,18 +252,26 @@ def _drive_locked(
     backend: Backend, summary: RunSummary, git: HostGit, journal: Journal, stop_event: threading.Event | None
 ) -> RunSummary:
     secrets = secret_values(summary.env_names)
-    slot = _take_slot(journal, summary, stop_event or threading.Event())
+    slot = _take_slot(backend, journal, summary, stop_event or threading.Event())
     if slot is None:
         return summary
     with slot:  # given back by _drive_in_slot before it waits for the end's notifications, else here
         return _drive_in_slot(backend, git, journal, summary, secrets, stop_event, slot)
 
 
-def _take_slot(journal: Journal, summary: RunSummary, stop_event: threading.Event) -> queue.Slot | None:
+def _take_slot(
+    backend: Backend, journal: Journal, summary: RunSummary, stop_event: threading.Event
+) -> queue.Slot | None:
     """A slot for the session, after waiting in the queue when all are taken; None when a stop request (the
-    session leaves the queue: `stopped`) or Ctrl-C / SIGTERM (it keeps its place until `resume`) came first."""
-    limits = summary.limits
-    cap = summary.queue.slots or queue.default_slots(cpus=limits.cpus, memory_bytes=limits.memory_bytes)
+    session leaves the queue: `stopped`) or Ctrl-C / SIGTERM (it keeps its place until `resume`) came first.
+    Without --slots the cap is what the engine holds, asked once here (never at each look at the queue)."""
+    cap = summary.queue.slots
+    if cap is None:
+        found = backend.capacity(cpus=summary.limits.cpus, memory_bytes=summary.limits.memory_bytes)
+        summary.queue.default_slots, summary.queue.default_basis = found.sessions, found.basis
+        log.info("session %s: at most %d sessions at once by default (%s)", summary.session_id, found.sessions,
+                 found.basis)  # fmt: skip
+        cap = found.sessions
 
     def queued(ticket: queue.QueueTicket) -> None:
         summary.status = RunState.QUEUED

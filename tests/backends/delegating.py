@@ -18,7 +18,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from runner.backends.base import Backend, ContainerSpec, EngineInfo, Exit
+from runner.backends.base import Backend, ContainerSpec, EngineInfo, Exit, SessionCapacity
 from runner.backends.config import EngineConfig
 from runner.base.output import OutputSink
 
@@ -48,6 +48,9 @@ class DelegatingBackend(Backend):
 
     def submission(self, spec: ContainerSpec) -> dict[str, object]:
         return self.docker.submission(self._own(spec))
+
+    def capacity(self, *, cpus: float, memory_bytes: int) -> SessionCapacity:
+        return self.docker.capacity(cpus=cpus, memory_bytes=memory_bytes)
 
     def start(self, spec: ContainerSpec, output: OutputSink) -> str:
         return self.docker.start(self._own(spec), output)

@@ -31,8 +31,10 @@ from runner.backends.base import (
     ImageStore,
     Mount,
     Overlays,
+    SessionCapacity,
     Stats,
     Tmpfs,
+    local_capacity,
 )
 from runner.backends.docker import api
 from runner.backends.docker.build import build_image
@@ -164,6 +166,10 @@ class DockerBackend(Backend, ImageStore, Exec, Stats, HostMounts, Overlays):
             version=str(info.get("ServerVersion", "?")),
             runtimes=tuple(sorted((info.get("Runtimes") or {}).keys())),
         )
+
+    def capacity(self, *, cpus: float, memory_bytes: int) -> SessionCapacity:
+        """This machine's cores and memory (the engine runs here)."""
+        return local_capacity(cpus=cpus, memory_bytes=memory_bytes)
 
     def image_exists(self, image: str) -> bool:
         try:

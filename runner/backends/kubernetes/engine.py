@@ -28,7 +28,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
-from runner.backends.base import Backend, ContainerSpec, EngineInfo, Exit
+from runner.backends.base import Backend, ContainerSpec, EngineInfo, Exit, Posture, SessionCapacity
 from runner.backends.kubernetes.api import (
     API_FAULTS,
     API_TIMEOUT,
@@ -37,12 +37,14 @@ from runner.backends.kubernetes.api import (
     run_in_pod,
     translate,
 )
+from runner.backends.kubernetes.capacity import cluster_capacity, fallback, pod_shape
 from runner.backends.kubernetes.config import KubernetesConfig
 from runner.backends.kubernetes.job import CONTROL, MAIN, SYNC, SYNC_ROOT, job_manifest, job_name
 from runner.backends.kubernetes.transfer import TRANSFER_ALLOWANCE_SECONDS, pull, push
 from runner.backends.kubernetes.tunnel import Tunnel, open_tunnel
 from runner.backends.retry import retry_transient
 from runner.base.errors import BackendError, EngineUnavailableError, HarnessError, ImageMissingError
+from runner.base.layout import AGENT_UID
 from runner.base.output import OutputSink
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,23 @@ class KubernetesBackend(Backend):
             found = self._call("list runtime classes", k8s.NodeV1Api(self.api).list_runtime_class)
             classes = tuple(sorted(rc.metadata.name for rc in found.items))
         return EngineInfo(name="kubernetes", version=str(version.git_version), runtimes=("runc", *classes))
+
+    def capacity(self, *, cpus: float, memory_bytes: int) -> SessionCapacity:
+        """What the cluster's schedulable nodes hold of a session's pod (runner.backends.kubernetes.capacity): one
+        list of the nodes; the documented default when this user may not list them."""
+        probe = ContainerSpec(image="capacity", command=["true"], posture=Posture(uid=AGENT_UID, gid=AGENT_UID),
+                              workdir="/", cpus=cpus, memory_bytes=memory_bytes, pids=1)  # fmt: skip
+        pod = pod_shape(self._job(probe, "capacity"))
+        try:
+            nodes = self._call("list the cluster's nodes", self.core.list_node).items
+        except HarnessError as exc:
+            found = fallback(exc.message)
+            log.warning("%s; give --slots N for another cap", found.basis)
+            return found
+        found, left_out = cluster_capacity(nodes, pod)
+        for why in left_out:
+            log.info("node %s does not count for the default cap", why)
+        return found
 
     # -- what is submitted ----------------------------------------------------------------------
 
