@@ -170,7 +170,8 @@ def _session_grid(st: SessionStatus, *, detailed: bool) -> Table:
         grid.add_row("race", Text.assemble(f"a racer of {st.race.session_id}: ", race_text(st.race)))
     grid.add_row("state", state)
     if st.queue_position is not None:
-        grid.add_row("queue", f"position {st.queue_position} of {st.queue_length} (harness queue)")
+        cap = f", waiting for one of {st.slots_in_force} slots" if st.slots_in_force else ""
+        grid.add_row("queue", f"position {st.queue_position} of {st.queue_length}{cap} (harness queue)")
     if detailed and st.verdict:
         grid.add_row("verdict", st.verdict.partition("  ")[2])
     if st.setup is not None:

@@ -151,6 +151,8 @@ class SessionStatus(ShowsFindings):
     queue_position: int | None = None  # queued: its place in the machine-wide queue, from 1 ('harness queue')
     queue_length: int | None = None  # queued: how many sessions the queue holds
     slots: int | None = None  # the cap of sessions at once it runs under (--slots; None: the machine's default)
+    # The cap in force: --slots, else the default its supervisor found last (what its engine holds); None: not yet.
+    slots_in_force: int | None = None
     auto_resume_gave_up: str | None = None  # why the user service no longer resumes it (`harness service`)
     race: RaceTag | None = None  # the race it is a racer of (`harness race`); None: a session of its own
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
@@ -344,6 +346,7 @@ def session_status(
         keep_awake=summary.keep_awake.model_copy(update={"held": summary.keep_awake.held and alive}),
         keep_awake_text=keep_awake_text(summary.keep_awake, alive=alive),
         slots=summary.queue.slots,
+        slots_in_force=summary.queue.slots or summary.queue.default_slots,
         auto_resume_gave_up=summary.auto_resume.gave_up,
         race=races.get(session) if races is not None else race_of(top, session),
     )

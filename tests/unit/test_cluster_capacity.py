@@ -79,7 +79,7 @@ def test_the_cluster_sums_whole_pods_per_node_not_its_total() -> None:
     nodes = [node(n, "1500m", "16Gi") for n in ("a", "b", "c")]
     found, left_out = cluster_capacity(nodes, ONE)
     assert found.sessions == 3 and not found.fallback and left_out == []
-    assert "3 schedulable nodes of 3" in found.basis
+    assert found.basis == "the cluster's schedulable nodes (3 of 3): 3 pods of 1 cpus and 2 GiB each"
 
 
 def test_cordoned_and_tainted_nodes_do_not_count_unless_the_pods_tolerate_the_taint() -> None:
@@ -197,7 +197,7 @@ def test_the_engine_counts_the_listed_schedulable_nodes_once(api: tuple[StandIn,
     server, config = api
     found = KubernetesBackend(config).capacity(cpus=0.9, memory_bytes=GI + 768 * MI)  # a pod: 1 cpu, 2 GiB
     assert (found.sessions, found.fallback) == (3 + 2, False)  # n1: 3, n4: 2; n2 cordoned, n3 tainted
-    assert "2 schedulable nodes of 4" in found.basis
+    assert found.basis == "the cluster's schedulable nodes (2 of 4): 5 pods of 1 cpus and 2 GiB each"
     assert server.paths == ["/api/v1/nodes"]
 
 

@@ -115,8 +115,8 @@ def cluster_capacity(nodes: Iterable[Any], pod: PodShape) -> tuple[SessionCapaci
             continue
         counted += 1
         held += pods_on(node, pod)
-    each = f"{pod.cpu.normalize():f} cpus and {format_size(int(pod.memory))} per pod"
-    basis = f"the cluster's {counted} schedulable nodes of {len(nodes)}, {held} pods of {each}"
+    each = f"{pod.cpu.normalize():f} cpus and {format_size(int(pod.memory))} each"
+    basis = f"the cluster's schedulable nodes ({counted} of {len(nodes)}): {held} pods of {each}"
     return SessionCapacity(max(1, held), basis), left_out
 
 
