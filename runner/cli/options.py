@@ -33,7 +33,8 @@ CheckOpt = Annotated[
 SlotsOpt = Annotated[
     int | None,
     typer.Option("--slots", help="Sessions of this machine that may run at once; this one waits in the queue until "
-                 "one of them frees (default: from the cores and memory against this session's limits)."),
+                 "one of them frees (default: what the engine holds at this session's limits: this machine's cores and "
+                 "memory, or the cluster's nodes)."),
 ]  # fmt: skip
 DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
 KeepAwakeOpt = Annotated[

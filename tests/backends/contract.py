@@ -225,6 +225,13 @@ class EngineContract:
         info = subject.backend.check()
         assert info.version and "runc" in info.runtimes
 
+    def test_capacity_is_at_least_one_session_and_says_how_it_was_found(self, subject: Subject) -> None:
+        """The queue's default cap (Backend.capacity): never 0, even for a session no node or machine holds."""
+        huge = subject.backend.capacity(cpus=4096, memory_bytes=2**50)
+        small = subject.backend.capacity(cpus=0.1, memory_bytes=64 * MIB)
+        assert huge.sessions == 1 and huge.basis and not huge.fallback
+        assert small.sessions >= huge.sessions and small.basis and not small.fallback
+
 
 ECHO_CLIENT = """
 import socket, sys
