@@ -34,7 +34,7 @@ SlotsOpt = Annotated[
     int | None,
     typer.Option("--slots", help="Sessions of this machine that may run at once; this one waits in the queue until "
                  "one of them frees (default: what the engine holds at this session's limits: this machine's cores and "
-                 "memory, or the cluster's nodes)."),
+                 "memory, or the cluster's nodes). Resume: a --slots the session was given stays unless given again."),
 ]  # fmt: skip
 DetachOpt = Annotated[bool, typer.Option("--detach", help="Return at once; the run goes on in the background.")]
 KeepAwakeOpt = Annotated[
