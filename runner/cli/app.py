@@ -192,6 +192,10 @@ def resume(
 ) -> int:
     """Continue a stopped, blocked or interrupted session at its next iteration.
 
+    An end a --notify target has not taken yet (its supervisor died first, or the target failed) is told first; a
+    session with nothing more to run (completed, every iteration used, --max-cost spent) only has it told
+    (docs/overnight.md).
+
     Given a race: every racer that had not ended, and the race's supervisor; a finished race whose end a --notify
     target has not taken yet (its supervisor died first, or the target failed) only tells that end (docs/race.md).
 
@@ -217,7 +221,10 @@ def resume(
         return _drive_race(Path(record.repo), session, as_json)
     engine = open_engine(session_engine(repo, session))
     if detach:
-        return _render_detached(detach_session(prepare_resume(engine, request)), as_json)
+        prepared = prepare_resume(engine, request, tell_owed=True)
+        if prepared is None:  # nothing more to run: only its end, still owed, was told (at once)
+            return _report(repo, session, as_json)
+        return _render_detached(detach_session(prepared), as_json)
     with graceful_interrupts() as stop_event:
         summary = resume_run(engine, request, stop_event=stop_event)
     return _report(Path(summary.repo), summary.session_id, as_json)

@@ -59,6 +59,7 @@ from runner.record.journal import SETUP_LOG, Journal
 from runner.record.models import (
     CheckResult,
     ControlFile,
+    EndNotice,
     FailureClass,
     IterationRecord,
     Note,
@@ -94,7 +95,10 @@ class StopEvent(threading.Event):
 class Notifier(Protocol):
     """Tells the user's targets (--notify) what happened. The loop says when; the sender (built by the use case
     that drives the session, runner/usecases/notify.py) decides whether the event is selected, what is sent and
-    how. It must return at once: delivery, retries and the journal's record happen in its own threads."""
+    how. It must return at once: delivery, retries and the journal's record happen in its own threads. An end is
+    told at least once: what it owes (`owe`) is written with the end, and the driver tells it after the run."""
+
+    def owe(self, event: NotifyEvent, summary: RunSummary) -> EndNotice | None: ...
 
     def send(self, event: NotifyEvent, summary: RunSummary) -> None: ...
 
@@ -168,6 +172,7 @@ class Supervisor:
         summary.stop_reason = None
         summary.error = None
         summary.finished_at = None
+        summary.end_notice = None  # a new end will owe its own (the driver told the last one first)
         summary.supervisor = SupervisorInfo(pid=os.getpid(), host=socket.gethostname())
         self._save(summary)
         beating = threading.Event()
@@ -214,7 +219,7 @@ class Supervisor:
                     self._notify(NotifyEvent.USAGE_LIMIT, summary)  # a wait begins
         except KeyboardInterrupt:
             with self._write_lock:
-                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED))
+                self._finish(summary, Decision(RunState.INTERRUPTED, StopReason.INTERRUPTED), tell=False)
             self._save_after_fault(summary, beating)
             raise
         except HarnessError as exc:
@@ -404,11 +409,19 @@ class Supervisor:
             summary.usage_limit.until = None
             self._save(summary)
 
-    def _finish(self, summary: RunSummary, decision: Decision) -> None:
+    def _finish(self, summary: RunSummary, decision: Decision, *, tell: bool = True) -> None:
+        """End the run (the caller holds the write lock): with what the end owes the targets, so that the write
+        that records the end records that too (`tell`: False for a second Ctrl-C, which tells nothing)."""
         summary.status = decision.state
         summary.stop_reason = decision.reason
         summary.stop_requested = decision.reason is StopReason.STOP_REQUESTED
         summary.finished_at = utcnow()
+        summary.end_notice = None
+        if tell and self.notifier is not None:
+            try:
+                summary.end_notice = self.notifier.owe(end_event(summary), summary)
+            except Exception as exc:  # a failure to notify never changes the run
+                log.warning("session %s: what its end owes its targets is unknown: %s", summary.session_id, exc)
         log.info("session %s ends: %s (%s)", summary.session_id, decision.state.value, decision.reason.value)
 
     def iterate(self, summary: RunSummary, control: ControlFile, remaining: float | None) -> IterationRecord:

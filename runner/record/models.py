@@ -493,6 +493,31 @@ class NotifyInfo(JournalModel):
     events: list[NotifyEvent] = Field(default_factory=list, description="The events that are sent (--notify-on).")
 
 
+class EndNotice(JournalModel):
+    """Whether the end of a session (run-summary.json) or of a race (race.json) has been told (--notify). Written
+    `pending` in the same write as the end itself, so that a supervisor that dies before the send is done leaves it
+    owed: `harness resume --session S` (or the user service, at the next login) then sends it."""
+
+    event: NotifyEvent = Field(
+        description="What is told: the end's most telling event (`end`, `blocked`, `budget`, `failures`, "
+        "`usage-limit`; a race's: `end`, or `budget` when the pooled budget ended it)."
+    )
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="`pending`: not sent to its end yet (the supervisor sends it, or died while it did: `resume "
+        "--session S` or the user service sends it); `delivered`: every target took it; `failed`: sent, and a target "
+        "did not take it after its attempts (notifications.json says why; `resume --session S` sends it to that one "
+        "again)."
+    )
+    owed: list[int] = Field(
+        default_factory=list,
+        description="The targets that have not taken it, by their place (from 0) among the --notify targets "
+        "(kept outside the journal, as given).",
+    )
+    sends: int = Field(
+        default=0, ge=0, description="How many times it was sent (by the supervisor, `resume`, the user service)."
+    )
+
+
 class SetupRecord(JournalModel):
     """The session's setup phase: its command, run in the copy before the agent, without the model gateway."""
 
@@ -638,6 +663,11 @@ class RunSummary(JournalModel):
     )
     notify: NotifyInfo | None = Field(
         default=None, description="Where notifications go (--notify), redacted; null: none are sent."
+    )
+    end_notice: EndNotice | None = Field(
+        default=None,
+        description="Whether the run's last end was told to its targets; null: nothing to tell (no target, the "
+        "event not chosen, a second Ctrl-C) or the run has not ended.",
     )
     supervisor: SupervisorInfo | None = Field(default=None, description="The live supervisor; null when none runs.")
     keep_awake: KeepAwake = Field(
@@ -838,25 +868,6 @@ class Racer(JournalModel):
     )
 
 
-class RaceEndNotice(JournalModel):
-    """Whether the race's end has been told (--notify). Written `pending` in the same write of race.json as the
-    end itself, so that a race supervisor that dies before the send is done leaves it owed: `harness resume
-    --session S` of the finished race then sends it (and does nothing else)."""
-
-    event: NotifyEvent = Field(description="What is told: `end`, or `budget` when the pooled budget ended the race.")
-    state: Literal["pending", "delivered", "failed"] = Field(
-        description="`pending`: not sent to its end yet (the race's supervisor sends it, or died while it did: "
-        "`resume --session S` sends it); `delivered`: every target took it; `failed`: sent, and a target did not "
-        "take it after its attempts (notifications.json says why; `resume --session S` sends it to that one again)."
-    )
-    owed: list[int] = Field(
-        default_factory=list,
-        description="The targets that have not taken it, by their place (from 0) among the race's --notify targets "
-        "(kept outside the journal, as given).",
-    )
-    sends: int = Field(default=0, ge=0, description="How many times it was sent (by the race's supervisor, `resume`).")
-
-
 class RaceRecord(JournalModel):
     """race.json in the journal of the race's own id S: the racers `S-1` ... `S-N`, how they are judged,
     and who won (written only by `race` and the race's supervisor)."""
@@ -892,7 +903,7 @@ class RaceRecord(JournalModel):
         description="Where the race's notifications go (--notify), redacted; null: none. The race sends its end, "
         "its racers the other events chosen (docs/race.md).",
     )
-    end_notice: RaceEndNotice | None = Field(
+    end_notice: EndNotice | None = Field(
         default=None,
         description="Whether the race's end was told to its targets; null: nothing to tell (no target, or the event "
         "not chosen) or the race has not ended.",

@@ -14,6 +14,10 @@ would run outside its race's judging and pooled budget): its race is, as `harnes
 racer that had not ended, and the race's supervisor), once for all its racers that qualify, each of them counted
 against its own budget; a racer over budget leaves the whole race to the user.
 
+The ends still owed: an ended session (or race) whose supervisor died after it recorded its end but before it told
+it to its --notify targets (`endNotice` pending) is not interrupted, and is never resumed here; its end is told,
+once per run of the service, and nothing else is done. A session the service resumes tells its own end first.
+
 The budget: a session resumed `resumes` times within `window` and found dead again is left `interrupted`, with
 the reason in `autoResume.gaveUp`; a resume by hand clears it. Sessions are found as `harness list` finds them:
 the copies on this machine (each run directory's owner.json names its repository) and the machine-wide queue.
@@ -21,6 +25,7 @@ the copies on this machine (each run directory's owner.json names its repository
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import socket
@@ -34,12 +39,14 @@ from typing import Literal
 
 from runner.backends import open_engine
 from runner.backends.base import Backend
-from runner.base.errors import EngineUnavailableError, HarnessError
+from runner.base.errors import EngineUnavailableError, HarnessError, SessionBusyError
 from runner.record.journal import Journal
 from runner.record.models import (
     AutoResume,
     CamelModel,
     ControlFile,
+    EndNotice,
+    RaceState,
     RunState,
     RunSummary,
     StopReason,
@@ -69,8 +76,8 @@ class AutoResumed(CamelModel):
 
     session_id: str
     repo: str
-    action: Literal["resumed", "gave-up", "skipped", "failed"]
-    reason: str  # why it qualified; why the service gave up; why it is left to the user; the fault
+    action: Literal["resumed", "told", "gave-up", "skipped", "failed"]
+    reason: str  # why it qualified; what was told; why the service gave up; why it is left to the user; the fault
     pid: int | None = None  # the detached supervisor's
 
 
@@ -131,14 +138,16 @@ def resume_interrupted(
     report = AutoResumeReport(booted_at=booted_at, sessions_seen=len(sessions), sessions=[])
     engines: dict[str, Backend] = {}
     races: dict[tuple[str, str], list[tuple[Journal, str]]] = {}  # (repo, race) -> its racers that qualify
+    looked: set[tuple[str, str]] = set()  # (repo, race) whose end still owed was looked at
     for repo, session in sessions:
         journal = Journal.for_repo(Path(repo), session)
         if not journal.exists():
             continue  # discarded, or its journal moved: nothing to resume
         try:
-            summary, control = journal.read_summary(), journal.read_control()
-            reason = why_resume(summary, control, alive=journal.supervisor_alive(), booted_at=booted_at)
+            summary, control, alive = journal.read_summary(), journal.read_control(), journal.supervisor_alive()
+            reason = why_resume(summary, control, alive=alive, booted_at=booted_at)
             if reason is None:
+                report.sessions += _tell_owed(repo, journal, summary, alive, looked)
                 continue
             log.info("session %s (%s): %s", session, repo, reason)
             race = race_of(Path(repo), session)
@@ -206,8 +215,50 @@ def _resume_one(
         return AutoResumed(session_id=journal.session, repo=repo, action="gave-up", reason=gave_up)
     _count_resume(journal, budget, now)
     request = ResumeRequest(session=journal.session, repo=Path(repo), automatic=True)
-    detached = detach_session(prepare_resume(engine, request))
+    prepared = prepare_resume(engine, request, tell_owed=True)
+    if prepared is None:  # nothing more to run: only its end, still owed, was told
+        told = _told(journal.read_summary().end_notice)
+        return AutoResumed(session_id=journal.session, repo=repo, action="told", reason=f"{reason}; {told}")
+    detached = detach_session(prepared)
     return AutoResumed(session_id=journal.session, repo=repo, action="resumed", reason=reason, pid=detached.pid)
+
+
+def _pending(notice: EndNotice | None) -> bool:
+    """An end recorded as owed and never sent: its supervisor died before it told it (one that a target failed
+    to take is left to `resume`: the service would try a broken target again at every login)."""
+    return notice is not None and notice.state == "pending" and bool(notice.owed)
+
+
+def _told(notice: EndNotice | None) -> str:
+    if notice is None or not notice.owed:
+        return "its end, still owed to its --notify targets, was told"
+    return f"its end was still owed to its --notify targets: {len(notice.owed)} did not take it (notifications.json)"
+
+
+def _tell_owed(
+    repo: str, journal: Journal, summary: RunSummary, alive: bool, looked: set[tuple[str, str]]
+) -> list[AutoResumed]:
+    """Tell the ends still owed of an ended session whose supervisor is gone, and of its race (once per race),
+    resuming nothing; a teller busy meanwhile (a `resume`, the race's supervisor) is left to it."""
+    from runner.usecases.notify import tell_race_end, tell_session_end
+    from runner.usecases.race import race_journal
+
+    told: list[AutoResumed] = []
+    if not alive and _pending(summary.end_notice):
+        with contextlib.suppress(SessionBusyError), journal.supervisor_lock():
+            notice = tell_session_end(journal)
+            told.append(AutoResumed(session_id=journal.session, repo=repo, action="told", reason=_told(notice)))
+    race = race_of(Path(repo), journal.session)
+    if race is None or (repo, race) in looked:
+        return told
+    looked.add((repo, race))
+    race_log = race_journal(Path(repo), race)
+    record = race_log.read_race()
+    if record.state is RaceState.FINISHED and _pending(record.end_notice) and not race_log.supervisor_alive():
+        with contextlib.suppress(SessionBusyError):
+            notice = tell_race_end(race_log)
+            told.append(AutoResumed(session_id=race, repo=repo, action="told", reason=f"race: {_told(notice)}"))
+    return told
 
 
 def _recent(summary: RunSummary, budget: Budget, now: datetime) -> list[datetime]:

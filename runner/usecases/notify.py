@@ -9,11 +9,13 @@ outcome does not change. It lives with the use cases, not in the loop, because w
 (runner.usecases.report), which the loop may not import: the session's driver (runner/usecases/sessions.py) builds
 it and hands it to the supervisor.
 
-A race (runner/usecases/race.py) tells its end once, from its own supervisor (`tell_race_end`: the race's status,
-its winners or why it has none), recorded in the race's journal; what is still owed of it is in race.json
-(`endNotice`, written with the end), so that a supervisor that dies before it is sent leaves it to `resume`. Its
+An end is told at least once: what it owes the targets (`EndNotice`: the event, the targets not yet told) is
+written with the end itself (the loop asks `SessionNotifier.owe`), and `tell_session_end` sends it once the session's
+slot is given back and records what is still owed, so that a supervisor that dies before it is sent leaves it to
+`resume` or the user service (runner/usecases/autoresume.py). A race (runner/usecases/race.py) tells its end the same
+way, from its own supervisor (`tell_race_end`: the race's status, its winners or why it has none), in race.json; its
 racers send only the other events chosen, each naming the race. Both go through one `Sender`, which delivers,
-retries and records whatever it is given.
+retries and records whatever it is given, and one `_tell`, which sends what a notice still owes.
 
 Why one module of this size: what is sent (a session's report, a race's status), how it is sent (webhook shapes,
 a command's run, the retries) and how it is recorded and redacted are one promise, that a notification never
@@ -48,7 +50,7 @@ from tenacity.wait import wait_base, wait_exponential
 from runner.base.errors import HarnessError, JournalError
 from runner.base.redact import Redactor
 from runner.record.journal import Journal
-from runner.record.models import NotificationRecord, NotifyEvent, RaceEndNotice, RaceRecord, RunState, RunSummary
+from runner.record.models import EndNotice, NotificationRecord, NotifyEvent, RaceRecord, RunState, RunSummary
 from runner.record.notify import NotifyTarget, load_targets, parse_target
 from runner.usecases.report import ReportRequest, build_report
 from runner.usecases.repository import race_of
@@ -253,12 +255,19 @@ class SessionNotifier(Sender):
         ended = summary.status is not RunState.RUNNING
         return event in self.events or (ended and NotifyEvent.END in self.events)
 
+    def owe(self, event: NotifyEvent, summary: RunSummary) -> EndNotice | None:
+        """What the end of the run, told as `event`, owes the targets (written with the end: `tell_session_end`
+        tells it); None: nothing to tell."""
+        return owed_notice(event, len(self.targets), self.events)
+
     def send(self, event: NotifyEvent, summary: RunSummary) -> None:
+        if summary.end_notice is not None and summary.status is not RunState.RUNNING:
+            return  # an end owed to the targets: `tell_session_end` tells it, and records it as told
         if not self.targets or not self.selected(event, summary):
             return
-        self.dispatch(event, lambda: self._message(event, summary))
+        self.dispatch(event, lambda: self.message(event, summary))
 
-    def _message(self, event: NotifyEvent, summary: RunSummary) -> Message:
+    def message(self, event: NotifyEvent, summary: RunSummary) -> Message:
         data = self._payload(event, summary)
         env = _command_env(event, summary, self.journal, data)
         title = _title(event, data)
@@ -388,7 +397,7 @@ def _run_command(target: NotifyTarget, body: bytes, env: dict[str, str], cwd: Pa
     return attempt
 
 
-def session_notifier(journal: Journal, summary: RunSummary) -> SessionNotifier | None:
+def session_notifier(journal: Journal, summary: RunSummary, *, wait: wait_base | None = None) -> SessionNotifier | None:
     """The notifier of a session whose targets the harness home keeps; None when it has none."""
     try:
         kept = load_targets(Path(summary.repo), summary.session_id)
@@ -403,7 +412,7 @@ def session_notifier(journal: Journal, summary: RunSummary) -> SessionNotifier |
         race = race_of(repo, summary.session_id)
     except HarnessError:  # a race.json that cannot be read: the racer's messages just do not name it
         race = None
-    return SessionNotifier(journal=journal, repo=repo, targets=targets, events=kept.events, race=race)
+    return SessionNotifier(journal=journal, repo=repo, targets=targets, events=kept.events, race=race, wait=wait)
 
 
 def race_end_event(record: RaceRecord) -> NotifyEvent:
@@ -422,43 +431,90 @@ def _race_targets(record: RaceRecord) -> tuple[list[NotifyTarget], list[NotifyEv
     return targets, list(kept.events) if kept is not None else []
 
 
-def race_end_notice(record: RaceRecord) -> RaceEndNotice | None:
+def owed_notice(event: NotifyEvent, targets: int, events: Iterable[NotifyEvent]) -> EndNotice | None:
+    """What an end told as `event` owes: every one of the `targets` (by place), when that event or `end` is chosen;
+    None: nothing to tell."""
+    if not targets or not ({event, NotifyEvent.END} & set(events)):
+        return None
+    return EndNotice(event=event, state="pending", owed=list(range(targets)))
+
+
+def _tell(
+    notice: EndNotice, targets: Sequence[NotifyTarget], sender: Callable[[list[NotifyTarget]], Sender],
+    build: Callable[[], Message], about: str, session: str,
+) -> EndNotice:  # fmt: skip
+    """Send the end to the `targets` the notice still owes it (by place: one gone, its file unreadable, stays owed
+    and unsent) through a `sender` of those, wait for the deliveries (bounded), and return what is then owed."""
+    owed = [i for i in notice.owed if i < len(targets)]
+    took: set[int] = set()
+    if owed:
+        delivering = sender([targets[i] for i in owed])
+        delivering.dispatch(notice.event, build)
+        delivering.close()
+        took = {owed[k] for k in delivering.delivered}
+    still = [i for i in notice.owed if i not in took]
+    if still:
+        log.warning("%s: its end was not told to %d target(s): 'harness resume --session %s' tells it again",
+                    about, len(still), session)  # fmt: skip
+    return notice.model_copy(
+        update={"owed": still, "state": "failed" if still else "delivered", "sends": notice.sends + bool(owed)}
+    )
+
+
+def tell_session_end(
+    journal: Journal, summary: RunSummary | None = None, *, wait: wait_base | None = None
+) -> EndNotice | None:
+    """Tell the run's end to every target its summary's `endNotice` still owes it, recorded in notifications.json,
+    then in run-summary.json what is still owed; `summary`: the driver's own (else the journal's). Waits for the
+    delivery (bounded). At least once: a sender killed before the summary says the end was delivered leaves it
+    owed, and the next one (`resume`, the user service) sends it again. The caller holds the session's supervisor
+    lock; SessionBusyError while another process tells it; a failure to deliver never raises."""
+    with journal.notice_lock():
+        summary = summary if summary is not None else journal.read_summary()
+        notice, repo = summary.end_notice, Path(summary.repo)
+        if notice is None or not notice.owed:
+            return notice
+        notifier = session_notifier(journal, summary, wait=wait) or SessionNotifier(
+            journal=journal, repo=repo, targets=[], events=()
+        )  # none readable: the end stays owed, unsent
+        summary.end_notice = _tell(
+            notice, notifier.targets,
+            lambda some: SessionNotifier(journal=journal, repo=repo, targets=some, events=(), wait=wait,
+                                         race=notifier.race),
+            lambda: notifier.message(notice.event, summary), f"session {summary.session_id}", summary.session_id,
+        )  # fmt: skip
+        journal.write_summary(summary)
+        return summary.end_notice
+
+
+def race_end_notice(record: RaceRecord) -> EndNotice | None:
     """What the end of the race owes its targets, written with the end in race.json: every target, when `end`
     (or, for a pooled budget spent, `budget`) is chosen; None: nothing to tell."""
     found = _race_targets(record)
-    event = race_end_event(record)
-    if found is None or not found[0] or not ({event, NotifyEvent.END} & set(found[1])):
+    if found is None:
         return None
-    return RaceEndNotice(event=event, state="pending", owed=list(range(len(found[0]))))
+    return owed_notice(race_end_event(record), len(found[0]), found[1])
 
 
-def tell_race_end(journal: Journal, *, wait: wait_base | None = None) -> RaceEndNotice | None:
+def tell_race_end(journal: Journal, *, wait: wait_base | None = None) -> EndNotice | None:
     """Tell the race's end to every target race.json's `endNotice` still owes it (its one notification: its
     racers never send their `end`), recorded in the race's notifications.json, then in race.json what is still
     owed. Waits for the delivery (bounded). At least once: a sender killed before race.json says the end was
-    delivered leaves it owed, and the next one (`resume --session S`) sends it again. SessionBusyError while
-    another process tells it; a failure to deliver never raises: the race's outcome does not change."""
+    delivered leaves it owed, and the next one (`resume --session S`, the user service) sends it again.
+    SessionBusyError while another process tells it; a failure to deliver never raises: the race's outcome does
+    not change."""
     with journal.notice_lock():
         record = journal.read_race()
         notice = record.end_notice
         if notice is None or not notice.owed:
             return notice
         found = _race_targets(record)
-        targets = found[0] if found is not None else []
-        owed = [i for i in notice.owed if i < len(targets)]  # one gone (its file unreadable) stays owed, unsent
-        sender = Sender(journal=journal, repo=Path(record.repo), targets=[targets[i] for i in owed], wait=wait)
-        if owed:
-            sender.dispatch(notice.event, lambda: _race_message(notice.event, journal, record))
-            sender.close()
-        took = {owed[k] for k in sender.delivered}
-        still = [i for i in notice.owed if i not in took]
-        record.end_notice = notice.model_copy(
-            update={"owed": still, "state": "failed" if still else "delivered", "sends": notice.sends + bool(owed)}
-        )
+        record.end_notice = _tell(
+            notice, found[0] if found is not None else [],
+            lambda some: Sender(journal=journal, repo=Path(record.repo), targets=some, wait=wait),
+            lambda: _race_message(notice.event, journal, record), f"race {record.session_id}", record.session_id,
+        )  # fmt: skip
         journal.write_race(record)
-        if still:
-            log.warning("race %s: its end was not told to %d target(s): 'harness resume --session %s' tells it again",
-                        record.session_id, len(still), record.session_id)  # fmt: skip
         return record.end_notice
 
 

@@ -1,5 +1,10 @@
 """Create, start, resume and drive a session in this process: the supervisor's lock, the copy, the
-network, then the supervisor's iterations until the run ends."""
+network, then the supervisor's iterations until the run ends, and the end told to its --notify targets.
+
+Why one module of this size: what `resume` may change, and refuses, and what `drive` then does under the same
+supervisor lock (the queue's slot, the copy, the end still owed to a target told first and the new end told last)
+are one sequence; split, each half would have to be read with the other to see that nothing runs twice or is told
+twice."""
 
 from __future__ import annotations
 
@@ -48,7 +53,7 @@ from runner.sandbox.container import session_labels
 from runner.sandbox.environment import prepare_environment
 from runner.usecases.control import leave_queue
 from runner.usecases.known_repos import remember_repo
-from runner.usecases.notify import session_notifier
+from runner.usecases.notify import owed_notice, session_notifier, tell_session_end
 from runner.usecases.options import LimitOptions, check_command, check_iterations, secret_values
 from runner.usecases.plan import RunPlan, RunRequest, new_summary, plan_run
 from runner.usecases.repository import open_session
@@ -123,9 +128,12 @@ class ResumeRequest:
     notify_on: tuple[str, ...] | None = None  # replaces the events they are sent
 
 
-def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
+def prepare_resume(backend: Backend, request: ResumeRequest, *, tell_owed: bool = False) -> RunSummary | None:
     """Give a session that is not running its new limits and iterations, and clear what a dead
-    supervisor left behind (its containers, a stop request). Refused while a supervisor runs."""
+    supervisor left behind (its containers, a stop request), after telling the end it still owes its --notify
+    targets (its supervisor died first, or a target failed). Refused while a supervisor runs, and when it has
+    nothing more to run (completed, every iteration used, --max-cost spent); but with `tell_owed`, such a session
+    whose end is still owed only has it told: None."""
     session = validate_session(request.session)
     with open_session(request.repo, session) as opened:
         top, journal = opened.top, opened.journal
@@ -153,33 +161,69 @@ def prepare_resume(backend: Backend, request: ResumeRequest) -> RunSummary:
             notify = resume_notify(top, session, request)
             if request.max_iterations is not None:
                 summary.max_iterations = summary.counted_iterations + check_iterations(request.max_iterations)
-            elif summary.status is RunState.COMPLETED:
-                raise InvalidStateError(
-                    f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
-                )
-            elif summary.counted_iterations >= summary.max_iterations:
-                raise InvalidStateError(
-                    f"session {session!r} has used all {summary.max_iterations} iterations: "
-                    "pass --max-iterations N to add N more"
-                )
-            cap = summary.limits.max_cost_usd
-            if cap is not None and summary.usage.cost_usd >= cap:
-                raise InvalidStateError(
-                    f"session {session!r} has spent ${summary.usage.cost_usd:.4f} of its --max-cost ${cap:.2f}: "
-                    "pass a higher --max-cost to continue"
-                )
+            refusal = _refusal(summary, request)
+            if refusal is not None:
+                if not tell_owed or not _owes(summary):
+                    raise InvalidStateError(refusal)
+                _tell_only(top, journal, notify)  # the session as it was, none of this resume's changes
+                return None
             secret_values(summary.env_names)  # refuse now, not in a detached process
             images.ensure(backend, summary.image)
             images.ensure(backend, images.DEFAULT_IMAGE)  # the helpers' image
             backend.reap(session_labels(session, repo_key(top)))
             if notify is not None:
-                save_targets(top, session, *notify, journal_dir=journal.dir)
-                summary.notify = notify_info(*notify) if notify[0] else None
+                _replace_targets(top, journal, summary, notify)
             journal.update_control(_clear_stop)
             summary.unchanged_iterations = 0
             summary.consecutive_failures = 0
+            tell_session_end(journal, summary)  # the end still owed, first
             journal.write_summary(summary)
             return summary
+
+
+def _refusal(summary: RunSummary, request: ResumeRequest) -> str | None:
+    """Why the session has nothing more to run; None when it has."""
+    session = summary.session_id
+    if request.max_iterations is None and summary.status is RunState.COMPLETED:
+        return f"session {session!r} is completed: pass --max-iterations N to give it N more iterations"
+    if request.max_iterations is None and summary.counted_iterations >= summary.max_iterations:
+        return (
+            f"session {session!r} has used all {summary.max_iterations} iterations: "
+            "pass --max-iterations N to add N more"
+        )
+    cap = summary.limits.max_cost_usd
+    if cap is not None and summary.usage.cost_usd >= cap:
+        return (
+            f"session {session!r} has spent ${summary.usage.cost_usd:.4f} of its --max-cost ${cap:.2f}: "
+            "pass a higher --max-cost to continue"
+        )
+    return None
+
+
+def _owes(summary: RunSummary) -> bool:
+    """Whether the session's last end is still owed to a --notify target."""
+    return summary.end_notice is not None and bool(summary.end_notice.owed)
+
+
+def _tell_only(top: Path, journal: Journal, notify: tuple[list[str], list[NotifyEvent]] | None) -> None:
+    """Tell the end an ended session still owes, to the targets `resume --notify` gives instead when it does."""
+    summary = journal.read_summary()
+    if notify is not None:
+        _replace_targets(top, journal, summary, notify)
+    tell_session_end(journal, summary)
+
+
+def _replace_targets(
+    top: Path, journal: Journal, summary: RunSummary, notify: tuple[list[str], list[NotifyEvent]]
+) -> None:
+    """`resume --notify` / `--notify-on`: kept for this and every later supervisor; an end still owed is owed to the
+    new targets instead (none: nothing is owed)."""
+    targets, events = notify
+    save_targets(top, summary.session_id, targets, events, journal_dir=journal.dir)
+    summary.notify = notify_info(targets, events) if targets else None
+    if _owes(summary):
+        assert summary.end_notice is not None  # noqa: S101 - _owes says so
+        summary.end_notice = owed_notice(summary.end_notice.event, len(targets), events)
 
 
 def _resume_setup(summary: RunSummary, request: ResumeRequest) -> None:
@@ -220,8 +264,12 @@ def resume_notify(top: Path, session: str, request: ResumeRequest) -> tuple[list
 
 
 def resume_run(backend: Backend, request: ResumeRequest, *, stop_event: threading.Event | None = None) -> RunSummary:
-    """Continue a session at its next iteration, on the same copy and branch, in this process."""
-    summary = prepare_resume(backend, request)
+    """Continue a session at its next iteration, on the same copy and branch, in this process (a session with
+    nothing more to run whose end is still owed: only tell it)."""
+    summary = prepare_resume(backend, request, tell_owed=True)
+    if summary is None:
+        with open_session(request.repo, request.session) as opened:
+            return opened.journal.read_summary()
     return drive(backend, Path(summary.repo), summary.session_id, stop_event=stop_event)
 
 
@@ -325,11 +373,10 @@ def _drive_in_slot(
         summary.stop_reason = StopReason.INFRASTRUCTURE
         summary.error = exc.message
         summary.supervisor = None
+        summary.end_notice = notifier.owe(end_event(summary), summary) if notifier is not None else None
         journal.write_summary(summary)
         slot.release()
-        if notifier is not None:
-            notifier.send(end_event(summary), summary)
-            notifier.close()
+        _tell_end(journal, summary)
         raise
     network = RunNetwork(summary=summary, net_dir=workspace.dir.net, journal_dir=journal.dir, secrets=secrets)
     network.start()
@@ -347,7 +394,17 @@ def _drive_in_slot(
         network.stop()
         slot.release()  # the next queued session may start while this one's notifications are still sent
         if notifier is not None:
-            notifier.close()  # the end's notifications, waited for (bounded) and recorded in notifications.json
+            notifier.close()  # the notifications still in flight, waited for (bounded)
+            _tell_end(journal, summary)  # the end, waited for (bounded) and recorded as told
+
+
+def _tell_end(journal: Journal, summary: RunSummary) -> None:
+    """Tell the end the run owes its --notify targets, recorded (in run-summary.json and notifications.json) as
+    told; never raises: a failure to notify changes no run (the end stays owed, to `resume`)."""
+    try:
+        tell_session_end(journal, summary)
+    except HarnessError as exc:
+        log.warning("session %s: its end was not told: %s", summary.session_id, exc.message)
 
 
 def _keep_awake(summary: RunSummary) -> Inhibitor | None:
