@@ -154,6 +154,7 @@ class SessionStatus(ShowsFindings):
     # The cap in force: --slots, else the default its supervisor found last (what its engine holds); None: not yet.
     slots_in_force: int | None = None
     auto_resume_gave_up: str | None = None  # why the user service no longer resumes it (`harness service`)
+    end_owed: int = 0  # the --notify targets its end is still owed to, no supervisor left to tell it (`resume` does)
     race: RaceTag | None = None  # the race it is a racer of (`harness race`); None: a session of its own
     verdict: str = ""  # one line to scan in the morning: state, numbers, what to do next
 
@@ -215,7 +216,15 @@ def _queued_verdict(st: SessionStatus) -> str:
 
 def verdict(st: SessionStatus) -> str:
     """'completed  5 iterations, 7 commits, $1.23, 2 flagged: review the flagged paths, then merge'.
-    Only states and numbers: nothing the agent wrote."""
+    Only states and numbers: nothing the agent wrote. An end still owed to a --notify target is said last."""
+    said = _state_verdict(st)
+    if st.end_owed:
+        targets = f"{st.end_owed} --notify target{'s' if st.end_owed != 1 else ''}"
+        said += f"; its end was not told to {targets}: resume tells it"
+    return said
+
+
+def _state_verdict(st: SessionStatus) -> str:
     if st.status is RunState.QUEUED:
         return _queued_verdict(st)
     state = st.status.value
@@ -348,6 +357,7 @@ def session_status(
         slots=summary.queue.slots,
         slots_in_force=summary.queue.slots or summary.queue.default_slots,
         auto_resume_gave_up=summary.auto_resume.gave_up,
+        end_owed=len(summary.end_notice.owed) if summary.end_notice is not None and not alive else 0,
         race=races.get(session) if races is not None else race_of(top, session),
     )
     if state is RunState.QUEUED:

@@ -52,6 +52,9 @@ def killed_while_it_tells(repo: GitRepo, hook: Stalling, session: str) -> dict[s
 def test_a_session_killed_while_it_tells_its_end_leaves_it_to_resume_which_tells_it_once(repo: GitRepo) -> None:
     with Stalling() as hook:
         before = killed_while_it_tells(repo, hook, "sk")
+        owed = harness("status", "--session", "sk", "--json", cwd=repo.path)
+        assert owed.code == 0 and owed.json()["endOwed"] == 1, owed.stderr
+        assert owed.json()["verdict"].endswith("; its end was not told to 1 --notify target: resume tells it")
 
         resumed = harness("resume", "--session", "sk", "--json", cwd=repo.path)
         assert resumed.code == 0, resumed.stderr  # the session's status, as `status` prints it: completed
@@ -69,6 +72,8 @@ def test_a_session_killed_while_it_tells_its_end_leaves_it_to_resume_which_tells
         assert (after["status"], after["iterationCount"], after["finishedAt"], after["supervisor"]) == (
             "completed", 1, before["finishedAt"], None)  # fmt: skip
         assert not (repo.journal("sk") / "iteration-0002.json").exists()
+        told_now = harness("status", "--session", "sk", "--json", cwd=repo.path).json()
+        assert told_now["endOwed"] == 0 and "not told" not in told_now["verdict"]
 
         again = harness("resume", "--session", "sk", "--json", cwd=repo.path)  # told: nothing is owed any more
         assert again.code == 11 and "session 'sk' is completed" in again.stderr, again.stderr
