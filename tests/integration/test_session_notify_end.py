@@ -62,8 +62,12 @@ def test_a_session_killed_while_it_tells_its_end_leaves_it_to_resume_which_tells
         (post,) = hook.received  # exactly one end arrived
         sent = json.loads(post.body)
         assert post.path == "/hook" and post.headers["x-harness-event"] == "end"
-        assert (sent["event"], sent["sessionId"], sent["status"], sent["iterationCount"]) == ("end", "sk",
-                                                                                              "completed", 1)  # fmt: skip
+        assert (sent["event"], sent["sessionId"], sent["status"], sent["iterationCount"]) == (
+            "end",
+            "sk",
+            "completed",
+            1,
+        )
         (told,) = told_of(repo, "sk")
         assert (told["event"], told["delivered"], told["state"]) == ("end", True, "completed")
         after = summary_json(repo, "sk")
