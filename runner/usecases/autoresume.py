@@ -248,12 +248,16 @@ def _tell_owed(
         with contextlib.suppress(SessionBusyError), journal.supervisor_lock():
             notice = tell_session_end(journal)
             told.append(AutoResumed(session_id=journal.session, repo=repo, action="told", reason=_told(notice)))
-    race = race_of(Path(repo), journal.session)
-    if race is None or (repo, race) in looked:
+    try:
+        race = race_of(Path(repo), journal.session)
+        if race is None or (repo, race) in looked:
+            return told
+        looked.add((repo, race))
+        race_log = race_journal(Path(repo), race)
+        record = race_log.read_race()
+    except HarnessError as exc:  # a race that cannot be read: nothing of it to tell (nor to resume)
+        log.warning("session %s (%s): its race: %s", journal.session, repo, exc.message)
         return told
-    looked.add((repo, race))
-    race_log = race_journal(Path(repo), race)
-    record = race_log.read_race()
     if record.state is RaceState.FINISHED and _pending(record.end_notice) and not race_log.supervisor_alive():
         with contextlib.suppress(SessionBusyError):
             notice = tell_race_end(race_log)
