@@ -12,6 +12,9 @@ from runner.base.layout import OUTBOX_DIR, RELAY, SEED_DIR, WORKSPACE
 
 EXPORT_REF = "refs/harness/export"
 VIEW_DIR = "check-view"  # the check's view of the copy, with protected paths as the base has them
+# On an engine whose mounts may be copies (not `HostMounts`), the view is made in VIEW_DIR/VIEW_OWN, and only
+# VIEW_DIR is the helper's to write (runner/loop/workspace.py, `Workspace.check_view`).
+VIEW_OWN = "view"
 
 TREE_INDEX = "/harness-tree-index"  # the seed's tree's index, read-only, in the helper that makes a copy over it
 GIT_ENV = "export HOME=/tmp GIT_CONFIG_NOSYSTEM=1 GIT_TERMINAL_PROMPT=0; "
@@ -158,3 +161,4 @@ DELETE_TREES = "find /trees -mindepth 1 -delete"
 DELETE_SOME_TREES = 'cd /trees && for c in $HARNESS_TREES; do rm -rf -- "$c" "$c.index" "$c.tmp" "$c.git"; done'
 VIEW = 'exec python3 -c "$HARNESS_VIEW_PY"'  # runner/loop/protect.py
 VIEW_REMOVE = f"rm -rf /run-root/{VIEW_DIR}"
+VIEW_REMOVE_OWN = f"rm -rf /run-root/{VIEW_DIR}/{VIEW_OWN}"

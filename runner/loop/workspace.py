@@ -3,6 +3,10 @@
 Whatever must happen as the agent uid runs in a short helper container (same image, no network,
 same hardening), because an ordinary host user in the docker group cannot chown. The host only
 ever reads a bundle (copied defensively to a private file) and fetches it into the user's repo.
+
+Why one module of this size: a Workspace is one object whose helpers (make, checkpoint and harvest, the check's
+view, delete) share its run directory, engine, limits and resident helper; the helpers' scripts are in
+copy_scripts.py, the view's program in protect.py, the seed in seed.py.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runner.backends.base import Backend, Exec, Mount, Overlays
+from runner.backends.base import Backend, Exec, HostMounts, Mount, Overlays
 from runner.backends.watchdog import run_container
 from runner.base.atomic import write_atomic
 from runner.base.errors import BackendError, WorkspaceError
@@ -41,7 +45,9 @@ from runner.loop.copy_scripts import (
     TREE_INDEX,
     VIEW,
     VIEW_DIR,
+    VIEW_OWN,
     VIEW_REMOVE,
+    VIEW_REMOVE_OWN,
 )
 from runner.loop.protect import MAX_CHANGES, MAX_DEPTH, parse_changes, protected_roots, view_script
 from runner.loop.resident import ResidentHelper
@@ -81,6 +87,18 @@ class RunDir:
         container that reads the copy mounts (agent, setup, check, helpers)."""
         mounts = (self._copy(WORKSPACE, read_only=read_only),)
         return mounts if self.seed is None else (*mounts, bind(self.seed, SEED_DIR, read_only=True))
+
+    def view_mounts(self) -> tuple[Mount, ...]:
+        """What the check's view is made with on an engine whose mounts may be copies (not `HostMounts`): the
+        copy, read-only, at /run-root/workspace, and the view's own directory (`view_parent`), writable, at
+        /run-root/VIEW_DIR. Nothing else of the run directory: a writable mount that is a copy comes back
+        over its host directory, and the run directory holds what must stay (the model gateway's sockets)."""
+        view = bind(self.view_parent, f"/run-root/{VIEW_DIR}", read_only=False)
+        return self._copy("/run-root/workspace", read_only=True), view
+
+    @property
+    def view_parent(self) -> Path:
+        return self.root / VIEW_DIR
 
     def root_mounts(self) -> tuple[Mount, ...]:
         """The run directory at /run-root, writable, with the copy as its containers see it at
@@ -368,11 +386,21 @@ class Workspace:
         """The stopped copy with every path that `patterns` protect replaced by the base commit's (none where
         the base has none), for the check to mount read-only; removed when the block ends. The base's files
         come from the user's repository (host git), never from the copy's .git, which the agent controls."""
+        # Where the engine's mounts are the host's directories, the helper gets the run directory: the view's files
+        # are hard links to the copy's, which link() makes only inside one mount. Elsewhere (Kubernetes: a writable
+        # mount travels to the pod and back over its host directory) it gets the copy, read-only, and a directory
+        # of its own for the view, so that nothing else of the run directory is carried away and replaced.
+        linked = isinstance(self.backend, HostMounts)
         try:
+            if not linked:
+                self.dir.view_parent.mkdir(exist_ok=True)
+                self.dir.view_parent.chmod(0o777)  # the helper writes it as the agent uid
             base_dir = Path(tempfile.mkdtemp(prefix="check-base-", dir=self.dir.root))
         except OSError as exc:
             raise WorkspaceError(f"cannot make the check's view in {self.dir.root}: {exc.strerror}") from None
         made = False
+        view = VIEW_DIR if linked else f"{VIEW_DIR}/{VIEW_OWN}"
+        mounts = self.dir.root_mounts() if linked else self.dir.view_mounts()
         try:
             roots = protected_roots(patterns, git.tree_paths(base))
             for start in range(0, len(roots), ARCHIVE_PATHS):
@@ -381,10 +409,10 @@ class Workspace:
             made = True
             text = self._helper(
                 VIEW,
-                (*self.dir.root_mounts(), bind(base_dir, "/base", read_only=True)),
+                (*mounts, bind(base_dir, "/base", read_only=True)),
                 {
                     "HARNESS_VIEW_PY": view_script(),
-                    "HARNESS_VIEW": VIEW_DIR,
+                    "HARNESS_VIEW": view,
                     "HARNESS_PROTECT": json.dumps(list(patterns)),
                     "HARNESS_MAX_CHANGES": str(MAX_CHANGES),
                     "HARNESS_MAX_DEPTH": str(MAX_DEPTH),
@@ -398,15 +426,34 @@ class Workspace:
             if not re.search(r"^harness-view ready$", text, re.MULTILINE):
                 raise WorkspaceError("making the check's view of the copy: the helper did not finish it")
             changes, more = parse_changes(text)
-            yield CheckView(path=self.dir.root / VIEW_DIR, changes=changes, more=more)
+            yield CheckView(path=self.dir.root / view, changes=changes, more=more)
         finally:
             shutil.rmtree(base_dir, ignore_errors=True)
-            if made:
+            if not linked:
+                self._remove_own_view()
+            elif made:
                 try:
                     self._helper(VIEW_REMOVE, (bind(self.dir.root, "/run-root", read_only=False),), {},
                                  "removing the check's view")  # fmt: skip
                 except WorkspaceError as exc:  # the next view replaces it; `discard` and `gc` remove it
                     log.warning("%s", exc.message)
+
+    def _remove_own_view(self) -> None:
+        """Remove the view's own directory (`RunDir.view_mounts`): on the host when its files came back as the
+        host user's (an engine whose mounts are copies), else the view in a helper first."""
+        parent = self.dir.view_parent
+        with contextlib.suppress(OSError):  # else files of the agent uid: the mounts were the host's directories
+            shutil.rmtree(parent)
+        if not parent.exists():
+            return
+        try:
+            self._helper(VIEW_REMOVE_OWN, (bind(parent, f"/run-root/{VIEW_DIR}", read_only=False),), {},
+                         "removing the check's view")  # fmt: skip
+            shutil.rmtree(parent)
+        except WorkspaceError as exc:  # the next view replaces it; `discard` and `gc` remove it
+            log.warning("%s", exc.message)
+        except OSError as exc:
+            log.warning("removing the check's view: %s", exc.strerror)
 
     def delete(self) -> None:
         """Remove the copy (files owned by the agent uid go in a helper), then the run directory; and what the

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from runner.backends.base import Backend
 from runner.base.paths import repo_key, run_dir, seed_dir
 from runner.loop.copy_scripts import VIEW_DIR
 from runner.loop.seed import tree_dir
@@ -42,8 +43,9 @@ printf 'print("fixed")\n' > app.py
 
 
 @contextlib.contextmanager
-def _workspace(repo: GitRepo, how: str, agent: str) -> Iterator[Workspace]:
-    """A copy (a clone of its own, or an overlay of the seed's tree as a racer's is) as `agent` left it."""
+def _workspace(repo: GitRepo, how: str, agent: str, backend: Backend | None = None) -> Iterator[Workspace]:
+    """A copy (a clone of its own, or an overlay of the seed's tree as a racer's is) as `agent` left it, on
+    `backend` (Docker when None; tests/integration/test_kubernetes_protect.py gives the k8s lab's)."""
     from runner.backends.docker.engine import DockerBackend
 
     for path, text in {
@@ -64,7 +66,7 @@ def _workspace(repo: GitRepo, how: str, agent: str) -> Iterator[Workspace]:
     if how == "overlay":
         rd = RunDir(rd.root, seed=seed, lower=tree_dir(seed, base))
     ws = Workspace(
-        backend=DockerBackend(), run_dir=rd, image="harness-base:latest", limits=Limits(), session="view",
+        backend=backend or DockerBackend(), run_dir=rd, image="harness-base:latest", limits=Limits(), session="view",
         repo_key=repo_key(repo.path),
     )  # fmt: skip
     ws.create(

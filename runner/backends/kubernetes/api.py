@@ -75,12 +75,16 @@ def run_in_pod(
                         if abort is not None and abort.is_set():
                             raise Aborted
                         resp.write_stdin(chunk)
-            while resp.is_open():
-                if abort is not None and abort.is_set():
-                    raise Aborted
-                if time.monotonic() > deadline:
-                    raise BackendError(f"{what}: no end after {timeout:.0f} s")
-                resp.update(timeout=1)
+            # Each look at a channel takes whatever frames have arrived, the close included: the last of stdout
+            # may come in with the look at stderr. So the channels are read once more after the close.
+            while True:
+                closed = not resp.is_open()
+                if not closed:
+                    if abort is not None and abort.is_set():
+                        raise Aborted
+                    if time.monotonic() > deadline:
+                        raise BackendError(f"{what}: no end after {timeout:.0f} s")
+                    resp.update(timeout=1)
                 if resp.peek_stdout():
                     data = resp.read_stdout()
                     received += len(data)
@@ -90,6 +94,8 @@ def run_in_pod(
                         sink.write(data)
                 if resp.peek_stderr():
                     errors.extend(resp.read_stderr()[-4096:])
+                if closed:
+                    break
         code = resp.returncode
     finally:
         resp.close()
