@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from runner.backends.base import Backend
+from runner.base.layout import AGENT_UID
 from runner.base.paths import repo_key, run_dir, seed_dir
 from runner.loop.copy_scripts import VIEW_DIR
 from runner.loop.seed import tree_dir
@@ -160,3 +161,29 @@ def test_one_file_more_in_a_protected_path_makes_a_view_even_a_cache(repo: GitRe
         assert view.path == ws.dir.root / VIEW_DIR and view.changes == []
         assert sorted(os.listdir(view.path / "tests")) == ["test_a.py", "unit"]
         assert (view.path / "app.py").read_text() == 'print("fixed")\n'
+
+
+NO_CLOSED = AGENT.replace("mkdir closed && printf 'kept\\n' > closed/f && chmod 000 closed\n", "")
+
+
+def test_an_engine_that_does_not_say_its_mounts_are_the_hosts_gets_a_view_of_its_own(repo: GitRepo) -> None:
+    """An engine without `HostMounts` (Kubernetes; here the minimal one of tests/backends/delegating.py, on Docker)
+    gets the copy read-only and a directory of its own for the view (runner/loop/workspace.py): its files are
+    copies, the copy is as the agent left it, and the view, whose files are the agent uid's here, is removed after
+    the check (by a helper when the host user cannot: not as root)."""
+    from tests.backends.delegating import DelegatingBackend
+
+    assert "closed" not in NO_CLOSED  # a directory the agent closed is not opened in a read-only copy
+    with _workspace(repo, "clone", NO_CLOSED, DelegatingBackend()) as ws, HostGit(repo.path) as git:
+        copy = ws.dir.workspace
+        with ws.check_view(git=git, base=repo.git("rev-parse", "HEAD"), patterns=PATTERNS) as view:
+            v = view.path
+            assert v.parent == ws.dir.root / VIEW_DIR
+            assert sorted(os.listdir(v / "tests")) == ["test_a.py", "unit"]
+            assert (v / "pkg/conftest.py").read_text() == "BASE\n" and not (v / "elsewhere/conftest.py").exists()
+            assert (v / "app.py").read_text() == 'print("fixed")\n'
+            assert os.stat(v / "app.py").st_ino != os.stat(copy / "app.py").st_ino  # copied across two mounts
+            assert os.stat(v / "app.py").st_uid == AGENT_UID  # made by the helper, not brought back by a copy
+        assert ("tests/test_a.py", "deleted") in {(c.path, c.change) for c in view.changes}
+        assert not (ws.dir.root / VIEW_DIR).exists()
+        assert stat.S_ISFIFO(os.lstat(copy / "tests/pipe").st_mode) and (copy / "pkg").is_symlink()
