@@ -317,8 +317,8 @@ def _take_slot(
     if cap is None:
         found = backend.capacity(cpus=summary.limits.cpus, memory_bytes=summary.limits.memory_bytes)
         summary.queue.default_slots, summary.queue.default_basis = found.sessions, found.basis
-        log.info("session %s: at most %d sessions at once by default (%s)", summary.session_id, found.sessions,
-                 found.basis)  # fmt: skip
+        log.debug("session %s: at most %d sessions at once by default (%s)", summary.session_id, found.sessions,
+                  found.basis)  # fmt: skip
         cap = found.sessions
 
     def queued(ticket: queue.QueueTicket) -> None:

@@ -21,7 +21,7 @@ from runner.backends.docker.engine import DockerBackend
 from runner.record.journal import Journal, load_model
 from runner.record.models import ControlFile, RunSummary
 from tests.conftest import TEST_RUN_LABEL
-from tests.helpers import GitRepo, harness, make_repo, run_args, wait_for
+from tests.helpers import HOLD, GitRepo, harness, make_repo, release, run_args, wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -43,12 +43,12 @@ def summary_of(repo: GitRepo, session: str) -> RunSummary:
 
 
 def test_the_agents_lines_are_in_the_log_while_its_container_runs(repo: GitRepo) -> None:
-    """A line a second for 8 s: `harness logs` shows the first while the agent still prints, with a
-    secret in the environment (so the redactor is in the path) and still redacted."""
+    """Three lines, then the agent holds until the test lets it print the other five: `harness logs` shows them
+    while its container runs, with a secret in the environment (so the redactor is in the path) still redacted."""
     secret = "live-canary-" + uuid.uuid4().hex
     agent = (
-        'for i in 1 2 3 4 5 6 7 8; do echo "line $i"; [ $i = 2 ] && echo "key $LIVE_SECRET"; sleep 1; done; '
-        + REPORT.replace('"$1"', "done")
+        'for i in 1 2 3; do echo "line $i"; [ $i = 2 ] && echo "key $LIVE_SECRET"; done; '
+        f'{HOLD}; for i in 4 5 6 7 8; do echo "line $i"; done; ' + REPORT.replace('"$1"', "done")
     )
     r = harness(*run_args("slow", "--env", "LIVE_SECRET", "--detach", cmd=agent, objective="print slowly",
                           iterations=1), cwd=repo.path, env={"LIVE_SECRET": secret})  # fmt: skip
@@ -63,9 +63,10 @@ def test_the_agents_lines_are_in_the_log_while_its_container_runs(repo: GitRepo)
 
     wait_for(first_line_shown, 120, "'line 1' in harness logs")
     assert running_agents("slow"), "the agent's container ended before its first line reached the log"
-    assert "line 8" not in seen[0]  # it was read live, not after the end
+    assert "line 4" not in seen[0]  # it was read live, not after the end
     wait_for(lambda: "line 3\n" in harness("logs", "--session", "slow", cwd=repo.path).stdout, 60, "line 3")
-    assert running_agents("slow")
+    assert running_agents("slow")  # held: still running
+    release(repo, "slow")
     wait_for(lambda: summary_of(repo, "slow").status.value != "running", 120, "the run to end")
     log = (repo.journal("slow") / "iteration-0001.log").read_text()
     assert [f"line {i}" for i in range(1, 9)] == [line for line in log.splitlines() if line.startswith("line")]

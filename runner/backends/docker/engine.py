@@ -52,7 +52,7 @@ from runner.base.output import CappedBuffer, OutputSink
 
 log = logging.getLogger(__name__)
 
-OOM_SETTLE_SECONDS = 2.0  # how long a killed container is looked at again for the OOM kill the engine reports late
+OOM_SETTLE_SECONDS = 5.0  # how long a killed container is looked at again for the OOM kill the engine reports late
 
 
 def _last_result(attempt: RetryCallState) -> Any:
