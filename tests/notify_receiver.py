@@ -1,7 +1,9 @@
 """A webhook receiver on loopback for the notification tests: answers each POST with the next scripted status
 (the last one repeats) and records what it got. With `hold=True` it is a slow receiver: it takes each POST and
 holds it, its answer's status line sent and then a header a second (so that the sender's socket timeout never
-ends the request), until `let_go()`."""
+ends the request), until `let_go()`. With `stall=True` its first connection is taken and never read: its sender has
+connected and waits for an answer (the send is in progress; `stalled` is set) until `let_go()`, when that connection
+is closed unread and unanswered (nothing arrived)."""
 
 from __future__ import annotations
 
@@ -25,17 +27,29 @@ class Receiver:
 
     HOLD_SECONDS = 300.0  # the most a held request is held, let go or not
 
-    def __init__(self, *statuses: int, location: str | None = None, hold: bool = False) -> None:
+    def __init__(self, *statuses: int, location: str | None = None, hold: bool = False, stall: bool = False) -> None:
         self.statuses = list(statuses or (200,))
         self.location = location  # sent as Location (with a 3xx: a redirect)
         self.received: list[Received] = []
+        self.stalled = threading.Event()  # `stall`: the first connection is taken
+        self._stall = stall
         self._lock = threading.Lock()
         self._gate = threading.Event()
+        self._unstall = threading.Event()
         if not hold:
             self._gate.set()
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            def handle(self) -> None:
+                with outer._lock:
+                    first, outer._stall = outer._stall, False
+                if first:
+                    outer.stalled.set()
+                    outer._unstall.wait(outer.HOLD_SECONDS)
+                    return  # closed without reading the request
+                super().handle()
+
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 with outer._lock:
@@ -88,5 +102,6 @@ class Receiver:
             return len(self.received)
 
     def let_go(self) -> None:
-        """Answer the requests held (hold=True), and every later one at once."""
+        """Answer the requests held (hold=True), and every later one at once; close a stalled connection."""
         self._gate.set()
+        self._unstall.set()

@@ -316,36 +316,28 @@ class Journal:
 
     @contextlib.contextmanager
     def notice_lock(self) -> Iterator[None]:
-        """Held while a race's end is being told (runner/usecases/notify.py, `tell_race_end`), so that a `resume`
+        """Held while a session's or a race's end is being told (runner/usecases/notify.py, `_tell`), so that a `resume`
         never sends it beside the race's supervisor; the kernel frees it when its process dies. SessionBusyError
         when another process holds it."""
-        path = self.dir / _NOTICE_LOCK
+        busy = f"the end of {self.session!r} is being told by another harness process"
+        with self._flock(self.dir / _NOTICE_LOCK, blocking=False, busy=busy):
+            yield
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _flock(path: Path, *, blocking: bool, busy: str = "") -> Iterator[None]:
+        """An exclusive flock on `path`; not `blocking`: SessionBusyError(`busy`) while another holds it."""
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             except OSError as exc:
                 if _busy(exc):
-                    raise SessionBusyError(
-                        f"the end of {self.session!r} is being told by another harness process"
-                    ) from None
+                    raise SessionBusyError(busy) from None
                 raise JournalError(f"{path}: cannot lock ({exc.strerror})") from None
-            yield
-        finally:
-            os.close(fd)
-
-    @staticmethod
-    @contextlib.contextmanager
-    def _flock(path: Path, *, blocking: bool) -> Iterator[None]:
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-        except OSError as exc:
-            raise JournalError(f"{path}: cannot open lock ({exc.strerror})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
             yield
         finally:
             os.close(fd)

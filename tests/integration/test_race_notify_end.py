@@ -10,16 +10,13 @@ import json
 import os
 import signal
 import subprocess
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any
 
 import pytest
 
 from tests.helpers import HARNESS, HOLD, GitRepo, exited, harness, wait_for
 from tests.integration.test_race import _end_what_the_race_left, race_args, racers, record  # noqa: F401 - fixture
-from tests.notify_receiver import Received, Receiver
+from tests.notify_receiver import Receiver
 
 pytestmark = pytest.mark.docker
 
@@ -35,64 +32,10 @@ def race_json(repo: GitRepo, race: str) -> dict[str, Any]:
     return found
 
 
-class Stalling:
-    """A webhook on loopback whose first connection is taken and never read: its sender has connected and waits
-    for an answer (the send is in progress) until `let_go()`, when that connection is closed unread and unanswered
-    (nothing arrived); `stalled` is set once it is taken. Every later POST is recorded and answered 200."""
-
-    def __init__(self) -> None:
-        self.received: list[Received] = []
-        self.stalled = threading.Event()
-        self._gate = threading.Event()
-        self._first = True
-        self._lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def handle(self) -> None:
-                with outer._lock:
-                    first, outer._first = outer._first, False
-                if first:
-                    outer.stalled.set()
-                    outer._gate.wait(300)
-                    return  # closed without reading the request
-                super().handle()
-
-            def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with outer._lock:
-                    outer.received.append(Received(self.path, {k.lower(): v for k, v in self.headers.items()}, body))
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> Stalling:
-        self._thread.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        self.let_go()
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(10)
-
-    def let_go(self) -> None:
-        self._gate.set()
-
-
 def test_a_race_supervisor_killed_while_it_tells_the_end_leaves_it_to_resume_which_tells_it_once(
     repo: GitRepo,
 ) -> None:
-    with Stalling() as hook:
+    with Receiver(stall=True) as hook:
         r = harness(*race_args("rk", racers("2"), "--notify", f"{hook.url}/hook", n=2), "--detach", "--json",
                     cwd=repo.path)  # fmt: skip
         assert r.code == 0, r.stderr

@@ -16,8 +16,9 @@ import pytest
 
 from tests.helpers import GitRepo, exited, harness, run_args, wait_for
 from tests.integration.test_race import _end_what_the_race_left, race_args, racers  # noqa: F401 - fixture
-from tests.integration.test_race_notify_end import Stalling, race_json
 from tests.integration.test_race_notify_end import notifications as told_of
+from tests.integration.test_race_notify_end import race_json
+from tests.notify_receiver import Receiver
 
 pytestmark = pytest.mark.docker
 
@@ -31,7 +32,7 @@ def summary_json(repo: GitRepo, session: str) -> dict[str, Any]:
     return found
 
 
-def killed_while_it_tells(repo: GitRepo, hook: Stalling, session: str) -> dict[str, Any]:
+def killed_while_it_tells(repo: GitRepo, hook: Receiver, session: str) -> dict[str, Any]:
     """Run `session` detached to its end (completed after one iteration), kill -9 its supervisor while it sends the
     end to `hook` (connected, no answer yet), and let that connection go unread: nothing arrived. Its summary."""
     r = harness(*run_args(session, "--detach", "--notify", f"{hook.url}/hook", cmd=DONE, iterations=3), cwd=repo.path)
@@ -50,7 +51,7 @@ def killed_while_it_tells(repo: GitRepo, hook: Stalling, session: str) -> dict[s
 
 
 def test_a_session_killed_while_it_tells_its_end_leaves_it_to_resume_which_tells_it_once(repo: GitRepo) -> None:
-    with Stalling() as hook:
+    with Receiver(stall=True) as hook:
         before = killed_while_it_tells(repo, hook, "sk")
         owed = harness("status", "--session", "sk", "--json", cwd=repo.path)
         assert owed.code == 0 and owed.json()["endOwed"] == 1, owed.stderr
@@ -85,7 +86,7 @@ def test_a_session_killed_while_it_tells_its_end_leaves_it_to_resume_which_tells
 
 
 def test_resume_with_more_iterations_tells_the_owed_end_first_then_runs_on(repo: GitRepo) -> None:
-    with Stalling() as hook:
+    with Receiver(stall=True) as hook:
         killed_while_it_tells(repo, hook, "sm")
         r = harness("resume", "--session", "sm", "--max-iterations", "1", "--json", cwd=repo.path)
         assert r.code == 0, r.stderr
@@ -99,7 +100,7 @@ def test_resume_with_more_iterations_tells_the_owed_end_first_then_runs_on(repo:
 
 
 def test_the_service_tells_the_owed_ends_of_a_session_and_of_a_race_once_and_resumes_nothing(repo: GitRepo) -> None:
-    with Stalling() as hook, Stalling() as race_hook:
+    with Receiver(stall=True) as hook, Receiver(stall=True) as race_hook:
         killed_while_it_tells(repo, hook, "sv")
         r = harness(*race_args("rv", racers("2"), "--notify", f"{race_hook.url}/hook", n=2), "--detach", "--json",
                     cwd=repo.path)  # fmt: skip
