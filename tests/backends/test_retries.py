@@ -3,11 +3,8 @@ against a stand-in API server on loopback that answers 503 before it answers; ur
 
 from __future__ import annotations
 
-import json
 import logging
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -16,6 +13,7 @@ from kubernetes.client.exceptions import ApiException
 from runner.backends.kubernetes.config import KubernetesConfig
 from runner.backends.kubernetes.engine import KubernetesBackend
 from runner.base.errors import BackendError, EngineUnavailableError
+from tests.kube_standin import StandIn, serving
 
 ANSWERS = {
     "/version/": {
@@ -34,51 +32,27 @@ ANSWERS = {
 }
 
 
-class StandIn(ThreadingHTTPServer):
+class Flaky(StandIn):
+    """Answers 503 `failures_left` times, then what the engine's check asks."""
+
     failures_left = 0
-    paths: list[str]
 
-
-class Handler(BaseHTTPRequestHandler):
-    server: StandIn
-
-    def do_GET(self) -> None:
-        self.server.paths.append(self.path)
-        body, code = ANSWERS.get(self.path.split("?")[0]), 200
-        if self.server.failures_left > 0:
-            self.server.failures_left -= 1
-            body, code = {"kind": "Status", "code": 503, "message": "etcd is away"}, 503
-        data = json.dumps(body or {}).encode()
-        self.send_response(code if body else 404)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def answer(self, path: str) -> tuple[object, int]:
+        if self.failures_left > 0:
+            self.failures_left -= 1
+            return {"kind": "Status", "code": 503, "message": "etcd is away"}, 503
+        body = ANSWERS.get(path)
+        return (body, 200) if body else ({}, 404)
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[StandIn, KubernetesConfig]]:
-    server = StandIn(("127.0.0.1", 0), Handler)
-    server.paths = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-    }))  # fmt: skip
-    yield server, KubernetesConfig(kubeconfig=str(kubeconfig), namespace="ns")
-    server.shutdown()
-    server.server_close()  # a second time is harmless
+def api(tmp_path: Path) -> Iterator[tuple[Flaky, KubernetesConfig]]:
+    with serving(Flaky(), tmp_path) as served:
+        yield served
 
 
 def test_transient_api_faults_are_retried_with_one_plain_line_each(
-    api: tuple[StandIn, KubernetesConfig], caplog: pytest.LogCaptureFixture
+    api: tuple[Flaky, KubernetesConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, config = api
     server.failures_left = 2
@@ -92,7 +66,7 @@ def test_transient_api_faults_are_retried_with_one_plain_line_each(
 
 
 def test_a_lost_api_is_retried_a_bounded_number_of_times_by_us_alone(
-    api: tuple[StandIn, KubernetesConfig], caplog: pytest.LogCaptureFixture
+    api: tuple[Flaky, KubernetesConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, config = api
     server.shutdown()
@@ -106,7 +80,7 @@ def test_a_lost_api_is_retried_a_bounded_number_of_times_by_us_alone(
     assert not said, said
 
 
-def test_a_create_whose_answer_was_lost_is_not_an_error(api: tuple[StandIn, KubernetesConfig]) -> None:
+def test_a_create_whose_answer_was_lost_is_not_an_error(api: tuple[Flaky, KubernetesConfig]) -> None:
     _, config = api
     backend = KubernetesBackend(config)
     answers = [ApiException(status=502), ApiException(status=409)]  # made, but the answer was lost; then exists

@@ -5,12 +5,10 @@ look at the queue (runner/usecases/sessions.py `_take_slot`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ from runner.record.journal import Journal
 from runner.record.models import AgentInfo, EngineRef, Limits, RunSummary, WorktreeInfo
 from runner.usecases import queue as queue_usecase
 from runner.usecases.sessions import _take_slot
+from tests.kube_standin import StandIn, serving
 from tests.unit.test_queue import REPO, held_elsewhere
 
 GI = 1024**3
@@ -154,46 +153,22 @@ FORBIDDEN = {
 }  # fmt: skip
 
 
-class StandIn(ThreadingHTTPServer):
+class Nodes(StandIn):
+    """Lists NODES, or refuses as a namespaced user is refused (`forbid`)."""
+
     forbid = False
-    paths: list[str]
 
-
-class Handler(BaseHTTPRequestHandler):
-    server: StandIn
-
-    def do_GET(self) -> None:
-        self.server.paths.append(self.path.split("?")[0])
-        body, code = (FORBIDDEN, 403) if self.server.forbid else (NODES, 200)
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    def answer(self, path: str) -> tuple[object, int]:
+        return (FORBIDDEN, 403) if self.forbid else (NODES, 200)
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[tuple[StandIn, KubernetesConfig]]:
-    server = StandIn(("127.0.0.1", 0), Handler)
-    server.paths = []
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(json.dumps({
-        "apiVersion": "v1", "kind": "Config", "current-context": "x",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{server.server_address[1]}"}}],
-        "users": [{"name": "u", "user": {"token": "t"}}],
-        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
-    }))  # fmt: skip
-    yield server, KubernetesConfig(kubeconfig=str(kubeconfig), namespace="ns")
-    server.shutdown()
-    server.server_close()
+def api(tmp_path: Path) -> Iterator[tuple[Nodes, KubernetesConfig]]:
+    with serving(Nodes(), tmp_path) as served:
+        yield served
 
 
-def test_the_engine_counts_the_listed_schedulable_nodes_once(api: tuple[StandIn, KubernetesConfig]) -> None:
+def test_the_engine_counts_the_listed_schedulable_nodes_once(api: tuple[Nodes, KubernetesConfig]) -> None:
     server, config = api
     found = KubernetesBackend(config).capacity(cpus=0.9, memory_bytes=GI + 768 * MI)  # a pod: 1 cpu, 2 GiB
     assert (found.sessions, found.fallback) == (3 + 2, False)  # n1: 3, n4: 2; n2 cordoned, n3 tainted
@@ -202,7 +177,7 @@ def test_the_engine_counts_the_listed_schedulable_nodes_once(api: tuple[StandIn,
 
 
 def test_a_user_who_may_not_list_nodes_gets_the_documented_default_and_is_told(
-    api: tuple[StandIn, KubernetesConfig], caplog: pytest.LogCaptureFixture
+    api: tuple[Nodes, KubernetesConfig], caplog: pytest.LogCaptureFixture
 ) -> None:
     server, config = api
     server.forbid = True
